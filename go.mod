@@ -1,0 +1,3 @@
+module github.com/gust-run/gust
+
+go 1.26
