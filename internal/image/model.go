@@ -1,0 +1,21 @@
+package image
+
+import "time"
+
+// Kinds of image.
+const (
+	KindDebianSlim = "debian_slim"
+	KindSnapshot   = "snapshot"
+)
+
+// Image is an image as stored and shown to clients. Layers are directory paths on the worker's
+// disk, lowest first; they are read-only once made.
+type Image struct {
+	ID        string    `json:"image_id"`
+	Kind      string    `json:"kind"`
+	ParentID  *string   `json:"parent_id"`
+	Hash      string    `json:"-"`
+	Layers    []string  `json:"-"`
+	SizeBytes int64     `json:"size_bytes"`
+	CreatedAt time.Time `json:"created_at"`
+}

@@ -1,0 +1,392 @@
+package runtime
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gust-run/gust/internal/initproto"
+)
+
+// ErrStopped is returned for operations on a container whose init has gone.
+var ErrStopped = errors.New("container is not running")
+
+// Container is a running container and the worker's end of its gust-init connection.
+type Container struct {
+	ID        string
+	isolation string
+	bundle    string
+	rt        *Runtime
+	opts      CreateOptions
+
+	w             *initproto.Writer
+	in, out, errR *os.File
+	ready, done   chan struct{}
+	closeOnce     sync.Once
+	removeOnce    sync.Once
+	doneOnce      sync.Once
+
+	mu      sync.Mutex
+	next    uint32
+	procs   map[uint32]*Process
+	files   map[uint32]chan fileResult
+	oomSeen int
+}
+
+type fileResult struct {
+	resp initproto.FileResponse
+	data []byte
+	err  error
+}
+
+func newContainer(opts CreateOptions, in, out, errR *os.File, rt *Runtime, bundle string) *Container {
+	c := &Container{
+		ID: opts.ID, isolation: opts.Isolation, bundle: bundle, rt: rt, opts: opts,
+		w: initproto.NewWriter(in), in: in, out: out, errR: errR,
+		ready: make(chan struct{}), done: make(chan struct{}),
+		procs: map[uint32]*Process{}, files: map[uint32]chan fileResult{},
+	}
+	go c.readLoop()
+	return c
+}
+
+// Done is closed once init has exited.
+func (c *Container) Done() <-chan struct{} { return c.done }
+
+func (c *Container) closePipes() {
+	c.closeOnce.Do(func() {
+		c.in.Close()
+		c.errR.Close()
+	})
+}
+
+func (c *Container) readLoop() {
+	r := initproto.NewReader(bufio.NewReaderSize(c.out, 64<<10))
+	for {
+		f, err := r.Read()
+		if err != nil {
+			break
+		}
+		switch f.Type {
+		case initproto.Ready:
+			select {
+			case <-c.ready:
+			default:
+				close(c.ready)
+			}
+		case initproto.Stdout, initproto.Stderr:
+			if p := c.proc(f.Channel); p != nil {
+				p.add(Chunk{Stderr: f.Type == initproto.Stderr, Data: f.Payload})
+			}
+		case initproto.Exit:
+			var info initproto.ExitInfo
+			if err := json.Unmarshal(f.Payload, &info); err != nil {
+				info = initproto.ExitInfo{ExitCode: 255, Error: "bad exit frame from gust-init"}
+			}
+			c.mu.Lock()
+			p := c.procs[f.Channel]
+			delete(c.procs, f.Channel)
+			c.mu.Unlock()
+			if p != nil {
+				p.finish(c.annotate(info))
+			}
+		case initproto.FileDone:
+			c.mu.Lock()
+			ch := c.files[f.Channel]
+			delete(c.files, f.Channel)
+			c.mu.Unlock()
+			if ch != nil {
+				var res fileResult
+				res.data, res.err = initproto.Unpack(f.Payload, &res.resp)
+				ch <- res
+			}
+		case initproto.Log:
+			c.opts.Logf("gust-init %s: %s", c.ID, strings.TrimSpace(string(f.Payload)))
+		}
+	}
+	c.out.Close()
+	c.mu.Lock()
+	procs := c.procs
+	c.procs = map[uint32]*Process{}
+	files := c.files
+	c.files = map[uint32]chan fileResult{}
+	c.mu.Unlock()
+	stopped := c.annotate(initproto.ExitInfo{ExitCode: 137, Signal: 9, Error: "the sandbox stopped"})
+	for _, p := range procs {
+		p.finish(stopped)
+	}
+	for _, ch := range files {
+		ch <- fileResult{err: ErrStopped}
+	}
+	c.doneOnce.Do(func() { close(c.done) })
+	if c.opts.OnExit != nil {
+		c.opts.OnExit()
+	}
+}
+
+// annotate explains a SIGKILL that the kernel's OOM killer sent.
+func (c *Container) annotate(info initproto.ExitInfo) initproto.ExitInfo {
+	if info.Signal != int(syscall.SIGKILL) {
+		return info
+	}
+	n := c.oomKills()
+	c.mu.Lock()
+	fresh := n > c.oomSeen
+	c.oomSeen = n
+	c.mu.Unlock()
+	if fresh {
+		info.Error = fmt.Sprintf("out of memory: killed by the kernel OOM killer at the sandbox's memory limit of %d MiB", c.opts.MemoryMiB)
+	}
+	return info
+}
+
+// oomKills reads the container cgroup's count of OOM kills, under cgroup v1 or v2.
+func (c *Container) oomKills() int {
+	cg := c.rt.cfg.cgroupsPath(c.ID)
+	for _, f := range []string{"/sys/fs/cgroup/memory" + cg + "/memory.oom_control", "/sys/fs/cgroup" + cg + "/memory.events"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+				n, _ := strconv.Atoi(strings.TrimSpace(v))
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// OOMKilled reports whether the kernel has OOM-killed anything in the container.
+func (c *Container) OOMKilled() bool { return c.oomKills() > 0 }
+
+func (c *Container) proc(ch uint32) *Process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.procs[ch]
+}
+
+func (c *Container) channel() uint32 {
+	c.next++
+	return c.next
+}
+
+// Exec starts a process in the container. A timeout above zero kills it after that long.
+func (c *Container) Exec(req initproto.ExecRequest, timeout time.Duration) (*Process, error) {
+	select {
+	case <-c.done:
+		return nil, ErrStopped
+	default:
+	}
+	p := &Process{c: c, main: req.Main, changed: make(chan struct{})}
+	if req.Main {
+		p.log = &tailBuffer{max: 1 << 20}
+	}
+	c.mu.Lock()
+	p.ch = c.channel()
+	c.procs[p.ch] = p
+	c.mu.Unlock()
+	if err := c.w.WriteJSON(initproto.ExecStart, p.ch, req); err != nil {
+		c.mu.Lock()
+		delete(c.procs, p.ch)
+		c.mu.Unlock()
+		return nil, fmt.Errorf("%w: %v", ErrStopped, err)
+	}
+	if timeout > 0 {
+		p.timer = time.AfterFunc(timeout, func() {
+			p.mu.Lock()
+			p.timedOut = timeout
+			p.mu.Unlock()
+			p.Signal(int(syscall.SIGKILL))
+		})
+	}
+	return p, nil
+}
+
+// FileOp performs one file operation inside the container.
+func (c *Container) FileOp(ctx context.Context, req initproto.FileRequest, data []byte) (initproto.FileResponse, []byte, error) {
+	payload, err := initproto.Pack(req, data)
+	if err != nil {
+		return initproto.FileResponse{}, nil, err
+	}
+	res := make(chan fileResult, 1)
+	c.mu.Lock()
+	select {
+	case <-c.done:
+		c.mu.Unlock()
+		return initproto.FileResponse{}, nil, ErrStopped
+	default:
+	}
+	ch := c.channel()
+	c.files[ch] = res
+	c.mu.Unlock()
+	if err := c.w.Write(initproto.FileOp, ch, payload); err != nil {
+		c.mu.Lock()
+		delete(c.files, ch)
+		c.mu.Unlock()
+		return initproto.FileResponse{}, nil, fmt.Errorf("%w: %v", ErrStopped, err)
+	}
+	select {
+	case r := <-res:
+		return r.resp, r.data, r.err
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.files, ch)
+		c.mu.Unlock()
+		return initproto.FileResponse{}, nil, ctx.Err()
+	}
+}
+
+// Chunk is a piece of a process's output.
+type Chunk struct {
+	Stderr bool
+	Data   []byte
+}
+
+// Process is a process running in a container. Its output is held until read: Next hands each
+// chunk out once.
+type Process struct {
+	c    *Container
+	ch   uint32
+	main bool
+
+	mu        sync.Mutex
+	pending   []Chunk
+	exit      *initproto.ExitInfo
+	changed   chan struct{}
+	log       *tailBuffer // main process only: the last MiB, for logs
+	logChunks []Chunk
+	timer     *time.Timer
+	timedOut  time.Duration
+}
+
+func (p *Process) add(ch Chunk) {
+	p.mu.Lock()
+	p.pending = append(p.pending, ch)
+	if p.log != nil {
+		p.keepLog(ch)
+	}
+	close(p.changed)
+	p.changed = make(chan struct{})
+	p.mu.Unlock()
+}
+
+// keepLog remembers recent output of the main process for `logs`, bounded to a MiB.
+func (p *Process) keepLog(ch Chunk) {
+	p.logChunks = append(p.logChunks, ch)
+	total := 0
+	for i := len(p.logChunks) - 1; i >= 0; i-- {
+		total += len(p.logChunks[i].Data)
+		if total > p.log.max {
+			p.logChunks = append([]Chunk(nil), p.logChunks[i+1:]...)
+			break
+		}
+	}
+}
+
+func (p *Process) finish(info initproto.ExitInfo) {
+	p.mu.Lock()
+	if p.exit != nil {
+		p.mu.Unlock()
+		return
+	}
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	if p.timedOut > 0 {
+		info = initproto.ExitInfo{ExitCode: 124, Signal: info.Signal, Error: fmt.Sprintf("exec timed out after %v", p.timedOut)}
+	}
+	p.exit = &info
+	close(p.changed)
+	p.changed = make(chan struct{})
+	p.mu.Unlock()
+}
+
+// Next waits for output or the exit and returns what is new. exit is set, after the last
+// chunk, once the process has ended.
+func (p *Process) Next(ctx context.Context) (chunks []Chunk, exit *initproto.ExitInfo, err error) {
+	for {
+		p.mu.Lock()
+		if len(p.pending) > 0 || p.exit != nil {
+			chunks, p.pending = p.pending, nil
+			exit = p.exit
+			p.mu.Unlock()
+			return chunks, exit, nil
+		}
+		changed := p.changed
+		p.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+}
+
+// Logs returns the kept output of the main process and a channel closed on the next change.
+func (p *Process) Logs() ([]Chunk, *initproto.ExitInfo, <-chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]Chunk(nil), p.logChunks...), p.exit, p.changed
+}
+
+// Exit returns the exit information, or nil while running.
+func (p *Process) Exit() *initproto.ExitInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exit
+}
+
+// Wait waits for the process to end.
+func (p *Process) Wait(ctx context.Context) (*initproto.ExitInfo, error) {
+	for {
+		p.mu.Lock()
+		if p.exit != nil {
+			e := p.exit
+			p.mu.Unlock()
+			return e, nil
+		}
+		changed := p.changed
+		p.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// WriteStdin sends bytes to the process's stdin.
+func (p *Process) WriteStdin(b []byte) error {
+	for len(b) > 0 {
+		n := min(len(b), 1<<20)
+		if err := p.c.w.Write(initproto.Stdin, p.ch, b[:n]); err != nil {
+			return fmt.Errorf("%w: %v", ErrStopped, err)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// CloseStdin closes the process's stdin.
+func (p *Process) CloseStdin() error { return p.c.w.Write(initproto.StdinClose, p.ch, nil) }
+
+// Signal sends a signal to the process group.
+func (p *Process) Signal(sig int) error {
+	return p.c.w.WriteJSON(initproto.Signal, p.ch, initproto.SignalRequest{Signal: sig})
+}
+
+// Resize sets the PTY size.
+func (p *Process) Resize(rows, cols uint16) error {
+	return p.c.w.WriteJSON(initproto.Resize, p.ch, initproto.ResizeRequest{Rows: rows, Cols: cols})
+}

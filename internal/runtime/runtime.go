@@ -1,0 +1,368 @@
+// Package runtime runs containers for the worker: it lays out an OCI bundle (an overlayfs root
+// over read-only image layers with a size-bounded writable layer), starts it under runc or runsc
+// (gVisor) with gust-init as PID 1, and speaks initproto to that init over its stdio pipes. It
+// owns every host resource a container uses and gives each back on failure and on removal:
+// mounts, the runtime's state and cgroups, the bundle directory.
+//
+// Imported by the worker only.
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gust-run/gust/internal/reaper"
+)
+
+// Isolation names.
+const (
+	IsolationRunc   = "runc"
+	IsolationGVisor = "gvisor"
+)
+
+// Config says where the runtime keeps its state and which binaries it runs.
+type Config struct {
+	StateDir   string // bundles and runtime state live below it
+	InitBinary string // the gust binary, bind-mounted as /.gust/gust
+	RuncPath   string
+	RunscPath  string
+	PidsLimit  int
+	// CgroupParent groups all containers' cgroups (e.g. "gust"), so they are easy to find.
+	CgroupParent string
+}
+
+func (c *Config) cgroupsPath(id string) string { return "/" + c.CgroupParent + "/" + id }
+
+func (c *Config) bundleDir(id string) string { return filepath.Join(c.StateDir, "bundles", id) }
+
+func (c *Config) runtimeRoot(isolation string) string {
+	return filepath.Join(c.StateDir, "state", isolation)
+}
+
+// Runtime creates containers.
+type Runtime struct {
+	cfg Config
+}
+
+// New checks the configuration and returns a Runtime.
+func New(cfg Config) (*Runtime, error) {
+	if cfg.PidsLimit == 0 {
+		cfg.PidsLimit = 1024
+	}
+	if cfg.CgroupParent == "" {
+		cfg.CgroupParent = "gust"
+	}
+	if cfg.RuncPath == "" {
+		cfg.RuncPath, _ = exec.LookPath("runc")
+	}
+	if cfg.RunscPath == "" {
+		cfg.RunscPath, _ = exec.LookPath("runsc")
+	}
+	if cfg.InitBinary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("runtime: find the gust binary: %w", err)
+		}
+		cfg.InitBinary = exe
+	}
+	for _, d := range []string{filepath.Join(cfg.StateDir, "bundles"), cfg.runtimeRoot(IsolationRunc), cfg.runtimeRoot(IsolationGVisor)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("runtime: %w", err)
+		}
+	}
+	reaper.Enable()
+	return &Runtime{cfg: cfg}, nil
+}
+
+// Available reports whether an isolation's runtime binary is installed.
+func (r *Runtime) Available(isolation string) error {
+	p := r.cfg.RuncPath
+	pkg := "runc"
+	if isolation == IsolationGVisor {
+		p, pkg = r.cfg.RunscPath, "runsc"
+	}
+	if p == "" {
+		return fmt.Errorf("%s is not installed on this worker: apt-get install %s", pkg, pkg)
+	}
+	return nil
+}
+
+// CreateOptions describe one container.
+type CreateOptions struct {
+	ID           string
+	Isolation    string
+	Layers       []string // read-only image layer directories, lowest first
+	CPU          float64
+	MemoryMiB    int
+	DiskMiB      int
+	BlockNetwork bool
+	NetNSPath    string // join this network namespace; empty makes a new one with only lo
+	// ReadyTimeout bounds the wait for gust-init's greeting.
+	ReadyTimeout time.Duration
+	// OnExit is called once, from the container's reader goroutine, when init has gone.
+	OnExit func()
+	// Logf receives init's and the runtime's diagnostics.
+	Logf func(format string, args ...any)
+}
+
+// Create lays out the bundle and starts the container with gust-init as PID 1. On any failure
+// nothing it made is left behind.
+func (r *Runtime) Create(ctx context.Context, opts CreateOptions) (_ *Container, retErr error) {
+	if err := r.Available(opts.Isolation); err != nil {
+		return nil, err
+	}
+	if len(opts.Layers) == 0 {
+		return nil, errors.New("runtime: an image needs at least one layer")
+	}
+	if opts.Logf == nil {
+		opts.Logf = func(string, ...any) {}
+	}
+	var undo cleanupStack
+	defer func() {
+		if retErr != nil {
+			undo.run()
+		}
+	}()
+
+	bundle := r.cfg.bundleDir(opts.ID)
+	rw := filepath.Join(bundle, "rw")
+	rootfs := filepath.Join(bundle, "rootfs")
+	if err := os.MkdirAll(rw, 0o700); err != nil {
+		return nil, fmt.Errorf("runtime: make bundle: %w", err)
+	}
+	undo.push(func() { os.RemoveAll(bundle) })
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		return nil, fmt.Errorf("runtime: make bundle: %w", err)
+	}
+	// The writable layer is a tmpfs so that a sandbox's disk use is bounded by its size.
+	if err := unix.Mount("tmpfs", rw, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("size=%dm,mode=0755", opts.DiskMiB)); err != nil {
+		return nil, fmt.Errorf("runtime: mount writable layer: %w", err)
+	}
+	undo.push(func() { unmount(rw) })
+	upper, work := filepath.Join(rw, "upper"), filepath.Join(rw, "work")
+	for _, d := range []string{upper, work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return nil, fmt.Errorf("runtime: %w", err)
+		}
+	}
+	lower := make([]string, len(opts.Layers))
+	for i, l := range opts.Layers { // overlayfs lists the top layer first
+		lower[len(lower)-1-i] = l
+	}
+	ovl := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lower, ":"), upper, work)
+	if err := unix.Mount("overlay", rootfs, "overlay", 0, ovl); err != nil {
+		return nil, fmt.Errorf("runtime: mount overlay root: %w", err)
+	}
+	undo.push(func() { unmount(rootfs) })
+
+	spec := buildSpec(&r.cfg, opts, rootfs)
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
+		return nil, fmt.Errorf("runtime: write spec: %w", err)
+	}
+
+	// Stdio pipes: the container's PID 1 gets the child ends (runc and runsc pass them through
+	// when detached); we keep the parent ends and speak initproto over them.
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		outR.Close()
+		outW.Close()
+		return nil, err
+	}
+	closeParent := func() { inW.Close(); outR.Close(); errR.Close() }
+
+	args := r.runtimeArgs(opts)
+	args = append(args, "run", "--detach", "--bundle", bundle, opts.ID)
+	cmd := exec.Command(r.binary(opts.Isolation), args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	// The runtime's own failure messages arrive on the stderr pipe too; keep them for errors.
+	stderrLog := &tailBuffer{max: 8 << 10}
+	stderrDone := make(chan struct{})
+	go func() {
+		defer close(stderrDone)
+		buf := make([]byte, 4096)
+		for {
+			n, err := errR.Read(buf)
+			if n > 0 {
+				stderrLog.Write(buf[:n])
+				for _, line := range strings.Split(strings.TrimRight(string(buf[:n]), "\n"), "\n") {
+					opts.Logf("container %s: %s", opts.ID, line)
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	runErr := reaper.Run(cmd)
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	undo.push(func() { r.delete(opts.ID, opts.Isolation) })
+	if runErr != nil {
+		closeParent()
+		select {
+		case <-stderrDone:
+		case <-time.After(time.Second):
+		}
+		return nil, fmt.Errorf("runtime: %s run: %v: %s", r.binary(opts.Isolation), runErr, strings.TrimSpace(stderrLog.String()))
+	}
+
+	c := newContainer(opts, inW, outR, errR, r, bundle)
+	undo.push(c.closePipes)
+	timeout := opts.ReadyTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	select {
+	case <-c.ready:
+	case <-c.done:
+		return nil, fmt.Errorf("runtime: container %s exited before gust-init was ready: %s", opts.ID, strings.TrimSpace(stderrLog.String()))
+	case <-time.After(timeout):
+		return nil, fmt.Errorf("runtime: gust-init in %s not ready after %s", opts.ID, timeout)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return c, nil
+}
+
+func (r *Runtime) binary(isolation string) string {
+	if isolation == IsolationGVisor {
+		return r.cfg.RunscPath
+	}
+	return r.cfg.RuncPath
+}
+
+func (r *Runtime) runtimeArgs(opts CreateOptions) []string {
+	root := r.cfg.runtimeRoot(opts.Isolation)
+	if opts.Isolation != IsolationGVisor {
+		return []string{"--root", root}
+	}
+	// ptrace is the platform that works everywhere (KVM hangs on nested VMs); raw sockets stay
+	// off; the OCI seccomp profile is applied inside the sandbox too.
+	a := []string{"--root", root, "--platform=ptrace", "--oci-seccomp"}
+	if opts.BlockNetwork {
+		a = append(a, "--network=none")
+	}
+	return a
+}
+
+// delete kills and removes a container's runtime state and cgroups, ignoring "does not exist".
+func (r *Runtime) delete(id, isolation string) {
+	args := append(r.runtimeArgs(CreateOptions{Isolation: isolation}), "delete", "--force", id)
+	out, err := reaper.CombinedOutput(exec.Command(r.binary(isolation), args...))
+	if err != nil && !bytes.Contains(out, []byte("does not exist")) && !bytes.Contains(out, []byte("not exist")) {
+		// A second try covers a container still being torn down.
+		time.Sleep(50 * time.Millisecond)
+		reaper.CombinedOutput(exec.Command(r.binary(isolation), args...))
+	}
+}
+
+// Remove stops a container and releases everything it held. Safe to call more than once.
+func (r *Runtime) Remove(c *Container) {
+	c.removeOnce.Do(func() {
+		r.delete(c.ID, c.isolation)
+		c.closePipes()
+		select {
+		case <-c.done:
+		case <-time.After(5 * time.Second):
+		}
+		unmount(filepath.Join(c.bundle, "rootfs"))
+		unmount(filepath.Join(c.bundle, "rw"))
+		os.RemoveAll(c.bundle)
+		reaper.Reap()
+	})
+}
+
+// CleanupLeftovers removes containers and bundles a previous gust process left behind (after a
+// crash or kill -9), so that a restart starts clean.
+func (r *Runtime) CleanupLeftovers(logf func(string, ...any)) {
+	entries, _ := os.ReadDir(filepath.Join(r.cfg.StateDir, "bundles"))
+	for _, e := range entries {
+		id := e.Name()
+		for _, iso := range []string{IsolationRunc, IsolationGVisor} {
+			if r.Available(iso) == nil {
+				r.delete(id, iso)
+			}
+		}
+		bundle := r.cfg.bundleDir(id)
+		unmount(filepath.Join(bundle, "rootfs"))
+		unmount(filepath.Join(bundle, "rw"))
+		if err := os.RemoveAll(bundle); err != nil {
+			logf("cleanup of leftover bundle %s: %v", id, err)
+		} else {
+			logf("removed leftover container %s", id)
+		}
+	}
+}
+
+// UpperDir returns a container's writable layer, for snapshots.
+func (c *Container) UpperDir() string { return filepath.Join(c.bundle, "rw", "upper") }
+
+func unmount(p string) {
+	for i := 0; i < 50; i++ {
+		err := unix.Unmount(p, unix.MNT_DETACH)
+		if err == nil || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type cleanupStack []func()
+
+func (s *cleanupStack) push(f func()) { *s = append(*s, f) }
+func (s *cleanupStack) run() {
+	for i := len(*s) - 1; i >= 0; i-- {
+		(*s)[i]()
+	}
+}
+
+// tailBuffer keeps the last max bytes written.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = t.b[len(t.b)-t.max:]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
+}

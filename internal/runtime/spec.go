@@ -1,0 +1,152 @@
+package runtime
+
+import (
+	"sort"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// initPath is where the gust binary appears inside every container; it runs as PID 1 with the
+// argument "container-init".
+const initPath = "/.gust/gust"
+
+// defaultCaps is Docker's default set less NET_RAW (no raw sockets) and MKNOD (no device
+// nodes): enough for package managers and servers, nothing that reaches the kernel's admin
+// surface (no SYS_ADMIN, SYS_MODULE, SYS_PTRACE, NET_ADMIN).
+var defaultCaps = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_SETGID", "CAP_SETUID",
+	"CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+	"CAP_AUDIT_WRITE",
+}
+
+// maskedPaths and readonlyPaths follow the runtimes' usual defaults: kernel state that a
+// container could read to learn about the host, or write to change it.
+var maskedPaths = []string{
+	"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+	"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+	"/sys/firmware", "/sys/devices/virtual/powercap",
+}
+
+var readonlyPaths = []string{
+	"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+}
+
+// buildSpec returns the OCI runtime spec for a container.
+func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
+	memBytes := int64(opts.MemoryMiB) << 20
+	period := uint64(100000)
+	quota := int64(opts.CPU * float64(period))
+	pids := int64(c.PidsLimit)
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "TERM=xterm"}
+	hostname := "sandbox"
+	if len(opts.ID) > 0 {
+		hostname = opts.ID
+	}
+	s := &specs.Spec{
+		Version: specs.Version,
+		Process: &specs.Process{
+			Args:            []string{initPath, "container-init"},
+			Env:             env,
+			Cwd:             "/",
+			NoNewPrivileges: true,
+			Capabilities: &specs.LinuxCapabilities{
+				Bounding:  defaultCaps,
+				Effective: defaultCaps,
+				Permitted: defaultCaps,
+			},
+			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 65536, Soft: 65536}},
+		},
+		Root:     &specs.Root{Path: rootfs},
+		Hostname: hostname,
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
+			{Destination: initPath, Type: "bind", Source: c.InitBinary, Options: []string{"rbind", "ro", "nosuid", "nodev"}},
+		},
+		Linux: &specs.Linux{
+			CgroupsPath: c.cgroupsPath(opts.ID),
+			Resources: &specs.LinuxResources{
+				Memory:  &specs.LinuxMemory{Limit: &memBytes, Swap: &memBytes},
+				CPU:     &specs.LinuxCPU{Period: &period, Quota: &quota},
+				Pids:    &specs.LinuxPids{Limit: pids},
+				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
+			},
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.IPCNamespace},
+				{Type: specs.UTSNamespace}, {Type: specs.CgroupNamespace},
+				{Type: specs.NetworkNamespace, Path: opts.NetNSPath},
+			},
+			MaskedPaths:   maskedPaths,
+			ReadonlyPaths: readonlyPaths,
+			Seccomp:       seccompProfile(),
+		},
+	}
+	if opts.Isolation == IsolationGVisor {
+		// gVisor implements its own cgroup namespace and /sys; these mounts only confuse it.
+		s.Linux.Namespaces = []specs.LinuxNamespace{
+			{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.IPCNamespace},
+			{Type: specs.UTSNamespace}, {Type: specs.NetworkNamespace, Path: opts.NetNSPath},
+		}
+		var mounts []specs.Mount
+		for _, m := range s.Mounts {
+			if m.Destination != "/sys/fs/cgroup" && m.Destination != "/dev/mqueue" {
+				mounts = append(mounts, m)
+			}
+		}
+		s.Mounts = mounts
+	}
+	return s
+}
+
+// seccompProfile denies the system calls a sandbox never needs and that widen the kernel
+// surface an attacker can reach: mounting, namespaces, module loading, kexec, BPF, perf,
+// keyrings, handle-based opens (the classic container breakout), clock and swap control,
+// userfaultfd. Everything else is allowed, like the defaults of container runtimes; the
+// capability set and namespaces do the rest.
+func seccompProfile() *specs.LinuxSeccomp {
+	denied := []string{
+		"mount", "umount", "umount2", "pivot_root", "unshare", "setns", "move_mount",
+		"open_tree", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
+		"init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
+		"bpf", "perf_event_open", "add_key", "request_key", "keyctl",
+		"open_by_handle_at", "name_to_handle_at", "reboot", "swapon", "swapoff", "acct",
+		"settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "syslog",
+		"userfaultfd", "lookup_dcookie", "quotactl", "nfsservctl", "iopl", "ioperm",
+		"vhangup", "personality", "process_vm_readv", "process_vm_writev", "ptrace",
+	}
+	sort.Strings(denied)
+	rules := []specs.LinuxSyscall{
+		{Names: denied, Action: specs.ActErrno, ErrnoRet: errnoPtr(1)},
+		// clone3 passes its flags in memory seccomp cannot read: ENOSYS makes libc fall back
+		// to clone, whose flags the rules below can see.
+		{Names: []string{"clone3"}, Action: specs.ActErrno, ErrnoRet: errnoPtr(38)},
+	}
+	// clone with any new-namespace flag is denied: one rule per flag, since rules OR together
+	// and a masked compare tests one bit pattern.
+	for _, flag := range []uint64{
+		0x00020000, // CLONE_NEWNS
+		0x02000000, // CLONE_NEWCGROUP
+		0x04000000, // CLONE_NEWUTS
+		0x08000000, // CLONE_NEWIPC
+		0x10000000, // CLONE_NEWUSER
+		0x20000000, // CLONE_NEWPID
+		0x40000000, // CLONE_NEWNET
+	} {
+		rules = append(rules, specs.LinuxSyscall{
+			Names: []string{"clone"}, Action: specs.ActErrno, ErrnoRet: errnoPtr(1),
+			Args: []specs.LinuxSeccompArg{{Index: 0, Value: flag, ValueTwo: flag, Op: specs.OpMaskedEqual}},
+		})
+	}
+	return &specs.LinuxSeccomp{
+		DefaultAction: specs.ActAllow,
+		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32},
+		Syscalls:      rules,
+	}
+}
+
+func errnoPtr(n uint) *uint { return &n }

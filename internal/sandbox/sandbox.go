@@ -1,0 +1,267 @@
+// Package sandbox is the model of a sandbox: its specification, its lifecycle states and the
+// transitions allowed between them, and the validation of what a client asks for. The server,
+// the store and the worker all share it; it imports nothing of theirs.
+//
+// Lifecycle:
+//
+//	pending ──► running ──► finished     (its command exited; exit_code is the command's)
+//	   │           ├──────► terminated   (terminate was called, or the server shut down; 137)
+//	   │           ├──────► timeout      (timeout or idle_timeout passed; 124)
+//	   └───────────┴──────► failed       (the container could not start or was lost)
+//
+// The last four are terminal: nothing leaves them.
+package sandbox
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/gust-run/gust/internal/errdefs"
+)
+
+// Status is a lifecycle state.
+type Status string
+
+// The states.
+const (
+	Pending    Status = "pending"
+	Running    Status = "running"
+	Finished   Status = "finished"
+	Terminated Status = "terminated"
+	Timeout    Status = "timeout"
+	Failed     Status = "failed"
+)
+
+// Exit codes reported for ends that are not the command's own.
+const (
+	ExitTimeout    = 124
+	ExitTerminated = 137
+)
+
+// Terminal reports whether s is an end state.
+func (s Status) Terminal() bool {
+	return s == Finished || s == Terminated || s == Timeout || s == Failed
+}
+
+// CanTransition reports whether a sandbox may move from s to next.
+func (s Status) CanTransition(next Status) bool {
+	switch s {
+	case Pending:
+		return next == Running || next.Terminal()
+	case Running:
+		return next.Terminal()
+	}
+	return false
+}
+
+// Isolation runtimes.
+const (
+	IsolationRunc   = "runc"
+	IsolationGVisor = "gvisor"
+)
+
+// Limits applied when the client names none.
+const (
+	DefaultTimeout   = 300 * time.Second
+	MaxTimeout       = 24 * time.Hour
+	DefaultCPU       = 1.0
+	DefaultMemoryMiB = 1024
+	MinMemoryMiB     = 16
+	MaxEnvBytes      = 256 << 10
+)
+
+// Sandbox is a sandbox as stored and as shown to clients.
+type Sandbox struct {
+	ID           string            `json:"sandbox_id"`
+	AppID        string            `json:"app_id"`
+	Name         *string           `json:"name"`
+	Tags         map[string]string `json:"tags"`
+	ImageID      string            `json:"image_id"`
+	Command      []string          `json:"command"`
+	Isolation    string            `json:"isolation"`
+	Status       Status            `json:"status"`
+	ExitCode     *int              `json:"exit_code"`
+	Error        *string           `json:"error"`
+	Timeout      float64           `json:"timeout"`
+	IdleTimeout  *float64          `json:"idle_timeout"`
+	CPU          float64           `json:"cpu"`
+	MemoryMiB    int               `json:"memory"`
+	Workdir      *string           `json:"workdir"`
+	BlockNetwork bool              `json:"block_network"`
+	Env          map[string]string `json:"env,omitempty"`
+	WorkerID     string            `json:"worker_id,omitempty"`
+	CreatedAt    time.Time         `json:"created_at"`
+	StartedAt    *time.Time        `json:"started_at"`
+	FinishedAt   *time.Time        `json:"finished_at"`
+}
+
+// Public returns a copy fit for clients: environment values may hold secrets, so they are
+// never listed.
+func (s Sandbox) Public() Sandbox {
+	s.Env = nil
+	s.WorkerID = ""
+	return s
+}
+
+// CreateRequest is what a client asks for.
+type CreateRequest struct {
+	AppID        string            `json:"app_id"`
+	ImageID      string            `json:"image_id"`
+	Command      []string          `json:"command"`
+	Timeout      *float64          `json:"timeout"`
+	IdleTimeout  *float64          `json:"idle_timeout"`
+	CPU          *float64          `json:"cpu"`
+	Memory       *int              `json:"memory"`
+	Workdir      *string           `json:"workdir"`
+	Env          map[string]string `json:"env"`
+	BlockNetwork bool              `json:"block_network"`
+	Name         *string           `json:"name"`
+	Tags         map[string]string `json:"tags"`
+	Isolation    string            `json:"isolation"`
+}
+
+var (
+	nameRE   = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$`)
+	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+// Validate checks a request and fills defaults, returning the sandbox to create. hostCPU and
+// hostMemMiB bound what one sandbox may ask for.
+func (r CreateRequest) Validate(defaultIsolation string, hostCPU float64, hostMemMiB int) (Sandbox, error) {
+	sb := Sandbox{
+		AppID: r.AppID, ImageID: r.ImageID, Command: r.Command, Tags: r.Tags, Env: r.Env,
+		BlockNetwork: r.BlockNetwork, Status: Pending, Timeout: DefaultTimeout.Seconds(),
+		CPU: DefaultCPU, MemoryMiB: DefaultMemoryMiB, Isolation: defaultIsolation,
+	}
+	if r.AppID == "" {
+		return sb, errdefs.Invalid("app_id is required: look up or create an app first (App.lookup(name, create_if_missing=True))")
+	}
+	if r.ImageID == "" {
+		return sb, errdefs.Invalid("image_id is required")
+	}
+	for i, a := range r.Command {
+		if strings.IndexByte(a, 0) >= 0 {
+			return sb, errdefs.Invalid("command argument %d contains a NUL byte", i)
+		}
+	}
+	if r.Timeout != nil {
+		t := *r.Timeout
+		if t <= 0 || t > MaxTimeout.Seconds() {
+			return sb, errdefs.Invalid("timeout must be between 1 and %d seconds, got %v", int(MaxTimeout.Seconds()), t)
+		}
+		sb.Timeout = t
+	}
+	if r.IdleTimeout != nil {
+		t := *r.IdleTimeout
+		if t <= 0 || t > MaxTimeout.Seconds() {
+			return sb, errdefs.Invalid("idle_timeout must be between 1 and %d seconds, got %v", int(MaxTimeout.Seconds()), t)
+		}
+		sb.IdleTimeout = &t
+	}
+	if r.CPU != nil {
+		c := *r.CPU
+		if c <= 0 || c > hostCPU {
+			return sb, errdefs.Invalid("cpu must be more than 0 and at most %v (this machine's cores), got %v", hostCPU, c)
+		}
+		sb.CPU = c
+	}
+	if r.Memory != nil {
+		m := *r.Memory
+		if m < MinMemoryMiB || m > hostMemMiB {
+			return sb, errdefs.Invalid("memory must be between %d and %d MiB, got %d", MinMemoryMiB, hostMemMiB, m)
+		}
+		sb.MemoryMiB = m
+	}
+	if r.Workdir != nil {
+		w := *r.Workdir
+		if !path.IsAbs(w) {
+			return sb, errdefs.Invalid("workdir must be an absolute path, got %q", w)
+		}
+		w = path.Clean(w)
+		sb.Workdir = &w
+	}
+	envBytes := 0
+	for k, v := range r.Env {
+		if !envKeyRE.MatchString(k) {
+			return sb, errdefs.Invalid("env key %q is not a valid variable name", k)
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return sb, errdefs.Invalid("env value of %q contains a NUL byte", k)
+		}
+		envBytes += len(k) + len(v)
+	}
+	if envBytes > MaxEnvBytes {
+		return sb, errdefs.Invalid("env is %d bytes; the limit is %d", envBytes, MaxEnvBytes)
+	}
+	if r.Name != nil {
+		if !nameRE.MatchString(*r.Name) {
+			return sb, errdefs.Invalid("name %q is not valid: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", *r.Name)
+		}
+		n := *r.Name
+		sb.Name = &n
+	}
+	if err := ValidateTags(r.Tags); err != nil {
+		return sb, err
+	}
+	if sb.Tags == nil {
+		sb.Tags = map[string]string{}
+	}
+	switch r.Isolation {
+	case "":
+	case IsolationRunc, IsolationGVisor:
+		sb.Isolation = r.Isolation
+	case "runsc":
+		sb.Isolation = IsolationGVisor
+	default:
+		return sb, errdefs.Invalid("isolation must be %q or %q, got %q", IsolationRunc, IsolationGVisor, r.Isolation)
+	}
+	return sb, nil
+}
+
+// ValidateTags checks a tag set.
+func ValidateTags(tags map[string]string) error {
+	if len(tags) > 64 {
+		return errdefs.Invalid("at most 64 tags, got %d", len(tags))
+	}
+	for k, v := range tags {
+		if k == "" || len(k) > 128 || len(v) > 512 {
+			return errdefs.Invalid("tag %q: keys must be 1-128 bytes and values at most 512", k)
+		}
+	}
+	return nil
+}
+
+// CleanPath checks a path a client names inside a sandbox and returns it cleaned.
+func CleanPath(p string) (string, error) {
+	if p == "" {
+		return "", errdefs.Invalid("path is required")
+	}
+	if !strings.HasPrefix(p, "/") {
+		return "", errdefs.Invalid("path %q must be absolute (start with /)", p)
+	}
+	if strings.IndexByte(p, 0) >= 0 {
+		return "", errdefs.Invalid("path contains a NUL byte")
+	}
+	depth := 0
+	for _, part := range strings.Split(p, "/") {
+		switch part {
+		case "", ".":
+		case "..":
+			depth--
+			if depth < 0 {
+				return "", errdefs.Invalid("path %q climbs above the sandbox root with '..'", p)
+			}
+		default:
+			depth++
+		}
+	}
+	return path.Clean(p), nil
+}
+
+// NewID returns a new ID with the given prefix ("sb", "ex", "im", "ap", "wk").
+func NewID(prefix string) string {
+	return fmt.Sprintf("%s-%s", prefix, randomString(20))
+}

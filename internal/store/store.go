@@ -1,0 +1,329 @@
+// Package store keeps gust's durable state: apps, images, sandboxes and workers. It is the only
+// package that speaks SQL. The embedded default is SQLite (pure Go, WAL); state that must survive
+// a restart lives here and nowhere else. Imported by the server only.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/image"
+	"github.com/gust-run/gust/internal/sandbox"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// Store is the database.
+type Store struct {
+	db *sql.DB
+}
+
+// App is a named group of sandboxes and functions.
+type App struct {
+	ID        string    `json:"app_id"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS apps (
+	id TEXT PRIMARY KEY,
+	name TEXT NOT NULL UNIQUE,
+	created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS images (
+	id TEXT PRIMARY KEY,
+	hash TEXT NOT NULL,
+	doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_hash ON images(hash);
+CREATE TABLE IF NOT EXISTS sandboxes (
+	id TEXT PRIMARY KEY,
+	app_id TEXT NOT NULL,
+	name TEXT,
+	status TEXT NOT NULL,
+	created_at TEXT NOT NULL,
+	doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sandboxes_app ON sandboxes(app_id, status);
+`
+
+// OpenSQLite opens (creating if needed) the SQLite database at path.
+func OpenSQLite(path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	// One writer at a time is SQLite's model; a single connection avoids SQLITE_BUSY churn.
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: create schema in %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+func now() string { return time.Now().UTC().Format(time.RFC3339Nano) }
+
+// LookupApp finds an app by name, creating it when create is set.
+func (s *Store) LookupApp(ctx context.Context, name string, create bool) (App, error) {
+	var a App
+	var created string
+	err := s.db.QueryRowContext(ctx, `SELECT id, name, created_at FROM apps WHERE name = ?`, name).Scan(&a.ID, &a.Name, &created)
+	if err == nil {
+		a.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
+		return a, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return a, fmt.Errorf("store: look up app %q: %w", name, err)
+	}
+	if !create {
+		return a, errdefs.NotFound("app %q not found; create it with App.lookup(%q, create_if_missing=True)", name, name)
+	}
+	a = App{ID: sandbox.NewID("ap"), Name: name, CreatedAt: time.Now().UTC()}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO apps(id, name, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING`,
+		a.ID, a.Name, a.CreatedAt.Format(time.RFC3339Nano)); err != nil {
+		return a, fmt.Errorf("store: create app %q: %w", name, err)
+	}
+	return s.LookupApp(ctx, name, false)
+}
+
+// GetApp returns an app by ID.
+func (s *Store) GetApp(ctx context.Context, id string) (App, error) {
+	var a App
+	var created string
+	err := s.db.QueryRowContext(ctx, `SELECT id, name, created_at FROM apps WHERE id = ?`, id).Scan(&a.ID, &a.Name, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, errdefs.NotFound("app %q not found", id)
+	}
+	if err != nil {
+		return a, fmt.Errorf("store: get app %q: %w", id, err)
+	}
+	a.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
+	return a, nil
+}
+
+// ListApps returns all apps, oldest first.
+func (s *Store) ListApps(ctx context.Context) ([]App, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, created_at FROM apps ORDER BY created_at`)
+	if err != nil {
+		return nil, fmt.Errorf("store: list apps: %w", err)
+	}
+	defer rows.Close()
+	apps := []App{}
+	for rows.Next() {
+		var a App
+		var created string
+		if err := rows.Scan(&a.ID, &a.Name, &created); err != nil {
+			return nil, err
+		}
+		a.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
+		apps = append(apps, a)
+	}
+	return apps, rows.Err()
+}
+
+// PutImage records an image.
+func (s *Store) PutImage(ctx context.Context, im image.Image) error {
+	doc, err := json.Marshal(imageDoc{im, im.Hash, im.Layers})
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO images(id, hash, doc) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc`, im.ID, im.Hash, string(doc))
+	if err != nil {
+		return fmt.Errorf("store: put image %s: %w", im.ID, err)
+	}
+	return nil
+}
+
+// imageDoc stores the fields Image hides from JSON.
+type imageDoc struct {
+	image.Image
+	Hash   string   `json:"hash"`
+	Layers []string `json:"layers"`
+}
+
+func decodeImage(doc string) (image.Image, error) {
+	var d imageDoc
+	if err := json.Unmarshal([]byte(doc), &d); err != nil {
+		return image.Image{}, fmt.Errorf("store: corrupt image record: %w", err)
+	}
+	d.Image.Hash, d.Image.Layers = d.Hash, d.Layers
+	return d.Image, nil
+}
+
+// GetImage returns an image by ID.
+func (s *Store) GetImage(ctx context.Context, id string) (image.Image, error) {
+	var doc string
+	err := s.db.QueryRowContext(ctx, `SELECT doc FROM images WHERE id = ?`, id).Scan(&doc)
+	if errors.Is(err, sql.ErrNoRows) {
+		return image.Image{}, errdefs.NotFound("image %q not found", id)
+	}
+	if err != nil {
+		return image.Image{}, fmt.Errorf("store: get image %q: %w", id, err)
+	}
+	return decodeImage(doc)
+}
+
+// ImageByHash returns the image built from a definition hash, if any.
+func (s *Store) ImageByHash(ctx context.Context, hash string) (image.Image, bool, error) {
+	var doc string
+	err := s.db.QueryRowContext(ctx, `SELECT doc FROM images WHERE hash = ? LIMIT 1`, hash).Scan(&doc)
+	if errors.Is(err, sql.ErrNoRows) {
+		return image.Image{}, false, nil
+	}
+	if err != nil {
+		return image.Image{}, false, fmt.Errorf("store: image by hash: %w", err)
+	}
+	im, err := decodeImage(doc)
+	return im, err == nil, err
+}
+
+// ListImages returns all images.
+func (s *Store) ListImages(ctx context.Context) ([]image.Image, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT doc FROM images ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("store: list images: %w", err)
+	}
+	defer rows.Close()
+	out := []image.Image{}
+	for rows.Next() {
+		var doc string
+		if err := rows.Scan(&doc); err != nil {
+			return nil, err
+		}
+		im, err := decodeImage(doc)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, im)
+	}
+	return out, rows.Err()
+}
+
+// InsertSandbox records a new sandbox. A name must be unique among the app's live sandboxes.
+func (s *Store) InsertSandbox(ctx context.Context, sb sandbox.Sandbox) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if sb.Name != nil {
+		var id string
+		err := tx.QueryRowContext(ctx, `SELECT id FROM sandboxes WHERE app_id = ? AND name = ? AND status IN ('pending','running')`, sb.AppID, *sb.Name).Scan(&id)
+		if err == nil {
+			return errdefs.Conflict("a running sandbox named %q already exists in this app (%s); terminate it or choose another name", *sb.Name, id)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+	}
+	doc, err := json.Marshal(sb)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO sandboxes(id, app_id, name, status, created_at, doc) VALUES (?, ?, ?, ?, ?, ?)`,
+		sb.ID, sb.AppID, sb.Name, string(sb.Status), sb.CreatedAt.Format(time.RFC3339Nano), string(doc)); err != nil {
+		return fmt.Errorf("store: insert sandbox: %w", err)
+	}
+	return tx.Commit()
+}
+
+// UpdateSandbox writes a sandbox's whole record.
+func (s *Store) UpdateSandbox(ctx context.Context, sb sandbox.Sandbox) error {
+	doc, err := json.Marshal(sb)
+	if err != nil {
+		return err
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE sandboxes SET status = ?, name = ?, doc = ? WHERE id = ?`, string(sb.Status), sb.Name, string(doc), sb.ID)
+	if err != nil {
+		return fmt.Errorf("store: update sandbox %s: %w", sb.ID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errdefs.NotFound("sandbox %q not found", sb.ID)
+	}
+	return nil
+}
+
+// GetSandbox returns a sandbox by ID.
+func (s *Store) GetSandbox(ctx context.Context, id string) (sandbox.Sandbox, error) {
+	var doc string
+	err := s.db.QueryRowContext(ctx, `SELECT doc FROM sandboxes WHERE id = ?`, id).Scan(&doc)
+	if errors.Is(err, sql.ErrNoRows) {
+		return sandbox.Sandbox{}, errdefs.NotFound("sandbox %q not found", id)
+	}
+	if err != nil {
+		return sandbox.Sandbox{}, fmt.Errorf("store: get sandbox %q: %w", id, err)
+	}
+	var sb sandbox.Sandbox
+	return sb, json.Unmarshal([]byte(doc), &sb)
+}
+
+// SandboxFilter selects sandboxes to list.
+type SandboxFilter struct {
+	AppID           string
+	Name            string
+	Tags            map[string]string
+	IncludeFinished bool
+}
+
+// ListSandboxes returns matching sandboxes, newest first.
+func (s *Store) ListSandboxes(ctx context.Context, f SandboxFilter) ([]sandbox.Sandbox, error) {
+	q := `SELECT doc FROM sandboxes WHERE 1=1`
+	var args []any
+	if f.AppID != "" {
+		q += ` AND app_id = ?`
+		args = append(args, f.AppID)
+	}
+	if f.Name != "" {
+		q += ` AND name = ?`
+		args = append(args, f.Name)
+	}
+	if !f.IncludeFinished {
+		q += ` AND status IN ('pending','running')`
+	}
+	q += ` ORDER BY created_at DESC`
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: list sandboxes: %w", err)
+	}
+	defer rows.Close()
+	out := []sandbox.Sandbox{}
+	for rows.Next() {
+		var doc string
+		if err := rows.Scan(&doc); err != nil {
+			return nil, err
+		}
+		var sb sandbox.Sandbox
+		if err := json.Unmarshal([]byte(doc), &sb); err != nil {
+			return nil, err
+		}
+		if matchTags(sb.Tags, f.Tags) {
+			out = append(out, sb)
+		}
+	}
+	return out, rows.Err()
+}
+
+func matchTags(have, want map[string]string) bool {
+	for k, v := range want {
+		if have[k] != v {
+			return false
+		}
+	}
+	return true
+}
