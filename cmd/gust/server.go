@@ -1,0 +1,34 @@
+package main
+
+import (
+	"context"
+	"log"
+	"os"
+
+	"github.com/gust-run/gust/internal/server"
+)
+
+func init() {
+	register(&command{name: "server", summary: "run the API server alone (workers connect with `gust worker`)", run: runServer})
+}
+
+func runServer(ctx context.Context, args []string) error {
+	var d daemonFlags
+	fs := newFlags("server")
+	d.bind(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger := log.New(os.Stderr, "gust server: ", log.LstdFlags)
+	_, httpSrv, ln, token, err := startServer(ctx, &d, logger)
+	if err != nil {
+		return err
+	}
+	defer httpSrv.Close()
+	if !d.noConfig {
+		writeClientConfig("http://"+ln.Addr().String(), token)
+	}
+	logger.Printf("gust %s server listening on http://%s; workers join with: gust worker --server http://%s --token <token in %s/token>", server.Version, ln.Addr(), ln.Addr(), d.dataDir)
+	<-ctx.Done()
+	return nil
+}

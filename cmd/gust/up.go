@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/gust-run/gust/internal/image"
+	"github.com/gust-run/gust/internal/server"
+	"github.com/gust-run/gust/internal/store"
+	"github.com/gust-run/gust/internal/worker"
+)
+
+func init() {
+	register(&command{name: "up", summary: "run the server and a local worker (the default way to run gust)", run: runUp})
+}
+
+// daemonFlags are shared by up, server and worker.
+type daemonFlags struct {
+	addr, dataDir, imageCache, isolation, token string
+	diskMiB                                     int
+	noInstall, noConfig                         bool
+}
+
+func (d *daemonFlags) bind(fs interface {
+	StringVar(*string, string, string, string)
+	IntVar(*int, string, int, string)
+	BoolVar(*bool, string, bool, string)
+}) {
+	fs.StringVar(&d.addr, "addr", "127.0.0.1:7420", "address the API listens on")
+	fs.StringVar(&d.dataDir, "data-dir", envOr("GUST_DATA_DIR", "/var/lib/gust"), "where gust keeps its database, images and containers")
+	fs.StringVar(&d.imageCache, "image-cache", os.Getenv("GUST_IMAGE_CACHE"), "image layer directory (default DATA_DIR/layers)")
+	fs.StringVar(&d.isolation, "isolation", "runc", "default sandbox isolation: runc or gvisor")
+	fs.IntVar(&d.diskMiB, "sandbox-disk", 1024, "writable disk of each sandbox, MiB (held in memory: tmpfs)")
+	fs.BoolVar(&d.noInstall, "no-install", false, "do not apt-get install missing runtimes")
+	fs.BoolVar(&d.noConfig, "no-config", false, "do not write the client config file")
+	fs.StringVar(&d.token, "token", "", "API token (default: GUST_TOKEN, else one kept in DATA_DIR/token)")
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func (d *daemonFlags) layerDir() string {
+	if d.imageCache != "" {
+		return d.imageCache
+	}
+	return filepath.Join(d.dataDir, "layers")
+}
+
+func runUp(ctx context.Context, args []string) error {
+	var d daemonFlags
+	fs := newFlags("up")
+	d.bind(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger := log.New(os.Stderr, "gust: ", log.LstdFlags)
+	if !d.noInstall {
+		if err := ensurePackages(logger); err != nil {
+			return err
+		}
+	}
+	_, httpSrv, ln, token, err := startServer(ctx, &d, logger)
+	if err != nil {
+		return err
+	}
+	defer httpSrv.Close()
+	url := "http://" + ln.Addr().String()
+	if !d.noConfig {
+		if path, err := writeClientConfig(url, token); err != nil {
+			logger.Printf("could not write client config: %v", err)
+		} else {
+			logger.Printf("client config written to %s", path)
+		}
+	}
+	w, err := worker.New(worker.Config{
+		ServerURL: url, Token: token, ListenAddr: "127.0.0.1:0",
+		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB,
+		Logger: log.New(os.Stderr, "gust worker: ", log.LstdFlags),
+	})
+	if err != nil {
+		return err
+	}
+	logger.Printf("gust %s listening on %s (data in %s)", server.Version, url, d.dataDir)
+	err = w.Run(ctx) // returns after ctx ends and every sandbox is gone
+	logger.Printf("stopped")
+	return err
+}
+
+// startServer opens the store and serves the API.
+func startServer(ctx context.Context, d *daemonFlags, logger *log.Logger) (*server.Server, *http.Server, net.Listener, string, error) {
+	if err := os.MkdirAll(d.dataDir, 0o700); err != nil {
+		return nil, nil, nil, "", err
+	}
+	token, err := loadToken(d)
+	if err != nil {
+		return nil, nil, nil, "", err
+	}
+	st, err := store.OpenSQLite(filepath.Join(d.dataDir, "gust.db"))
+	if err != nil {
+		return nil, nil, nil, "", err
+	}
+	images, err := image.NewBuilder(d.layerDir())
+	if err != nil {
+		return nil, nil, nil, "", err
+	}
+	srv, err := server.New(ctx, server.Config{Token: token, DefaultIsolation: normIsolation(d.isolation), Images: images, Logger: logger}, st)
+	if err != nil {
+		return nil, nil, nil, "", err
+	}
+	ln, err := net.Listen("tcp", d.addr)
+	if err != nil {
+		return nil, nil, nil, "", fmt.Errorf("listen on %s: %w (is another gust running? use --addr)", d.addr, err)
+	}
+	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second}
+	go httpSrv.Serve(ln)
+	return srv, httpSrv, ln, token, nil
+}
+
+func normIsolation(s string) string {
+	if s == "runsc" {
+		return "gvisor"
+	}
+	return s
+}
+
+// loadToken returns the API token: --token or GUST_TOKEN, else the one kept in the data dir,
+// made on first start.
+func loadToken(d *daemonFlags) (string, error) {
+	if d.token != "" {
+		return d.token, nil
+	}
+	if t := os.Getenv("GUST_TOKEN"); t != "" {
+		return t, nil
+	}
+	path := filepath.Join(d.dataDir, "token")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	buf := make([]byte, 24)
+	rand.Read(buf)
+	t := "gst_" + hex.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return t, nil
+}
+
+// writeClientConfig writes where the CLI and SDKs look: GUST_CONFIG, else
+// $XDG_CONFIG_HOME/gust/config.json, else ~/.config/gust/config.json.
+func writeClientConfig(url, token string) (string, error) {
+	path := os.Getenv("GUST_CONFIG")
+	if path == "" {
+		dir := os.Getenv("XDG_CONFIG_HOME")
+		if dir == "" {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return "", err
+			}
+			dir = filepath.Join(home, ".config")
+		}
+		path = filepath.Join(dir, "gust", "config.json")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	b, _ := json.MarshalIndent(map[string]string{"server_url": url, "token": token}, "", "  ")
+	return path, os.WriteFile(path, append(b, '\n'), 0o600)
+}
+
+// ensurePackages installs the Debian packages gust runs on when they are missing.
+func ensurePackages(logger *log.Logger) error {
+	need := map[string]string{"runc": "runc", "runsc": "runsc", "debootstrap": "debootstrap"}
+	var missing []string
+	for bin, pkg := range need {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, pkg)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("gust needs %s: install them with `sudo apt-get install %s`, or run gust as root", strings.Join(missing, ", "), strings.Join(missing, " "))
+	}
+	logger.Printf("installing %s from Debian's packages", strings.Join(missing, ", "))
+	run := func(args ...string) error {
+		cmd := exec.Command("apt-get", args...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("apt-get %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	if err := run(append([]string{"install", "-y", "-q"}, missing...)...); err != nil {
+		if err2 := run("update", "-q"); err2 != nil {
+			return errors.Join(err, err2)
+		}
+		if err := run(append([]string{"install", "-y", "-q"}, missing...)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log"
+	"os"
+	"path/filepath"
+
+	"github.com/gust-run/gust/internal/worker"
+)
+
+func init() {
+	register(&command{name: "worker", summary: "run a worker that joins a server (--server URL --token T)", run: runWorker})
+}
+
+func runWorker(ctx context.Context, args []string) error {
+	var d daemonFlags
+	fs := newFlags("worker")
+	d.bind(fs)
+	serverURL := fs.String("server", os.Getenv("GUST_SERVER_URL"), "server URL")
+	listen := fs.String("listen", "127.0.0.1:0", "address of the worker's own API, which the server must reach")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	token := d.token
+	if token == "" {
+		token = os.Getenv("GUST_TOKEN")
+	}
+	if *serverURL == "" || token == "" {
+		return errors.New("gust worker needs --server URL and --token T (or GUST_SERVER_URL and GUST_TOKEN)")
+	}
+	if !d.noInstall {
+		if err := ensurePackages(log.New(os.Stderr, "gust worker: ", log.LstdFlags)); err != nil {
+			return err
+		}
+	}
+	w, err := worker.New(worker.Config{
+		ServerURL: *serverURL, Token: token, ListenAddr: *listen,
+		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB,
+	})
+	if err != nil {
+		return err
+	}
+	return w.Run(ctx)
+}

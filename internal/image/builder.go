@@ -1,0 +1,246 @@
+package image
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/reaper"
+)
+
+// BasePythonVersion is the Python that Debian bookworm, the base of every image, provides.
+const BasePythonVersion = "3.11"
+
+// baseDefinition is hashed to name the base layer; change it and the layer is rebuilt.
+type baseDefinition struct {
+	Distro   string   `json:"distro"`
+	Variant  string   `json:"variant"`
+	Packages []string `json:"packages"`
+	Version  int      `json:"version"`
+}
+
+var debianSlim = baseDefinition{
+	Distro: "bookworm", Variant: "minbase", Version: 1,
+	Packages: []string{"python3", "ca-certificates", "procps"},
+}
+
+// Builder makes layers under Dir. Two requests for the same layer at once build it once.
+type Builder struct {
+	Dir string
+
+	mu       sync.Mutex
+	inflight map[string]*build
+}
+
+type build struct {
+	done chan struct{}
+	err  error
+	logs *broadcast
+}
+
+// NewBuilder returns a Builder keeping layers in dir.
+func NewBuilder(dir string) (*Builder, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	return &Builder{Dir: dir, inflight: map[string]*build{}}, nil
+}
+
+// CheckPythonVersion says whether this host can provide a Python version.
+func CheckPythonVersion(v string) error {
+	if v == "" || v == BasePythonVersion {
+		return nil
+	}
+	return errdefs.Invalid("python_version %q is not available: gust images are Debian bookworm, which provides Python %s; use python_version=%q or omit it", v, BasePythonVersion, BasePythonVersion)
+}
+
+// DebianSlimHash is the content hash that names the base layer.
+func DebianSlimHash() string { return hashOf(debianSlim) }
+
+func hashOf(v any) string {
+	b, _ := json.Marshal(v)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// LayerPath returns where the layer with a hash lives.
+func (b *Builder) LayerPath(hash string) string { return filepath.Join(b.Dir, hash) }
+
+// EnsureDebianSlim returns the base layer's directory, building it with debootstrap if it is not
+// cached. Build output goes to logs as it is produced.
+func (b *Builder) EnsureDebianSlim(ctx context.Context, logs io.Writer) (string, error) {
+	hash := DebianSlimHash()
+	dir := b.LayerPath(hash)
+	if _, err := os.Stat(filepath.Join(dir, "usr")); err == nil {
+		return dir, nil
+	}
+	b.mu.Lock()
+	bl, ok := b.inflight[hash]
+	if !ok {
+		bl = &build{done: make(chan struct{}), logs: &broadcast{}}
+		b.inflight[hash] = bl
+		go func() {
+			bl.err = b.debootstrap(dir, bl.logs)
+			bl.logs.close()
+			close(bl.done)
+			b.mu.Lock()
+			delete(b.inflight, hash)
+			b.mu.Unlock()
+		}()
+	}
+	b.mu.Unlock()
+	if logs != nil {
+		bl.logs.follow(ctx, logs)
+	}
+	select {
+	case <-bl.done:
+		return dir, bl.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// debootstrap builds the base into a temporary directory and renames it into place, so a failed
+// or interrupted build leaves no partial layer.
+func (b *Builder) debootstrap(dir string, logs io.Writer) error {
+	start := time.Now()
+	if _, err := exec.LookPath("debootstrap"); err != nil {
+		return errdefs.Unavailable("debootstrap is not installed: run `apt-get install debootstrap` (gust up installs it when it starts)")
+	}
+	tmp := dir + ".tmp"
+	os.RemoveAll(tmp)
+	fmt.Fprintf(logs, "Building base image: debootstrap --variant=%s %s with %s\n", debianSlim.Variant, debianSlim.Distro, strings.Join(debianSlim.Packages, ", "))
+	args := []string{"--variant=" + debianSlim.Variant, "--include=" + strings.Join(debianSlim.Packages, ","), debianSlim.Distro, tmp}
+	if m := os.Getenv("GUST_DEBIAN_MIRROR"); m != "" {
+		args = append(args, m)
+	}
+	cmd := exec.Command("debootstrap", args...)
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			fmt.Fprintln(logs, sc.Text())
+		}
+	}()
+	err := reaper.Run(cmd)
+	pw.Close()
+	if err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("image: debootstrap failed: %v (see the log above)", err)
+	}
+	// Package caches are dead weight in every container.
+	os.RemoveAll(filepath.Join(tmp, "var/cache/apt/archives"))
+	os.MkdirAll(filepath.Join(tmp, "var/cache/apt/archives/partial"), 0o755)
+	os.RemoveAll(filepath.Join(tmp, "var/lib/apt/lists"))
+	os.MkdirAll(filepath.Join(tmp, "var/lib/apt/lists/partial"), 0o755)
+	// The mount point for gust-init, so that containers need not create it in their writable
+	// layer.
+	os.MkdirAll(filepath.Join(tmp, ".gust"), 0o755)
+	os.WriteFile(filepath.Join(tmp, ".gust", "gust"), nil, 0o755)
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("image: %w", err)
+	}
+	fmt.Fprintf(logs, "Built base image in %.1f s\n", time.Since(start).Seconds())
+	return nil
+}
+
+// Snapshot copies a container's writable layer into a new layer and returns its directory.
+// cp -a keeps overlayfs whiteouts (character devices) and opaque-directory xattrs intact.
+func (b *Builder) Snapshot(upper, id string) (string, error) {
+	dir := filepath.Join(b.Dir, "snap-"+id)
+	tmp := dir + ".tmp"
+	os.RemoveAll(tmp)
+	out, err := reaper.CombinedOutput(exec.Command("cp", "-a", upper, tmp))
+	if err != nil {
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("image: snapshot copy: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("image: %w", err)
+	}
+	return dir, nil
+}
+
+// DirSize adds up the sizes of the regular files under dir.
+func DirSize(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// broadcast fans one build's log out to every client waiting on it, including late joiners.
+type broadcast struct {
+	mu     sync.Mutex
+	lines  []byte
+	closed bool
+	wake   chan struct{}
+}
+
+func (b *broadcast) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	b.lines = append(b.lines, p...)
+	if b.wake != nil {
+		close(b.wake)
+		b.wake = nil
+	}
+	b.mu.Unlock()
+	return len(p), nil
+}
+
+func (b *broadcast) close() {
+	b.mu.Lock()
+	b.closed = true
+	if b.wake != nil {
+		close(b.wake)
+		b.wake = nil
+	}
+	b.mu.Unlock()
+}
+
+func (b *broadcast) follow(ctx context.Context, w io.Writer) {
+	off := 0
+	for {
+		b.mu.Lock()
+		chunk := b.lines[off:]
+		off = len(b.lines)
+		closed := b.closed
+		if b.wake == nil {
+			b.wake = make(chan struct{})
+		}
+		wake := b.wake
+		b.mu.Unlock()
+		if len(chunk) > 0 {
+			w.Write(chunk)
+		}
+		if closed {
+			return
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return
+		}
+	}
+}

@@ -1,0 +1,304 @@
+// Package server is gust's control plane: the HTTP API under /v1, the scheduler that places
+// sandboxes on workers, the worker registry and its assignment queues, and the forwarding of
+// exec, file and log requests to the worker that runs a sandbox. Durable state lives in
+// internal/store. Imported by cmd/gust only.
+package server
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/image"
+	"github.com/gust-run/gust/internal/sandbox"
+	"github.com/gust-run/gust/internal/store"
+	"github.com/gust-run/gust/internal/workerproto"
+)
+
+// Version is gust's version, shown by /v1/health.
+const Version = "0.1.0"
+
+// Config configures a server.
+type Config struct {
+	Token            string
+	DefaultIsolation string
+	Images           *image.Builder
+	Logger           *log.Logger
+}
+
+// Server is the control plane.
+type Server struct {
+	cfg   Config
+	store *store.Store
+	log   *log.Logger
+
+	mu      sync.Mutex
+	workers map[string]*workerConn
+	// changed is closed and replaced whenever a sandbox's state changes, waking waiters.
+	changed map[string]chan struct{}
+}
+
+// workerConn is a registered worker and its queue of assignments.
+type workerConn struct {
+	id       string
+	reg      workerproto.RegisterRequest
+	proxy    *httputil.ReverseProxy
+	queue    []workerproto.Assignment
+	wake     chan struct{}
+	lastSeen time.Time
+	running  int
+}
+
+// New returns a server over a store. Sandboxes that a previous run left "running" are marked
+// failed, since their containers went with that run.
+func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = log.New(os.Stderr, "server: ", log.LstdFlags)
+	}
+	if cfg.DefaultIsolation == "" {
+		cfg.DefaultIsolation = sandbox.IsolationRunc
+	}
+	s := &Server{cfg: cfg, store: st, log: cfg.Logger, workers: map[string]*workerConn{}, changed: map[string]chan struct{}{}}
+	live, err := st.ListSandboxes(ctx, store.SandboxFilter{})
+	if err != nil {
+		return nil, err
+	}
+	for _, sb := range live {
+		msg := "the server restarted while this sandbox ran"
+		code := sandbox.ExitTerminated
+		sb.Status, sb.Error, sb.ExitCode = sandbox.Failed, &msg, &code
+		now := time.Now().UTC()
+		sb.FinishedAt = &now
+		st.UpdateSandbox(ctx, sb)
+	}
+	return s, nil
+}
+
+// Handler returns the HTTP API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	authed := http.NewServeMux()
+	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "version": Version})
+	})
+	mux.Handle("/v1/", httpapi.Auth(s.cfg.Token, authed))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteError(w, errdefs.NotFound("no such endpoint %s %s; the API lives under /v1 (see docs/api.md)", r.Method, r.URL.Path))
+	})
+
+	authed.HandleFunc("POST /v1/apps/lookup", s.handleAppLookup)
+	authed.HandleFunc("GET /v1/apps", s.handleAppList)
+	authed.HandleFunc("POST /v1/images", s.handleImageCreate)
+	authed.HandleFunc("GET /v1/images", s.handleImageList)
+	authed.HandleFunc("GET /v1/images/{id}", s.handleImageGet)
+
+	authed.HandleFunc("POST /v1/sandboxes", s.handleSandboxCreate)
+	authed.HandleFunc("GET /v1/sandboxes", s.handleSandboxList)
+	authed.HandleFunc("GET /v1/sandboxes/{id}", s.handleSandboxGet)
+	authed.HandleFunc("POST /v1/sandboxes/{id}/terminate", s.handleSandboxTerminate)
+	authed.HandleFunc("PUT /v1/sandboxes/{id}/tags", s.handleSandboxTags)
+	authed.HandleFunc("POST /v1/sandboxes/{id}/snapshot", s.handleSandboxSnapshot)
+	// Forwarded to the sandbox's worker.
+	for _, p := range []string{
+		"POST /v1/sandboxes/{id}/execs", "GET /v1/sandboxes/{id}/execs/{eid}/output",
+		"GET /v1/sandboxes/{id}/execs/{eid}", "POST /v1/sandboxes/{id}/execs/{eid}/stdin",
+		"POST /v1/sandboxes/{id}/execs/{eid}/signal", "POST /v1/sandboxes/{id}/execs/{eid}/resize",
+		"GET /v1/sandboxes/{id}/logs", "GET /v1/sandboxes/{id}/files", "PUT /v1/sandboxes/{id}/files",
+		"DELETE /v1/sandboxes/{id}/files", "GET /v1/sandboxes/{id}/files/list",
+		"GET /v1/sandboxes/{id}/files/stat", "POST /v1/sandboxes/{id}/files/mkdir",
+	} {
+		authed.HandleFunc(p, s.forward)
+	}
+
+	authed.HandleFunc("POST /v1/workers/register", s.handleWorkerRegister)
+	authed.HandleFunc("GET /v1/workers/{wid}/assignments", s.handleWorkerAssignments)
+	authed.HandleFunc("POST /v1/workers/{wid}/sandboxes/{id}/state", s.handleWorkerState)
+	authed.HandleFunc("POST /v1/workers/{wid}/heartbeat", s.handleWorkerHeartbeat)
+	return mux
+}
+
+// notify wakes everyone waiting on a sandbox.
+func (s *Server) notify(id string) {
+	s.mu.Lock()
+	if ch, ok := s.changed[id]; ok {
+		close(ch)
+		delete(s.changed, id)
+	}
+	s.mu.Unlock()
+}
+
+// watch returns a channel closed at the sandbox's next change.
+func (s *Server) watch(id string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch, ok := s.changed[id]
+	if !ok {
+		ch = make(chan struct{})
+		s.changed[id] = ch
+	}
+	return ch
+}
+
+func (s *Server) handleAppLookup(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Name            string `json:"name"`
+		CreateIfMissing bool   `json:"create_if_missing"`
+	}
+	if err := httpapi.DecodeJSON(r, &req, 64<<10); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if req.Name == "" || len(req.Name) > 64 || strings.ContainsAny(req.Name, "/ \t\n") {
+		httpapi.WriteError(w, errdefs.Invalid("app name %q is not valid: use 1-64 characters without spaces or '/'", req.Name))
+		return
+	}
+	app, err := s.store.LookupApp(r.Context(), req.Name, req.CreateIfMissing)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, app)
+}
+
+func (s *Server) handleAppList(w http.ResponseWriter, r *http.Request) {
+	apps, err := s.store.ListApps(r.Context())
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"apps": apps})
+}
+
+func (s *Server) handleImageCreate(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Kind          string `json:"kind"`
+		PythonVersion string `json:"python_version"`
+	}
+	if err := httpapi.DecodeJSON(r, &req, 64<<10); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if req.Kind != image.KindDebianSlim {
+		httpapi.WriteError(w, errdefs.Invalid("image kind %q is not supported; use %q (Image.debian_slim())", req.Kind, image.KindDebianSlim))
+		return
+	}
+	if err := image.CheckPythonVersion(req.PythonVersion); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	n := httpapi.StartNDJSON(w)
+	hash := image.DebianSlimHash()
+	id := "im-" + hash[:24]
+	if im, ok, _ := s.store.ImageByHash(r.Context(), hash); ok {
+		if _, err := os.Stat(im.Layers[0]); err == nil {
+			n.Send(map[string]any{"image": im})
+			return
+		}
+	}
+	start := time.Now()
+	logs := &httpapi.LogWriter{N: n}
+	cachedBefore := true
+	if _, err := os.Stat(s.cfg.Images.LayerPath(hash)); err != nil {
+		cachedBefore = false
+		fmt.Fprintf(logs, "Building image %s\n", id)
+	}
+	dir, err := s.cfg.Images.EnsureDebianSlim(r.Context(), logs)
+	if err != nil {
+		n.Send(httpapi.ErrorLine(fmt.Errorf("building image %s: %w", id, err)))
+		return
+	}
+	if !cachedBefore {
+		fmt.Fprintf(logs, "Built image %s in %.1f s\n", id, time.Since(start).Seconds())
+	}
+	im := image.Image{ID: id, Kind: image.KindDebianSlim, Hash: hash, Layers: []string{dir}, SizeBytes: image.DirSize(dir), CreatedAt: time.Now().UTC()}
+	if err := s.store.PutImage(r.Context(), im); err != nil {
+		n.Send(httpapi.ErrorLine(err))
+		return
+	}
+	n.Send(map[string]any{"image": im})
+}
+
+func (s *Server) handleImageGet(w http.ResponseWriter, r *http.Request) {
+	im, err := s.store.GetImage(r.Context(), r.PathValue("id"))
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, im)
+}
+
+func (s *Server) handleImageList(w http.ResponseWriter, r *http.Request) {
+	ims, err := s.store.ListImages(r.Context())
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"images": ims})
+}
+
+// forward relays a request to the worker running the sandbox.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	sb, err := s.store.GetSandbox(r.Context(), id)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	reads := r.Method == http.MethodGet && (strings.HasSuffix(r.URL.Path, "/output") || strings.HasSuffix(r.URL.Path, "/logs") || r.PathValue("eid") != "" && !strings.Contains(r.URL.Path, "/files"))
+	if sb.Status != sandbox.Running && !reads {
+		httpapi.WriteError(w, notRunning(sb))
+		return
+	}
+	s.mu.Lock()
+	wc := s.workers[sb.WorkerID]
+	s.mu.Unlock()
+	if wc == nil {
+		httpapi.WriteError(w, errdefs.Unavailable("the worker running sandbox %s is not connected", id))
+		return
+	}
+	wc.proxy.ServeHTTP(w, r)
+}
+
+func notRunning(sb sandbox.Sandbox) error {
+	switch sb.Status {
+	case sandbox.Pending:
+		return errdefs.Conflict("sandbox %s is still starting", sb.ID)
+	case sandbox.Timeout:
+		return errdefs.Conflict("sandbox %s has timed out and is no longer running; create a new sandbox (or raise timeout=)", sb.ID)
+	case sandbox.Terminated:
+		return errdefs.Conflict("sandbox %s has been terminated and is no longer running; create a new sandbox", sb.ID)
+	}
+	code := "unknown"
+	if sb.ExitCode != nil {
+		code = strconv.Itoa(*sb.ExitCode)
+	}
+	return errdefs.Conflict("sandbox %s is %s (exit code %s) and no longer running; create a new sandbox", sb.ID, sb.Status, code)
+}
+
+func newProxy(addr, token string) (*httputil.ReverseProxy, error) {
+	u, err := url.Parse(addr)
+	if err != nil {
+		return nil, errdefs.Invalid("worker addr %q is not a URL: %v", addr, err)
+	}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.Out.Header.Set("Authorization", "Bearer "+token)
+		},
+		FlushInterval: -1, // streams are NDJSON: pass each line on at once
+		Transport:     &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			httpapi.WriteError(w, errdefs.Unavailable("worker unreachable: %v", err))
+		},
+	}, nil
+}
