@@ -1,0 +1,269 @@
+// Package integration runs the real gust binary with real containers (runc and runsc) and
+// drives it through its HTTP API and SDKs. These tests need root; they skip without it and
+// under -short. Run them alone with `go test ./test/integration`.
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// gust is the running instance all tests in this package share.
+var gust struct {
+	bin     string
+	url     string
+	token   string
+	dataDir string
+	cmd     *exec.Cmd
+	log     *bytes.Buffer
+	imageID string
+	appID   string
+	skip    string
+}
+
+// imageCache is shared across runs so the debootstrap base is built once per machine.
+const imageCache = "/var/cache/gust-test/layers"
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if testing.Short() || os.Geteuid() != 0 {
+			gust.skip = "integration tests need root and no -short"
+			return m.Run()
+		}
+		if err := start(); err != nil {
+			fmt.Fprintln(os.Stderr, "starting gust:", err)
+			if gust.log != nil {
+				fmt.Fprintln(os.Stderr, gustLog())
+			}
+			return 1
+		}
+		code := m.Run()
+		if err := stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping gust:", err)
+			code = 1
+		}
+		if code != 0 && os.Getenv("GUST_TEST_LOG") != "" {
+			fmt.Fprintln(os.Stderr, gustLog())
+		}
+		return code
+	}()
+	os.Exit(code)
+}
+
+func repoRoot() string {
+	wd, _ := os.Getwd()
+	return filepath.Join(wd, "..", "..")
+}
+
+func freePort() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func start() error {
+	tmp, err := os.MkdirTemp("", "gust-it-")
+	if err != nil {
+		return err
+	}
+	gust.dataDir = tmp
+	gust.bin = filepath.Join(tmp, "gust")
+	build := exec.Command("go", "build", "-o", gust.bin, "./cmd/gust")
+	build.Dir = repoRoot()
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	addr := freePort()
+	gust.url = "http://" + addr
+	gust.token = "test-token-" + fmt.Sprint(time.Now().UnixNano())
+	gust.log = &bytes.Buffer{}
+	gust.cmd = exec.Command(gust.bin, "up", "--addr", addr, "--data-dir", filepath.Join(tmp, "data"), "--image-cache", imageCache, "--no-config", "--no-install")
+	gust.cmd.Env = append(os.Environ(), "GUST_TOKEN="+gust.token)
+	pr, pw := io.Pipe()
+	gust.cmd.Stdout, gust.cmd.Stderr = pw, pw
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			logMu.Lock()
+			gust.log.WriteString(sc.Text() + "\n")
+			logMu.Unlock()
+			if os.Getenv("GUST_TEST_VERBOSE") != "" {
+				fmt.Fprintln(os.Stderr, sc.Text())
+			}
+		}
+	}()
+	if err := gust.cmd.Start(); err != nil {
+		return err
+	}
+	os.Setenv("GUST_SERVER_URL", gust.url)
+	os.Setenv("GUST_TOKEN", gust.token)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(gust.url + "/v1/health")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("gust did not answer /v1/health within 20 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var app struct {
+		AppID string `json:"app_id"`
+	}
+	if err := api("POST", "/v1/apps/lookup", map[string]any{"name": "integration", "create_if_missing": true}, &app); err != nil {
+		return err
+	}
+	gust.appID = app.AppID
+	// The base image: built once per machine (about a minute), cached after.
+	id, err := resolveImage()
+	if err != nil {
+		return err
+	}
+	gust.imageID = id
+	// Wait for the worker to register: a create answers 503 until it has.
+	for i := 0; ; i++ {
+		var sb map[string]any
+		err := api("POST", "/v1/sandboxes", map[string]any{"app_id": gust.appID, "image_id": gust.imageID, "command": []string{"true"}}, &sb)
+		if err == nil {
+			break
+		}
+		if i > 100 {
+			return fmt.Errorf("no worker came up: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil
+}
+
+func resolveImage() (string, error) {
+	req, _ := http.NewRequest("POST", gust.url+"/v1/images", strings.NewReader(`{"kind":"debian_slim"}`))
+	req.Header.Set("Authorization", "Bearer "+gust.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var line struct {
+			Image *struct {
+				ID string `json:"image_id"`
+			} `json:"image"`
+			Error *struct{ Message string } `json:"error"`
+		}
+		json.Unmarshal(sc.Bytes(), &line)
+		if line.Image != nil {
+			return line.Image.ID, nil
+		}
+		if line.Error != nil {
+			return "", fmt.Errorf("image build: %s", line.Error.Message)
+		}
+	}
+	return "", fmt.Errorf("image stream ended without an image")
+}
+
+func stop() error {
+	gust.cmd.Process.Signal(os.Interrupt)
+	done := make(chan error, 1)
+	go func() { done <- gust.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("gust exited with %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		gust.cmd.Process.Kill()
+		return fmt.Errorf("gust did not stop within 60 s of SIGINT")
+	}
+	defer os.RemoveAll(gust.dataDir)
+	return checkNoLeftovers(filepath.Join(gust.dataDir, "data"))
+}
+
+// checkNoLeftovers fails if gust left containers, mounts or cgroups behind.
+func checkNoLeftovers(dataDir string) error {
+	var problems []string
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	if bytes.Contains(mounts, []byte(dataDir)) {
+		problems = append(problems, "mounts under "+dataDir+" remain")
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dataDir, "containers", "bundles")); len(entries) > 0 {
+		problems = append(problems, fmt.Sprintf("%d bundle directories remain", len(entries)))
+	}
+	for _, iso := range []string{"runc", "gvisor"} {
+		entries, _ := os.ReadDir(filepath.Join(dataDir, "containers", "state", iso))
+		for _, e := range entries {
+			problems = append(problems, "runtime state remains: "+iso+"/"+e.Name())
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("leftovers after shutdown: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// logMu guards gust.log, written by the output reader and read by failing tests.
+var logMu sync.Mutex
+
+// gustLog returns what gust has printed so far.
+func gustLog() string {
+	logMu.Lock()
+	defer logMu.Unlock()
+	return gust.log.String()
+}
+
+// api makes a JSON request to gust.
+func api(method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, _ := json.Marshal(in)
+		body = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequestWithContext(context.Background(), method, gust.url+path, body)
+	req.Header.Set("Authorization", "Bearer "+gust.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return &apiError{resp.StatusCode, string(b)}
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+type apiError struct {
+	Status int
+	Body   string
+}
+
+func (e *apiError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Status, e.Body) }
+
+func needGust(t *testing.T) {
+	t.Helper()
+	if gust.skip != "" {
+		t.Skip(gust.skip)
+	}
+}
