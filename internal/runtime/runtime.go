@@ -265,12 +265,10 @@ func (r *Runtime) runtimeArgs(opts CreateOptions) []string {
 		return []string{"--root", root}
 	}
 	// ptrace is the platform that works everywhere (KVM hangs on nested VMs); raw sockets stay
-	// off; the OCI seccomp profile is applied inside the sandbox too.
-	a := []string{"--root", root, "--platform=ptrace", "--oci-seccomp"}
-	if opts.BlockNetwork {
-		a = append(a, "--network=none")
-	}
-	return a
+	// off; the OCI seccomp profile is applied inside the sandbox too. The sandbox's netstack gets
+	// loopback only (--network=none): this runsc refuses the namespaces we hand it for its
+	// "sandbox" network mode, so gVisor sandboxes have no outside network yet.
+	return []string{"--root", root, "--platform=ptrace", "--oci-seccomp", "--network=none"}
 }
 
 // delete kills and removes a container's runtime state and cgroups, ignoring "does not exist".

@@ -54,7 +54,6 @@ func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
 				Effective: defaultCaps,
 				Permitted: defaultCaps,
 			},
-			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 65536, Soft: 65536}},
 		},
 		Root:     &specs.Root{Path: rootfs},
 		Hostname: hostname,
