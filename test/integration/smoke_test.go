@@ -81,3 +81,36 @@ func TestSmokeRawAPI(t *testing.T) {
 		})
 	}
 }
+
+// exitLine is the last line of an exec stream.
+type exitLine struct {
+	ExitCode int    `json:"exit_code"`
+	Error    string `json:"error"`
+}
+
+// execExit runs a command and returns its exit line, with the error text.
+func execExit(t *testing.T, sandboxID string, cmd ...string) exitLine {
+	t.Helper()
+	b, _ := json.Marshal(map[string]any{"command": cmd})
+	req, _ := http.NewRequest("POST", gust.url+"/v1/sandboxes/"+sandboxID+"/execs", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+gust.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<26)
+	var last exitLine
+	for sc.Scan() {
+		var line struct {
+			ExitCode *int   `json:"exit_code"`
+			Error    string `json:"error"`
+		}
+		json.Unmarshal(sc.Bytes(), &line)
+		if line.ExitCode != nil {
+			last = exitLine{*line.ExitCode, line.Error}
+		}
+	}
+	return last
+}

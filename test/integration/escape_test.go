@@ -1,0 +1,328 @@
+package integration
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The escape suite: attack programs run inside sandboxes under both runtimes, and each must be
+// blocked. Every case asserts how it was blocked, not only that it failed.
+
+var isolations = []string{"runc", "gvisor"}
+
+func forEachIsolation(t *testing.T, fields map[string]any, f func(t *testing.T, iso, id string)) {
+	for _, iso := range isolations {
+		t.Run(iso, func(t *testing.T) {
+			all := map[string]any{"isolation": iso}
+			for k, v := range fields {
+				all[k] = v
+			}
+			f(t, iso, createRaw(t, all))
+		})
+	}
+}
+
+func py(code string) []string { return []string{"python3", "-c", code} }
+
+func TestEscapeReadHostFile(t *testing.T) {
+	needGust(t)
+	secret := fmt.Sprintf("secret-%d", time.Now().UnixNano())
+	marker := "/tmp/gust-marker-" + secret
+	if err := os.WriteFile(marker, []byte(secret), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(marker)
+	forEachIsolation(t, nil, func(t *testing.T, iso, id string) {
+		out, _, _ := execRaw(t, id, "sh", "-c", "cat "+marker+" /proc/1/root"+marker+" 2>&1; grep -rl "+secret+" /tmp /proc/1/root/tmp 2>/dev/null; echo done")
+		if strings.Contains(out, secret+"\n") || strings.Count(out, secret) > 2 {
+			t.Fatalf("sandbox read the host marker file: %q", out)
+		}
+		if !strings.Contains(out, "No such file or directory") {
+			t.Fatalf("expected the host path not to exist in the sandbox's mount namespace, got %q", out)
+		}
+	})
+}
+
+func TestEscapeSeeHostProcesses(t *testing.T) {
+	needGust(t)
+	forEachIsolation(t, nil, func(t *testing.T, iso, id string) {
+		out, _, code := execRaw(t, id, "sh", "-c", "for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null | tr '\\0' ' '; echo; done")
+		if code != 0 {
+			t.Fatalf("listing /proc failed: %d", code)
+		}
+		if strings.Contains(out, "gust up") || strings.Contains(out, gust.bin+" up") || strings.Contains(out, "go test") {
+			t.Fatalf("sandbox sees host processes:\n%s", out)
+		}
+		n := strings.Count(strings.TrimSpace(out), "\n") + 1
+		if n > 10 {
+			t.Fatalf("sandbox sees %d processes; its pid namespace should hold only its own:\n%s", n, out)
+		}
+		pid1, _, _ := execRaw(t, id, "cat", "/proc/1/cmdline")
+		if !strings.Contains(pid1, "container-init") {
+			t.Fatalf("PID 1 in the sandbox should be gust-init, got %q", pid1)
+		}
+	})
+}
+
+func TestEscapeMountAndUnshare(t *testing.T) {
+	needGust(t)
+	forEachIsolation(t, nil, func(t *testing.T, iso, id string) {
+		_, errOut, code := execRaw(t, id, "mount", "-t", "tmpfs", "none", "/mnt")
+		if code == 0 {
+			t.Fatal("mount succeeded inside the sandbox")
+		}
+		if !strings.Contains(errOut, "permission denied") && !strings.Contains(errOut, "Operation not permitted") && !strings.Contains(errOut, "must be superuser") {
+			t.Fatalf("mount failed for an unexpected reason: %q", errOut)
+		}
+		_, errOut, code = execRaw(t, id, "unshare", "--user", "--map-root-user", "--mount", "true")
+		if code == 0 {
+			t.Fatal("unshare of user+mount namespaces succeeded inside the sandbox")
+		}
+		if !strings.Contains(errOut, "Operation not permitted") && !strings.Contains(errOut, "Function not implemented") {
+			t.Fatalf("unshare failed for an unexpected reason: %q", errOut)
+		}
+	})
+}
+
+func TestEscapeKernelModule(t *testing.T) {
+	needGust(t)
+	code := `
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open("/dev/null", os.O_RDONLY)
+r = libc.syscall(313, fd, b"", 0)  # finit_module
+print(r, ctypes.get_errno())
+r = libc.syscall(175, b"\0"*64, 64, b"")  # init_module
+print(r, ctypes.get_errno())
+`
+	forEachIsolation(t, nil, func(t *testing.T, iso, id string) {
+		out, errOut, c := execRaw(t, id, py(code)...)
+		if c != 0 {
+			t.Fatalf("probe failed: %d %s", c, errOut)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) != 2 || f[0] != "-1" {
+				t.Fatalf("module syscall did not fail: %q", out)
+			}
+			if errno, _ := strconv.Atoi(f[1]); errno != 1 && errno != 38 { // EPERM or ENOSYS
+				t.Fatalf("module syscall failed with errno %d, want EPERM (seccomp/capabilities) or ENOSYS (gVisor)", errno)
+			}
+		}
+	})
+}
+
+func TestEscapeWriteProcSys(t *testing.T) {
+	needGust(t)
+	forEachIsolation(t, nil, func(t *testing.T, iso, id string) {
+		for _, target := range []string{"/proc/sys/kernel/hostname", "/proc/sys/vm/drop_caches", "/sys/kernel/mm/transparent_hugepage/enabled", "/proc/sysrq-trigger"} {
+			_, errOut, code := execRaw(t, id, "sh", "-c", "echo 1 > "+target)
+			if code == 0 {
+				t.Fatalf("write to %s succeeded", target)
+			}
+			if !strings.Contains(errOut, "Read-only file system") && !strings.Contains(errOut, "Permission denied") && !strings.Contains(errOut, "nonexistent directory") && !strings.Contains(errOut, "No such file") {
+				t.Fatalf("write to %s failed for an unexpected reason: %q", target, errOut)
+			}
+		}
+	})
+	// The host's values are unchanged.
+	if b, _ := os.ReadFile("/proc/sys/kernel/hostname"); strings.TrimSpace(string(b)) == "1" {
+		t.Fatal("host hostname was changed")
+	}
+}
+
+func TestEscapeReachGustAPI(t *testing.T) {
+	needGust(t)
+	u, _ := url.Parse(gust.url)
+	port := u.Port()
+	code := fmt.Sprintf(`
+import socket
+for host in ("127.0.0.1", "10.0.2.2", "172.17.0.1", "169.254.169.254"):
+    try:
+        socket.create_connection((host, %s), timeout=2)
+        print("CONNECTED", host)
+    except OSError as e:
+        print("blocked", host, type(e).__name__, e.errno)
+`, port)
+	for _, block := range []bool{false, true} {
+		t.Run(fmt.Sprintf("block_network=%v", block), func(t *testing.T) {
+			forEachIsolation(t, map[string]any{"block_network": block}, func(t *testing.T, iso, id string) {
+				out, errOut, c := execRaw(t, id, py(code)...)
+				if c != 0 {
+					t.Fatalf("probe failed: %s", errOut)
+				}
+				if strings.Contains(out, "CONNECTED") {
+					t.Fatalf("sandbox reached the gust API:\n%s", out)
+				}
+				if !strings.Contains(out, "blocked 127.0.0.1 ConnectionRefusedError") {
+					t.Fatalf("loopback should be the sandbox's own (connection refused), got:\n%s", out)
+				}
+			})
+		})
+	}
+}
+
+func TestEscapeRawSocketsAndBlockedNetwork(t *testing.T) {
+	needGust(t)
+	code := `
+import socket
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    print("RAW OK")
+except OSError as e:
+    print("raw blocked", e.errno)
+try:
+    socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    print("PACKET OK")
+except (OSError, AttributeError) as e:
+    print("packet blocked")
+import os
+print("ifaces", sorted(os.listdir("/sys/class/net")) if os.path.exists("/sys/class/net") else "none")
+try:
+    socket.create_connection(("192.0.2.1", 80), timeout=2)
+    print("NET OK")
+except OSError as e:
+    print("net blocked", e.errno)
+`
+	forEachIsolation(t, map[string]any{"block_network": true}, func(t *testing.T, iso, id string) {
+		out, errOut, c := execRaw(t, id, py(code)...)
+		if c != 0 {
+			t.Fatalf("probe failed: %s", errOut)
+		}
+		if strings.Contains(out, "RAW OK") || strings.Contains(out, "PACKET OK") || strings.Contains(out, "NET OK") {
+			t.Fatalf("network escape:\n%s", out)
+		}
+		// EPERM (no CAP_NET_RAW) / EACCES; ENETUNREACH (101) with only lo.
+		if !strings.Contains(out, "raw blocked 1") && !strings.Contains(out, "raw blocked 13") {
+			t.Fatalf("raw socket should fail with EPERM or EACCES:\n%s", out)
+		}
+		if !strings.Contains(out, "net blocked 101") {
+			t.Fatalf("outside address should be unreachable (ENETUNREACH):\n%s", out)
+		}
+		if iso == "runc" && !strings.Contains(out, "ifaces ['lo']") {
+			t.Fatalf("a blocked sandbox should have only lo:\n%s", out)
+		}
+	})
+}
+
+func TestEscapeForkBomb(t *testing.T) {
+	needGust(t)
+	code := `
+import os, time
+n = 0
+try:
+    while n < 100000:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(30)
+            os._exit(0)
+        n += 1
+except OSError as e:
+    print("stopped", n, e.errno)
+`
+	forEachIsolation(t, nil, func(t *testing.T, iso, id string) {
+		done := make(chan struct{})
+		var worst time.Duration
+		go func() {
+			defer close(done)
+			for i := 0; i < 20; i++ {
+				start := time.Now()
+				exec.Command("true").Run()
+				worst = max(worst, time.Since(start))
+				time.Sleep(100 * time.Millisecond)
+			}
+		}()
+		out, errOut, _ := execRaw(t, id, py(code)...)
+		<-done
+		if !strings.Contains(out, "stopped") {
+			t.Fatalf("the fork bomb was not stopped: %q %q", out, errOut)
+		}
+		var n, errno int
+		fmt.Sscanf(strings.TrimSpace(out), "stopped %d %d", &n, &errno)
+		if n > 1100 || errno != 11 { // EAGAIN at the pids limit of 1024
+			t.Fatalf("fork bomb stopped after %d forks with errno %d; want the pids limit (EAGAIN)", n, errno)
+		}
+		if worst > 2*time.Second {
+			t.Fatalf("host became unresponsive: a host command took %v", worst)
+		}
+	})
+}
+
+func TestEscapeMemoryBomb(t *testing.T) {
+	needGust(t)
+	code := `
+chunks = []
+while True:
+    chunks.append(bytearray(16 << 20))
+`
+	forEachIsolation(t, map[string]any{"memory": 128}, func(t *testing.T, iso, id string) {
+		line := execExit(t, id, py(code)...)
+		if line.ExitCode != 137 {
+			t.Fatalf("memory bomb exit code %d, want 137 (SIGKILL)", line.ExitCode)
+		}
+		if iso == "runc" && !strings.Contains(line.Error, "out of memory") {
+			t.Fatalf("exit reason should say out of memory, got %q", line.Error)
+		}
+	})
+}
+
+func TestEscapeFillDisk(t *testing.T) {
+	needGust(t)
+	forEachIsolation(t, map[string]any{"memory": 2048}, func(t *testing.T, iso, id string) {
+		_, errOut, code := execRaw(t, id, "dd", "if=/dev/zero", "of=/fill", "bs=1M", "count=4096")
+		if code == 0 {
+			t.Fatal("writing 4 GiB succeeded; the sandbox disk should be bounded")
+		}
+		if !strings.Contains(errOut, "No space left on device") {
+			t.Fatalf("dd failed for an unexpected reason: %q", errOut)
+		}
+		out, _, code := execRaw(t, id, "sh", "-c", "rm /fill && echo still-alive")
+		if code != 0 || out != "still-alive\n" {
+			t.Fatalf("sandbox unusable after filling its disk: %q", out)
+		}
+	})
+}
+
+func TestEscapeRmRfRoot(t *testing.T) {
+	needGust(t)
+	forEachIsolation(t, nil, func(t *testing.T, iso, victim string) {
+		other := createRaw(t, map[string]any{"isolation": iso})
+		execRaw(t, victim, "rm", "-rf", "/", "--no-preserve-root")
+		if _, _, code := execRaw(t, victim, "ls", "/"); code == 0 {
+			t.Log("note: ls still runs in the wiped sandbox")
+		}
+		out, _, code := execRaw(t, other, "sh", "-c", "ls /usr/bin/python3 && echo ok")
+		if code != 0 || !strings.Contains(out, "ok") {
+			t.Fatalf("another sandbox was harmed: %q %d", out, code)
+		}
+		fresh := createRaw(t, map[string]any{"isolation": iso})
+		out, _, code = execRaw(t, fresh, "python3", "-c", "print('image intact')")
+		if code != 0 || out != "image intact\n" {
+			t.Fatalf("the image was harmed: %q %d", out, code)
+		}
+		if _, err := os.Stat(gust.bin); err != nil {
+			t.Fatalf("the gust binary (bind-mounted read-only into sandboxes) was harmed: %v", err)
+		}
+	})
+}
+
+func TestEscapeSetuid(t *testing.T) {
+	needGust(t)
+	forEachIsolation(t, nil, func(t *testing.T, iso, id string) {
+		script := "cp $(readlink -f /usr/bin/python3) /tmp/suid-python && chmod 4755 /tmp/suid-python && " +
+			"setpriv --reuid=65534 --regid=65534 --clear-groups /tmp/suid-python -c 'import os; print(os.getuid(), os.geteuid())'"
+		out, errOut, code := execRaw(t, id, "sh", "-c", script)
+		if code != 0 {
+			t.Fatalf("probe failed: %q %q", out, errOut)
+		}
+		if strings.TrimSpace(out) != "65534 65534" {
+			t.Fatalf("setuid binary raised privileges: uid/euid = %q (no_new_privs should keep 65534)", out)
+		}
+	})
+}
