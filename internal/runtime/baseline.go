@@ -1,0 +1,115 @@
+package runtime
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gust-run/gust/internal/reaper"
+)
+
+// Baseline measures the bare runtime on the same root filesystem and limits that gust uses,
+// without gust in the way, so that benchmarks can report gust's figures as ratios of it.
+type Baseline struct {
+	rt     *Runtime
+	opts   CreateOptions
+	bundle string
+}
+
+// NewBaseline lays out a bundle over layers whose process is argv.
+func (r *Runtime) NewBaseline(isolation string, layers []string, argv []string) (*Baseline, error) {
+	id := fmt.Sprintf("baseline-%s-%d", isolation, time.Now().UnixNano())
+	opts := CreateOptions{ID: id, Isolation: isolation, Layers: layers, CPU: 1, MemoryMiB: 512, DiskMiB: 64}
+	bundle := r.cfg.bundleDir(id)
+	rootfs := filepath.Join(bundle, "rootfs")
+	rw := filepath.Join(bundle, "rw")
+	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+		return nil, err
+	}
+	os.MkdirAll(rw, 0o755)
+	if err := unix.Mount("tmpfs", rw, "tmpfs", 0, "size=64m"); err != nil {
+		return nil, err
+	}
+	os.Mkdir(filepath.Join(rw, "upper"), 0o755)
+	os.Mkdir(filepath.Join(rw, "work"), 0o755)
+	lower := make([]string, len(layers))
+	for i, l := range layers {
+		lower[len(lower)-1-i] = l
+	}
+	if err := unix.Mount("overlay", rootfs, "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lower, ":"), filepath.Join(rw, "upper"), filepath.Join(rw, "work"))); err != nil {
+		unmount(rw)
+		return nil, err
+	}
+	spec := buildSpec(&r.cfg, opts, rootfs)
+	spec.Process.Args = argv
+	b, _ := json.Marshal(spec)
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
+		return nil, err
+	}
+	return &Baseline{rt: r, opts: opts, bundle: bundle}, nil
+}
+
+// Run runs the bundle's process once in the foreground (`runc run`) and returns the time until
+// its first output arrived.
+func (b *Baseline) Run(i int) (time.Duration, error) {
+	id := fmt.Sprintf("%s-%d", b.opts.ID, i)
+	args := append(b.rt.runtimeArgs(b.opts), "run", "--bundle", b.bundle, id)
+	cmd := exec.Command(b.rt.binary(b.opts.Isolation), args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := reaper.Start(cmd); err != nil {
+		return 0, err
+	}
+	buf := make([]byte, 64)
+	_, rerr := out.Read(buf)
+	d := time.Since(start)
+	werr := reaper.Wait(cmd)
+	b.rt.delete(id, b.opts.Isolation)
+	if rerr != nil || werr != nil {
+		return 0, fmt.Errorf("%s run: %v %v: %s", b.opts.Isolation, rerr, werr, stderr.String())
+	}
+	return d, nil
+}
+
+// StartDetached starts the bundle's process (a long sleep) for Exec to measure against.
+func (b *Baseline) StartDetached() error {
+	args := append(b.rt.runtimeArgs(b.opts), "run", "--detach", "--bundle", b.bundle, b.opts.ID)
+	cmd := exec.Command(b.rt.binary(b.opts.Isolation), args...)
+	devnull, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	defer devnull.Close()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
+	return reaper.Run(cmd)
+}
+
+// Exec runs argv in the detached container (`runc exec`) and returns the round trip.
+func (b *Baseline) Exec(argv ...string) (time.Duration, error) {
+	args := append(b.rt.runtimeArgs(b.opts), "exec", b.opts.ID)
+	args = append(args, argv...)
+	cmd := exec.Command(b.rt.binary(b.opts.Isolation), args...)
+	start := time.Now()
+	out, err := reaper.CombinedOutput(cmd)
+	if err != nil {
+		return 0, fmt.Errorf("%s exec: %v: %s", b.opts.Isolation, err, out)
+	}
+	return time.Since(start), nil
+}
+
+// Close removes the baseline's containers and bundle.
+func (b *Baseline) Close() {
+	b.rt.delete(b.opts.ID, b.opts.Isolation)
+	unmount(filepath.Join(b.bundle, "rootfs"))
+	unmount(filepath.Join(b.bundle, "rw"))
+	os.RemoveAll(b.bundle)
+}

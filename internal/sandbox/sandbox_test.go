@@ -1,0 +1,101 @@
+package sandbox
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/gust-run/gust/internal/errdefs"
+)
+
+func f(v float64) *float64 { return &v }
+func i(v int) *int         { return &v }
+func s(v string) *string   { return &v }
+
+func TestValidate(t *testing.T) {
+	base := CreateRequest{AppID: "ap-1", ImageID: "im-1"}
+	tests := []struct {
+		name    string
+		mod     func(r *CreateRequest)
+		wantErr bool
+		check   func(t *testing.T, sb Sandbox)
+	}{
+		{"defaults", func(r *CreateRequest) {}, false, func(t *testing.T, sb Sandbox) {
+			if sb.Timeout != 300 || sb.CPU != 1 || sb.MemoryMiB != 1024 || sb.Isolation != "runc" || sb.Status != Pending {
+				t.Fatalf("bad defaults: %+v", sb)
+			}
+		}},
+		{"no app", func(r *CreateRequest) { r.AppID = "" }, true, nil},
+		{"negative timeout", func(r *CreateRequest) { r.Timeout = f(-1) }, true, nil},
+		{"zero idle timeout", func(r *CreateRequest) { r.IdleTimeout = f(0) }, true, nil},
+		{"too much cpu", func(r *CreateRequest) { r.CPU = f(64) }, true, nil},
+		{"tiny memory", func(r *CreateRequest) { r.Memory = i(1) }, true, nil},
+		{"relative workdir", func(r *CreateRequest) { r.Workdir = s("tmp") }, true, nil},
+		{"bad env key", func(r *CreateRequest) { r.Env = map[string]string{"A B": "x"} }, true, nil},
+		{"bad name", func(r *CreateRequest) { r.Name = s("no spaces allowed") }, true, nil},
+		{"unknown isolation", func(r *CreateRequest) { r.Isolation = "docker" }, true, nil},
+		{"runsc alias", func(r *CreateRequest) { r.Isolation = "runsc" }, false, func(t *testing.T, sb Sandbox) {
+			if sb.Isolation != IsolationGVisor {
+				t.Fatalf("isolation %q", sb.Isolation)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := base
+			tt.mod(&r)
+			sb, err := r.Validate("runc", 2, 4096)
+			if tt.wantErr {
+				if !errors.Is(err, errdefs.ErrInvalid) {
+					t.Fatalf("want an invalid error, got %v", err)
+				}
+				if err.Error() == "" {
+					t.Fatal("error has no message")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.check != nil {
+				tt.check(t, sb)
+			}
+		})
+	}
+}
+
+func TestCleanPath(t *testing.T) {
+	tests := []struct {
+		in, want string
+		ok       bool
+	}{
+		{"/a/b", "/a/b", true},
+		{"/a/../b", "/b", true},
+		{"/a/./b/", "/a/b", true},
+		{"a/b", "", false},
+		{"", "", false},
+		{"/../etc/passwd", "", false},
+		{"/a/../../etc", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := CleanPath(tt.in)
+			if (err == nil) != tt.ok || got != tt.want {
+				t.Fatalf("CleanPath(%q) = %q, %v", tt.in, got, err)
+			}
+		})
+	}
+}
+
+func TestTransitions(t *testing.T) {
+	if !Pending.CanTransition(Running) || !Running.CanTransition(Finished) || !Pending.CanTransition(Failed) {
+		t.Fatal("allowed transition refused")
+	}
+	for _, end := range []Status{Finished, Terminated, Timeout, Failed} {
+		if end.CanTransition(Running) || end.CanTransition(Terminated) {
+			t.Fatalf("%s is terminal but allows a transition", end)
+		}
+	}
+	if Running.CanTransition(Pending) {
+		t.Fatal("running went back to pending")
+	}
+}
