@@ -1,0 +1,165 @@
+package server
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// The OpenAPI document must describe exactly the routes that Server.Handler registers. No YAML
+// library is a dependency, so both sides are read as text: the routes are the "METHOD /v1/..."
+// string literals inside Handler in server.go, and the document's operations are the method keys
+// under each path key of its top-level `paths:` block (the layout docs/openapi.yaml uses: paths
+// indented two spaces, methods four). Path parameter names may differ ({id} vs {sandbox_id}), so
+// both sides compare with every "{name}" turned into "{}".
+
+const openapiFile = "../../docs/openapi.yaml"
+
+var (
+	routeRE   = regexp.MustCompile(`^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) (/v1/\S*)$`)
+	paramRE   = regexp.MustCompile(`\{[^}]*\}`)
+	yamlPath  = regexp.MustCompile(`^  ["']?(/[^"':]*)["']?:\s*$`)
+	yamlOp    = regexp.MustCompile(`^    (get|head|post|put|patch|delete|options|trace):\s*$`)
+	yamlNoSec = regexp.MustCompile(`^      security:\s*\[\s*\]\s*$`)
+)
+
+func normRoute(method, path string) string {
+	return strings.ToUpper(method) + " " + paramRE.ReplaceAllString(path, "{}")
+}
+
+// handlerRoutes returns the routes registered in Server.Handler, read from server.go's source.
+func handlerRoutes(t *testing.T) map[string]bool {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), "server.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := map[string]bool{}
+	found := false
+	for _, d := range f.Decls {
+		fn, ok := d.(*ast.FuncDecl)
+		if !ok || fn.Name.Name != "Handler" || fn.Recv == nil {
+			continue
+		}
+		found = true
+		ast.Inspect(fn.Body, func(n ast.Node) bool {
+			lit, ok := n.(*ast.BasicLit)
+			if !ok || lit.Kind != token.STRING {
+				return true
+			}
+			s, err := strconv.Unquote(lit.Value)
+			if err != nil {
+				return true
+			}
+			if m := routeRE.FindStringSubmatch(s); m != nil {
+				routes[normRoute(m[1], m[2])] = true
+			}
+			return true
+		})
+	}
+	if !found {
+		t.Fatal("server.go has no method Handler; update this test to where the routes are registered")
+	}
+	// Guard against a refactor that hides the patterns from this scan (which would make the
+	// comparison below vacuous).
+	for _, must := range []string{"GET /v1/health", "POST /v1/sandboxes", "GET /v1/sandboxes/{}/files/stat", "POST /v1/workers/{}/heartbeat"} {
+		if !routes[must] {
+			t.Fatalf("route %q not found among the string literals of Server.Handler; update this test's route scan", must)
+		}
+	}
+	return routes
+}
+
+// openapiOps returns the document's operations, and for each whether it sets `security: []`.
+func openapiOps(t *testing.T) map[string]bool {
+	t.Helper()
+	b, err := os.ReadFile(openapiFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := map[string]bool{}
+	inPaths, path, op := false, "", ""
+	for _, line := range strings.Split(strings.ReplaceAll(string(b), "\r\n", "\n"), "\n") {
+		trimmed := strings.TrimSpace(line)
+		if trimmed == "" || strings.HasPrefix(trimmed, "#") {
+			continue
+		}
+		if !strings.HasPrefix(line, " ") { // a top-level key
+			inPaths = strings.HasPrefix(line, "paths:")
+			path, op = "", ""
+			continue
+		}
+		if !inPaths {
+			continue
+		}
+		if m := yamlPath.FindStringSubmatch(line); m != nil {
+			path, op = m[1], ""
+			continue
+		}
+		if m := yamlOp.FindStringSubmatch(line); m != nil && path != "" {
+			op = normRoute(m[1], path)
+			if _, dup := ops[op]; dup {
+				t.Errorf("%s: operation %s appears twice", openapiFile, op)
+			}
+			ops[op] = false
+			continue
+		}
+		if op != "" && yamlNoSec.MatchString(line) {
+			ops[op] = true
+		}
+	}
+	if len(ops) == 0 {
+		t.Fatalf("%s: no operations found under a top-level paths: key", openapiFile)
+	}
+	return ops
+}
+
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	routes := handlerRoutes(t)
+	ops := openapiOps(t)
+	for _, r := range sorted(routes) {
+		if _, ok := ops[r]; !ok {
+			t.Errorf("route %s is registered in Server.Handler but not described in %s", r, openapiFile)
+		}
+	}
+	for _, o := range sorted(ops) {
+		if !routes[o] {
+			t.Errorf("%s describes %s, which Server.Handler does not register", openapiFile, o)
+		}
+	}
+}
+
+func TestOpenAPISecurity(t *testing.T) {
+	b, err := os.ReadFile(openapiFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^security:\s*\n\s+- bearerAuth: \[\]`).Match(b) {
+		t.Errorf("%s: want a global `security: [bearerAuth]` requirement", openapiFile)
+	}
+	ops := openapiOps(t)
+	for _, o := range sorted(ops) {
+		open := ops[o]
+		if o == "GET /v1/health" && !open {
+			t.Errorf("%s: GET /v1/health needs no auth; want `security: []` on it", openapiFile)
+		}
+		if o != "GET /v1/health" && open {
+			t.Errorf("%s: %s requires the bearer token; remove its `security: []`", openapiFile, o)
+		}
+	}
+}
+
+func sorted[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
