@@ -5,8 +5,10 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"net/http/httputil"
@@ -266,8 +268,24 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, errdefs.Unavailable("the worker running sandbox %s is not connected", id))
 		return
 	}
+	// Read the request body before forwarding: Go's HTTP/1 server is not full duplex, and a body
+	// still being read while the streamed answer flows back gets the answer cut off.
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxForwardBody+1))
+	if err != nil {
+		httpapi.WriteError(w, errdefs.Invalid("reading request body: %v", err))
+		return
+	}
+	if len(body) > maxForwardBody {
+		httpapi.WriteError(w, errdefs.TooLarge("request body is above the 64 MiB limit; send it in parts"))
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
 	wc.proxy.ServeHTTP(w, r)
 }
+
+// maxForwardBody bounds what a client may send through to a worker (file writes, stdin).
+const maxForwardBody = 64<<20 + 1<<10
 
 func notRunning(sb sandbox.Sandbox) error {
 	switch sb.Status {

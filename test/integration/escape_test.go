@@ -33,14 +33,14 @@ func py(code string) []string { return []string{"python3", "-c", code} }
 func TestEscapeReadHostFile(t *testing.T) {
 	needGust(t)
 	secret := fmt.Sprintf("secret-%d", time.Now().UnixNano())
-	marker := "/tmp/gust-marker-" + secret
+	marker := fmt.Sprintf("/tmp/gust-marker-%d", time.Now().UnixNano())
 	if err := os.WriteFile(marker, []byte(secret), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	defer os.Remove(marker)
 	forEachIsolation(t, nil, func(t *testing.T, iso, id string) {
-		out, _, _ := execRaw(t, id, "sh", "-c", "cat "+marker+" /proc/1/root"+marker+" 2>&1; grep -rl "+secret+" /tmp /proc/1/root/tmp 2>/dev/null; echo done")
-		if strings.Contains(out, secret+"\n") || strings.Count(out, secret) > 2 {
+		out, _, _ := execRaw(t, id, "sh", "-c", "cat "+marker+" /proc/1/root"+marker+" 2>&1; grep -r "+secret+" /tmp /proc/1/root/tmp 2>/dev/null; echo done")
+		if strings.Contains(out, secret) {
 			t.Fatalf("sandbox read the host marker file: %q", out)
 		}
 		if !strings.Contains(out, "No such file or directory") {
@@ -73,12 +73,13 @@ func TestEscapeSeeHostProcesses(t *testing.T) {
 func TestEscapeMountAndUnshare(t *testing.T) {
 	needGust(t)
 	forEachIsolation(t, nil, func(t *testing.T, iso, id string) {
-		_, errOut, code := execRaw(t, id, "mount", "-t", "tmpfs", "none", "/mnt")
-		if code == 0 {
-			t.Fatal("mount succeeded inside the sandbox")
-		}
-		if !strings.Contains(errOut, "permission denied") && !strings.Contains(errOut, "Operation not permitted") && !strings.Contains(errOut, "must be superuser") {
-			t.Fatalf("mount failed for an unexpected reason: %q", errOut)
+		out, errOut, code := execRaw(t, id, py(`
+import ctypes, os
+os.makedirs("/tmp/m", exist_ok=True)
+libc = ctypes.CDLL(None, use_errno=True)
+print(libc.mount(b"none", b"/tmp/m", b"tmpfs", 0, None), ctypes.get_errno())`)...)
+		if code != 0 || strings.TrimSpace(out) != "-1 1" { // EPERM
+			t.Fatalf("mount should fail with EPERM, got %q %q", out, errOut)
 		}
 		_, errOut, code = execRaw(t, id, "unshare", "--user", "--map-root-user", "--mount", "true")
 		if code == 0 {
@@ -120,20 +121,29 @@ print(r, ctypes.get_errno())
 
 func TestEscapeWriteProcSys(t *testing.T) {
 	needGust(t)
+	hostBefore, _ := os.ReadFile("/proc/sys/kernel/hostname")
 	forEachIsolation(t, nil, func(t *testing.T, iso, id string) {
+		if iso == "gvisor" {
+			// gVisor serves its own /proc and /sys from its kernel: writes there, allowed or
+			// not, never reach the host. The host check below covers it.
+			execRaw(t, id, "sh", "-c", "echo pwned > /proc/sys/kernel/hostname; echo 1 > /proc/sysrq-trigger; true")
+			return
+		}
 		for _, target := range []string{"/proc/sys/kernel/hostname", "/proc/sys/vm/drop_caches", "/sys/kernel/mm/transparent_hugepage/enabled", "/proc/sysrq-trigger"} {
 			_, errOut, code := execRaw(t, id, "sh", "-c", "echo 1 > "+target)
 			if code == 0 {
 				t.Fatalf("write to %s succeeded", target)
 			}
-			if !strings.Contains(errOut, "Read-only file system") && !strings.Contains(errOut, "Permission denied") && !strings.Contains(errOut, "nonexistent directory") && !strings.Contains(errOut, "No such file") {
+			// Read-only mounts (runc), or gVisor's own /proc and /sys, which do not reach the host.
+			if !strings.Contains(errOut, "Read-only file system") && !strings.Contains(errOut, "Permission denied") &&
+				!strings.Contains(errOut, "nonexistent") && !strings.Contains(errOut, "No such file") && !(iso == "gvisor" && strings.Contains(errOut, "I/O error")) {
 				t.Fatalf("write to %s failed for an unexpected reason: %q", target, errOut)
 			}
 		}
 	})
 	// The host's values are unchanged.
-	if b, _ := os.ReadFile("/proc/sys/kernel/hostname"); strings.TrimSpace(string(b)) == "1" {
-		t.Fatal("host hostname was changed")
+	if b, _ := os.ReadFile("/proc/sys/kernel/hostname"); string(b) != string(hostBefore) {
+		t.Fatalf("host hostname was changed to %q", b)
 	}
 }
 
@@ -202,8 +212,8 @@ except OSError as e:
 		if !strings.Contains(out, "raw blocked 1") && !strings.Contains(out, "raw blocked 13") {
 			t.Fatalf("raw socket should fail with EPERM or EACCES:\n%s", out)
 		}
-		if !strings.Contains(out, "net blocked 101") {
-			t.Fatalf("outside address should be unreachable (ENETUNREACH):\n%s", out)
+		if !strings.Contains(out, "net blocked 101") && !strings.Contains(out, "net blocked 113") {
+			t.Fatalf("outside address should be unreachable (ENETUNREACH or EHOSTUNREACH):\n%s", out)
 		}
 		if iso == "runc" && !strings.Contains(out, "ifaces ['lo']") {
 			t.Fatalf("a blocked sandbox should have only lo:\n%s", out)
@@ -238,8 +248,21 @@ except OSError as e:
 				time.Sleep(100 * time.Millisecond)
 			}
 		}()
-		out, errOut, _ := execRaw(t, id, py(code)...)
+		out, errOut, code := execRaw(t, id, py(code)...)
 		<-done
+		if worst > 2*time.Second {
+			t.Fatalf("host became unresponsive: a host command took %v", worst)
+		}
+		if iso == "gvisor" && code == 137 {
+			// gVisor's sentry hits the host pids limit of the sandbox and the whole sandbox
+			// stops: contained, and nothing else is affected.
+			var sb struct{ Status string }
+			api("GET", "/v1/sandboxes/"+id+"?wait=10", nil, &sb)
+			if sb.Status == "running" {
+				t.Fatalf("exec was killed but the sandbox still runs")
+			}
+			return
+		}
 		if !strings.Contains(out, "stopped") {
 			t.Fatalf("the fork bomb was not stopped: %q %q", out, errOut)
 		}
@@ -247,9 +270,6 @@ except OSError as e:
 		fmt.Sscanf(strings.TrimSpace(out), "stopped %d %d", &n, &errno)
 		if n > 1100 || errno != 11 { // EAGAIN at the pids limit of 1024
 			t.Fatalf("fork bomb stopped after %d forks with errno %d; want the pids limit (EAGAIN)", n, errno)
-		}
-		if worst > 2*time.Second {
-			t.Fatalf("host became unresponsive: a host command took %v", worst)
 		}
 	})
 }
@@ -294,10 +314,10 @@ func TestEscapeRmRfRoot(t *testing.T) {
 	forEachIsolation(t, nil, func(t *testing.T, iso, victim string) {
 		other := createRaw(t, map[string]any{"isolation": iso})
 		execRaw(t, victim, "rm", "-rf", "/", "--no-preserve-root")
-		if _, _, code := execRaw(t, victim, "ls", "/"); code == 0 {
-			t.Log("note: ls still runs in the wiped sandbox")
+		if _, _, code := execRaw(t, victim, "test", "-x", "/usr/bin/python3"); code == 0 {
+			t.Fatal("rm -rf / left python3 in the victim sandbox: the attack did not run")
 		}
-		out, _, code := execRaw(t, other, "sh", "-c", "ls /usr/bin/python3 && echo ok")
+		out, _, code := execRaw(t, other, "sh", "-c", "test -x /usr/bin/python3 && echo ok")
 		if code != 0 || !strings.Contains(out, "ok") {
 			t.Fatalf("another sandbox was harmed: %q %d", out, code)
 		}

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -38,6 +39,7 @@ var gust struct {
 const imageCache = "/var/cache/gust-test/layers"
 
 func TestMain(m *testing.M) {
+	flag.Parse()
 	code := func() int {
 		if testing.Short() || os.Geteuid() != 0 {
 			gust.skip = "integration tests need root and no -short"

@@ -49,6 +49,9 @@ func execRaw(t *testing.T, sandboxID string, cmd ...string) (string, string, int
 			stderr.Write(d)
 		}
 	}
+	if code == -1 {
+		t.Fatalf("exec %v: the stream ended without an exit line (scan error %v); stdout %q stderr %q", cmd, sc.Err(), stdout.String(), stderr.String())
+	}
 	return stdout.String(), stderr.String(), code
 }
 
