@@ -126,7 +126,7 @@ func (s *server) spawn(ch uint32, req initproto.ExecRequest) (retErr error) {
 		return err
 	}
 
-	// Cleanup stack for everything opened before the process starts.
+	// The child's ends of its stdio are closed once spawn returns, whether it started or not.
 	var cleanup []func()
 	defer func() {
 		for i := len(cleanup) - 1; i >= 0; i-- {
