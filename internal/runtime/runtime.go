@@ -294,6 +294,7 @@ func (r *Runtime) Remove(c *Container) {
 		unmount(filepath.Join(c.bundle, "rootfs"))
 		unmount(filepath.Join(c.bundle, "rw"))
 		os.RemoveAll(c.bundle)
+		r.removeCgroups(c.ID)
 		reaper.Reap()
 	})
 }
@@ -309,6 +310,7 @@ func (r *Runtime) CleanupLeftovers(logf func(string, ...any)) {
 				r.delete(id, iso)
 			}
 		}
+		r.removeCgroups(id)
 		bundle := r.cfg.bundleDir(id)
 		unmount(filepath.Join(bundle, "rootfs"))
 		unmount(filepath.Join(bundle, "rw"))
@@ -363,4 +365,23 @@ func (t *tailBuffer) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return string(t.b)
+}
+
+// removeCgroups removes the container's cgroup directories. The runtimes remove them on delete,
+// but not always when the container died on its own (gVisor's sandbox killed at its pids limit),
+// and an empty cgroup left behind is still a leak.
+func (r *Runtime) removeCgroups(id string) {
+	cg := r.cfg.cgroupsPath(id)
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + cg)
+	if _, err := os.Stat("/sys/fs/cgroup" + cg); err == nil {
+		dirs = append(dirs, "/sys/fs/cgroup"+cg)
+	}
+	for _, d := range dirs {
+		for i := 0; i < 20; i++ {
+			if err := os.Remove(d); err == nil || errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+	}
 }

@@ -216,6 +216,16 @@ func checkNoLeftovers(dataDir string) error {
 			problems = append(problems, "runtime state remains: "+iso+"/"+e.Name())
 		}
 	}
+	createdMu.Lock()
+	for _, id := range created {
+		if m, _ := filepath.Glob("/sys/fs/cgroup/*/gust/" + id); len(m) > 0 {
+			problems = append(problems, "cgroups remain: "+strings.Join(m, ", "))
+		}
+		if b, _ := exec.Command("pgrep", "-f", id).Output(); len(b) > 0 {
+			problems = append(problems, "processes remain for "+id)
+		}
+	}
+	createdMu.Unlock()
 	if len(problems) > 0 {
 		return fmt.Errorf("leftovers after shutdown: %s", strings.Join(problems, "; "))
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -55,6 +56,12 @@ func execRaw(t *testing.T, sandboxID string, cmd ...string) (string, string, int
 	return stdout.String(), stderr.String(), code
 }
 
+// created lists the sandboxes this run made, for the leftover check at shutdown.
+var (
+	createdMu sync.Mutex
+	created   []string
+)
+
 // createRaw makes a sandbox through the raw API.
 func createRaw(t *testing.T, fields map[string]any) string {
 	t.Helper()
@@ -69,6 +76,9 @@ func createRaw(t *testing.T, fields map[string]any) string {
 		t.Fatalf("create sandbox: %v\n%s", err, gustLog())
 	}
 	t.Cleanup(func() { api("POST", "/v1/sandboxes/"+sb.ID+"/terminate", nil, nil) })
+	createdMu.Lock()
+	created = append(created, sb.ID)
+	createdMu.Unlock()
 	return sb.ID
 }
 
