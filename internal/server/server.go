@@ -98,18 +98,26 @@ func (s *Server) Handler() http.Handler {
 		httpapi.WriteError(w, errdefs.NotFound("no such endpoint %s %s; the API lives under /v1 (see docs/api.md)", r.Method, r.URL.Path))
 	})
 
-	authed.HandleFunc("POST /v1/apps/lookup", s.handleAppLookup)
-	authed.HandleFunc("GET /v1/apps", s.handleAppList)
-	authed.HandleFunc("POST /v1/images", s.handleImageCreate)
-	authed.HandleFunc("GET /v1/images", s.handleImageList)
-	authed.HandleFunc("GET /v1/images/{id}", s.handleImageGet)
+	// handle registers a route and remembers its path, so that a wrong method on a known path
+	// gets a JSON 405 below instead of the mux's plain-text one.
+	var paths []string
+	handle := func(pattern string, h http.HandlerFunc) {
+		authed.HandleFunc(pattern, h)
+		_, p, _ := strings.Cut(pattern, " ")
+		paths = append(paths, p)
+	}
+	handle("POST /v1/apps/lookup", s.handleAppLookup)
+	handle("GET /v1/apps", s.handleAppList)
+	handle("POST /v1/images", s.handleImageCreate)
+	handle("GET /v1/images", s.handleImageList)
+	handle("GET /v1/images/{id}", s.handleImageGet)
 
-	authed.HandleFunc("POST /v1/sandboxes", s.handleSandboxCreate)
-	authed.HandleFunc("GET /v1/sandboxes", s.handleSandboxList)
-	authed.HandleFunc("GET /v1/sandboxes/{id}", s.handleSandboxGet)
-	authed.HandleFunc("POST /v1/sandboxes/{id}/terminate", s.handleSandboxTerminate)
-	authed.HandleFunc("PUT /v1/sandboxes/{id}/tags", s.handleSandboxTags)
-	authed.HandleFunc("POST /v1/sandboxes/{id}/snapshot", s.handleSandboxSnapshot)
+	handle("POST /v1/sandboxes", s.handleSandboxCreate)
+	handle("GET /v1/sandboxes", s.handleSandboxList)
+	handle("GET /v1/sandboxes/{id}", s.handleSandboxGet)
+	handle("POST /v1/sandboxes/{id}/terminate", s.handleSandboxTerminate)
+	handle("PUT /v1/sandboxes/{id}/tags", s.handleSandboxTags)
+	handle("POST /v1/sandboxes/{id}/snapshot", s.handleSandboxSnapshot)
 	// Forwarded to the sandbox's worker.
 	for _, p := range []string{
 		"POST /v1/sandboxes/{id}/execs", "GET /v1/sandboxes/{id}/execs/{eid}/output",
@@ -119,13 +127,23 @@ func (s *Server) Handler() http.Handler {
 		"DELETE /v1/sandboxes/{id}/files", "GET /v1/sandboxes/{id}/files/list",
 		"GET /v1/sandboxes/{id}/files/stat", "POST /v1/sandboxes/{id}/files/mkdir",
 	} {
-		authed.HandleFunc(p, s.forward)
+		handle(p, s.forward)
 	}
 
-	authed.HandleFunc("POST /v1/workers/register", s.handleWorkerRegister)
-	authed.HandleFunc("GET /v1/workers/{wid}/assignments", s.handleWorkerAssignments)
-	authed.HandleFunc("POST /v1/workers/{wid}/sandboxes/{id}/state", s.handleWorkerState)
-	authed.HandleFunc("POST /v1/workers/{wid}/heartbeat", s.handleWorkerHeartbeat)
+	handle("POST /v1/workers/register", s.handleWorkerRegister)
+	handle("GET /v1/workers/{wid}/assignments", s.handleWorkerAssignments)
+	handle("POST /v1/workers/{wid}/sandboxes/{id}/state", s.handleWorkerState)
+	handle("POST /v1/workers/{wid}/heartbeat", s.handleWorkerHeartbeat)
+	seen := map[string]bool{}
+	for _, p := range paths {
+		if !seen[p] {
+			seen[p] = true
+			authed.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+				httpapi.WriteJSON(w, http.StatusMethodNotAllowed, httpapi.ErrorBody{Error: httpapi.ErrorDetail{
+					Kind: "invalid", Message: fmt.Sprintf("method %s is not allowed on %s (see docs/api.md)", r.Method, r.URL.Path)}})
+			})
+		}
+	}
 	return mux
 }
 
