@@ -44,7 +44,7 @@ func runBenchSandbox(ctx context.Context, args []string) error {
 	}
 	defer os.RemoveAll(tmp)
 	quiet := log.New(io.Discard, "", 0)
-	d := daemonFlags{addr: "127.0.0.1:0", dataDir: filepath.Join(tmp, "data"), imageCache: *imageCache, isolation: "runc", diskMiB: 256, token: "bench"}
+	d := daemonFlags{addr: "127.0.0.1:0", dataDir: filepath.Join(tmp, "data"), imageCache: *imageCache, isolation: "runc", diskMiB: 256, token: "bench", warmPool: 2}
 	_, httpSrv, ln, token, err := startServer(ctx, &d, quiet)
 	if err != nil {
 		return err
@@ -52,7 +52,7 @@ func runBenchSandbox(ctx context.Context, args []string) error {
 	defer httpSrv.Close()
 	url := "http://" + ln.Addr().String()
 	w, err := worker.New(worker.Config{ServerURL: url, Token: token, ListenAddr: "127.0.0.1:0",
-		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, Logger: quiet})
+		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool, Logger: quiet})
 	if err != nil {
 		return err
 	}
@@ -134,6 +134,25 @@ func runBenchSandbox(ctx context.Context, args []string) error {
 			c.terminate(id)
 		}
 		report(fmt.Sprintf("create → first exec output (%s) vs %s run", iso, bare), got, base)
+		if iso == "runc" {
+			// The same with the warm pool: default resources, so a pooled container serves it.
+			// Pauses between samples let the pool refill, as it would between real requests.
+			var warm []time.Duration
+			for i := 0; i < *n; i++ {
+				time.Sleep(150 * time.Millisecond)
+				start := time.Now()
+				id, err := c.createWarm(appID, imageID)
+				if err != nil {
+					return err
+				}
+				if _, err := c.execFirstOutput(id, "echo", "hi"); err != nil {
+					return err
+				}
+				warm = append(warm, time.Since(start))
+				c.terminate(id)
+			}
+			report("  the same from the warm pool vs runc run", warm, base)
+		}
 
 		// Exec round trip in a running sandbox vs `runc exec`.
 		bl, err = rt.NewBaseline(iso, []string{layer}, []string{"/bin/sleep", "infinity"})
@@ -340,11 +359,22 @@ func (c *benchClient) app() (string, error) {
 	return a.ID, err
 }
 
+// create makes a sandbox. Its 512 MiB of memory differs from the default, so the warm pool
+// (which serves default sandboxes) never serves it: this is the cold path.
 func (c *benchClient) create(appID, imageID, iso string) (string, error) {
+	return c.createWith(map[string]any{"app_id": appID, "image_id": imageID, "isolation": iso, "memory": 512})
+}
+
+// createWarm makes a sandbox with default resources, which the warm pool may serve.
+func (c *benchClient) createWarm(appID, imageID string) (string, error) {
+	return c.createWith(map[string]any{"app_id": appID, "image_id": imageID})
+}
+
+func (c *benchClient) createWith(req map[string]any) (string, error) {
 	var sb struct {
 		ID string `json:"sandbox_id"`
 	}
-	err := c.json("POST", "/v1/sandboxes", map[string]any{"app_id": appID, "image_id": imageID, "isolation": iso, "memory": 256}, &sb)
+	err := c.json("POST", "/v1/sandboxes", req, &sb)
 	return sb.ID, err
 }
 

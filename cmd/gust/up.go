@@ -29,7 +29,7 @@ func init() {
 // daemonFlags are shared by up, server and worker.
 type daemonFlags struct {
 	addr, dataDir, imageCache, isolation, token string
-	diskMiB                                     int
+	diskMiB, warmPool                           int
 	noInstall, noConfig                         bool
 }
 
@@ -43,6 +43,7 @@ func (d *daemonFlags) bind(fs interface {
 	fs.StringVar(&d.imageCache, "image-cache", os.Getenv("GUST_IMAGE_CACHE"), "image layer directory (default DATA_DIR/layers)")
 	fs.StringVar(&d.isolation, "isolation", "runc", "default sandbox isolation: runc or gvisor")
 	fs.IntVar(&d.diskMiB, "sandbox-disk", 1024, "writable disk of each sandbox, MiB (held in memory: tmpfs)")
+	fs.IntVar(&d.warmPool, "warm-pool", 2, "runc containers kept started ahead of demand for the latest image (0: off)")
 	fs.BoolVar(&d.noInstall, "no-install", false, "do not apt-get install missing runtimes")
 	fs.BoolVar(&d.noConfig, "no-config", false, "do not write the client config file")
 	fs.StringVar(&d.token, "token", "", "API token (default: GUST_TOKEN, else one kept in DATA_DIR/token)")
@@ -90,7 +91,7 @@ func runUp(ctx context.Context, args []string) error {
 	}
 	w, err := worker.New(worker.Config{
 		ServerURL: url, Token: token, ListenAddr: "127.0.0.1:0",
-		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB,
+		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool,
 		Logger: log.New(os.Stderr, "gust worker: ", log.LstdFlags),
 	})
 	if err != nil {

@@ -37,7 +37,7 @@ func runWorker(ctx context.Context, args []string) error {
 	}
 	w, err := worker.New(worker.Config{
 		ServerURL: *serverURL, Token: token, ListenAddr: *listen,
-		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB,
+		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool,
 	})
 	if err != nil {
 		return err

@@ -127,9 +127,25 @@ func (c *Container) readLoop() {
 	for _, ch := range files {
 		ch <- fileResult{err: ErrStopped}
 	}
+	c.mu.Lock()
 	c.doneOnce.Do(func() { close(c.done) })
-	if c.opts.OnExit != nil {
-		c.opts.OnExit()
+	onExit := c.opts.OnExit
+	c.mu.Unlock()
+	if onExit != nil {
+		onExit()
+	}
+}
+
+// SetOnExit sets the function called once init has gone (at once if it already has). A
+// container started ahead of demand learns whom to tell only when a sandbox takes it.
+func (c *Container) SetOnExit(f func()) {
+	c.mu.Lock()
+	c.opts.OnExit = f
+	c.mu.Unlock()
+	select {
+	case <-c.done:
+		f()
+	default:
 	}
 }
 

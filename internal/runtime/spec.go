@@ -38,10 +38,8 @@ func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
 	quota := int64(opts.CPU * float64(period))
 	pids := int64(c.PidsLimit)
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "TERM=xterm"}
+	// One hostname for all: a container may be started ahead of the sandbox it will serve.
 	hostname := "sandbox"
-	if len(opts.ID) > 0 {
-		hostname = opts.ID
-	}
 	s := &specs.Spec{
 		Version: specs.Version,
 		Process: &specs.Process{

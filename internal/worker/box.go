@@ -60,14 +60,20 @@ func (w *Worker) create(a workerproto.Assignment) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := w.rt.Create(ctx, gustruntime.CreateOptions{
-		ID: sb.ID, Isolation: sb.Isolation, Layers: a.ImageLayers, CPU: sb.CPU,
-		MemoryMiB: sb.MemoryMiB, DiskMiB: w.cfg.DiskMiB, BlockNetwork: sb.BlockNetwork,
-		OnExit: func() { w.containerExited(b) }, Logf: w.log.Printf,
-	})
-	if err != nil {
-		fail(err)
-		return
+	c := w.pool.take(sb, a.ImageLayers)
+	if c != nil {
+		c.SetOnExit(func() { w.containerExited(b) })
+	} else {
+		var err error
+		c, err = w.rt.Create(ctx, gustruntime.CreateOptions{
+			ID: sb.ID, Isolation: sb.Isolation, Layers: a.ImageLayers, CPU: sb.CPU,
+			MemoryMiB: sb.MemoryMiB, DiskMiB: w.cfg.DiskMiB, BlockNetwork: sb.BlockNetwork,
+			OnExit: func() { w.containerExited(b) }, Logf: w.log.Printf,
+		})
+		if err != nil {
+			fail(err)
+			return
+		}
 	}
 	b.mu.Lock()
 	b.container = c

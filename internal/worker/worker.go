@@ -37,6 +37,7 @@ type Config struct {
 	StateDir   string // containers' bundles and runtime state
 	LayerDir   string // image layers (snapshots are written here)
 	DiskMiB    int    // writable layer size of each sandbox
+	WarmPool   int    // containers kept started ahead of demand (0 turns the pool off)
 	Logger     *log.Logger
 }
 
@@ -49,6 +50,8 @@ type Worker struct {
 	id     string
 	addr   string
 	log    *log.Logger
+
+	pool *warmPool
 
 	mu    sync.Mutex
 	boxes map[string]*box
@@ -75,11 +78,13 @@ func New(cfg Config) (*Worker, error) {
 		return nil, err
 	}
 	rt.CleanupLeftovers(cfg.Logger.Printf)
-	return &Worker{
+	w := &Worker{
 		cfg: cfg, rt: rt, layers: layers, log: cfg.Logger,
 		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}},
 		boxes:  map[string]*box{},
-	}, nil
+	}
+	w.pool = &warmPool{w: w, size: cfg.WarmPool}
+	return w, nil
 }
 
 // Run serves until ctx is done, then terminates every sandbox it runs and returns.
@@ -224,6 +229,7 @@ func (w *Worker) shutdown() {
 	}
 	wg.Wait()
 	w.wg.Wait()
+	w.pool.close()
 }
 
 func hostMemoryMiB() int {
