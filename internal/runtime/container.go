@@ -349,6 +349,17 @@ func (p *Process) Next(ctx context.Context) (chunks []Chunk, exit *initproto.Exi
 	}
 }
 
+// Unread puts chunks that Next returned but the caller could not deliver back at the front,
+// so that a client that reconnects still gets them.
+func (p *Process) Unread(chunks []Chunk) {
+	if len(chunks) == 0 {
+		return
+	}
+	p.mu.Lock()
+	p.pending = append(append([]Chunk(nil), chunks...), p.pending...)
+	p.mu.Unlock()
+}
+
 // Logs returns the kept output of the main process and a channel closed on the next change.
 func (p *Process) Logs() ([]Chunk, *initproto.ExitInfo, <-chan struct{}) {
 	p.mu.Lock()

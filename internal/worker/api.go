@@ -139,8 +139,9 @@ func streamOutput(ctx context.Context, n *httpapi.NDJSON, p *gustruntime.Process
 		if err != nil {
 			return
 		}
-		for _, ch := range chunks {
+		for i, ch := range chunks {
 			if n.Send(chunkLine(ch)) != nil {
+				p.Unread(chunks[i:]) // the client went away: keep the rest for the next reader
 				return
 			}
 		}

@@ -109,7 +109,8 @@ class _OutputPump:
                         self.error = exc.ConnectionError(
                             f"the output stream of {self._exec_id} ended before the process exited")
                         break
-                    time.sleep(min(0.05 * 2 ** resumes, 2.0))
+                    if resumes > 1:
+                        time.sleep(min(0.05 * 2 ** resumes, 2.0))
         except BaseException as e:  # never leave readers hanging
             self.error = e
         finally:
