@@ -92,6 +92,14 @@ func TestLifecycle(t *testing.T) {
 					t.Fatalf("snapshot lost state: %q", out)
 				}
 			})
+			t.Run("threads", func(t *testing.T) {
+				// glibc's pthread_create must work (clone3 falls back to clone under seccomp).
+				id := createRaw(t, map[string]any{"isolation": iso})
+				out, errOut, _ := execRaw(t, id, "python3", "-c", "import threading; t = threading.Thread(target=print, args=('thread ok',)); t.start(); t.join()")
+				if out != "thread ok\n" {
+					t.Fatalf("threads: %q %q", out, errOut)
+				}
+			})
 			t.Run("stdin and workdir and env", func(t *testing.T) {
 				id := createRaw(t, map[string]any{"isolation": iso, "workdir": "/work/dir", "env": map[string]string{"GREETING": "hi"}})
 				out, _, _ := execRaw(t, id, "sh", "-c", "pwd; echo $GREETING")

@@ -1,0 +1,22 @@
+// Package gust is the Go client of gust, a self-hosted serverless compute platform: it creates
+// sandboxes, runs commands in them with streamed stdin, stdout and stderr, reads and writes
+// their files, snapshots and terminates them.
+//
+// It speaks gust's HTTP API (docs/api.md in the gust repository), which is the one contract
+// between clients and the server, and uses only the standard library. It imports nothing from
+// gust's server or worker; anything may import it.
+//
+// A minimal session:
+//
+//	c, err := gust.NewClientFromEnv()
+//	if err != nil { ... }
+//	app, err := c.LookupApp(ctx, "my-app", true)
+//	img, err := c.DebianSlim(ctx, gust.ImageOptions{Logs: os.Stderr})
+//	sb, err := c.CreateSandbox(ctx, gust.SandboxOptions{App: app.ID, Image: img.ID})
+//	defer sb.Terminate(context.Background())
+//	stdout, _, code, err := sb.Run(ctx, gust.ExecOptions{Command: []string{"echo", "hi"}})
+//
+// Errors that the server reports are *APIError values; test their kind with errors.Is and the
+// sentinels ErrNotFound, ErrInvalid, ErrConflict, ErrUnauthorized, ErrTooLarge, ErrUnavailable
+// and ErrInternal.
+package gust

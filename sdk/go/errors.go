@@ -1,0 +1,142 @@
+package gust
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// Error kinds the API reports in {"error": {"kind": ...}}.
+const (
+	KindInvalid      = "invalid"
+	KindUnauthorized = "unauthorized"
+	KindNotFound     = "not_found"
+	KindConflict     = "conflict"
+	KindTooLarge     = "too_large"
+	KindUnavailable  = "unavailable"
+	KindInternal     = "internal"
+)
+
+// Sentinels for errors.Is: errors.Is(err, gust.ErrNotFound) holds for an *APIError of kind
+// not_found anywhere in err's chain.
+var (
+	ErrInvalid      = &kindError{KindInvalid}
+	ErrUnauthorized = &kindError{KindUnauthorized}
+	ErrNotFound     = &kindError{KindNotFound}
+	ErrConflict     = &kindError{KindConflict}
+	ErrTooLarge     = &kindError{KindTooLarge}
+	ErrUnavailable  = &kindError{KindUnavailable}
+	ErrInternal     = &kindError{KindInternal}
+)
+
+// kindError is the type of the sentinels.
+type kindError struct{ kind string }
+
+func (e *kindError) Error() string { return "gust: " + strings.ReplaceAll(e.kind, "_", " ") }
+
+// APIError is an error the gust server reported: a non-2xx answer, or the error line that ends
+// a stream.
+type APIError struct {
+	// Status is the HTTP status code (for an error inside a stream, the code its kind maps to).
+	Status int
+	// Kind is one of the Kind* constants (derived from Status when the body had none).
+	Kind string
+	// Message says what was wrong and what to do.
+	Message string
+}
+
+func (e *APIError) Error() string {
+	if e.Message != "" {
+		return e.Message
+	}
+	return fmt.Sprintf("HTTP %d %s", e.Status, http.StatusText(e.Status))
+}
+
+// Is reports whether target is the sentinel of e's kind.
+func (e *APIError) Is(target error) bool {
+	k, ok := target.(*kindError)
+	return ok && k.kind == e.Kind
+}
+
+var kindStatus = map[string]int{
+	KindInvalid:      http.StatusBadRequest,
+	KindUnauthorized: http.StatusUnauthorized,
+	KindNotFound:     http.StatusNotFound,
+	KindConflict:     http.StatusConflict,
+	KindTooLarge:     http.StatusRequestEntityTooLarge,
+	KindUnavailable:  http.StatusServiceUnavailable,
+	KindInternal:     http.StatusInternalServerError,
+}
+
+// kindForStatus maps an HTTP status to an error kind, for answers without an error body.
+func kindForStatus(status int) string {
+	switch status {
+	case http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusUnprocessableEntity:
+		return KindInvalid
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return KindUnauthorized
+	case http.StatusNotFound:
+		return KindNotFound
+	case http.StatusConflict:
+		return KindConflict
+	case http.StatusRequestEntityTooLarge:
+		return KindTooLarge
+	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout, http.StatusTooManyRequests:
+		return KindUnavailable
+	}
+	return KindInternal
+}
+
+// errorBody is the JSON body of an API error.
+type errorBody struct {
+	Error *errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Kind    string `json:"kind"`
+	Message string `json:"message"`
+}
+
+func (d *errorDetail) apiError(status int) *APIError {
+	kind := d.Kind
+	if kind == "" {
+		kind = kindForStatus(status)
+	}
+	if status == 0 {
+		status = kindStatus[kind]
+		if status == 0 {
+			status = http.StatusInternalServerError
+		}
+	}
+	return &APIError{Status: status, Kind: kind, Message: d.Message}
+}
+
+// decodeError turns a non-2xx response into an *APIError. It reads (part of) the body but does
+// not close it.
+func decodeError(resp *http.Response) *APIError {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var body errorBody
+	if json.Unmarshal(b, &body) == nil && body.Error != nil && body.Error.Message != "" {
+		return body.Error.apiError(resp.StatusCode)
+	}
+	msg := strings.TrimSpace(string(b))
+	if msg == "" {
+		msg = fmt.Sprintf("HTTP %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+	} else {
+		msg = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, msg)
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		msg += " (set GUST_TOKEN, or run `gust up`, which writes the client config)"
+	}
+	return &APIError{Status: resp.StatusCode, Kind: kindForStatus(resp.StatusCode), Message: msg}
+}
+
+// errorsAsAPI returns the *APIError in err's chain, if any.
+func errorsAsAPI(err error) (*APIError, bool) {
+	var e *APIError
+	ok := errors.As(err, &e)
+	return e, ok
+}
