@@ -20,12 +20,13 @@ from .image import Image
 from .io_streams import StreamReader, StreamWriter
 from .output import enable_output
 from .sandbox import Sandbox
+from .secret import Secret
 from .sandbox_fs import FileInfo, FileType, SandboxFilesystem
 from .stream_type import StreamType
 
 version = __version__
 
 __all__ = [
-    "App", "ContainerProcess", "Error", "FileIO", "FileInfo", "FileType", "Image", "Sandbox", "SandboxFilesystem",
+    "App", "ContainerProcess", "Error", "FileIO", "FileInfo", "FileType", "Image", "Sandbox", "SandboxFilesystem", "Secret",
     "StreamReader", "StreamType", "StreamWriter", "enable_output", "exception", "version", "__version__",
 ]

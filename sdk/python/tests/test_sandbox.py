@@ -341,12 +341,16 @@ class LifecycleTest(unittest.TestCase):
             sb.exec("true")
 
     def test_env_and_secrets(self):
-        class Secret:
-            env = {"TOKEN": "from-secret"}
-
-        sb = new_sandbox(env={"FOO": "bar", "DROPPED": None}, secrets=[Secret()])
+        secret = modal.Secret.from_dict({"TOKEN": "from-secret-" + unique("v")})
+        sb = new_sandbox(env={"FOO": "bar", "DROPPED": None}, secrets=[secret])
         p = sb.exec("sh", "-c", "echo $FOO $TOKEN ${DROPPED-unset}")
-        self.assertEqual(p.stdout.read(), "bar from-secret unset\n")
+        self.assertEqual(p.stdout.read(), "bar " + secret.env["TOKEN"] + " unset\n")
+        # Secret values are never listed back by the API.
+        import json, urllib.request
+        req = urllib.request.Request(os.environ["GUST_SERVER_URL"] + "/v1/sandboxes?include_finished=1",
+                                     headers={"Authorization": "Bearer " + os.environ["GUST_TOKEN"]})
+        listing = urllib.request.urlopen(req).read().decode()
+        self.assertNotIn(secret.env["TOKEN"], listing)
 
     def test_from_id_from_name_list_tags(self):
         name = unique("named")

@@ -492,3 +492,18 @@ class HTTPTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SecretTest(unittest.TestCase):
+    def test_from_dict(self):
+        import gust
+        s = gust.Secret.from_dict({"A": "1", "B": None})
+        self.assertEqual(s.env, {"A": "1"})
+        with self.assertRaises(gust.exception.InvalidError):
+            gust.Secret.from_dict({"A": 1})
+
+    def test_from_name_says_why(self):
+        import gust
+        with self.assertRaises(gust.exception.NotFoundError) as cm:
+            gust.Secret.from_name("x")
+        self.assertIn("from_dict", str(cm.exception))
