@@ -184,7 +184,6 @@ func (s *Server) handleSandboxGet(w http.ResponseWriter, r *http.Request) {
 	}
 	deadline := time.After(time.Duration(min(wait, 300) * float64(time.Second)))
 	for {
-		changed := s.watch(id)
 		sb, err := s.store.GetSandbox(r.Context(), id)
 		if err != nil {
 			httpapi.WriteError(w, err)
@@ -193,6 +192,11 @@ func (s *Server) handleSandboxGet(w http.ResponseWriter, r *http.Request) {
 		if wait == 0 || sb.Status.Terminal() {
 			httpapi.WriteJSON(w, http.StatusOK, sb.Public())
 			return
+		}
+		// Watch, then look again: a change between the two reads must not be missed.
+		changed := s.watch(id)
+		if again, err := s.store.GetSandbox(r.Context(), id); err == nil && again.Status != sb.Status {
+			continue
 		}
 		select {
 		case <-changed:

@@ -110,6 +110,13 @@ func (w *Worker) handleExec(rw http.ResponseWriter, r *http.Request) {
 		b.activeExecs--
 		b.lastActivity = time.Now()
 		b.mu.Unlock()
+		// A long-lived sandbox runs many execs: forget each a while after it ends, once its
+		// output has had time to be read.
+		time.AfterFunc(keepFinished, func() {
+			b.mu.Lock()
+			delete(b.execs, id)
+			b.mu.Unlock()
+		})
 	}()
 	if req.Stream != nil && !*req.Stream {
 		httpapi.WriteJSON(rw, http.StatusOK, map[string]string{"exec_id": id})
