@@ -66,6 +66,29 @@ class Image:
             self._image_id = None
         return True
 
+    def _not_yet(name):  # noqa: N805 - builds the methods below
+        def method(self, *args, **kwargs):
+            raise exc.InvalidError(
+                f"Image.{name}() is not available in this gust yet: the image builder (layers built "
+                "from steps) is being written; for now sandboxes run Image.debian_slim() (Debian "
+                "bookworm, Python 3.11) or a snapshot from sb.snapshot_filesystem()")
+        method.__name__ = name
+        method.__doc__ = f"Modal's Image.{name}; raises InvalidError until gust's image builder lands."
+        return method
+
+    apt_install = _not_yet("apt_install")
+    pip_install = _not_yet("pip_install")
+    pip_install_from_requirements = _not_yet("pip_install_from_requirements")
+    run_commands = _not_yet("run_commands")
+    env = _not_yet("env")
+    workdir = _not_yet("workdir")
+    add_local_file = _not_yet("add_local_file")
+    add_local_dir = _not_yet("add_local_dir")
+    add_local_python_source = _not_yet("add_local_python_source")
+    from_registry = staticmethod(_not_yet("from_registry"))
+    from_dockerfile = staticmethod(_not_yet("from_dockerfile"))
+    del _not_yet
+
     def __repr__(self) -> str:
         if self._image_id:
             return f"Image({self._image_id})"

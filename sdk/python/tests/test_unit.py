@@ -507,3 +507,11 @@ class SecretTest(unittest.TestCase):
         with self.assertRaises(gust.exception.NotFoundError) as cm:
             gust.Secret.from_name("x")
         self.assertIn("from_dict", str(cm.exception))
+
+
+class ImageBuilderNotYetTest(unittest.TestCase):
+    def test_builder_steps_say_why(self):
+        import gust
+        with self.assertRaises(gust.exception.InvalidError) as cm:
+            gust.Image.debian_slim().apt_install("curl")
+        self.assertIn("debian_slim", str(cm.exception))
