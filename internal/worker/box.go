@@ -76,6 +76,12 @@ func (w *Worker) create(a workerproto.Assignment) {
 		}
 	}
 	b.mu.Lock()
+	if b.ended {
+		// Terminated while it was starting: nobody will use it.
+		b.mu.Unlock()
+		w.rt.Remove(c)
+		return
+	}
 	b.container = c
 	b.mu.Unlock()
 
