@@ -31,9 +31,10 @@ type baseDefinition struct {
 	Version  int      `json:"version"`
 }
 
+// debianSlim is Image.debian_slim(): like Modal's, it has `python` and `pip` on the PATH.
 var debianSlim = baseDefinition{
 	Distro: "bookworm", Variant: "minbase", Version: 1,
-	Packages: []string{"python3", "ca-certificates", "procps"},
+	Packages: []string{"python3", "python3-pip", "python-is-python3", "ca-certificates", "procps"},
 }
 
 // Builder makes layers under Dir. Two requests for the same layer at once build it once.
@@ -158,10 +159,10 @@ func (b *Builder) debootstrap(dir string, logs io.Writer) error {
 	return nil
 }
 
-// Snapshot copies a container's writable layer into a new layer and returns its directory.
-// cp -a keeps overlayfs whiteouts (character devices) and opaque-directory xattrs intact.
+// Snapshot copies a container's writable layer into a new layer named id and returns its
+// directory. cp -a keeps overlayfs whiteouts (character devices) and opaque-directory xattrs.
 func (b *Builder) Snapshot(upper, id string) (string, error) {
-	dir := filepath.Join(b.Dir, "snap-"+id)
+	dir := filepath.Join(b.Dir, id)
 	tmp := dir + ".tmp"
 	os.RemoveAll(tmp)
 	out, err := reaper.CombinedOutput(exec.Command("cp", "-a", upper, tmp))

@@ -197,6 +197,11 @@ func stop() error {
 		return fmt.Errorf("gust did not stop within 60 s of SIGINT")
 	}
 	defer os.RemoveAll(gust.dataDir)
+	// Snapshot layers this run made live in the shared layer cache; only the base is shared.
+	snaps, _ := filepath.Glob(filepath.Join(imageCache, "snap-*"))
+	for _, s := range snaps {
+		os.RemoveAll(s)
+	}
 	return checkNoLeftovers(filepath.Join(gust.dataDir, "data"))
 }
 

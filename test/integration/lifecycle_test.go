@@ -93,9 +93,10 @@ func TestLifecycle(t *testing.T) {
 				}
 			})
 			t.Run("threads", func(t *testing.T) {
-				// glibc's pthread_create must work (clone3 falls back to clone under seccomp).
+				// glibc's pthread_create must work (clone3 falls back to clone under seccomp), and
+				// `python` is on the PATH as in Modal's debian_slim.
 				id := createRaw(t, map[string]any{"isolation": iso})
-				out, errOut, _ := execRaw(t, id, "python3", "-c", "import threading; t = threading.Thread(target=print, args=('thread ok',)); t.start(); t.join()")
+				out, errOut, _ := execRaw(t, id, "python", "-c", "import threading; t = threading.Thread(target=print, args=('thread ok',)); t.start(); t.join()")
 				if out != "thread ok\n" {
 					t.Fatalf("threads: %q %q", out, errOut)
 				}
