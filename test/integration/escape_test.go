@@ -286,7 +286,7 @@ while True:
 		if line.ExitCode != 137 {
 			t.Fatalf("memory bomb exit code %d, want 137 (SIGKILL)", line.ExitCode)
 		}
-		if iso == "runc" && !strings.Contains(line.Error, "out of memory") {
+		if !strings.Contains(line.Error, "out of memory") {
 			t.Fatalf("exit reason should say out of memory, got %q", line.Error)
 		}
 	})
