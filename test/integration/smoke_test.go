@@ -14,6 +14,26 @@ import (
 // execRaw runs a command through the raw HTTP API and returns stdout, stderr and exit code.
 func execRaw(t *testing.T, sandboxID string, cmd ...string) (string, string, int) {
 	t.Helper()
+	stdout, stderr, exit := execStream(t, sandboxID, cmd...)
+	return stdout, stderr, exit.ExitCode
+}
+
+// execExit runs a command and returns its exit line, with the error text.
+func execExit(t *testing.T, sandboxID string, cmd ...string) exitLine {
+	t.Helper()
+	_, _, exit := execStream(t, sandboxID, cmd...)
+	return exit
+}
+
+// exitLine is the last line of an exec stream.
+type exitLine struct {
+	ExitCode int    `json:"exit_code"`
+	Error    string `json:"error"`
+}
+
+// execStream runs a command and reads its whole NDJSON stream.
+func execStream(t *testing.T, sandboxID string, cmd ...string) (string, string, exitLine) {
+	t.Helper()
 	b, _ := json.Marshal(map[string]any{"command": cmd})
 	req, _ := http.NewRequest("POST", gust.url+"/v1/sandboxes/"+sandboxID+"/execs", bytes.NewReader(b))
 	req.Header.Set("Authorization", "Bearer "+gust.token)
@@ -28,7 +48,7 @@ func execRaw(t *testing.T, sandboxID string, cmd ...string) (string, string, int
 		t.Fatalf("exec: HTTP %d: %s", resp.StatusCode, buf.String())
 	}
 	var stdout, stderr strings.Builder
-	code := -1
+	var exit *exitLine
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<26)
 	for sc.Scan() {
@@ -36,6 +56,7 @@ func execRaw(t *testing.T, sandboxID string, cmd ...string) (string, string, int
 			Stream   string `json:"stream"`
 			Data     string `json:"data"`
 			ExitCode *int   `json:"exit_code"`
+			Error    string `json:"error"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
 			t.Fatalf("bad line %q", sc.Text())
@@ -43,17 +64,17 @@ func execRaw(t *testing.T, sandboxID string, cmd ...string) (string, string, int
 		d, _ := base64.StdEncoding.DecodeString(line.Data)
 		switch {
 		case line.ExitCode != nil:
-			code = *line.ExitCode
+			exit = &exitLine{*line.ExitCode, line.Error}
 		case line.Stream == "stdout":
 			stdout.Write(d)
 		case line.Stream == "stderr":
 			stderr.Write(d)
 		}
 	}
-	if code == -1 {
+	if exit == nil {
 		t.Fatalf("exec %v: the stream ended without an exit line (scan error %v); stdout %q stderr %q", cmd, sc.Err(), stdout.String(), stderr.String())
 	}
-	return stdout.String(), stderr.String(), code
+	return stdout.String(), stderr.String(), *exit
 }
 
 // created lists the sandboxes this run made, for the leftover check at shutdown.
@@ -93,37 +114,4 @@ func TestSmokeRawAPI(t *testing.T) {
 			}
 		})
 	}
-}
-
-// exitLine is the last line of an exec stream.
-type exitLine struct {
-	ExitCode int    `json:"exit_code"`
-	Error    string `json:"error"`
-}
-
-// execExit runs a command and returns its exit line, with the error text.
-func execExit(t *testing.T, sandboxID string, cmd ...string) exitLine {
-	t.Helper()
-	b, _ := json.Marshal(map[string]any{"command": cmd})
-	req, _ := http.NewRequest("POST", gust.url+"/v1/sandboxes/"+sandboxID+"/execs", bytes.NewReader(b))
-	req.Header.Set("Authorization", "Bearer "+gust.token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<26)
-	var last exitLine
-	for sc.Scan() {
-		var line struct {
-			ExitCode *int   `json:"exit_code"`
-			Error    string `json:"error"`
-		}
-		json.Unmarshal(sc.Bytes(), &line)
-		if line.ExitCode != nil {
-			last = exitLine{*line.ExitCode, line.Error}
-		}
-	}
-	return last
 }
