@@ -18,4 +18,8 @@ type Image struct {
 	Layers    []string  `json:"-"`
 	SizeBytes int64     `json:"size_bytes"`
 	CreatedAt time.Time `json:"created_at"`
+	// Env and Workdir are the defaults of every sandbox made from the image (Image.env,
+	// Image.workdir); a sandbox's own settings win.
+	Env     map[string]string `json:"env,omitempty"`
+	Workdir string            `json:"workdir,omitempty"`
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -33,27 +34,46 @@ func (s *Server) handleSandboxCreate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	ctx := r.Context()
-	if _, err := s.store.GetApp(ctx, sb.AppID); err != nil {
-		httpapi.WriteError(w, err)
+	created, err := s.createSandbox(r.Context(), sb)
+	if err != nil {
+		if r.Context().Err() == nil {
+			httpapi.WriteError(w, err)
+		}
 		return
+	}
+	httpapi.WriteJSON(w, http.StatusCreated, created.Public())
+}
+
+// createSandbox places a validated sandbox on a worker and waits until it runs. The image's
+// environment and workdir are the sandbox's defaults. If ctx ends first (the client went away),
+// the sandbox is terminated: nobody would know about it.
+func (s *Server) createSandbox(ctx context.Context, sb sandbox.Sandbox) (sandbox.Sandbox, error) {
+	if _, err := s.store.GetApp(ctx, sb.AppID); err != nil {
+		return sb, err
 	}
 	im, err := s.store.GetImage(ctx, sb.ImageID)
 	if err != nil {
-		httpapi.WriteError(w, fmt.Errorf("%w (resolve an image first, e.g. Image.debian_slim())", err))
-		return
+		return sb, fmt.Errorf("%w (resolve an image first, e.g. Image.debian_slim())", err)
+	}
+	if len(im.Env) > 0 {
+		env := maps.Clone(im.Env)
+		maps.Copy(env, sb.Env)
+		sb.Env = env
+	}
+	if sb.Workdir == nil && im.Workdir != "" {
+		wd := im.Workdir
+		sb.Workdir = &wd
 	}
 	wc, err := s.place(sb)
 	if err != nil {
-		httpapi.WriteError(w, err)
-		return
+		return sb, err
 	}
 	sb.ID = sandbox.NewID("sb")
 	sb.WorkerID = wc.id
 	sb.CreatedAt = time.Now().UTC()
 	if err := s.store.InsertSandbox(ctx, sb); err != nil {
-		httpapi.WriteError(w, err)
-		return
+		s.unplace(wc)
+		return sb, err
 	}
 	changed := s.watch(sb.ID)
 	s.assign(wc, workerproto.Assignment{Op: workerproto.OpCreate, Sandbox: &sb, ImageLayers: im.Layers})
@@ -64,32 +84,36 @@ func (s *Server) handleSandboxCreate(w http.ResponseWriter, r *http.Request) {
 		case <-changed:
 		case <-deadline.C:
 			s.terminate(context.Background(), sb.ID, sandbox.Failed, "the worker did not start the sandbox in time")
-			httpapi.WriteError(w, errdefs.Unavailable("sandbox %s did not start within %v", sb.ID, startTimeout))
-			return
+			return sb, errdefs.Unavailable("sandbox %s did not start within %v", sb.ID, startTimeout)
 		case <-ctx.Done():
-			// The client went away: don't leave a sandbox nobody knows about.
 			s.terminate(context.Background(), sb.ID, sandbox.Terminated, "the client disconnected while the sandbox was starting")
-			return
+			return sb, ctx.Err()
 		}
 		changed = s.watch(sb.ID)
 		cur, err := s.store.GetSandbox(ctx, sb.ID)
 		if err != nil {
-			httpapi.WriteError(w, err)
-			return
+			return sb, err
 		}
 		if cur.Status == sandbox.Failed {
 			msg := "unknown error"
 			if cur.Error != nil {
 				msg = *cur.Error
 			}
-			httpapi.WriteError(w, errdefs.Unavailable("sandbox %s failed to start: %s", sb.ID, msg))
-			return
+			return cur, errdefs.Unavailable("sandbox %s failed to start: %s", sb.ID, msg)
 		}
 		if cur.Status != sandbox.Pending {
-			httpapi.WriteJSON(w, http.StatusCreated, cur.Public())
-			return
+			return cur, nil
 		}
 	}
+}
+
+// unplace undoes place's count when the sandbox never reached its worker.
+func (s *Server) unplace(wc *workerConn) {
+	s.mu.Lock()
+	if wc.running > 0 {
+		wc.running--
+	}
+	s.mu.Unlock()
 }
 
 // capacity is the most one sandbox may ask for: the largest registered worker.
@@ -362,7 +386,7 @@ func (s *Server) handleSandboxSnapshot(w http.ResponseWriter, r *http.Request) {
 	im := image.Image{
 		ID: sandbox.NewID("im"), Kind: image.KindSnapshot, ParentID: &pid, Hash: "snapshot:" + snap.Layer,
 		Layers: append(append([]string(nil), parent.Layers...), snap.Layer), SizeBytes: parent.SizeBytes + snap.SizeBytes,
-		CreatedAt: time.Now().UTC(),
+		CreatedAt: time.Now().UTC(), Env: parent.Env, Workdir: parent.Workdir,
 	}
 	if err := s.store.PutImage(ctx, im); err != nil {
 		httpapi.WriteError(w, err)

@@ -201,10 +201,12 @@ func (s *Server) handleAppList(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		Kind          string `json:"kind"`
-		PythonVersion string `json:"python_version"`
+		Kind          string       `json:"kind"`
+		PythonVersion string       `json:"python_version"`
+		Steps         []image.Step `json:"steps"`
+		ForceBuild    bool         `json:"force_build"`
 	}
-	if err := httpapi.DecodeJSON(r, &req, 64<<10); err != nil {
+	if err := httpapi.DecodeJSON(r, &req, 1<<20); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
@@ -216,36 +218,49 @@ func (s *Server) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	n := httpapi.StartNDJSON(w)
-	hash := image.DebianSlimHash()
-	id := "im-" + hash[:24]
-	if im, ok, _ := s.store.ImageByHash(r.Context(), hash); ok {
-		if _, err := os.Stat(im.Layers[0]); err == nil {
-			n.Send(map[string]any{"image": im})
+	for i, st := range req.Steps {
+		if err := st.Validate(i + 1); err != nil {
+			httpapi.WriteError(w, err)
 			return
 		}
 	}
-	start := time.Now()
+	n := httpapi.StartNDJSON(w)
 	logs := &httpapi.LogWriter{N: n}
+	im, err := s.baseImage(r.Context(), logs)
+	if err == nil && len(req.Steps) > 0 {
+		im, err = s.buildSteps(r.Context(), im, req.Steps, req.ForceBuild, logs)
+	}
+	if err != nil {
+		n.Send(httpapi.ErrorLine(err))
+		return
+	}
+	n.Send(map[string]any{"image": im})
+}
+
+// baseImage returns Image.debian_slim(), building it with debootstrap the first time.
+func (s *Server) baseImage(ctx context.Context, logs io.Writer) (image.Image, error) {
+	hash := image.DebianSlimHash()
+	id := "im-" + hash[:24]
+	if im, ok, _ := s.store.ImageByHash(ctx, hash); ok {
+		if _, err := os.Stat(im.Layers[0]); err == nil {
+			return im, nil
+		}
+	}
+	start := time.Now()
 	cachedBefore := true
 	if _, err := os.Stat(s.cfg.Images.LayerPath(hash)); err != nil {
 		cachedBefore = false
 		fmt.Fprintf(logs, "Building image %s\n", id)
 	}
-	dir, err := s.cfg.Images.EnsureDebianSlim(r.Context(), logs)
+	dir, err := s.cfg.Images.EnsureDebianSlim(ctx, logs)
 	if err != nil {
-		n.Send(httpapi.ErrorLine(fmt.Errorf("building image %s: %w", id, err)))
-		return
+		return image.Image{}, fmt.Errorf("building image %s: %w", id, err)
 	}
 	if !cachedBefore {
 		fmt.Fprintf(logs, "Built image %s in %.1f s\n", id, time.Since(start).Seconds())
 	}
 	im := image.Image{ID: id, Kind: image.KindDebianSlim, Hash: hash, Layers: []string{dir}, SizeBytes: image.DirSize(dir), CreatedAt: time.Now().UTC()}
-	if err := s.store.PutImage(r.Context(), im); err != nil {
-		n.Send(httpapi.ErrorLine(err))
-		return
-	}
-	n.Send(map[string]any{"image": im})
+	return im, s.store.PutImage(ctx, im)
 }
 
 func (s *Server) handleImageGet(w http.ResponseWriter, r *http.Request) {

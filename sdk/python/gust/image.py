@@ -6,6 +6,7 @@ server's cache) when a sandbox first needs it.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Optional
 
@@ -30,7 +31,8 @@ class Image:
         spec: dict = {"kind": "debian_slim"}
         if python_version is not None:
             spec["python_version"] = str(python_version)
-        return cls(_spec=spec)
+        image = cls(_spec=spec)
+        return image._forced(image, force_build)
 
     @classmethod
     def from_id(cls, image_id: str, client: Optional[Client] = None) -> "Image":
@@ -66,22 +68,76 @@ class Image:
             self._image_id = None
         return True
 
+    # Build steps (Modal's chainable API). Each returns a new Image; nothing is built until the
+    # image is used (or hydrated). Steps that run commands become cached layers on the server.
+
+    def _with_step(self, step: dict) -> "Image":
+        if self._spec is None:
+            raise exc.InvalidError("build steps can only follow Image.debian_slim() in this gust "
+                                   "(not an image given by id, such as a snapshot)")
+        spec = dict(self._spec)
+        spec["steps"] = list(spec.get("steps", [])) + [step]
+        return Image(_spec=spec)
+
+    def run_commands(self, *commands, env: Optional[dict] = None, secrets=None, gpu=None,
+                     force_build: bool = False) -> "Image":
+        """Run shell commands in a build container; the result is a new layer."""
+        cmds = _flatten(commands, "run_commands")
+        if gpu is not None:
+            raise exc.InvalidError("run_commands(gpu=...) is not supported: this gust has no GPUs for builds")
+        step_env = {}
+        for s in list(secrets or ()):
+            step_env.update(_secret_env(s))
+        step_env.update({k: v for k, v in (env or {}).items() if v is not None})
+        step: dict = {"type": "run_commands", "commands": cmds}
+        if step_env:
+            step["env"] = step_env
+        return self._forced(self._with_step(step), force_build)
+
+    def apt_install(self, *packages, force_build: bool = False, secrets=None, gpu=None) -> "Image":
+        """Install Debian packages (needs the build container to reach a Debian mirror)."""
+        return self._forced(self._with_step({"type": "apt_install", "packages": _flatten(packages, "apt_install")}), force_build)
+
+    def pip_install(self, *packages, index_url: Optional[str] = None, extra_index_url: Optional[str] = None,
+                    find_links: Optional[str] = None, pre: bool = False, extra_options: str = "",
+                    force_build: bool = False, secrets=None, gpu=None) -> "Image":
+        """Install Python packages with pip in the image."""
+        pkgs = _flatten(packages, "pip_install")
+        if not pkgs:
+            return self
+        step: dict = {"type": "pip_install", "packages": pkgs}
+        for key, val in (("index_url", index_url), ("extra_index_url", extra_index_url), ("find_links", find_links)):
+            if val:
+                step[key] = str(val)
+        if pre:
+            step["pre"] = True
+        return self._forced(self._with_step(step), force_build)
+
+    def env(self, vars: dict) -> "Image":
+        """Set environment variables for every sandbox made from the image."""
+        if not isinstance(vars, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in vars.items()):
+            raise exc.InvalidError("Image.env needs a dict of strings")
+        return self._with_step({"type": "env", "env": dict(vars)})
+
+    def workdir(self, path) -> "Image":
+        """Set the working directory of every sandbox made from the image."""
+        return self._with_step({"type": "workdir", "path": str(path)})
+
+    def _forced(self, image: "Image", force_build: bool) -> "Image":
+        if force_build or os.environ.get("GUST_FORCE_BUILD") == "1" or os.environ.get("MODAL_FORCE_BUILD") == "1":
+            image._spec["force_build"] = True
+        return image
+
     def _not_yet(name):  # noqa: N805 - builds the methods below
         def method(self, *args, **kwargs):
             raise exc.InvalidError(
-                f"Image.{name}() is not available in this gust yet: the image builder (layers built "
-                "from steps) is being written; for now sandboxes run Image.debian_slim() (Debian "
-                "bookworm, Python 3.11) or a snapshot from sb.snapshot_filesystem()")
+                f"Image.{name}() is not available in this gust yet; images are built from "
+                "Image.debian_slim() with run_commands, apt_install, pip_install, env and workdir")
         method.__name__ = name
-        method.__doc__ = f"Modal's Image.{name}; raises InvalidError until gust's image builder lands."
+        method.__doc__ = f"Modal's Image.{name}; raises InvalidError until gust supports it."
         return method
 
-    apt_install = _not_yet("apt_install")
-    pip_install = _not_yet("pip_install")
     pip_install_from_requirements = _not_yet("pip_install_from_requirements")
-    run_commands = _not_yet("run_commands")
-    env = _not_yet("env")
-    workdir = _not_yet("workdir")
     add_local_file = _not_yet("add_local_file")
     add_local_dir = _not_yet("add_local_dir")
     add_local_python_source = _not_yet("add_local_python_source")
@@ -93,6 +149,26 @@ class Image:
         if self._image_id:
             return f"Image({self._image_id})"
         return f"Image.{(self._spec or {}).get('kind', 'unknown')}()"
+
+
+def _flatten(items, what: str) -> list:
+    """Modal accepts strings and lists of strings, mixed."""
+    out = []
+    for it in items:
+        if isinstance(it, (list, tuple)):
+            out.extend(_flatten(it, what))
+        elif isinstance(it, str):
+            out.append(it)
+        else:
+            raise exc.InvalidError(f"{what}: expected strings, got {it!r}")
+    return out
+
+
+def _secret_env(secret) -> dict:
+    env = getattr(secret, "env", secret)
+    if not isinstance(env, dict):
+        raise exc.InvalidError(f"secrets must be Secret objects, got {secret!r}")
+    return {k: v for k, v in env.items() if v is not None}
 
 
 def _build(client: Client, spec: dict) -> "tuple[str, dict]":

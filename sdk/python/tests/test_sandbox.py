@@ -422,3 +422,24 @@ class LifecycleTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ImageBuildTest(unittest.TestCase):
+    def test_chain_build_and_cache(self):
+        tag = unique("img")
+        image = (modal.Image.debian_slim()
+                 .run_commands(f"echo {tag} > /opt/tag")
+                 .env({"IMG_TAG": tag})
+                 .workdir("/opt"))
+        sb = new_sandbox(image=image)
+        self.assertEqual(sb.exec("sh", "-c", "cat tag; echo $IMG_TAG").stdout.read(), f"{tag}\n{tag}\n")
+        # The same definition from a new Image object resolves to the same cached image.
+        again = (modal.Image.debian_slim().run_commands(f"echo {tag} > /opt/tag")
+                 .env({"IMG_TAG": tag}).workdir("/opt"))
+        self.assertEqual(again.object_id, image.object_id)
+
+    def test_failed_step_raises_image_build_error(self):
+        image = modal.Image.debian_slim().run_commands("echo nearly; exit 9")
+        with self.assertRaises(exception.ImageBuildError) as cm:
+            new_sandbox(image=image)
+        self.assertIn("exited with code 9", str(cm.exception))

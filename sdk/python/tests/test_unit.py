@@ -509,9 +509,20 @@ class SecretTest(unittest.TestCase):
         self.assertIn("from_dict", str(cm.exception))
 
 
-class ImageBuilderNotYetTest(unittest.TestCase):
-    def test_builder_steps_say_why(self):
+class ImageStepsTest(unittest.TestCase):
+    def test_steps_chain_without_building(self):
+        import gust
+        base = gust.Image.debian_slim()
+        img = base.run_commands("echo hi", ["a", "b"]).env({"X": "1"}).workdir("/w").pip_install("requests", find_links="/wheels")
+        self.assertNotIn("steps", base._spec)  # each step returns a new image
+        self.assertEqual([s["type"] for s in img._spec["steps"]], ["run_commands", "env", "workdir", "pip_install"])
+        self.assertEqual(img._spec["steps"][0]["commands"], ["echo hi", "a", "b"])
+        self.assertTrue(base.run_commands("x", force_build=True)._spec["force_build"])
+
+    def test_unsupported_steps_say_why(self):
         import gust
         with self.assertRaises(gust.exception.InvalidError) as cm:
-            gust.Image.debian_slim().apt_install("curl")
-        self.assertIn("debian_slim", str(cm.exception))
+            gust.Image.debian_slim().add_local_dir("/tmp", "/x")
+        self.assertIn("run_commands", str(cm.exception))
+        with self.assertRaises(gust.exception.InvalidError):
+            gust.Image.debian_slim().env({"X": 1})

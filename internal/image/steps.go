@@ -1,0 +1,133 @@
+package image
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"path"
+	"regexp"
+	"strings"
+
+	"github.com/gust-run/gust/internal/errdefs"
+)
+
+// KindBuilt is an image made of build steps over a base.
+const KindBuilt = "built"
+
+// Step is one build step of Modal's chainable Image API. Steps that run commands become a
+// layer each; env and workdir change only the image's defaults.
+type Step struct {
+	Type          string            `json:"type"` // run_commands, apt_install, pip_install, env, workdir
+	Commands      []string          `json:"commands,omitempty"`
+	Env           map[string]string `json:"env,omitempty"`
+	Path          string            `json:"path,omitempty"`
+	Packages      []string          `json:"packages,omitempty"`
+	IndexURL      string            `json:"index_url,omitempty"`
+	ExtraIndexURL string            `json:"extra_index_url,omitempty"`
+	FindLinks     string            `json:"find_links,omitempty"`
+	Pre           bool              `json:"pre,omitempty"`
+}
+
+var (
+	pkgRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+_:=<>!~,\-\[\]]*$`)
+	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+// Validate checks a step; i is its position, for messages.
+func (s Step) Validate(i int) error {
+	switch s.Type {
+	case "run_commands":
+		if len(s.Commands) == 0 {
+			return errdefs.Invalid("step %d (run_commands) has no commands", i)
+		}
+	case "apt_install", "pip_install":
+		if len(s.Packages) == 0 {
+			return errdefs.Invalid("step %d (%s) names no packages", i, s.Type)
+		}
+		for _, p := range s.Packages {
+			if !pkgRE.MatchString(p) {
+				return errdefs.Invalid("step %d (%s): %q is not a package name", i, s.Type, p)
+			}
+		}
+	case "env":
+		if len(s.Env) == 0 {
+			return errdefs.Invalid("step %d (env) sets no variables", i)
+		}
+	case "workdir":
+		if !path.IsAbs(s.Path) {
+			return errdefs.Invalid("step %d (workdir): %q must be an absolute path", i, s.Path)
+		}
+	default:
+		return errdefs.Invalid("step %d: unknown step type %q; gust builds run_commands, apt_install, pip_install, env and workdir", i, s.Type)
+	}
+	for k := range s.Env {
+		if !envKeyRE.MatchString(k) {
+			return errdefs.Invalid("step %d: env key %q is not a valid variable name", i, k)
+		}
+	}
+	return nil
+}
+
+// MakesLayer reports whether the step runs commands (and so becomes a layer).
+func (s Step) MakesLayer() bool { return s.Type != "env" && s.Type != "workdir" }
+
+// Describe names the step in logs and errors, e.g. `run_commands("make")`.
+func (s Step) Describe() string {
+	switch s.Type {
+	case "run_commands":
+		return "run_commands(" + quoteAll(s.Commands) + ")"
+	case "apt_install", "pip_install":
+		return s.Type + "(" + quoteAll(s.Packages) + ")"
+	case "workdir":
+		return "workdir(" + shellQuote(s.Path) + ")"
+	}
+	return s.Type + "(...)"
+}
+
+// ShellCommands returns the shell commands that carry the step out in a build container.
+func (s Step) ShellCommands() []string {
+	switch s.Type {
+	case "apt_install":
+		return []string{"apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends " +
+			quoteAll(s.Packages) + " && rm -rf /var/lib/apt/lists/*"}
+	case "pip_install":
+		// Debian marks its Python externally managed; an image is the place to install anyway.
+		cmd := "python -m pip install --no-cache-dir --break-system-packages"
+		if s.IndexURL != "" {
+			cmd += " --index-url " + shellQuote(s.IndexURL)
+		}
+		if s.ExtraIndexURL != "" {
+			cmd += " --extra-index-url " + shellQuote(s.ExtraIndexURL)
+		}
+		if s.FindLinks != "" {
+			cmd += " --find-links " + shellQuote(s.FindLinks)
+		}
+		if s.Pre {
+			cmd += " --pre"
+		}
+		return []string{cmd + " " + quoteAll(s.Packages)}
+	}
+	return s.Commands
+}
+
+// ChainHash names the image made by applying step to the image named parent.
+func ChainHash(parent string, s Step) string {
+	b, _ := json.Marshal(s)
+	sum := sha256.Sum256(append([]byte(parent+"\n"), b...))
+	return hex.EncodeToString(sum[:])
+}
+
+func quoteAll(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = shellQuote(s)
+	}
+	return strings.Join(q, " ")
+}
+
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,_-+=:/@%") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

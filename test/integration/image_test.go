@@ -1,0 +1,156 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// buildImage posts an image definition and returns its id, the log lines and any error line.
+func buildImage(t *testing.T, spec map[string]any) (id string, logs []string, errMsg string) {
+	t.Helper()
+	b, _ := json.Marshal(spec)
+	req, _ := http.NewRequest("POST", gust.url+"/v1/images", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+gust.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		var buf bytes.Buffer
+		buf.ReadFrom(resp.Body)
+		return "", nil, fmt.Sprintf("HTTP %d: %s", resp.StatusCode, buf.String())
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var line struct {
+			Log   *string `json:"log"`
+			Image *struct {
+				ID string `json:"image_id"`
+			} `json:"image"`
+			Error *struct{ Message string } `json:"error"`
+		}
+		json.Unmarshal(sc.Bytes(), &line)
+		switch {
+		case line.Log != nil:
+			logs = append(logs, *line.Log)
+		case line.Image != nil:
+			id = line.Image.ID
+		case line.Error != nil:
+			errMsg = line.Error.Message
+		}
+	}
+	return id, logs, errMsg
+}
+
+func TestImageSteps(t *testing.T) {
+	needGust(t)
+	marker := fmt.Sprint(time.Now().UnixNano())
+	spec := map[string]any{"kind": "debian_slim", "steps": []map[string]any{
+		{"type": "run_commands", "commands": []string{"echo built-" + marker + " > /opt/marker", "echo step output " + marker}},
+		{"type": "env", "env": map[string]string{"FROM_IMAGE": "yes"}},
+		{"type": "workdir", "path": "/opt"},
+		{"type": "run_commands", "commands": []string{"echo second > /opt/second"}},
+	}}
+	start := time.Now()
+	id, logs, errMsg := buildImage(t, spec)
+	if errMsg != "" || id == "" {
+		t.Fatalf("build failed: %s\n%s", errMsg, strings.Join(logs, "\n"))
+	}
+	all := strings.Join(logs, "\n")
+	if !strings.Contains(all, "Building image "+id) || !strings.Contains(all, "step output "+marker) || !strings.Contains(all, "Built image "+id) {
+		t.Fatalf("build log should name the image and stream the step's output:\n%s", all)
+	}
+	t.Logf("cold build of 2 layers: %v", time.Since(start))
+
+	// The same definition again: every layer cached, nothing built, fast.
+	start = time.Now()
+	id2, logs2, errMsg := buildImage(t, spec)
+	if errMsg != "" || id2 != id || len(logs2) != 0 {
+		t.Fatalf("cached build: id %s (want %s), err %q, logs %v", id2, id, errMsg, logs2)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("a cached image took %v to resolve", d)
+	}
+
+	sb := createRaw(t, map[string]any{"image_id": id})
+	out, _, code := execRaw(t, sb, "sh", "-c", "cat marker second; pwd; echo $FROM_IMAGE")
+	if code != 0 || out != "built-"+marker+"\nsecond\n/opt\nyes\n" {
+		t.Fatalf("sandbox from the built image: %q", out)
+	}
+
+	// Changing the last step rebuilds only it.
+	spec["steps"].([]map[string]any)[3]["commands"] = []string{"echo changed > /opt/second"}
+	_, logs3, errMsg := buildImage(t, spec)
+	all = strings.Join(logs3, "\n")
+	if errMsg != "" || strings.Contains(all, "step 1:") || !strings.Contains(all, "step 4:") {
+		t.Fatalf("changing step 4 should rebuild only step 4: %q\n%s", errMsg, all)
+	}
+
+	// force_build rebuilds everything.
+	spec["force_build"] = true
+	_, logs4, _ := buildImage(t, spec)
+	if !strings.Contains(strings.Join(logs4, "\n"), "step 1:") {
+		t.Fatalf("force_build did not rebuild step 1:\n%s", strings.Join(logs4, "\n"))
+	}
+}
+
+func TestImageStepFailure(t *testing.T) {
+	needGust(t)
+	spec := map[string]any{"kind": "debian_slim", "steps": []map[string]any{
+		{"type": "run_commands", "commands": []string{"echo before-the-failure; exit 3"}},
+	}}
+	_, _, errMsg := buildImage(t, spec)
+	if !strings.Contains(errMsg, "step 1") || !strings.Contains(errMsg, "exited with code 3") || !strings.Contains(errMsg, "before-the-failure") {
+		t.Fatalf("failure should name the step, the exit code and the log tail: %q", errMsg)
+	}
+	var app struct {
+		ID string `json:"app_id"`
+	}
+	if err := api("POST", "/v1/apps/lookup", map[string]any{"name": "gust-image-builds", "create_if_missing": true}, &app); err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		Sandboxes []sbState `json:"sandboxes"`
+	}
+	api("GET", "/v1/sandboxes?app_id="+app.ID, nil, &list)
+	for _, sb := range list.Sandboxes {
+		t.Fatalf("a build container was left running: %+v", sb)
+	}
+	if code, body := raw(t, "POST", "/v1/images", js(map[string]any{"kind": "debian_slim", "steps": []map[string]any{{"type": "copy_everything"}}})); code != 400 || !strings.Contains(body, "copy_everything") {
+		t.Fatalf("unknown step: %d %s", code, body)
+	}
+}
+
+func TestImageConcurrentBuildsOnce(t *testing.T) {
+	needGust(t)
+	spec := map[string]any{"kind": "debian_slim", "steps": []map[string]any{
+		{"type": "run_commands", "commands": []string{fmt.Sprintf("echo %d > /once", time.Now().UnixNano())}},
+	}}
+	var wg sync.WaitGroup
+	ids := make([]string, 2)
+	built := make([]bool, 2)
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id, logs, _ := buildImage(t, spec)
+			ids[i] = id
+			built[i] = strings.Contains(strings.Join(logs, "\n"), "step 1:")
+		}()
+	}
+	wg.Wait()
+	if ids[0] == "" || ids[0] != ids[1] {
+		t.Fatalf("ids %v", ids)
+	}
+	if built[0] && built[1] {
+		t.Fatal("two clients asking for the same image at once built it twice")
+	}
+}
