@@ -26,6 +26,11 @@ type Step struct {
 	ExtraIndexURL string            `json:"extra_index_url,omitempty"`
 	FindLinks     string            `json:"find_links,omitempty"`
 	Pre           bool              `json:"pre,omitempty"`
+	// add_local: an uploaded tar (POST /v1/blobs) placed at Remote. With Copy false it is
+	// Modal's mount-at-start: it must come after every step that runs commands.
+	Blob   string `json:"blob,omitempty"`
+	Remote string `json:"remote,omitempty"`
+	Copy   bool   `json:"copy,omitempty"`
 }
 
 var (
@@ -57,8 +62,15 @@ func (s Step) Validate(i int) error {
 		if !path.IsAbs(s.Path) {
 			return errdefs.Invalid("step %d (workdir): %q must be an absolute path", i, s.Path)
 		}
+	case "add_local":
+		if !blobRE.MatchString(s.Blob) {
+			return errdefs.Invalid("step %d (add_local): blob must be the sha256 that POST /v1/blobs returned", i)
+		}
+		if !path.IsAbs(s.Remote) {
+			return errdefs.Invalid("step %d (add_local): remote path %q must be absolute", i, s.Remote)
+		}
 	default:
-		return errdefs.Invalid("step %d: unknown step type %q; gust builds run_commands, apt_install, pip_install, env and workdir", i, s.Type)
+		return errdefs.Invalid("step %d: unknown step type %q; gust builds run_commands, apt_install, pip_install, env, workdir and add_local", i, s.Type)
 	}
 	for k := range s.Env {
 		if !envKeyRE.MatchString(k) {
@@ -80,6 +92,8 @@ func (s Step) Describe() string {
 		return s.Type + "(" + quoteAll(s.Packages) + ")"
 	case "workdir":
 		return "workdir(" + shellQuote(s.Path) + ")"
+	case "add_local":
+		return "add_local(" + shellQuote(s.Remote) + ")"
 	}
 	return s.Type + "(...)"
 }
@@ -108,6 +122,24 @@ func (s Step) ShellCommands() []string {
 		return []string{cmd + " " + quoteAll(s.Packages)}
 	}
 	return s.Commands
+}
+
+// ValidateSteps checks every step and their order.
+func ValidateSteps(steps []Step) error {
+	mounted := ""
+	for i, st := range steps {
+		if err := st.Validate(i + 1); err != nil {
+			return err
+		}
+		if mounted != "" && st.MakesLayer() && !(st.Type == "add_local" && !st.Copy) {
+			return errdefs.Invalid("step %d (%s) comes after add_local of %s with copy=False, whose files are added when a container starts; "+
+				"move the build step before it, or use copy=True", i+1, st.Describe(), mounted)
+		}
+		if st.Type == "add_local" && !st.Copy {
+			mounted = st.Remote
+		}
+	}
+	return nil
 }
 
 // ChainHash names the image made by applying step to the image named parent.

@@ -64,6 +64,13 @@ func (s *Server) buildSteps(ctx context.Context, base image.Image, steps []image
 			maps.Copy(next.Env, st.Env)
 		case "workdir":
 			next.Workdir = st.Path
+		case "add_local":
+			layer, size, err := s.cfg.Images.ExtractLayer(st.Blob, st.Remote, hash)
+			if err != nil {
+				return cur, fmt.Errorf("step %d (%s): %w", i+1, st.Describe(), err)
+			}
+			next.Layers = append(next.Layers, layer)
+			next.SizeBytes = cur.SizeBytes + size
 		default:
 			if !announced {
 				fmt.Fprintf(logs, "Building image %s\n", "im-"+final[:24])

@@ -111,6 +111,8 @@ func (s *Server) Handler() http.Handler {
 	handle("POST /v1/images", s.handleImageCreate)
 	handle("GET /v1/images", s.handleImageList)
 	handle("GET /v1/images/{id}", s.handleImageGet)
+	handle("POST /v1/blobs", s.handleBlobPut)
+	handle("GET /v1/blobs/{sum}", s.handleBlobGet)
 
 	handle("POST /v1/sandboxes", s.handleSandboxCreate)
 	handle("GET /v1/sandboxes", s.handleSandboxList)
@@ -218,9 +220,13 @@ func (s *Server) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
+	if err := image.ValidateSteps(req.Steps); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	for i, st := range req.Steps {
-		if err := st.Validate(i + 1); err != nil {
-			httpapi.WriteError(w, err)
+		if st.Type == "add_local" && !s.cfg.Images.HasBlob(st.Blob) {
+			httpapi.WriteError(w, errdefs.NotFound("step %d (add_local): blob %s was not uploaded; POST it to /v1/blobs first", i+1, st.Blob))
 			return
 		}
 	}
@@ -261,6 +267,26 @@ func (s *Server) baseImage(ctx context.Context, logs io.Writer) (image.Image, er
 	}
 	im := image.Image{ID: id, Kind: image.KindDebianSlim, Hash: hash, Layers: []string{dir}, SizeBytes: image.DirSize(dir), CreatedAt: time.Now().UTC()}
 	return im, s.store.PutImage(ctx, im)
+}
+
+// handleBlobPut stores local files (a tar) for an add_local step.
+func (s *Server) handleBlobPut(w http.ResponseWriter, r *http.Request) {
+	sum, err := s.cfg.Images.PutBlob(r.Body)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusCreated, map[string]string{"blob": sum})
+}
+
+// handleBlobGet says whether a blob is stored, so clients upload each set of files once.
+func (s *Server) handleBlobGet(w http.ResponseWriter, r *http.Request) {
+	sum := r.PathValue("sum")
+	if !s.cfg.Images.HasBlob(sum) {
+		httpapi.WriteError(w, errdefs.NotFound("blob %s is not stored", sum))
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"blob": sum})
 }
 
 func (s *Server) handleImageGet(w http.ResponseWriter, r *http.Request) {

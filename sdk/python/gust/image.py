@@ -10,6 +10,7 @@ import os
 import threading
 from typing import Optional
 
+from . import _local_files
 from . import exception as exc
 from . import output
 from ._http import Client, get_client
@@ -123,6 +124,37 @@ class Image:
         """Set the working directory of every sandbox made from the image."""
         return self._with_step({"type": "workdir", "path": str(path)})
 
+    def add_local_file(self, local_path, remote_path: str, *, copy: bool = False) -> "Image":
+        """Put a local file into the image at remote_path. With copy=False (Modal's default) no
+        build step may follow; the file is read again each time the image is resolved."""
+        remote = str(remote_path)
+        if remote.endswith("/"):
+            remote += os.path.basename(str(local_path))
+        return self._with_step({"type": "add_local", "local": os.path.abspath(str(local_path)),
+                                "file": True, "remote": remote, "copy": bool(copy)})
+
+    def add_local_dir(self, local_path, remote_path: str, *, copy: bool = False, ignore=None) -> "Image":
+        """Put a local directory's contents into the image at remote_path (see add_local_file).
+        ``ignore`` is a list of glob patterns or a function of the relative path."""
+        return self._with_step({"type": "add_local", "local": os.path.abspath(str(local_path)),
+                                "remote": str(remote_path), "copy": bool(copy), "ignore": ignore})
+
+    def add_local_python_source(self, *modules: str, copy: bool = False, ignore=None) -> "Image":
+        """Put local Python modules or packages into /root, where the image's Python finds them."""
+        import importlib.util
+        image = self
+        for name in modules:
+            spec = importlib.util.find_spec(name)
+            if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
+                raise exc.InvalidError(f"add_local_python_source: module {name!r} is not local source")
+            if spec.submodule_search_locations:
+                pkg_dir = list(spec.submodule_search_locations)[0]
+                image = image.add_local_dir(pkg_dir, f"/root/{name.split('.')[-1]}", copy=copy,
+                                            ignore=ignore if ignore is not None else ["__pycache__", "*.pyc"])
+            else:
+                image = image.add_local_file(spec.origin, f"/root/{os.path.basename(spec.origin)}", copy=copy)
+        return image
+
     def _forced(self, image: "Image", force_build: bool) -> "Image":
         if force_build or os.environ.get("GUST_FORCE_BUILD") == "1" or os.environ.get("MODAL_FORCE_BUILD") == "1":
             image._spec["force_build"] = True
@@ -138,9 +170,6 @@ class Image:
         return method
 
     pip_install_from_requirements = _not_yet("pip_install_from_requirements")
-    add_local_file = _not_yet("add_local_file")
-    add_local_dir = _not_yet("add_local_dir")
-    add_local_python_source = _not_yet("add_local_python_source")
     from_registry = staticmethod(_not_yet("from_registry"))
     from_dockerfile = staticmethod(_not_yet("from_dockerfile"))
     del _not_yet
@@ -171,8 +200,27 @@ def _secret_env(secret) -> dict:
     return {k: v for k, v in env.items() if v is not None}
 
 
+def _upload_local(client: Client, spec: dict) -> dict:
+    """Replace add_local steps' local paths with uploaded blobs (read now, so edits are seen)."""
+    steps = []
+    for st in spec.get("steps", []):
+        if st.get("type") == "add_local" and "local" in st:
+            remote = st["remote"]
+            if st.get("file"):
+                data = _local_files.pack(st["local"], single_file_name=os.path.basename(remote))
+                remote = os.path.dirname(remote) or "/"
+            else:
+                data = _local_files.pack(st["local"], ignore=st.get("ignore"))
+            st = {"type": "add_local", "blob": _local_files.upload(client, data), "remote": remote, "copy": st["copy"]}
+        steps.append(st)
+    if steps:
+        spec = dict(spec, steps=steps)
+    return spec
+
+
 def _build(client: Client, spec: dict) -> "tuple[str, dict]":
     """POST /v1/images and follow its log stream; return (image_id, IMAGE)."""
+    spec = _upload_local(client, spec)
     stream = client.stream("POST", "/v1/images", json=spec)
     image = None
     try:

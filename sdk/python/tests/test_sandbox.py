@@ -443,3 +443,54 @@ class ImageBuildTest(unittest.TestCase):
         with self.assertRaises(exception.ImageBuildError) as cm:
             new_sandbox(image=image)
         self.assertIn("exited with code 9", str(cm.exception))
+
+
+def _make_wheel(directory, name="gustdemo", version="1.0", value="42"):
+    """Build a pure-Python wheel by hand (no `wheel` package needed)."""
+    import base64, hashlib, zipfile
+    files = {
+        f"{name}/__init__.py": f"VALUE = {value!r}\n",
+        f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{name}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: gust-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{name}-{version}.dist-info/RECORD,,")
+    files[f"{name}-{version}.dist-info/RECORD"] = "\n".join(record) + "\n"
+    path = os.path.join(directory, f"{name}-{version}-py3-none-any.whl")
+    with zipfile.ZipFile(path, "w") as z:
+        for p, text in files.items():
+            z.writestr(p, text)
+    return path
+
+
+class LocalFilesImageTest(unittest.TestCase):
+    def test_pip_install_a_local_wheel(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            _make_wheel(d, value=unique("v"))
+            image = (modal.Image.debian_slim()
+                     .add_local_dir(d, "/wheels", copy=True)
+                     .pip_install("gustdemo", find_links="/wheels", index_url="file:///wheels"))
+            sb = new_sandbox(image=image)
+            out = sb.exec("python", "-c", "import gustdemo; print(gustdemo.VALUE)").stdout.read()
+            self.assertTrue(out.startswith("v-"), out)
+
+    def test_add_local_mount_is_last_and_sees_edits(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "conf.txt"), "w") as f:
+                f.write("one")
+            image = modal.Image.debian_slim().add_local_file(os.path.join(d, "conf.txt"), "/etc/app/conf.txt")
+            sb = new_sandbox(image=image)
+            self.assertEqual(sb.exec("cat", "/etc/app/conf.txt").stdout.read(), "one")
+            with open(os.path.join(d, "conf.txt"), "w") as f:
+                f.write("two")
+            image2 = modal.Image.debian_slim().add_local_file(os.path.join(d, "conf.txt"), "/etc/app/conf.txt")
+            sb2 = new_sandbox(image=image2)
+            self.assertEqual(sb2.exec("cat", "/etc/app/conf.txt").stdout.read(), "two")
+            with self.assertRaises(exception.InvalidError) as cm:
+                new_sandbox(image=image.run_commands("true"))
+            self.assertIn("copy=False", str(cm.exception))

@@ -522,7 +522,25 @@ class ImageStepsTest(unittest.TestCase):
     def test_unsupported_steps_say_why(self):
         import gust
         with self.assertRaises(gust.exception.InvalidError) as cm:
-            gust.Image.debian_slim().add_local_dir("/tmp", "/x")
+            gust.Image.debian_slim().pip_install_from_requirements("requirements.txt")
         self.assertIn("run_commands", str(cm.exception))
         with self.assertRaises(gust.exception.InvalidError):
             gust.Image.debian_slim().env({"X": 1})
+
+
+class LocalFilesTest(unittest.TestCase):
+    def test_pack_is_deterministic_and_ignores(self):
+        import tempfile, tarfile, io
+        from gust import _local_files
+        with tempfile.TemporaryDirectory() as d:
+            os.makedirs(os.path.join(d, "pkg", "__pycache__"))
+            with open(os.path.join(d, "pkg", "a.py"), "w") as f:
+                f.write("x = 1\n")
+            with open(os.path.join(d, "pkg", "__pycache__", "a.pyc"), "w") as f:
+                f.write("junk")
+            one = _local_files.pack(d, ignore=["__pycache__"])
+            os.utime(os.path.join(d, "pkg", "a.py"), (1, 1))
+            two = _local_files.pack(d, ignore=["__pycache__"])
+            self.assertEqual(one, two)  # mtimes do not change the blob
+            names = tarfile.open(fileobj=io.BytesIO(one)).getnames()
+            self.assertEqual(names, ["pkg", "pkg/a.py"])

@@ -1,0 +1,173 @@
+package image
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/gust-run/gust/internal/errdefs"
+)
+
+// Local files (Image.add_local_file / add_local_dir) reach the server as a tar blob, stored by
+// its SHA-256, and become a layer by extraction: no build container is needed.
+
+var blobRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// MaxBlobBytes bounds one upload of local files.
+const MaxBlobBytes = 2 << 30
+
+func (b *Builder) blobPath(sum string) string { return filepath.Join(b.Dir, "blobs", sum+".tar") }
+
+// HasBlob reports whether a blob was uploaded.
+func (b *Builder) HasBlob(sum string) bool {
+	if !blobRE.MatchString(sum) {
+		return false
+	}
+	_, err := os.Stat(b.blobPath(sum))
+	return err == nil
+}
+
+// PutBlob stores r (a tar stream) and returns its SHA-256.
+func (b *Builder) PutBlob(r io.Reader) (string, error) {
+	dir := filepath.Join(b.Dir, "blobs")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	f, err := os.CreateTemp(dir, "upload-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(f.Name())
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, MaxBlobBytes+1))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("image: storing upload: %w", err)
+	}
+	if n > MaxBlobBytes {
+		return "", errdefs.TooLarge("local files of more than %d GiB in one image step; add them in parts", MaxBlobBytes>>30)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if err := os.Rename(f.Name(), b.blobPath(sum)); err != nil {
+		return "", err
+	}
+	return sum, nil
+}
+
+// ExtractLayer makes the layer named hash from a blob, placing its entries under remote.
+// Entries may not climb out of the layer, and nothing is written through a symlink.
+func (b *Builder) ExtractLayer(sum, remote, hash string) (string, int64, error) {
+	dir := b.LayerPath(hash)
+	if _, err := os.Stat(dir); err == nil {
+		return dir, DirSize(dir), nil
+	}
+	tmp := dir + ".tmp"
+	os.RemoveAll(tmp)
+	if err := extract(b.blobPath(sum), tmp, remote); err != nil {
+		os.RemoveAll(tmp)
+		return "", 0, err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
+		return "", 0, err
+	}
+	return dir, DirSize(dir), nil
+}
+
+func extract(blob, root, remote string) error {
+	f, err := os.Open(blob)
+	if err != nil {
+		return errdefs.NotFound("uploaded files %s are gone; upload them again", filepath.Base(blob))
+	}
+	defer f.Close()
+	base := filepath.Join(root, filepath.FromSlash(path.Clean("/"+remote)))
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return err
+	}
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return errdefs.Invalid("uploaded local files are not a valid tar: %v", err)
+		}
+		name := path.Clean("/" + hdr.Name) // rooted, so ".." cannot climb above remote
+		target := filepath.Join(base, filepath.FromSlash(name))
+		if err := noSymlinkBetween(root, filepath.Dir(target)); err != nil {
+			return err
+		}
+		mode := os.FileMode(hdr.Mode) & 0o7777
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(target, 0o755); err != nil {
+				return err
+			}
+			os.Chmod(target, mode|0o700)
+		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+				return err
+			}
+			out, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(out, tr)
+			if cerr := out.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+		case tar.TypeSymlink:
+			// Links are made, never followed: a link may point anywhere in the image.
+			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+				return err
+			}
+			os.Remove(target)
+			if err := os.Symlink(hdr.Linkname, target); err != nil {
+				return err
+			}
+		default:
+			// Devices, fifos and hard links have no place in local source files.
+		}
+	}
+}
+
+// noSymlinkBetween refuses a path whose directories below root include a symlink, which an
+// earlier tar entry could have planted to write outside the layer.
+func noSymlinkBetween(root, dir string) error {
+	rel, err := filepath.Rel(root, dir)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return errdefs.Invalid("local file path leaves the image layer")
+	}
+	cur := root
+	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+		if part == "." || part == "" {
+			continue
+		}
+		cur = filepath.Join(cur, part)
+		fi, err := os.Lstat(cur)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			return errdefs.Invalid("local files write through the symlink %s; refusing", strings.TrimPrefix(cur, root))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,76 @@
+package image
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/gust-run/gust/internal/errdefs"
+)
+
+func tarOf(t *testing.T, entries ...tar.Header) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range entries {
+		body := []byte("data")
+		if h.Typeflag == tar.TypeReg {
+			h.Size = int64(len(body))
+		}
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			tw.Write(body)
+		}
+	}
+	tw.Close()
+	return buf.Bytes()
+}
+
+func TestExtractLayer(t *testing.T) {
+	b, _ := NewBuilder(t.TempDir())
+	sum, err := b.PutBlob(bytes.NewReader(tarOf(t,
+		tar.Header{Name: "dir", Typeflag: tar.TypeDir, Mode: 0o755},
+		tar.Header{Name: "dir/file", Typeflag: tar.TypeReg, Mode: 0o644},
+		tar.Header{Name: "../../escape", Typeflag: tar.TypeReg, Mode: 0o644},
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, _, err := b.ExtractLayer(sum, "/app", "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "app/dir/file")); err != nil {
+		t.Fatal(err)
+	}
+	// ".." is clamped to the remote directory, never above it.
+	if _, err := os.Stat(filepath.Join(dir, "app/escape")); err != nil {
+		t.Fatalf("clamped entry missing: %v", err)
+	}
+}
+
+func TestExtractLayerRefusesWritingThroughSymlinks(t *testing.T) {
+	outside := t.TempDir()
+	b, _ := NewBuilder(t.TempDir())
+	sum, err := b.PutBlob(bytes.NewReader(tarOf(t,
+		tar.Header{Name: "evil", Typeflag: tar.TypeSymlink, Linkname: outside},
+		tar.Header{Name: "evil/pwned", Typeflag: tar.TypeReg, Mode: 0o644},
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.ExtractLayer(sum, "/", "h2"); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("want an invalid error, got %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(outside, "pwned")); err == nil {
+		t.Fatal("a tar entry was written through a symlink outside the layer")
+	}
+	if _, err := os.Stat(b.LayerPath("h2")); err == nil {
+		t.Fatal("a failed extraction left a layer behind")
+	}
+}
