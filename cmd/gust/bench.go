@@ -38,30 +38,11 @@ func runBenchSandbox(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp("", "gust-bench-")
+	c, stop, err := startBenchGust(ctx, *imageCache)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
-	quiet := log.New(io.Discard, "", 0)
-	d := daemonFlags{addr: "127.0.0.1:0", dataDir: filepath.Join(tmp, "data"), imageCache: *imageCache, isolation: "runc", diskMiB: 256, token: "bench", warmPool: 2}
-	_, httpSrv, ln, token, err := startServer(ctx, &d, quiet)
-	if err != nil {
-		return err
-	}
-	defer httpSrv.Close()
-	url := "http://" + ln.Addr().String()
-	w, err := worker.New(worker.Config{ServerURL: url, Token: token, ListenAddr: "127.0.0.1:0",
-		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool, Logger: quiet})
-	if err != nil {
-		return err
-	}
-	wctx, stopWorker := context.WithCancel(context.Background())
-	workerDone := make(chan struct{})
-	go func() { w.Run(wctx); close(workerDone) }()
-	defer func() { stopWorker(); <-workerDone }()
-
-	c := &benchClient{url: url, token: token, http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	defer stop()
 	fmt.Println("resolving the base image (built once with debootstrap if missing)...")
 	imageID, err := c.image()
 	if err != nil {
@@ -71,12 +52,12 @@ func runBenchSandbox(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	builder, _ := image.NewBuilder(d.layerDir())
+	builder, _ := image.NewBuilder(*imageCache)
 	layer, err := builder.EnsureDebianSlim(ctx, nil)
 	if err != nil {
 		return err
 	}
-	rt, err := gustruntime.New(gustruntime.Config{StateDir: filepath.Join(tmp, "baseline")})
+	rt, err := gustruntime.New(gustruntime.Config{StateDir: filepath.Join(c.tmp, "baseline")})
 	if err != nil {
 		return err
 	}
@@ -197,6 +178,41 @@ func runBenchSandbox(ctx context.Context, args []string) error {
 	return nil
 }
 
+// startBenchGust runs gust (server, worker with a warm pool) in this process on a scratch data
+// dir, sharing the given image cache, and returns a client of its HTTP API.
+func startBenchGust(ctx context.Context, imageCache string) (*benchClient, func(), error) {
+	tmp, err := os.MkdirTemp("", "gust-bench-")
+	if err != nil {
+		return nil, nil, err
+	}
+	quiet := log.New(io.Discard, "", 0)
+	d := daemonFlags{addr: "127.0.0.1:0", dataDir: filepath.Join(tmp, "data"), imageCache: imageCache, isolation: "runc", diskMiB: 256, token: "bench", warmPool: 2}
+	_, httpSrv, ln, token, err := startServer(ctx, &d, quiet)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, nil, err
+	}
+	url := "http://" + ln.Addr().String()
+	w, err := worker.New(worker.Config{ServerURL: url, Token: token, ListenAddr: "127.0.0.1:0",
+		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool, Logger: quiet})
+	if err != nil {
+		httpSrv.Close()
+		os.RemoveAll(tmp)
+		return nil, nil, err
+	}
+	wctx, stopWorker := context.WithCancel(context.Background())
+	workerDone := make(chan struct{})
+	go func() { w.Run(wctx); close(workerDone) }()
+	stop := func() {
+		stopWorker()
+		<-workerDone
+		httpSrv.Close()
+		os.RemoveAll(tmp)
+	}
+	c := &benchClient{url: url, token: token, tmp: tmp, http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	return c, stop, nil
+}
+
 func benchIdle(c *benchClient, appID, imageID string, k int) error {
 	runtimeGC()
 	rss0, avail0 := selfRSS(), memAvailable()
@@ -286,8 +302,8 @@ func procField(file, key string) int64 {
 
 // benchClient speaks the HTTP API directly: the benchmark measures the API, not an SDK.
 type benchClient struct {
-	url, token string
-	http       *http.Client
+	url, token, tmp string
+	http            *http.Client
 }
 
 func (c *benchClient) do(method, path string, in any) (*http.Response, error) {
@@ -329,6 +345,11 @@ func (c *benchClient) image() (string, error) {
 		return "", err
 	}
 	defer resp.Body.Close()
+	return readImageStream(resp, true)
+}
+
+// readImageStream follows an image build stream to its image id, printing the log if asked.
+func readImageStream(resp *http.Response, printLogs bool) (string, error) {
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		var line struct {
@@ -344,7 +365,7 @@ func (c *benchClient) image() (string, error) {
 			return line.Image.ID, nil
 		case line.Error != nil:
 			return "", errors.New(line.Error.Message)
-		case line.Log != "":
+		case line.Log != "" && printLogs:
 			fmt.Println("  " + line.Log)
 		}
 	}

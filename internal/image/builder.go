@@ -113,6 +113,16 @@ func (b *Builder) EnsureDebianSlim(ctx context.Context, logs io.Writer) (string,
 	}
 }
 
+// DebootstrapArgs are the arguments that build the base into dir; the benchmark runs the same
+// command to compare gust's cold build with the machine's own debootstrap.
+func DebootstrapArgs(dir string) []string {
+	args := []string{"--variant=" + debianSlim.Variant, "--include=" + strings.Join(debianSlim.Packages, ","), debianSlim.Distro, dir}
+	if m := os.Getenv("GUST_DEBIAN_MIRROR"); m != "" {
+		args = append(args, m)
+	}
+	return args
+}
+
 // debootstrap builds the base into a temporary directory and renames it into place, so a failed
 // or interrupted build leaves no partial layer.
 func (b *Builder) debootstrap(dir string, logs io.Writer) error {
@@ -123,11 +133,7 @@ func (b *Builder) debootstrap(dir string, logs io.Writer) error {
 	tmp := dir + ".tmp"
 	os.RemoveAll(tmp)
 	fmt.Fprintf(logs, "Building base image: debootstrap --variant=%s %s with %s\n", debianSlim.Variant, debianSlim.Distro, strings.Join(debianSlim.Packages, ", "))
-	args := []string{"--variant=" + debianSlim.Variant, "--include=" + strings.Join(debianSlim.Packages, ","), debianSlim.Distro, tmp}
-	if m := os.Getenv("GUST_DEBIAN_MIRROR"); m != "" {
-		args = append(args, m)
-	}
-	cmd := exec.Command("debootstrap", args...)
+	cmd := exec.Command("debootstrap", DebootstrapArgs(tmp)...)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	go func() {
