@@ -251,3 +251,51 @@ func (b *broadcast) follow(ctx context.Context, w io.Writer) {
 		}
 	}
 }
+
+// PruneResult says what a prune removed.
+type PruneResult struct {
+	Layers     int   `json:"layers_removed"`
+	Blobs      int   `json:"blobs_removed"`
+	FreedBytes int64 `json:"freed_bytes"`
+	KeptBytes  int64 `json:"kept_bytes"`
+}
+
+// Prune removes layer directories that no image uses, and uploaded blobs (clients upload them
+// again when needed). Anything touched in the last grace period is kept: a build in progress
+// makes layers before its image is recorded.
+func (b *Builder) Prune(inUse map[string]bool, grace time.Duration) (PruneResult, error) {
+	var r PruneResult
+	entries, err := os.ReadDir(b.Dir)
+	if err != nil {
+		return r, fmt.Errorf("image: prune: %w", err)
+	}
+	for _, e := range entries {
+		p := filepath.Join(b.Dir, e.Name())
+		if e.Name() == "blobs" {
+			blobs, _ := os.ReadDir(p)
+			for _, bl := range blobs {
+				if fi, err := bl.Info(); err == nil && time.Since(fi.ModTime()) > grace {
+					r.FreedBytes += fi.Size()
+					r.Blobs++
+					os.Remove(filepath.Join(p, bl.Name()))
+				}
+			}
+			continue
+		}
+		size := DirSize(p)
+		fi, err := e.Info()
+		if inUse[p] || err != nil || time.Since(fi.ModTime()) < grace {
+			r.KeptBytes += size
+			continue
+		}
+		if err := os.RemoveAll(p); err != nil {
+			return r, fmt.Errorf("image: prune %s: %w", p, err)
+		}
+		r.Layers++
+		r.FreedBytes += size
+	}
+	return r, nil
+}
+
+// DiskUsage adds up the layer directory.
+func (b *Builder) DiskUsage() int64 { return DirSize(b.Dir) }

@@ -111,6 +111,8 @@ func (s *Server) Handler() http.Handler {
 	handle("POST /v1/images", s.handleImageCreate)
 	handle("GET /v1/images", s.handleImageList)
 	handle("GET /v1/images/{id}", s.handleImageGet)
+	handle("DELETE /v1/images/{id}", s.handleImageDelete)
+	handle("DELETE /v1/images", s.handleImagePrune)
 	handle("POST /v1/blobs", s.handleBlobPut)
 	handle("GET /v1/blobs/{sum}", s.handleBlobGet)
 
@@ -269,6 +271,62 @@ func (s *Server) baseImage(ctx context.Context, logs io.Writer) (image.Image, er
 	return im, s.store.PutImage(ctx, im)
 }
 
+// handleImageDelete forgets an image; its layers go at the next prune unless another image
+// shares them. An image that a running sandbox uses stays.
+func (s *Server) handleImageDelete(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, err := s.store.GetImage(r.Context(), id); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	live, err := s.store.ListSandboxes(r.Context(), store.SandboxFilter{})
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	for _, sb := range live {
+		if sb.ImageID == id {
+			httpapi.WriteError(w, errdefs.Conflict("image %s is used by running sandbox %s; terminate it first", id, sb.ID))
+			return
+		}
+	}
+	if err := s.store.DeleteImage(r.Context(), id); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleImagePrune (DELETE /v1/images) removes layers that no image uses: image GC.
+func (s *Server) handleImagePrune(w http.ResponseWriter, r *http.Request) {
+	ims, err := s.store.ListImages(r.Context())
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	inUse := map[string]bool{}
+	for _, im := range ims {
+		for _, l := range im.Layers {
+			inUse[l] = true
+		}
+	}
+	grace := 10 * time.Minute
+	if v := r.URL.Query().Get("older_than"); v != "" {
+		secs, err := strconv.ParseFloat(v, 64)
+		if err != nil || secs < 0 {
+			httpapi.WriteError(w, errdefs.Invalid("older_than must be a number of seconds, got %q", v))
+			return
+		}
+		grace = time.Duration(secs * float64(time.Second))
+	}
+	res, err := s.cfg.Images.Prune(inUse, grace)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, res)
+}
+
 // handleBlobPut stores local files (a tar) for an add_local step.
 func (s *Server) handleBlobPut(w http.ResponseWriter, r *http.Request) {
 	sum, err := s.cfg.Images.PutBlob(r.Body)
@@ -304,7 +362,7 @@ func (s *Server) handleImageList(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"images": ims})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"images": ims, "disk_bytes": s.cfg.Images.DiskUsage()})
 }
 
 // forward relays a request to the worker running the sandbox.

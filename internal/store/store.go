@@ -327,3 +327,15 @@ func matchTags(have, want map[string]string) bool {
 	}
 	return true
 }
+
+// DeleteImage removes an image's record (its layers stay until a prune finds them unused).
+func (s *Store) DeleteImage(ctx context.Context, id string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM images WHERE id = ?`, id)
+	if err != nil {
+		return fmt.Errorf("store: delete image %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errdefs.NotFound("image %q not found", id)
+	}
+	return nil
+}

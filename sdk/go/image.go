@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -18,7 +20,7 @@ const (
 // Image is a root filesystem that sandboxes start from.
 type Image struct {
 	ID        string    `json:"image_id"`
-	Kind      string    `json:"kind"`      // ImageDebianSlim or ImageSnapshot
+	Kind      string    `json:"kind"`      // ImageDebianSlim, "built" or ImageSnapshot
 	ParentID  string    `json:"parent_id"` // the image a snapshot was taken over; "" for none
 	CreatedAt time.Time `json:"created_at"`
 	SizeBytes int64     `json:"size_bytes"`
@@ -88,4 +90,43 @@ func (c *Client) ListImages(ctx context.Context) ([]*Image, error) {
 		return nil, fmt.Errorf("list images: %w", err)
 	}
 	return out.Images, nil
+}
+
+// ImageDiskUsage returns the bytes the server's image layers take on disk.
+func (c *Client) ImageDiskUsage(ctx context.Context) (int64, error) {
+	var out struct {
+		DiskBytes int64 `json:"disk_bytes"`
+	}
+	if err := c.call(ctx, request{method: http.MethodGet, path: "/v1/images"}, &out); err != nil {
+		return 0, fmt.Errorf("image disk usage: %w", err)
+	}
+	return out.DiskBytes, nil
+}
+
+// DeleteImage forgets an image; its layers are removed by the next PruneImages unless another
+// image uses them. An image a running sandbox uses cannot be deleted (ErrConflict).
+func (c *Client) DeleteImage(ctx context.Context, id string) error {
+	if err := c.call(ctx, request{method: http.MethodDelete, path: "/v1/images/" + pathEscape(id)}, nil); err != nil {
+		return fmt.Errorf("delete image %s: %w", id, err)
+	}
+	return nil
+}
+
+// PruneResult says what PruneImages removed.
+type PruneResult struct {
+	LayersRemoved int   `json:"layers_removed"`
+	BlobsRemoved  int   `json:"blobs_removed"`
+	FreedBytes    int64 `json:"freed_bytes"`
+	KeptBytes     int64 `json:"kept_bytes"`
+}
+
+// PruneImages removes image layers that no image uses (image garbage collection), sparing
+// those made in the last olderThan (a build in progress makes layers before its image exists).
+func (c *Client) PruneImages(ctx context.Context, olderThan time.Duration) (*PruneResult, error) {
+	var out PruneResult
+	q := url.Values{"older_than": {strconv.FormatFloat(olderThan.Seconds(), 'f', -1, 64)}}
+	if err := c.call(ctx, request{method: http.MethodDelete, path: "/v1/images", query: q}, &out); err != nil {
+		return nil, fmt.Errorf("prune images: %w", err)
+	}
+	return &out, nil
 }

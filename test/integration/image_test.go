@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -152,5 +153,47 @@ func TestImageConcurrentBuildsOnce(t *testing.T) {
 	}
 	if built[0] && built[1] {
 		t.Fatal("two clients asking for the same image at once built it twice")
+	}
+}
+
+// TestImageCLIAndGC lists, removes and garbage-collects images with the gust CLI.
+func TestImageCLIAndGC(t *testing.T) {
+	needGust(t)
+	run := func(args ...string) (string, error) {
+		out, err := exec.Command(gust.bin, args...).CombinedOutput()
+		return string(out), err
+	}
+	spec := map[string]any{"kind": "debian_slim", "steps": []map[string]any{
+		{"type": "run_commands", "commands": []string{fmt.Sprintf("echo %d > /gc", time.Now().UnixNano())}},
+	}}
+	id, _, errMsg := buildImage(t, spec)
+	if errMsg != "" {
+		t.Fatal(errMsg)
+	}
+	out, err := run("image", "ls")
+	if err != nil || !strings.Contains(out, id) || !strings.Contains(out, "layers on disk:") {
+		t.Fatalf("image ls: %v\n%s", err, out)
+	}
+	// An image in use by a running sandbox stays.
+	sb := createRaw(t, map[string]any{"image_id": id})
+	if out, err := run("image", "rm", id); err == nil || !strings.Contains(out, "running sandbox") {
+		t.Fatalf("rm of an image in use: %v %s", err, out)
+	}
+	api("POST", "/v1/sandboxes/"+sb+"/terminate", nil, nil)
+	if out, err := run("image", "rm", id); err != nil {
+		t.Fatalf("image rm: %v %s", err, out)
+	}
+	out, err = run("image", "prune", "--older-than", "0s")
+	if err != nil || !strings.Contains(out, "removed") {
+		t.Fatalf("prune: %v %s", err, out)
+	}
+	var n int
+	fmt.Sscanf(strings.TrimPrefix(out, "removed "), "%d", &n)
+	if n < 1 {
+		t.Fatalf("prune removed no layers after the image was deleted: %s", out)
+	}
+	// The base image is still in use and still works.
+	if out, _, code := execRaw(t, createRaw(t, nil), "true"); code != 0 {
+		t.Fatalf("base image broken after prune: %q", out)
 	}
 }
