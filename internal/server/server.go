@@ -207,6 +207,7 @@ func (s *Server) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Kind          string       `json:"kind"`
 		PythonVersion string       `json:"python_version"`
+		ImageID       string       `json:"image_id"` // kind "from_id": steps over an existing image
 		Steps         []image.Step `json:"steps"`
 		ForceBuild    bool         `json:"force_build"`
 	}
@@ -214,8 +215,17 @@ func (s *Server) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	if req.Kind != image.KindDebianSlim {
-		httpapi.WriteError(w, errdefs.Invalid("image kind %q is not supported; use %q (Image.debian_slim())", req.Kind, image.KindDebianSlim))
+	var from image.Image
+	switch req.Kind {
+	case image.KindDebianSlim:
+	case "from_id":
+		var err error
+		if from, err = s.store.GetImage(r.Context(), req.ImageID); err != nil {
+			httpapi.WriteError(w, err)
+			return
+		}
+	default:
+		httpapi.WriteError(w, errdefs.Invalid("image kind %q is not supported; use %q (Image.debian_slim()) or \"from_id\" with an image_id", req.Kind, image.KindDebianSlim))
 		return
 	}
 	if err := image.CheckPythonVersion(req.PythonVersion); err != nil {
@@ -234,7 +244,10 @@ func (s *Server) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	n := httpapi.StartNDJSON(w)
 	logs := &httpapi.LogWriter{N: n}
-	im, err := s.baseImage(r.Context(), logs)
+	im, err := from, error(nil)
+	if req.Kind == image.KindDebianSlim {
+		im, err = s.baseImage(r.Context(), logs)
+	}
 	if err == nil && len(req.Steps) > 0 {
 		im, err = s.buildSteps(r.Context(), im, req.Steps, req.ForceBuild, logs)
 	}

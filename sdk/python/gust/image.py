@@ -7,6 +7,7 @@ server's cache) when a sandbox first needs it.
 from __future__ import annotations
 
 import os
+import shlex
 import threading
 from typing import Optional
 
@@ -73,10 +74,7 @@ class Image:
     # image is used (or hydrated). Steps that run commands become cached layers on the server.
 
     def _with_step(self, step: dict) -> "Image":
-        if self._spec is None:
-            raise exc.InvalidError("build steps can only follow Image.debian_slim() in this gust "
-                                   "(not an image given by id, such as a snapshot)")
-        spec = dict(self._spec)
+        spec = dict(self._spec) if self._spec is not None else {"kind": "from_id", "image_id": self._image_id}
         spec["steps"] = list(spec.get("steps", [])) + [step]
         return Image(_spec=spec)
 
@@ -113,6 +111,26 @@ class Image:
         if pre:
             step["pre"] = True
         return self._forced(self._with_step(step), force_build)
+
+    def pip_install_from_requirements(self, requirements_txt, find_links: Optional[str] = None,
+                                      *, index_url: Optional[str] = None, extra_index_url: Optional[str] = None,
+                                      pre: bool = False, force_build: bool = False, secrets=None, gpu=None) -> "Image":
+        """pip install -r a local requirements file (copied into the image first)."""
+        path = os.path.abspath(str(requirements_txt))
+        if not os.path.isfile(path):
+            raise exc.InvalidError(f"pip_install_from_requirements: {requirements_txt!r} is not a file")
+        import hashlib
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:16]
+        remote = f"/.gust-build/requirements-{digest}.txt"
+        cmd = "python -m pip install --no-cache-dir --break-system-packages"
+        for flag, val in (("--index-url", index_url), ("--extra-index-url", extra_index_url), ("--find-links", find_links)):
+            if val:
+                cmd += f" {flag} {shlex.quote(str(val))}"
+        if pre:
+            cmd += " --pre"
+        image = self.add_local_file(path, remote, copy=True)
+        return self._forced(image._with_step({"type": "run_commands", "commands": [f"{cmd} -r {remote}"]}), force_build)
 
     def env(self, vars: dict) -> "Image":
         """Set environment variables for every sandbox made from the image."""
@@ -155,6 +173,15 @@ class Image:
                 image = image.add_local_file(spec.origin, f"/root/{os.path.basename(spec.origin)}", copy=copy)
         return image
 
+    @staticmethod
+    def from_dockerfile(path, context_dir=None, *, build_args: Optional[dict] = None,
+                        force_build: bool = False, secrets=None, gpu=None, ignore=None) -> "Image":
+        """An image from a Dockerfile's common instructions: FROM (a gust image id, debian_slim,
+        or python/debian bookworm slim, which map to it), RUN, COPY and ADD of local files, ENV,
+        WORKDIR, ARG, USER root, ENTRYPOINT and CMD. Anything else is a clear error."""
+        from . import _dockerfile
+        return _dockerfile.build(Image, str(path), context_dir, build_args or {}, force_build, ignore)
+
     def _forced(self, image: "Image", force_build: bool) -> "Image":
         if force_build or os.environ.get("GUST_FORCE_BUILD") == "1" or os.environ.get("MODAL_FORCE_BUILD") == "1":
             image._spec["force_build"] = True
@@ -169,9 +196,7 @@ class Image:
         method.__doc__ = f"Modal's Image.{name}; raises InvalidError until gust supports it."
         return method
 
-    pip_install_from_requirements = _not_yet("pip_install_from_requirements")
     from_registry = staticmethod(_not_yet("from_registry"))
-    from_dockerfile = staticmethod(_not_yet("from_dockerfile"))
     del _not_yet
 
     def __repr__(self) -> str:

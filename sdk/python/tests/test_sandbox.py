@@ -494,3 +494,35 @@ class LocalFilesImageTest(unittest.TestCase):
             with self.assertRaises(exception.InvalidError) as cm:
                 new_sandbox(image=image.run_commands("true"))
             self.assertIn("copy=False", str(cm.exception))
+
+
+class DockerfileImageTest(unittest.TestCase):
+    def test_dockerfile_build_runs(self):
+        import tempfile
+        tag = unique("df")
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "app.py"), "w") as f:
+                f.write(f"print('app {tag}')\n")
+            with open(os.path.join(d, "Dockerfile"), "w") as f:
+                f.write(f"FROM python:3.11-slim\nARG WHO=docker\nRUN echo built-by-$WHO > /who\n"
+                        f"ENV TAG={tag}\nWORKDIR /srv\nCOPY app.py .\nCMD [\"python\", \"app.py\"]\n")
+            image = modal.Image.from_dockerfile(os.path.join(d, "Dockerfile"))
+            sb = new_sandbox(image=image)
+            out = sb.exec("sh", "-c", "cat /who; echo $TAG; python app.py").stdout.read()
+            self.assertEqual(out, f"built-by-docker\n{tag}\napp {tag}\n")
+
+    def test_requirements_and_steps_over_a_snapshot(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            _make_wheel(d, name="gustreq", value="from-requirements")
+            req = os.path.join(d, "requirements.txt")
+            with open(req, "w") as f:
+                f.write("gustreq==1.0\n")
+            image = (modal.Image.debian_slim().add_local_dir(d, "/wheels", copy=True)
+                     .pip_install_from_requirements(req, find_links="/wheels", index_url="file:///wheels"))
+            sb = new_sandbox(image=image)
+            self.assertEqual(sb.exec("python", "-c", "import gustreq; print(gustreq.VALUE)").stdout.read(), "from-requirements\n")
+            sb.exec("sh", "-c", "echo snap > /snap.txt").wait()
+            on_snapshot = sb.snapshot_filesystem().run_commands("cat /snap.txt > /copied.txt")
+            sb2 = new_sandbox(image=on_snapshot)
+            self.assertEqual(sb2.exec("cat", "/copied.txt").stdout.read(), "snap\n")

@@ -522,8 +522,10 @@ class ImageStepsTest(unittest.TestCase):
     def test_unsupported_steps_say_why(self):
         import gust
         with self.assertRaises(gust.exception.InvalidError) as cm:
-            gust.Image.debian_slim().pip_install_from_requirements("requirements.txt")
+            gust.Image.from_registry("python:3.11")
         self.assertIn("run_commands", str(cm.exception))
+        with self.assertRaises(gust.exception.InvalidError):
+            gust.Image.debian_slim().pip_install_from_requirements("/no/such/requirements.txt")
         with self.assertRaises(gust.exception.InvalidError):
             gust.Image.debian_slim().env({"X": 1})
 
@@ -544,3 +546,37 @@ class LocalFilesTest(unittest.TestCase):
             self.assertEqual(one, two)  # mtimes do not change the blob
             names = tarfile.open(fileobj=io.BytesIO(one)).getnames()
             self.assertEqual(names, ["pkg", "pkg/a.py"])
+
+
+class DockerfileTest(unittest.TestCase):
+    def _write(self, d, name, text):
+        p = os.path.join(d, name)
+        with open(p, "w") as f:
+            f.write(text)
+        return p
+
+    def test_common_instructions_become_steps(self):
+        import tempfile
+        import gust
+        with tempfile.TemporaryDirectory() as d:
+            self._write(d, "app.py", "print(1)\n")
+            df = self._write(d, "Dockerfile", "ARG G=hi\nFROM python:3.11-slim\nRUN echo $G > /g && \\\n    true\n"
+                                              "ENV A=1 B=\"two words\"\nWORKDIR /app\nCOPY app.py .\nCMD [\"python\", \"app.py\"]\n")
+            steps = gust.Image.from_dockerfile(df)._spec["steps"]
+            self.assertEqual([s["type"] for s in steps], ["run_commands", "env", "workdir", "add_local"])
+            self.assertTrue(steps[0]["commands"][0].startswith("echo hi > /g"))
+            self.assertEqual(steps[1]["env"], {"A": "1", "B": "two words"})
+            self.assertEqual(steps[3]["remote"], "/app/app.py")
+
+    def test_unsupported_instruction_is_a_clear_error(self):
+        import tempfile
+        import gust
+        with tempfile.TemporaryDirectory() as d:
+            df = self._write(d, "Dockerfile", "FROM debian_slim\nHEALTHCHECK CMD true\n")
+            with self.assertRaises(gust.exception.InvalidError) as cm:
+                gust.Image.from_dockerfile(df)
+            self.assertIn("Dockerfile:2", str(cm.exception))
+            self.assertIn("HEALTHCHECK", str(cm.exception))
+            df = self._write(d, "Dockerfile", "FROM nginx:latest\n")
+            with self.assertRaises(gust.exception.InvalidError):
+                gust.Image.from_dockerfile(df)

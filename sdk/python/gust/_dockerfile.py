@@ -1,0 +1,122 @@
+"""Image.from_dockerfile: the common Dockerfile instructions, turned into gust build steps."""
+
+import json
+import os
+import re
+import shlex
+
+from . import exception as exc
+
+_SLIM = re.compile(r"^(docker\.io/)?(library/)?(python:3\.11[\w.-]*|debian:(bookworm|12)[\w.-]*)$")
+_VAR = re.compile(r"\$(\w+)|\$\{(\w+)\}")
+
+
+def _lines(text):
+    """Instructions with continuations joined and comments dropped, with their line numbers."""
+    out, buf, start = [], "", 0
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.rstrip()
+        if not buf and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if not buf:
+            start = n
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        out.append((start, (buf + line).strip()))
+        buf = ""
+    if buf:
+        out.append((start, buf.strip()))
+    return out
+
+
+def _subst(s, args):
+    return _VAR.sub(lambda m: args.get(m.group(1) or m.group(2), m.group(0)), s)
+
+
+def _json_or_shell(rest):
+    if rest.startswith("["):
+        try:
+            return shlex.join(json.loads(rest))
+        except ValueError:
+            pass
+    return rest
+
+
+def build(Image, path, context_dir, build_args, force_build, ignore):
+    if not os.path.isfile(path):
+        raise exc.InvalidError(f"from_dockerfile: {path!r} is not a file")
+    context = os.path.abspath(context_dir or os.path.dirname(os.path.abspath(path)))
+    with open(path) as f:
+        text = f.read()
+    args = dict(build_args)
+    image = None
+    workdir = "/"
+    for n, line in _lines(text):
+        parts = line.split(None, 1)
+        instr, rest = parts[0].upper(), (parts[1] if len(parts) > 1 else "")
+        where = f"{os.path.basename(path)}:{n}"
+        if instr == "ARG":
+            name, _, default = rest.partition("=")
+            args.setdefault(name.strip(), _subst(default.strip().strip('"'), args))
+            continue
+        rest = _subst(rest, args)
+        if instr == "FROM":
+            ref = rest.split()[0]
+            if ref.startswith("im-"):
+                image = Image.from_id(ref)
+            elif ref in ("debian_slim", "gust/debian_slim") or _SLIM.match(ref):
+                image = Image.debian_slim(force_build=force_build)
+            elif ref == "scratch":
+                raise exc.InvalidError(f"{where}: FROM scratch is not supported yet; start FROM debian_slim or an image id")
+            else:
+                raise exc.InvalidError(f"{where}: FROM {ref}: gust cannot pull registry images yet; "
+                                       "use FROM debian_slim (python:3.11-slim and debian:bookworm-slim map to it) or an im-... id")
+            continue
+        if image is None:
+            raise exc.InvalidError(f"{where}: {instr} before FROM")
+        if instr == "RUN":
+            image = image.run_commands(_json_or_shell(rest), force_build=force_build)
+        elif instr in ("COPY", "ADD"):
+            tokens = [t for t in shlex.split(rest) if not t.startswith("--")]
+            if rest.startswith("["):
+                tokens = json.loads(rest)
+            if len(tokens) < 2:
+                raise exc.InvalidError(f"{where}: {instr} needs a source and a destination")
+            *srcs, raw_dest = tokens
+            dest_is_dir = raw_dest.endswith("/") or raw_dest in (".", "./") or raw_dest.endswith("/.") or len(srcs) > 1
+            dest = os.path.normpath(os.path.join(workdir, raw_dest))
+            for src in srcs:
+                if re.match(r"^\w+://", src):
+                    raise exc.InvalidError(f"{where}: {instr} of a URL is not supported; download it in a RUN step")
+                local = os.path.normpath(os.path.join(context, src))
+                if not (local + os.sep).startswith(context + os.sep) and local != context:
+                    raise exc.InvalidError(f"{where}: {instr} source {src!r} is outside the build context")
+                if os.path.isdir(local):
+                    image = image.add_local_dir(local, dest, copy=True, ignore=ignore)
+                elif os.path.isfile(local):
+                    target = os.path.join(dest, os.path.basename(local)) if dest_is_dir else dest
+                    image = image.add_local_file(local, target, copy=True)
+                else:
+                    raise exc.InvalidError(f"{where}: {instr} source {src!r} not found in {context}")
+        elif instr == "ENV":
+            if "=" in rest.split()[0]:
+                pairs = dict(tok.split("=", 1) for tok in shlex.split(rest))
+            else:
+                key, _, val = rest.partition(" ")
+                pairs = {key: val.strip()}
+            image = image.env(pairs)
+        elif instr == "WORKDIR":
+            workdir = os.path.normpath(os.path.join(workdir, rest.strip()))
+            image = image.workdir(workdir)
+        elif instr == "USER":
+            if rest.strip() not in ("root", "0", "0:0", "root:root"):
+                raise exc.InvalidError(f"{where}: USER {rest.strip()}: gust runs image builds and sandboxes as root for now")
+        elif instr in ("ENTRYPOINT", "CMD"):
+            # Sandboxes run the command given to Sandbox.create, as in Modal; kept for reference.
+            continue
+        else:
+            raise exc.InvalidError(f"{where}: the {instr} instruction is not supported; gust supports FROM, RUN, COPY, ADD, ENV, WORKDIR, ARG, USER, ENTRYPOINT and CMD")
+    if image is None:
+        raise exc.InvalidError(f"{path}: no FROM instruction")
+    return image
