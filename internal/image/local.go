@@ -13,6 +13,8 @@ import (
 	"regexp"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gust-run/gust/internal/errdefs"
 )
 
@@ -73,7 +75,12 @@ func (b *Builder) ExtractLayer(sum, remote, hash string) (string, int64, error) 
 	}
 	tmp := dir + ".tmp"
 	os.RemoveAll(tmp)
-	if err := extract(b.blobPath(sum), tmp, remote); err != nil {
+	f, err := os.Open(b.blobPath(sum))
+	if err != nil {
+		return "", 0, errdefs.NotFound("uploaded files %s are gone; upload them again", sum)
+	}
+	defer f.Close()
+	if err := extractTar(f, tmp, remote, false); err != nil {
 		os.RemoveAll(tmp)
 		return "", 0, err
 	}
@@ -84,41 +91,48 @@ func (b *Builder) ExtractLayer(sum, remote, hash string) (string, int64, error) 
 	return dir, DirSize(dir), nil
 }
 
-func extract(blob, root, remote string) error {
-	f, err := os.Open(blob)
-	if err != nil {
-		return errdefs.NotFound("uploaded files %s are gone; upload them again", filepath.Base(blob))
-	}
-	defer f.Close()
+// extractTar unpacks a tar under root/remote. With oci set it is an image layer: ownership is
+// kept, hard links are made, and OCI whiteouts become overlayfs ones (a 0/0 character device
+// for a deleted file, the trusted.overlay.opaque xattr for a directory replaced whole).
+func extractTar(r io.Reader, root, remote string, oci bool) error {
 	base := filepath.Join(root, filepath.FromSlash(path.Clean("/"+remote)))
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		return err
 	}
-	tr := tar.NewReader(f)
+	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
-			return errdefs.Invalid("uploaded local files are not a valid tar: %v", err)
+			return errdefs.Invalid("not a valid tar: %v", err)
 		}
 		name := path.Clean("/" + hdr.Name) // rooted, so ".." cannot climb above remote
 		target := filepath.Join(base, filepath.FromSlash(name))
 		if err := noSymlinkBetween(root, filepath.Dir(target)); err != nil {
 			return err
 		}
+		if oci {
+			if done, err := whiteout(target); done || err != nil {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+		}
 		mode := os.FileMode(hdr.Mode) & 0o7777
+		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+			return err
+		}
 		switch hdr.Typeflag {
 		case tar.TypeDir:
 			if err := os.MkdirAll(target, 0o755); err != nil {
 				return err
 			}
-			os.Chmod(target, mode|0o700)
+			os.Chmod(target, mode|0o700*boolBits(!oci))
 		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-				return err
-			}
+			os.Remove(target)
 			out, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
 			if err != nil {
 				return err
@@ -130,19 +144,63 @@ func extract(blob, root, remote string) error {
 			if err != nil {
 				return err
 			}
+			os.Chmod(target, mode) // past the umask
 		case tar.TypeSymlink:
 			// Links are made, never followed: a link may point anywhere in the image.
-			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-				return err
-			}
-			os.Remove(target)
+			os.RemoveAll(target)
 			if err := os.Symlink(hdr.Linkname, target); err != nil {
 				return err
 			}
+		case tar.TypeLink:
+			if !oci {
+				continue
+			}
+			src := filepath.Join(base, filepath.FromSlash(path.Clean("/"+hdr.Linkname)))
+			if err := noSymlinkBetween(root, filepath.Dir(src)); err != nil {
+				return err
+			}
+			os.Remove(target)
+			if err := os.Link(src, target); err != nil {
+				return fmt.Errorf("hard link %s: %w", hdr.Name, err)
+			}
 		default:
-			// Devices, fifos and hard links have no place in local source files.
+			// Devices and fifos: the runtime makes /dev; local source files have none.
+			continue
+		}
+		if oci {
+			os.Lchown(target, hdr.Uid, hdr.Gid)
+			if hdr.Typeflag == tar.TypeDir || hdr.Typeflag == tar.TypeReg {
+				os.Chmod(target, mode)
+			}
 		}
 	}
+}
+
+func boolBits(b bool) os.FileMode {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// whiteout turns an OCI whiteout entry into its overlayfs form; done reports it was one.
+func whiteout(target string) (done bool, err error) {
+	dir, file := filepath.Split(target)
+	switch {
+	case file == ".wh..wh..opq":
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return true, err
+		}
+		return true, unix.Setxattr(filepath.Clean(dir), "trusted.overlay.opaque", []byte("y"), 0)
+	case strings.HasPrefix(file, ".wh."):
+		gone := filepath.Join(dir, strings.TrimPrefix(file, ".wh."))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return true, err
+		}
+		os.RemoveAll(gone)
+		return true, unix.Mknod(gone, unix.S_IFCHR, 0)
+	}
+	return false, nil
 }
 
 // noSymlinkBetween refuses a path whose directories below root include a symlink, which an

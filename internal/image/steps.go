@@ -11,8 +11,12 @@ import (
 	"github.com/gust-run/gust/internal/errdefs"
 )
 
-// KindBuilt is an image made of build steps over a base.
-const KindBuilt = "built"
+// More kinds: an image made of build steps over a base, and OCI images.
+const (
+	KindBuilt      = "built"
+	KindRegistry   = "registry"
+	KindOCIArchive = "oci_archive"
+)
 
 // Step is one build step of Modal's chainable Image API. Steps that run commands become a
 // layer each; env and workdir change only the image's defaults.

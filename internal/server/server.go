@@ -208,6 +208,8 @@ func (s *Server) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 		Kind          string       `json:"kind"`
 		PythonVersion string       `json:"python_version"`
 		ImageID       string       `json:"image_id"` // kind "from_id": steps over an existing image
+		Ref           string       `json:"ref"`      // kind "registry"
+		Blob          string       `json:"blob"`     // kind "oci_archive": an uploaded archive
 		Steps         []image.Step `json:"steps"`
 		ForceBuild    bool         `json:"force_build"`
 	}
@@ -224,8 +226,18 @@ func (s *Server) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteError(w, err)
 			return
 		}
+	case image.KindRegistry:
+		if req.Ref == "" {
+			httpapi.WriteError(w, errdefs.Invalid("kind registry needs ref, e.g. \"127.0.0.1:5000/team/app:v1\""))
+			return
+		}
+	case image.KindOCIArchive:
+		if !s.cfg.Images.HasBlob(req.Blob) {
+			httpapi.WriteError(w, errdefs.NotFound("archive %q was not uploaded; POST it to /v1/blobs first", req.Blob))
+			return
+		}
 	default:
-		httpapi.WriteError(w, errdefs.Invalid("image kind %q is not supported; use %q (Image.debian_slim()) or \"from_id\" with an image_id", req.Kind, image.KindDebianSlim))
+		httpapi.WriteError(w, errdefs.Invalid("image kind %q is not supported; use debian_slim, from_id, registry or oci_archive", req.Kind))
 		return
 	}
 	if err := image.CheckPythonVersion(req.PythonVersion); err != nil {
@@ -245,8 +257,13 @@ func (s *Server) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 	n := httpapi.StartNDJSON(w)
 	logs := &httpapi.LogWriter{N: n}
 	im, err := from, error(nil)
-	if req.Kind == image.KindDebianSlim {
+	switch req.Kind {
+	case image.KindDebianSlim:
 		im, err = s.baseImage(r.Context(), logs)
+	case image.KindRegistry:
+		im, err = s.ociImage(r.Context(), req.Kind)(s.cfg.Images.FromRegistry(r.Context(), req.Ref, logs))
+	case image.KindOCIArchive:
+		im, err = s.ociImage(r.Context(), req.Kind)(s.cfg.Images.FromOCIArchive(req.Blob, logs))
 	}
 	if err == nil && len(req.Steps) > 0 {
 		im, err = s.buildSteps(r.Context(), im, req.Steps, req.ForceBuild, logs)
@@ -256,6 +273,20 @@ func (s *Server) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.Send(map[string]any{"image": im})
+}
+
+// ociImage records an image pulled from a registry or read from an archive.
+func (s *Server) ociImage(ctx context.Context, kind string) func(image.OCIImage, error) (image.Image, error) {
+	return func(oi image.OCIImage, err error) (image.Image, error) {
+		if err != nil {
+			return image.Image{}, err
+		}
+		hash := "oci:" + oi.Digest
+		hex := strings.TrimPrefix(oi.Digest, "sha256:")
+		im := image.Image{ID: "im-" + hex[:24], Kind: kind, Hash: hash, Layers: oi.Layers, Env: oi.Env,
+			Workdir: oi.Workdir, SizeBytes: oi.SizeBytes, CreatedAt: time.Now().UTC()}
+		return im, s.store.PutImage(ctx, im)
+	}
 }
 
 // baseImage returns Image.debian_slim(), building it with debootstrap the first time.

@@ -173,6 +173,31 @@ class Image:
                 image = image.add_local_file(spec.origin, f"/root/{os.path.basename(spec.origin)}", copy=copy)
         return image
 
+    @classmethod
+    def from_registry(cls, tag: str, secret=None, *, setup_dockerfile_commands=(), force_build: bool = False,
+                      add_python: Optional[str] = None, **kwargs) -> "Image":
+        """An image pulled from an OCI registry (the gust server must reach it). Registries on
+        localhost/127.0.0.1 are spoken to over plain HTTP."""
+        if secret is not None:
+            raise exc.InvalidError("from_registry(secret=...): registry credentials are not supported yet")
+        if add_python:
+            raise exc.InvalidError("from_registry(add_python=...) is not supported; pick an image that has Python")
+        if setup_dockerfile_commands:
+            raise exc.InvalidError("from_registry(setup_dockerfile_commands=...) is not supported; chain .run_commands()")
+        if not isinstance(tag, str) or not tag:
+            raise exc.InvalidError("from_registry needs an image reference such as '127.0.0.1:5000/team/app:v1'")
+        image = cls(_spec={"kind": "registry", "ref": tag})
+        return image._forced(image, force_build)
+
+    @classmethod
+    def from_oci_archive(cls, path, *, force_build: bool = False) -> "Image":
+        """An image from a local archive: an OCI image layout in a tar, or a `docker save` tarball."""
+        local = os.path.abspath(str(path))
+        if not os.path.isfile(local):
+            raise exc.InvalidError(f"from_oci_archive: {path!r} is not a file")
+        image = cls(_spec={"kind": "oci_archive", "local": local})
+        return image._forced(image, force_build)
+
     @staticmethod
     def from_dockerfile(path, context_dir=None, *, build_args: Optional[dict] = None,
                         force_build: bool = False, secrets=None, gpu=None, ignore=None) -> "Image":
@@ -186,18 +211,6 @@ class Image:
         if force_build or os.environ.get("GUST_FORCE_BUILD") == "1" or os.environ.get("MODAL_FORCE_BUILD") == "1":
             image._spec["force_build"] = True
         return image
-
-    def _not_yet(name):  # noqa: N805 - builds the methods below
-        def method(self, *args, **kwargs):
-            raise exc.InvalidError(
-                f"Image.{name}() is not available in this gust yet; images are built from "
-                "Image.debian_slim() with run_commands, apt_install, pip_install, env and workdir")
-        method.__name__ = name
-        method.__doc__ = f"Modal's Image.{name}; raises InvalidError until gust supports it."
-        return method
-
-    from_registry = staticmethod(_not_yet("from_registry"))
-    del _not_yet
 
     def __repr__(self) -> str:
         if self._image_id:
@@ -227,6 +240,11 @@ def _secret_env(secret) -> dict:
 
 def _upload_local(client: Client, spec: dict) -> dict:
     """Replace add_local steps' local paths with uploaded blobs (read now, so edits are seen)."""
+    if spec.get("kind") == "oci_archive" and "local" in spec:
+        with open(spec["local"], "rb") as f:
+            data = f.read()
+        spec = {k: v for k, v in spec.items() if k != "local"}
+        spec["blob"] = _local_files.upload(client, data)
     steps = []
     for st in spec.get("steps", []):
         if st.get("type") == "add_local" and "local" in st:
