@@ -115,6 +115,11 @@ func (l *LogWriter) Write(p []byte) (int, error) {
 	lines := strings.Split(s, "\n")
 	l.partial = lines[len(lines)-1]
 	for _, line := range lines[:len(lines)-1] {
+		// Progress output redraws lines with \r; a log line keeps what was last drawn.
+		line = strings.TrimRight(line, "\r")
+		if i := strings.LastIndexByte(line, '\r'); i >= 0 {
+			line = line[i+1:]
+		}
 		if err := l.N.Send(map[string]string{"log": line}); err != nil {
 			return 0, err
 		}

@@ -107,7 +107,7 @@ func (s Step) ShellCommands() []string {
 	switch s.Type {
 	case "apt_install":
 		return []string{"apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends " +
-			quoteAll(s.Packages) + " && rm -rf /var/lib/apt/lists/*"}
+			quoteAll(s.Packages) + " && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin"}
 	case "pip_install":
 		// Debian marks its Python externally managed; an image is the place to install anyway.
 		cmd := "python -m pip install --no-cache-dir --break-system-packages"

@@ -107,6 +107,7 @@ type CreateOptions struct {
 	MemoryMiB    int
 	DiskMiB      int
 	BlockNetwork bool
+	HostNetwork  bool   // share the machine's network namespace (image builds only)
 	NetNSPath    string // join this network namespace; empty makes a new one with only lo
 	// ReadyTimeout bounds the wait for gust-init's greeting.
 	ReadyTimeout time.Duration

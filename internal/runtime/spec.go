@@ -83,6 +83,15 @@ func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
 			Seccomp:       seccompProfile(),
 		},
 	}
+	if opts.HostNetwork && opts.Isolation != IsolationGVisor {
+		var nss []specs.LinuxNamespace
+		for _, ns := range s.Linux.Namespaces {
+			if ns.Type != specs.NetworkNamespace {
+				nss = append(nss, ns)
+			}
+		}
+		s.Linux.Namespaces = nss
+	}
 	if opts.Isolation == IsolationGVisor {
 		// gVisor implements its own cgroup namespace and /sys; these mounts only confuse it.
 		s.Linux.Namespaces = []specs.LinuxNamespace{

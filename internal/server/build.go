@@ -53,7 +53,8 @@ func (s *Server) buildSteps(ctx context.Context, base image.Image, steps []image
 			}
 		}
 		next := cur
-		next.ID, next.Hash, next.Kind, next.ParentID = "im-"+hash[:24], hash, image.KindBuilt, &cur.ID
+		parentID := cur.ID
+		next.ID, next.Hash, next.Kind, next.ParentID = "im-"+hash[:24], hash, image.KindBuilt, &parentID
 		next.Env, next.Layers = maps.Clone(cur.Env), append([]string(nil), cur.Layers...)
 		next.CreatedAt = time.Now().UTC()
 		switch st.Type {
@@ -122,6 +123,7 @@ func (s *Server) runStep(ctx context.Context, parent image.Image, st image.Step,
 	if err != nil {
 		return "", 0, err
 	}
+	sb.HostNetwork = true // package installs need the network, as in `docker build`
 	sb, err = s.createSandbox(ctx, sb)
 	if err != nil {
 		return "", 0, fmt.Errorf("starting the build container for step %d: %w", n, err)

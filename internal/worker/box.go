@@ -67,7 +67,7 @@ func (w *Worker) create(a workerproto.Assignment) {
 		var err error
 		c, err = w.rt.Create(ctx, gustruntime.CreateOptions{
 			ID: sb.ID, Isolation: sb.Isolation, Layers: a.ImageLayers, CPU: sb.CPU,
-			MemoryMiB: sb.MemoryMiB, DiskMiB: w.cfg.DiskMiB, BlockNetwork: sb.BlockNetwork,
+			MemoryMiB: sb.MemoryMiB, DiskMiB: w.cfg.DiskMiB, BlockNetwork: sb.BlockNetwork, HostNetwork: sb.HostNetwork,
 			OnExit: func() { w.containerExited(b) }, Logf: w.log.Printf,
 		})
 		if err != nil {

@@ -32,7 +32,7 @@ func poolKey(isolation string, layers []string) string {
 
 // poolable reports whether a sandbox can use a pooled container.
 func poolable(sb sandbox.Sandbox) bool {
-	return sb.Isolation == sandbox.IsolationRunc && sb.CPU == sandbox.DefaultCPU &&
+	return sb.Isolation == sandbox.IsolationRunc && !sb.HostNetwork && sb.CPU == sandbox.DefaultCPU &&
 		sb.MemoryMiB == sandbox.DefaultMemoryMiB
 }
 

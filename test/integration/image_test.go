@@ -197,3 +197,29 @@ func TestImageCLIAndGC(t *testing.T) {
 		t.Fatalf("base image broken after prune: %q", out)
 	}
 }
+
+// TestImageAptInstall installs a Debian package in a build container, which shares the
+// machine's network as `docker build` does (sandboxes never do).
+func TestImageAptInstall(t *testing.T) {
+	needGust(t)
+	id, logs, errMsg := buildImage(t, map[string]any{"kind": "debian_slim", "steps": []map[string]any{{"type": "apt_install", "packages": []string{"jq"}}}})
+	if errMsg != "" {
+		t.Fatalf("apt_install: %s\n%s", errMsg, strings.Join(logs, "\n"))
+	}
+	for _, l := range logs {
+		if strings.Contains(l, "\r") {
+			t.Fatalf("log line keeps a carriage return: %q", l)
+		}
+	}
+	var im struct {
+		ParentID string `json:"parent_id"`
+	}
+	if err := api("GET", "/v1/images/"+id, nil, &im); err != nil || im.ParentID == id || im.ParentID == "" {
+		t.Fatalf("parent_id %q of %s", im.ParentID, id)
+	}
+	sb := createRaw(t, map[string]any{"image_id": id, "block_network": true})
+	out, errOut, code := execRaw(t, sb, "sh", "-c", `echo '{"a": 41}' | jq '.a + 1'`)
+	if code != 0 || out != "42\n" {
+		t.Fatalf("jq in the built image: %q %q %d", out, errOut, code)
+	}
+}
