@@ -299,3 +299,9 @@ func (b *Builder) Prune(inUse map[string]bool, grace time.Duration) (PruneResult
 
 // DiskUsage adds up the layer directory.
 func (b *Builder) DiskUsage() int64 { return DirSize(b.Dir) }
+
+// Scratch returns the empty layer that `FROM scratch` images start from.
+func (b *Builder) Scratch() (string, error) {
+	dir := b.LayerPath("scratch")
+	return dir, os.MkdirAll(dir, 0o755)
+}

@@ -22,4 +22,7 @@ type Image struct {
 	// Image.workdir); a sandbox's own settings win.
 	Env     map[string]string `json:"env,omitempty"`
 	Workdir string            `json:"workdir,omitempty"`
+	// Entrypoint is the image's declared entrypoint (Image.entrypoint, a Dockerfile's
+	// ENTRYPOINT), kept as image metadata: sandboxes run the command they are created with.
+	Entrypoint []string `json:"entrypoint,omitempty"`
 }

@@ -14,6 +14,7 @@ import (
 // More kinds: an image made of build steps over a base, and OCI images.
 const (
 	KindBuilt      = "built"
+	KindScratch    = "scratch"
 	KindRegistry   = "registry"
 	KindOCIArchive = "oci_archive"
 )
@@ -58,6 +59,7 @@ func (s Step) Validate(i int) error {
 				return errdefs.Invalid("step %d (%s): %q is not a package name", i, s.Type, p)
 			}
 		}
+	case "entrypoint":
 	case "env":
 		if len(s.Env) == 0 {
 			return errdefs.Invalid("step %d (env) sets no variables", i)
@@ -74,7 +76,7 @@ func (s Step) Validate(i int) error {
 			return errdefs.Invalid("step %d (add_local): remote path %q must be absolute", i, s.Remote)
 		}
 	default:
-		return errdefs.Invalid("step %d: unknown step type %q; gust builds run_commands, apt_install, pip_install, env, workdir and add_local", i, s.Type)
+		return errdefs.Invalid("step %d: unknown step type %q; gust builds run_commands, apt_install, pip_install, env, workdir, entrypoint and add_local", i, s.Type)
 	}
 	for k := range s.Env {
 		if !envKeyRE.MatchString(k) {
@@ -85,7 +87,9 @@ func (s Step) Validate(i int) error {
 }
 
 // MakesLayer reports whether the step runs commands (and so becomes a layer).
-func (s Step) MakesLayer() bool { return s.Type != "env" && s.Type != "workdir" }
+func (s Step) MakesLayer() bool {
+	return s.Type != "env" && s.Type != "workdir" && s.Type != "entrypoint"
+}
 
 // Describe names the step in logs and errors, e.g. `run_commands("make")`.
 func (s Step) Describe() string {

@@ -65,6 +65,8 @@ func (s *Server) buildSteps(ctx context.Context, base image.Image, steps []image
 			maps.Copy(next.Env, st.Env)
 		case "workdir":
 			next.Workdir = st.Path
+		case "entrypoint":
+			next.Entrypoint = st.Commands
 		case "add_local":
 			layer, size, err := s.cfg.Images.ExtractLayer(st.Blob, st.Remote, hash)
 			if err != nil {

@@ -226,6 +226,7 @@ func (s *Server) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteError(w, err)
 			return
 		}
+	case image.KindScratch:
 	case image.KindRegistry:
 		if req.Ref == "" {
 			httpapi.WriteError(w, errdefs.Invalid("kind registry needs ref, e.g. \"127.0.0.1:5000/team/app:v1\""))
@@ -237,7 +238,7 @@ func (s *Server) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	default:
-		httpapi.WriteError(w, errdefs.Invalid("image kind %q is not supported; use debian_slim, from_id, registry or oci_archive", req.Kind))
+		httpapi.WriteError(w, errdefs.Invalid("image kind %q is not supported; use debian_slim, scratch, from_id, registry or oci_archive", req.Kind))
 		return
 	}
 	if err := image.CheckPythonVersion(req.PythonVersion); err != nil {
@@ -260,6 +261,8 @@ func (s *Server) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 	switch req.Kind {
 	case image.KindDebianSlim:
 		im, err = s.baseImage(r.Context(), logs)
+	case image.KindScratch:
+		im, err = s.scratchImage(r.Context())
 	case image.KindRegistry:
 		im, err = s.ociImage(r.Context(), req.Kind)(s.cfg.Images.FromRegistry(r.Context(), req.Ref, logs))
 	case image.KindOCIArchive:
@@ -287,6 +290,16 @@ func (s *Server) ociImage(ctx context.Context, kind string) func(image.OCIImage,
 			Workdir: oi.Workdir, SizeBytes: oi.SizeBytes, CreatedAt: time.Now().UTC()}
 		return im, s.store.PutImage(ctx, im)
 	}
+}
+
+// scratchImage is the empty image of `FROM scratch`.
+func (s *Server) scratchImage(ctx context.Context) (image.Image, error) {
+	dir, err := s.cfg.Images.Scratch()
+	if err != nil {
+		return image.Image{}, err
+	}
+	im := image.Image{ID: "im-scratch", Kind: image.KindScratch, Hash: "scratch", Layers: []string{dir}, CreatedAt: time.Now().UTC()}
+	return im, s.store.PutImage(ctx, im)
 }
 
 // baseImage returns Image.debian_slim(), building it with debootstrap the first time.

@@ -68,7 +68,7 @@ def build(Image, path, context_dir, build_args, force_build, ignore):
             elif ref in ("debian_slim", "gust/debian_slim") or _SLIM.match(ref):
                 image = Image.debian_slim(force_build=force_build)
             elif ref == "scratch":
-                raise exc.InvalidError(f"{where}: FROM scratch is not supported yet; start FROM debian_slim or an image id")
+                image = Image(_spec={"kind": "scratch"})
             else:
                 raise exc.InvalidError(f"{where}: FROM {ref}: gust cannot pull registry images yet; "
                                        "use FROM debian_slim (python:3.11-slim and debian:bookworm-slim map to it) or an im-... id")
@@ -112,8 +112,11 @@ def build(Image, path, context_dir, build_args, force_build, ignore):
         elif instr == "USER":
             if rest.strip() not in ("root", "0", "0:0", "root:root"):
                 raise exc.InvalidError(f"{where}: USER {rest.strip()}: gust runs image builds and sandboxes as root for now")
-        elif instr in ("ENTRYPOINT", "CMD"):
-            # Sandboxes run the command given to Sandbox.create, as in Modal; kept for reference.
+        elif instr == "ENTRYPOINT":
+            cmd = json.loads(rest) if rest.startswith("[") else ["/bin/sh", "-c", rest]
+            image = image.entrypoint(cmd)
+        elif instr == "CMD":
+            # Sandboxes run the command given to Sandbox.create, as in Modal.
             continue
         else:
             raise exc.InvalidError(f"{where}: the {instr} instruction is not supported; gust supports FROM, RUN, COPY, ADD, ENV, WORKDIR, ARG, USER, ENTRYPOINT and CMD")

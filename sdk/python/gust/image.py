@@ -138,6 +138,11 @@ class Image:
             raise exc.InvalidError("Image.env needs a dict of strings")
         return self._with_step({"type": "env", "env": dict(vars)})
 
+    def entrypoint(self, entrypoint_commands) -> "Image":
+        """Record the image's entrypoint (metadata: sandboxes run the command they are given)."""
+        cmds = _flatten([entrypoint_commands], "entrypoint")
+        return self._with_step({"type": "entrypoint", "commands": cmds})
+
     def workdir(self, path) -> "Image":
         """Set the working directory of every sandbox made from the image."""
         return self._with_step({"type": "workdir", "path": str(path)})

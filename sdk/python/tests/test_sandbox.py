@@ -511,6 +511,19 @@ class DockerfileImageTest(unittest.TestCase):
             out = sb.exec("sh", "-c", "cat /who; echo $TAG; python app.py").stdout.read()
             self.assertEqual(out, f"built-by-docker\n{tag}\napp {tag}\n")
 
+    def test_from_scratch(self):
+        import tempfile
+        tag = unique("scratch")
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "data.txt"), "w") as f:
+                f.write(tag)
+            with open(os.path.join(d, "Dockerfile"), "w") as f:
+                f.write("FROM scratch\nCOPY data.txt /srv/data.txt\n")
+            sb = new_sandbox(image=modal.Image.from_dockerfile(os.path.join(d, "Dockerfile")))
+            # No shell in a scratch image: gust-init serves the files all the same.
+            with sb.open("/srv/data.txt") as f:
+                self.assertEqual(f.read(), tag)
+
     def test_requirements_and_steps_over_a_snapshot(self):
         import tempfile
         with tempfile.TemporaryDirectory() as d:

@@ -579,3 +579,18 @@ class DockerfileTest(unittest.TestCase):
             df = self._write(d, "Dockerfile", "FROM nginx:latest\n")
             with self.assertRaises(gust.exception.InvalidError):
                 gust.Image.from_dockerfile(df)
+
+
+class DockerfileScratchTest(unittest.TestCase):
+    def test_scratch_and_entrypoint(self):
+        import tempfile
+        import gust
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "bin.txt"), "w") as f:
+                f.write("x")
+            p = os.path.join(d, "Dockerfile")
+            with open(p, "w") as f:
+                f.write('FROM scratch\nCOPY bin.txt /bin.txt\nENTRYPOINT ["/app"]\n')
+            im = gust.Image.from_dockerfile(p)
+            self.assertEqual(im._spec["kind"], "scratch")
+            self.assertEqual([s["type"] for s in im._spec["steps"]], ["add_local", "entrypoint"])
