@@ -473,7 +473,7 @@ class LocalFilesImageTest(unittest.TestCase):
             _make_wheel(d, value=unique("v"))
             image = (modal.Image.debian_slim()
                      .add_local_dir(d, "/wheels", copy=True)
-                     .pip_install("gustdemo", find_links="/wheels", index_url="file:///wheels"))
+                     .pip_install("gustdemo", find_links="/wheels"))
             sb = new_sandbox(image=image)
             out = sb.exec("python", "-c", "import gustdemo; print(gustdemo.VALUE)").stdout.read()
             self.assertTrue(out.startswith("v-"), out)
