@@ -207,6 +207,16 @@ func (s *server) spawn(ch uint32, req initproto.ExecRequest) (retErr error) {
 		}()
 	}
 
+	if req.User != "" {
+		cred, home, err := lookupUser(req.User)
+		if err != nil {
+			return &startError{126, "gust: " + err.Error()}
+		}
+		attr.Sys.Credential = cred
+		if v, _ := lookupEnv(attr.Env, "HOME"); v == "/root" && home != "" {
+			attr.Env = withEnv(attr.Env, "HOME", home)
+		}
+	}
 	// Start and register under mu: the reaper cannot take the status before the pid is known.
 	s.mu.Lock()
 	if s.closing {

@@ -25,4 +25,6 @@ type Image struct {
 	// Entrypoint is the image's declared entrypoint (Image.entrypoint, a Dockerfile's
 	// ENTRYPOINT), kept as image metadata: sandboxes run the command they are created with.
 	Entrypoint []string `json:"entrypoint,omitempty"`
+	// User is who sandboxes of the image (and later build steps) run as; empty is root.
+	User string `json:"user,omitempty"`
 }

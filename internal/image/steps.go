@@ -33,6 +33,7 @@ type Step struct {
 	Pre           bool              `json:"pre,omitempty"`
 	// add_local: an uploaded tar (POST /v1/blobs) placed at Remote. With Copy false it is
 	// Modal's mount-at-start: it must come after every step that runs commands.
+	User   string `json:"user,omitempty"` // user: who later steps and sandboxes run as
 	Blob   string `json:"blob,omitempty"`
 	Remote string `json:"remote,omitempty"`
 	Copy   bool   `json:"copy,omitempty"`
@@ -60,6 +61,10 @@ func (s Step) Validate(i int) error {
 			}
 		}
 	case "entrypoint":
+	case "user":
+		if s.User == "" || strings.ContainsAny(s.User, " \t\n/") {
+			return errdefs.Invalid("step %d (user): %q is not a user name or uid", i, s.User)
+		}
 	case "env":
 		if len(s.Env) == 0 {
 			return errdefs.Invalid("step %d (env) sets no variables", i)
@@ -76,7 +81,7 @@ func (s Step) Validate(i int) error {
 			return errdefs.Invalid("step %d (add_local): remote path %q must be absolute", i, s.Remote)
 		}
 	default:
-		return errdefs.Invalid("step %d: unknown step type %q; gust builds run_commands, apt_install, pip_install, env, workdir, entrypoint and add_local", i, s.Type)
+		return errdefs.Invalid("step %d: unknown step type %q; gust builds run_commands, apt_install, pip_install, env, workdir, user, entrypoint and add_local", i, s.Type)
 	}
 	for k := range s.Env {
 		if !envKeyRE.MatchString(k) {

@@ -55,6 +55,9 @@ type ExecRequest struct {
 	Rows uint16   `json:"rows,omitempty"`
 	Cols uint16   `json:"cols,omitempty"`
 	Main bool     `json:"main,omitempty"`
+	// User runs the process as a user of the container ("name", "uid", "name:group",
+	// "uid:gid"); empty is root.
+	User string `json:"user,omitempty"`
 }
 
 // SignalRequest delivers a signal to an exec's process group.

@@ -94,12 +94,14 @@ type Sandbox struct {
 	// HostNetwork shares the machine's network namespace. Only image build containers get it
 	// (the server sets it; clients cannot), so that apt_install and pip_install reach their
 	// package indexes, as `docker build` does.
-	HostNetwork bool              `json:"host_network,omitempty"`
-	Env         map[string]string `json:"env,omitempty"`
-	WorkerID    string            `json:"worker_id,omitempty"`
-	CreatedAt   time.Time         `json:"created_at"`
-	StartedAt   *time.Time        `json:"started_at"`
-	FinishedAt  *time.Time        `json:"finished_at"`
+	HostNetwork bool `json:"host_network,omitempty"`
+	// User is who the sandbox's processes run as: its image's user; empty is root.
+	User       string            `json:"user,omitempty"`
+	Env        map[string]string `json:"env,omitempty"`
+	WorkerID   string            `json:"worker_id,omitempty"`
+	CreatedAt  time.Time         `json:"created_at"`
+	StartedAt  *time.Time        `json:"started_at"`
+	FinishedAt *time.Time        `json:"finished_at"`
 }
 
 // Public returns a copy fit for clients: environment values may hold secrets, so they are

@@ -67,6 +67,8 @@ func (s *Server) buildSteps(ctx context.Context, base image.Image, steps []image
 			next.Workdir = st.Path
 		case "entrypoint":
 			next.Entrypoint = st.Commands
+		case "user":
+			next.User = st.User
 		case "add_local":
 			layer, size, err := s.cfg.Images.ExtractLayer(st.Blob, st.Remote, hash)
 			if err != nil {

@@ -60,6 +60,7 @@ func (s *Server) createSandbox(ctx context.Context, sb sandbox.Sandbox) (sandbox
 		maps.Copy(env, sb.Env)
 		sb.Env = env
 	}
+	sb.User = im.User
 	if sb.Workdir == nil && im.Workdir != "" {
 		wd := im.Workdir
 		sb.Workdir = &wd
@@ -386,7 +387,7 @@ func (s *Server) handleSandboxSnapshot(w http.ResponseWriter, r *http.Request) {
 	im := image.Image{
 		ID: sandbox.NewID("im"), Kind: image.KindSnapshot, ParentID: &pid, Hash: "snapshot:" + snap.Layer,
 		Layers: append(append([]string(nil), parent.Layers...), snap.Layer), SizeBytes: parent.SizeBytes + snap.SizeBytes,
-		CreatedAt: time.Now().UTC(), Env: parent.Env, Workdir: parent.Workdir,
+		CreatedAt: time.Now().UTC(), Env: parent.Env, Workdir: parent.Workdir, User: parent.User,
 	}
 	if err := s.store.PutImage(ctx, im); err != nil {
 		httpapi.WriteError(w, err)

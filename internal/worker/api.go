@@ -94,6 +94,7 @@ func (w *Worker) handleExec(rw http.ResponseWriter, r *http.Request) {
 	}
 	p, err := c.Exec(initproto.ExecRequest{
 		Argv: req.Command, Env: b.env(req.Env), Cwd: b.cwd(req.Workdir), PTY: req.PTY, Rows: req.Rows, Cols: req.Cols,
+		User: b.sb.User,
 	}, timeout)
 	if err != nil {
 		httpapi.WriteError(rw, errdefs.Conflict("sandbox %s is not running: %v", b.sb.ID, err))

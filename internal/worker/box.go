@@ -93,7 +93,7 @@ func (w *Worker) create(a workerproto.Assignment) {
 		}
 	}
 	if len(sb.Command) > 0 {
-		p, err := c.Exec(initproto.ExecRequest{Argv: sb.Command, Env: b.env(nil), Cwd: b.cwd(""), Main: true}, 0)
+		p, err := c.Exec(initproto.ExecRequest{Argv: sb.Command, Env: b.env(nil), Cwd: b.cwd(""), Main: true, User: sb.User}, 0)
 		if err != nil {
 			w.rt.Remove(c)
 			fail(err)

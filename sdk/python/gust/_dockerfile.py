@@ -110,8 +110,7 @@ def build(Image, path, context_dir, build_args, force_build, ignore):
             workdir = os.path.normpath(os.path.join(workdir, rest.strip()))
             image = image.workdir(workdir)
         elif instr == "USER":
-            if rest.strip() not in ("root", "0", "0:0", "root:root"):
-                raise exc.InvalidError(f"{where}: USER {rest.strip()}: gust runs image builds and sandboxes as root for now")
+            image = image._with_step({"type": "user", "user": rest.strip()})
         elif instr == "ENTRYPOINT":
             cmd = json.loads(rest) if rest.startswith("[") else ["/bin/sh", "-c", rest]
             image = image.entrypoint(cmd)

@@ -511,6 +511,15 @@ class DockerfileImageTest(unittest.TestCase):
             out = sb.exec("sh", "-c", "cat /who; echo $TAG; python app.py").stdout.read()
             self.assertEqual(out, f"built-by-docker\n{tag}\napp {tag}\n")
 
+    def test_user(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "Dockerfile"), "w") as f:
+                f.write("FROM debian_slim\nRUN useradd -m app\nUSER app\nRUN whoami > /home/app/built-as\n")
+            sb = new_sandbox(image=modal.Image.from_dockerfile(os.path.join(d, "Dockerfile")))
+            out = sb.exec("sh", "-c", "whoami; cat /home/app/built-as; echo $HOME").stdout.read()
+            self.assertEqual(out, "app\napp\n/home/app\n")
+
     def test_from_scratch(self):
         import tempfile
         tag = unique("scratch")
