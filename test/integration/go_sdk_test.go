@@ -49,6 +49,15 @@ func TestGoSDK(t *testing.T) {
 			if code, err := p.Wait(ctx); err != nil || code != 0 || out.String() != "piped\n" {
 				t.Fatalf("stdin round trip: %q %d %v", out.String(), code, err)
 			}
+			// A PTY: the process sees a terminal of the asked size.
+			var tty bytes.Buffer
+			p, err = sb.Exec(ctx, sdk.ExecOptions{Command: []string{"sh", "-c", "tty; stty size"}, PTY: true, Rows: 33, Cols: 101, Stdout: &tty})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code, err := p.Wait(ctx); err != nil || code != 0 || !strings.Contains(tty.String(), "/dev/pts/") || !strings.Contains(tty.String(), "33 101") {
+				t.Fatalf("pty: %q %d %v", tty.String(), code, err)
+			}
 			if err := sb.WriteFile(ctx, "/tmp/go.txt", []byte("from go"), 0o600); err != nil {
 				t.Fatal(err)
 			}
