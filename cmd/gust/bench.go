@@ -214,7 +214,7 @@ func startBenchGust(ctx context.Context, imageCache string) (*benchClient, func(
 }
 
 func benchIdle(c *benchClient, appID, imageID string, k int) error {
-	runtimeGC()
+	goruntime.GC()
 	rss0, avail0 := selfRSS(), memAvailable()
 	ids := make([]string, 0, k)
 	var mu sync.Mutex
@@ -241,7 +241,7 @@ func benchIdle(c *benchClient, appID, imageID string, k int) error {
 	wg.Wait()
 	elapsed := time.Since(start)
 	time.Sleep(time.Second)
-	runtimeGC()
+	goruntime.GC()
 	rss1, avail1 := selfRSS(), memAvailable()
 	held := len(ids)
 	for _, id := range ids {
@@ -431,5 +431,3 @@ func (c *benchClient) execFirstOutput(id string, argv ...string) (time.Duration,
 	}
 	return first, sc.Err()
 }
-
-func runtimeGC() { goruntime.GC() }

@@ -120,11 +120,7 @@ func runSandboxExec(ctx context.Context, args []string) error {
 		fs.Usage()
 		return errors.New("sandbox exec needs a sandbox id and a command, e.g. `gust sandbox exec sb-... -- ls -l`")
 	}
-	c, err := gust.NewClientFromEnv()
-	if err != nil {
-		return err
-	}
-	sb, err := c.Sandbox(ctx, pos[0])
+	sb, err := sandboxByID(ctx, pos[0])
 	if err != nil {
 		return err
 	}
@@ -304,11 +300,7 @@ func runSandboxLogs(ctx context.Context, args []string) error {
 		fs.Usage()
 		return errors.New("sandbox logs needs one sandbox id")
 	}
-	c, err := gust.NewClientFromEnv()
-	if err != nil {
-		return err
-	}
-	sb, err := c.Sandbox(ctx, pos[0])
+	sb, err := sandboxByID(ctx, pos[0])
 	if err != nil {
 		return err
 	}
@@ -320,6 +312,15 @@ func runSandboxLogs(ctx context.Context, args []string) error {
 }
 
 // cliFlags returns a command's flag set with a usage message.
+// sandboxByID connects with the client config and fetches one sandbox.
+func sandboxByID(ctx context.Context, id string) (*gust.Sandbox, error) {
+	c, err := gust.NewClientFromEnv()
+	if err != nil {
+		return nil, err
+	}
+	return c.Sandbox(ctx, id)
+}
+
 func cliFlags(name, synopsis, about string) *flag.FlagSet {
 	fs := newFlags(name)
 	fs.Usage = func() {

@@ -41,14 +41,9 @@ func WriteError(w http.ResponseWriter, err error) {
 
 // DecodeJSON reads a JSON body into v, refusing unknown fields and bodies above max bytes.
 func DecodeJSON(r *http.Request, v any, max int64) error {
-	lr := io.LimitReader(r.Body, max)
-	dec := json.NewDecoder(lr)
+	dec := json.NewDecoder(io.LimitReader(r.Body, max))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	// Read the body to its end before answering: Go's HTTP/1 server is not full duplex, and a
-	// streamed answer to a request whose body was left unread can be cut off through a proxy.
-	io.Copy(io.Discard, lr)
-	if err != nil {
+	if err := dec.Decode(v); err != nil {
 		if errors.Is(err, io.EOF) {
 			return errdefs.Invalid("request body is empty; send a JSON object")
 		}

@@ -183,9 +183,6 @@ func (c *Container) oomKills() int {
 	return 0
 }
 
-// OOMKilled reports whether the kernel has OOM-killed anything in the container.
-func (c *Container) OOMKilled() bool { return c.oomKills() > 0 }
-
 func (c *Container) proc(ch uint32) *Process {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -68,7 +68,7 @@ func handlerRoutes(t *testing.T) map[string]bool {
 	}
 	// Guard against a refactor that hides the patterns from this scan (which would make the
 	// comparison below vacuous).
-	for _, must := range []string{"GET /v1/health", "POST /v1/sandboxes", "GET /v1/sandboxes/{}/files/stat", "POST /v1/workers/{}/heartbeat"} {
+	for _, must := range []string{"GET /v1/health", "POST /v1/sandboxes", "GET /v1/sandboxes/{}/files/stat", "GET /v1/workers/{}/assignments"} {
 		if !routes[must] {
 			t.Fatalf("route %q not found among the string literals of Server.Handler; update this test's route scan", must)
 		}

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -39,5 +38,4 @@ func TestRoutes(t *testing.T) {
 			}
 		})
 	}
-	_ = http.StatusOK
 }

@@ -52,13 +52,12 @@ type Server struct {
 
 // workerConn is a registered worker and its queue of assignments.
 type workerConn struct {
-	id       string
-	reg      workerproto.RegisterRequest
-	proxy    *httputil.ReverseProxy
-	queue    []workerproto.Assignment
-	wake     chan struct{}
-	lastSeen time.Time
-	running  int
+	id      string
+	reg     workerproto.RegisterRequest
+	proxy   *httputil.ReverseProxy
+	queue   []workerproto.Assignment
+	wake    chan struct{}
+	running int
 }
 
 // New returns a server over a store. Sandboxes that a previous run left "running" are marked
@@ -137,7 +136,6 @@ func (s *Server) Handler() http.Handler {
 	handle("POST /v1/workers/register", s.handleWorkerRegister)
 	handle("GET /v1/workers/{wid}/assignments", s.handleWorkerAssignments)
 	handle("POST /v1/workers/{wid}/sandboxes/{id}/state", s.handleWorkerState)
-	handle("POST /v1/workers/{wid}/heartbeat", s.handleWorkerHeartbeat)
 	seen := map[string]bool{}
 	for _, p := range paths {
 		if !seen[p] {

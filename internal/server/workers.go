@@ -22,7 +22,7 @@ func (s *Server) handleWorkerRegister(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	wc := &workerConn{id: sandbox.NewID("wk"), reg: req, proxy: proxy, wake: make(chan struct{}), lastSeen: time.Now()}
+	wc := &workerConn{id: sandbox.NewID("wk"), reg: req, proxy: proxy, wake: make(chan struct{})}
 	s.mu.Lock()
 	s.workers[wc.id] = wc
 	s.mu.Unlock()
@@ -37,7 +37,6 @@ func (s *Server) worker(id string) (*workerConn, error) {
 	if wc == nil {
 		return nil, errdefs.NotFound("worker %s is not registered; register again", id)
 	}
-	wc.lastSeen = time.Now()
 	return wc, nil
 }
 
@@ -82,14 +81,6 @@ func (s *Server) handleWorkerState(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := s.setState(r.Context(), r.PathValue("id"), st); err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *Server) handleWorkerHeartbeat(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.worker(r.PathValue("wid")); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}

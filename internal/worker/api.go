@@ -12,6 +12,7 @@ import (
 
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/initproto"
 	gustruntime "github.com/gust-run/gust/internal/runtime"
 	"github.com/gust-run/gust/internal/sandbox"
@@ -483,5 +484,5 @@ func (w *Worker) handleSnapshot(rw http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(rw, err)
 		return
 	}
-	httpapi.WriteJSON(rw, http.StatusOK, workerproto.SnapshotResponse{Layer: dir, SizeBytes: imageSize(dir)})
+	httpapi.WriteJSON(rw, http.StatusOK, workerproto.SnapshotResponse{Layer: dir, SizeBytes: image.DirSize(dir)})
 }

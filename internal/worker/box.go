@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/initproto"
 	gustruntime "github.com/gust-run/gust/internal/runtime"
 	"github.com/gust-run/gust/internal/sandbox"
@@ -253,5 +252,3 @@ func (w *Worker) forgetLater(id string) {
 		w.mu.Unlock()
 	})
 }
-
-func imageSize(dir string) int64 { return image.DirSize(dir) }
