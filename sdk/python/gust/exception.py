@@ -90,6 +90,26 @@ class FilesystemExecutionError(Error):
     """A file operation in a sandbox failed for an unexpected reason."""
 
 
+class SerializationError(Error):
+    """An argument or result could not be serialised (pickled) to send it."""
+
+
+class DeserializationError(Error):
+    """A payload from the other side could not be deserialised."""
+
+
+class FunctionTimeoutError(TimeoutError):
+    """A function input ran past its ``timeout``."""
+
+
+class InputCancellation(Error):
+    """The input was cancelled (``FunctionCall.cancel()``, or its app stopped)."""
+
+
+class OutputExpiredError(TimeoutError):
+    """The output of a function call is no longer available."""
+
+
 class SandboxFilesystemError(Error):
     """Base class for ``Sandbox.filesystem`` errors."""
 
