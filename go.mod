@@ -4,6 +4,8 @@ go 1.26.0
 
 require github.com/gust-run/gust/sdk/go v0.0.0
 
+require github.com/robfig/cron/v3 v3.0.1 // indirect
+
 require (
 	github.com/docker/cli v29.7.2+incompatible // indirect
 	github.com/docker/docker-credential-helpers v0.9.3 // indirect

@@ -96,12 +96,17 @@ type Sandbox struct {
 	// package indexes, as `docker build` does.
 	HostNetwork bool `json:"host_network,omitempty"`
 	// User is who the sandbox's processes run as: its image's user; empty is root.
-	User       string            `json:"user,omitempty"`
-	Env        map[string]string `json:"env,omitempty"`
-	WorkerID   string            `json:"worker_id,omitempty"`
-	CreatedAt  time.Time         `json:"created_at"`
-	StartedAt  *time.Time        `json:"started_at"`
-	FinishedAt *time.Time        `json:"finished_at"`
+	User     string            `json:"user,omitempty"`
+	Env      map[string]string `json:"env,omitempty"`
+	WorkerID string            `json:"worker_id,omitempty"`
+	// FunctionID is set on a function's containers, which the autoscaler starts and stops;
+	// they are not listed among sandboxes.
+	FunctionID string `json:"function_id,omitempty"`
+	// GPUs the container needs, as "TYPE:COUNT" choices in order of preference (functions only).
+	GPU        []string   `json:"gpu,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	StartedAt  *time.Time `json:"started_at"`
+	FinishedAt *time.Time `json:"finished_at"`
 }
 
 // Public returns a copy fit for clients: environment values may hold secrets, so they are

@@ -128,7 +128,7 @@ func (s *Server) runStep(ctx context.Context, parent image.Image, st image.Step,
 		return "", 0, err
 	}
 	sb.HostNetwork = true // package installs need the network, as in `docker build`
-	sb, err = s.createSandbox(ctx, sb)
+	sb, err = s.createSandbox(ctx, sb, nil, nil)
 	if err != nil {
 		return "", 0, fmt.Errorf("starting the build container for step %d: %w", n, err)
 	}

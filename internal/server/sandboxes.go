@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/function"
 	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/sandbox"
@@ -34,7 +35,7 @@ func (s *Server) handleSandboxCreate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	created, err := s.createSandbox(r.Context(), sb)
+	created, err := s.createSandbox(r.Context(), sb, nil, nil)
 	if err != nil {
 		if r.Context().Err() == nil {
 			httpapi.WriteError(w, err)
@@ -46,8 +47,9 @@ func (s *Server) handleSandboxCreate(w http.ResponseWriter, r *http.Request) {
 
 // createSandbox places a validated sandbox on a worker and waits until it runs. The image's
 // environment and workdir are the sandbox's defaults. If ctx ends first (the client went away),
-// the sandbox is terminated: nobody would know about it.
-func (s *Server) createSandbox(ctx context.Context, sb sandbox.Sandbox) (sandbox.Sandbox, error) {
+// the sandbox is terminated: nobody would know about it. A function container carries fn (what
+// its runner runs) and a preset ID; placed learns which worker took it.
+func (s *Server) createSandbox(ctx context.Context, sb sandbox.Sandbox, fn *workerproto.FunctionRun, placed func(workerID string)) (sandbox.Sandbox, error) {
 	if _, err := s.store.GetApp(ctx, sb.AppID); err != nil {
 		return sb, err
 	}
@@ -69,15 +71,20 @@ func (s *Server) createSandbox(ctx context.Context, sb sandbox.Sandbox) (sandbox
 	if err != nil {
 		return sb, err
 	}
-	sb.ID = sandbox.NewID("sb")
+	if sb.ID == "" {
+		sb.ID = sandbox.NewID("sb")
+	}
 	sb.WorkerID = wc.id
+	if placed != nil {
+		placed(wc.id)
+	}
 	sb.CreatedAt = time.Now().UTC()
 	if err := s.store.InsertSandbox(ctx, sb); err != nil {
 		s.unplace(wc)
 		return sb, err
 	}
 	changed := s.watch(sb.ID)
-	s.assign(wc, workerproto.Assignment{Op: workerproto.OpCreate, Sandbox: &sb, ImageLayers: im.Layers})
+	s.assign(wc, workerproto.Assignment{Op: workerproto.OpCreate, Sandbox: &sb, ImageLayers: im.Layers, Function: fn})
 	deadline := time.NewTimer(startTimeout)
 	defer deadline.Stop()
 	for {
@@ -144,7 +151,7 @@ func (s *Server) place(sb sandbox.Sandbox) (*workerConn, error) {
 		for _, iso := range wc.reg.Isolation {
 			ok = ok || iso == sb.Isolation
 		}
-		if !ok || sb.MemoryMiB > wc.reg.MemoryMiB {
+		if !ok || sb.MemoryMiB > wc.reg.MemoryMiB || !hasGPUs(wc.reg, sb.GPU) {
 			continue
 		}
 		if best == nil || wc.running < best.running {
@@ -155,10 +162,27 @@ func (s *Server) place(sb sandbox.Sandbox) (*workerConn, error) {
 		if !seen {
 			return nil, errdefs.Unavailable("no worker is connected; start one with `gust up` or `gust worker`")
 		}
+		if len(sb.GPU) > 0 {
+			return nil, errdefs.Unavailable("no connected worker has gpu %s with isolation %q and %d MiB of memory", strings.Join(sb.GPU, " or "), sb.Isolation, sb.MemoryMiB)
+		}
 		return nil, errdefs.Unavailable("no connected worker offers isolation %q with %d MiB of memory; install %s on a worker", sb.Isolation, sb.MemoryMiB, runtimePackage(sb.Isolation))
 	}
 	best.running++
 	return best, nil
+}
+
+// hasGPUs reports whether a worker has one of the GPU choices ("H100:2") a sandbox needs.
+func hasGPUs(reg workerproto.RegisterRequest, choices []string) bool {
+	if len(choices) == 0 {
+		return true
+	}
+	for _, c := range choices {
+		gpus, err := function.ParseGPU(c)
+		if err == nil && len(gpus) == 1 && workerHasGPU(reg, gpus[0]) {
+			return true
+		}
+	}
+	return false
 }
 
 func runtimePackage(iso string) string {
@@ -314,6 +338,9 @@ func (s *Server) setState(ctx context.Context, id string, st workerproto.StateRe
 		return sb, err
 	}
 	s.notify(id)
+	if sb.FunctionID != "" && st.Status.Terminal() {
+		s.fx.containerEnded(sb)
+	}
 	return sb, nil
 }
 

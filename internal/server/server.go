@@ -48,6 +48,8 @@ type Server struct {
 	workers map[string]*workerConn
 	// changed is closed and replaced whenever a sandbox's state changes, waking waiters.
 	changed map[string]chan struct{}
+
+	fx *dispatcher // functions: queues, containers, autoscaler
 }
 
 // workerConn is a registered worker and its queue of assignments.
@@ -70,7 +72,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 		cfg.DefaultIsolation = sandbox.IsolationRunc
 	}
 	s := &Server{cfg: cfg, store: st, log: cfg.Logger, workers: map[string]*workerConn{}, changed: map[string]chan struct{}{}}
-	live, err := st.ListSandboxes(ctx, store.SandboxFilter{})
+	live, err := st.ListSandboxes(ctx, store.SandboxFilter{Functions: true})
 	if err != nil {
 		return nil, err
 	}
@@ -82,6 +84,11 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 		sb.FinishedAt = &now
 		st.UpdateSandbox(ctx, sb)
 	}
+	s.fx = newDispatcher(s)
+	if err := s.fx.load(ctx); err != nil {
+		return nil, fmt.Errorf("loading functions: %w", err)
+	}
+	go s.fx.run(ctx)
 	return s, nil
 }
 
@@ -133,7 +140,24 @@ func (s *Server) Handler() http.Handler {
 		handle(p, s.forward)
 	}
 
+	handle("POST /v1/apps/publish", s.handleAppPublish)
+	handle("GET /v1/apps/{id}", s.handleAppGet)
+	handle("POST /v1/apps/{id}/stop", s.handleAppStop)
+	handle("GET /v1/apps/{id}/logs", s.handleAppLogs)
+	handle("POST /v1/functions/lookup", s.handleFunctionLookup)
+	handle("GET /v1/functions/{id}", s.handleFunctionGet)
+	handle("POST /v1/functions/{id}/calls", s.handleCallCreate)
+	handle("POST /v1/calls/{id}/inputs", s.handleCallInputs)
+	handle("GET /v1/calls/{id}/stream", s.handleCallStream)
+	handle("GET /v1/calls/{id}", s.handleCallGet)
+	handle("POST /v1/calls/{id}/cancel", s.handleCallCancel)
+	handle("POST /v1/secrets", s.handleSecretCreate)
+	handle("GET /v1/secrets", s.handleSecretList)
+	handle("POST /v1/secrets/lookup", s.handleSecretLookup)
+	handle("DELETE /v1/secrets/{name}", s.handleSecretDelete)
+
 	handle("POST /v1/workers/register", s.handleWorkerRegister)
+	handle("POST /v1/workers/{wid}/events", s.handleWorkerEvents)
 	handle("GET /v1/workers/{wid}/assignments", s.handleWorkerAssignments)
 	handle("POST /v1/workers/{wid}/sandboxes/{id}/state", s.handleWorkerState)
 	seen := map[string]bool{}
@@ -198,7 +222,16 @@ func (s *Server) handleAppList(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"apps": apps})
+	docs := make([]appDoc, 0, len(apps))
+	for _, a := range apps {
+		doc, err := s.appDoc(r.Context(), a, false)
+		if err != nil {
+			httpapi.WriteError(w, err)
+			return
+		}
+		docs = append(docs, doc)
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"apps": docs})
 }
 
 func (s *Server) handleImageCreate(w http.ResponseWriter, r *http.Request) {

@@ -67,7 +67,7 @@ func OpenSQLite(path string) (*Store, error) {
 	}
 	// One writer at a time is SQLite's model; a single connection avoids SQLITE_BUSY churn.
 	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(schema); err != nil {
+	if _, err := db.Exec(schema + functionsSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: create schema in %s: %w", path, err)
 	}
@@ -279,6 +279,8 @@ type SandboxFilter struct {
 	Name            string
 	Tags            map[string]string
 	IncludeFinished bool
+	// Functions includes function containers, which are left out otherwise.
+	Functions bool
 }
 
 // ListSandboxes returns matching sandboxes, newest first.
@@ -312,7 +314,7 @@ func (s *Store) ListSandboxes(ctx context.Context, f SandboxFilter) ([]sandbox.S
 		if err := json.Unmarshal([]byte(doc), &sb); err != nil {
 			return nil, err
 		}
-		if matchTags(sb.Tags, f.Tags) {
+		if matchTags(sb.Tags, f.Tags) && (f.Functions || sb.FunctionID == "") {
 			out = append(out, sb)
 		}
 	}

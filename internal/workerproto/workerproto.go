@@ -13,6 +13,13 @@ type RegisterRequest struct {
 	CPU       float64  `json:"cpu"`
 	MemoryMiB int      `json:"memory"`
 	Isolation []string `json:"isolation"` // runtimes installed on the worker
+	GPUs      []GPU    `json:"gpus,omitempty"`
+}
+
+// GPU is one GPU a worker has.
+type GPU struct {
+	Model     string `json:"model"` // as nvidia-smi names it
+	MemoryMiB int    `json:"memory"`
 }
 
 // RegisterResponse names the worker.
@@ -24,6 +31,7 @@ type RegisterResponse struct {
 const (
 	OpCreate    = "create"
 	OpTerminate = "terminate"
+	OpInputs    = "inputs" // function inputs for a function container's runner
 )
 
 // Assignment is one piece of work for a worker.
@@ -34,6 +42,67 @@ type Assignment struct {
 	SandboxID   string           `json:"sandbox_id,omitempty"`
 	// Reason is the status a terminate ends in: terminated or timeout.
 	Reason sandbox.Status `json:"reason,omitempty"`
+	// Function is set on the create of a function container: what its runner runs.
+	Function *FunctionRun `json:"function,omitempty"`
+	// Inputs are for op "inputs", to the runner of container SandboxID.
+	Inputs []Input `json:"inputs,omitempty"`
+}
+
+// FunctionRun is what a function container's runner needs.
+type FunctionRun struct {
+	FunctionID string  `json:"function_id"`
+	Module     string  `json:"module"`
+	Name       string  `json:"name"`
+	Kind       string  `json:"kind"`
+	MaxInputs  int     `json:"max_inputs"`
+	CodeBlob   string  `json:"code_blob"` // sha256 of the code tar, in the server's blob store
+	Timeout    float64 `json:"timeout"`   // per input, seconds
+}
+
+// Input is one function input for a runner (see docs/functions.md, "Runner").
+type Input struct {
+	ID     string   `json:"id"`
+	Args   []byte   `json:"args"`
+	Format string   `json:"format"`
+	Method string   `json:"method,omitempty"`
+	Params *Payload `json:"params,omitempty"`
+}
+
+// Payload is a serialised value.
+type Payload struct {
+	Data   []byte `json:"data"`
+	Format string `json:"format"`
+}
+
+// Event is what a worker reports about function containers: readiness, init errors, logs,
+// generator items and outputs. The worker posts them in batches to /v1/workers/{wid}/events.
+type Event struct {
+	SandboxID string `json:"sandbox_id"`
+	Type      string `json:"type"` // ready, init_error, log, item, output
+	InputID   string `json:"input_id,omitempty"`
+	Stream    string `json:"stream,omitempty"`
+	Data      []byte `json:"data,omitempty"` // log text, item or result payload
+	Format    string `json:"format,omitempty"`
+	// Output fields.
+	Status    string `json:"status,omitempty"` // success, failure, timeout, crashed
+	Error     string `json:"error,omitempty"`
+	Traceback string `json:"traceback,omitempty"`
+	Exc       []byte `json:"exc,omitempty"`
+}
+
+// Event types and output statuses that only workers report.
+const (
+	EventReady     = "ready"
+	EventInitError = "init_error"
+	EventLog       = "log"
+	EventItem      = "item"
+	EventOutput    = "output"
+	StatusCrashed  = "crashed"
+)
+
+// Events is a batch of events.
+type Events struct {
+	Events []Event `json:"events"`
 }
 
 // Assignments is the long poll's answer.

@@ -1,0 +1,466 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/function"
+	"github.com/gust-run/gust/internal/sandbox"
+)
+
+// functionsSchema holds functions, their calls and inputs (the durable queue), named secrets
+// and the apps' logs.
+const functionsSchema = `
+CREATE TABLE IF NOT EXISTS functions (
+	id TEXT PRIMARY KEY,
+	app_id TEXT NOT NULL,
+	name TEXT NOT NULL,
+	mode TEXT NOT NULL,
+	state TEXT NOT NULL,
+	created_at TEXT NOT NULL,
+	doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS functions_app ON functions(app_id, name, state);
+CREATE TABLE IF NOT EXISTS calls (
+	id TEXT PRIMARY KEY,
+	function_id TEXT NOT NULL,
+	created_at TEXT NOT NULL,
+	doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inputs (
+	id TEXT PRIMARY KEY,
+	call_id TEXT NOT NULL,
+	function_id TEXT NOT NULL,
+	idx INTEGER NOT NULL,
+	status TEXT NOT NULL,
+	attempts INTEGER NOT NULL DEFAULT 0,
+	seq INTEGER NOT NULL DEFAULT -1,
+	format TEXT NOT NULL,
+	args BLOB,
+	result BLOB,
+	exc BLOB,
+	error TEXT NOT NULL DEFAULT '',
+	traceback TEXT NOT NULL DEFAULT '',
+	created_at TEXT NOT NULL,
+	done_at TEXT
+);
+CREATE INDEX IF NOT EXISTS inputs_call ON inputs(call_id, seq);
+CREATE INDEX IF NOT EXISTS inputs_open ON inputs(status) WHERE status IN ('pending', 'running');
+CREATE TABLE IF NOT EXISTS secrets (
+	id TEXT PRIMARY KEY,
+	name TEXT NOT NULL UNIQUE,
+	env TEXT NOT NULL,
+	created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS app_logs (
+	seq INTEGER PRIMARY KEY AUTOINCREMENT,
+	app_id TEXT NOT NULL,
+	function_id TEXT NOT NULL,
+	input_id TEXT NOT NULL,
+	stream TEXT NOT NULL,
+	data TEXT NOT NULL,
+	time TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS app_logs_app ON app_logs(app_id, seq);
+`
+
+// InsertFunctions records newly published functions and, for a deploy, marks the app's earlier
+// deployed functions replaced, in one transaction.
+func (s *Store) InsertFunctions(ctx context.Context, fns []function.Function, replace bool) (replaced []string, err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	if replace && len(fns) > 0 {
+		rows, err := tx.QueryContext(ctx, `SELECT id FROM functions WHERE app_id = ? AND mode = ? AND state = ?`, fns[0].AppID, function.ModeDeployed, function.StateActive)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var id string
+			rows.Scan(&id)
+			replaced = append(replaced, id)
+		}
+		rows.Close()
+		for _, id := range replaced {
+			if err := setFunctionState(ctx, tx, id, function.StateReplaced); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, fn := range fns {
+		doc, err := json.Marshal(fn)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO functions(id, app_id, name, mode, state, created_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			fn.ID, fn.AppID, fn.Name, fn.Mode, fn.State, fn.CreatedAt.Format(time.RFC3339Nano), string(doc)); err != nil {
+			return nil, fmt.Errorf("store: insert function %s: %w", fn.Name, err)
+		}
+	}
+	return replaced, tx.Commit()
+}
+
+type execer interface {
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
+}
+
+func setFunctionState(ctx context.Context, db execer, id, state string) error {
+	var doc string
+	if err := db.QueryRowContext(ctx, `SELECT doc FROM functions WHERE id = ?`, id).Scan(&doc); err != nil {
+		return fmt.Errorf("store: function %s: %w", id, err)
+	}
+	var fn function.Function
+	if err := json.Unmarshal([]byte(doc), &fn); err != nil {
+		return err
+	}
+	fn.State = state
+	b, _ := json.Marshal(fn)
+	_, err := db.ExecContext(ctx, `UPDATE functions SET state = ?, doc = ? WHERE id = ?`, state, string(b), id)
+	return err
+}
+
+// SetFunctionState changes a function's state.
+func (s *Store) SetFunctionState(ctx context.Context, id, state string) error {
+	return setFunctionState(ctx, s.db, id, state)
+}
+
+// GetFunction returns a function by ID.
+func (s *Store) GetFunction(ctx context.Context, id string) (function.Function, error) {
+	var doc string
+	err := s.db.QueryRowContext(ctx, `SELECT doc FROM functions WHERE id = ?`, id).Scan(&doc)
+	if errors.Is(err, sql.ErrNoRows) {
+		return function.Function{}, errdefs.NotFound("function %q not found", id)
+	}
+	if err != nil {
+		return function.Function{}, fmt.Errorf("store: get function %s: %w", id, err)
+	}
+	var fn function.Function
+	return fn, json.Unmarshal([]byte(doc), &fn)
+}
+
+// DeployedFunction finds the active deployed function called name in an app.
+func (s *Store) DeployedFunction(ctx context.Context, appID, name string) (function.Function, error) {
+	var doc string
+	err := s.db.QueryRowContext(ctx, `SELECT doc FROM functions WHERE app_id = ? AND name = ? AND mode = ? AND state = ? ORDER BY created_at DESC LIMIT 1`,
+		appID, name, function.ModeDeployed, function.StateActive).Scan(&doc)
+	if errors.Is(err, sql.ErrNoRows) {
+		return function.Function{}, errdefs.NotFound("no deployed function %q in this app; deploy it with `gust deploy` or app.deploy()", name)
+	}
+	if err != nil {
+		return function.Function{}, err
+	}
+	var fn function.Function
+	return fn, json.Unmarshal([]byte(doc), &fn)
+}
+
+// ListFunctions returns functions: of one app (appID set) and/or only the active ones.
+func (s *Store) ListFunctions(ctx context.Context, appID string, activeOnly bool) ([]function.Function, error) {
+	q := `SELECT doc FROM functions WHERE 1=1`
+	var args []any
+	if appID != "" {
+		q += ` AND app_id = ?`
+		args = append(args, appID)
+	}
+	if activeOnly {
+		q += ` AND state != 'stopped'`
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []function.Function
+	for rows.Next() {
+		var doc string
+		if err := rows.Scan(&doc); err != nil {
+			return nil, err
+		}
+		var fn function.Function
+		if err := json.Unmarshal([]byte(doc), &fn); err != nil {
+			return nil, err
+		}
+		out = append(out, fn)
+	}
+	return out, rows.Err()
+}
+
+// PutCall writes a call's record (created, or its count or cancellation changed).
+func (s *Store) PutCall(ctx context.Context, c function.Call) error {
+	doc, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO calls(id, function_id, created_at, doc) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc`,
+		c.ID, c.FunctionID, c.CreatedAt.Format(time.RFC3339Nano), string(doc))
+	return err
+}
+
+// AddInputs records a call (its new count) and new inputs in one transaction: once it
+// returns, the inputs survive a restart.
+func (s *Store) AddInputs(ctx context.Context, c function.Call, ins []function.Input) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	doc, _ := json.Marshal(c)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO calls(id, function_id, created_at, doc) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc`,
+		c.ID, c.FunctionID, c.CreatedAt.Format(time.RFC3339Nano), string(doc)); err != nil {
+		return fmt.Errorf("store: record call: %w", err)
+	}
+	st, err := tx.PrepareContext(ctx, `INSERT INTO inputs(id, call_id, function_id, idx, status, format, args, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for _, in := range ins {
+		if _, err := st.ExecContext(ctx, in.ID, in.CallID, in.FunctionID, in.Index, in.Status, in.Format, in.Args, in.CreatedAt.Format(time.RFC3339Nano)); err != nil {
+			return fmt.Errorf("store: record input: %w", err)
+		}
+	}
+	return tx.Commit()
+}
+
+// GetCall returns a call by ID, with the number of its inputs that are done.
+func (s *Store) GetCall(ctx context.Context, id string) (function.Call, int, error) {
+	var doc string
+	err := s.db.QueryRowContext(ctx, `SELECT doc FROM calls WHERE id = ?`, id).Scan(&doc)
+	if errors.Is(err, sql.ErrNoRows) {
+		return function.Call{}, 0, errdefs.NotFound("function call %q not found", id)
+	}
+	if err != nil {
+		return function.Call{}, 0, err
+	}
+	var c function.Call
+	if err := json.Unmarshal([]byte(doc), &c); err != nil {
+		return c, 0, err
+	}
+	var done int
+	err = s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM inputs WHERE call_id = ? AND seq >= 0`, id).Scan(&done)
+	return c, done, err
+}
+
+// FinishInputs records outputs in one transaction.
+func (s *Store) FinishInputs(ctx context.Context, ins []function.Input) error {
+	if len(ins) == 0 {
+		return nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	st, err := tx.PrepareContext(ctx, `UPDATE inputs SET status = ?, attempts = ?, seq = ?, result = ?, exc = ?, error = ?, traceback = ?, done_at = ?, args = NULL WHERE id = ?`)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for _, in := range ins {
+		done := time.Now().UTC().Format(time.RFC3339Nano)
+		if in.DoneAt != nil {
+			done = in.DoneAt.Format(time.RFC3339Nano)
+		}
+		if _, err := st.ExecContext(ctx, in.Status, in.Attempts, in.Seq, in.Result, in.Exc, in.Error, in.Traceback, done, in.ID); err != nil {
+			return fmt.Errorf("store: finish input %s: %w", in.ID, err)
+		}
+	}
+	return tx.Commit()
+}
+
+// CallOutputs returns a call's finished inputs with seq ≥ from, in completion order.
+func (s *Store) CallOutputs(ctx context.Context, callID string, from int) ([]function.Input, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, idx, status, attempts, seq, format, result, exc, error, traceback FROM inputs WHERE call_id = ? AND seq >= ? ORDER BY seq`, callID, from)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []function.Input
+	for rows.Next() {
+		in := function.Input{CallID: callID}
+		if err := rows.Scan(&in.ID, &in.Index, &in.Status, &in.Attempts, &in.Seq, &in.Format, &in.Result, &in.Exc, &in.Error, &in.Traceback); err != nil {
+			return nil, err
+		}
+		out = append(out, in)
+	}
+	return out, rows.Err()
+}
+
+// OpenInputs returns every input not yet done, oldest first: what a restarted server must
+// still run.
+func (s *Store) OpenInputs(ctx context.Context) ([]function.Input, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, call_id, function_id, idx, status, attempts, format, args, created_at FROM inputs WHERE status IN ('pending', 'running') ORDER BY created_at`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []function.Input
+	for rows.Next() {
+		var in function.Input
+		var created string
+		if err := rows.Scan(&in.ID, &in.CallID, &in.FunctionID, &in.Index, &in.Status, &in.Attempts, &in.Format, &in.Args, &created); err != nil {
+			return nil, err
+		}
+		in.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
+		out = append(out, in)
+	}
+	return out, rows.Err()
+}
+
+// CallMaxSeq is the highest completion seq given in a call (-1 if none).
+func (s *Store) CallMaxSeq(ctx context.Context, callID string) (int, error) {
+	var n sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT MAX(seq) FROM inputs WHERE call_id = ?`, callID).Scan(&n)
+	if !n.Valid {
+		return -1, err
+	}
+	return int(n.Int64), err
+}
+
+// Secret is a named set of environment variables.
+type Secret struct {
+	ID        string            `json:"secret_id"`
+	Name      string            `json:"name"`
+	Keys      []string          `json:"keys"`
+	Env       map[string]string `json:"-"`
+	CreatedAt time.Time         `json:"created_at"`
+}
+
+// PutSecret creates (or, with overwrite, replaces) a secret.
+func (s *Store) PutSecret(ctx context.Context, name string, env map[string]string, overwrite bool) (Secret, error) {
+	b, _ := json.Marshal(env)
+	sec := Secret{ID: sandbox.NewID("st"), Name: name, Env: env, CreatedAt: time.Now().UTC()}
+	q := `INSERT INTO secrets(id, name, env, created_at) VALUES (?, ?, ?, ?)`
+	if overwrite {
+		q += ` ON CONFLICT(name) DO UPDATE SET env = excluded.env, created_at = excluded.created_at`
+	}
+	if !overwrite {
+		if _, err := s.GetSecret(ctx, name); err == nil {
+			return sec, errdefs.Conflict("secret %q already exists; pass --force (overwrite=True) to replace it", name)
+		}
+	}
+	if _, err := s.db.ExecContext(ctx, q, sec.ID, name, string(b), sec.CreatedAt.Format(time.RFC3339Nano)); err != nil {
+		return sec, fmt.Errorf("store: put secret: %w", err)
+	}
+	return s.GetSecret(ctx, name)
+}
+
+// GetSecret returns a secret by name, values included (for containers only).
+func (s *Store) GetSecret(ctx context.Context, name string) (Secret, error) {
+	var env, created string
+	sec := Secret{Name: name}
+	err := s.db.QueryRowContext(ctx, `SELECT id, env, created_at FROM secrets WHERE name = ?`, name).Scan(&sec.ID, &env, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return sec, errdefs.NotFound("secret %q not found; create it with `gust secret create %s KEY=VALUE`", name, name)
+	}
+	if err != nil {
+		return sec, err
+	}
+	sec.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
+	if err := json.Unmarshal([]byte(env), &sec.Env); err != nil {
+		return sec, err
+	}
+	for k := range sec.Env {
+		sec.Keys = append(sec.Keys, k)
+	}
+	sort.Strings(sec.Keys)
+	return sec, nil
+}
+
+// ListSecrets returns every secret (values too; the API shows only names and keys).
+func (s *Store) ListSecrets(ctx context.Context) ([]Secret, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name FROM secrets ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		names = append(names, n)
+	}
+	rows.Close()
+	out := []Secret{}
+	for _, n := range names {
+		sec, err := s.GetSecret(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sec)
+	}
+	return out, nil
+}
+
+// DeleteSecret removes a secret.
+func (s *Store) DeleteSecret(ctx context.Context, name string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM secrets WHERE name = ?`, name)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errdefs.NotFound("secret %q not found", name)
+	}
+	return nil
+}
+
+// LogLine is one line of an app's logs.
+type LogLine struct {
+	Seq        int64     `json:"seq"`
+	Time       time.Time `json:"time"`
+	AppID      string    `json:"-"`
+	FunctionID string    `json:"function_id"`
+	InputID    string    `json:"input_id,omitempty"`
+	Stream     string    `json:"stream"`
+	Data       string    `json:"data"`
+}
+
+// AppendLogs keeps log lines.
+func (s *Store) AppendLogs(ctx context.Context, lines []LogLine) error {
+	if len(lines) == 0 {
+		return nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	st, err := tx.PrepareContext(ctx, `INSERT INTO app_logs(app_id, function_id, input_id, stream, data, time) VALUES (?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for _, l := range lines {
+		if _, err := st.ExecContext(ctx, l.AppID, l.FunctionID, l.InputID, l.Stream, l.Data, l.Time.Format(time.RFC3339Nano)); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// AppLogs returns an app's log lines after seq since, at most limit.
+func (s *Store) AppLogs(ctx context.Context, appID string, since int64, limit int) ([]LogLine, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, function_id, input_id, stream, data, time FROM app_logs WHERE app_id = ? AND seq > ? ORDER BY seq LIMIT ?`, appID, since, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []LogLine
+	for rows.Next() {
+		l := LogLine{AppID: appID}
+		var t string
+		if err := rows.Scan(&l.Seq, &l.FunctionID, &l.InputID, &l.Stream, &l.Data, &t); err != nil {
+			return nil, err
+		}
+		l.Time, _ = time.Parse(time.RFC3339Nano, t)
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
