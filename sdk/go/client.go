@@ -150,35 +150,6 @@ func (c *Client) Health(ctx context.Context) (*HealthInfo, error) {
 	return &h, nil
 }
 
-// App groups sandboxes and functions under a name.
-type App struct {
-	ID        string    `json:"app_id"`
-	Name      string    `json:"name"`
-	CreatedAt time.Time `json:"created_at"`
-}
-
-// LookupApp returns the app called name, creating it if createIfMissing is set. A missing app
-// is an error satisfying errors.Is(err, ErrNotFound).
-func (c *Client) LookupApp(ctx context.Context, name string, createIfMissing bool) (*App, error) {
-	var a App
-	body := map[string]any{"name": name, "create_if_missing": createIfMissing}
-	if err := c.call(ctx, request{method: http.MethodPost, path: "/v1/apps/lookup", json: body}, &a); err != nil {
-		return nil, fmt.Errorf("look up app %q: %w", name, err)
-	}
-	return &a, nil
-}
-
-// ListApps returns every app.
-func (c *Client) ListApps(ctx context.Context) ([]*App, error) {
-	var out struct {
-		Apps []*App `json:"apps"`
-	}
-	if err := c.call(ctx, request{method: http.MethodGet, path: "/v1/apps"}, &out); err != nil {
-		return nil, fmt.Errorf("list apps: %w", err)
-	}
-	return out.Apps, nil
-}
-
 // pathEscape escapes one path segment (an id).
 func pathEscape(s string) string { return url.PathEscape(s) }
 

@@ -2,10 +2,12 @@ package gust_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
 	"strings"
+	"time"
 
 	gust "github.com/gust-run/gust/sdk/go"
 )
@@ -57,4 +59,35 @@ func ExampleSandbox_Exec() {
 	}
 	code, err := p.Wait(ctx)
 	fmt.Println(code, err)
+}
+
+// Call a deployed function and wait for its result; spawn another call and collect it later.
+func ExampleFunction_Remote() {
+	ctx := context.Background()
+	c, err := gust.NewClientFromEnv()
+	if err != nil {
+		log.Fatal(err)
+	}
+	f, err := c.FunctionFromName(ctx, "my-app", "square")
+	if err != nil {
+		log.Fatal(err)
+	}
+	v, err := f.Remote(ctx, 7)
+	var re *gust.RemoteError
+	switch {
+	case errors.As(err, &re):
+		log.Fatalf("square raised %s: %s\n%s", re.Type, re.Message, re.Traceback)
+	case err != nil:
+		log.Fatal(err)
+	}
+	fmt.Println(v)
+	call, err := f.Spawn(ctx, 8)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var n int
+	if err := call.Get(ctx, time.Minute, &n); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(n)
 }
