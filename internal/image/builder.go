@@ -274,7 +274,7 @@ func (b *Builder) Prune(inUse map[string]bool, grace time.Duration) (PruneResult
 		if e.Name() == "blobs" {
 			blobs, _ := os.ReadDir(p)
 			for _, bl := range blobs {
-				if fi, err := bl.Info(); err == nil && time.Since(fi.ModTime()) > grace {
+				if fi, err := bl.Info(); err == nil && time.Since(fi.ModTime()) > grace && !inUse[filepath.Join(p, bl.Name())] {
 					r.FreedBytes += fi.Size()
 					r.Blobs++
 					os.Remove(filepath.Join(p, bl.Name()))

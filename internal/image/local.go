@@ -28,6 +28,9 @@ const MaxBlobBytes = 2 << 30
 
 func (b *Builder) blobPath(sum string) string { return filepath.Join(b.Dir, "blobs", sum+".tar") }
 
+// BlobPath is where an uploaded blob is kept; Prune keeps the blobs named in its inUse set.
+func (b *Builder) BlobPath(sum string) string { return b.blobPath(sum) }
+
 // HasBlob reports whether a blob was uploaded.
 func (b *Builder) HasBlob(sum string) bool {
 	if !blobRE.MatchString(sum) {

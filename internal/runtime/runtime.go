@@ -98,6 +98,11 @@ func (r *Runtime) Available(isolation string) error {
 	return nil
 }
 
+// Mount is a host directory shown read-only inside a container.
+type Mount struct {
+	Source, Destination string
+}
+
 // CreateOptions describe one container.
 type CreateOptions struct {
 	ID           string
@@ -107,8 +112,9 @@ type CreateOptions struct {
 	MemoryMiB    int
 	DiskMiB      int
 	BlockNetwork bool
-	HostNetwork  bool   // share the machine's network namespace (image builds only)
-	NetNSPath    string // join this network namespace; empty makes a new one with only lo
+	HostNetwork  bool    // share the machine's network namespace (image builds only)
+	NetNSPath    string  // join this network namespace; empty makes a new one with only lo
+	Mounts       []Mount // extra read-only bind mounts
 	// ReadyTimeout bounds the wait for gust-init's greeting.
 	ReadyTimeout time.Duration
 	// OnExit is called once, from the container's reader goroutine, when init has gone.

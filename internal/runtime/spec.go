@@ -116,6 +116,10 @@ func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
 		}
 		s.Linux.Seccomp.Syscalls = rules
 	}
+	for _, m := range opts.Mounts {
+		// Read-only binds the worker adds: a function's code and the Python SDK its runner uses.
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: m.Destination, Type: "bind", Source: m.Source, Options: []string{"rbind", "ro", "nosuid", "nodev"}})
+	}
 	return s
 }
 

@@ -398,6 +398,16 @@ func (s *Server) handleImagePrune(w http.ResponseWriter, r *http.Request) {
 			inUse[l] = true
 		}
 	}
+	// Functions that may still start containers need their code: its blob and unpacked layer.
+	fns, err := s.store.ListFunctions(r.Context(), "", true)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	for _, fn := range fns {
+		inUse[s.cfg.Images.BlobPath(fn.Code.Blob)] = true
+		inUse[s.cfg.Images.LayerPath("code-"+fn.Code.Blob)] = true
+	}
 	grace := 10 * time.Minute
 	if v := r.URL.Query().Get("older_than"); v != "" {
 		secs, err := strconv.ParseFloat(v, 64)

@@ -17,6 +17,7 @@ import (
 type box struct {
 	sb        sandbox.Sandbox
 	container *gustruntime.Container
+	runner    *runner // function containers only
 
 	mu           sync.Mutex
 	execs        map[string]*gustruntime.Process
@@ -59,7 +60,17 @@ func (w *Worker) create(a workerproto.Assignment) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c := w.pool.take(sb, a.ImageLayers)
+	var mounts []gustruntime.Mount
+	var c *gustruntime.Container
+	if a.Function != nil {
+		var err error
+		if mounts, err = w.functionMounts(a.Function); err != nil {
+			fail(err)
+			return
+		}
+	} else {
+		c = w.pool.take(sb, a.ImageLayers)
+	}
 	if c != nil {
 		c.SetOnExit(func() { w.containerExited(b) })
 	} else {
@@ -67,7 +78,7 @@ func (w *Worker) create(a workerproto.Assignment) {
 		c, err = w.rt.Create(ctx, gustruntime.CreateOptions{
 			ID: sb.ID, Isolation: sb.Isolation, Layers: a.ImageLayers, CPU: sb.CPU,
 			MemoryMiB: sb.MemoryMiB, DiskMiB: w.cfg.DiskMiB, BlockNetwork: sb.BlockNetwork, HostNetwork: sb.HostNetwork,
-			OnExit: func() { w.containerExited(b) }, Logf: w.log.Printf,
+			Mounts: mounts, OnExit: func() { w.containerExited(b) }, Logf: w.log.Printf,
 		})
 		if err != nil {
 			fail(err)
@@ -101,6 +112,12 @@ func (w *Worker) create(a workerproto.Assignment) {
 		b.mu.Lock()
 		b.execs["main"] = p
 		b.mu.Unlock()
+	} else if a.Function != nil {
+		if err := w.startRunner(b, a.Function); err != nil {
+			w.rt.Remove(c)
+			fail(fmt.Errorf("starting the function runner: %w", err))
+			return
+		}
 	}
 	w.report(sb.ID, workerproto.StateReport{Status: sandbox.Running})
 	go w.enforceTimeouts(b)
@@ -189,7 +206,11 @@ func (w *Worker) terminate(id string, status sandbox.Status, reason string) {
 		b.endStatus, b.endReason = status, reason
 	}
 	c := b.container
+	r := b.runner
 	b.mu.Unlock()
+	if r != nil && c != nil {
+		w.stopRunner(r)
+	}
 	if c != nil {
 		w.rt.Remove(c) // containerExited runs from the reader and reports
 		<-c.Done()
@@ -242,6 +263,11 @@ func (w *Worker) containerExited(b *box) {
 		st.Error = &reason
 	}
 	w.forgetLater(b.sb.ID)
+	if b.runner != nil {
+		// The server must see this container's last outputs (a timeout) before its end, which
+		// makes it retry whatever was still running.
+		w.events.flush()
+	}
 	w.report(b.sb.ID, st)
 }
 

@@ -51,7 +51,12 @@ type Worker struct {
 	addr   string
 	log    *log.Logger
 
-	pool *warmPool
+	pool   *warmPool
+	events *eventQueue // function events for the server
+
+	sdkOnce sync.Once // the Python SDK, unpacked once for function containers
+	sdkDir  string
+	sdkErr  error
 
 	mu    sync.Mutex
 	boxes map[string]*box
@@ -84,6 +89,7 @@ func New(cfg Config) (*Worker, error) {
 		boxes:  map[string]*box{},
 	}
 	w.pool = &warmPool{w: w, size: cfg.WarmPool}
+	w.events = newEventQueue(w)
 	return w, nil
 }
 
@@ -97,6 +103,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	srv := &http.Server{Handler: httpapi.Auth(w.cfg.Token, w.routes())}
 	go srv.Serve(ln)
 	defer srv.Close()
+	evCtx, stopEvents := context.WithCancel(context.Background())
+	defer stopEvents()
+	go w.events.run(evCtx)
 
 	for ctx.Err() == nil {
 		if err := w.register(ctx); err != nil {
@@ -124,7 +133,7 @@ func sleep(ctx context.Context, d time.Duration) {
 
 func (w *Worker) register(ctx context.Context) error {
 	req := workerproto.RegisterRequest{
-		Name: w.cfg.Name, Addr: w.addr, CPU: float64(runtime.NumCPU()), MemoryMiB: hostMemoryMiB(),
+		Name: w.cfg.Name, Addr: w.addr, CPU: float64(runtime.NumCPU()), MemoryMiB: hostMemoryMiB(), GPUs: detectGPUs(),
 	}
 	for _, iso := range []string{gustruntime.IsolationRunc, gustruntime.IsolationGVisor} {
 		if w.rt.Available(iso) == nil {
@@ -153,6 +162,8 @@ func (w *Worker) pollLoop(ctx context.Context) error {
 					defer w.wg.Done()
 					w.create(a)
 				}()
+			case workerproto.OpInputs:
+				w.sendInputs(a)
 			case workerproto.OpTerminate:
 				w.wg.Add(1)
 				go func() {
