@@ -104,13 +104,18 @@ func (s *Server) Handler() http.Handler {
 		httpapi.WriteError(w, errdefs.NotFound("no such endpoint %s %s; the API lives under /v1 (see docs/api.md)", r.Method, r.URL.Path))
 	})
 
-	// handle registers a route and remembers its path, so that a wrong method on a known path
-	// gets a JSON 405 below instead of the mux's plain-text one.
+	// handle registers a route and remembers its path and method, so that a wrong method on a
+	// known path gets a JSON 405 below instead of the mux's plain-text one.
 	var paths []string
+	methods := map[string]map[string]bool{}
 	handle := func(pattern string, h http.HandlerFunc) {
 		authed.HandleFunc(pattern, h)
-		_, p, _ := strings.Cut(pattern, " ")
-		paths = append(paths, p)
+		m, p, _ := strings.Cut(pattern, " ")
+		if methods[p] == nil {
+			methods[p] = map[string]bool{}
+			paths = append(paths, p)
+		}
+		methods[p][m] = true
 	}
 	handle("POST /v1/apps/lookup", s.handleAppLookup)
 	handle("GET /v1/apps", s.handleAppList)
@@ -160,14 +165,17 @@ func (s *Server) Handler() http.Handler {
 	handle("POST /v1/workers/{wid}/events", s.handleWorkerEvents)
 	handle("GET /v1/workers/{wid}/assignments", s.handleWorkerAssignments)
 	handle("POST /v1/workers/{wid}/sandboxes/{id}/state", s.handleWorkerState)
-	seen := map[string]bool{}
+	notAllowed := func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteJSON(w, http.StatusMethodNotAllowed, httpapi.ErrorBody{Error: httpapi.ErrorDetail{
+			Kind: "invalid", Message: fmt.Sprintf("method %s is not allowed on %s (see docs/api.md)", r.Method, r.URL.Path)}})
+	}
+	// One fallback per method the path lacks: a method-less pattern would collide with
+	// wildcard routes such as GET /v1/apps/{id} beside POST /v1/apps/lookup.
 	for _, p := range paths {
-		if !seen[p] {
-			seen[p] = true
-			authed.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
-				httpapi.WriteJSON(w, http.StatusMethodNotAllowed, httpapi.ErrorBody{Error: httpapi.ErrorDetail{
-					Kind: "invalid", Message: fmt.Sprintf("method %s is not allowed on %s (see docs/api.md)", r.Method, r.URL.Path)}})
-			})
+		for _, m := range []string{"GET", "POST", "PUT", "DELETE", "PATCH"} {
+			if !methods[p][m] {
+				authed.HandleFunc(m+" "+p, notAllowed)
+			}
 		}
 	}
 	return mux
