@@ -237,6 +237,9 @@ func (d *dispatcher) dispatch() {
 	var starts []startReq
 	var stops []string
 	var due []*fnState
+	d.s.mu.Lock()
+	haveWorkers := len(d.s.workers) > 0
+	d.s.mu.Unlock()
 	d.mu.Lock()
 	for _, fs := range d.fns {
 		if fs.fn.State == function.StateStopped {
@@ -275,7 +278,10 @@ func (d *dispatcher) dispatch() {
 		}
 		dec := autoscaler.Decide(d.scaleConfig(fs), d.scaleState(fs, now))
 		fs.reason = dec.Reason
-		if dec.Start > 0 && now.After(fs.retryStartAt) && fs.fn.State != function.StateStopped {
+		if dec.Start > 0 && !haveWorkers {
+			// Just restarted, or the workers are away: the inputs wait, they do not fail.
+			fs.reason = "waiting for a worker to connect; " + dec.Reason
+		} else if dec.Start > 0 && now.After(fs.retryStartAt) {
 			for i := 0; i < dec.Start; i++ {
 				fc := &fnContainer{id: sandbox.NewID("sb"), fnID: fs.fn.ID, inflight: map[string]*queuedInput{}, idleSince: now}
 				fs.containers[fc.id] = fc

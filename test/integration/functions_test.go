@@ -1,0 +1,664 @@
+package integration
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// These tests drive functions through the raw API with the "json" payload format, so that they
+// test the server, the worker and the runner without the Python client. The module under test
+// is plain Python: the runner accepts undecorated functions and classes whose methods carry the
+// markers that gust's decorators set (docs/functions.md).
+
+const fnModule = `
+import os, sys, time, asyncio, subprocess
+
+def add(a, b):
+    print("adding", a, b)
+    print("to stderr", file=sys.stderr)
+    return a + b
+
+def boom():
+    raise ValueError("bad value")
+
+def slow(s):
+    time.sleep(s)
+    return s
+
+def env(name):
+    return os.environ.get(name)
+
+def flaky(n):
+    # Fails until it has run n times in this container.
+    p = "/tmp/flaky-count"
+    c = int(open(p).read()) if os.path.exists(p) else 0
+    open(p, "w").write(str(c + 1))
+    if c + 1 < n:
+        raise RuntimeError("attempt %d fails" % (c + 1))
+    return c + 1
+
+def crash():
+    os._exit(3)
+
+def gen(n):
+    for i in range(n):
+        yield i * i
+
+async def aecho(x):
+    await asyncio.sleep(0.01)
+    return x
+
+def shell():
+    subprocess.run(["echo", "from a subprocess"])
+    return "ok"
+
+def tick():
+    print("tick", time.time())
+
+class Model:
+    size = type("P", (), {"_gust_parameter": True, "default": 1})()
+
+    def load(self):
+        self.weights = self.size * 10
+        self.loads = getattr(self, "loads", 0) + 1
+    load._gust_enter = True
+
+    def predict(self, x):
+        return {"y": x * self.weights, "loads": self.loads}
+    predict._gust_method = True
+`
+
+// fnApp is a published app.
+type fnApp struct {
+	AppID     string            `json:"app_id"`
+	AppName   string            `json:"app_name"`
+	Functions map[string]string `json:"functions"`
+}
+
+// uploadCode tars files and uploads them as a blob.
+func uploadCode(t *testing.T, files map[string]string) string {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for name, src := range files {
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(src))})
+		tw.Write([]byte(src))
+	}
+	tw.Close()
+	var out struct {
+		Blob string `json:"blob"`
+	}
+	req, _ := http.NewRequest("POST", gust.url+"/v1/blobs", &buf)
+	req.Header.Set("Authorization", "Bearer "+gust.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	json.NewDecoder(resp.Body).Decode(&out)
+	return out.Blob
+}
+
+// publish publishes fnModule's functions named in specs (each needs "name").
+func publish(t *testing.T, name, mode string, specs ...map[string]any) fnApp {
+	t.Helper()
+	blob := uploadCode(t, map[string]string{"fnmod.py": fnModule})
+	for _, s := range specs {
+		if s["image_id"] == nil {
+			s["image_id"] = gust.imageID
+		}
+	}
+	var app fnApp
+	if err := api("POST", "/v1/apps/publish", map[string]any{"name": name, "mode": mode, "code": map[string]string{"blob": blob, "module": "fnmod"}, "functions": specs}, &app); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	t.Cleanup(func() { api("POST", "/v1/apps/"+app.AppID+"/stop", map[string]any{}, nil) })
+	return app
+}
+
+func jsonArgs(args ...any) string {
+	b, _ := json.Marshal(map[string]any{"args": args, "kwargs": map[string]any{}})
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// callResult is what a call's stream said.
+type callResult struct {
+	CallID  string
+	Logs    []string
+	Items   []any
+	Outputs []map[string]any
+	Timeout bool
+}
+
+func (r callResult) value(t *testing.T, i int) any {
+	t.Helper()
+	out := r.Outputs[i]
+	if out["status"] != "success" {
+		t.Fatalf("output %d: %v", i, out)
+	}
+	if out["data"] == nil {
+		return nil
+	}
+	b, _ := base64.StdEncoding.DecodeString(out["data"].(string))
+	var v any
+	json.Unmarshal(b, &v)
+	return v
+}
+
+// readStream reads an NDJSON call stream.
+func readStream(t *testing.T, resp *http.Response) callResult {
+	t.Helper()
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var b bytes.Buffer
+		b.ReadFrom(resp.Body)
+		t.Fatalf("HTTP %d: %s", resp.StatusCode, b.String())
+	}
+	var r callResult
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		var line map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("bad line %q", sc.Text())
+		}
+		switch {
+		case line["call"] != nil:
+			r.CallID = line["call"].(map[string]any)["call_id"].(string)
+		case line["log"] != nil:
+			r.Logs = append(r.Logs, line["log"].(map[string]any)["data"].(string))
+		case line["item"] != nil:
+			b, _ := base64.StdEncoding.DecodeString(line["item"].(map[string]any)["data"].(string))
+			var v any
+			json.Unmarshal(b, &v)
+			r.Items = append(r.Items, v)
+		case line["output"] != nil:
+			r.Outputs = append(r.Outputs, line["output"].(map[string]any))
+		case line["timeout"] != nil:
+			r.Timeout = true
+		}
+	}
+	return r
+}
+
+func post(t *testing.T, path string, body any) *http.Response {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", gust.url+path, bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+gust.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// callRemote calls a function with JSON arguments and returns its stream.
+func callRemote(t *testing.T, fnID string, extra map[string]any, args ...any) callResult {
+	t.Helper()
+	body := map[string]any{"kind": "remote", "stream": true, "inputs": []map[string]any{{"args": jsonArgs(args...), "format": "json"}}}
+	for k, v := range extra {
+		body[k] = v
+	}
+	r := readStream(t, post(t, "/v1/functions/"+fnID+"/calls", body))
+	if len(r.Outputs) != 1 {
+		t.Fatalf("want 1 output, got %+v", r)
+	}
+	return r
+}
+
+func TestFunctionRemote(t *testing.T) {
+	needGust(t)
+	app := publish(t, "fn-remote", "ephemeral",
+		map[string]any{"name": "add"}, map[string]any{"name": "boom"}, map[string]any{"name": "gen", "is_generator": true},
+		map[string]any{"name": "aecho"}, map[string]any{"name": "shell"},
+		map[string]any{"name": "Model", "kind": "class", "methods": map[string]any{"predict": map[string]any{}}})
+
+	r := callRemote(t, app.Functions["add"], nil, 2, 3)
+	if v := r.value(t, 0); v != 5.0 {
+		t.Fatalf("add(2, 3) = %v", v)
+	}
+	logs := strings.Join(r.Logs, "")
+	if !strings.Contains(logs, "adding 2 3\n") || !strings.Contains(logs, "to stderr\n") {
+		t.Fatalf("remote print did not reach the caller: %q", logs)
+	}
+
+	r = callRemote(t, app.Functions["boom"], nil)
+	out := r.Outputs[0]
+	if out["status"] != "failure" || out["error"] != "ValueError: bad value" || !strings.Contains(out["traceback"].(string), `raise ValueError("bad value")`) {
+		t.Fatalf("failure output: %v", out)
+	}
+
+	r = callRemote(t, app.Functions["gen"], nil, 4)
+	if fmt.Sprint(r.Items) != "[0 1 4 9]" || r.Outputs[0]["status"] != "success" {
+		t.Fatalf("generator: items %v, output %v", r.Items, r.Outputs)
+	}
+	if v := callRemote(t, app.Functions["aecho"], nil, "hi").value(t, 0); v != "hi" {
+		t.Fatalf("async function returned %v", v)
+	}
+	r = callRemote(t, app.Functions["shell"], nil)
+	if !strings.Contains(strings.Join(r.Logs, ""), "from a subprocess") {
+		t.Fatalf("subprocess output not captured: %q", r.Logs)
+	}
+
+	// A class: parameters, @enter once per container and parameter set.
+	params := func(size int) map[string]any {
+		b, _ := json.Marshal(map[string]any{"size": size})
+		return map[string]any{"method": "predict", "params": map[string]any{"data": base64.StdEncoding.EncodeToString(b), "format": "json"}}
+	}
+	for i := 0; i < 2; i++ {
+		v := callRemote(t, app.Functions["Model"], params(3), 2).value(t, 0).(map[string]any)
+		if v["y"] != 60.0 || v["loads"] != 1.0 {
+			t.Fatalf("Model(size=3).predict(2) = %v (want y 60, loaded once)", v)
+		}
+	}
+	if v := callRemote(t, app.Functions["Model"], map[string]any{"method": "predict"}, 2).value(t, 0).(map[string]any); v["y"] != 20.0 {
+		t.Fatalf("Model().predict(2) with the default size = %v", v)
+	}
+}
+
+func TestFunctionTimeoutRetriesCrash(t *testing.T) {
+	needGust(t)
+	app := publish(t, "fn-retries", "ephemeral",
+		map[string]any{"name": "slow", "timeout": 1},
+		map[string]any{"name": "flaky", "retries": map[string]any{"max_retries": 2, "initial_delay": 0.1}},
+		map[string]any{"name": "crash", "retries": map[string]any{"max_retries": 1, "initial_delay": 0.1}})
+
+	start := time.Now()
+	r := callRemote(t, app.Functions["slow"], nil, 30)
+	if out := r.Outputs[0]; out["status"] != "timeout" || !strings.Contains(out["error"].(string), "timeout of 1 s") {
+		t.Fatalf("slow(30) with timeout=1: %v", out)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("the timeout took %v to be reported", d)
+	}
+	if v := callRemote(t, app.Functions["flaky"], nil, 3).value(t, 0); v != 3.0 {
+		t.Fatalf("flaky(3) with 2 retries = %v, want success on the third attempt", v)
+	}
+	r = callRemote(t, app.Functions["crash"], nil)
+	if out := r.Outputs[0]; out["status"] != "failure" || !strings.Contains(out["error"].(string), "exited") {
+		t.Fatalf("crash(): %v", out)
+	}
+}
+
+func TestFunctionMapSpawnCancel(t *testing.T) {
+	needGust(t)
+	app := publish(t, "fn-map", "ephemeral", map[string]any{"name": "add", "max_containers": 2, "max_inputs": 4}, map[string]any{"name": "slow"})
+	inputs := func(from, n int) []map[string]any {
+		var ins []map[string]any
+		for i := from; i < from+n; i++ {
+			ins = append(ins, map[string]any{"args": jsonArgs(i, 1000), "format": "json"})
+		}
+		return ins
+	}
+	var head struct {
+		CallID string `json:"call_id"`
+	}
+	if err := api("POST", "/v1/functions/"+app.Functions["add"]+"/calls", map[string]any{"kind": "map", "inputs": inputs(0, 300)}, &head); err != nil {
+		t.Fatal(err)
+	}
+	if err := api("POST", "/v1/calls/"+head.CallID+"/inputs", map[string]any{"inputs": inputs(300, 200)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(authed("GET", "/v1/calls/"+head.CallID+"/stream?timeout=60"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := readStream(t, resp)
+	if len(r.Outputs) != 500 {
+		t.Fatalf("map of 500 gave %d outputs (timeout %v)", len(r.Outputs), r.Timeout)
+	}
+	seen := map[int]bool{}
+	for i, out := range r.Outputs {
+		idx := int(out["index"].(float64))
+		if v := r.value(t, i); v != float64(idx+1000) {
+			t.Fatalf("output for index %d = %v", idx, v)
+		}
+		seen[idx] = true
+	}
+	if len(seen) != 500 {
+		t.Fatalf("%d distinct indexes", len(seen))
+	}
+
+	// spawn, then get with a zero timeout (not ready), then wait.
+	if err := api("POST", "/v1/functions/"+app.Functions["slow"]+"/calls", map[string]any{"kind": "spawn", "inputs": []map[string]any{{"args": jsonArgs(1), "format": "json"}}}, &head); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ = http.DefaultClient.Do(authed("GET", "/v1/calls/"+head.CallID+"/stream?timeout=0"))
+	if r := readStream(t, resp); !r.Timeout || len(r.Outputs) != 0 {
+		t.Fatalf("get(timeout=0) on a running call: %+v", r)
+	}
+	resp, _ = http.DefaultClient.Do(authed("GET", "/v1/calls/"+head.CallID+"/stream?timeout=60"))
+	if r := readStream(t, resp); len(r.Outputs) != 1 || r.value(t, 0) != 1.0 {
+		t.Fatalf("spawned call: %+v", r)
+	}
+
+	// cancel a long spawn: its output is terminated.
+	if err := api("POST", "/v1/functions/"+app.Functions["slow"]+"/calls", map[string]any{"kind": "spawn", "inputs": []map[string]any{{"args": jsonArgs(60), "format": "json"}}}, &head); err != nil {
+		t.Fatal(err)
+	}
+	if err := api("POST", "/v1/calls/"+head.CallID+"/cancel", map[string]any{"terminate_containers": true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ = http.DefaultClient.Do(authed("GET", "/v1/calls/"+head.CallID+"/stream?timeout=10"))
+	if r := readStream(t, resp); len(r.Outputs) != 1 || r.Outputs[0]["status"] != "terminated" {
+		t.Fatalf("cancelled call: %+v", r)
+	}
+}
+
+func authed(method, path string) *http.Request {
+	req, _ := http.NewRequest(method, gust.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+gust.token)
+	return req
+}
+
+func TestFunctionSecretsAndLogs(t *testing.T) {
+	needGust(t)
+	if err := api("POST", "/v1/secrets", map[string]any{"name": "fn-secret", "env": map[string]string{"API_KEY": "s3cr3t-value"}, "overwrite": true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	app := publish(t, "fn-secrets", "deployed", map[string]any{"name": "env", "secrets": []map[string]any{{"name": "fn-secret"}, {"env": map[string]string{"INLINE": "inline-value"}}}},
+		map[string]any{"name": "add"})
+	if v := callRemote(t, app.Functions["env"], nil, "API_KEY").value(t, 0); v != "s3cr3t-value" {
+		t.Fatalf("secret from_name inside the function: %v", v)
+	}
+	if v := callRemote(t, app.Functions["env"], nil, "INLINE").value(t, 0); v != "inline-value" {
+		t.Fatalf("inline secret inside the function: %v", v)
+	}
+	callRemote(t, app.Functions["add"], nil, 40, 2)
+	// Values never come back from the API.
+	for _, path := range []string{"/v1/secrets", "/v1/functions/" + app.Functions["env"], "/v1/apps/" + app.AppID, "/v1/apps"} {
+		code, body := raw(t, "GET", path, nil)
+		if code != 200 || strings.Contains(body, "s3cr3t-value") || strings.Contains(body, "inline-value") {
+			t.Fatalf("GET %s (%d) shows a secret value: %s", path, code, body)
+		}
+	}
+	// Function.from_name finds the deployed function.
+	var fn struct {
+		ID string `json:"function_id"`
+	}
+	if err := api("POST", "/v1/functions/lookup", map[string]any{"app_name": "fn-secrets", "name": "env"}, &fn); err != nil || fn.ID != app.Functions["env"] {
+		t.Fatalf("lookup: %v %v", fn, err)
+	}
+	// The app's logs kept the function's print.
+	resp, _ := http.DefaultClient.Do(authed("GET", "/v1/apps/"+app.AppID+"/logs"))
+	var logs bytes.Buffer
+	logs.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(logs.String(), "adding 40 2") {
+		t.Fatalf("app logs lack the print: %s", logs.String())
+	}
+	if strings.Contains(gustLog(), "s3cr3t-value") {
+		t.Fatal("the secret value appears in gust's own log")
+	}
+}
+
+func TestFunctionBadInput(t *testing.T) {
+	needGust(t)
+	blob := uploadCode(t, map[string]string{"fnmod.py": fnModule})
+	bad := []struct {
+		name, want string
+		spec       map[string]any
+	}{
+		{"bad gpu", "not a known GPU type", map[string]any{"name": "add", "gpu": "H1000"}},
+		{"bad gpu count", "count after ':'", map[string]any{"name": "add", "gpu": "H100:99"}},
+		{"max below min", "max_containers (1) is less than min_containers (2)", map[string]any{"name": "add", "min_containers": 2, "max_containers": 1}},
+		{"unknown secret", "no-such-secret", map[string]any{"name": "add", "secrets": []map[string]any{{"name": "no-such-secret"}}}},
+		{"bad cron", "is not valid", map[string]any{"name": "add", "schedule": map[string]any{"cron": "every day"}}},
+		{"unknown image", "not found", map[string]any{"name": "add", "image_id": "im-nope"}},
+		{"negative timeout", "timeout must be", map[string]any{"name": "add", "timeout": -1}},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.spec["image_id"] == nil {
+				tc.spec["image_id"] = gust.imageID
+			}
+			code, body := raw(t, "POST", "/v1/apps/publish", js(map[string]any{"name": "fn-bad", "mode": "ephemeral", "code": map[string]string{"blob": blob, "module": "fnmod"}, "functions": []any{tc.spec}}))
+			if code < 400 || code >= 500 || !strings.Contains(body, tc.want) {
+				t.Fatalf("got %d %s, want a 4xx saying %q", code, body, tc.want)
+			}
+		})
+	}
+	app := publish(t, "fn-bad-calls", "ephemeral", map[string]any{"name": "add"}, map[string]any{"name": "Model", "kind": "class", "methods": map[string]any{"predict": map[string]any{}}},
+		map[string]any{"name": "slow", "gpu": "H100"})
+	calls := []struct {
+		name, path, want string
+		body             map[string]any
+		status           int
+	}{
+		{"unknown function", "/v1/functions/fu-nope/calls", "not found", map[string]any{"kind": "remote", "inputs": []map[string]any{{"args": jsonArgs(), "format": "json"}}}, 404},
+		{"bad format", "/v1/functions/" + app.Functions["add"] + "/calls", "payload format", map[string]any{"kind": "remote", "inputs": []map[string]any{{"args": jsonArgs(), "format": "yaml"}}}, 400},
+		{"no args", "/v1/functions/" + app.Functions["add"] + "/calls", "no args payload", map[string]any{"kind": "remote", "inputs": []map[string]any{{"format": "json"}}}, 400},
+		{"unknown method", "/v1/functions/" + app.Functions["Model"] + "/calls", "has no method", map[string]any{"kind": "remote", "method": "nope", "inputs": []map[string]any{{"args": jsonArgs(), "format": "json"}}}, 400},
+		{"no gpu worker", "/v1/functions/" + app.Functions["slow"] + "/calls", "no connected worker has gpu", map[string]any{"kind": "remote", "inputs": []map[string]any{{"args": jsonArgs(1), "format": "json"}}}, 503},
+	}
+	for _, tc := range calls {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := raw(t, "POST", tc.path, js(tc.body))
+			if code != tc.status || !strings.Contains(body, tc.want) {
+				t.Fatalf("got %d %s, want %d saying %q", code, body, tc.status, tc.want)
+			}
+		})
+	}
+}
+
+// appStats returns a function's stats from GET /v1/apps/{id}.
+func appStats(t *testing.T, appID, fnID string) map[string]any {
+	t.Helper()
+	var doc struct {
+		Details []struct {
+			ID    string         `json:"function_id"`
+			Stats map[string]any `json:"stats"`
+		} `json:"function_details"`
+	}
+	if err := api("GET", "/v1/apps/"+appID, nil, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range doc.Details {
+		if d.ID == fnID {
+			return d.Stats
+		}
+	}
+	return map[string]any{"containers": 0.0}
+}
+
+func TestFunctionAutoscaler(t *testing.T) {
+	needGust(t)
+	app := publish(t, "fn-scale", "ephemeral",
+		map[string]any{"name": "slow", "max_containers": 2, "scaledown_window": 1},
+		map[string]any{"name": "add", "min_containers": 1})
+	slow := app.Functions["slow"]
+	// Six half-second inputs, at most two containers: about 1.5 s, and never a third container.
+	var wg sync.WaitGroup
+	maxSeen := 0.0
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+				if c, _ := appStats(t, app.AppID, slow)["containers"].(float64); c > maxSeen {
+					maxSeen = c
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			callRemote(t, slow, nil, 0.5)
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	elapsed := time.Since(start)
+	if maxSeen > 2 || maxSeen < 1 {
+		t.Fatalf("max_containers=2 but saw %v containers", maxSeen)
+	}
+	if elapsed > 10*time.Second {
+		t.Fatalf("6 inputs of 0.5 s on 2 containers took %v", elapsed)
+	}
+	// Back to zero after the scaledown window; the reason says so.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st := appStats(t, app.AppID, slow)
+		if st["containers"] == 0.0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slow did not scale to zero: %v", st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// min_containers=1 keeps one warm with no inputs at all.
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		st := appStats(t, app.AppID, app.Functions["add"])
+		if st["containers"] == 1.0 && st["idle_containers"] == 1.0 {
+			if !strings.Contains(fmt.Sprint(st["reason"]), "steady at 1") {
+				t.Fatalf("reason for the warm container: %v", st["reason"])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("min_containers=1 did not keep a warm container: %v", st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestFunctionSchedule(t *testing.T) {
+	needGust(t)
+	app := publish(t, "fn-schedule", "deployed", map[string]any{"name": "tick", "schedule": map[string]any{"period": 1}})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, _ := http.DefaultClient.Do(authed("GET", "/v1/apps/"+app.AppID+"/logs"))
+		var b bytes.Buffer
+		b.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if n := strings.Count(b.String(), "tick "); n >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Period(seconds=1) ran fewer than 2 times in 20 s: %s", b.String())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if err := api("POST", "/v1/apps/"+app.AppID+"/stop", map[string]any{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		State string `json:"state"`
+	}
+	api("GET", "/v1/apps/"+app.AppID, nil, &doc)
+	if doc.State != "stopped" {
+		t.Fatalf("app state after stop: %q", doc.State)
+	}
+}
+
+// TestFunctionInputsSurviveRestart kills gust (SIGKILL: no clean shutdown) while an input
+// runs, starts it again on the same data directory, and gets the result: inputs are durable
+// and run at least once.
+func TestFunctionInputsSurviveRestart(t *testing.T) {
+	needGust(t)
+	dir := t.TempDir()
+	addr := freePort()
+	url := "http://" + addr
+	startOne := func() *exec.Cmd {
+		cmd := exec.Command(gust.bin, "up", "--addr", addr, "--data-dir", dir, "--image-cache", imageCache, "--no-config", "--no-install", "--sandbox-disk", "256")
+		cmd.Env = append(os.Environ(), "GUST_TOKEN="+gust.token)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; ; i++ {
+			if resp, err := http.Get(url + "/v1/health"); err == nil {
+				resp.Body.Close()
+				break
+			}
+			if i > 200 {
+				t.Fatalf("gust did not come up: %s", out.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return cmd
+	}
+	saved := gust.url
+	gust.url = url
+	defer func() { gust.url = saved }()
+
+	first := startOne()
+	// The image and the function, on this instance.
+	resp := post(t, "/v1/images", map[string]any{"kind": "debian_slim"})
+	var im struct {
+		Image struct {
+			ID string `json:"image_id"`
+		} `json:"image"`
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		json.Unmarshal(sc.Bytes(), &im)
+	}
+	resp.Body.Close()
+	blob := uploadCode(t, map[string]string{"fnmod.py": fnModule})
+	var app fnApp
+	if err := api("POST", "/v1/apps/publish", map[string]any{"name": "fn-durable", "mode": "deployed", "code": map[string]string{"blob": blob, "module": "fnmod"},
+		"functions": []map[string]any{{"name": "slow", "image_id": im.Image.ID}}}, &app); err != nil {
+		t.Fatal(err)
+	}
+	var head struct {
+		CallID string `json:"call_id"`
+	}
+	for i := 0; ; i++ {
+		err := api("POST", "/v1/functions/"+app.Functions["slow"]+"/calls", map[string]any{"kind": "spawn", "inputs": []map[string]any{{"args": jsonArgs(2), "format": "json"}}}, &head)
+		if err == nil {
+			break
+		}
+		if i > 100 {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Wait until it runs, then kill gust outright.
+	for i := 0; appStats(t, app.AppID, app.Functions["slow"])["running"] != 1.0; i++ {
+		if i > 200 {
+			t.Fatal("the input never started running")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	first.Process.Kill()
+	first.Wait()
+
+	second := startOne()
+	defer func() {
+		second.Process.Signal(os.Interrupt)
+		second.Wait()
+		if err := checkNoLeftovers(dir); err != nil {
+			t.Error(err)
+		}
+	}()
+	resp, err := http.DefaultClient.Do(authed("GET", "/v1/calls/"+head.CallID+"/stream?timeout=120"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := readStream(t, resp)
+	if len(r.Outputs) != 1 || r.value(t, 0) != 2.0 {
+		t.Fatalf("after the restart: %+v", r)
+	}
+	api("POST", "/v1/apps/"+app.AppID+"/stop", map[string]any{}, nil)
+}
