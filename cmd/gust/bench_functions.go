@@ -1,0 +1,350 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	gust "github.com/gust-run/gust/sdk/go"
+)
+
+func init() {
+	register(&command{name: "bench functions", summary: "benchmark function cold start, warm .remote(), .map throughput and scale-out", run: runBenchFunctions})
+}
+
+// benchAppName is the app `gust bench functions` deploys (again at each run, replacing itself).
+const benchAppName = "gust-bench-functions"
+
+// benchApp is the Python app it deploys. Small reservations let ten containers of sleep1 fit a
+// 2-core machine.
+const benchApp = `import time
+
+import gust
+
+app = gust.App("` + benchAppName + `")
+
+
+@app.function(cpu=0.125, memory=128, max_containers=4)
+def ping(x=0):
+    return x
+
+
+@app.function(cpu=0.125, memory=128, max_containers=10)
+def sleep1(i):
+    time.sleep(1)
+    return i
+
+
+@app.function(cpu=0.125, memory=128, scaledown_window=1)
+def cold(x=0):
+    return x
+`
+
+// runBenchFunctions deploys a small Python app to a gust started in this process (or a
+// running one) and measures its functions through the Go SDK and the HTTP API. It reports
+// against the targets; missing one is not an error.
+func runBenchFunctions(ctx context.Context, args []string) error {
+	fs := cliFlags("bench functions", "[flags]",
+		"Deploys a small Python app and measures: cold start (scale from zero) of a trivial function,\n"+
+			"the warm .remote() round trip beside a bare HTTP round trip, .map throughput over trivial\n"+
+			"inputs, and 100 one-second inputs on 10 containers against the ideal 10 s.")
+	n := fs.Int("n", 20, "samples for the cold start and (×3) the warm round trip")
+	mapN := fs.Int("map", 10000, "inputs of the map throughput measurement (0 skips it)")
+	scaleN := fs.Int("scale", 100, "one-second inputs of the scale-out measurement, on at most 10 containers (0 skips it)")
+	server := fs.String("server", "", "measure this running gust (http://HOST:PORT, token from GUST_TOKEN or the config file) instead of starting one here")
+	imageCache := fs.String("image-cache", envOr("GUST_IMAGE_CACHE", "/var/lib/gust/layers"), "image layer cache of the gust started here (the base image is built there if missing)")
+	if pos, _, err := parseArgs(fs, args, -1); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return fmt.Errorf("bench functions takes no arguments, got %q", pos)
+	}
+	if *n < 1 {
+		return errors.New("--n must be at least 1")
+	}
+
+	var bc *benchClient
+	if *server == "" {
+		c, stop, err := startBenchGust(ctx, *imageCache)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		bc = c
+	} else {
+		cfg, err := gust.LoadConfig()
+		if err != nil {
+			return err
+		}
+		bc = &benchClient{url: strings.TrimRight(*server, "/"), token: cfg.Token, http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	}
+	c, err := gust.NewClient(gust.Config{ServerURL: bc.url, Token: bc.token})
+	if err != nil {
+		return err
+	}
+	fmt.Println("resolving the base image (built once with debootstrap if missing)...")
+	if _, err := bc.image(); err != nil {
+		return err
+	}
+
+	fmt.Println("deploying the benchmark app with python3...")
+	start := time.Now()
+	if err := deployBenchApp(ctx, bc); err != nil {
+		return err
+	}
+	fmt.Printf("  deployed in %.1f s\n", time.Since(start).Seconds())
+	fns := map[string]*gust.Function{}
+	for _, name := range []string{"ping", "sleep1", "cold"} {
+		f, err := c.FunctionFromName(ctx, benchAppName, name)
+		if err != nil {
+			return err
+		}
+		f.Stdout, f.Stderr = io.Discard, io.Discard
+		fns[name] = f
+	}
+	if *server != "" {
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if err := c.StopApp(sctx, fns["ping"].AppID); err != nil {
+				fmt.Fprintln(os.Stderr, "gust: stopping the benchmark app:", err)
+			}
+		}()
+	}
+	// The first call waits for the worker and the first container.
+	fmt.Println("waiting for a first result...")
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	_, err = fns["ping"].Remote(wctx, 0)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("first call of ping: %w", err)
+	}
+
+	fmt.Printf("\ngust bench functions: %d samples, 2-core machine, %s\n\n", *n, time.Now().Format(time.RFC3339))
+	fmt.Printf("%-44s %10s %10s %10s %10s %8s\n", "measurement", "p50", "p99", "base p50", "base p99", "p50 ×")
+
+	// (a) Cold start: each sample waits for the function to be scaled to zero.
+	var coldTimes []time.Duration
+	for i := 0; i < *n; i++ {
+		if err := waitScaledToZero(ctx, fns["cold"], time.Minute); err != nil {
+			return err
+		}
+		start := time.Now()
+		if _, err := fns["cold"].Remote(ctx, i); err != nil {
+			return fmt.Errorf("cold start %d: %w", i, err)
+		}
+		coldTimes = append(coldTimes, time.Since(start))
+	}
+	p50 := pct(coldTimes, 50)
+	fmt.Printf("%-44s %10s %10s %32s\n", "cold start (scale from zero) → result", ms(p50), ms(pct(coldTimes, 99)),
+		verdict(p50 <= 300*time.Millisecond, "target ≤ 300 ms p50"))
+
+	// (b) Warm round trip beside a bare HTTP round trip to the same server.
+	var warm, health []time.Duration
+	for i := 0; i < *n*3; i++ {
+		start := time.Now()
+		if _, err := fns["ping"].Remote(ctx, i); err != nil {
+			return fmt.Errorf("warm call %d: %w", i, err)
+		}
+		warm = append(warm, time.Since(start))
+		start = time.Now()
+		if _, err := c.Health(ctx); err != nil {
+			return err
+		}
+		health = append(health, time.Since(start))
+	}
+	report("warm .remote() round trip vs GET /v1/health", warm, health)
+	fmt.Printf("  %s\n", verdict(pct(warm, 50) <= 5*time.Millisecond, "target ≤ 5 ms p50"))
+
+	// (c) Map throughput over trivial inputs.
+	if *mapN > 0 {
+		d, err := bc.mapCall(ctx, fns["ping"].ID, *mapN, 1000)
+		if err != nil {
+			return fmt.Errorf("map over %d inputs: %w", *mapN, err)
+		}
+		rate := float64(*mapN) / d.Seconds()
+		fmt.Printf("%-44s %10.0f/s in %.2f s %19s\n", fmt.Sprintf(".map over %d trivial inputs", *mapN), rate, d.Seconds(),
+			verdict(rate >= 1000, "target ≥ 1,000 inputs/s"))
+	}
+
+	// (d) Scale-out: one-second inputs on at most 10 containers, against the ideal.
+	if *scaleN > 0 {
+		if err := waitScaledToZero(ctx, fns["sleep1"], 2*time.Minute); err != nil {
+			fmt.Fprintln(os.Stderr, "gust:", err, "(measuring anyway)")
+		}
+		d, err := bc.mapCall(ctx, fns["sleep1"].ID, *scaleN, 1000)
+		if err != nil {
+			return fmt.Errorf("%d one-second inputs: %w", *scaleN, err)
+		}
+		ideal := time.Duration((*scaleN+9)/10) * time.Second
+		fmt.Printf("%-44s %10.2f s %10s %10.2f s %10s %7.2f×\n", fmt.Sprintf("%d one-second inputs, max_containers=10", *scaleN),
+			d.Seconds(), "", ideal.Seconds(), "", d.Seconds()/ideal.Seconds())
+	}
+	return nil
+}
+
+// verdict says whether a measurement met its target.
+func verdict(ok bool, target string) string {
+	if ok {
+		return target + ": met"
+	}
+	return target + ": MISSED"
+}
+
+// deployBenchApp writes the benchmark app to a scratch directory and deploys it with python3
+// and the SDK built into this binary, as `gust deploy` would.
+func deployBenchApp(ctx context.Context, bc *benchClient) error {
+	dir, err := os.MkdirTemp("", "gust-bench-app-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	file := filepath.Join(dir, "bench_app.py")
+	if err := os.WriteFile(file, []byte(benchApp), 0o644); err != nil {
+		return err
+	}
+	sdk, err := pythonSDKDir()
+	if err != nil {
+		return err
+	}
+	environ := withEnv(os.Environ(), "GUST_SERVER_URL="+bc.url, "GUST_TOKEN="+bc.token)
+	path, argv, env, err := pythonCommand(sdk, []string{"deploy", file, "--name", benchAppName}, environ)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, path, argv[1:]...)
+	cmd.Env, cmd.Dir = env, dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("deploying the benchmark app: %v\n%s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// withEnv returns environ with the given KEY=VALUE entries set, replacing those of the same keys.
+func withEnv(environ []string, set ...string) []string {
+	out := make([]string, 0, len(environ)+len(set))
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		replaced := false
+		for _, s := range set {
+			if sk, _, _ := strings.Cut(s, "="); sk == k {
+				replaced = true
+				break
+			}
+		}
+		if !replaced {
+			out = append(out, kv)
+		}
+	}
+	return append(out, set...)
+}
+
+// waitScaledToZero waits until the function has no containers.
+func waitScaledToZero(ctx context.Context, f *gust.Function, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		if err := f.Refresh(ctx); err != nil {
+			return err
+		}
+		if f.Stats.Containers == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s still has %d containers after %s (autoscaler: %s)", f.Name, f.Stats.Containers, limit, orDash(f.Stats.Reason))
+		}
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// mapCall maps the function over 0..n-1 through the raw API: a map call made with the first
+// batch of inputs, the others added in batches, then the call's stream read until every output
+// is in. It returns the time from the first request to the last output; any output other than
+// success is an error.
+func (c *benchClient) mapCall(ctx context.Context, fnID string, n, batch int) (time.Duration, error) {
+	inputs := func(from, to int) []map[string]any {
+		out := make([]map[string]any, 0, to-from)
+		for i := from; i < to; i++ {
+			args, _ := json.Marshal(map[string]any{"args": []int{i}, "kwargs": map[string]any{}})
+			out = append(out, map[string]any{"args": args, "format": "json"}) // []byte: base64 in JSON
+		}
+		return out
+	}
+	start := time.Now()
+	var call struct {
+		ID    string `json:"call_id"`
+		Count int    `json:"count"`
+	}
+	first := min(n, batch)
+	if err := c.json(http.MethodPost, "/v1/functions/"+fnID+"/calls", map[string]any{"kind": "map", "inputs": inputs(0, first), "stream": false}, &call); err != nil {
+		return 0, err
+	}
+	for from := first; from < n; from += batch {
+		if err := c.json(http.MethodPost, "/v1/calls/"+call.ID+"/inputs", map[string]any{"inputs": inputs(from, min(n, from+batch))}, nil); err != nil {
+			return 0, err
+		}
+	}
+	got := 0
+	for got < n {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if time.Since(start) > 10*time.Minute {
+			return 0, fmt.Errorf("only %d of %d outputs after 10 minutes", got, n)
+		}
+		more, err := c.readOutputs(call.ID, got, n)
+		if err != nil {
+			return 0, err
+		}
+		got += more
+	}
+	return time.Since(start), nil
+}
+
+// readOutputs reads one stream of a call's outputs from the from-th, until the total reaches n
+// or the stream ends, and returns how many it read.
+func (c *benchClient) readOutputs(callID string, from, n int) (int, error) {
+	resp, err := c.do(http.MethodGet, "/v1/calls/"+callID+"/stream?from="+strconv.Itoa(from)+"&timeout=10", nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	got := 0
+	for from+got < n && sc.Scan() {
+		var line struct {
+			Output *struct {
+				Index  int    `json:"index"`
+				Status string `json:"status"`
+				Error  string `json:"error"`
+			} `json:"output"`
+			Error *struct{ Message string } `json:"error"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			return got, fmt.Errorf("bad line in the call's stream: %w", err)
+		}
+		switch {
+		case line.Error != nil:
+			return got, errors.New(line.Error.Message)
+		case line.Output != nil:
+			if line.Output.Status != "success" {
+				return got, fmt.Errorf("input %d ended %s: %s", line.Output.Index, line.Output.Status, line.Output.Error)
+			}
+			got++
+		}
+	}
+	return got, sc.Err()
+}
