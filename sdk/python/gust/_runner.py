@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextvars
+import faulthandler
 import importlib
 import inspect
 import io
@@ -380,7 +381,8 @@ class _Runner:
         self._pipes: List[_Pipe] = []
         self._writers: List[_Writer] = []
         self._running: Dict[str, int] = {}
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # _running, _pending (a C-level lock: it is taken per input)
+        self._cond = threading.Condition(self._lock)  # waited on at shutdown only
         self._pending = 0
         self._stopping = False
         self._wake_r = self._wake_w = -1
@@ -420,6 +422,14 @@ class _Runner:
             os.set_inheritable(fd, False)
         os.set_blocking(self._wake_w, False)
 
+        # A crash (segfault in C code...) kills the pipe threads too: its Python traceback goes
+        # to the stderr the runner started with, which the worker reads.
+        self._err_fd = os.dup(2)
+        os.set_inheritable(self._err_fd, False)
+        try:
+            faulthandler.enable(file=self._err_fd, all_threads=False)
+        except Exception:  # noqa: BLE001
+            pass
         self._pipes = [_Pipe("stdout", 1), _Pipe("stderr", 2)]
         for p in self._pipes:
             t = threading.Thread(target=self._guard(self._pump, p), name=f"gust-{p.stream}", daemon=True)
@@ -696,28 +706,29 @@ class _Runner:
         if self._stopping:
             self.runner_log(f"gust runner: shutting down, input {iid} was not run")
             return
-        with self._cond:
+        with self._lock:
             self._pending += 1
         try:
             if self._is_async(msg.get("method")):
-                asyncio.run_coroutine_threadsafe(self._run_async(msg), self._get_loop())
+                asyncio.run_coroutine_threadsafe(self._run_async_safe(msg), self._get_loop())
             else:
+                # Never on this thread: it must stay free to see a shutdown while inputs run.
                 assert self._executor is not None
-                self._executor.submit(self._run_sync, msg)
+                self._executor.submit(self._run_sync_safe, msg)
         except BaseException:
-            with self._cond:
+            with self._lock:
                 self._pending -= 1
                 self._cond.notify_all()
             raise
 
     def _begin(self, iid: str) -> None:
-        with self._cond:
+        with self._lock:
             self._running[iid] = self._running.get(iid, 0) + 1
 
     def _end(self, iid: str, out: dict) -> None:
         try:
             self.flush_logs(iid)
-            with self._cond:
+            with self._lock:
                 n = self._running.get(iid, 0) - 1
                 if n > 0:
                     self._running[iid] = n
@@ -725,7 +736,7 @@ class _Runner:
                     self._running.pop(iid, None)
             self.send(out)
         finally:
-            with self._cond:
+            with self._lock:
                 self._pending -= 1
                 if self._stopping:
                     self._cond.notify_all()
@@ -748,6 +759,18 @@ class _Runner:
         data = b64e(serialize(item, fmt))
         self.flush_logs(iid)
         self.send({"type": "item", "id": iid, "data": data, "format": fmt})
+
+    def _run_sync_safe(self, msg: dict) -> None:
+        try:
+            self._run_sync(msg)
+        except BaseException:  # noqa: BLE001 - a bug of the runner's: say so
+            self.runner_log(f"gust runner: internal error running input {msg.get('id')}:\n{traceback.format_exc()}")
+
+    async def _run_async_safe(self, msg: dict) -> None:
+        try:
+            await self._run_async(msg)
+        except BaseException:  # noqa: BLE001
+            self.runner_log(f"gust runner: internal error running input {msg.get('id')}:\n{traceback.format_exc()}")
 
     def _run_sync(self, msg: dict) -> None:
         iid = msg["id"]
@@ -870,7 +893,6 @@ class _Runner:
 
     def _loop_main(self, loop: asyncio.AbstractEventLoop) -> None:
         asyncio.set_event_loop(loop)
-        _current.set(None)
         while True:
             try:
                 loop.run_forever()
@@ -951,6 +973,11 @@ class _Runner:
         _current.reset(token)
         if leftover:
             self.runner_log(f"gust runner: exiting with {leftover} input(s) still running")
+            self._hard_exit(0)
+        # Threads of the user's that would keep the interpreter from exiting: do not wait for them.
+        main = threading.main_thread()
+        if any(t is not main and not t.daemon and t.is_alive() and not t.name.startswith("gust-input")
+               for t in threading.enumerate()):
             self._hard_exit(0)
         return 0
 

@@ -9,6 +9,8 @@ Run: cd sdk/python && python3 -m unittest tests.test_unit_runner -v
 """
 
 import base64
+import contextlib
+import io
 import json
 import os
 import pickle
@@ -141,6 +143,12 @@ def not_json():
 @function
 def sysexit():
     sys.exit(3)
+
+
+@function
+def start_thread():
+    threading.Thread(target=time.sleep, args=(60,)).start()
+    return "started"
 
 
 @function
@@ -443,7 +451,8 @@ class RunnerTest(unittest.TestCase):
         self.assertIn('raise MyError(f"bad {x}")  # the user\'s line', tb)
         self.assertIn("usermod.py", tb)
         self.assertNotIn("_runner.py", tb)
-        e = unpickle(out["exc"])
+        with contextlib.redirect_stdout(io.StringIO()):  # importing usermod here prints
+            e = unpickle(out["exc"])
         self.assertEqual(type(e).__name__, "MyError")
         self.assertEqual(str(e), "bad 7")
         # The runner goes on.
@@ -684,6 +693,36 @@ class RunnerTest(unittest.TestCase):
         self.assertEqual(stdin, "")  # fd 0 is /dev/null: subprocesses cannot eat protocol lines
 
     # -------------------------------------------------------------- speed
+
+    def test_latency(self):
+        r = self.start("add").ready()
+        payload = pargs(1, 2)
+        for _ in range(20):  # warm up
+            r.output(r.submit(payload))
+        n = 300
+        t0 = time.monotonic()
+        for _ in range(n):
+            r.output(r.submit(payload))
+        per = (time.monotonic() - t0) / n
+        print(f"\nrunner round trip (sequential, with the test's own pipe handling): {per * 1e6:.0f} us",
+              file=sys.stderr)
+        self.assertLess(per, 0.005)
+
+    def test_user_thread_does_not_block_exit(self):
+        r = self.start("start_thread").ready()
+        self.assertEqual(r.value(), "started")
+        t0 = time.monotonic()
+        self.assertEqual(r.shutdown(), 0)
+        self.assertLess(time.monotonic() - t0, 3)
+
+    def test_input_running_past_the_grace(self):
+        r = self.start("sleeper").ready()
+        iid = r.submit(pargs(30))
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        self.assertEqual(r.shutdown(), 0)
+        self.assertLess(time.monotonic() - t0, 6)
+        self.assertEqual(r.of(iid, "output"), [])
 
     def test_throughput(self):
         n = 3000
