@@ -6,12 +6,13 @@ server's cache) when a sandbox first needs it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import threading
-from typing import Optional
+from typing import Iterator, Optional
 
-from . import _local_files
+from . import _container, _local_files
 from . import exception as exc
 from . import output
 from ._http import Client, get_client
@@ -211,6 +212,21 @@ class Image:
         WORKDIR, ARG, USER root, ENTRYPOINT and CMD. Anything else is a clear error."""
         from . import _dockerfile
         return _dockerfile.build(Image, str(path), context_dir, build_args or {}, force_build, ignore)
+
+    @contextlib.contextmanager
+    def imports(self) -> Iterator[None]:
+        """Import packages that exist only in the image::
+
+            with image.imports():
+                import torch
+
+        Inside a function's container an ImportError propagates; on the local machine it is
+        swallowed (the rest of the block is skipped), so the module still imports there."""
+        try:
+            yield
+        except ImportError:
+            if not _container.is_local():
+                raise
 
     def _forced(self, image: "Image", force_build: bool) -> "Image":
         if force_build or os.environ.get("GUST_FORCE_BUILD") == "1" or os.environ.get("MODAL_FORCE_BUILD") == "1":

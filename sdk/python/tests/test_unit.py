@@ -502,10 +502,12 @@ class SecretTest(unittest.TestCase):
         with self.assertRaises(gust.exception.InvalidError):
             gust.Secret.from_dict({"A": 1})
 
-    def test_from_name_says_why(self):
+    def test_from_name_is_a_lazy_reference(self):
         import gust
-        with self.assertRaises(gust.exception.NotFoundError) as cm:
-            gust.Secret.from_name("x")
+        s = gust.Secret.from_name("x")  # nothing sent yet
+        self.assertEqual(s._to_spec(), {"name": "x"})
+        with self.assertRaises(gust.exception.InvalidError) as cm:
+            s.env  # sandboxes need the values, which stay on the server
         self.assertIn("from_dict", str(cm.exception))
 
 
