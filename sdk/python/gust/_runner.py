@@ -168,14 +168,20 @@ def _parameters(cls: type) -> Dict[str, Any]:
     return params
 
 
-def _is_missing(v: Any) -> bool:
-    try:
-        from . import _partial  # type: ignore  # noqa: WPS433 - optional, written elsewhere
+_sentinel: Any = _UNSET
 
-        sentinel = getattr(_partial, "MISSING", None)
-    except Exception:  # noqa: BLE001
-        sentinel = None
-    if sentinel is not None and v is sentinel:
+
+def _is_missing(v: Any) -> bool:
+    """Whether a parameter's default says "no default" (``gust._partial.MISSING``)."""
+    global _sentinel
+    if _sentinel is _UNSET:
+        try:
+            from . import _partial  # type: ignore
+
+            _sentinel = getattr(_partial, "MISSING", None)
+        except Exception:  # noqa: BLE001
+            _sentinel = None
+    if _sentinel is not None and v is _sentinel:
         return True
     return type(v).__name__ in ("_Missing", "MISSING", "_MISSING", "_MissingType", "MissingType")
 
@@ -584,8 +590,14 @@ class _Runner:
 
     # ---------------------------------------------------------------- class instances
 
+    @staticmethod
+    def _params_key(params: Any) -> Any:
+        if not isinstance(params, dict) or params.get("data") is None:
+            return None
+        return (params.get("format") or "pickle", params["data"])
+
     def _instance(self, params: Optional[dict]) -> Any:
-        key = None if params is None else (params.get("format") or "pickle", params.get("data"))
+        key = self._params_key(params)
         with self._instances_lock:
             ent = self._instances.get(key)
             if ent is None:
@@ -609,7 +621,7 @@ class _Runner:
         cls = self._cls
         assert cls is not None
         given: Dict[str, Any] = {}
-        if params is not None and params.get("data") is not None:
+        if self._params_key(params) is not None:
             v = deserialize(b64d(params["data"]), params.get("format") or "pickle")
             if v is None:
                 v = {}
@@ -835,8 +847,7 @@ class _Runner:
                     instance = None
                     if self._kind == "class":
                         params = msg.get("params")
-                        key = None if params is None else (params.get("format") or "pickle", params.get("data"))
-                        ent = self._instances.get(key)
+                        ent = self._instances.get(self._params_key(params))
                         if ent is not None and ent.done and ent.error is None:
                             instance = ent.obj
                         else:  # __init__/@enter may block: not on the loop

@@ -237,6 +237,30 @@ class Plain:
         return self.x
 
 
+class OldStyle:
+    def __init__(self, n):
+        self.n = n
+
+    def get(self):
+        return self.n
+
+
+@function
+def chatty(tag):
+    for i in range(5):
+        print(f"{tag}-{i}")
+        time.sleep(0.01)
+    return tag
+
+
+@function
+async def achatty(tag):
+    for i in range(5):
+        print(f"{tag}-{i}")
+        await asyncio.sleep(0.01)
+    return tag
+
+
 class BadEnter:
     count = 0
 
@@ -494,6 +518,20 @@ class RunnerTest(unittest.TestCase):
         self.assertEqual(stdout, "hello from input\npartial")
         self.assertEqual(stderr, "to stderr\n")
 
+    def _attribution(self, name):
+        r = self.start(name, max_inputs=4).ready()
+        ids = {r.submit(pargs(tag)): tag for tag in ("a", "b", "c", "d")}
+        for iid, tag in ids.items():
+            r.output(iid)
+            text = "".join(m["data"] for m in r.of(iid, "log"))
+            self.assertEqual(text, "".join(f"{tag}-{i}\n" for i in range(5)))
+
+    def test_concurrent_inputs_logs_attribution(self):
+        self._attribution("chatty")
+
+    def test_concurrent_async_inputs_logs_attribution(self):
+        self._attribution("achatty")
+
     def test_subprocess_output_captured(self):
         r = self.start("sub").ready()
         iid = r.submit()
@@ -641,6 +679,14 @@ class RunnerTest(unittest.TestCase):
     def test_plain_class(self):
         r = self.start("Plain", kind="class").ready()
         self.assertEqual(r.value(method="get"), 5)
+
+    def test_old_style_class_init_takes_the_parameters(self):
+        r = self.start("OldStyle", kind="class").ready()
+        p = {"data": b64(pickle.dumps({"n": 4}, protocol=4)), "format": "pickle"}
+        self.assertEqual(r.value(method="get", params=p), 4)
+        out = r.call(method="get", params=None)
+        self.assertEqual(out["status"], "failure")
+        self.assertIn("TypeError", out["error"])
 
     def test_enter_failure(self):
         r = self.start("BadEnter", kind="class", max_inputs=2).ready()
