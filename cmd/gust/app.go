@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -86,8 +87,12 @@ func printApp(w io.Writer, a *gust.App, now time.Time) error {
 			name += " (" + strings.Join(methods, ", ") + ")"
 		}
 		s := f.Stats
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", name, f.ID, orDash(f.Mode), orDash(f.State),
-			s.Pending, s.Running, s.Containers, s.IdleContainers, orDash(oneLine(s.Reason)))
+		containers := strconv.Itoa(s.Containers)
+		if s.Starting > 0 {
+			containers += fmt.Sprintf(" (%d starting)", s.Starting)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%s\n", name, f.ID, orDash(f.Mode), orDash(f.State),
+			s.Pending, s.Running, containers, s.IdleContainers, orDash(oneLine(s.Reason)))
 	}
 	return tw.Flush()
 }

@@ -33,16 +33,16 @@ func TestPrintApp(t *testing.T) {
 	now := time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)
 	a := &gust.App{ID: "ap-1", Name: "web", State: "deployed", CreatedAt: now.Add(-2 * time.Minute), Functions: []*gust.Function{
 		{ID: "fu-1", Name: "f", Kind: "function", Mode: "deployed", State: "active",
-			Stats: gust.FunctionStats{Pending: 4, Running: 2, Containers: 2, IdleContainers: 0, Reason: "queue 4,\nin flight 2"}},
+			Stats: gust.FunctionStats{Pending: 4, Running: 2, Containers: 3, Starting: 1, IdleContainers: 0, Reason: "queue 4,\nin flight 2"}},
 		{ID: "fu-2", Name: "Model", Kind: "class", Mode: "deployed", State: "active",
 			Methods: map[string]gust.FunctionMethod{"predict": {}, "embed": {}}, Stats: gust.FunctionStats{Containers: 1, IdleContainers: 1}},
 	}}
 	var b bytes.Buffer
 	printApp(&b, a, now)
 	want := "app web (ap-1), deployed, created 2m ago\n\n" +
-		"FUNCTION                ID    MODE      STATE   PENDING  RUNNING  CONTAINERS  IDLE  AUTOSCALER\n" +
-		"f                       fu-1  deployed  active  4        2        2           0     queue 4, in flight 2\n" +
-		"Model (embed, predict)  fu-2  deployed  active  0        0        1           1     -\n"
+		"FUNCTION                ID    MODE      STATE   PENDING  RUNNING  CONTAINERS      IDLE  AUTOSCALER\n" +
+		"f                       fu-1  deployed  active  4        2        3 (1 starting)  0     queue 4, in flight 2\n" +
+		"Model (embed, predict)  fu-2  deployed  active  0        0        1               1     -\n"
 	if b.String() != want {
 		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
 	}

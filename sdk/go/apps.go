@@ -43,8 +43,9 @@ type appWire struct {
 	Name           string          `json:"name"`
 	CreatedAt      time.Time       `json:"created_at"`
 	State          string          `json:"state"`
-	Functions      json.RawMessage `json:"functions"`  // a count, a list of Function docs, or name → doc
-	Containers     json.RawMessage `json:"containers"` // a count (or a list)
+	Functions      json.RawMessage `json:"functions"`        // a count, a list of Function docs, or name → doc
+	Details        json.RawMessage `json:"function_details"` // GET /v1/apps/{id}: the Function docs
+	Containers     json.RawMessage `json:"containers"`       // a count (or a list)
 	FunctionCount  *int            `json:"function_count"`
 	ContainerCount *int            `json:"container_count"`
 	App            *appWire        `json:"app"` // GET /v1/apps/{id} may nest the app beside its functions
@@ -62,6 +63,9 @@ func (a *App) UnmarshalJSON(b []byte) error {
 		if len(w.Functions) > 0 {
 			inner.Functions = w.Functions
 		}
+		if len(w.Details) > 0 {
+			inner.Details = w.Details
+		}
 		if len(w.Containers) > 0 {
 			inner.Containers = w.Containers
 		}
@@ -70,6 +74,15 @@ func (a *App) UnmarshalJSON(b []byte) error {
 	*a = App{ID: w.ID, Name: w.Name, CreatedAt: w.CreatedAt, State: w.State}
 	if err := a.setFunctions(w.Functions); err != nil {
 		return fmt.Errorf("app %s: functions: %w", w.ID, err)
+	}
+	if len(w.Details) > 0 && string(w.Details) != "null" {
+		count := a.FunctionCount
+		if err := a.setFunctions(w.Details); err != nil {
+			return fmt.Errorf("app %s: function_details: %w", w.ID, err)
+		}
+		if _, err := strconv.Atoi(string(w.Functions)); err == nil {
+			a.FunctionCount = count // the server's count of live functions, beside their details
+		}
 	}
 	if w.FunctionCount != nil {
 		a.FunctionCount = *w.FunctionCount
@@ -194,12 +207,13 @@ func (c *Client) StopApp(ctx context.Context, appID string, functionIDs ...strin
 
 // AppLog is one piece of output of an app's functions, as the server keeps it.
 type AppLog struct {
-	Seq      int64     `json:"seq"`
-	Time     time.Time `json:"time"`
-	Function string    `json:"function"`
-	InputID  string    `json:"input_id"`
-	Stream   string    `json:"stream"` // "stdout" or "stderr"
-	Data     string    `json:"data"`
+	Seq        int64     `json:"seq"`
+	Time       time.Time `json:"time"`
+	FunctionID string    `json:"function_id"`
+	Function   string    `json:"function"` // the function's name, where the server gives it
+	InputID    string    `json:"input_id"`
+	Stream     string    `json:"stream"` // "stdout" or "stderr"
+	Data       string    `json:"data"`
 }
 
 // AppLogsOptions configures AppLogs.

@@ -51,6 +51,8 @@ func TestGetApp(t *testing.T) {
 		name string
 		body map[string]any
 	}{
+		{"server", map[string]any{"app_id": "ap-1", "name": "web", "state": "deployed", "functions": 2, "containers": 3,
+			"function_details": []any{fn("fu-2", "g", 2), fn("fu-1", "f", 1)}}},
 		{"flat", map[string]any{"app_id": "ap-1", "name": "web", "state": "deployed",
 			"functions": []any{fn("fu-2", "g", 2), fn("fu-1", "f", 1)}}},
 		{"nested", map[string]any{"app": map[string]any{"app_id": "ap-1", "name": "web", "state": "deployed"},
@@ -108,7 +110,7 @@ func TestStopApp(t *testing.T) {
 }
 
 func appLog(seq int, stream, data string) map[string]any {
-	return map[string]any{"log": map[string]any{"seq": seq, "time": "2026-01-02T03:04:05Z", "function": "f",
+	return map[string]any{"log": map[string]any{"seq": seq, "time": "2026-01-02T03:04:05Z", "function_id": "fu-1",
 		"input_id": "in-1", "stream": stream, "data": data}}
 }
 
@@ -133,6 +135,9 @@ func TestAppLogs(t *testing.T) {
 	for l, err := range c.AppLogs(t.Context(), "ap-1", AppLogsOptions{Follow: true}) {
 		if err != nil {
 			t.Fatal(err)
+		}
+		if l.FunctionID != "fu-1" || l.InputID != "in-1" || l.Time.IsZero() {
+			t.Errorf("log = %+v", l)
 		}
 		got = append(got, l.Stream+":"+l.Data)
 	}
@@ -184,5 +189,18 @@ func TestAppLogsEnds(t *testing.T) {
 		if !errors.Is(err, ErrNotFound) {
 			t.Errorf("missing app: %v", err)
 		}
+	}
+}
+
+// Details of some functions only (the server leaves out stopped ones) keep the app's count.
+func TestGetAppCountBesideDetails(t *testing.T) {
+	f, c := newFakeAPI(t)
+	f.handle("GET /v1/apps/ap-1", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"app_id": "ap-1", "name": "web", "state": "deployed", "functions": 2, "containers": 0,
+			"function_details": []any{functionJSON("fu-1", "f")}})
+	})
+	a, err := c.GetApp(t.Context(), "ap-1")
+	if err != nil || a.FunctionCount != 2 || len(a.Functions) != 1 || a.ContainerCount != 0 {
+		t.Errorf("GetApp = %+v, %v", a, err)
 	}
 }

@@ -87,9 +87,10 @@ const (
 
 // FunctionStats is what the autoscaler knows of a function.
 type FunctionStats struct {
-	Pending        int    `json:"pending"` // inputs waiting for a container
-	Running        int    `json:"running"` // inputs running
-	Containers     int    `json:"containers"`
+	Pending        int    `json:"pending"`    // inputs waiting for a container
+	Running        int    `json:"running"`    // inputs running
+	Containers     int    `json:"containers"` // running or starting, not stopping
+	Starting       int    `json:"starting"`   // of Containers, those not yet ready
 	IdleContainers int    `json:"idle_containers"`
 	Reason         string `json:"reason"` // why the autoscaler last chose its number of containers
 }
@@ -116,6 +117,7 @@ type Function struct {
 	IsGenerator bool                      `json:"is_generator"`
 	Spec        json.RawMessage           `json:"spec"` // the FunctionSpec as published, without secret values
 	Stats       FunctionStats             `json:"stats"`
+	CreatedAt   time.Time                 `json:"created_at"`
 
 	// Stdout and Stderr receive what the function prints while this SDK waits for its
 	// outputs; nil means os.Stdout and os.Stderr. Set io.Discard to drop it.
@@ -413,7 +415,6 @@ type logLine struct {
 
 type itemLine struct {
 	Index  int    `json:"index"`
-	Seq    int    `json:"seq"`
 	Data   []byte `json:"data"`
 	Format string `json:"format"`
 }
@@ -474,7 +475,9 @@ type callStream struct {
 	deadline time.Time // zero: none
 	body     io.ReadCloser
 	lr       *lineReader
-	itemSeq  map[int]int // per input: the next generator item expected
+	// The server sends a reopened stream's log and item lines again from the from-th output
+	// on: seen counts those read since the last output, skip those still to pass over.
+	seen, skip int
 
 	stdout, stderr io.Writer
 	onItem         func(*itemLine) error
@@ -567,6 +570,7 @@ func (s *callStream) open(ctx context.Context) error {
 		return fmt.Errorf("%s: %w", s.label, err)
 	}
 	s.body, s.lr = resp.Body, newLineReader(resp.Body)
+	s.skip = s.seen
 	return nil
 }
 
@@ -585,20 +589,19 @@ func (s *callStream) read() (out *outputLine, timedOut bool, err error) {
 			if l.Output.Seq < s.from {
 				continue // sent again after a resume
 			}
+			s.seen, s.skip = 0, 0
 			return l.Output, false, nil
-		case l.Log != nil:
-			if err := s.writeLog(l.Log); err != nil {
-				return nil, false, err
+		case l.Log != nil || l.Item != nil:
+			if s.skip > 0 {
+				s.skip-- // read before the stream was reopened
+				continue
 			}
-		case l.Item != nil:
-			if s.itemSeq == nil {
-				s.itemSeq = map[int]int{}
-			}
-			if l.Item.Seq < s.itemSeq[l.Item.Index] {
-				continue // sent again after a resume
-			}
-			s.itemSeq[l.Item.Index] = l.Item.Seq + 1
-			if s.onItem != nil {
+			s.seen++
+			if l.Log != nil {
+				if err := s.writeLog(l.Log); err != nil {
+					return nil, false, err
+				}
+			} else if s.onItem != nil {
 				if err := s.onItem(l.Item); err != nil {
 					return nil, false, err
 				}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -272,13 +273,47 @@ func TestNewRemoteError(t *testing.T) {
 	}
 }
 
+// replayCall is a fake call whose stream, like the server's, sends every log and item line
+// again from the start (or from after the from-th output) each time it is opened.
+type replayCall struct {
+	mu    sync.Mutex
+	lines []map[string]any
+}
+
+func (rc *replayCall) add(lines ...map[string]any) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.lines = append(rc.lines, lines...)
+}
+
+// send writes the lines after the from-th output.
+func (rc *replayCall) send(n *ndjson, from int) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	outputs := 0
+	for _, l := range rc.lines {
+		if outputs >= from {
+			n.send(l)
+		}
+		if _, ok := l["output"]; ok {
+			outputs++
+		}
+	}
+}
+
+func logJSON(data string) map[string]any {
+	return map[string]any{"log": map[string]any{"index": 0, "stream": "stdout", "data": data}}
+}
+
 func TestRemoteResumes(t *testing.T) {
 	f, c := newFakeAPI(t)
 	fn, stdout, _ := testFunction(t, f, c)
+	rc := &replayCall{}
 	f.handle("POST /v1/functions/fu-1/calls", func(w http.ResponseWriter, r *http.Request) {
 		n := startNDJSON(w)
 		n.send(map[string]any{"call": map[string]any{"call_id": "fc-1", "count": 1}})
-		n.send(map[string]any{"log": map[string]any{"index": 0, "stream": "stdout", "data": "slow\n"}})
+		rc.add(logJSON("slow\n"))
+		rc.send(n, 0)
 		n.send(map[string]any{"timeout": true})
 	})
 	var gets atomic.Int32
@@ -292,19 +327,22 @@ func TestRemoteResumes(t *testing.T) {
 		n := startNDJSON(w)
 		switch gets.Add(1) {
 		case 1:
+			rc.add(logJSON("more\n"))
+			rc.send(n, 0)
 			n.send(map[string]any{"timeout": true}) // still running
 		case 2:
-			// the connection breaks: nothing
+			rc.send(n, 0)
+			// the connection breaks
 		default:
-			n.send(map[string]any{"log": map[string]any{"index": 0, "stream": "stdout", "data": "done\n"}})
-			n.send(output(0, "success", "42", nil))
+			rc.add(logJSON("done\n"), output(0, "success", "42", nil))
+			rc.send(n, 0)
 		}
 	})
 	res, err := fn.Remote(t.Context(), 1)
 	if err != nil || res != 42.0 {
 		t.Fatalf("Remote = %v, %v", res, err)
 	}
-	if gets.Load() != 3 || stdout.String() != "slow\ndone\n" {
+	if gets.Load() != 3 || stdout.String() != "slow\nmore\ndone\n" {
 		t.Errorf("%d GETs, stdout %q", gets.Load(), stdout)
 	}
 }
@@ -312,21 +350,22 @@ func TestRemoteResumes(t *testing.T) {
 func TestRemoteGen(t *testing.T) {
 	f, c := newFakeAPI(t)
 	fn, _, _ := testFunction(t, f, c)
-	item := func(seq int, v string) map[string]any {
-		return map[string]any{"item": map[string]any{"index": 0, "seq": seq, "data": b64(v), "format": "json"}}
+	item := func(v string) map[string]any {
+		return map[string]any{"item": map[string]any{"index": 0, "data": b64(v), "format": "json"}}
 	}
+	var rc *replayCall
 	f.handle("POST /v1/functions/fu-1/calls", func(w http.ResponseWriter, r *http.Request) {
+		rc = &replayCall{}
 		n := startNDJSON(w)
 		n.send(map[string]any{"call": map[string]any{"call_id": "fc-1", "count": 1}})
-		n.send(item(0, "0"))
-		n.send(item(1, `"one"`))
+		rc.add(item("0"), logJSON("x"), item(`"one"`))
+		rc.send(n, 0)
 		n.send(map[string]any{"timeout": true})
 	})
 	f.handle("GET /v1/calls/fc-1/stream", func(w http.ResponseWriter, r *http.Request) {
 		n := startNDJSON(w)
-		n.send(item(1, `"one"`)) // sent again: skipped
-		n.send(item(2, "[2]"))
-		n.send(output(0, "success", "", nil))
+		rc.add(item("[2]"), output(0, "success", "", nil))
+		rc.send(n, 0)
 	})
 	var got []string
 	for v, err := range fn.RemoteGen(t.Context(), []any{3}, nil) {
