@@ -19,11 +19,11 @@ func runDeploy(ctx context.Context, args []string) error {
 
 // deployArgs checks `gust deploy`'s arguments and returns the SDK command line's.
 func deployArgs(args []string) ([]string, error) {
-	fs := cliFlags("deploy", "FILE [--name NAME]",
-		"Deploys the app that FILE defines: its functions replace those deployed before under the\n"+
-			"app's name and stay up (scaled to zero when idle) until `gust app stop`. They are found with\n"+
-			"Function.from_name in Python or FunctionFromName in Go. It runs python3 with the gust\n"+
-			"Python SDK built into this binary.")
+	fs := cliFlags("deploy", "FILE[::APP] [--name NAME]",
+		"Deploys the app that FILE defines (APP names its variable when FILE has several): its\n"+
+			"functions replace those deployed before under the app's name and stay up (scaled to zero\n"+
+			"when idle) until `gust app stop`. They are found with Function.from_name in Python or\n"+
+			"FunctionFromName in Go. It runs python3 with the gust Python SDK built into this binary.")
 	name := fs.String("name", "", "app name (default: the name given to gust.App in FILE)")
 	pos, _, err := parseArgs(fs, args, -1)
 	if err != nil {
