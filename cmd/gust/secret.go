@@ -39,9 +39,6 @@ func runSecretCreate(ctx context.Context, args []string) error {
 		return err
 	}
 	s, err := c.CreateSecret(ctx, name, env, *force)
-	if errors.Is(err, gust.ErrConflict) && !*force {
-		return fmt.Errorf("%w (pass --force to replace it)", err)
-	}
 	if err != nil {
 		return err
 	}
