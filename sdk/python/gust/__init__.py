@@ -1,32 +1,52 @@
-"""gust: self-hosted sandboxes (and, next, functions) with Modal's Python API.
+"""gust: self-hosted serverless functions and sandboxes with Modal's Python API.
 
     import gust as modal
 
-    app = modal.App.lookup("my-app", create_if_missing=True)
-    sb = modal.Sandbox.create(app=app)
+    app = modal.App("my-app")
+
+    @app.function(gpu="H100", timeout=600)
+    def square(x):
+        return x * x
+
+    @app.local_entrypoint()
+    def main():
+        print(square.remote(3), list(square.map(range(10))))
+
+Run it with ``gust run my_app.py`` (or ``with app.run():`` in a script), deploy it with
+``gust deploy my_app.py``. Sandboxes::
+
+    sb = modal.Sandbox.create(app=modal.App.lookup("my-app", create_if_missing=True))
     print(sb.exec("echo", "hi").stdout.read())
 
 Standard library only. The server is found through GUST_SERVER_URL and GUST_TOKEN, or the
 config file that ``gust up`` writes (~/.config/gust/config.json).
 """
 
-from . import exception
+from . import exception, functions
+from ._container import is_local
+from ._partial import concurrent, enter, exit, method, parameter
 from ._version import __version__
-from .app import App
+from .app import App, LocalEntrypoint
+from .cls import Cls
 from .container_process import ContainerProcess
 from .exception import Error
 from .file_io import FileIO
+from .functions import Function, FunctionCall
 from .image import Image
 from .io_streams import StreamReader, StreamWriter
 from .output import enable_output
+from .retries import Retries
 from .sandbox import Sandbox
-from .secret import Secret
 from .sandbox_fs import FileInfo, FileType, SandboxFilesystem
+from .schedule import Cron, Period
+from .secret import Secret
 from .stream_type import StreamType
 
 version = __version__
 
 __all__ = [
-    "App", "ContainerProcess", "Error", "FileIO", "FileInfo", "FileType", "Image", "Sandbox", "SandboxFilesystem", "Secret",
-    "StreamReader", "StreamType", "StreamWriter", "enable_output", "exception", "version", "__version__",
+    "App", "Cls", "ContainerProcess", "Cron", "Error", "FileIO", "FileInfo", "FileType", "Function", "FunctionCall",
+    "Image", "LocalEntrypoint", "Period", "Retries", "Sandbox", "SandboxFilesystem", "Secret", "StreamReader",
+    "StreamType", "StreamWriter", "concurrent", "enable_output", "enter", "exception", "exit", "functions",
+    "is_local", "method", "parameter", "version", "__version__",
 ]
