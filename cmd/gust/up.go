@@ -71,6 +71,7 @@ func runUp(ctx context.Context, args []string) error {
 		return err
 	}
 	logger := log.New(os.Stderr, "gust: ", log.LstdFlags)
+	startPprof()
 	if !d.noInstall {
 		if err := ensurePackages(logger); err != nil {
 			return err

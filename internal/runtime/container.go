@@ -279,6 +279,7 @@ type Process struct {
 	changed   chan struct{}
 	log       *tailBuffer // main process only: the last MiB, for logs
 	logChunks []Chunk
+	logBytes  int
 	timer     *time.Timer
 	timedOut  time.Duration
 }
@@ -294,16 +295,22 @@ func (p *Process) add(ch Chunk) {
 	p.mu.Unlock()
 }
 
-// keepLog remembers recent output of the main process for `logs`, bounded to a MiB.
+// keepLog remembers recent output of the main process for `logs`, bounded to a MiB. The
+// running total keeps it constant-time per chunk: a function runner sends thousands a second.
 func (p *Process) keepLog(ch Chunk) {
 	p.logChunks = append(p.logChunks, ch)
-	total := 0
-	for i := len(p.logChunks) - 1; i >= 0; i-- {
-		total += len(p.logChunks[i].Data)
-		if total > p.log.max {
-			p.logChunks = append([]Chunk(nil), p.logChunks[i+1:]...)
-			break
-		}
+	p.logBytes += len(ch.Data)
+	if p.logBytes <= p.log.max {
+		return
+	}
+	// Over the bound: drop the oldest quarter at once, so the copy happens rarely.
+	drop := 0
+	for drop < len(p.logChunks)-1 && p.logBytes > p.log.max*3/4 {
+		p.logBytes -= len(p.logChunks[drop].Data)
+		drop++
+	}
+	if drop > 0 {
+		p.logChunks = append([]Chunk(nil), p.logChunks[drop:]...)
 	}
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"sort"
 	"sync"
@@ -29,6 +30,15 @@ type dispatcher struct {
 	containers map[string]*fnContainer // by sandbox ID
 	kick       chan struct{}
 	logsWake   chan struct{} // closed and replaced when app logs are appended
+
+	// Outputs and logs waiting for the store (see persist).
+	wmu    sync.Mutex
+	wDone  []function.Input
+	wLogs  []store.LogLine
+	wWake  chan struct{}
+	wFlush sync.Mutex
+
+	closing bool // the server is shutting down
 }
 
 // fnState is one function's queue and containers.
@@ -43,6 +53,20 @@ type fnState struct {
 	startFailures int
 	retryStartAt  time.Time
 	nextRun       time.Time // of its schedule
+	// avgRun is a moving average of the time from handing an input to a container to its
+	// output; it sets how many inputs a container may hold ahead.
+	avgRun time.Duration
+}
+
+// holdAhead is how many inputs beyond its max_inputs a container may hold on its worker: about
+// 50 ms of work, so that fast inputs travel in batches while slow ones stay in the queue for
+// whichever container frees up first.
+func (fs *fnState) holdAhead() int {
+	k := 1
+	if fs.avgRun > 0 {
+		k = int(50*time.Millisecond/fs.avgRun) + 1
+	}
+	return fs.fn.Spec.MaxInputs * min(k, 32)
 }
 
 type queuedInput struct {
@@ -52,8 +76,9 @@ type queuedInput struct {
 	fnID      string
 	attempts  int
 	notBefore time.Time
-	container string // while running
-	cancelled bool   // its output, when it comes, is dropped
+	container string    // while running
+	sentAt    time.Time // when it was handed to its container
+	cancelled bool      // its output, when it comes, is dropped
 }
 
 type fnContainer struct {
@@ -82,7 +107,7 @@ type callState struct {
 func newDispatcher(s *Server) *dispatcher {
 	return &dispatcher{
 		s: s, fns: map[string]*fnState{}, calls: map[string]*callState{}, inputs: map[string]*queuedInput{},
-		containers: map[string]*fnContainer{}, kick: make(chan struct{}, 1), logsWake: make(chan struct{}),
+		containers: map[string]*fnContainer{}, kick: make(chan struct{}, 1), logsWake: make(chan struct{}), wWake: make(chan struct{}, 1),
 	}
 }
 
@@ -195,6 +220,7 @@ func (cs *callState) appendOutput(in function.Input) {
 // run is the dispatcher's loop: it runs at every kick (new inputs, outputs, containers) and
 // at least every 100 ms (retry backoffs, scaledown windows, schedules).
 func (d *dispatcher) run(ctx context.Context) {
+	go d.writeLoop()
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	gc := time.NewTicker(time.Minute)
@@ -202,6 +228,11 @@ func (d *dispatcher) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			// Shutting down: containers that end now take no inputs with them; those stay
+			// open in the store and run after the restart.
+			d.mu.Lock()
+			d.closing = true
+			d.mu.Unlock()
 			return
 		case <-d.kick:
 		case <-t.C:
@@ -239,6 +270,10 @@ func (d *dispatcher) dispatch() {
 	var due []*fnState
 	d.s.mu.Lock()
 	haveWorkers := len(d.s.workers) > 0
+	freeMiB := 0 // memory the workers have not promised yet: bounds how many containers start
+	for _, wc := range d.s.workers {
+		freeMiB += max(0, wc.reg.MemoryMiB-wc.reservedMiB)
+	}
 	d.s.mu.Unlock()
 	d.mu.Lock()
 	for _, fs := range d.fns {
@@ -264,15 +299,20 @@ func (d *dispatcher) dispatch() {
 				}
 			}
 			sort.Slice(cs, func(i, j int) bool { return len(cs[i].inflight) < len(cs[j].inflight) })
-			for _, c := range cs {
-				free := fs.fn.Spec.MaxInputs - len(c.inflight)
-				for ; free > 0 && len(fs.queue) > 0; free-- {
-					qi := fs.queue[0]
-					fs.queue = fs.queue[1:]
-					qi.attempts++
-					qi.container = c.id
-					c.inflight[qi.in.ID] = qi
-					sends[c] = append(sends[c], qi.in)
+			// Fill every free slot; then, while inputs still wait, give each container as many
+			// again to hold ready on its worker, which starts the next the moment one ends
+			// instead of waiting for a round trip to here (docs/functions.md, "Prefetch").
+			for _, limit := range []int{fs.fn.Spec.MaxInputs, fs.fn.Spec.MaxInputs + fs.holdAhead()} {
+				for _, c := range cs {
+					for free := limit - len(c.inflight); free > 0 && len(fs.queue) > 0; free-- {
+						qi := fs.queue[0]
+						fs.queue = fs.queue[1:]
+						qi.attempts++
+						qi.container = c.id
+						qi.sentAt = now
+						c.inflight[qi.in.ID] = qi
+						sends[c] = append(sends[c], qi.in)
+					}
 				}
 			}
 		}
@@ -282,7 +322,12 @@ func (d *dispatcher) dispatch() {
 			// Just restarted, or the workers are away: the inputs wait, they do not fail.
 			fs.reason = "waiting for a worker to connect; " + dec.Reason
 		} else if dec.Start > 0 && now.After(fs.retryStartAt) {
-			for i := 0; i < dec.Start; i++ {
+			n := min(dec.Start, freeMiB/fs.fn.Spec.MemoryMiB, maxStarting-starting(fs))
+			freeMiB -= n * fs.fn.Spec.MemoryMiB
+			if n < dec.Start {
+				fs.reason += fmt.Sprintf("; starting %d now (at most %d start at once, and only as many as the workers' free memory holds)", max(n, 0), maxStarting)
+			}
+			for i := 0; i < n; i++ {
 				fc := &fnContainer{id: sandbox.NewID("sb"), fnID: fs.fn.ID, inflight: map[string]*queuedInput{}, idleSince: now}
 				fs.containers[fc.id] = fc
 				d.containers[fc.id] = fc
@@ -323,6 +368,20 @@ func (d *dispatcher) dispatch() {
 	for _, fs := range due {
 		go d.fireSchedule(fs.fn)
 	}
+}
+
+// maxStarting bounds the containers of one function starting at once, so that a large map
+// scales up in steps instead of starting thousands of containers on a few cores.
+const maxStarting = 4
+
+func starting(fs *fnState) int {
+	n := 0
+	for _, c := range fs.containers {
+		if !c.ready && !c.stopping {
+			n++
+		}
+	}
+	return n
 }
 
 func (d *dispatcher) scaleConfig(fs *fnState) autoscaler.Config {
@@ -433,6 +492,13 @@ func (d *dispatcher) containerEnded(sb sandbox.Sandbox) {
 	if fs != nil {
 		delete(fs.containers, sb.ID)
 	}
+	if d.closing {
+		for _, qi := range fc.inflight {
+			delete(d.inputs, qi.in.ID)
+		}
+		d.mu.Unlock()
+		return
+	}
 	why := "its container stopped"
 	if sb.Error != nil && *sb.Error != "" {
 		why = "its container stopped: " + *sb.Error
@@ -482,14 +548,46 @@ func (d *dispatcher) finishLocked(qi *queuedInput, status string, data []byte, f
 	return in
 }
 
-// persist writes outputs and log lines.
+// persist queues outputs and log lines for the store. One writer commits whatever has gathered
+// in one transaction (group commit): a transaction per output would cap throughput at the
+// disk's. An output is in the call's stream before it is in the store; if the server dies in
+// between, the input runs again (at least once).
 func (d *dispatcher) persist(done []function.Input, logs []store.LogLine) {
-	ctx := context.Background()
-	if err := d.s.store.FinishInputs(ctx, done); err != nil {
+	if len(done) == 0 && len(logs) == 0 {
+		return
+	}
+	d.wmu.Lock()
+	d.wDone = append(d.wDone, done...)
+	d.wLogs = append(d.wLogs, logs...)
+	d.wmu.Unlock()
+	select {
+	case d.wWake <- struct{}{}:
+	default:
+	}
+}
+
+// writeLoop is persist's writer. It outlives the dispatcher's context: outputs reported while
+// the worker shuts down are still recorded.
+func (d *dispatcher) writeLoop() {
+	for range d.wWake {
+		d.flushWrites()
+	}
+}
+
+// flushWrites commits what persist gathered; it returns once it is in the store.
+func (d *dispatcher) flushWrites() {
+	d.wFlush.Lock()
+	defer d.wFlush.Unlock()
+	d.wmu.Lock()
+	done, logs := d.wDone, d.wLogs
+	d.wDone, d.wLogs = nil, nil
+	d.wmu.Unlock()
+	bg := context.Background()
+	if err := d.s.store.FinishInputs(bg, done); err != nil {
 		d.s.log.Printf("functions: recording %d output(s): %v", len(done), err)
 	}
 	if len(logs) > 0 {
-		if err := d.s.store.AppendLogs(ctx, logs); err != nil {
+		if err := d.s.store.AppendLogs(bg, logs); err != nil {
 			d.s.log.Printf("functions: recording logs: %v", err)
 		}
 		d.mu.Lock()
@@ -561,9 +659,23 @@ func (d *dispatcher) handleEvents(evs []workerproto.Event) {
 			if qi.cancelled {
 				continue
 			}
+			if ev.Status != workerproto.StatusNotStarted {
+				run := time.Since(qi.sentAt)
+				if fs.avgRun == 0 {
+					fs.avgRun = run
+				} else {
+					fs.avgRun = (4*fs.avgRun + run) / 5
+				}
+			}
 			switch ev.Status {
 			case function.InputSuccess:
 				done = append(done, d.finishLocked(qi, function.InputSuccess, ev.Data, ev.Format, "", "", nil))
+			case workerproto.StatusNotStarted:
+				// Held on the worker and never begun (its container ended first): not an
+				// attempt.
+				qi.attempts--
+				qi.container = ""
+				fs.queue = append([]*queuedInput{qi}, fs.queue...)
 			case function.InputTimeout:
 				if f := d.failLocked(fs, qi, function.InputTimeout, ev.Error, "", nil); f != nil {
 					done = append(done, *f)

@@ -645,6 +645,7 @@ func (s *Server) handleAppLogs(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	follow := q.Get("follow") == "1" || q.Get("follow") == "true"
+	s.fx.flushWrites() // lines still on their way to the store count too
 	n := httpapi.StartNDJSON(w)
 	for {
 		s.fx.mu.Lock()

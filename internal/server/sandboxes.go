@@ -80,7 +80,7 @@ func (s *Server) createSandbox(ctx context.Context, sb sandbox.Sandbox, fn *work
 	}
 	sb.CreatedAt = time.Now().UTC()
 	if err := s.store.InsertSandbox(ctx, sb); err != nil {
-		s.unplace(wc)
+		s.unplace(wc, sb)
 		return sb, err
 	}
 	changed := s.watch(sb.ID)
@@ -116,11 +116,12 @@ func (s *Server) createSandbox(ctx context.Context, sb sandbox.Sandbox, fn *work
 }
 
 // unplace undoes place's count when the sandbox never reached its worker.
-func (s *Server) unplace(wc *workerConn) {
+func (s *Server) unplace(wc *workerConn, sb sandbox.Sandbox) {
 	s.mu.Lock()
 	if wc.running > 0 {
 		wc.running--
 	}
+	wc.reservedMiB = max(0, wc.reservedMiB-sb.MemoryMiB)
 	s.mu.Unlock()
 }
 
@@ -154,6 +155,12 @@ func (s *Server) place(sb sandbox.Sandbox) (*workerConn, error) {
 		if !ok || sb.MemoryMiB > wc.reg.MemoryMiB || !hasGPUs(wc.reg, sb.GPU) {
 			continue
 		}
+		// Function containers are started by the autoscaler, not asked for one by one: they
+		// get memory the worker has not promised elsewhere. Sandboxes may overcommit (most
+		// sit idle).
+		if sb.FunctionID != "" && wc.reservedMiB+sb.MemoryMiB > wc.reg.MemoryMiB {
+			continue
+		}
 		if best == nil || wc.running < best.running {
 			best = wc
 		}
@@ -168,6 +175,7 @@ func (s *Server) place(sb sandbox.Sandbox) (*workerConn, error) {
 		return nil, errdefs.Unavailable("no connected worker offers isolation %q with %d MiB of memory; install %s on a worker", sb.Isolation, sb.MemoryMiB, runtimePackage(sb.Isolation))
 	}
 	best.running++
+	best.reservedMiB += sb.MemoryMiB
 	return best, nil
 }
 
@@ -331,6 +339,7 @@ func (s *Server) setState(ctx context.Context, id string, st workerproto.StateRe
 		s.mu.Lock()
 		if wc := s.workers[sb.WorkerID]; wc != nil && wc.running > 0 {
 			wc.running--
+			wc.reservedMiB = max(0, wc.reservedMiB-sb.MemoryMiB)
 		}
 		s.mu.Unlock()
 	}

@@ -60,6 +60,9 @@ type workerConn struct {
 	queue   []workerproto.Assignment
 	wake    chan struct{}
 	running int
+	// reservedMiB is the memory its containers were given; function containers must fit in
+	// what is left.
+	reservedMiB int
 }
 
 // New returns a server over a store. Sandboxes that a previous run left "running" are marked

@@ -264,6 +264,7 @@ func (w *Worker) containerExited(b *box) {
 	}
 	w.forgetLater(b.sb.ID)
 	if b.runner != nil {
+		w.release(b, b.runner)
 		// The server must see this container's last outputs (a timeout) before its end, which
 		// makes it retry whatever was still running.
 		w.events.flush()

@@ -43,6 +43,8 @@ type runner struct {
 	mu      sync.Mutex
 	ready   bool
 	timers  map[string]*time.Timer // inputs in flight, with their timeout
+	held    []workerproto.Input    // inputs waiting for a free slot (the server prefetches)
+	closed  bool                   // the container ended: nothing more starts
 	killNow bool                   // an input timed out: stop without waiting for @exit hooks
 	stderr  bytes.Buffer           // the runner's own stderr before it took over fd 2
 }
@@ -198,6 +200,9 @@ func (w *Worker) runnerLine(b *box, r *runner, line []byte) {
 		}
 		t.Stop()
 		ev.Data, ev.Format, ev.Status, ev.Error, ev.Traceback, ev.Exc = b64(m.Data), m.Format, m.Status, m.Error, m.Traceback, b64(m.Exc)
+		w.events.push(ev)
+		w.feedRunner(b, r)
+		return
 	default:
 		return
 	}
@@ -229,10 +234,20 @@ func (w *Worker) sendInputs(a workerproto.Assignment) {
 		}
 		return
 	}
+	r.mu.Lock()
+	r.held = append(r.held, a.Inputs...)
+	r.mu.Unlock()
+	w.feedRunner(b, r)
+}
+
+// feedRunner starts held inputs while the runner has free slots (max_inputs).
+func (w *Worker) feedRunner(b *box, r *runner) {
 	var buf bytes.Buffer
 	timeout := time.Duration(r.fn.Timeout * float64(time.Second))
 	r.mu.Lock()
-	for _, in := range a.Inputs {
+	for !r.closed && len(r.held) > 0 && len(r.timers) < max(r.fn.MaxInputs, 1) {
+		in := r.held[0]
+		r.held = r.held[1:]
 		line, _ := json.Marshal(runnerInput{Type: "input", Input: in})
 		buf.Write(line)
 		buf.WriteByte('\n')
@@ -240,8 +255,24 @@ func (w *Worker) sendInputs(a workerproto.Assignment) {
 		r.timers[id] = time.AfterFunc(timeout, func() { w.inputTimedOut(b, r, id) })
 	}
 	r.mu.Unlock()
+	if buf.Len() == 0 {
+		return
+	}
 	if err := r.proc.WriteStdin(buf.Bytes()); err != nil {
 		w.log.Printf("function container %s: writing inputs: %v", b.sb.ID, err)
+	}
+}
+
+// release returns the inputs held for a container that ended, so the server runs them
+// elsewhere without counting an attempt.
+func (w *Worker) release(b *box, r *runner) {
+	r.mu.Lock()
+	r.closed = true
+	held := r.held
+	r.held = nil
+	r.mu.Unlock()
+	for _, in := range held {
+		w.events.push(workerproto.Event{SandboxID: b.sb.ID, Type: workerproto.EventOutput, InputID: in.ID, Status: workerproto.StatusNotStarted})
 	}
 }
 
@@ -252,6 +283,7 @@ func (w *Worker) inputTimedOut(b *box, r *runner, id string) {
 	_, ok := r.timers[id]
 	delete(r.timers, id)
 	r.killNow = true
+	r.closed = true // the container is about to go: start nothing more in it
 	r.mu.Unlock()
 	if !ok {
 		return

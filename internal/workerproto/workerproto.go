@@ -98,6 +98,9 @@ const (
 	EventItem      = "item"
 	EventOutput    = "output"
 	StatusCrashed  = "crashed"
+	// StatusNotStarted returns an input the worker held for a container that ended before the
+	// input began; the server queues it again without counting an attempt.
+	StatusNotStarted = "not_started"
 )
 
 // Events is a batch of events.
