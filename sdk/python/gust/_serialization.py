@@ -1,7 +1,7 @@
 """Payloads of function calls: arguments, results, generator items, class parameters.
 
-See docs/functions.md ("Payloads"). ``pickle`` is the Python SDK's format (cloudpickle when it is
-importable, so that lambdas and local classes travel too); ``json`` is what the Go SDK sends.
+See docs/functions.md ("Payloads"). ``pickle`` is the Python SDK's format (plain pickle, and cloudpickle
+for what plain pickle cannot do when it is importable); ``json`` is what the Go SDK sends.
 """
 
 from __future__ import annotations
@@ -32,12 +32,19 @@ def serialize(obj: Any, fmt: str = PICKLE) -> bytes:
             raise exc.SerializationError(f"value of type {type(obj).__name__} is not JSON-serialisable: {e}") from None
     if fmt != PICKLE:
         raise exc.InvalidError(f"unknown payload format {fmt!r}")
+    # Plain pickle first: the container may not have cloudpickle, and plain pickles load
+    # anywhere. cloudpickle (when this side has it) only for what plain pickle refuses, such
+    # as lambdas and local functions.
     try:
-        if _cloudpickle is not None:
-            return _cloudpickle.dumps(obj, protocol=PROTOCOL)
         return pickle.dumps(obj, protocol=PROTOCOL)
     except Exception as e:  # noqa: BLE001 - pickling raises many kinds
-        raise exc.SerializationError(f"cannot pickle a value of type {type(obj).__name__}: {e}") from None
+        first = e
+    if _cloudpickle is not None:
+        try:
+            return _cloudpickle.dumps(obj, protocol=PROTOCOL)
+        except Exception as e:  # noqa: BLE001
+            first = e
+    raise exc.SerializationError(f"cannot pickle a value of type {type(obj).__name__}: {first}") from None
 
 
 def deserialize(data: bytes, fmt: str = PICKLE) -> Any:
