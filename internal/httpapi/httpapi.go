@@ -4,6 +4,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -47,6 +48,24 @@ func DecodeJSON(r *http.Request, v any, max int64) error {
 		if errors.Is(err, io.EOF) {
 			return errdefs.Invalid("request body is empty; send a JSON object")
 		}
+		return errdefs.Invalid("request body is not valid JSON for this endpoint: %v", err)
+	}
+	return nil
+}
+
+// DecodeOptionalJSON is DecodeJSON for endpoints whose fields are all optional: an empty body
+// means the defaults.
+func DecodeOptionalJSON(r *http.Request, v any, max int64) error {
+	b, err := io.ReadAll(io.LimitReader(r.Body, max))
+	if err != nil {
+		return errdefs.Invalid("reading request body: %v", err)
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
 		return errdefs.Invalid("request body is not valid JSON for this endpoint: %v", err)
 	}
 	return nil

@@ -465,7 +465,7 @@ func (s *Server) handleCallCancel(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		TerminateContainers bool `json:"terminate_containers"`
 	}
-	if err := httpapi.DecodeJSON(r, &req, 64<<10); err != nil {
+	if err := httpapi.DecodeOptionalJSON(r, &req, 64<<10); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
@@ -582,7 +582,7 @@ func (s *Server) handleAppStop(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Functions []string `json:"functions"`
 	}
-	if err := httpapi.DecodeJSON(r, &req, 1<<20); err != nil {
+	if err := httpapi.DecodeOptionalJSON(r, &req, 1<<20); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
