@@ -31,7 +31,6 @@ Standard library only, apart from ``gust._serialization`` and ``gust.exception``
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import contextvars
 import faulthandler
@@ -52,6 +51,23 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import exception as _exc
 from ._serialization import b64d, b64e, decode_args, deserialize, serialize
+
+
+class _Lazy:
+    """A module imported on first use: asyncio costs tens of milliseconds to import, which
+    every cold start would pay, and only ``async def`` functions need it."""
+
+    def __init__(self, name: str):
+        self._name = name
+        self._mod = None
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._mod is None:
+            self._mod = importlib.import_module(self._name)
+        return getattr(self._mod, attr)
+
+
+asyncio = _Lazy("asyncio")
 
 _THIS_FILE = os.path.abspath(__file__)
 _UNSET = object()
