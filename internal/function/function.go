@@ -112,7 +112,8 @@ type Spec struct {
 	Methods          map[string]Method `json:"methods,omitempty"`
 	IsGenerator      bool              `json:"is_generator"`
 	ImageID          string            `json:"image_id"`
-	CPU              float64           `json:"cpu"`
+	CPU              float64           `json:"cpu"`       // a request: the container may burst above it
+	CPULimit         float64           `json:"cpu_limit"` // cpu=(request, limit): a hard cap; 0 is none
 	MemoryMiB        int               `json:"memory"`
 	GPU              any               `json:"gpu"` // null, "H100", "A100-80GB:2" or a list of those
 	Timeout          float64           `json:"timeout"`
@@ -174,6 +175,9 @@ func (s *Spec) Validate(hostCPU float64, hostMemMiB int) error {
 	}
 	if s.CPU < 0 || s.CPU > hostCPU {
 		return errdefs.Invalid("%s: cpu must be more than 0 and at most %v (the largest worker's cores), got %v", where, hostCPU, s.CPU)
+	}
+	if s.CPULimit != 0 && (s.CPULimit < s.CPU || s.CPULimit > hostCPU) {
+		return errdefs.Invalid("%s: the cpu limit must be at least the request (%v) and at most %v cores, got %v", where, s.CPU, hostCPU, s.CPULimit)
 	}
 	if s.MemoryMiB == 0 {
 		s.MemoryMiB = sandbox.DefaultMemoryMiB

@@ -108,7 +108,8 @@ type CreateOptions struct {
 	ID           string
 	Isolation    string
 	Layers       []string // read-only image layer directories, lowest first
-	CPU          float64
+	CPU          float64  // requested cores: the container's share under contention
+	CPULimit     float64  // hard cap in cores; 0 is none
 	MemoryMiB    int
 	DiskMiB      int
 	BlockNetwork bool

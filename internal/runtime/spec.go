@@ -35,7 +35,14 @@ var readonlyPaths = []string{
 func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
 	memBytes := int64(opts.MemoryMiB) << 20
 	period := uint64(100000)
-	quota := int64(opts.CPU * float64(period))
+	// CPU is a request (a share of the machine under contention); CPULimit, when set, is a
+	// hard quota. Sandboxes set both to their cpu=; function containers only the request, and
+	// burst when the machine is idle, as Modal's do.
+	quota := int64(-1)
+	if opts.CPULimit > 0 {
+		quota = int64(opts.CPULimit * float64(period))
+	}
+	shares := uint64(max(2, opts.CPU*1024))
 	pids := int64(c.PidsLimit)
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "TERM=xterm"}
 	// One hostname for all: a container may be started ahead of the sandbox it will serve.
@@ -69,7 +76,7 @@ func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
 			CgroupsPath: c.cgroupsPath(opts.ID),
 			Resources: &specs.LinuxResources{
 				Memory:  &specs.LinuxMemory{Limit: &memBytes, Swap: &memBytes},
-				CPU:     &specs.LinuxCPU{Period: &period, Quota: &quota},
+				CPU:     &specs.LinuxCPU{Period: &period, Quota: &quota, Shares: &shares},
 				Pids:    &specs.LinuxPids{Limit: pids},
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 			},

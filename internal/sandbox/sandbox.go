@@ -75,22 +75,25 @@ const (
 
 // Sandbox is a sandbox as stored and as shown to clients.
 type Sandbox struct {
-	ID           string            `json:"sandbox_id"`
-	AppID        string            `json:"app_id"`
-	Name         *string           `json:"name"`
-	Tags         map[string]string `json:"tags"`
-	ImageID      string            `json:"image_id"`
-	Command      []string          `json:"command"`
-	Isolation    string            `json:"isolation"`
-	Status       Status            `json:"status"`
-	ExitCode     *int              `json:"exit_code"`
-	Error        *string           `json:"error"`
-	Timeout      float64           `json:"timeout"`
-	IdleTimeout  *float64          `json:"idle_timeout"`
-	CPU          float64           `json:"cpu"`
-	MemoryMiB    int               `json:"memory"`
-	Workdir      *string           `json:"workdir"`
-	BlockNetwork bool              `json:"block_network"`
+	ID          string            `json:"sandbox_id"`
+	AppID       string            `json:"app_id"`
+	Name        *string           `json:"name"`
+	Tags        map[string]string `json:"tags"`
+	ImageID     string            `json:"image_id"`
+	Command     []string          `json:"command"`
+	Isolation   string            `json:"isolation"`
+	Status      Status            `json:"status"`
+	ExitCode    *int              `json:"exit_code"`
+	Error       *string           `json:"error"`
+	Timeout     float64           `json:"timeout"`
+	IdleTimeout *float64          `json:"idle_timeout"`
+	CPU         float64           `json:"cpu"`
+	// CPULimit caps a function container's CPU (cpu=(request, limit)); 0 lets it burst. A
+	// sandbox's cpu is always also its cap.
+	CPULimit     float64 `json:"cpu_limit,omitempty"`
+	MemoryMiB    int     `json:"memory"`
+	Workdir      *string `json:"workdir"`
+	BlockNetwork bool    `json:"block_network"`
 	// HostNetwork shares the machine's network namespace. Only image build containers get it
 	// (the server sets it; clients cannot), so that apt_install and pip_install reach their
 	// package indexes, as `docker build` does.

@@ -469,7 +469,7 @@ func (d *dispatcher) containerSpec(fn function.Function) (sandbox.Sandbox, error
 	}
 	sb := sandbox.Sandbox{
 		AppID: fn.AppID, ImageID: sp.ImageID, Isolation: iso, Status: sandbox.Pending, Timeout: sandbox.MaxTimeout.Seconds(),
-		CPU: sp.CPU, MemoryMiB: sp.MemoryMiB, Env: env, FunctionID: fn.ID, Tags: map[string]string{"function": fn.Name},
+		CPU: sp.CPU, CPULimit: sp.CPULimit, MemoryMiB: sp.MemoryMiB, Env: env, FunctionID: fn.ID, Tags: map[string]string{"function": fn.Name},
 	}
 	gpus, _ := function.ParseGPU(sp.GPU)
 	for _, g := range gpus {

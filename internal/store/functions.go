@@ -50,8 +50,8 @@ CREATE TABLE IF NOT EXISTS inputs (
 	created_at TEXT NOT NULL,
 	done_at TEXT
 );
-CREATE INDEX IF NOT EXISTS inputs_call ON inputs(call_id, seq);
-CREATE INDEX IF NOT EXISTS inputs_open ON inputs(status) WHERE status IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS inputs_call ON inputs(call_id);
+
 CREATE TABLE IF NOT EXISTS secrets (
 	id TEXT PRIMARY KEY,
 	name TEXT NOT NULL UNIQUE,

@@ -76,7 +76,7 @@ func (w *Worker) create(a workerproto.Assignment) {
 	} else {
 		var err error
 		c, err = w.rt.Create(ctx, gustruntime.CreateOptions{
-			ID: sb.ID, Isolation: sb.Isolation, Layers: a.ImageLayers, CPU: sb.CPU,
+			ID: sb.ID, Isolation: sb.Isolation, Layers: a.ImageLayers, CPU: sb.CPU, CPULimit: cpuLimit(sb),
 			MemoryMiB: sb.MemoryMiB, DiskMiB: w.cfg.DiskMiB, BlockNetwork: sb.BlockNetwork, HostNetwork: sb.HostNetwork,
 			Mounts: mounts, OnExit: func() { w.containerExited(b) }, Logf: w.log.Printf,
 		})
@@ -121,6 +121,14 @@ func (w *Worker) create(a workerproto.Assignment) {
 	}
 	w.report(sb.ID, workerproto.StateReport{Status: sandbox.Running})
 	go w.enforceTimeouts(b)
+}
+
+// cpuLimit is the container's hard CPU cap: a sandbox's cpu, a function container's limit.
+func cpuLimit(sb sandbox.Sandbox) float64 {
+	if sb.FunctionID != "" {
+		return sb.CPULimit
+	}
+	return sb.CPU
 }
 
 // env builds a process environment: defaults, then the sandbox's, then the exec's.

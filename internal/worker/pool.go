@@ -93,7 +93,7 @@ func (p *warmPool) fill() {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			c, err := p.w.rt.Create(ctx, gustruntime.CreateOptions{
 				ID: sandbox.NewID("warm"), Isolation: sandbox.IsolationRunc, Layers: layers,
-				CPU: sandbox.DefaultCPU, MemoryMiB: sandbox.DefaultMemoryMiB, DiskMiB: p.w.cfg.DiskMiB,
+				CPU: sandbox.DefaultCPU, CPULimit: sandbox.DefaultCPU, MemoryMiB: sandbox.DefaultMemoryMiB, DiskMiB: p.w.cfg.DiskMiB,
 				Logf: p.w.log.Printf,
 			})
 			cancel()
