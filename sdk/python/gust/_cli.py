@@ -84,8 +84,11 @@ def _user_code(f: Callable[[], Any]) -> Tuple[bool, Any]:
         return False, 1
     except KeyboardInterrupt:
         raise
-    except BaseException:  # noqa: BLE001 - the user's exception, shown as Python shows it
+    except BaseException as e:  # noqa: BLE001 - the user's exception, shown as Python shows it
         traceback.print_exc()
+        if sys.version_info < (3, 11):  # older tracebacks leave out the notes (the remote traceback)
+            for note in getattr(e, "__notes__", ()):
+                print(note, file=sys.stderr)
         return False, 1
 
 
@@ -136,7 +139,8 @@ def find_app(module: ModuleType, app_var: Optional[str] = None) -> App:
         return next(iter(apps.values()))
     if not apps:
         raise exc.InvalidError(f"{module.__file__} defines no gust.App")
-    raise exc.InvalidError(f"{module.__file__} defines several apps ({', '.join(apps)}): name one, as FILE::{next(iter(apps))}")
+    raise exc.InvalidError(
+        f"{module.__file__} defines several apps ({', '.join(apps)}): name one, as FILE::{next(iter(apps))}")
 
 
 def find_target(module: ModuleType, name: str) -> Tuple[App, Any, Optional[str]]:
@@ -206,7 +210,7 @@ def _flag_type(name: str, ann: Any, default: Any) -> type:
         s = s.replace("|None", "").replace("None|", "")
         if s in _TYPES:
             return _TYPES[s]
-    elif typing.get_origin(ann) in (typing.Union, types.UnionType):
+    elif typing.get_origin(ann) in (typing.Union, getattr(types, "UnionType", typing.Union)):
         args = [a for a in typing.get_args(ann) if a is not type(None)]
         if len(args) == 1:
             return _flag_type(name, args[0], default)

@@ -19,7 +19,6 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from . import _code, _container, _local_files, output
 from . import exception as exc
 from ._http import Client, get_client
-from ._partial import MISSING  # noqa: F401 - re-exported for the runner's convenience
 from .cls import Cls, class_methods
 from .functions import Function, _Handle, _is_generator_function
 from .image import Image
@@ -157,7 +156,8 @@ def _options(*, image: Any, secrets: Any, env: Any, gpu: Any, cpu: Any, memory: 
     _check_number("buffer_containers", buffer_containers, low=0, integer=True)
     _check_number("max_containers", max_containers, low=1, integer=True, allow_none=True)
     if max_containers is not None and max_containers < min_containers:
-        raise exc.InvalidError(f"{where}: max_containers ({max_containers}) is less than min_containers ({min_containers})")
+        raise exc.InvalidError(
+            f"{where}: max_containers ({max_containers}) is less than min_containers ({min_containers})")
     _check_number("scaledown_window", scaledown_window, low=1, hint="seconds an idle container is kept")
     max_inputs, target_inputs = 1, None
     if allow_concurrent_inputs is not None:
@@ -192,6 +192,9 @@ class App:
             raise exc.InvalidError(f"App(image=...) must be a gust.Image, got {image!r}")
         if volumes:
             raise exc.InvalidError("App(volumes=...) is not supported by gust yet")
+        for s in secrets or ():
+            if not isinstance(s, Secret):
+                raise exc.InvalidError(f"App(secrets=...) must be gust.Secret objects, got {s!r}")
         self._name = name
         self._image = image
         self._secrets = list(secrets or ())

@@ -128,7 +128,8 @@ class Cls:
                 v = kwargs[pname]
                 t = hints.get(pname)
                 if t in _PARAM_TYPES and not isinstance(v, t) and not (t is float and isinstance(v, int)):
-                    raise exc.InvalidError(f"{name}(): parameter {pname!r} must be {t.__name__}, got {type(v).__name__}")
+                    raise exc.InvalidError(
+                        f"{name}(): parameter {pname!r} must be {t.__name__}, got {type(v).__name__}")
             elif p.default is not MISSING:
                 v = p.default
             else:

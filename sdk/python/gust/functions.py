@@ -125,7 +125,8 @@ class _Handle:
         if self.lookup is not None:
             app_name, name, client = self.lookup
             client = client or get_client()
-            self.set(client, data=client.json("POST", "/v1/functions/lookup", json={"app_name": app_name, "name": name}))
+            data = client.json("POST", "/v1/functions/lookup", json={"app_name": app_name, "name": name})
+            self.set(client, data=data)
             return
         if not _container.is_local():
             self._find_in_container()
@@ -140,6 +141,10 @@ class _Handle:
         if not me:
             raise exc.ExecutionError(f"Function {self.name!r}: GUST_FUNCTION_ID is not set in this container")
         client = get_client()
+        if not client.config.token:
+            raise exc.ExecutionError(
+                f"Function {self.name!r}: calling a function from inside a container needs the gust server's "
+                "address and a token in the container (GUST_SERVER_URL, GUST_TOKEN), which it was not given")
         app_id = client.json("GET", f"/v1/functions/{me}")["app_id"]
         doc = client.json("GET", f"/v1/apps/{app_id}")
         for f in doc.get("function_details") or doc.get("functions_details") or []:
@@ -275,9 +280,14 @@ class Function:
         inputs = [_encode_input(args, kwargs)]  # before anything is sent: unpicklable arguments fail here
         client, fid = self._handle.resolve()
         if self._generator():
-            raise exc.InvalidError("A generator function cannot be called with `.remote(...)`. Use `.remote_gen(...)` instead.")
+            raise exc.InvalidError(
+                "A generator function cannot be called with `.remote(...)`. Use `.remote_gen(...)` instead.")
         call = _CallStream.start(client, fid, self._body("remote", inputs, True))
-        return call.single_output(0)
+        try:
+            return call.single_output(0)
+        except KeyboardInterrupt:
+            _cancel_quietly(client, call.call_id)  # Ctrl-C stops the remote input too
+            raise
 
     @aio_gen
     def remote_gen(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -322,7 +332,8 @@ class Function:
                     return_exceptions)
 
     @aio
-    def for_each(self, *input_iterators: Iterable, kwargs: Optional[dict] = None, ignore_exceptions: bool = False) -> None:
+    def for_each(self, *input_iterators: Iterable, kwargs: Optional[dict] = None,
+                 ignore_exceptions: bool = False) -> None:
         """Like ``map``, discarding the results; with ``ignore_exceptions`` failures are skipped too."""
         for _ in self.map(*input_iterators, kwargs=kwargs, order_outputs=False, return_exceptions=ignore_exceptions):
             pass
@@ -393,9 +404,10 @@ def _decode_output(out: dict) -> Tuple[bool, Any]:
         except exc.Error as e:
             return False, e
     if status == "timeout":
-        return False, exc.FunctionTimeoutError(out.get("error") or "the input ran past the function's timeout")
+        return False, exc.FunctionTimeoutError(
+            _message(out, "FunctionTimeoutError", "the input ran past the function's timeout"))
     if status == "terminated":
-        return False, exc.InputCancellation(out.get("error") or "the input was cancelled")
+        return False, exc.InputCancellation(_message(out, "InputCancellation", "the input was cancelled"))
     err: Optional[BaseException] = None
     if out.get("exc"):
         try:
@@ -409,8 +421,21 @@ def _decode_output(out: dict) -> Tuple[bool, Any]:
         msg = out.get("error") or f"the function failed (status {status!r})"
         err = exc.RemoteError(msg)
     if tb:
-        err.add_note(f"\nRemote traceback (in the gust container):\n{tb}")
+        _add_note(err, f"\nRemote traceback (in the gust container):\n{tb}")
     return False, err
+
+
+def _add_note(e: BaseException, note: str) -> None:
+    if hasattr(e, "add_note"):
+        e.add_note(note)
+    else:  # Python < 3.11: the attribute, which tracebacks there do not print
+        e.__notes__ = list(getattr(e, "__notes__", ())) + [note]  # type: ignore[attr-defined]
+
+
+def _message(out: dict, cls_name: str, default: str) -> str:
+    msg = out.get("error") or default
+    prefix = cls_name + ": "  # the exception's type already says it
+    return msg[len(prefix):] if msg.startswith(prefix) else msg
 
 
 def _write_log(log: dict) -> None:
@@ -489,7 +514,8 @@ class _CallStream:
                         if "output" in line:
                             out = line["output"]
                             seq = out.get("seq")
-                            self.next_from = max(self.next_from, seq + 1 if isinstance(seq, int) else self.next_from + 1)
+                            nxt = seq + 1 if isinstance(seq, int) else self.next_from + 1
+                            self.next_from = max(self.next_from, nxt)
                             self._tail = 0
                         elif "log" in line or "item" in line:
                             if skip > 0:

@@ -79,12 +79,14 @@ class Cron(Schedule):
         expr = cron_string.strip()
         if expr.startswith("@"):
             if expr.lower() not in _MACROS:
-                raise exc.InvalidError(f"Cron({expr!r}): unknown macro; use five fields or one of {', '.join(sorted(_MACROS))}")
+                raise exc.InvalidError(
+                    f"Cron({expr!r}): unknown macro; use five fields or one of {', '.join(sorted(_MACROS))}")
         else:
             fields = expr.split()
             if len(fields) != 5:
                 raise exc.InvalidError(
-                    f"Cron({expr!r}) must have 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}")
+                    f"Cron({expr!r}) must have 5 fields (minute hour day-of-month month day-of-week), "
+                    f"got {len(fields)}")
             for i, f in enumerate(fields):
                 _check_field(i, f, expr)
         self.cron_string = expr

@@ -24,8 +24,8 @@ class Secret:
         """The variables of an inline secret. A named secret's values stay on the server."""
         if self._env is None:
             raise exc.InvalidError(
-                f"Secret.from_name({self._name!r}): a stored secret's values stay on the server and can be "
-                "used by functions only; for sandboxes use Secret.from_dict({...}) or Secret.from_local_environ([...])")
+                f"Secret.from_name({self._name!r}): a stored secret's values stay on the server, for functions "
+                "only; for sandboxes and image builds use Secret.from_dict({...}) or Secret.from_local_environ([...])")
         return self._env
 
     @staticmethod

@@ -7,11 +7,9 @@ runs inputs in threads of this process, calling the user's Python functions dire
 Run: cd sdk/python && python3 -m unittest tests.test_unit_functions -v
 """
 
-import base64
 import bisect
 import contextlib
 import hashlib
-import importlib
 import io
 import json
 import os
@@ -292,6 +290,9 @@ class Handler(BaseHTTPRequestHandler):
                                     "done": len(call.output_pos), "status": "pending"})
         if parts[:2] == ["v1", "functions"] and len(parts) == 3:
             return self._json(200, self.g.function_doc(parts[2]))
+        if parts[:2] == ["v1", "apps"] and len(parts) == 3:
+            docs = [self.g.function_doc(fid) for fid, fn in self.g.functions.items() if fn["app_id"] == parts[2]]
+            return self._json(200, {"app_id": parts[2], "function_details": docs})
         self._error(404, "not_found", f"nothing at {u.path}")
 
     def stream_call(self, call, from_, until, timeout):
@@ -874,6 +875,22 @@ class CallTest(ServerTest):
         # The same parameters give the same payload (one container instance per distinct params).
         self.assertEqual(self.M(size=4, name="m").predict._params, obj.predict._params)
 
+    def test_calls_from_inside_a_container(self):
+        # The module as the runner imports it: same decorators, nothing published, ids found via the app.
+        app = gust.App("calls")
+        other = app.function()(square)
+        me = self.f["add"].object_id
+        env = {"GUST_IS_REMOTE": "1", "GUST_FUNCTION_ID": me, "GUST_SERVER_URL": self.url, "GUST_TOKEN": "tok"}
+        with mock.patch.dict(os.environ, env):
+            self.addCleanup(lambda: _http.get_client().close())
+            self.assertEqual(other.remote(6), 36)
+            self.assertEqual(other.object_id, self.f["square"].object_id)
+        env.update(GUST_TOKEN="", XDG_CONFIG_HOME=tempfile.gettempdir() + "/gust-no-config")  # no config file
+        with mock.patch.dict(os.environ, env):
+            with self.assertRaises(exception.ExecutionError) as cm:
+                gust.App("calls").function()(square).remote(1)
+            self.assertIn("GUST_TOKEN", str(cm.exception))
+
     def test_functions_pass_as_arguments(self):
         f = pickle.loads(pickle.dumps(self.f["square"]))
         self.assertEqual(f.object_id, self.f["square"].object_id)
@@ -997,7 +1014,7 @@ class CodeTest(unittest.TestCase):
         tar, module = _code.package(objs)
         appdir = os.path.join(self.dir, "unpacked")
         with tarfile.open(fileobj=io.BytesIO(tar)) as t:
-            t.extractall(appdir)
+            t.extractall(appdir, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         config = json.dumps({"module": module, "name": "f", "kind": "function", "max_inputs": 1})
         code = ("import sys; sys.path[:0] = [%r, %r]; import gust._runner as r; sys.exit(r.main())"
                 % (SDK_DIR, appdir))
@@ -1067,6 +1084,7 @@ class CLITest(ServerTest):
         env = mock.patch.dict(os.environ, {"GUST_SERVER_URL": self.url, "GUST_TOKEN": "tok"})
         env.start()
         self.addCleanup(env.stop)
+        self.addCleanup(lambda: _http.get_client().close())  # the client `gust run` used
         self.gust.impls.update(square=square, typed_add=typed_add, countdown=countdown, fail_on_3=fail_on_3)
 
     def write_app(self, name, body):
