@@ -462,7 +462,7 @@ class _CallStream:
         self._stream = stream
         self.next_from = 0  # outputs received (their seq + 1)
         self._tail = 0  # log and item lines seen since the last output
-        self._logs_seen = 0  # log lines seen since the start of the call (for from=0 replays)
+        self.head: Optional[dict] = None  # the first line of a call's POST stream
 
     @classmethod
     def start(cls, client: Client, function_id: str, body: dict) -> "_CallStream":
@@ -537,16 +537,12 @@ class _CallStream:
         finally:
             self.close()
 
-    def _log(self, line: dict) -> None:
-        _write_log(line["log"])
-
-    def single_output(self, index: int, deadline: Optional[float] = None, show_logs: bool = True) -> Any:
-        """Wait for input ``index``'s output; return its result or raise."""
+    def single_output(self, index: int) -> Any:
+        """Wait for input ``index``'s output, printing log lines; return its result or raise."""
         found: List[dict] = []
-        for line in self.lines(lambda: not found, deadline):
+        for line in self.lines(lambda: not found):
             if "log" in line:
-                if show_logs:
-                    self._log(line)
+                _write_log(line["log"])
             elif "output" in line and line["output"].get("index", 0) == index and not found:
                 found.append(line["output"])
         if not found:
@@ -563,7 +559,7 @@ class _CallStream:
         try:
             for line in self.lines(lambda: not found):
                 if "log" in line:
-                    self._log(line)
+                    _write_log(line["log"])
                 elif "item" in line:
                     item = line["item"]
                     seq = item.get("seq")
