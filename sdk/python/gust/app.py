@@ -106,13 +106,13 @@ def _parse_gpu_one(g: Any) -> str:
     return f"{t}:{int(count)}"
 
 
-def _limit(name: str, v: Any) -> Any:
-    """Modal accepts (request, limit) for cpu and memory; gust has one number: the limit."""
+def _pair(name: str, v: Any) -> Tuple[Any, Any]:
+    """Modal's cpu and memory: a number (the request) or a (request, limit) pair."""
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise exc.InvalidError(f"{name} must be a number or a (request, limit) pair, got {v!r}")
-        return v[1]
-    return v
+        return v[0], v[1]
+    return v, None
 
 
 def _options(*, image: Any, secrets: Any, env: Any, gpu: Any, cpu: Any, memory: Any, timeout: Any, retries: Any,
@@ -147,9 +147,13 @@ def _options(*, image: Any, secrets: Any, env: Any, gpu: Any, cpu: Any, memory: 
         if not isinstance(k, str) or not isinstance(v, str):
             raise exc.InvalidError(f"{where}: env must map strings to strings, got {k!r}: {v!r}")
         env_d[k] = v
-    cpu = _limit("cpu", cpu)
-    memory = _limit("memory", memory)
+    cpu, cpu_limit = _pair("cpu", cpu)
     _check_number("cpu", cpu, low=0, strict=True, allow_none=True, hint="cores, e.g. cpu=2")
+    _check_number("cpu limit", cpu_limit, low=0, strict=True, allow_none=True)
+    if cpu_limit is not None and cpu is not None and cpu_limit < cpu:
+        raise exc.InvalidError(f"{where}: cpu=(request, limit): the limit {cpu_limit} is less than the request {cpu}")
+    memory_request, memory_limit = _pair("memory", memory)
+    memory = memory_limit if memory_limit is not None else memory_request  # gust's is one number: the limit
     _check_number("memory", memory, low=16, integer=True, allow_none=True, hint="MiB, e.g. memory=4096")
     _check_number("timeout", timeout, low=0, strict=True, hint="seconds per input")
     _check_number("min_containers", min_containers, low=0, integer=True)
@@ -167,6 +171,7 @@ def _options(*, image: Any, secrets: Any, env: Any, gpu: Any, cpu: Any, memory: 
     if isolation not in (None, "runc", "gvisor"):
         raise exc.InvalidError(f"{where}: isolation must be 'runc' or 'gvisor', got {isolation!r}")
     return {"image": image, "secrets": secret_list, "env": env_d, "gpu": _parse_gpu(gpu), "cpu": cpu,
+            "cpu_limit": cpu_limit,
             "memory": memory, "timeout": timeout, "retries": Retries._from(retries), "min_containers": min_containers,
             "max_containers": max_containers, "buffer_containers": buffer_containers,
             "scaledown_window": scaledown_window, "max_inputs": max_inputs, "target_inputs": target_inputs,
@@ -399,6 +404,8 @@ class App:
             "max_inputs": o["max_inputs"], "target_inputs": o["target_inputs"],
             "schedule": o["schedule"]._to_spec() if o["schedule"] is not None else None,
         })
+        if o["cpu_limit"] is not None:
+            spec["cpu_limit"] = o["cpu_limit"]
         if o["isolation"]:
             spec["isolation"] = o["isolation"]
         return spec

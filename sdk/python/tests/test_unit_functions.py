@@ -447,7 +447,7 @@ class ValidationTest(unittest.TestCase):
             self.bad(gpu=bad)
 
     def test_resources_and_scaling(self):
-        for kw in ({"cpu": 0}, {"cpu": -1}, {"memory": 8}, {"memory": 1.5}, {"timeout": 0}, {"timeout": -5},
+        for kw in ({"cpu": 0}, {"cpu": -1}, {"cpu": (2, 1)}, {"cpu": (1, 2, 3)}, {"memory": 8}, {"memory": 1.5}, {"timeout": 0}, {"timeout": -5},
                    {"scaledown_window": 0}, {"min_containers": -1}, {"buffer_containers": -1},
                    {"max_containers": 0}, {"min_containers": 3, "max_containers": 2},
                    {"retries": 11}, {"retries": "3"}, {"allow_concurrent_inputs": 0},
@@ -603,7 +603,7 @@ class PublishTest(ServerTest):
     def test_publish_body(self):
         app = gust.App("pub", secrets=[gust.Secret.from_dict({"A": "1"})])
         img = gust.Image.debian_slim().pip_install("numpy")
-        f = app.function(gpu=["h100:2", "A100"], cpu=2, memory=(512, 2048), timeout=60, retries=2,
+        f = app.function(gpu=["h100:2", "A100"], cpu=(2, 4), memory=(512, 2048), timeout=60, retries=2,
                          env={"X": "1", "Y": None}, secrets=[gust.Secret.from_name("known")],
                          min_containers=1, max_containers=4, buffer_containers=1, scaledown_window=30,
                          schedule=gust.Cron("0 9 * * 1"), image=img)(square)
@@ -622,7 +622,7 @@ class PublishTest(ServerTest):
         self.assertEqual(sorted(specs), ["Model", "square", "ticker"])
         self.assertEqual(specs["square"], {
             "name": "square", "kind": "function", "is_generator": False, "image_id": specs["square"]["image_id"],
-            "cpu": 2, "memory": 2048, "gpu": ["H100:2", "A100"], "timeout": 60,
+            "cpu": 2, "cpu_limit": 4, "memory": 2048, "gpu": ["H100:2", "A100"], "timeout": 60,
             "retries": {"max_retries": 2, "backoff_coefficient": 1.0, "initial_delay": 1.0, "max_delay": 60.0},
             "env": {"X": "1"}, "secrets": [{"env": {"A": "1"}}, {"name": "known"}],
             "min_containers": 1, "max_containers": 4, "buffer_containers": 1, "scaledown_window": 30,
