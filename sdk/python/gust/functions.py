@@ -553,19 +553,17 @@ class _CallStream:
         raise v
 
     def items(self, index: int, cancel_on_close: bool = True) -> Iterator[Any]:
-        """Yield a generator input's items as they come, then raise its failure if it failed."""
+        """Yield a generator input's items as they come, then raise its failure if it failed.
+        (Items replayed after a resumed stream are skipped by ``lines``.)"""
         found: List[dict] = []
-        next_seq = 0
         try:
             for line in self.lines(lambda: not found):
                 if "log" in line:
                     _write_log(line["log"])
                 elif "item" in line:
                     item = line["item"]
-                    seq = item.get("seq")
-                    if item.get("index", 0) != index or (isinstance(seq, int) and seq < next_seq):
+                    if item.get("index", 0) != index:
                         continue
-                    next_seq = seq + 1 if isinstance(seq, int) else next_seq + 1
                     data = item.get("data")
                     yield None if data is None else deserialize(b64d(data), item.get("format") or PICKLE)
                 elif "output" in line and line["output"].get("index", 0) == index:

@@ -206,9 +206,8 @@ class FakeGust:
             args, kwargs = decode_args(b64d(inp["args"]), inp["format"])
             r = self.target(call)(*args, **kwargs)
             if hasattr(r, "__next__"):
-                for seq, item in enumerate(r):
-                    self.add_line(call, {"item": {"index": index, "seq": seq, "data": b64e(serialize(item)),
-                                                  "format": "pickle"}})
+                for item in r:
+                    self.add_line(call, {"item": {"index": index, "data": b64e(serialize(item)), "format": "pickle"}})
                 r = None
             out.update(status="success", data=b64e(serialize(r)))
         except FakeStatus as e:
@@ -829,6 +828,8 @@ class CallTest(ServerTest):
         self.assertEqual(out.getvalue(), "hello 5\n")  # the replayed log line is not printed twice
         streams = [r for r in self.gust.requests if r[0] == "GET" and r[1].endswith("/stream")]
         self.assertEqual(streams[-1][2]["from"], "0")
+        self.gust.faults = [("timeout", 2)]  # a generator's items are not repeated after a resume
+        self.assertEqual(list(self.f["countdown"].remote_gen(5)), [5, 4, 3, 2, 1])
         self.gust.faults = [("break", 3), ("timeout", 2)]
         self.assertEqual(list(self.f["square"].map(range(10))), [i * i for i in range(10)])
         streams = [r for r in self.gust.requests if r[0] == "GET" and r[1].endswith("/stream")]
