@@ -76,20 +76,28 @@ func (b *Builder) ExtractLayer(sum, remote, hash string) (string, int64, error) 
 	if _, err := os.Stat(dir); err == nil {
 		return dir, DirSize(dir), nil
 	}
-	tmp := dir + ".tmp"
-	os.RemoveAll(tmp)
 	f, err := os.Open(b.blobPath(sum))
 	if err != nil {
 		return "", 0, errdefs.NotFound("uploaded files %s are gone; upload them again", sum)
 	}
 	defer f.Close()
+	// A temporary directory of its own: several containers of one function may unpack the
+	// same code at once, and the first rename wins.
+	tmp, err := os.MkdirTemp(b.Dir, filepath.Base(dir)+".tmp-")
+	if err != nil {
+		return "", 0, err
+	}
+	defer os.RemoveAll(tmp)
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return "", 0, err
+	}
 	if err := extractTar(f, tmp, remote, false); err != nil {
-		os.RemoveAll(tmp)
 		return "", 0, err
 	}
 	if err := os.Rename(tmp, dir); err != nil {
-		os.RemoveAll(tmp)
-		return "", 0, err
+		if _, serr := os.Stat(dir); serr != nil {
+			return "", 0, err
+		}
 	}
 	return dir, DirSize(dir), nil
 }

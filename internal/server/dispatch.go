@@ -677,6 +677,8 @@ func (d *dispatcher) handleEvents(evs []workerproto.Event) {
 				qi.container = ""
 				fs.queue = append([]*queuedInput{qi}, fs.queue...)
 			case function.InputTimeout:
+				// The worker is killing the container: send it nothing more.
+				fc.stopping = true
 				if f := d.failLocked(fs, qi, function.InputTimeout, ev.Error, "", nil); f != nil {
 					done = append(done, *f)
 				}

@@ -216,7 +216,7 @@ type runnerInput struct {
 }
 
 // sendInputs hands inputs to a container's runner. Inputs for a container that is gone come
-// back as crashed, so that the server retries them elsewhere.
+// back as not started, so that the server runs them elsewhere.
 func (w *Worker) sendInputs(a workerproto.Assignment) {
 	b := w.box(a.SandboxID)
 	var r *runner
@@ -230,7 +230,7 @@ func (w *Worker) sendInputs(a workerproto.Assignment) {
 	}
 	if r == nil {
 		for _, in := range a.Inputs {
-			w.events.push(workerproto.Event{SandboxID: a.SandboxID, Type: workerproto.EventOutput, InputID: in.ID, Status: workerproto.StatusCrashed, Error: "the container was gone when the input reached it"})
+			w.events.push(workerproto.Event{SandboxID: a.SandboxID, Type: workerproto.EventOutput, InputID: in.ID, Status: workerproto.StatusNotStarted})
 		}
 		return
 	}

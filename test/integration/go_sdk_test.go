@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -116,5 +118,89 @@ func TestCLI(t *testing.T) {
 	out, _ = run("sandbox", "exec", id, "--", "true")
 	if !strings.Contains(out, "terminated") {
 		t.Fatalf("exec in a removed sandbox should say it was terminated: %s", out)
+	}
+}
+
+// TestGoSDKFunctions deploys a Python app with `gust deploy` and calls it from Go: the Go
+// SDK's Function.from_name and Remote.
+func TestGoSDKFunctions(t *testing.T) {
+	needGust(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	prog := `import gust as modal
+app = modal.App("go-sdk-fns")
+
+@app.function()
+def add(a, b=1):
+    print("adding in python")
+    return {"sum": a + b}
+
+@app.function()
+def fail():
+    raise KeyError("nope")
+
+@app.function()
+def count(n):
+    for i in range(n):
+        yield i
+`
+	if err := os.WriteFile(filepath.Join(dir, "fns.py"), []byte(prog), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(gust.bin, "deploy", "fns.py")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("gust deploy: %v\n%s", err, out)
+	}
+	c, err := sdk.NewClientFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if f, err := c.FunctionFromName(context.Background(), "go-sdk-fns", "add"); err == nil {
+			c.StopApp(context.Background(), f.AppID)
+		}
+	}()
+	add, err := c.FunctionFromName(ctx, "go-sdk-fns", "add")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	add.Stdout = &logs
+	var out struct {
+		Sum int `json:"sum"`
+	}
+	if err := add.RemoteWith(ctx, []any{40}, map[string]any{"b": 2}, &out); err != nil || out.Sum != 42 {
+		t.Fatalf("add(40, b=2) from Go: %+v %v", out, err)
+	}
+	if !strings.Contains(logs.String(), "adding in python") {
+		t.Fatalf("remote print not relayed to Go: %q", logs.String())
+	}
+	fail, err := c.FunctionFromName(ctx, "go-sdk-fns", "fail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = fail.Remote(ctx)
+	var re *sdk.RemoteError
+	if !errors.As(err, &re) || re.Type != "KeyError" || !strings.Contains(re.Traceback, `raise KeyError("nope")`) {
+		t.Fatalf("fail() from Go: %#v", err)
+	}
+	count, err := c.FunctionFromName(ctx, "go-sdk-fns", "count")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var items []string
+	for item, err := range count.RemoteGen(ctx, []any{3}, nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, string(item))
+	}
+	if strings.Join(items, ",") != "0,1,2" {
+		t.Fatalf("count(3) items from Go: %v", items)
+	}
+	if _, err := c.FunctionFromName(ctx, "go-sdk-fns", "nope"); err == nil {
+		t.Fatal("an unknown function was found")
 	}
 }
