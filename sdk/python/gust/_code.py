@@ -13,10 +13,12 @@ import io
 import os
 import sys
 import sysconfig
-import tarfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import exception as exc
+from ._lazy import LazyModule
+
+tarfile = LazyModule("tarfile")
 
 # The module `gust run FILE` imported FILE as: (module name, path).
 _entrypoint: Optional[Tuple[str, str]] = None

@@ -8,7 +8,6 @@ one. Streams (NDJSON) hold their connection until read to the end, then give it 
 from __future__ import annotations
 
 import builtins
-import http.client
 import json
 import os
 import socket
@@ -18,15 +17,19 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from . import _config
 from . import exception as exc
+from ._lazy import LazyModule
 from ._version import __version__
+
+http = LazyModule("http.client")  # used as http.client below
 
 DEFAULT_TIMEOUT = 120.0
 _MAX_IDLE = 32
 _ENV_KEYS = ("GUST_SERVER_URL", "GUST_TOKEN", "GUST_CONFIG", "XDG_CONFIG_HOME", "HOME")
 
 # Errors that mean a kept-alive connection went stale before it carried our request.
-_STALE = (http.client.RemoteDisconnected, builtins.ConnectionResetError, builtins.BrokenPipeError,
-          builtins.ConnectionAbortedError, http.client.BadStatusLine)
+def _stale() -> tuple:
+    return (http.RemoteDisconnected, builtins.ConnectionResetError, builtins.BrokenPipeError,
+            builtins.ConnectionAbortedError, http.BadStatusLine)
 
 
 def _json_bytes(v: Any) -> bytes:
@@ -50,7 +53,7 @@ def error_from_body(status: int, body: bytes) -> exc.Error:
 class NDJSONStream:
     """An NDJSON response, read line by line; iterate to get one dict per line."""
 
-    def __init__(self, client: "Client", conn: http.client.HTTPConnection, resp: http.client.HTTPResponse):
+    def __init__(self, client: "Client", conn: http.HTTPConnection, resp: http.HTTPResponse):
         self._client, self._conn, self._resp = client, conn, resp
         self._buf = b""
         self._done = False
@@ -70,7 +73,7 @@ class NDJSONStream:
                 raise StopIteration
             try:
                 chunk = self._resp.read1(65536)
-            except (OSError, http.client.HTTPException) as e:
+            except (OSError, http.HTTPException) as e:
                 self.close()
                 raise exc.ConnectionError(f"lost the stream from the gust server at {self._client.url}: {e}") from None
             if not chunk:
@@ -111,22 +114,22 @@ class Client:
         self._host = u.hostname
         self._port = u.port or (443 if self._https else 80)
         self._prefix = u.path.rstrip("/")
-        self._idle: List[http.client.HTTPConnection] = []
+        self._idle: List[http.HTTPConnection] = []
         self._lock = threading.Lock()
 
     # Connections.
 
-    def _new_conn(self) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+    def _new_conn(self) -> http.HTTPConnection:
+        cls = http.HTTPSConnection if self._https else http.HTTPConnection
         return cls(self._host, self._port, timeout=DEFAULT_TIMEOUT)
 
-    def _acquire(self) -> http.client.HTTPConnection:
+    def _acquire(self) -> http.HTTPConnection:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
         return self._new_conn()
 
-    def _release(self, conn: http.client.HTTPConnection) -> None:
+    def _release(self, conn: http.HTTPConnection) -> None:
         with self._lock:
             if len(self._idle) < _MAX_IDLE:
                 self._idle.append(conn)
@@ -144,7 +147,7 @@ class Client:
         return exc.ConnectionError(f"cannot reach gust server at {self.url}: {e} — is `gust up` running?")
 
     def _send(self, method: str, path: str, body: Optional[bytes], headers: Dict[str, str],
-              timeout: Optional[float]) -> Tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+              timeout: Optional[float]) -> Tuple[http.HTTPConnection, http.HTTPResponse]:
         for attempt in (0, 1):
             conn = self._acquire()
             reused = conn.sock is not None
@@ -158,12 +161,12 @@ class Client:
             except builtins.TimeoutError as e:
                 conn.close()
                 raise exc.TimeoutError(f"{method} {self.url}{path} timed out after {timeout} s") from e
-            except _STALE as e:
+            except _stale() as e:
                 conn.close()
                 if reused and attempt == 0:
                     continue
                 raise self._unreachable(e) from None
-            except (OSError, http.client.HTTPException) as e:
+            except (OSError, http.HTTPException) as e:
                 conn.close()
                 raise self._unreachable(e) from None
         raise AssertionError("unreachable")
@@ -202,7 +205,7 @@ class Client:
         except builtins.TimeoutError as e:
             conn.close()
             raise exc.TimeoutError(f"{method} {self.url}{full} timed out after {timeout} s") from e
-        except (OSError, http.client.HTTPException) as e:
+        except (OSError, http.HTTPException) as e:
             conn.close()
             raise self._unreachable(e) from None
         self._release(conn)
@@ -224,7 +227,7 @@ class Client:
         if resp.status >= 300:
             try:
                 payload = resp.read()
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.HTTPException):
                 payload = b""
             conn.close()
             raise error_from_body(resp.status, payload)

@@ -5,10 +5,12 @@ import fnmatch
 import hashlib
 import io
 import os
-import tarfile
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 from . import exception as exc
+from ._lazy import LazyModule
+
+tarfile = LazyModule("tarfile")
 
 Ignore = Union[Sequence[str], Callable[[str], bool], None]
 
@@ -21,7 +23,7 @@ def _ignored(rel: str, ignore: Ignore) -> bool:
     return any(fnmatch.fnmatch(rel, pat) or fnmatch.fnmatch(os.path.basename(rel), pat) for pat in ignore)
 
 
-def _add(tar: tarfile.TarFile, path: str, arcname: str) -> None:
+def _add(tar: "tarfile.TarFile", path: str, arcname: str) -> None:
     st = os.lstat(path)
     info = tarfile.TarInfo(arcname)
     info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""

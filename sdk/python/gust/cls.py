@@ -8,7 +8,6 @@ parameters as attributes, runs the ``@gust.enter()`` methods once, then serves c
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import threading
 import typing
@@ -18,6 +17,9 @@ from . import exception as exc
 from ._http import Client
 from ._partial import MISSING, class_parameters
 from .functions import Function, _Handle, _is_generator_function, encode_params
+from ._lazy import LazyModule
+
+asyncio = LazyModule("asyncio")
 
 _PARAM_TYPES = (str, int, float, bool, bytes)
 

@@ -13,7 +13,6 @@ second go through.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import os
@@ -24,9 +23,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import _container
+from ._lazy import LazyModule
 from . import exception as exc
 from ._http import Client, get_client
 from ._serialization import PICKLE, b64d, b64e, deserialize, encode_args, serialize
+
+asyncio = LazyModule("asyncio")
 
 _MAP_BATCH = 500  # inputs per request of a map
 _MAP_MAX_PENDING = 10_000  # inputs sent without an output yet, before the sender waits
