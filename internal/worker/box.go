@@ -64,7 +64,7 @@ func (w *Worker) create(a workerproto.Assignment) {
 	var c *gustruntime.Container
 	if a.Function != nil {
 		var err error
-		if mounts, err = w.functionMounts(a.Function); err != nil {
+		if mounts, err = w.functionMounts(a.Function, sb.Isolation); err != nil {
 			fail(err)
 			return
 		}

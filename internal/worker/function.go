@@ -50,8 +50,9 @@ type runner struct {
 	stderr  bytes.Buffer           // the runner's own stderr before it took over fd 2
 }
 
-// functionMounts returns the read-only mounts of a function container: the SDK and the code.
-func (w *Worker) functionMounts(fn *workerproto.FunctionRun) ([]gustruntime.Mount, error) {
+// functionMounts returns the read-only mounts of a function container: the SDK, the code, and
+// (under runc) the directory of the worker's API socket.
+func (w *Worker) functionMounts(fn *workerproto.FunctionRun, isolation string) ([]gustruntime.Mount, error) {
 	w.sdkOnce.Do(func() {
 		w.sdkDir, w.sdkErr = pythonsdk.Extract(filepath.Join(w.cfg.StateDir, "python"))
 		if w.sdkErr == nil {
@@ -69,7 +70,12 @@ func (w *Worker) functionMounts(fn *workerproto.FunctionRun) ([]gustruntime.Moun
 	if statErr != nil {
 		w.compilePython(code)
 	}
-	return []gustruntime.Mount{{Source: w.sdkDir, Destination: sdkMount}, {Source: code, Destination: codeMount}}, nil
+	mounts := []gustruntime.Mount{{Source: w.sdkDir, Destination: sdkMount}, {Source: code, Destination: codeMount}}
+	if w.apiDir != "" && isolation == gustruntime.IsolationRunc {
+		// gVisor would need --host-uds=open to connect to it.
+		mounts = append(mounts, gustruntime.Mount{Source: w.apiDir, Destination: apiSocketMount})
+	}
+	return mounts, nil
 }
 
 // compilePython writes bytecode next to Python sources that containers will see read-only,
@@ -93,7 +99,14 @@ func (w *Worker) startRunner(b *box, fn *workerproto.FunctionRun) error {
 	if b.sb.Workdir != nil {
 		cwd = *b.sb.Workdir
 	}
-	env := b.env(map[string]string{"GUST_CONTAINER_ID": b.sb.ID, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+	extra := map[string]string{"GUST_CONTAINER_ID": b.sb.ID, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+	if w.apiDir != "" && b.sb.Isolation == gustruntime.IsolationRunc {
+		// The SDK in the container calls other functions through the worker's socket, which
+		// adds the token itself.
+		extra["GUST_SERVER_URL"] = "unix://" + apiSocketMount + "/api.sock"
+		extra["GUST_TOKEN"] = "container"
+	}
+	env := b.env(extra)
 	p, err := b.container.Exec(initproto.ExecRequest{Argv: []string{"python3", "-u", "-c", runnerBoot, string(cfg)}, Env: env, Cwd: cwd, Main: true, User: b.sb.User}, 0)
 	if err != nil {
 		return err

@@ -54,6 +54,7 @@ type Worker struct {
 	pool   *warmPool
 	events *eventQueue // function events for the server
 
+	apiDir  string    // holds the socket through which function containers call the API
 	sdkOnce sync.Once // the Python SDK, unpacked once for function containers
 	sdkDir  string
 	sdkErr  error
@@ -103,6 +104,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	srv := &http.Server{Handler: httpapi.Auth(w.cfg.Token, w.routes())}
 	go srv.Serve(ln)
 	defer srv.Close()
+	if dir, closeAPI, err := w.serveContainerAPI(); err != nil {
+		w.log.Printf("functions will not be able to call other functions: %v", err)
+	} else {
+		w.apiDir = dir
+		defer closeAPI()
+	}
 	evCtx, stopEvents := context.WithCancel(context.Background())
 	defer stopEvents()
 	go w.events.run(evCtx)

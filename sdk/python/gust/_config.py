@@ -34,6 +34,8 @@ def config_path(env: Mapping[str, str]) -> str:
 
 def normalize_url(url: str) -> str:
     url = url.strip().rstrip("/")
+    if url.startswith("unix://"):
+        return url
     if "://" not in url:
         url = "http://" + url
     return url

@@ -101,6 +101,19 @@ class NDJSONStream:
             self._conn.sock.settimeout(t)
 
 
+def _unix_connection(path: str) -> "http.HTTPConnection":
+    """An HTTP connection over a unix socket."""
+
+    class UnixHTTPConnection(http.HTTPConnection):
+        def connect(self) -> None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(self.timeout)
+            s.connect(path)
+            self.sock = s
+
+    return UnixHTTPConnection("localhost", timeout=DEFAULT_TIMEOUT)
+
+
 class Client:
     """A connection pool to one gust server, with its token."""
 
@@ -108,18 +121,22 @@ class Client:
         self.config = config
         self.url = config.server_url
         u = urllib.parse.urlsplit(self.url)
-        if u.scheme not in ("http", "https") or not u.hostname:
+        # unix:///path/api.sock: inside a function container, the worker's socket to the API.
+        self._unix = u.path if u.scheme == "unix" else None
+        if self._unix is None and (u.scheme not in ("http", "https") or not u.hostname):
             raise exc.InvalidError(f"gust server URL {self.url!r} is not an http(s) URL")
         self._https = u.scheme == "https"
-        self._host = u.hostname
+        self._host = u.hostname or "localhost"
         self._port = u.port or (443 if self._https else 80)
-        self._prefix = u.path.rstrip("/")
+        self._prefix = "" if self._unix else u.path.rstrip("/")
         self._idle: List[http.HTTPConnection] = []
         self._lock = threading.Lock()
 
     # Connections.
 
     def _new_conn(self) -> http.HTTPConnection:
+        if self._unix is not None:
+            return _unix_connection(self._unix)
         cls = http.HTTPSConnection if self._https else http.HTTPConnection
         return cls(self._host, self._port, timeout=DEFAULT_TIMEOUT)
 

@@ -60,6 +60,12 @@ def where():
     return {"remote": not modal.is_local(), "cwd": os.getcwd()}
 
 
+@app.function()
+def fan_out(n):
+    # Functions call functions, as in Modal: one remote call and a map, from inside a container.
+    return square.remote(n) + sum(square.map(range(n)))
+
+
 @app.cls()
 class Counter:
     start: int = modal.parameter(default=0)
@@ -99,6 +105,7 @@ def main():
         t = time.time()
         print("RESULT concurrent", sorted(wait_a_bit.map(range(4))), "fast" if time.time() - t < 3 else "slow")
         print("RESULT where", where.remote()["remote"])
+        print("RESULT fan_out", fan_out.remote(4))
         c = Counter(start=100)
         a = c.bump.remote(1)
         b = c.bump.remote(2)

@@ -1,0 +1,94 @@
+package worker
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/httpapi"
+)
+
+// Function containers reach the server through a unix socket the worker serves, bind-mounted
+// at /.gust/run/api.sock: a function may call other functions (f.remote() inside g), as in
+// Modal. Containers have no network path to the server, and never see its token: the worker
+// adds it, and lets through only the routes that calling functions needs.
+
+const apiSocketMount = "/.gust/run"
+
+// containerRoutes are the API routes open to function containers.
+var containerRoutes = []struct {
+	method string
+	path   *regexp.Regexp
+}{
+	{"GET", regexp.MustCompile(`^/v1/health$`)},
+	{"POST", regexp.MustCompile(`^/v1/functions/lookup$`)},
+	{"GET", regexp.MustCompile(`^/v1/functions/[A-Za-z0-9-]+$`)},
+	{"POST", regexp.MustCompile(`^/v1/functions/[A-Za-z0-9-]+/calls$`)},
+	{"POST", regexp.MustCompile(`^/v1/calls/[A-Za-z0-9-]+/(inputs|cancel)$`)},
+	{"GET", regexp.MustCompile(`^/v1/calls/[A-Za-z0-9-]+(/stream)?$`)},
+	{"GET", regexp.MustCompile(`^/v1/apps/[A-Za-z0-9-]+$`)},
+}
+
+// serveContainerAPI listens on the socket that function containers use.
+func (w *Worker) serveContainerAPI() (dir string, closeFn func(), err error) {
+	dir = filepath.Join(w.cfg.StateDir, "run")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", nil, err
+	}
+	sock := filepath.Join(dir, "api.sock")
+	os.Remove(sock)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return "", nil, fmt.Errorf("container API socket: %w", err)
+	}
+	// Functions may run as any user of their image.
+	if err := os.Chmod(sock, 0o666); err != nil {
+		ln.Close()
+		return "", nil, err
+	}
+	target, err := url.Parse(w.cfg.ServerURL)
+	if err != nil {
+		ln.Close()
+		return "", nil, err
+	}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Header.Set("Authorization", "Bearer "+w.cfg.Token)
+		},
+		FlushInterval: -1,
+		ErrorHandler: func(rw http.ResponseWriter, r *http.Request, err error) {
+			httpapi.WriteError(rw, errdefs.Unavailable("the gust server is unreachable from this worker: %v", err))
+		},
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		allowed := false
+		for _, rt := range containerRoutes {
+			allowed = allowed || (r.Method == rt.method && rt.path.MatchString(r.URL.Path))
+		}
+		if !allowed {
+			httpapi.WriteJSON(rw, http.StatusForbidden, httpapi.ErrorBody{Error: httpapi.ErrorDetail{Kind: "unauthorized",
+				Message: fmt.Sprintf("%s %s is not open to function containers; they may look up and call functions", r.Method, r.URL.Path)}})
+			return
+		}
+		// Whole body first: a streamed answer must not race an unread request body.
+		body, err := io.ReadAll(io.LimitReader(r.Body, 256<<20))
+		if err != nil {
+			httpapi.WriteError(rw, errdefs.Invalid("reading request body: %v", err))
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		proxy.ServeHTTP(rw, r)
+	})}
+	go srv.Serve(ln)
+	return dir, func() { srv.Close(); os.Remove(sock) }, nil
+}
