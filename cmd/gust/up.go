@@ -121,7 +121,10 @@ func startServer(ctx context.Context, d *daemonFlags, logger *log.Logger) (*serv
 	if err != nil {
 		return nil, nil, nil, "", err
 	}
-	srv, err := server.New(ctx, server.Config{Token: token, DefaultIsolation: normIsolation(d.isolation), Images: images, Logger: logger}, st)
+	// GUST_HEARTBEAT_TIMEOUT (a Go duration) shortens how long an ephemeral app outlives its
+	// client; the tests use it.
+	hb, _ := time.ParseDuration(os.Getenv("GUST_HEARTBEAT_TIMEOUT"))
+	srv, err := server.New(ctx, server.Config{Token: token, DefaultIsolation: normIsolation(d.isolation), Images: images, Logger: logger, HeartbeatTimeout: hb}, st)
 	if err != nil {
 		return nil, nil, nil, "", err
 	}

@@ -403,13 +403,16 @@ type Code struct {
 
 // Function is a published function.
 type Function struct {
-	ID        string    `json:"function_id"`
-	AppID     string    `json:"app_id"`
-	Name      string    `json:"name"`
-	Mode      string    `json:"mode"`
-	State     string    `json:"state"`
-	Spec      Spec      `json:"spec"`
-	Code      Code      `json:"code"`
+	ID    string `json:"function_id"`
+	AppID string `json:"app_id"`
+	Name  string `json:"name"`
+	Mode  string `json:"mode"`
+	State string `json:"state"`
+	Spec  Spec   `json:"spec"`
+	Code  Code   `json:"code"`
+	// Heartbeat is set on an ephemeral function whose client promised heartbeats
+	// (`with app.run()`): without one for a while (a minute by default) it is stopped.
+	Heartbeat bool      `json:"heartbeat,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 }
 

@@ -56,6 +56,8 @@ type fnState struct {
 	// avgRun is a moving average of the time from handing an input to a container to its
 	// output; it sets how many inputs a container may hold ahead.
 	avgRun time.Duration
+	// lastBeat is the last heartbeat of the client of a `with app.run()` (fn.Heartbeat).
+	lastBeat time.Time
 }
 
 // holdAhead is how many inputs beyond its max_inputs a container may hold on its worker: about
@@ -127,7 +129,8 @@ func (d *dispatcher) load(ctx context.Context) error {
 		return err
 	}
 	for _, fn := range fns {
-		d.fns[fn.ID] = &fnState{fn: fn, containers: map[string]*fnContainer{}}
+		// After a restart, clients get a full timeout to beat again.
+		d.fns[fn.ID] = &fnState{fn: fn, containers: map[string]*fnContainer{}, lastBeat: time.Now()}
 	}
 	open, err := d.s.store.OpenInputs(ctx)
 	if err != nil {
@@ -268,6 +271,7 @@ func (d *dispatcher) dispatch() {
 	var starts []startReq
 	var stops []string
 	var due []*fnState
+	var orphans []string
 	d.s.mu.Lock()
 	haveWorkers := len(d.s.workers) > 0
 	freeMiB := 0 // memory the workers have not promised yet: bounds how many containers start
@@ -278,6 +282,10 @@ func (d *dispatcher) dispatch() {
 	d.mu.Lock()
 	for _, fs := range d.fns {
 		if fs.fn.State == function.StateStopped {
+			continue
+		}
+		if fs.fn.Heartbeat && fs.fn.State == function.StateActive && now.Sub(fs.lastBeat) > d.s.cfg.HeartbeatTimeout {
+			orphans = append(orphans, fs.fn.ID)
 			continue
 		}
 		// Retries whose backoff has passed go back in the queue.
@@ -368,6 +376,27 @@ func (d *dispatcher) dispatch() {
 	for _, fs := range due {
 		go d.fireSchedule(fs.fn)
 	}
+	if len(orphans) > 0 {
+		go d.stopOrphans(orphans)
+	}
+}
+
+// stopOrphans stops ephemeral functions whose client stopped sending heartbeats.
+func (d *dispatcher) stopOrphans(ids []string) {
+	d.mu.Lock()
+	for _, id := range ids {
+		if fs := d.fns[id]; fs != nil {
+			fs.fn.State = function.StateStopped // not again at the next tick
+		}
+	}
+	d.mu.Unlock()
+	for _, id := range ids {
+		if err := d.s.store.SetFunctionState(context.Background(), id, function.StateStopped); err != nil {
+			d.s.log.Printf("stopping function %s: %v", id, err)
+		}
+	}
+	d.s.log.Printf("stopping %d function(s) of an ephemeral app: no heartbeat from its client for %v", len(ids), d.s.cfg.HeartbeatTimeout)
+	d.stopFunctions(ids, fmt.Sprintf("the client that ran the app went away (no heartbeat for %v)", d.s.cfg.HeartbeatTimeout))
 }
 
 // maxStarting bounds the containers of one function starting at once, so that a large map

@@ -31,6 +31,7 @@ func (s *Server) handleAppPublish(w http.ResponseWriter, r *http.Request) {
 		Mode      string          `json:"mode"`
 		Code      function.Code   `json:"code"`
 		Functions []function.Spec `json:"functions"`
+		Heartbeat bool            `json:"heartbeat"`
 	}
 	if err := httpapi.DecodeJSON(r, &req, 4<<20); err != nil {
 		httpapi.WriteError(w, err)
@@ -99,7 +100,7 @@ func (s *Server) handleAppPublish(w http.ResponseWriter, r *http.Request) {
 	ids := map[string]string{}
 	for i, sp := range req.Functions {
 		fns[i] = function.Function{ID: sandbox.NewID("fu"), AppID: app.ID, Name: sp.Name, Mode: req.Mode,
-			State: function.StateActive, Spec: sp, Code: req.Code, CreatedAt: now}
+			State: function.StateActive, Spec: sp, Code: req.Code, CreatedAt: now, Heartbeat: req.Heartbeat && req.Mode == function.ModeEphemeral}
 		ids[sp.Name] = fns[i].ID
 	}
 	replaced, err := s.store.InsertFunctions(ctx, fns, req.Mode == function.ModeDeployed)
@@ -114,7 +115,7 @@ func (s *Server) handleAppPublish(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	for _, fn := range fns {
-		s.fx.fns[fn.ID] = &fnState{fn: fn, containers: map[string]*fnContainer{}}
+		s.fx.fns[fn.ID] = &fnState{fn: fn, containers: map[string]*fnContainer{}, lastBeat: time.Now()}
 	}
 	s.fx.mu.Unlock()
 	s.fx.wake()
@@ -626,6 +627,37 @@ func (s *Server) handleAppStop(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, doc)
+}
+
+// handleAppHeartbeat keeps a `with app.run()` alive: its client is still there.
+func (s *Server) handleAppHeartbeat(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Functions []string `json:"functions"`
+	}
+	if err := httpapi.DecodeOptionalJSON(r, &req, 1<<20); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	appID := r.PathValue("id")
+	now := time.Now()
+	want := map[string]bool{}
+	for _, id := range req.Functions {
+		want[id] = true
+	}
+	alive := 0
+	s.fx.mu.Lock()
+	for _, fs := range s.fx.fns {
+		if fs.fn.AppID == appID && (len(want) == 0 || want[fs.fn.ID]) {
+			fs.lastBeat = now
+			alive++
+		}
+	}
+	s.fx.mu.Unlock()
+	if alive == 0 {
+		httpapi.WriteError(w, errdefs.NotFound("app %s has no running functions to keep alive", appID))
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"functions": alive})
 }
 
 // handleAppLogs returns an app's kept logs, and with follow=1 goes on with new ones.

@@ -36,6 +36,9 @@ type Config struct {
 	DefaultIsolation string
 	Images           *image.Builder
 	Logger           *log.Logger
+	// HeartbeatTimeout is how long an ephemeral app (`with app.run()`) outlives its client's
+	// last heartbeat; 0 means a minute.
+	HeartbeatTimeout time.Duration
 }
 
 // Server is the control plane.
@@ -70,6 +73,9 @@ type workerConn struct {
 func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = log.New(os.Stderr, "server: ", log.LstdFlags)
+	}
+	if cfg.HeartbeatTimeout == 0 {
+		cfg.HeartbeatTimeout = time.Minute
 	}
 	if cfg.DefaultIsolation == "" {
 		cfg.DefaultIsolation = sandbox.IsolationRunc
@@ -151,6 +157,7 @@ func (s *Server) Handler() http.Handler {
 	handle("POST /v1/apps/publish", s.handleAppPublish)
 	handle("GET /v1/apps/{id}", s.handleAppGet)
 	handle("POST /v1/apps/{id}/stop", s.handleAppStop)
+	handle("POST /v1/apps/{id}/heartbeat", s.handleAppHeartbeat)
 	handle("GET /v1/apps/{id}/logs", s.handleAppLogs)
 	handle("POST /v1/functions/lookup", s.handleFunctionLookup)
 	handle("GET /v1/functions/{id}", s.handleFunctionGet)

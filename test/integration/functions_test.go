@@ -662,3 +662,51 @@ func TestFunctionInputsSurviveRestart(t *testing.T) {
 	}
 	api("POST", "/v1/apps/"+app.AppID+"/stop", map[string]any{}, nil)
 }
+
+// TestFunctionEphemeralHeartbeat: an ephemeral app whose client stops sending heartbeats (it
+// was killed) is stopped by the server; one that beats stays. The harness sets the timeout to
+// 15 s.
+func TestFunctionEphemeralHeartbeat(t *testing.T) {
+	needGust(t)
+	blob := uploadCode(t, map[string]string{"fnmod.py": fnModule})
+	publishHB := func(name string) fnApp {
+		var app fnApp
+		if err := api("POST", "/v1/apps/publish", map[string]any{"name": name, "mode": "ephemeral", "heartbeat": true,
+			"code": map[string]string{"blob": blob, "module": "fnmod"}, "functions": []map[string]any{{"name": "add", "image_id": gust.imageID}}}, &app); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { api("POST", "/v1/apps/"+app.AppID+"/stop", nil, nil) })
+		return app
+	}
+	gone, kept := publishHB("fn-hb-gone"), publishHB("fn-hb-kept")
+	callRemote(t, gone.Functions["add"], nil, 1, 2)
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		api("POST", "/v1/apps/"+kept.AppID+"/heartbeat", map[string]any{}, nil)
+		var doc struct {
+			State string `json:"state"`
+		}
+		api("GET", "/v1/apps/"+gone.AppID, nil, &doc)
+		if doc.State == "stopped" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("an ephemeral app without heartbeats is still %q after 40 s", doc.State)
+		}
+		time.Sleep(time.Second)
+	}
+	var doc struct {
+		State string `json:"state"`
+	}
+	api("GET", "/v1/apps/"+kept.AppID, nil, &doc)
+	if doc.State != "ephemeral" {
+		t.Fatalf("the app that kept beating is %q", doc.State)
+	}
+	if v := callRemote(t, kept.Functions["add"], nil, 2, 3).value(t, 0); v != 5.0 {
+		t.Fatalf("add on the kept app: %v", v)
+	}
+	code, body := raw(t, "POST", "/v1/functions/"+gone.Functions["add"]+"/calls", js(map[string]any{"kind": "remote", "inputs": []map[string]any{{"args": jsonArgs(1, 1), "format": "json"}}}))
+	if code != 409 || !strings.Contains(body, "stopped") {
+		t.Fatalf("calling a stopped function: %d %s", code, body)
+	}
+}

@@ -97,7 +97,7 @@ func start() error {
 	gust.token = "test-token-" + fmt.Sprint(time.Now().UnixNano())
 	gust.log = &bytes.Buffer{}
 	gust.cmd = exec.Command(gust.bin, "up", "--addr", addr, "--data-dir", filepath.Join(tmp, "data"), "--image-cache", imageCache, "--no-config", "--no-install", "--sandbox-disk", "256")
-	gust.cmd.Env = append(os.Environ(), "GUST_TOKEN="+gust.token)
+	gust.cmd.Env = append(os.Environ(), "GUST_TOKEN="+gust.token, "GUST_HEARTBEAT_TIMEOUT=15s")
 	pr, pw := io.Pipe()
 	gust.cmd.Stdout, gust.cmd.Stderr = pw, pw
 	go func() {

@@ -417,7 +417,7 @@ class App:
             out.append(obj._options["image"] or app._image or self._image or _default_image())
         return out
 
-    def _publish(self, client: Client, mode: str, name: Optional[str]) -> dict:
+    def _publish(self, client: Client, mode: str, name: Optional[str], heartbeat: bool = False) -> dict:
         objects = self._objects()
         if not objects:
             raise exc.InvalidError(f"app {self.name!r} has no functions: decorate some with @app.function()")
@@ -427,7 +427,7 @@ class App:
         blob = _local_files.upload(client, tar)
         for attempt in (0, 1):
             body = {"name": name or "", "mode": mode, "code": {"blob": blob, "module": module},
-                    "functions": [self._spec(n, o, client) for n, o in objects]}
+                    "functions": [self._spec(n, o, client) for n, o in objects], "heartbeat": heartbeat}
             try:
                 data = client.json("POST", "/v1/apps/publish", json=body, timeout=600)
                 break
@@ -480,10 +480,13 @@ class App:
             raise exc.InvalidError(f"app {self.name!r} is already running")
         self._running = True
         try:
-            data = self._publish(client, "ephemeral", self._name)
+            data = self._publish(client, "ephemeral", self._name, heartbeat=not detach)
+            beats = None if detach else _Heartbeat(client, data)
             try:
                 yield self
             finally:
+                if beats is not None:
+                    beats.stop()
                 if not detach:
                     self._stop(client, data)
                     for _, o in self._objects():
@@ -507,6 +510,31 @@ class App:
 
     def __repr__(self) -> str:
         return f"App({self.name!r}" + (f", app_id={self._app_id!r})" if self._app_id else ")")
+
+
+class _Heartbeat:
+    """Tells the server, while ``app.run()`` lasts, that this client is still there: an
+    ephemeral app whose client vanished (killed, or its machine gone) is stopped by the server
+    after a minute without one, as Modal does."""
+
+    INTERVAL = 10.0
+
+    def __init__(self, client: Client, data: dict):
+        self._client = client
+        self._path = f"/v1/apps/{data['app_id']}/heartbeat"
+        self._ids = list((data.get("functions") or {}).values())
+        self._done = threading.Event()
+        threading.Thread(target=self._run, name="gust-heartbeat", daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.INTERVAL):
+            try:
+                self._client.request("POST", self._path, json={"functions": self._ids}, timeout=10)
+            except exc.Error:
+                pass  # the server may be restarting; the next beat tries again
+
+    def stop(self) -> None:
+        self._done.set()
 
 
 _default_image_obj: Optional[Image] = None
