@@ -32,6 +32,8 @@ def add(a, b):
 def boom():
     raise ValueError("bad value")
 
+gvisor_add = add  # published again with isolation gvisor
+
 def slow(s):
     time.sleep(s)
     return s
@@ -222,7 +224,7 @@ func TestFunctionRemote(t *testing.T) {
 	needGust(t)
 	app := publish(t, "fn-remote", "ephemeral",
 		map[string]any{"name": "add"}, map[string]any{"name": "boom"}, map[string]any{"name": "gen", "is_generator": true},
-		map[string]any{"name": "aecho"}, map[string]any{"name": "shell"},
+		map[string]any{"name": "aecho"}, map[string]any{"name": "shell"}, map[string]any{"name": "gvisor_add", "isolation": "gvisor"},
 		map[string]any{"name": "Model", "kind": "class", "methods": map[string]any{"predict": map[string]any{}}})
 
 	r := callRemote(t, app.Functions["add"], nil, 2, 3)
@@ -232,6 +234,11 @@ func TestFunctionRemote(t *testing.T) {
 	logs := strings.Join(r.Logs, "")
 	if !strings.Contains(logs, "adding 2 3\n") || !strings.Contains(logs, "to stderr\n") {
 		t.Fatalf("remote print did not reach the caller: %q", logs)
+	}
+
+	r = callRemote(t, app.Functions["gvisor_add"], nil, 20, 22)
+	if v := r.value(t, 0); v != 42.0 || !strings.Contains(strings.Join(r.Logs, ""), "adding 20 22") {
+		t.Fatalf("under gVisor: add(20, 22) = %v, logs %q", v, r.Logs)
 	}
 
 	r = callRemote(t, app.Functions["boom"], nil)
