@@ -538,7 +538,7 @@ func (s *Server) appDoc(ctx context.Context, app store.App, details bool) (appDo
 	if err != nil {
 		return doc, err
 	}
-	any := len(fns) > 0
+	hasFns := len(fns) > 0
 	for _, fn := range fns {
 		fd := s.functionDoc(fn)
 		if fd.State != function.StateStopped && fd.State != function.StateReplaced {
@@ -554,7 +554,7 @@ func (s *Server) appDoc(ctx context.Context, app store.App, details bool) (appDo
 			doc.Details = append(doc.Details, fd)
 		}
 	}
-	if any && doc.State == "" {
+	if hasFns && doc.State == "" {
 		doc.State = "stopped"
 	}
 	return doc, nil

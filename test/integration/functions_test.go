@@ -717,3 +717,24 @@ func TestFunctionEphemeralHeartbeat(t *testing.T) {
 		t.Fatalf("calling a stopped function: %d %s", code, body)
 	}
 }
+
+// TestFunctionImportError: a module that fails to import in the container fails the call with
+// the import error and its traceback, rather than hanging or retrying forever.
+func TestFunctionImportError(t *testing.T) {
+	needGust(t)
+	blob := uploadCode(t, map[string]string{"broken.py": "import no_such_module_here\n\ndef f():\n    return 1\n"})
+	var app fnApp
+	if err := api("POST", "/v1/apps/publish", map[string]any{"name": "fn-broken", "mode": "ephemeral", "code": map[string]string{"blob": blob, "module": "broken"},
+		"functions": []map[string]any{{"name": "f", "image_id": gust.imageID}}}, &app); err != nil {
+		t.Fatal(err)
+	}
+	defer api("POST", "/v1/apps/"+app.AppID+"/stop", nil, nil)
+	start := time.Now()
+	out := callRemote(t, app.Functions["f"], nil).Outputs[0]
+	if out["status"] != "failure" || !strings.Contains(fmt.Sprint(out["error"]), "no_such_module_here") || !strings.Contains(fmt.Sprint(out["traceback"]), "broken.py") {
+		t.Fatalf("call of a function whose module does not import: %v", out)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Fatalf("the import error took %v to come back", d)
+	}
+}
