@@ -10,3 +10,12 @@ import os
 def is_local() -> bool:
     """True on the machine that launched the app, False inside a function's container (``modal.is_local``)."""
     return os.environ.get("GUST_IS_REMOTE") != "1"
+
+
+def current_input_id():
+    """The id of the input this code runs for (``modal.current_input_id``), or None outside a
+    function's container."""
+    import sys
+
+    runner = sys.modules.get("gust._runner")
+    return runner.current_input_id() if runner is not None else None

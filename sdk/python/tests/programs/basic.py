@@ -57,7 +57,7 @@ def wait_a_bit(i):
 
 @app.function()
 def where():
-    return {"remote": not modal.is_local(), "cwd": os.getcwd()}
+    return {"remote": not modal.is_local(), "cwd": os.getcwd(), "input": modal.current_input_id()}
 
 
 @app.function()
@@ -104,7 +104,8 @@ def main():
         print("RESULT flaky", flaky.remote(3))
         t = time.time()
         print("RESULT concurrent", sorted(wait_a_bit.map(range(4))), "fast" if time.time() - t < 3 else "slow")
-        print("RESULT where", where.remote()["remote"])
+        w = where.remote()
+        print("RESULT where", w["remote"], w["input"].startswith("in-"), modal.current_input_id())
         print("RESULT fan_out", fan_out.remote(4))
         c = Counter(start=100)
         a = c.bump.remote(1)
