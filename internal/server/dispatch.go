@@ -454,6 +454,14 @@ func (d *dispatcher) startContainer(fs *fnState, fc *fnContainer) {
 		})
 	}
 	if err == nil {
+		// Stopped while it started (its app stopped, or it was scaled down): stop it now, or
+		// nobody would.
+		d.mu.Lock()
+		stale := fc.stopping || fs.fn.State == function.StateStopped
+		d.mu.Unlock()
+		if stale {
+			d.s.terminate(context.Background(), fc.id, sandbox.Terminated, "its function was stopped while the container started")
+		}
 		return
 	}
 	d.s.log.Printf("function %s (%s): container did not start: %v", fs.fn.Name, fs.fn.ID, err)
