@@ -226,7 +226,7 @@ func (d *dispatcher) run(ctx context.Context) {
 	go d.writeLoop()
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
-	gc := time.NewTicker(time.Minute)
+	gc := time.NewTicker(10 * time.Second)
 	defer gc.Stop()
 	for {
 		select {
@@ -241,6 +241,7 @@ func (d *dispatcher) run(ctx context.Context) {
 		case <-t.C:
 		case <-gc.C:
 			d.dropIdleCalls()
+			d.s.expireWorkers()
 		}
 		d.dispatch()
 	}
@@ -549,6 +550,27 @@ func (d *dispatcher) containerEnded(sb sandbox.Sandbox) {
 	d.mu.Unlock()
 	d.persist(done, nil)
 	d.wake()
+}
+
+// requeueContainer puts the inputs a container was running back at the front of their queue,
+// uncounted: its worker is gone, through no fault of theirs.
+func (d *dispatcher) requeueContainer(id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fc := d.containers[id]
+	if fc == nil {
+		return
+	}
+	fs := d.fns[fc.fnID]
+	for iid, qi := range fc.inflight {
+		delete(fc.inflight, iid)
+		if fs == nil || qi.cancelled {
+			continue
+		}
+		qi.attempts--
+		qi.container = ""
+		fs.queue = append([]*queuedInput{qi}, fs.queue...)
+	}
 }
 
 // failLocked retries a failed input if its retries allow, or finishes it.

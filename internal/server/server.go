@@ -66,6 +66,9 @@ type workerConn struct {
 	// reservedMiB is the memory its containers were given; function containers must fit in
 	// what is left.
 	reservedMiB int
+	// The long poll is the worker's heartbeat: polls in progress, and when one last ended.
+	polling  int
+	lastPoll time.Time
 }
 
 // New returns a server over a store. Sandboxes that a previous run left "running" are marked

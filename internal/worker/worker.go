@@ -141,6 +141,7 @@ func sleep(ctx context.Context, d time.Duration) {
 func (w *Worker) register(ctx context.Context) error {
 	req := workerproto.RegisterRequest{
 		Name: w.cfg.Name, Addr: w.addr, CPU: float64(runtime.NumCPU()), MemoryMiB: hostMemoryMiB(), GPUs: detectGPUs(),
+		WorkerID: w.id,
 	}
 	for _, iso := range []string{gustruntime.IsolationRunc, gustruntime.IsolationGVisor} {
 		if w.rt.Available(iso) == nil {

@@ -14,6 +14,9 @@ type RegisterRequest struct {
 	MemoryMiB int      `json:"memory"`
 	Isolation []string `json:"isolation"` // runtimes installed on the worker
 	GPUs      []GPU    `json:"gpus,omitempty"`
+	// WorkerID is the ID this worker had, when it registers again after losing the server for
+	// a moment: it keeps the ID and its sandboxes. A restarted worker has none.
+	WorkerID string `json:"worker_id,omitempty"`
 }
 
 // GPU is one GPU a worker has.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -736,5 +737,93 @@ func TestFunctionImportError(t *testing.T) {
 	}
 	if d := time.Since(start); d > 20*time.Second {
 		t.Fatalf("the import error took %v to come back", d)
+	}
+}
+
+// TestFunctionWorkerRestart runs `gust server` and `gust worker` apart, kills the worker
+// (SIGKILL) while an input runs, starts it again, and gets the result: the server gives the
+// input to the new worker without counting it as a failed attempt.
+func TestFunctionWorkerRestart(t *testing.T) {
+	needGust(t)
+	dir := t.TempDir()
+	addr := freePort()
+	url := "http://" + addr
+	spawn := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(gust.bin, args...)
+		cmd.Env = append(os.Environ(), "GUST_TOKEN="+gust.token)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	server := spawn("server", "--addr", addr, "--data-dir", filepath.Join(dir, "server"), "--image-cache", imageCache, "--no-config", "--no-install")
+	defer func() {
+		server.Process.Signal(os.Interrupt)
+		server.Wait()
+	}()
+	workerArgs := []string{"worker", "--server", url, "--data-dir", filepath.Join(dir, "worker"), "--image-cache", imageCache, "--no-install", "--sandbox-disk", "256"}
+	worker := spawn(workerArgs...)
+	saved := gust.url
+	gust.url = url
+	defer func() { gust.url = saved }()
+	for i := 0; ; i++ {
+		if resp, err := http.Get(url + "/v1/health"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if i > 200 {
+			t.Fatal("gust server did not come up")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	resp := post(t, "/v1/images", map[string]any{"kind": "debian_slim"})
+	var im struct {
+		Image struct {
+			ID string `json:"image_id"`
+		} `json:"image"`
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		json.Unmarshal(sc.Bytes(), &im)
+	}
+	resp.Body.Close()
+	blob := uploadCode(t, map[string]string{"fnmod.py": fnModule})
+	var app fnApp
+	if err := api("POST", "/v1/apps/publish", map[string]any{"name": "fn-worker-restart", "mode": "deployed", "code": map[string]string{"blob": blob, "module": "fnmod"},
+		"functions": []map[string]any{{"name": "slow", "image_id": im.Image.ID}}}, &app); err != nil {
+		t.Fatal(err)
+	}
+	var head struct {
+		CallID string `json:"call_id"`
+	}
+	if err := api("POST", "/v1/functions/"+app.Functions["slow"]+"/calls", map[string]any{"kind": "spawn", "inputs": []map[string]any{{"args": jsonArgs(2), "format": "json"}}}, &head); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; appStats(t, app.AppID, app.Functions["slow"])["running"] != 1.0; i++ {
+		if i > 400 {
+			t.Fatal("the input never started running")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	worker.Process.Kill()
+	worker.Wait()
+	worker = spawn(workerArgs...)
+	defer func() {
+		api("POST", "/v1/apps/"+app.AppID+"/stop", nil, nil)
+		worker.Process.Signal(os.Interrupt)
+		worker.Wait()
+		if err := checkNoLeftovers(filepath.Join(dir, "worker")); err != nil {
+			t.Error(err)
+		}
+	}()
+	resp, err := http.DefaultClient.Do(authed("GET", "/v1/calls/"+head.CallID+"/stream?timeout=120"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := readStream(t, resp)
+	if len(r.Outputs) != 1 || r.value(t, 0) != 2.0 {
+		t.Fatalf("after the worker restarted: %+v", r)
 	}
 }
