@@ -17,24 +17,22 @@ import (
 )
 
 // Function containers reach the server through a unix socket the worker serves, bind-mounted
-// at /.gust/run/api.sock: a function may call other functions (f.remote() inside g), as in
-// Modal. Containers have no network path to the server, and never see its token: the worker
-// adds it, and lets through only the routes that calling functions needs.
+// at /.gust/run/api.sock: a function may call other functions (f.remote() inside g) and create
+// sandboxes, as in Modal. Containers have no network path to the server, and never see its
+// token: the worker adds it, and keeps the routes that administer gust out of reach.
 
 const apiSocketMount = "/.gust/run"
 
-// containerRoutes are the API routes open to function containers.
-var containerRoutes = []struct {
+// containerDenied are the API routes closed to function containers: the workers' protocol,
+// changing secrets, and deleting images.
+var containerDenied = []struct {
 	method string
 	path   *regexp.Regexp
 }{
-	{"GET", regexp.MustCompile(`^/v1/health$`)},
-	{"POST", regexp.MustCompile(`^/v1/functions/lookup$`)},
-	{"GET", regexp.MustCompile(`^/v1/functions/[A-Za-z0-9-]+$`)},
-	{"POST", regexp.MustCompile(`^/v1/functions/[A-Za-z0-9-]+/calls$`)},
-	{"POST", regexp.MustCompile(`^/v1/calls/[A-Za-z0-9-]+/(inputs|cancel)$`)},
-	{"GET", regexp.MustCompile(`^/v1/calls/[A-Za-z0-9-]+(/stream)?$`)},
-	{"GET", regexp.MustCompile(`^/v1/apps/[A-Za-z0-9-]+$`)},
+	{"", regexp.MustCompile(`^/v1/workers(/|$)`)},
+	{"POST", regexp.MustCompile(`^/v1/secrets$`)},
+	{"DELETE", regexp.MustCompile(`^/v1/secrets/`)},
+	{"DELETE", regexp.MustCompile(`^/v1/images`)},
 }
 
 // serveContainerAPI listens on the socket that function containers use.
@@ -70,14 +68,12 @@ func (w *Worker) serveContainerAPI() (dir string, closeFn func(), err error) {
 		},
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		allowed := false
-		for _, rt := range containerRoutes {
-			allowed = allowed || (r.Method == rt.method && rt.path.MatchString(r.URL.Path))
-		}
-		if !allowed {
-			httpapi.WriteJSON(rw, http.StatusForbidden, httpapi.ErrorBody{Error: httpapi.ErrorDetail{Kind: "unauthorized",
-				Message: fmt.Sprintf("%s %s is not open to function containers; they may look up and call functions", r.Method, r.URL.Path)}})
-			return
+		for _, rt := range containerDenied {
+			if (rt.method == "" || r.Method == rt.method) && rt.path.MatchString(r.URL.Path) {
+				httpapi.WriteJSON(rw, http.StatusForbidden, httpapi.ErrorBody{Error: httpapi.ErrorDetail{Kind: "unauthorized",
+					Message: fmt.Sprintf("%s %s is not open to function containers", r.Method, r.URL.Path)}})
+				return
+			}
 		}
 		// Whole body first: a streamed answer must not race an unread request body.
 		body, err := io.ReadAll(io.LimitReader(r.Body, 256<<20))

@@ -66,6 +66,17 @@ def fan_out(n):
     return square.remote(n) + sum(square.map(range(n)))
 
 
+@app.function()
+def in_sandbox(cmd):
+    # Functions create sandboxes too, as in Modal.
+    sb = modal.Sandbox.create(app=modal.App.lookup("fn-basic-sandboxes", create_if_missing=True))
+    try:
+        p = sb.exec("sh", "-c", cmd)
+        return p.stdout.read().strip()
+    finally:
+        sb.terminate()
+
+
 @app.cls()
 class Counter:
     start: int = modal.parameter(default=0)
@@ -107,6 +118,7 @@ def main():
         w = where.remote()
         print("RESULT where", w["remote"], w["input"].startswith("in-"), modal.current_input_id())
         print("RESULT fan_out", fan_out.remote(4))
+        print("RESULT in_sandbox", in_sandbox.remote("echo from-a-sandbox"))
         c = Counter(start=100)
         a = c.bump.remote(1)
         b = c.bump.remote(2)
