@@ -228,6 +228,7 @@ func (d *dispatcher) run(ctx context.Context) {
 	defer t.Stop()
 	gc := time.NewTicker(10 * time.Second)
 	defer gc.Stop()
+	var lastPrune time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -242,6 +243,14 @@ func (d *dispatcher) run(ctx context.Context) {
 		case <-gc.C:
 			d.dropIdleCalls()
 			d.s.expireWorkers()
+			if time.Since(lastPrune) > time.Hour {
+				lastPrune = time.Now()
+				if n, err := d.s.store.Prune(ctx, time.Now().Add(-outputRetention)); err != nil {
+					d.s.log.Printf("functions: %v", err)
+				} else if n > 0 {
+					d.s.log.Printf("functions: forgot %d output(s), log line(s) and call(s) older than %v", n, outputRetention)
+				}
+			}
 		}
 		d.dispatch()
 	}
@@ -399,6 +408,9 @@ func (d *dispatcher) stopOrphans(ids []string) {
 	d.s.log.Printf("stopping %d function(s) of an ephemeral app: no heartbeat from its client for %v", len(ids), d.s.cfg.HeartbeatTimeout)
 	d.stopFunctions(ids, fmt.Sprintf("the client that ran the app went away (no heartbeat for %v)", d.s.cfg.HeartbeatTimeout))
 }
+
+// outputRetention is how long outputs and app logs are kept.
+const outputRetention = 7 * 24 * time.Hour
 
 // maxStarting bounds the containers of one function starting at once, so that a large map
 // scales up in steps instead of starting thousands of containers on a few cores.

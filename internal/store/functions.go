@@ -464,3 +464,23 @@ func (s *Store) AppLogs(ctx context.Context, appID string, since int64, limit in
 	}
 	return out, rows.Err()
 }
+
+// Prune forgets finished inputs and app log lines older than before, and calls left without
+// inputs: outputs are kept for a week, as Modal keeps a spawned call's result.
+func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
+	cut := before.UTC().Format(time.RFC3339Nano)
+	var n int64
+	for _, q := range []string{
+		`DELETE FROM inputs WHERE seq >= 0 AND done_at < ?`,
+		`DELETE FROM app_logs WHERE time < ?`,
+		`DELETE FROM calls WHERE created_at < ? AND NOT EXISTS (SELECT 1 FROM inputs WHERE inputs.call_id = calls.id)`,
+	} {
+		res, err := s.db.ExecContext(ctx, q, cut)
+		if err != nil {
+			return n, fmt.Errorf("store: prune: %w", err)
+		}
+		m, _ := res.RowsAffected()
+		n += m
+	}
+	return n, nil
+}

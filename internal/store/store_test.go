@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/function"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/sandbox"
 )
@@ -89,5 +90,42 @@ func TestImages(t *testing.T) {
 	}
 	if _, err := st.GetImage(ctx, "nope"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("want not found, got %v", err)
+	}
+}
+
+func TestPruneKeepsOpenAndRecentInputs(t *testing.T) {
+	st, err := OpenSQLite(filepath.Join(t.TempDir(), "gust.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	old := time.Now().Add(-30 * 24 * time.Hour)
+	call := function.Call{ID: "fc-1", FunctionID: "fu-1", CreatedAt: old}
+	ins := []function.Input{
+		{ID: "in-done-old", CallID: "fc-1", FunctionID: "fu-1", Format: "json", Status: "pending", Seq: -1, CreatedAt: old},
+		{ID: "in-done-new", CallID: "fc-1", FunctionID: "fu-1", Index: 1, Format: "json", Status: "pending", Seq: -1, CreatedAt: old},
+		{ID: "in-open", CallID: "fc-1", FunctionID: "fu-1", Index: 2, Format: "json", Status: "pending", Seq: -1, CreatedAt: old},
+	}
+	if err := st.AddInputs(ctx, call, ins); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if err := st.FinishInputs(ctx, []function.Input{
+		{ID: "in-done-old", Status: "success", Seq: 0, DoneAt: &old},
+		{ID: "in-done-new", Status: "success", Seq: 1, DoneAt: &now},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Prune(ctx, time.Now().Add(-7*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	outs, _ := st.CallOutputs(ctx, "fc-1", 0)
+	open, _ := st.OpenInputs(ctx)
+	if len(outs) != 1 || outs[0].ID != "in-done-new" || len(open) != 1 || open[0].ID != "in-open" {
+		t.Fatalf("after prune: outputs %v, open %v", outs, open)
+	}
+	if _, _, err := st.GetCall(ctx, "fc-1"); err != nil {
+		t.Fatalf("a call with inputs left was pruned: %v", err)
 	}
 }
