@@ -4,7 +4,7 @@
 // the server only.
 //
 // The rule, as Modal documents it: enough containers for the work at each container's target
-// concurrency, plus buffer_containers idle extras while there is work, never fewer than
+// concurrency (and, once inputs' run time is known, no more than clear it within a second), plus buffer_containers idle extras while there is work, never fewer than
 // min_containers nor more than max_containers; a container above that need is stopped once it
 // has been idle for scaledown_window. With no work and min_containers 0 that is zero.
 package autoscaler
@@ -21,7 +21,14 @@ type Config struct {
 	Buffer          int
 	Target          int // inputs per container the plan assumes (≥ 1)
 	ScaledownWindow time.Duration
+	// AvgRun is how long an input has been taking (0 while unknown). With it, a queue of quick
+	// inputs asks only for the containers that clear it within Horizon, not one per input:
+	// a map of ten thousand millisecond inputs needs a few containers, not thousands.
+	AvgRun time.Duration
 }
+
+// Horizon is how soon the planned containers should clear the work they are planned for.
+const Horizon = time.Second
 
 // Container is one of the function's containers as the server sees it.
 type Container struct {
@@ -54,6 +61,10 @@ func Decide(cfg Config, st State) Decision {
 		busy += c.Inflight
 	}
 	need := (busy + target - 1) / target
+	if cfg.AvgRun > 0 && busy > 0 {
+		work := time.Duration(busy) * cfg.AvgRun / time.Duration(target)
+		need = min(need, max(1, int((work+Horizon-1)/Horizon)))
+	}
 	desired := need
 	if busy > 0 {
 		desired += cfg.Buffer

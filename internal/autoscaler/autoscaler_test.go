@@ -28,6 +28,8 @@ func TestDecide(t *testing.T) {
 		{"min containers kept", Config{Min: 1, Target: 1, ScaledownWindow: win}, State{Containers: []Container{idle("a", time.Hour), idle("b", 2*time.Hour)}}, 0, []string{"b"}},
 		{"not before the window", Config{Target: 1, ScaledownWindow: win}, State{Containers: []Container{idle("a", win/2)}}, 0, nil},
 		{"busy containers stay", Config{Target: 1, ScaledownWindow: win}, State{Containers: []Container{busy("a", 1), idle("b", time.Hour)}}, 0, []string{"b"}},
+		{"quick inputs need few containers", Config{Target: 1, ScaledownWindow: win, AvgRun: time.Millisecond}, State{Queued: 10000}, 10, nil},
+		{"slow inputs need many", Config{Max: 10, Target: 1, ScaledownWindow: win, AvgRun: time.Second}, State{Queued: 100}, 10, nil},
 		{"starting containers count", Config{Target: 1, ScaledownWindow: win}, State{Queued: 2, Containers: []Container{{ID: "s", Starting: true}}}, 1, nil},
 	}
 	for _, tt := range tests {

@@ -53,8 +53,8 @@ type fnState struct {
 	startFailures int
 	retryStartAt  time.Time
 	nextRun       time.Time // of its schedule
-	// avgRun is a moving average of the time from handing an input to a container to its
-	// output; it sets how many inputs a container may hold ahead.
+	// avgRun is a moving average of how long the runner takes over an input; it sets how many
+	// inputs a container may hold ahead, and how many containers quick inputs need.
 	avgRun time.Duration
 	// lastBeat is the last heartbeat of the client of a `with app.run()` (fn.Heartbeat).
 	lastBeat time.Time
@@ -78,9 +78,8 @@ type queuedInput struct {
 	fnID      string
 	attempts  int
 	notBefore time.Time
-	container string    // while running
-	sentAt    time.Time // when it was handed to its container
-	cancelled bool      // its output, when it comes, is dropped
+	container string // while running
+	cancelled bool   // its output, when it comes, is dropped
 }
 
 type fnContainer struct {
@@ -327,7 +326,6 @@ func (d *dispatcher) dispatch() {
 						fs.queue = fs.queue[1:]
 						qi.attempts++
 						qi.container = c.id
-						qi.sentAt = now
 						c.inflight[qi.in.ID] = qi
 						sends[c] = append(sends[c], qi.in)
 					}
@@ -429,7 +427,7 @@ func starting(fs *fnState) int {
 func (d *dispatcher) scaleConfig(fs *fnState) autoscaler.Config {
 	sp := fs.fn.Spec
 	cfg := autoscaler.Config{Min: sp.MinContainers, Buffer: sp.BufferContainers, Target: sp.TargetConcurrency(),
-		ScaledownWindow: time.Duration(sp.ScaledownWindow * float64(time.Second))}
+		ScaledownWindow: time.Duration(sp.ScaledownWindow * float64(time.Second)), AvgRun: fs.avgRun}
 	if sp.MaxContainers != nil {
 		cfg.Max = *sp.MaxContainers
 	}
@@ -730,8 +728,8 @@ func (d *dispatcher) handleEvents(evs []workerproto.Event) {
 			if qi.cancelled {
 				continue
 			}
-			if ev.Status != workerproto.StatusNotStarted {
-				run := time.Since(qi.sentAt)
+			if ev.Status != workerproto.StatusNotStarted && ev.Runtime > 0 {
+				run := time.Duration(ev.Runtime * float64(time.Second))
 				if fs.avgRun == 0 {
 					fs.avgRun = run
 				} else {

@@ -44,6 +44,7 @@ type runner struct {
 	mu      sync.Mutex
 	ready   bool
 	timers  map[string]*time.Timer // inputs in flight, with their timeout
+	started map[string]time.Time   // when each was handed to the runner
 	held    []workerproto.Input    // inputs waiting for a free slot (the server prefetches)
 	closed  bool                   // the container ended: nothing more starts
 	killNow bool                   // an input timed out: stop without waiting for @exit hooks
@@ -111,7 +112,7 @@ func (w *Worker) startRunner(b *box, fn *workerproto.FunctionRun) error {
 	if err != nil {
 		return err
 	}
-	r := &runner{fn: *fn, proc: p, timers: map[string]*time.Timer{}}
+	r := &runner{fn: *fn, proc: p, timers: map[string]*time.Timer{}, started: map[string]time.Time{}}
 	b.mu.Lock()
 	b.execs["main"] = p
 	b.runner = r
@@ -229,6 +230,8 @@ func (w *Worker) runnerLine(b *box, r *runner, line []byte) {
 		r.mu.Lock()
 		t, ok := r.timers[id]
 		delete(r.timers, id)
+		ev.Runtime = time.Since(r.started[id]).Seconds()
+		delete(r.started, id)
 		r.mu.Unlock()
 		if !ok {
 			return // timed out already
@@ -288,6 +291,7 @@ func (w *Worker) feedRunner(b *box, r *runner) {
 		buf.WriteByte('\n')
 		id := in.ID
 		r.timers[id] = time.AfterFunc(timeout, func() { w.inputTimedOut(b, r, id) })
+		r.started[id] = time.Now()
 	}
 	r.mu.Unlock()
 	if buf.Len() == 0 {
@@ -317,6 +321,7 @@ func (w *Worker) inputTimedOut(b *box, r *runner, id string) {
 	r.mu.Lock()
 	_, ok := r.timers[id]
 	delete(r.timers, id)
+	delete(r.started, id)
 	r.killNow = true
 	r.closed = true // the container is about to go: start nothing more in it
 	r.mu.Unlock()

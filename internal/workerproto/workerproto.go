@@ -91,6 +91,8 @@ type Event struct {
 	Error     string `json:"error,omitempty"`
 	Traceback string `json:"traceback,omitempty"`
 	Exc       []byte `json:"exc,omitempty"`
+	// Runtime is how long the runner took over the input, in seconds (outputs only).
+	Runtime float64 `json:"runtime,omitempty"`
 }
 
 // Event types and output statuses that only workers report.
