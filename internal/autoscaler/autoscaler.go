@@ -76,6 +76,9 @@ func Decide(cfg Config, st State) Decision {
 	}
 	have := len(st.Containers)
 	work := fmt.Sprintf("%d queued + %d running inputs at %d per container", st.Queued, busy-st.Queued, target)
+	if cfg.AvgRun > 0 {
+		work += fmt.Sprintf(", about %v each", cfg.AvgRun.Round(time.Millisecond/10))
+	}
 	d := Decision{Desired: desired}
 	switch {
 	case desired > have:
