@@ -399,6 +399,17 @@ func (s *Server) handleImageDelete(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	fns, err := s.store.ListFunctions(r.Context(), "", true)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	for _, fn := range fns {
+		if fn.Spec.ImageID == id {
+			httpapi.WriteError(w, errdefs.Conflict("image %s is used by function %s (%s); stop its app first (gust app stop)", id, fn.Name, fn.ID))
+			return
+		}
+	}
 	if err := s.store.DeleteImage(r.Context(), id); err != nil {
 		httpapi.WriteError(w, err)
 		return

@@ -827,3 +827,48 @@ func TestFunctionWorkerRestart(t *testing.T) {
 		t.Fatalf("after the worker restarted: %+v", r)
 	}
 }
+
+// TestFunctionExitHookAndImageInUse: a class's @exit methods run when its container is scaled
+// down (their output lands in the app's logs), and the image of a running function cannot be
+// deleted.
+func TestFunctionExitHookAndImageInUse(t *testing.T) {
+	needGust(t)
+	src := fnModule + `
+class Closer:
+    def bye(self):
+        print("exit hook ran")
+    bye._gust_exit = True
+
+    def hello(self):
+        return "hi"
+    hello._gust_method = True
+`
+	blob := uploadCode(t, map[string]string{"fnmod.py": src})
+	var app fnApp
+	if err := api("POST", "/v1/apps/publish", map[string]any{"name": "fn-exit", "mode": "ephemeral", "code": map[string]string{"blob": blob, "module": "fnmod"},
+		"functions": []map[string]any{{"name": "Closer", "kind": "class", "methods": map[string]any{"hello": map[string]any{}}, "image_id": gust.imageID, "scaledown_window": 1}}}, &app); err != nil {
+		t.Fatal(err)
+	}
+	defer api("POST", "/v1/apps/"+app.AppID+"/stop", nil, nil)
+	if v := callRemote(t, app.Functions["Closer"], map[string]any{"method": "hello"}).value(t, 0); v != "hi" {
+		t.Fatalf("Closer().hello() = %v", v)
+	}
+	code, body := raw(t, "DELETE", "/v1/images/"+gust.imageID, nil)
+	if code != 409 || !strings.Contains(body, "used by") {
+		t.Fatalf("deleting the image of a running function: %d %s", code, body)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, _ := http.DefaultClient.Do(authed("GET", "/v1/apps/"+app.AppID+"/logs"))
+		var b bytes.Buffer
+		b.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(b.String(), "exit hook ran") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no @exit output after the container scaled down: %s (stats %v)", b.String(), appStats(t, app.AppID, app.Functions["Closer"]))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
