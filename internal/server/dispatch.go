@@ -432,8 +432,9 @@ func (d *dispatcher) scaleConfig(fs *fnState) autoscaler.Config {
 		cfg.Max = *sp.MaxContainers
 	}
 	if fs.fn.State != function.StateActive {
-		// Replaced by a newer deploy: finish what it has, keep nothing warm.
-		cfg.Min, cfg.Buffer = 0, 0
+		// Replaced by a newer deploy: finish what it has, keep nothing warm, and let idle
+		// containers go at once.
+		cfg.Min, cfg.Buffer, cfg.ScaledownWindow = 0, 0, 0
 	}
 	return cfg
 }
