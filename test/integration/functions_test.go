@@ -872,3 +872,40 @@ class Closer:
 		time.Sleep(250 * time.Millisecond)
 	}
 }
+
+// TestFunctionRedeploy: a second deploy replaces the first; Function.from_name finds the new
+// version, and the old one's idle containers go at once.
+func TestFunctionRedeploy(t *testing.T) {
+	needGust(t)
+	deploy := func(src string) fnApp {
+		blob := uploadCode(t, map[string]string{"v.py": src})
+		var app fnApp
+		if err := api("POST", "/v1/apps/publish", map[string]any{"name": "fn-redeploy", "mode": "deployed", "code": map[string]string{"blob": blob, "module": "v"},
+			"functions": []map[string]any{{"name": "version", "image_id": gust.imageID}}}, &app); err != nil {
+			t.Fatal(err)
+		}
+		return app
+	}
+	v1 := deploy("def version():\n    return 1\n")
+	defer api("POST", "/v1/apps/"+v1.AppID+"/stop", nil, nil)
+	if v := callRemote(t, v1.Functions["version"], nil).value(t, 0); v != 1.0 {
+		t.Fatalf("v1 = %v", v)
+	}
+	v2 := deploy("def version():\n    return 2\n")
+	var fn struct {
+		ID string `json:"function_id"`
+	}
+	if err := api("POST", "/v1/functions/lookup", map[string]any{"app_name": "fn-redeploy", "name": "version"}, &fn); err != nil || fn.ID != v2.Functions["version"] {
+		t.Fatalf("lookup after the redeploy: %v %v", fn, err)
+	}
+	if v := callRemote(t, fn.ID, nil).value(t, 0); v != 2.0 {
+		t.Fatalf("v2 = %v", v)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for appStats(t, v1.AppID, v1.Functions["version"])["containers"] != 0.0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the replaced version still has containers: %v", appStats(t, v1.AppID, v1.Functions["version"]))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
