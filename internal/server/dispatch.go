@@ -255,13 +255,14 @@ func (d *dispatcher) run(ctx context.Context) {
 	}
 }
 
-// dropIdleCalls forgets the streams of finished calls nobody has read for a while; the
-// store still has their outputs.
+// dropIdleCalls forgets the streams of finished calls nobody has read for half a minute, so
+// that a busy server does not hold every call's lines; a late reader gets the outputs from the
+// store (without the logs, which the app's logs keep).
 func (d *dispatcher) dropIdleCalls() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for id, cs := range d.calls {
-		if cs.open == 0 && time.Since(cs.lastUsed) > 5*time.Minute {
+		if cs.open == 0 && time.Since(cs.lastUsed) > 30*time.Second {
 			delete(d.calls, id)
 		}
 	}
