@@ -197,9 +197,23 @@ func (f *Function) RemoteWith(ctx context.Context, args []any, kwargs map[string
 	}
 	o, err := cs.next(ctx)
 	if err != nil {
+		if ctx.Err() != nil && cs.callID != "" {
+			// The caller gave up: so does the input, rather than run for nobody.
+			f.cancelAbandoned(cs.callID)
+		}
 		return err
 	}
 	return o.decode(out)
+}
+
+// cancelAbandoned cancels a call whose caller's context ended, in the background and briefly.
+func (f *Function) cancelAbandoned(callID string) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		fc := &FunctionCall{ID: callID, FunctionID: f.ID, c: f.c}
+		fc.Cancel(ctx, false)
+	}()
 }
 
 // RemoteGen calls a generator function and yields what it yields, each item as raw JSON, then
