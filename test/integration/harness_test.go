@@ -197,8 +197,11 @@ func stop() error {
 		return fmt.Errorf("gust did not stop within 60 s of SIGINT")
 	}
 	defer os.RemoveAll(gust.dataDir)
-	// Snapshot layers this run made live in the shared layer cache; only the base is shared.
+	// Snapshot and code layers this run made live in the shared layer cache; only the base is
+	// shared.
 	snaps, _ := filepath.Glob(filepath.Join(imageCache, "snap-*"))
+	code, _ := filepath.Glob(filepath.Join(imageCache, "code-*")) // functions' unpacked code
+	snaps = append(snaps, code...)
 	for _, s := range snaps {
 		os.RemoveAll(s)
 	}
