@@ -149,7 +149,7 @@ func (d *dispatcher) load(ctx context.Context) error {
 			dead = append(dead, in)
 			continue
 		}
-		qi := &queuedInput{in: workerproto.Input{ID: in.ID, Args: in.Args, Format: in.Format, Method: cs.call.Method},
+		qi := &queuedInput{in: workerproto.Input{ID: in.ID, CallID: in.CallID, Args: in.Args, Format: in.Format, Method: cs.call.Method},
 			callID: in.CallID, index: in.Index, fnID: in.FunctionID, attempts: in.Attempts}
 		if cs.call.Params != nil {
 			qi.in.Params = &workerproto.Payload{Data: cs.call.Params.Data, Format: cs.call.Params.Format}
@@ -795,7 +795,7 @@ func (d *dispatcher) enqueue(ctx context.Context, cs *callState, fs *fnState, ar
 	cs.call.Count = call.Count
 	cs.open += len(ins)
 	for _, in := range ins {
-		qi := &queuedInput{in: workerproto.Input{ID: in.ID, Args: in.Args, Format: in.Format, Method: call.Method},
+		qi := &queuedInput{in: workerproto.Input{ID: in.ID, CallID: call.ID, Args: in.Args, Format: in.Format, Method: call.Method},
 			callID: call.ID, index: in.Index, fnID: call.FunctionID}
 		if call.Params != nil {
 			qi.in.Params = &workerproto.Payload{Data: call.Params.Data, Format: call.Params.Format}

@@ -65,6 +65,7 @@ type FunctionRun struct {
 // Input is one function input for a runner (see docs/functions.md, "Runner").
 type Input struct {
 	ID     string   `json:"id"`
+	CallID string   `json:"call_id,omitempty"` // for modal.current_function_call_id()
 	Args   []byte   `json:"args"`
 	Format string   `json:"format"`
 	Method string   `json:"method,omitempty"`

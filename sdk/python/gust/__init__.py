@@ -23,7 +23,7 @@ config file that ``gust up`` writes (~/.config/gust/config.json).
 """
 
 from . import exception, functions
-from ._container import current_input_id, is_local
+from ._container import current_function_call_id, current_input_id, is_local
 from ._partial import concurrent, enter, exit, method, parameter
 from ._version import __version__
 from .app import App, LocalEntrypoint
@@ -47,6 +47,6 @@ version = __version__
 __all__ = [
     "App", "Cls", "ContainerProcess", "Cron", "Error", "FileIO", "FileInfo", "FileType", "Function", "FunctionCall",
     "Image", "LocalEntrypoint", "Period", "Retries", "Sandbox", "SandboxFilesystem", "Secret", "StreamReader",
-    "StreamType", "StreamWriter", "concurrent", "current_input_id", "enable_output", "enter", "exception", "exit", "functions",
+    "StreamType", "StreamWriter", "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit", "functions",
     "is_local", "method", "parameter", "version", "__version__",
 ]

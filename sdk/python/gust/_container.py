@@ -19,3 +19,12 @@ def current_input_id():
 
     runner = sys.modules.get("gust._runner")
     return runner.current_input_id() if runner is not None else None
+
+
+def current_function_call_id():
+    """The id of the function call this code runs for (``modal.current_function_call_id``),
+    or None outside a function's container."""
+    import sys
+
+    runner = sys.modules.get("gust._runner")
+    return runner.current_function_call_id() if runner is not None else None

@@ -88,6 +88,16 @@ def current_input_id() -> Optional[str]:
     return None if v is _UNSET else v
 
 
+# The call (``fc-...``) of each input being run, for ``current_function_call_id``.
+_call_ids: Dict[str, str] = {}
+
+
+def current_function_call_id() -> Optional[str]:
+    """The id of the function call whose input the calling thread (or task) runs, or None."""
+    iid = current_input_id()
+    return _call_ids.get(iid) if iid else None
+
+
 # --------------------------------------------------------------------------------------------
 # helpers
 
@@ -736,6 +746,8 @@ class _Runner:
             return
         with self._lock:
             self._pending += 1
+            if isinstance(msg.get("call_id"), str):
+                _call_ids[iid] = msg["call_id"]
         try:
             if self._is_async(msg.get("method")):
                 asyncio.run_coroutine_threadsafe(self._run_async_safe(msg), self._get_loop())
@@ -762,6 +774,7 @@ class _Runner:
                     self._running[iid] = n
                 else:
                     self._running.pop(iid, None)
+                    _call_ids.pop(iid, None)
             self.send(out)
         finally:
             with self._lock:

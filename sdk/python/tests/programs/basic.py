@@ -57,7 +57,8 @@ def wait_a_bit(i):
 
 @app.function()
 def where():
-    return {"remote": not modal.is_local(), "cwd": os.getcwd(), "input": modal.current_input_id()}
+    return {"remote": not modal.is_local(), "cwd": os.getcwd(), "input": modal.current_input_id(),
+            "call": modal.current_function_call_id()}
 
 
 @app.function()
@@ -116,7 +117,7 @@ def main():
         t = time.time()
         print("RESULT concurrent", sorted(wait_a_bit.map(range(4))), "fast" if time.time() - t < 3 else "slow")
         w = where.remote()
-        print("RESULT where", w["remote"], w["input"].startswith("in-"), modal.current_input_id())
+        print("RESULT where", w["remote"], w["input"].startswith("in-"), w["call"].startswith("fc-"), modal.current_input_id())
         print("RESULT fan_out", fan_out.remote(4))
         print("RESULT in_sandbox", in_sandbox.remote("echo from-a-sandbox"))
         c = Counter(start=100)
