@@ -549,18 +549,11 @@ func (d *dispatcher) containerEnded(sb sandbox.Sandbox) {
 		d.mu.Unlock()
 		return
 	}
-	why := "its container stopped"
-	if sb.Error != nil && *sb.Error != "" {
-		why = "its container stopped: " + *sb.Error
-	}
-	var done []function.Input
-	for _, qi := range fc.inflight {
-		if f := d.failLocked(fs, qi, function.InputFailure, "the container running this input exited ("+why+")", "", nil); f != nil {
-			done = append(done, *f)
-		}
-	}
+	// The worker reported the inputs that were running as crashed (an attempt each) before this
+	// end; any still here never began in this container, or reached it too late: they run
+	// elsewhere, uncounted.
+	requeueLocked(fs, fc)
 	d.mu.Unlock()
-	d.persist(done, nil)
 	d.wake()
 }
 
@@ -573,7 +566,11 @@ func (d *dispatcher) requeueContainer(id string) {
 	if fc == nil {
 		return
 	}
-	fs := d.fns[fc.fnID]
+	requeueLocked(d.fns[fc.fnID], fc)
+}
+
+// requeueLocked moves a container's inputs back to the front of the queue, uncounted.
+func requeueLocked(fs *fnState, fc *fnContainer) {
 	for iid, qi := range fc.inflight {
 		delete(fc.inflight, iid)
 		if fs == nil || qi.cancelled {

@@ -272,7 +272,11 @@ func (w *Worker) containerExited(b *box) {
 	}
 	w.forgetLater(b.sb.ID)
 	if b.runner != nil {
-		w.release(b, b.runner)
+		why := reason
+		if st.ExitCode != nil && why == "" {
+			why = fmt.Sprintf("exit code %d", *st.ExitCode)
+		}
+		w.release(b, b.runner, why)
 		// The server must see this container's last outputs (a timeout) before its end, which
 		// makes it retry whatever was still running.
 		w.events.flush()

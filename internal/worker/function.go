@@ -302,14 +302,28 @@ func (w *Worker) feedRunner(b *box, r *runner) {
 	}
 }
 
-// release returns the inputs held for a container that ended, so the server runs them
-// elsewhere without counting an attempt.
-func (w *Worker) release(b *box, r *runner) {
+// release settles the inputs of a container that ended: those the runner was running crashed
+// with it (an attempt each); those held for it never began, and the server runs them elsewhere
+// without counting an attempt.
+func (w *Worker) release(b *box, r *runner, why string) {
 	r.mu.Lock()
 	r.closed = true
 	held := r.held
 	r.held = nil
+	var running []string
+	for id, t := range r.timers {
+		t.Stop()
+		running = append(running, id)
+	}
+	r.timers = map[string]*time.Timer{}
 	r.mu.Unlock()
+	msg := "the container running this input exited"
+	if why != "" {
+		msg += ": " + why
+	}
+	for _, id := range running {
+		w.events.push(workerproto.Event{SandboxID: b.sb.ID, Type: workerproto.EventOutput, InputID: id, Status: workerproto.StatusCrashed, Error: msg})
+	}
 	for _, in := range held {
 		w.events.push(workerproto.Event{SandboxID: b.sb.ID, Type: workerproto.EventOutput, InputID: in.ID, Status: workerproto.StatusNotStarted})
 	}

@@ -54,6 +54,12 @@ def flaky(n):
 def crash():
     os._exit(3)
 
+def chancy(x):
+    import random
+    if random.random() < 0.05:
+        os._exit(1)  # the container dies mid-input
+    return x
+
 def gen(n):
     for i in range(n):
         yield i * i
@@ -907,5 +913,27 @@ func TestFunctionRedeploy(t *testing.T) {
 			t.Fatalf("the replaced version still has containers: %v", appStats(t, v1.AppID, v1.Functions["version"]))
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestFunctionCrashesOnlyCostTheirOwnAttempts maps over a function whose container dies now and
+// then: inputs held for a dying container, or sent to it as it died, run elsewhere without
+// losing an attempt, so every input succeeds within its retries.
+func TestFunctionCrashesOnlyCostTheirOwnAttempts(t *testing.T) {
+	needGust(t)
+	app := publish(t, "fn-chaos", "ephemeral", map[string]any{"name": "chancy", "max_containers": 3,
+		"retries": map[string]any{"max_retries": 5, "initial_delay": 0, "backoff_coefficient": 1}})
+	var ins []map[string]any
+	for i := 0; i < 200; i++ {
+		ins = append(ins, map[string]any{"args": jsonArgs(i), "format": "json"})
+	}
+	r := readStream(t, post(t, "/v1/functions/"+app.Functions["chancy"]+"/calls", map[string]any{"kind": "map", "stream": true, "inputs": ins}))
+	if len(r.Outputs) != 200 {
+		t.Fatalf("%d outputs of 200", len(r.Outputs))
+	}
+	for i, out := range r.Outputs {
+		if out["status"] != "success" {
+			t.Fatalf("output %d: %v", i, out)
+		}
 	}
 }
