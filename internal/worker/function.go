@@ -151,14 +151,19 @@ func (w *Worker) followRunner(b *box, r *runner) {
 				w.events.push(workerproto.Event{SandboxID: b.sb.ID, Type: workerproto.EventLog, Stream: "stderr", Data: ch.Data})
 				continue
 			}
+			// Look for line ends only in what just arrived: a result of many megabytes comes in
+			// many chunks, and rescanning the whole line each time would be quadratic.
+			scanned := len(partial)
 			partial = append(partial, ch.Data...)
 			for {
-				i := bytes.IndexByte(partial, '\n')
+				i := bytes.IndexByte(partial[scanned:], '\n')
 				if i < 0 {
 					break
 				}
+				i += scanned
 				w.runnerLine(b, r, partial[:i])
 				partial = partial[i+1:]
+				scanned = 0
 			}
 		}
 		if exit != nil {

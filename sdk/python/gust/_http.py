@@ -55,7 +55,8 @@ class NDJSONStream:
 
     def __init__(self, client: "Client", conn: http.HTTPConnection, resp: http.HTTPResponse):
         self._client, self._conn, self._resp = client, conn, resp
-        self._buf = b""
+        self._buf = bytearray()
+        self._scanned = 0  # how much of _buf is known to hold no newline
         self._done = False
 
     def __iter__(self) -> Iterator[dict]:
@@ -63,22 +64,28 @@ class NDJSONStream:
 
     def __next__(self) -> dict:
         while True:
-            i = self._buf.find(b"\n")
+            # A bytearray, searched only where it has not been yet: a line of many megabytes (a
+            # large result) arrives in many chunks, and rescanning or copying it per chunk
+            # would be quadratic.
+            i = self._buf.find(b"\n", self._scanned)
             if i >= 0:
-                line, self._buf = self._buf[:i], self._buf[i + 1:]
+                line = bytes(self._buf[:i])
+                del self._buf[:i + 1]
+                self._scanned = 0
                 if line.strip():
                     return json.loads(line)
                 continue
+            self._scanned = len(self._buf)
             if self._done:
                 raise StopIteration
             try:
-                chunk = self._resp.read1(65536)
+                chunk = self._resp.read1(1 << 20)
             except (OSError, http.HTTPException) as e:
                 self.close()
                 raise exc.ConnectionError(f"lost the stream from the gust server at {self._client.url}: {e}") from None
             if not chunk:
                 self._done = True
-                tail, self._buf = self._buf, b""
+                tail, self._buf = bytes(self._buf), bytearray()
                 self._finish()
                 if tail.strip():
                     return json.loads(tail)
