@@ -59,7 +59,7 @@ class ModalProgramTest(unittest.TestCase):
             "square": "49", "local": "9", "map": "[0, 1, 4, 9, 16]", "starmap": "[3, 7]", "kwargs": "3",
             "spawn": "81", "raised": "ValueError boom", "map_exc": "['ValueError', 'ValueError']",
             "gen": "[3, 2, 1]", "timeout": "ok", "flaky": "3", "concurrent": "[0, 1, 2, 3] fast",
-            "where": "True True True None", "fan_out": "30", "in_sandbox": "from-a-sandbox", "cls": "101 102 2 True", "cls_default": "5",
+            "where": "True True True None", "fan_out": "30", "in_sandbox": "from-a-sandbox", "big": "8388608 12582912", "cls": "101 102 2 True", "cls_default": "5",
         }
         for k, v in want.items():
             self.assertEqual(r.get(k), v, f"{k}: {r.get(k)!r}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")

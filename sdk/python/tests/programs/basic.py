@@ -68,6 +68,12 @@ def fan_out(n):
 
 
 @app.function()
+def big(data, n):
+    # Megabytes in, megabytes out.
+    return len(data), b"y" * n
+
+
+@app.function()
 def in_sandbox(cmd):
     # Functions create sandboxes too, as in Modal.
     sb = modal.Sandbox.create(app=modal.App.lookup("fn-basic-sandboxes", create_if_missing=True))
@@ -120,6 +126,8 @@ def main():
         print("RESULT where", w["remote"], w["input"].startswith("in-"), w["call"].startswith("fc-"), modal.current_input_id())
         print("RESULT fan_out", fan_out.remote(4))
         print("RESULT in_sandbox", in_sandbox.remote("echo from-a-sandbox"))
+        n, out = big.remote(b"x" * (8 << 20), 12 << 20)
+        print("RESULT big", n, len(out))
         c = Counter(start=100)
         a = c.bump.remote(1)
         b = c.bump.remote(2)
