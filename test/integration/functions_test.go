@@ -937,3 +937,35 @@ func TestFunctionCrashesOnlyCostTheirOwnAttempts(t *testing.T) {
 		}
 	}
 }
+
+// TestFunctionBufferContainers: while a function has work, buffer_containers idle extras are
+// kept ready beside the busy ones.
+func TestFunctionBufferContainers(t *testing.T) {
+	needGust(t)
+	app := publish(t, "fn-buffer", "ephemeral", map[string]any{"name": "slow", "buffer_containers": 1, "scaledown_window": 1})
+	fn := app.Functions["slow"]
+	var head struct {
+		CallID string `json:"call_id"`
+	}
+	if err := api("POST", "/v1/functions/"+fn+"/calls", map[string]any{"kind": "spawn", "inputs": []map[string]any{{"args": jsonArgs(4), "format": "json"}}}, &head); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st := appStats(t, app.AppID, fn)
+		if st["running"] == 1.0 && st["containers"] == 2.0 && st["idle_containers"] == 1.0 {
+			if !strings.Contains(fmt.Sprint(st["reason"]), "buffer") && !strings.Contains(fmt.Sprint(st["reason"]), "steady at 2") {
+				t.Fatalf("reason: %v", st["reason"])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no idle buffer container beside the busy one: %v", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	resp, _ := http.DefaultClient.Do(authed("GET", "/v1/calls/"+head.CallID+"/stream?timeout=30"))
+	if r := readStream(t, resp); len(r.Outputs) != 1 || r.value(t, 0) != 4.0 {
+		t.Fatalf("slow(4): %+v", r)
+	}
+}
