@@ -179,6 +179,67 @@ func (s *Server) handleFunctionGet(w http.ResponseWriter, r *http.Request) {
 	httpapi.WriteJSON(w, http.StatusOK, s.functionDoc(fn))
 }
 
+// handleFunctionAutoscaler changes a running function's scaling bounds: Modal's
+// Function.update_autoscaler (and keep_warm). Fields left out keep their values.
+func (s *Server) handleFunctionAutoscaler(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		MinContainers    *int     `json:"min_containers"`
+		MaxContainers    *int     `json:"max_containers"`
+		BufferContainers *int     `json:"buffer_containers"`
+		ScaledownWindow  *float64 `json:"scaledown_window"`
+	}
+	if err := httpapi.DecodeJSON(r, &req, 64<<10); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	id := r.PathValue("id")
+	s.fx.mu.Lock()
+	fs := s.fx.fns[id]
+	var sp function.Spec
+	if fs != nil {
+		sp = fs.fn.Spec
+	}
+	s.fx.mu.Unlock()
+	if fs == nil {
+		if _, err := s.store.GetFunction(r.Context(), id); err != nil {
+			httpapi.WriteError(w, err)
+			return
+		}
+		httpapi.WriteError(w, errdefs.Conflict("function %s is stopped; deploy or run its app again", id))
+		return
+	}
+	if req.MinContainers != nil {
+		sp.MinContainers = *req.MinContainers
+	}
+	if req.MaxContainers != nil {
+		sp.MaxContainers = req.MaxContainers
+	}
+	if req.BufferContainers != nil {
+		sp.BufferContainers = *req.BufferContainers
+	}
+	if req.ScaledownWindow != nil {
+		sp.ScaledownWindow = *req.ScaledownWindow
+		if sp.ScaledownWindow == 0 {
+			sp.ScaledownWindow = -1 // Validate fills 0 with the default; 0 asked for is invalid
+		}
+	}
+	cpu, mem := s.capacity()
+	if err := sp.Validate(cpu, mem); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	s.fx.mu.Lock()
+	fs.fn.Spec = sp
+	fn := fs.fn
+	s.fx.mu.Unlock()
+	if err := s.store.UpdateFunction(r.Context(), fn); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	s.fx.wake()
+	httpapi.WriteJSON(w, http.StatusOK, s.functionDoc(fn))
+}
+
 // inputArgs is one input as a client sends it.
 type inputArgs struct {
 	Args   []byte `json:"args"`

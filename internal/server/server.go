@@ -164,6 +164,7 @@ func (s *Server) Handler() http.Handler {
 	handle("GET /v1/apps/{id}/logs", s.handleAppLogs)
 	handle("POST /v1/functions/lookup", s.handleFunctionLookup)
 	handle("GET /v1/functions/{id}", s.handleFunctionGet)
+	handle("POST /v1/functions/{id}/autoscaler", s.handleFunctionAutoscaler)
 	handle("POST /v1/functions/{id}/calls", s.handleCallCreate)
 	handle("POST /v1/calls/{id}/inputs", s.handleCallInputs)
 	handle("GET /v1/calls/{id}/stream", s.handleCallStream)

@@ -128,6 +128,16 @@ func setFunctionState(ctx context.Context, db execer, id, state string) error {
 	return err
 }
 
+// UpdateFunction writes a function's record (its spec changed).
+func (s *Store) UpdateFunction(ctx context.Context, fn function.Function) error {
+	doc, err := json.Marshal(fn)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `UPDATE functions SET doc = ? WHERE id = ?`, string(doc), fn.ID)
+	return err
+}
+
 // SetFunctionState changes a function's state.
 func (s *Store) SetFunctionState(ctx context.Context, id, state string) error {
 	return setFunctionState(ctx, s.db, id, state)

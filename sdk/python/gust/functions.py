@@ -255,6 +255,25 @@ class Function:
         st = (client.json("GET", f"/v1/functions/{fid}") or {}).get("stats") or {}
         return FunctionStats(backlog=int(st.get("pending") or 0), num_total_runners=int(st.get("containers") or 0))
 
+    @aio
+    def update_autoscaler(self, *, min_containers: Optional[int] = None, max_containers: Optional[int] = None,
+                          buffer_containers: Optional[int] = None, scaledown_window: Optional[int] = None) -> None:
+        """Change the running function's scaling bounds (until its next deploy), as Modal's
+        ``Function.update_autoscaler``; options left out keep their values."""
+        body = {k: v for k, v in (("min_containers", min_containers), ("max_containers", max_containers),
+                                  ("buffer_containers", buffer_containers), ("scaledown_window", scaledown_window))
+                if v is not None}
+        if not body:
+            raise exc.InvalidError("update_autoscaler needs at least one of min_containers, max_containers, "
+                                   "buffer_containers, scaledown_window")
+        client, fid = self._handle.resolve()
+        client.json("POST", f"/v1/functions/{fid}/autoscaler", json=body)
+
+    @aio
+    def keep_warm(self, warm_pool_size: int) -> None:
+        """Keep this many containers warm (Modal's older name for ``update_autoscaler(min_containers=)``)."""
+        self.update_autoscaler(min_containers=warm_pool_size)
+
     def _gust_set_concurrency(self, max_inputs: int, target_inputs: Optional[int]) -> None:
         if self._options is None:
             raise exc.InvalidError("@gust.concurrent goes on a function defined with @app.function")

@@ -135,6 +135,19 @@ class ModalProgramTest(unittest.TestCase):
             time.sleep(0.5)
         show = gust("app", "show", "fn-deployed").stdout
         self.assertIn("double", show)
+        # update_autoscaler keeps a container warm for the deployed function.
+        run([sys.executable, "-c", "import gust as modal\n"
+             "modal.Function.from_name('fn-deployed', 'double').update_autoscaler(min_containers=1)\n"])
+        deadline = time.time() + 30
+        while True:
+            stats = run([sys.executable, "-c", "import gust as modal\n"
+                         "s = modal.Function.from_name('fn-deployed', 'double').get_current_stats()\n"
+                         "print('RESULT runners', s.num_total_runners)\n"]).stdout
+            if results(stats).get("runners") == "1":
+                break
+            if time.time() > deadline:
+                self.fail("update_autoscaler(min_containers=1) kept no container warm: " + stats)
+            time.sleep(0.5)
         gust("app", "stop", "fn-deployed")
         self.assertIn("stopped", gust("app", "list").stdout)
 
