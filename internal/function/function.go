@@ -472,11 +472,6 @@ type Input struct {
 	DoneAt    *time.Time `json:"done_at,omitempty"`
 }
 
-// Done reports whether status is final.
-func Done(status string) bool {
-	return status == InputSuccess || status == InputFailure || status == InputTimeout || status == InputTerminated
-}
-
 // SortedMethods lists a class's method names, for stable output.
 func (s *Spec) SortedMethods() []string {
 	out := make([]string, 0, len(s.Methods))

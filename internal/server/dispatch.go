@@ -37,8 +37,6 @@ type dispatcher struct {
 	wLogs  []store.LogLine
 	wWake  chan struct{}
 	wFlush sync.Mutex
-
-	closing bool // the server is shutting down
 }
 
 // fnState is one function's queue and containers.
@@ -171,7 +169,7 @@ func (d *dispatcher) callStateLocked(ctx context.Context, id string) (*callState
 		cs.lastUsed = time.Now()
 		return cs, nil
 	}
-	call, _, err := d.s.store.GetCall(ctx, id)
+	call, err := d.s.store.GetCall(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -231,11 +229,6 @@ func (d *dispatcher) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			// Shutting down: containers that end now take no inputs with them; those stay
-			// open in the store and run after the restart.
-			d.mu.Lock()
-			d.closing = true
-			d.mu.Unlock()
 			return
 		case <-d.kick:
 		case <-t.C:
@@ -399,13 +392,10 @@ func (d *dispatcher) stopOrphans(ids []string) {
 		}
 	}
 	d.mu.Unlock()
-	for _, id := range ids {
-		if err := d.s.store.SetFunctionState(context.Background(), id, function.StateStopped); err != nil {
-			d.s.log.Printf("stopping function %s: %v", id, err)
-		}
-	}
 	d.s.log.Printf("stopping %d function(s) of an ephemeral app: no heartbeat from its client for %v", len(ids), d.s.cfg.HeartbeatTimeout)
-	d.stopFunctions(ids, fmt.Sprintf("the client that ran the app went away (no heartbeat for %v)", d.s.cfg.HeartbeatTimeout))
+	if err := d.stopFunctions(ids, fmt.Sprintf("the client that ran the app went away (no heartbeat for %v)", d.s.cfg.HeartbeatTimeout)); err != nil {
+		d.s.log.Printf("stopping functions: %v", err)
+	}
 }
 
 // outputRetention is how long outputs and app logs are kept.
@@ -541,13 +531,6 @@ func (d *dispatcher) containerEnded(sb sandbox.Sandbox) {
 	fs := d.fns[fc.fnID]
 	if fs != nil {
 		delete(fs.containers, sb.ID)
-	}
-	if d.closing {
-		for _, qi := range fc.inflight {
-			delete(d.inputs, qi.in.ID)
-		}
-		d.mu.Unlock()
-		return
 	}
 	// The worker reported the inputs that were running as crashed (an attempt each) before this
 	// end; any still here never began in this container, or reached it too late: they run
@@ -835,9 +818,14 @@ func (d *dispatcher) newCall(call function.Call) *callState {
 	return cs
 }
 
-// stopFunctions stops functions for good: queued and running inputs end terminated, and
-// their containers go.
-func (d *dispatcher) stopFunctions(ids []string, why string) {
+// stopFunctions stops functions for good, in the store first: queued and running inputs end
+// terminated, and their containers go.
+func (d *dispatcher) stopFunctions(ids []string, why string) error {
+	for _, id := range ids {
+		if err := d.s.store.SetFunctionState(context.Background(), id, function.StateStopped); err != nil {
+			return fmt.Errorf("stopping function %s: %w", id, err)
+		}
+	}
 	var done []function.Input
 	var stops []string
 	d.mu.Lock()
@@ -877,6 +865,7 @@ func (d *dispatcher) stopFunctions(ids []string, why string) {
 		}()
 	}
 	wg.Wait()
+	return nil
 }
 
 // stats is what `gust app` shows per function.

@@ -192,22 +192,14 @@ func (s *Server) handleFunctionAutoscaler(w http.ResponseWriter, r *http.Request
 		httpapi.WriteError(w, err)
 		return
 	}
-	id := r.PathValue("id")
-	s.fx.mu.Lock()
-	fs := s.fx.fns[id]
-	var sp function.Spec
-	if fs != nil {
-		sp = fs.fn.Spec
-	}
-	s.fx.mu.Unlock()
-	if fs == nil {
-		if _, err := s.store.GetFunction(r.Context(), id); err != nil {
-			httpapi.WriteError(w, err)
-			return
-		}
-		httpapi.WriteError(w, errdefs.Conflict("function %s is stopped; deploy or run its app again", id))
+	fs, err := s.activeFunction(r.Context(), r.PathValue("id"))
+	if err != nil {
+		httpapi.WriteError(w, err)
 		return
 	}
+	s.fx.mu.Lock()
+	sp := fs.fn.Spec
+	s.fx.mu.Unlock()
 	if req.MinContainers != nil {
 		sp.MinContainers = *req.MinContainers
 	}
@@ -238,6 +230,31 @@ func (s *Server) handleFunctionAutoscaler(w http.ResponseWriter, r *http.Request
 	}
 	s.fx.wake()
 	httpapi.WriteJSON(w, http.StatusOK, s.functionDoc(fn))
+}
+
+// activeFunction returns a function that takes calls: 404 for an unknown one, 409 for one
+// whose app was stopped.
+func (s *Server) activeFunction(ctx context.Context, id string) (*fnState, error) {
+	s.fx.mu.Lock()
+	fs := s.fx.fns[id]
+	s.fx.mu.Unlock()
+	if fs != nil {
+		return fs, nil
+	}
+	fn, err := s.store.GetFunction(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return nil, errdefs.Conflict("function %s (%s) is %s: its app was stopped; run or deploy the app again", fn.Name, fn.ID, fn.State)
+}
+
+// idSet is a set of IDs from a request; empty means "all".
+func idSet(ids []string) map[string]bool {
+	set := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		set[id] = true
+	}
+	return set
 }
 
 // inputArgs is one input as a client sends it.
@@ -281,16 +298,9 @@ func (s *Server) handleCallCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	fnID := r.PathValue("id")
-	s.fx.mu.Lock()
-	fs := s.fx.fns[fnID]
-	s.fx.mu.Unlock()
-	if fs == nil {
-		fn, err := s.store.GetFunction(ctx, fnID)
-		if err != nil {
-			httpapi.WriteError(w, err)
-			return
-		}
-		httpapi.WriteError(w, errdefs.Conflict("function %s (%s) is %s: its app was stopped; run or deploy the app again", fn.Name, fn.ID, fn.State))
+	fs, err := s.activeFunction(ctx, fnID)
+	if err != nil {
+		httpapi.WriteError(w, err)
 		return
 	}
 	switch req.Kind {
@@ -659,21 +669,17 @@ func (s *Server) handleAppStop(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	want := map[string]bool{}
-	for _, id := range req.Functions {
-		want[id] = true
-	}
+	want := idSet(req.Functions)
 	var ids []string
 	for _, fn := range fns {
 		if len(want) == 0 || want[fn.ID] {
 			ids = append(ids, fn.ID)
-			if err := s.store.SetFunctionState(ctx, fn.ID, function.StateStopped); err != nil {
-				httpapi.WriteError(w, err)
-				return
-			}
 		}
 	}
-	s.fx.stopFunctions(ids, "the app was stopped")
+	if err := s.fx.stopFunctions(ids, "the app was stopped"); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	// Sandboxes of the app stop with it, as `modal app stop` does; unless only some functions
 	// were named.
 	if len(want) == 0 {
@@ -701,10 +707,7 @@ func (s *Server) handleAppHeartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	appID := r.PathValue("id")
 	now := time.Now()
-	want := map[string]bool{}
-	for _, id := range req.Functions {
-		want[id] = true
-	}
+	want := idSet(req.Functions)
 	alive := 0
 	s.fx.mu.Lock()
 	for _, fs := range s.fx.fns {

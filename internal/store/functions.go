@@ -240,23 +240,18 @@ func (s *Store) AddInputs(ctx context.Context, c function.Call, ins []function.I
 	return tx.Commit()
 }
 
-// GetCall returns a call by ID, with the number of its inputs that are done.
-func (s *Store) GetCall(ctx context.Context, id string) (function.Call, int, error) {
+// GetCall returns a call by ID.
+func (s *Store) GetCall(ctx context.Context, id string) (function.Call, error) {
 	var doc string
 	err := s.db.QueryRowContext(ctx, `SELECT doc FROM calls WHERE id = ?`, id).Scan(&doc)
 	if errors.Is(err, sql.ErrNoRows) {
-		return function.Call{}, 0, errdefs.NotFound("function call %q not found", id)
+		return function.Call{}, errdefs.NotFound("function call %q not found", id)
 	}
 	if err != nil {
-		return function.Call{}, 0, err
+		return function.Call{}, err
 	}
 	var c function.Call
-	if err := json.Unmarshal([]byte(doc), &c); err != nil {
-		return c, 0, err
-	}
-	var done int
-	err = s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM inputs WHERE call_id = ? AND seq >= 0`, id).Scan(&done)
-	return c, done, err
+	return c, json.Unmarshal([]byte(doc), &c)
 }
 
 // FinishInputs records outputs in one transaction.
@@ -323,16 +318,6 @@ func (s *Store) OpenInputs(ctx context.Context) ([]function.Input, error) {
 		out = append(out, in)
 	}
 	return out, rows.Err()
-}
-
-// CallMaxSeq is the highest completion seq given in a call (-1 if none).
-func (s *Store) CallMaxSeq(ctx context.Context, callID string) (int, error) {
-	var n sql.NullInt64
-	err := s.db.QueryRowContext(ctx, `SELECT MAX(seq) FROM inputs WHERE call_id = ?`, callID).Scan(&n)
-	if !n.Valid {
-		return -1, err
-	}
-	return int(n.Int64), err
 }
 
 // Secret is a named set of environment variables.

@@ -77,8 +77,6 @@ func OpenSQLite(path string) (*Store, error) {
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
-func now() string { return time.Now().UTC().Format(time.RFC3339Nano) }
-
 // LookupApp finds an app by name, creating it when create is set.
 func (s *Store) LookupApp(ctx context.Context, name string, create bool) (App, error) {
 	var a App

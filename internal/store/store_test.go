@@ -125,7 +125,7 @@ func TestPruneKeepsOpenAndRecentInputs(t *testing.T) {
 	if len(outs) != 1 || outs[0].ID != "in-done-new" || len(open) != 1 || open[0].ID != "in-open" {
 		t.Fatalf("after prune: outputs %v, open %v", outs, open)
 	}
-	if _, _, err := st.GetCall(ctx, "fc-1"); err != nil {
+	if _, err := st.GetCall(ctx, "fc-1"); err != nil {
 		t.Fatalf("a call with inputs left was pruned: %v", err)
 	}
 }

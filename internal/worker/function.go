@@ -46,9 +46,10 @@ type runner struct {
 	timers  map[string]*time.Timer // inputs in flight, with their timeout
 	started map[string]time.Time   // when each was handed to the runner
 	held    []workerproto.Input    // inputs waiting for a free slot (the server prefetches)
-	closed  bool                   // the container ended: nothing more starts
-	killNow bool                   // an input timed out: stop without waiting for @exit hooks
-	stderr  bytes.Buffer           // the runner's own stderr before it took over fd 2
+	// closed: an input timed out (the container is being killed) or the container ended.
+	// Nothing more starts, and a stop does not wait for @exit hooks.
+	closed bool
+	stderr bytes.Buffer // the runner's own stderr before it took over fd 2
 }
 
 // functionMounts returns the read-only mounts of a function container: the SDK, the code, and
@@ -309,7 +310,8 @@ func (w *Worker) feedRunner(b *box, r *runner) {
 
 // release settles the inputs of a container that ended: those the runner was running crashed
 // with it (an attempt each); those held for it never began, and the server runs them elsewhere
-// without counting an attempt.
+// without counting an attempt. When the worker itself is shutting down, the running ones are
+// not at fault either: they stay open in the store and run again after the restart.
 func (w *Worker) release(b *box, r *runner, why string) {
 	r.mu.Lock()
 	r.closed = true
@@ -326,8 +328,12 @@ func (w *Worker) release(b *box, r *runner, why string) {
 	if why != "" {
 		msg += ": " + why
 	}
+	status := workerproto.StatusCrashed
+	if w.stopping.Load() {
+		status = workerproto.StatusNotStarted
+	}
 	for _, id := range running {
-		w.events.push(workerproto.Event{SandboxID: b.sb.ID, Type: workerproto.EventOutput, InputID: id, Status: workerproto.StatusCrashed, Error: msg})
+		w.events.push(workerproto.Event{SandboxID: b.sb.ID, Type: workerproto.EventOutput, InputID: id, Status: status, Error: msg})
 	}
 	for _, in := range held {
 		w.events.push(workerproto.Event{SandboxID: b.sb.ID, Type: workerproto.EventOutput, InputID: in.ID, Status: workerproto.StatusNotStarted})
@@ -339,13 +345,15 @@ func (w *Worker) release(b *box, r *runner, why string) {
 func (w *Worker) inputTimedOut(b *box, r *runner, id string) {
 	r.mu.Lock()
 	_, ok := r.timers[id]
-	delete(r.timers, id)
-	delete(r.started, id)
-	r.killNow = true
-	r.closed = true // the container is about to go: start nothing more in it
+	if ok {
+		// The container is about to be killed: start nothing more in it.
+		delete(r.timers, id)
+		delete(r.started, id)
+		r.closed = true
+	}
 	r.mu.Unlock()
 	if !ok {
-		return
+		return // its output came first
 	}
 	msg := fmt.Sprintf("FunctionTimeoutError: the input ran past the function's timeout of %s s", strconv.FormatFloat(r.fn.Timeout, 'f', -1, 64))
 	w.events.push(workerproto.Event{SandboxID: b.sb.ID, Type: workerproto.EventOutput, InputID: id, Status: "timeout", Error: msg})
@@ -356,7 +364,7 @@ func (w *Worker) inputTimedOut(b *box, r *runner, id string) {
 // unless an input timed out.
 func (w *Worker) stopRunner(r *runner) {
 	r.mu.Lock()
-	kill := r.killNow
+	kill := r.closed
 	for _, t := range r.timers {
 		t.Stop()
 	}

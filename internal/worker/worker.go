@@ -18,6 +18,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gust-run/gust/internal/errdefs"
@@ -54,10 +55,12 @@ type Worker struct {
 	pool   *warmPool
 	events *eventQueue // function events for the server
 
-	apiDir  string    // holds the socket through which function containers call the API
-	sdkOnce sync.Once // the Python SDK, unpacked once for function containers
-	sdkDir  string
-	sdkErr  error
+	apiDir string // holds the socket through which function containers call the API
+	// stopping is set while the worker shuts down: inputs it interrupts are not their fault.
+	stopping atomic.Bool
+	sdkOnce  sync.Once // the Python SDK, unpacked once for function containers
+	sdkDir   string
+	sdkErr   error
 
 	mu    sync.Mutex
 	boxes map[string]*box
@@ -230,6 +233,7 @@ func (w *Worker) report(id string, st workerproto.StateReport) {
 
 // shutdown terminates every sandbox, as a server shutdown must leave nothing behind.
 func (w *Worker) shutdown() {
+	w.stopping.Store(true)
 	w.mu.Lock()
 	var ids []string
 	for id, b := range w.boxes {

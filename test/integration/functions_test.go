@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -325,11 +324,7 @@ func TestFunctionMapSpawnCancel(t *testing.T) {
 	if err := api("POST", "/v1/calls/"+head.CallID+"/inputs", map[string]any{"inputs": inputs(300, 200)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.DefaultClient.Do(authed("GET", "/v1/calls/"+head.CallID+"/stream?timeout=60"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := readStream(t, resp)
+	r := streamOf(t, head.CallID, 60)
 	if len(r.Outputs) != 500 {
 		t.Fatalf("map of 500 gave %d outputs (timeout %v)", len(r.Outputs), r.Timeout)
 	}
@@ -349,12 +344,10 @@ func TestFunctionMapSpawnCancel(t *testing.T) {
 	if err := api("POST", "/v1/functions/"+app.Functions["slow"]+"/calls", map[string]any{"kind": "spawn", "inputs": []map[string]any{{"args": jsonArgs(1), "format": "json"}}}, &head); err != nil {
 		t.Fatal(err)
 	}
-	resp, _ = http.DefaultClient.Do(authed("GET", "/v1/calls/"+head.CallID+"/stream?timeout=0"))
-	if r := readStream(t, resp); !r.Timeout || len(r.Outputs) != 0 {
+	if r := streamOf(t, head.CallID, 0); !r.Timeout || len(r.Outputs) != 0 {
 		t.Fatalf("get(timeout=0) on a running call: %+v", r)
 	}
-	resp, _ = http.DefaultClient.Do(authed("GET", "/v1/calls/"+head.CallID+"/stream?timeout=60"))
-	if r := readStream(t, resp); len(r.Outputs) != 1 || r.value(t, 0) != 1.0 {
+	if r := streamOf(t, head.CallID, 60); len(r.Outputs) != 1 || r.value(t, 0) != 1.0 {
 		t.Fatalf("spawned call: %+v", r)
 	}
 
@@ -365,10 +358,19 @@ func TestFunctionMapSpawnCancel(t *testing.T) {
 	if err := api("POST", "/v1/calls/"+head.CallID+"/cancel", map[string]any{"terminate_containers": true}, nil); err != nil {
 		t.Fatal(err)
 	}
-	resp, _ = http.DefaultClient.Do(authed("GET", "/v1/calls/"+head.CallID+"/stream?timeout=10"))
-	if r := readStream(t, resp); len(r.Outputs) != 1 || r.Outputs[0]["status"] != "terminated" {
+	if r := streamOf(t, head.CallID, 10); len(r.Outputs) != 1 || r.Outputs[0]["status"] != "terminated" {
 		t.Fatalf("cancelled call: %+v", r)
 	}
+}
+
+// streamOf reads a call's stream (GET /v1/calls/{id}/stream?timeout=secs).
+func streamOf(t *testing.T, callID string, secs int) callResult {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(authed("GET", fmt.Sprintf("/v1/calls/%s/stream?timeout=%d", callID, secs)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return readStream(t, resp)
 }
 
 func authed(method, path string) *http.Request {
@@ -470,6 +472,15 @@ func TestFunctionBadInput(t *testing.T) {
 // appStats returns a function's stats from GET /v1/apps/{id}.
 func appStats(t *testing.T, appID, fnID string) map[string]any {
 	t.Helper()
+	st, err := fetchStats(appID, fnID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// fetchStats is appStats for goroutines, which must not call t.Fatal.
+func fetchStats(appID, fnID string) (map[string]any, error) {
 	var doc struct {
 		Details []struct {
 			ID    string         `json:"function_id"`
@@ -477,14 +488,14 @@ func appStats(t *testing.T, appID, fnID string) map[string]any {
 		} `json:"function_details"`
 	}
 	if err := api("GET", "/v1/apps/"+appID, nil, &doc); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	for _, d := range doc.Details {
 		if d.ID == fnID {
-			return d.Stats
+			return d.Stats, nil
 		}
 	}
-	return map[string]any{"containers": 0.0}
+	return map[string]any{"containers": 0.0}, nil
 }
 
 func TestFunctionAutoscaler(t *testing.T) {
@@ -494,34 +505,37 @@ func TestFunctionAutoscaler(t *testing.T) {
 		map[string]any{"name": "add", "min_containers": 1})
 	slow := app.Functions["slow"]
 	// Six half-second inputs, at most two containers: about 1.5 s, and never a third container.
-	var wg sync.WaitGroup
-	maxSeen := 0.0
+	maxSeen := make(chan float64)
 	stop := make(chan struct{})
 	go func() {
+		seen := 0.0
+		defer func() { maxSeen <- seen }()
 		for {
 			select {
 			case <-stop:
 				return
 			case <-time.After(50 * time.Millisecond):
-				if c, _ := appStats(t, app.AppID, slow)["containers"].(float64); c > maxSeen {
-					maxSeen = c
+				if st, err := fetchStats(app.AppID, slow); err == nil {
+					if c, _ := st["containers"].(float64); c > seen {
+						seen = c
+					}
 				}
 			}
 		}
 	}()
 	start := time.Now()
+	var ins []map[string]any
 	for i := 0; i < 6; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			callRemote(t, slow, nil, 0.5)
-		}()
+		ins = append(ins, map[string]any{"args": jsonArgs(0.5), "format": "json"})
 	}
-	wg.Wait()
+	r := readStream(t, post(t, "/v1/functions/"+slow+"/calls", map[string]any{"kind": "map", "stream": true, "inputs": ins}))
 	close(stop)
+	if len(r.Outputs) != 6 {
+		t.Fatalf("6 inputs gave %d outputs", len(r.Outputs))
+	}
 	elapsed := time.Since(start)
-	if maxSeen > 2 || maxSeen < 1 {
-		t.Fatalf("max_containers=2 but saw %v containers", maxSeen)
+	if seen := <-maxSeen; seen > 2 || seen < 1 {
+		t.Fatalf("max_containers=2 but saw %v containers", seen)
 	}
 	if elapsed > 10*time.Second {
 		t.Fatalf("6 inputs of 0.5 s on 2 containers took %v", elapsed)
@@ -584,97 +598,94 @@ func TestFunctionSchedule(t *testing.T) {
 	}
 }
 
-// TestFunctionInputsSurviveRestart kills gust (SIGKILL: no clean shutdown) while an input
-// runs, starts it again on the same data directory, and gets the result: inputs are durable
-// and run at least once.
-func TestFunctionInputsSurviveRestart(t *testing.T) {
-	needGust(t)
-	dir := t.TempDir()
-	addr := freePort()
-	url := "http://" + addr
-	startOne := func() *exec.Cmd {
-		cmd := exec.Command(gust.bin, "up", "--addr", addr, "--data-dir", dir, "--image-cache", imageCache, "--no-config", "--no-install", "--sandbox-disk", "256")
-		cmd.Env = append(os.Environ(), "GUST_TOKEN="+gust.token)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; ; i++ {
-			if resp, err := http.Get(url + "/v1/health"); err == nil {
-				resp.Body.Close()
-				break
-			}
-			if i > 200 {
-				t.Fatalf("gust did not come up: %s", out.String())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		return cmd
+// startGust starts a second gust process (args after the binary) with this run's token. It
+// points the API helpers at url until the test ends.
+func startGust(t *testing.T, url string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(gust.bin, args...)
+	cmd.Env = append(os.Environ(), "GUST_TOKEN="+gust.token)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
 	saved := gust.url
 	gust.url = url
-	defer func() { gust.url = saved }()
+	t.Cleanup(func() { gust.url = saved })
+	for i := 0; ; i++ {
+		if resp, err := http.Get(url + "/v1/health"); err == nil {
+			resp.Body.Close()
+			return cmd
+		}
+		if i > 200 {
+			t.Fatalf("%s did not come up", strings.Join(args, " "))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
 
-	first := startOne()
-	// The image and the function, on this instance.
-	resp := post(t, "/v1/images", map[string]any{"kind": "debian_slim"})
-	var im struct {
-		Image struct {
-			ID string `json:"image_id"`
-		} `json:"image"`
+// spawnRunningSlow deploys fnModule's slow on the gust at gust.url, spawns slow(secs) and
+// waits until it runs. It returns the app and the call.
+func spawnRunningSlow(t *testing.T, appName string, secs int) (fnApp, string) {
+	t.Helper()
+	imageID, err := resolveImage()
+	if err != nil {
+		t.Fatal(err)
 	}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		json.Unmarshal(sc.Bytes(), &im)
-	}
-	resp.Body.Close()
 	blob := uploadCode(t, map[string]string{"fnmod.py": fnModule})
 	var app fnApp
-	if err := api("POST", "/v1/apps/publish", map[string]any{"name": "fn-durable", "mode": "deployed", "code": map[string]string{"blob": blob, "module": "fnmod"},
-		"functions": []map[string]any{{"name": "slow", "image_id": im.Image.ID}}}, &app); err != nil {
+	if err := api("POST", "/v1/apps/publish", map[string]any{"name": appName, "mode": "deployed", "code": map[string]string{"blob": blob, "module": "fnmod"},
+		"functions": []map[string]any{{"name": "slow", "image_id": imageID}}}, &app); err != nil {
 		t.Fatal(err)
 	}
 	var head struct {
 		CallID string `json:"call_id"`
 	}
-	for i := 0; ; i++ {
-		err := api("POST", "/v1/functions/"+app.Functions["slow"]+"/calls", map[string]any{"kind": "spawn", "inputs": []map[string]any{{"args": jsonArgs(2), "format": "json"}}}, &head)
-		if err == nil {
-			break
-		}
-		if i > 100 {
-			t.Fatal(err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := api("POST", "/v1/functions/"+app.Functions["slow"]+"/calls", map[string]any{"kind": "spawn", "inputs": []map[string]any{{"args": jsonArgs(secs), "format": "json"}}}, &head); err != nil {
+		t.Fatal(err)
 	}
-	// Wait until it runs, then kill gust outright.
 	for i := 0; appStats(t, app.AppID, app.Functions["slow"])["running"] != 1.0; i++ {
-		if i > 200 {
+		if i > 400 {
 			t.Fatal("the input never started running")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return app, head.CallID
+}
+
+// TestFunctionInputsSurviveRestart kills gust (SIGKILL: no clean shutdown) while an input
+// runs, starts it again on the same data directory, and gets the result; then the same with a
+// clean stop. Inputs are durable and run at least once.
+func TestFunctionInputsSurviveRestart(t *testing.T) {
+	needGust(t)
+	dir := t.TempDir()
+	addr := freePort()
+	args := []string{"up", "--addr", addr, "--data-dir", dir, "--image-cache", imageCache, "--no-config", "--no-install", "--sandbox-disk", "256"}
+	first := startGust(t, "http://"+addr, args...)
+	app, callID := spawnRunningSlow(t, "fn-durable", 2)
 	first.Process.Kill()
 	first.Wait()
 
-	second := startOne()
+	second := startGust(t, "http://"+addr, args...)
+	if r := streamOf(t, callID, 120); len(r.Outputs) != 1 || r.value(t, 0) != 2.0 {
+		t.Fatalf("after the restart: %+v", r)
+	}
+
+	// A clean stop (Ctrl-C) that interrupts an input (longer than the runner's grace) does not
+	// fail it either: it runs after the start.
+	app, callID = spawnRunningSlow(t, "fn-durable", 9)
+	second.Process.Signal(os.Interrupt)
+	second.Wait()
+	third := startGust(t, "http://"+addr, args...)
 	defer func() {
-		second.Process.Signal(os.Interrupt)
-		second.Wait()
+		api("POST", "/v1/apps/"+app.AppID+"/stop", nil, nil)
+		third.Process.Signal(os.Interrupt)
+		third.Wait()
 		if err := checkNoLeftovers(dir); err != nil {
 			t.Error(err)
 		}
 	}()
-	resp, err := http.DefaultClient.Do(authed("GET", "/v1/calls/"+head.CallID+"/stream?timeout=120"))
-	if err != nil {
-		t.Fatal(err)
+	if r := streamOf(t, callID, 120); len(r.Outputs) != 1 || r.value(t, 0) != 9.0 {
+		t.Fatalf("after a clean stop and start: %+v", r)
 	}
-	r := readStream(t, resp)
-	if len(r.Outputs) != 1 || r.value(t, 0) != 2.0 {
-		t.Fatalf("after the restart: %+v", r)
-	}
-	api("POST", "/v1/apps/"+app.AppID+"/stop", map[string]any{}, nil)
 }
 
 // TestFunctionEphemeralHeartbeat: an ephemeral app whose client stops sending heartbeats (it
@@ -754,68 +765,30 @@ func TestFunctionWorkerRestart(t *testing.T) {
 	dir := t.TempDir()
 	addr := freePort()
 	url := "http://" + addr
-	spawn := func(args ...string) *exec.Cmd {
-		cmd := exec.Command(gust.bin, args...)
-		cmd.Env = append(os.Environ(), "GUST_TOKEN="+gust.token)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd
-	}
-	server := spawn("server", "--addr", addr, "--data-dir", filepath.Join(dir, "server"), "--image-cache", imageCache, "--no-config", "--no-install")
+	server := startGust(t, url, "server", "--addr", addr, "--data-dir", filepath.Join(dir, "server"), "--image-cache", imageCache, "--no-config", "--no-install")
 	defer func() {
 		server.Process.Signal(os.Interrupt)
 		server.Wait()
 	}()
 	workerArgs := []string{"worker", "--server", url, "--data-dir", filepath.Join(dir, "worker"), "--image-cache", imageCache, "--no-install", "--sandbox-disk", "256"}
-	worker := spawn(workerArgs...)
-	saved := gust.url
-	gust.url = url
-	defer func() { gust.url = saved }()
-	for i := 0; ; i++ {
-		if resp, err := http.Get(url + "/v1/health"); err == nil {
-			resp.Body.Close()
-			break
-		}
-		if i > 200 {
-			t.Fatal("gust server did not come up")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	resp := post(t, "/v1/images", map[string]any{"kind": "debian_slim"})
-	var im struct {
-		Image struct {
-			ID string `json:"image_id"`
-		} `json:"image"`
-	}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		json.Unmarshal(sc.Bytes(), &im)
-	}
-	resp.Body.Close()
-	blob := uploadCode(t, map[string]string{"fnmod.py": fnModule})
-	var app fnApp
-	if err := api("POST", "/v1/apps/publish", map[string]any{"name": "fn-worker-restart", "mode": "deployed", "code": map[string]string{"blob": blob, "module": "fnmod"},
-		"functions": []map[string]any{{"name": "slow", "image_id": im.Image.ID}}}, &app); err != nil {
-		t.Fatal(err)
-	}
-	var head struct {
-		CallID string `json:"call_id"`
-	}
-	if err := api("POST", "/v1/functions/"+app.Functions["slow"]+"/calls", map[string]any{"kind": "spawn", "inputs": []map[string]any{{"args": jsonArgs(2), "format": "json"}}}, &head); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; appStats(t, app.AppID, app.Functions["slow"])["running"] != 1.0; i++ {
-		if i > 400 {
-			t.Fatal("the input never started running")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	worker := startGust(t, url, workerArgs...)
+	app, callID := spawnRunningSlow(t, "fn-worker-restart", 2)
 	worker.Process.Kill()
 	worker.Wait()
-	worker = spawn(workerArgs...)
+	worker = startGust(t, url, workerArgs...)
+	if r := streamOf(t, callID, 120); len(r.Outputs) != 1 || r.value(t, 0) != 2.0 {
+		t.Fatalf("after the worker restarted: %+v", r)
+	}
+
+	// A clean stop of the worker (Ctrl-C) that interrupts an input is not the input's failure:
+	// the server, still up, hears of no output for it, and it runs on the next worker.
+	app, callID = spawnRunningSlow(t, "fn-worker-restart", 9)
+	worker.Process.Signal(os.Interrupt)
+	worker.Wait()
+	if r := streamOf(t, callID, 1); len(r.Outputs) != 0 {
+		t.Fatalf("stopping the worker gave the interrupted input an output: %+v", r.Outputs)
+	}
+	worker = startGust(t, url, workerArgs...)
 	defer func() {
 		api("POST", "/v1/apps/"+app.AppID+"/stop", nil, nil)
 		worker.Process.Signal(os.Interrupt)
@@ -824,13 +797,8 @@ func TestFunctionWorkerRestart(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	resp, err := http.DefaultClient.Do(authed("GET", "/v1/calls/"+head.CallID+"/stream?timeout=120"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := readStream(t, resp)
-	if len(r.Outputs) != 1 || r.value(t, 0) != 2.0 {
-		t.Fatalf("after the worker restarted: %+v", r)
+	if r := streamOf(t, callID, 120); len(r.Outputs) != 1 || r.value(t, 0) != 9.0 {
+		t.Fatalf("after a clean stop of the worker: %+v", r)
 	}
 }
 
@@ -964,8 +932,7 @@ func TestFunctionBufferContainers(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	resp, _ := http.DefaultClient.Do(authed("GET", "/v1/calls/"+head.CallID+"/stream?timeout=30"))
-	if r := readStream(t, resp); len(r.Outputs) != 1 || r.value(t, 0) != 4.0 {
+	if r := streamOf(t, head.CallID, 30); len(r.Outputs) != 1 || r.value(t, 0) != 4.0 {
 		t.Fatalf("slow(4): %+v", r)
 	}
 }

@@ -765,6 +765,15 @@ class _Runner:
         with self._lock:
             self._running[iid] = self._running.get(iid, 0) + 1
 
+    def _end_safely(self, iid: str, out: Optional[dict], fmt: str) -> None:
+        """End an input with its output, whatever happened on the way."""
+        if out is None:  # pragma: no cover - defensive
+            out = self._failure(iid, _exc.ExecutionError("the runner lost the result"), fmt)
+        try:
+            self._end(iid, out)
+        except BaseException:  # noqa: BLE001
+            self.runner_log(f"gust runner: internal error finishing input {iid}:\n{traceback.format_exc()}")
+
     def _end(self, iid: str, out: dict) -> None:
         try:
             self.flush_logs(iid)
@@ -855,12 +864,7 @@ class _Runner:
                 out = self._failure(iid, e, fmt)
                 del e
         finally:
-            if out is None:  # pragma: no cover - defensive
-                out = self._failure(iid, _exc.ExecutionError("the runner lost the result"), fmt)
-            try:
-                self._end(iid, out)
-            except BaseException:  # noqa: BLE001
-                self.runner_log(f"gust runner: internal error finishing input {iid}:\n{traceback.format_exc()}")
+            self._end_safely(iid, out, fmt)
             _current.reset(token)
 
     async def _run_async(self, msg: dict) -> None:
@@ -908,12 +912,7 @@ class _Runner:
                     out = self._failure(iid, e, fmt)
                     del e
             finally:
-                if out is None:  # pragma: no cover - defensive
-                    out = self._failure(iid, _exc.ExecutionError("the runner lost the result"), fmt)
-                try:
-                    self._end(iid, out)
-                except BaseException:  # noqa: BLE001
-                    self.runner_log(f"gust runner: internal error finishing input {iid}:\n{traceback.format_exc()}")
+                self._end_safely(iid, out, fmt)
 
     # ---------------------------------------------------------------- event loop
 
