@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/gust-run/gust/internal/image"
-	gustruntime "github.com/gust-run/gust/internal/runtime"
+	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/worker"
 )
 
@@ -57,7 +57,7 @@ func runBenchSandbox(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rt, err := gustruntime.New(gustruntime.Config{StateDir: filepath.Join(c.tmp, "baseline")})
+	rt, err := container.New(container.Config{StateDir: filepath.Join(c.tmp, "baseline")})
 	if err != nil {
 		return err
 	}

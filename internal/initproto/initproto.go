@@ -7,7 +7,7 @@
 // length uint32 big-endian) then the payload. A channel names one exec or one file request; the
 // worker chooses channel numbers, and channel 0 is the init process itself.
 //
-// Imported by the worker (internal/runtime side) and by internal/containerinit only.
+// Imported by the worker (through internal/container) and by internal/containerinit only.
 package initproto
 
 import (

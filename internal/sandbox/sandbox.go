@@ -13,7 +13,6 @@
 package sandbox
 
 import (
-	"fmt"
 	"path"
 	"regexp"
 	"strings"
@@ -273,9 +272,4 @@ func CleanPath(p string) (string, error) {
 		}
 	}
 	return path.Clean(p), nil
-}
-
-// NewID returns a new ID with the given prefix ("sb", "ex", "im", "ap", "wk").
-func NewID(prefix string) string {
-	return fmt.Sprintf("%s-%s", prefix, randomString(20))
 }

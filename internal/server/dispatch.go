@@ -11,6 +11,7 @@ import (
 
 	"github.com/gust-run/gust/internal/autoscaler"
 	"github.com/gust-run/gust/internal/function"
+	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/store"
 	"github.com/gust-run/gust/internal/workerproto"
@@ -338,7 +339,7 @@ func (d *dispatcher) dispatch() {
 				fs.reason += fmt.Sprintf("; starting %d now (at most %d start at once, and only as many as the workers' free memory holds)", max(n, 0), maxStarting)
 			}
 			for i := 0; i < n; i++ {
-				fc := &fnContainer{id: sandbox.NewID("sb"), fnID: fs.fn.ID, inflight: map[string]*queuedInput{}, idleSince: now}
+				fc := &fnContainer{id: ids.New(ids.Sandbox), fnID: fs.fn.ID, inflight: map[string]*queuedInput{}, idleSince: now}
 				fs.containers[fc.id] = fc
 				d.containers[fc.id] = fc
 				starts = append(starts, startReq{fs, fc})
@@ -765,7 +766,7 @@ func (d *dispatcher) enqueue(ctx context.Context, cs *callState, fs *fnState, ar
 	now := time.Now().UTC()
 	ins := make([]function.Input, len(args))
 	for i, a := range args {
-		ins[i] = function.Input{ID: sandbox.NewID("in"), CallID: call.ID, FunctionID: call.FunctionID, Index: first + i,
+		ins[i] = function.Input{ID: ids.New(ids.Input), CallID: call.ID, FunctionID: call.FunctionID, Index: first + i,
 			Args: a.Args, Format: a.Format, Status: function.InputPending, Seq: -1, CreatedAt: now}
 	}
 	if err := d.s.store.AddInputs(ctx, call, ins); err != nil {
@@ -801,7 +802,7 @@ func (d *dispatcher) fireSchedule(fn function.Function) {
 	if fs == nil {
 		return
 	}
-	cs := d.newCall(function.Call{ID: sandbox.NewID("fc"), FunctionID: fn.ID, Kind: "schedule", CreatedAt: time.Now().UTC()})
+	cs := d.newCall(function.Call{ID: ids.New(ids.FunctionCall), FunctionID: fn.ID, Kind: "schedule", CreatedAt: time.Now().UTC()})
 	if _, err := d.enqueue(ctx, cs, fs, []workerproto.Input{{Args: emptyPickledArgs, Format: function.FormatPickle}}); err != nil {
 		d.s.log.Printf("schedule of %s: %v", fn.Name, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/function"
 	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/store"
 	"github.com/gust-run/gust/internal/workerproto"
@@ -47,7 +48,7 @@ func (s *Server) handleAppPublish(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteError(w, errdefs.Invalid("a deployed app needs a name: App(\"my-app\")"))
 			return
 		}
-		req.Name = "ephemeral-" + strings.TrimPrefix(sandbox.NewID("x"), "x-")[:8]
+		req.Name = "ephemeral-" + ids.Random(8)
 	}
 	if !appNameRE.MatchString(req.Name) {
 		httpapi.WriteError(w, errdefs.Invalid("app name %q is not valid: use 1-64 letters, digits, '.', '_' or '-'", req.Name))
@@ -97,11 +98,11 @@ func (s *Server) handleAppPublish(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now().UTC()
 	fns := make([]function.Function, len(req.Functions))
-	ids := map[string]string{}
+	fnIDs := map[string]string{}
 	for i, sp := range req.Functions {
-		fns[i] = function.Function{ID: sandbox.NewID("fu"), AppID: app.ID, Name: sp.Name, Mode: req.Mode,
+		fns[i] = function.Function{ID: ids.New(ids.Function), AppID: app.ID, Name: sp.Name, Mode: req.Mode,
 			State: function.StateActive, Spec: sp, Code: req.Code, CreatedAt: now, Heartbeat: req.Heartbeat && req.Mode == function.ModeEphemeral}
-		ids[sp.Name] = fns[i].ID
+		fnIDs[sp.Name] = fns[i].ID
 	}
 	replaced, err := s.store.InsertFunctions(ctx, fns, req.Mode == function.ModeDeployed)
 	if err != nil {
@@ -119,7 +120,7 @@ func (s *Server) handleAppPublish(w http.ResponseWriter, r *http.Request) {
 	}
 	s.fx.mu.Unlock()
 	s.fx.wake()
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"app_id": app.ID, "app_name": app.Name, "mode": req.Mode, "functions": ids})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"app_id": app.ID, "app_name": app.Name, "mode": req.Mode, "functions": fnIDs})
 }
 
 // functionDoc is a function as clients see it.
@@ -338,7 +339,7 @@ func (s *Server) handleCallCreate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	cs := s.fx.newCall(function.Call{ID: sandbox.NewID("fc"), FunctionID: fnID, Kind: req.Kind, Method: req.Method, Params: req.Params, CreatedAt: time.Now().UTC()})
+	cs := s.fx.newCall(function.Call{ID: ids.New(ids.FunctionCall), FunctionID: fnID, Kind: req.Kind, Method: req.Method, Params: req.Params, CreatedAt: time.Now().UTC()})
 	first, err := s.fx.enqueue(ctx, cs, fs, args)
 	if err != nil {
 		httpapi.WriteError(w, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/function"
 	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/store"
@@ -72,7 +73,7 @@ func (s *Server) createSandbox(ctx context.Context, sb sandbox.Sandbox, fn *work
 		return sb, err
 	}
 	if sb.ID == "" {
-		sb.ID = sandbox.NewID("sb")
+		sb.ID = ids.New(ids.Sandbox)
 	}
 	sb.WorkerID = wc.id
 	if placed != nil {
@@ -421,7 +422,7 @@ func (s *Server) handleSandboxSnapshot(w http.ResponseWriter, r *http.Request) {
 	}
 	pid := parent.ID
 	im := image.Image{
-		ID: sandbox.NewID("im"), Kind: image.KindSnapshot, ParentID: &pid, Hash: "snapshot:" + snap.Layer,
+		ID: ids.New(ids.Image), Kind: image.KindSnapshot, ParentID: &pid, Hash: "snapshot:" + snap.Layer,
 		Layers: append(append([]string(nil), parent.Layers...), snap.Layer), SizeBytes: parent.SizeBytes + snap.SizeBytes,
 		CreatedAt: time.Now().UTC(), Env: parent.Env, Workdir: parent.Workdir, User: parent.User,
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/store"
 	"github.com/gust-run/gust/internal/workerproto"
@@ -34,7 +35,7 @@ func (s *Server) handleWorkerRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Unlock()
-	wc := &workerConn{id: sandbox.NewID("wk"), reg: req, proxy: proxy, wake: make(chan struct{}), lastPoll: time.Now()}
+	wc := &workerConn{id: ids.New(ids.Worker), reg: req, proxy: proxy, wake: make(chan struct{}), lastPoll: time.Now()}
 	var gone []*workerConn
 	s.mu.Lock()
 	// A worker registering again under its name has restarted: what ran on it before is gone.

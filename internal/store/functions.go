@@ -11,7 +11,7 @@ import (
 
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/function"
-	"github.com/gust-run/gust/internal/sandbox"
+	"github.com/gust-run/gust/internal/ids"
 )
 
 // functionsSchema holds functions, their calls and inputs (the durable queue), named secrets
@@ -332,7 +332,7 @@ type Secret struct {
 // PutSecret creates (or, with overwrite, replaces) a secret.
 func (s *Store) PutSecret(ctx context.Context, name string, env map[string]string, overwrite bool) (Secret, error) {
 	b, _ := json.Marshal(env)
-	sec := Secret{ID: sandbox.NewID("st"), Name: name, Env: env, CreatedAt: time.Now().UTC()}
+	sec := Secret{ID: ids.New(ids.Secret), Name: name, Env: env, CreatedAt: time.Now().UTC()}
 	q := `INSERT INTO secrets(id, name, env, created_at) VALUES (?, ?, ?, ?)`
 	if overwrite {
 		q += ` ON CONFLICT(name) DO UPDATE SET env = excluded.env, created_at = excluded.created_at`

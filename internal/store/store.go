@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/sandbox"
 
@@ -92,7 +93,7 @@ func (s *Store) LookupApp(ctx context.Context, name string, create bool) (App, e
 	if !create {
 		return a, errdefs.NotFound("app %q not found; create it with App.lookup(%q, create_if_missing=True)", name, name)
 	}
-	a = App{ID: sandbox.NewID("ap"), Name: name, CreatedAt: time.Now().UTC()}
+	a = App{ID: ids.New(ids.App), Name: name, CreatedAt: time.Now().UTC()}
 	if _, err := s.db.ExecContext(ctx, `INSERT INTO apps(id, name, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING`,
 		a.ID, a.Name, a.CreatedAt.Format(time.RFC3339Nano)); err != nil {
 		return a, fmt.Errorf("store: create app %q: %w", name, err)

@@ -12,9 +12,10 @@ import (
 
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/initproto"
-	gustruntime "github.com/gust-run/gust/internal/runtime"
+	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/workerproto"
 )
@@ -39,7 +40,7 @@ func (w *Worker) routes() http.Handler {
 }
 
 // running returns the sandbox's box if it is running here.
-func (w *Worker) running(id string) (*box, *gustruntime.Container, error) {
+func (w *Worker) running(id string) (*box, *container.Container, error) {
 	b := w.box(id)
 	if b == nil {
 		return nil, nil, errdefs.NotFound("sandbox %s is not running on this worker", id)
@@ -101,7 +102,7 @@ func (w *Worker) handleExec(rw http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(rw, errdefs.Conflict("sandbox %s is not running: %v", b.sb.ID, err))
 		return
 	}
-	id := sandbox.NewID("ex")
+	id := ids.New(ids.Exec)
 	b.mu.Lock()
 	b.execs[id] = p
 	b.activeExecs++
@@ -142,7 +143,7 @@ type exitLine struct {
 }
 
 // streamOutput sends a process's output until it exits or the client goes away.
-func streamOutput(ctx context.Context, n *httpapi.NDJSON, p *gustruntime.Process) {
+func streamOutput(ctx context.Context, n *httpapi.NDJSON, p *container.Process) {
 	for {
 		chunks, exit, err := p.Next(ctx)
 		if err != nil {
@@ -161,7 +162,7 @@ func streamOutput(ctx context.Context, n *httpapi.NDJSON, p *gustruntime.Process
 	}
 }
 
-func chunkLine(ch gustruntime.Chunk) outputLine {
+func chunkLine(ch container.Chunk) outputLine {
 	s := "stdout"
 	if ch.Stderr {
 		s = "stderr"
@@ -169,7 +170,7 @@ func chunkLine(ch gustruntime.Chunk) outputLine {
 	return outputLine{Stream: s, Data: base64.StdEncoding.EncodeToString(ch.Data)}
 }
 
-func (w *Worker) process(r *http.Request) (*box, *gustruntime.Process, error) {
+func (w *Worker) process(r *http.Request) (*box, *container.Process, error) {
 	id, eid := r.PathValue("id"), r.PathValue("eid")
 	b := w.box(id)
 	if b == nil {
@@ -343,7 +344,7 @@ func (w *Worker) fileOp(r *http.Request, req initproto.FileRequest, data []byte)
 	ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
 	defer cancel()
 	resp, out, err := c.FileOp(ctx, req, data)
-	if errors.Is(err, gustruntime.ErrStopped) {
+	if errors.Is(err, container.ErrStopped) {
 		return resp, nil, errdefs.Conflict("sandbox %s stopped during the file operation", r.PathValue("id"))
 	}
 	if err != nil {
@@ -479,7 +480,7 @@ func (w *Worker) handleSnapshot(rw http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(rw, err)
 		return
 	}
-	dir, err := w.layers.Snapshot(c.UpperDir(), sandbox.NewID("snap"))
+	dir, err := w.layers.Snapshot(c.UpperDir(), ids.New(ids.Snapshot))
 	if err != nil {
 		httpapi.WriteError(rw, err)
 		return

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/gust-run/gust/internal/initproto"
-	gustruntime "github.com/gust-run/gust/internal/runtime"
+	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/workerproto"
 )
@@ -16,11 +16,11 @@ import (
 // that a client can collect output after wait().
 type box struct {
 	sb        sandbox.Sandbox
-	container *gustruntime.Container
+	container *container.Container
 	runner    *runner // function containers only
 
 	mu           sync.Mutex
-	execs        map[string]*gustruntime.Process
+	execs        map[string]*container.Process
 	activeExecs  int
 	lastActivity time.Time
 	ended        bool
@@ -40,7 +40,7 @@ func (w *Worker) box(id string) *box {
 
 func (w *Worker) create(a workerproto.Assignment) {
 	sb := *a.Sandbox
-	b := &box{sb: sb, execs: map[string]*gustruntime.Process{}, lastActivity: time.Now(), stopTimers: make(chan struct{})}
+	b := &box{sb: sb, execs: map[string]*container.Process{}, lastActivity: time.Now(), stopTimers: make(chan struct{})}
 	w.mu.Lock()
 	if _, dup := w.boxes[sb.ID]; dup {
 		w.mu.Unlock()
@@ -60,8 +60,8 @@ func (w *Worker) create(a workerproto.Assignment) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var mounts []gustruntime.Mount
-	var c *gustruntime.Container
+	var mounts []container.Mount
+	var c *container.Container
 	if a.Function != nil {
 		var err error
 		if mounts, err = w.functionMounts(a.Function, sb.Isolation); err != nil {
@@ -75,7 +75,7 @@ func (w *Worker) create(a workerproto.Assignment) {
 		c.SetOnExit(func() { w.containerExited(b) })
 	} else {
 		var err error
-		c, err = w.rt.Create(ctx, gustruntime.CreateOptions{
+		c, err = w.rt.Create(ctx, container.CreateOptions{
 			ID: sb.ID, Isolation: sb.Isolation, Layers: a.ImageLayers, CPU: sb.CPU, CPULimit: cpuLimit(sb),
 			MemoryMiB: sb.MemoryMiB, DiskMiB: w.cfg.DiskMiB, BlockNetwork: sb.BlockNetwork, HostNetwork: sb.HostNetwork,
 			Mounts: mounts, OnExit: func() { w.containerExited(b) }, Logf: w.log.Printf,

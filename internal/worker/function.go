@@ -17,7 +17,7 @@ import (
 
 	"github.com/gust-run/gust/internal/initproto"
 	"github.com/gust-run/gust/internal/reaper"
-	gustruntime "github.com/gust-run/gust/internal/runtime"
+	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/workerproto"
 	pythonsdk "github.com/gust-run/gust/sdk/python"
 )
@@ -40,7 +40,7 @@ const runnerBoot = "import sys; sys.path[:0] = ['" + sdkMount + "', '" + codeMou
 // runner is the worker's end of one container's runner.
 type runner struct {
 	fn      workerproto.FunctionRun
-	proc    *gustruntime.Process
+	proc    *container.Process
 	mu      sync.Mutex
 	ready   bool
 	timers  map[string]*time.Timer // inputs in flight, with their timeout
@@ -54,7 +54,7 @@ type runner struct {
 
 // functionMounts returns the read-only mounts of a function container: the SDK, the code, and
 // (under runc) the directory of the worker's API socket.
-func (w *Worker) functionMounts(fn *workerproto.FunctionRun, isolation string) ([]gustruntime.Mount, error) {
+func (w *Worker) functionMounts(fn *workerproto.FunctionRun, isolation string) ([]container.Mount, error) {
 	w.sdkOnce.Do(func() {
 		w.sdkDir, w.sdkErr = pythonsdk.Extract(filepath.Join(w.cfg.StateDir, "python"))
 		if w.sdkErr == nil {
@@ -72,10 +72,10 @@ func (w *Worker) functionMounts(fn *workerproto.FunctionRun, isolation string) (
 	if statErr != nil {
 		w.compilePython(code)
 	}
-	mounts := []gustruntime.Mount{{Source: w.sdkDir, Destination: sdkMount}, {Source: code, Destination: codeMount}}
-	if w.apiDir != "" && isolation == gustruntime.IsolationRunc {
+	mounts := []container.Mount{{Source: w.sdkDir, Destination: sdkMount}, {Source: code, Destination: codeMount}}
+	if w.apiDir != "" && isolation == container.IsolationRunc {
 		// gVisor would need --host-uds=open to connect to it.
-		mounts = append(mounts, gustruntime.Mount{Source: w.apiDir, Destination: apiSocketMount})
+		mounts = append(mounts, container.Mount{Source: w.apiDir, Destination: apiSocketMount})
 	}
 	return mounts, nil
 }
@@ -102,7 +102,7 @@ func (w *Worker) startRunner(b *box, fn *workerproto.FunctionRun) error {
 		cwd = *b.sb.Workdir
 	}
 	extra := map[string]string{"GUST_CONTAINER_ID": b.sb.ID, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-	if w.apiDir != "" && b.sb.Isolation == gustruntime.IsolationRunc {
+	if w.apiDir != "" && b.sb.Isolation == container.IsolationRunc {
 		// The SDK in the container calls other functions through the worker's socket, which
 		// adds the token itself.
 		extra["GUST_SERVER_URL"] = "unix://" + apiSocketMount + "/api.sock"

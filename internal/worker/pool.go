@@ -6,7 +6,8 @@ import (
 	"sync"
 	"time"
 
-	gustruntime "github.com/gust-run/gust/internal/runtime"
+	"github.com/gust-run/gust/internal/ids"
+	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/sandbox"
 )
 
@@ -21,7 +22,7 @@ type warmPool struct {
 	mu      sync.Mutex
 	key     string   // isolation + layers the pool is warm for
 	layers  []string // of key
-	ready   []*gustruntime.Container
+	ready   []*container.Container
 	filling bool
 	closed  bool
 }
@@ -38,14 +39,14 @@ func poolable(sb sandbox.Sandbox) bool {
 
 // take returns a warm container for the sandbox, or nil. Either way it makes the pool warm for
 // this image from now on.
-func (p *warmPool) take(sb sandbox.Sandbox, layers []string) *gustruntime.Container {
+func (p *warmPool) take(sb sandbox.Sandbox, layers []string) *container.Container {
 	if p == nil || p.size == 0 || !poolable(sb) {
 		return nil
 	}
 	key := poolKey(sb.Isolation, layers)
 	p.mu.Lock()
-	var c *gustruntime.Container
-	var stale []*gustruntime.Container
+	var c *container.Container
+	var stale []*container.Container
 	if p.key != key {
 		stale, p.ready = p.ready, nil
 		p.key, p.layers = key, layers
@@ -91,8 +92,8 @@ func (p *warmPool) fill() {
 			key, layers := p.key, p.layers
 			p.mu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			c, err := p.w.rt.Create(ctx, gustruntime.CreateOptions{
-				ID: sandbox.NewID("warm"), Isolation: sandbox.IsolationRunc, Layers: layers,
+			c, err := p.w.rt.Create(ctx, container.CreateOptions{
+				ID: ids.New(ids.Warm), Isolation: sandbox.IsolationRunc, Layers: layers,
 				CPU: sandbox.DefaultCPU, CPULimit: sandbox.DefaultCPU, MemoryMiB: sandbox.DefaultMemoryMiB, DiskMiB: p.w.cfg.DiskMiB,
 				Logf: p.w.log.Printf,
 			})

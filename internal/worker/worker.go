@@ -1,6 +1,6 @@
 // Package worker runs sandboxes on one machine. It registers with the server, pulls
 // assignments (create, terminate) with a long poll, runs each sandbox's container through
-// internal/runtime, enforces timeouts, reports state changes, and serves the exec, file, log and
+// internal/container, enforces timeouts, reports state changes, and serves the exec, file, log and
 // snapshot requests that the server forwards to it. It talks to the server only over HTTP, so
 // the same code runs inside `gust up` and on its own with `gust worker`.
 package worker
@@ -24,7 +24,7 @@ import (
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/image"
-	gustruntime "github.com/gust-run/gust/internal/runtime"
+	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/workerproto"
 )
@@ -45,7 +45,7 @@ type Config struct {
 // Worker runs sandboxes.
 type Worker struct {
 	cfg    Config
-	rt     *gustruntime.Runtime
+	rt     *container.Runtime
 	layers *image.Builder
 	client *http.Client
 	id     string
@@ -78,7 +78,7 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
 	}
-	rt, err := gustruntime.New(gustruntime.Config{StateDir: cfg.StateDir})
+	rt, err := container.New(container.Config{StateDir: cfg.StateDir})
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +146,7 @@ func (w *Worker) register(ctx context.Context) error {
 		Name: w.cfg.Name, Addr: w.addr, CPU: float64(runtime.NumCPU()), MemoryMiB: hostMemoryMiB(), GPUs: detectGPUs(),
 		WorkerID: w.id,
 	}
-	for _, iso := range []string{gustruntime.IsolationRunc, gustruntime.IsolationGVisor} {
+	for _, iso := range []string{container.IsolationRunc, container.IsolationGVisor} {
 		if w.rt.Available(iso) == nil {
 			req.Isolation = append(req.Isolation, iso)
 		}

@@ -5,7 +5,7 @@
 // mounts, the runtime's state and cgroups, the bundle directory.
 //
 // Imported by the worker only.
-package runtime
+package container
 
 import (
 	"bytes"
