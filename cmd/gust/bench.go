@@ -18,8 +18,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/container"
+	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/worker"
 )
 

@@ -15,9 +15,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/initproto"
 	"github.com/gust-run/gust/internal/reaper"
-	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/workerproto"
 	pythonsdk "github.com/gust-run/gust/sdk/python"
 )

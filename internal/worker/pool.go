@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/container"
+	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/sandbox"
 )
 

@@ -1,28 +1,28 @@
-// Package workerproto is the protocol between the server and its workers, carried over the same
-// HTTP API as clients use (paths under /v1/workers). Workers pull assignments with a long poll
-// and report sandbox state; the server forwards exec, file and log requests to the worker's own
-// HTTP address. Imported by the server and the worker; it imports neither.
+// Package workerproto is the protocol between the server and its workers: the typed messages
+// both sides send, and the one client each side uses to send them (client.go). Workers
+// register, pull assignments with a long poll, and report container state and function events
+// under /v1/workers on the server; the server calls each worker's own HTTP API for exec and
+// snapshots, and relays clients' exec, file and log requests to it. Imported by the server's
+// packages and by the worker; it imports neither.
 package workerproto
 
-import "github.com/gust-run/gust/internal/sandbox"
+import (
+	"github.com/gust-run/gust/internal/gpu"
+	"github.com/gust-run/gust/internal/sandbox"
+	"github.com/gust-run/gust/internal/wire"
+)
 
 // RegisterRequest introduces a worker.
 type RegisterRequest struct {
-	Name      string   `json:"name"`
-	Addr      string   `json:"addr"` // base URL of the worker's HTTP API
-	CPU       float64  `json:"cpu"`
-	MemoryMiB int      `json:"memory"`
-	Isolation []string `json:"isolation"` // runtimes installed on the worker
-	GPUs      []GPU    `json:"gpus,omitempty"`
+	Name      string       `json:"name"`
+	Addr      string       `json:"addr"` // base URL of the worker's HTTP API
+	CPU       float64      `json:"cpu"`
+	MemoryMiB int          `json:"memory"`
+	Isolation []string     `json:"isolation"` // runtimes installed on the worker
+	GPUs      []gpu.Device `json:"gpus,omitempty"`
 	// WorkerID is the ID this worker had, when it registers again after losing the server for
-	// a moment: it keeps the ID and its sandboxes. A restarted worker has none.
+	// a moment: it keeps the ID and its containers. A restarted worker has none.
 	WorkerID string `json:"worker_id,omitempty"`
-}
-
-// GPU is one GPU a worker has.
-type GPU struct {
-	Model     string `json:"model"` // as nvidia-smi names it
-	MemoryMiB int    `json:"memory"`
 }
 
 // RegisterResponse names the worker.
@@ -30,36 +30,62 @@ type RegisterResponse struct {
 	WorkerID string `json:"worker_id"`
 }
 
-// Ops an assignment can carry.
+// Op is what an assignment asks of a worker.
+type Op string
+
+// The ops.
 const (
-	OpCreate    = "create"
-	OpTerminate = "terminate"
-	OpInputs    = "inputs" // function inputs for a function container's runner
+	OpCreate    Op = "create"
+	OpTerminate Op = "terminate"
+	OpInputs    Op = "inputs" // function inputs for a function container's runner
 )
 
 // Assignment is one piece of work for a worker.
 type Assignment struct {
-	Op          string           `json:"op"`
-	Sandbox     *sandbox.Sandbox `json:"sandbox,omitempty"`
-	ImageLayers []string         `json:"image_layers,omitempty"`
-	SandboxID   string           `json:"sandbox_id,omitempty"`
-	// Reason is the status a terminate ends in: terminated or timeout.
-	Reason sandbox.Status `json:"reason,omitempty"`
-	// Function is set on the create of a function container: what its runner runs.
-	Function *FunctionRun `json:"function,omitempty"`
-	// Inputs are for op "inputs", to the runner of container SandboxID.
+	Op Op `json:"op"`
+	// Container is what to start (op create).
+	Container *ContainerSpec `json:"container,omitempty"`
+	// ContainerID names the container of ops terminate and inputs.
+	ContainerID string `json:"container_id,omitempty"`
+	// EndStatus is the status a terminate ends in: terminated or timeout.
+	EndStatus sandbox.Status `json:"end_status,omitempty"`
+	// Inputs are for op inputs, to the runner of container ContainerID.
 	Inputs []Input `json:"inputs,omitempty"`
+}
+
+// ContainerSpec is everything a worker needs to start one container: a sandbox's or a
+// function's. The server fills every default; the worker applies it as it is.
+type ContainerSpec struct {
+	ID          string   `json:"id"`
+	Isolation   string   `json:"isolation"` // runc or gvisor
+	ImageLayers []string `json:"image_layers"`
+	// Command is a sandbox's main process; empty keeps the container idle for execs. A
+	// function container's main process is its runner instead.
+	Command []string          `json:"command,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
+	Workdir string            `json:"workdir,omitempty"` // created if missing; "" is / (or the code, for functions)
+	User    string            `json:"user,omitempty"`    // the image's user; "" is root
+	// CPU is the container's share of the machine in cores; CPULimit its hard cap (0: none).
+	CPU       float64 `json:"cpu"`
+	CPULimit  float64 `json:"cpu_limit,omitempty"`
+	MemoryMiB int     `json:"memory"`
+	// HostNetwork shares the machine's network (image builds only).
+	HostNetwork bool          `json:"host_network,omitempty"`
+	Timeout     wire.Duration `json:"timeout"`
+	IdleTimeout wire.Duration `json:"idle_timeout,omitempty"` // 0: none
+	// Function is set on a function container: what its runner runs.
+	Function *FunctionRun `json:"function,omitempty"`
 }
 
 // FunctionRun is what a function container's runner needs.
 type FunctionRun struct {
-	FunctionID string  `json:"function_id"`
-	Module     string  `json:"module"`
-	Name       string  `json:"name"`
-	Kind       string  `json:"kind"`
-	MaxInputs  int     `json:"max_inputs"`
-	CodeBlob   string  `json:"code_blob"` // sha256 of the code tar, in the server's blob store
-	Timeout    float64 `json:"timeout"`   // per input, seconds
+	FunctionID string        `json:"function_id"`
+	Module     string        `json:"module"`
+	Name       string        `json:"name"`
+	Kind       string        `json:"kind"`
+	MaxInputs  int           `json:"max_inputs"`
+	CodeBlob   string        `json:"code_blob"` // sha256 of the code tar, in the server's blob store
+	Timeout    wire.Duration `json:"timeout"`   // per input
 }
 
 // Input is one function input for a runner (see docs/functions.md, "Runner").
@@ -78,36 +104,51 @@ type Payload struct {
 	Format string `json:"format"`
 }
 
+// EventType says what an event reports.
+type EventType string
+
+// The event types.
+const (
+	EventReady     EventType = "ready"
+	EventInitError EventType = "init_error"
+	EventLog       EventType = "log"
+	EventItem      EventType = "item"
+	EventOutput    EventType = "output"
+)
+
+// OutputStatus is how an input ended on the worker.
+type OutputStatus string
+
+// The output statuses. Success, failure and timeout are the runner's (and the input's); crashed
+// and not_started only workers report.
+const (
+	StatusSuccess OutputStatus = "success"
+	StatusFailure OutputStatus = "failure"
+	StatusTimeout OutputStatus = "timeout"
+	// StatusCrashed: the input was running when its container ended; it cost an attempt.
+	StatusCrashed OutputStatus = "crashed"
+	// StatusNotStarted returns an input the worker held for a container that ended before the
+	// input began; the server queues it again without counting an attempt.
+	StatusNotStarted OutputStatus = "not_started"
+)
+
 // Event is what a worker reports about function containers: readiness, init errors, logs,
 // generator items and outputs. The worker posts them in batches to /v1/workers/{wid}/events.
 type Event struct {
-	SandboxID string `json:"sandbox_id"`
-	Type      string `json:"type"` // ready, init_error, log, item, output
-	InputID   string `json:"input_id,omitempty"`
-	Stream    string `json:"stream,omitempty"`
-	Data      []byte `json:"data,omitempty"` // log text, item or result payload
-	Format    string `json:"format,omitempty"`
+	ContainerID string    `json:"container_id"`
+	Type        EventType `json:"type"`
+	InputID     string    `json:"input_id,omitempty"`
+	Stream      string    `json:"stream,omitempty"`
+	Data        []byte    `json:"data,omitempty"` // log text, item or result payload
+	Format      string    `json:"format,omitempty"`
 	// Output fields.
-	Status    string `json:"status,omitempty"` // success, failure, timeout, crashed
-	Error     string `json:"error,omitempty"`
-	Traceback string `json:"traceback,omitempty"`
-	Exc       []byte `json:"exc,omitempty"`
-	// Runtime is how long the runner took over the input, in seconds (outputs only).
-	Runtime float64 `json:"runtime,omitempty"`
+	Status    OutputStatus `json:"status,omitempty"`
+	Error     string       `json:"error,omitempty"`
+	Traceback string       `json:"traceback,omitempty"`
+	Exc       []byte       `json:"exc,omitempty"`
+	// Runtime is how long the runner took over the input (outputs only).
+	Runtime wire.Duration `json:"runtime,omitempty"`
 }
-
-// Event types and output statuses that only workers report.
-const (
-	EventReady     = "ready"
-	EventInitError = "init_error"
-	EventLog       = "log"
-	EventItem      = "item"
-	EventOutput    = "output"
-	StatusCrashed  = "crashed"
-	// StatusNotStarted returns an input the worker held for a container that ended before the
-	// input began; the server queues it again without counting an attempt.
-	StatusNotStarted = "not_started"
-)
 
 // Events is a batch of events.
 type Events struct {
@@ -119,11 +160,42 @@ type Assignments struct {
 	Assignments []Assignment `json:"assignments"`
 }
 
-// StateReport tells the server a sandbox changed state on the worker.
+// StateReport tells the server a container changed state on the worker.
 type StateReport struct {
 	Status   sandbox.Status `json:"status"`
 	ExitCode *int           `json:"exit_code"`
 	Error    *string        `json:"error"`
+}
+
+// ExecRequest starts a process in a running container (POST /v1/sandboxes/{id}/execs on the
+// worker, as on the server, which relays it).
+type ExecRequest struct {
+	Command []string          `json:"command"`
+	Env     map[string]string `json:"env,omitempty"`
+	Workdir string            `json:"workdir,omitempty"`
+	Timeout *float64          `json:"timeout,omitempty"` // seconds
+	PTY     bool              `json:"pty,omitempty"`
+	Rows    uint16            `json:"rows,omitempty"`
+	Cols    uint16            `json:"cols,omitempty"`
+	// Stream false answers with the exec's ID alone; otherwise its output follows as NDJSON.
+	Stream *bool `json:"stream,omitempty"`
+}
+
+// ExecStarted is an exec stream's first line.
+type ExecStarted struct {
+	ExecID string `json:"exec_id"`
+}
+
+// OutputLine is a chunk of a process's output in an exec or log stream.
+type OutputLine struct {
+	Stream string `json:"stream"` // stdout or stderr
+	Data   []byte `json:"data"`   // base64 in JSON
+}
+
+// ExitLine is the last line of an exec stream.
+type ExitLine struct {
+	ExitCode int    `json:"exit_code"`
+	Error    string `json:"error,omitempty"`
 }
 
 // SnapshotResponse answers the worker's snapshot endpoint: the new layer's directory.
