@@ -3,6 +3,7 @@ package container
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -28,32 +29,48 @@ func (r *Runtime) NewBaseline(isolation string, layers []string, argv []string) 
 	id := fmt.Sprintf("baseline-%s-%d", isolation, time.Now().UnixNano())
 	opts := CreateOptions{ID: id, Isolation: isolation, Layers: layers, CPU: 1, MemoryMiB: 512, DiskMiB: 64}
 	bundle := r.cfg.bundleDir(id)
+	if err := layOutBaseline(bundle, layers); err != nil {
+		return nil, errors.Join(fmt.Errorf("baseline bundle: %w", err), releaseBundle(bundle))
+	}
+	rootfs := filepath.Join(bundle, "rootfs")
+	spec := buildSpec(&r.cfg, opts, rootfs)
+	spec.Process.Args = argv
+	b, err := json.Marshal(spec)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600)
+	}
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("baseline spec: %w", err), releaseBundle(bundle))
+	}
+	return &Baseline{rt: r, opts: opts, bundle: bundle}, nil
+}
+
+// layOutBaseline mounts an overlay root over layers in bundle, with a tmpfs writable layer.
+func layOutBaseline(bundle string, layers []string) error {
 	rootfs := filepath.Join(bundle, "rootfs")
 	rw := filepath.Join(bundle, "rw")
-	if err := os.MkdirAll(rootfs, 0o755); err != nil {
-		return nil, err
+	for _, d := range []string{rootfs, rw} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
 	}
-	os.MkdirAll(rw, 0o755)
 	if err := unix.Mount("tmpfs", rw, "tmpfs", 0, "size=64m"); err != nil {
-		return nil, err
+		return fmt.Errorf("mount writable layer: %w", err)
 	}
-	os.Mkdir(filepath.Join(rw, "upper"), 0o755)
-	os.Mkdir(filepath.Join(rw, "work"), 0o755)
+	upper, work := filepath.Join(rw, "upper"), filepath.Join(rw, "work")
+	for _, d := range []string{upper, work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return err
+		}
+	}
 	lower := make([]string, len(layers))
 	for i, l := range layers {
 		lower[len(lower)-1-i] = l
 	}
-	if err := unix.Mount("overlay", rootfs, "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lower, ":"), filepath.Join(rw, "upper"), filepath.Join(rw, "work"))); err != nil {
-		unmount(rw)
-		return nil, err
+	if err := unix.Mount("overlay", rootfs, "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lower, ":"), upper, work)); err != nil {
+		return fmt.Errorf("mount overlay root: %w", err)
 	}
-	spec := buildSpec(&r.cfg, opts, rootfs)
-	spec.Process.Args = argv
-	b, _ := json.Marshal(spec)
-	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
-		return nil, err
-	}
-	return &Baseline{rt: r, opts: opts, bundle: bundle}, nil
+	return nil
 }
 
 // Run runs the bundle's process once in the foreground (`runc run`) and returns the time until
@@ -76,9 +93,12 @@ func (b *Baseline) Run(i int) (time.Duration, error) {
 	_, rerr := out.Read(buf)
 	d := time.Since(start)
 	werr := reaper.Wait(cmd)
-	b.rt.delete(id, b.opts.Isolation)
+	derr := b.rt.delete(id, b.opts.Isolation)
 	if rerr != nil || werr != nil {
-		return 0, fmt.Errorf("%s run: %v %v: %s", b.opts.Isolation, rerr, werr, stderr.String())
+		return 0, errors.Join(fmt.Errorf("%s run: %v %v: %s", b.opts.Isolation, rerr, werr, stderr.String()), derr)
+	}
+	if derr != nil {
+		return 0, fmt.Errorf("baseline: %w", derr)
 	}
 	return d, nil
 }
@@ -87,8 +107,11 @@ func (b *Baseline) Run(i int) (time.Duration, error) {
 func (b *Baseline) StartDetached() error {
 	args := append(b.rt.runtimeArgs(b.opts), "run", "--detach", "--bundle", b.bundle, b.opts.ID)
 	cmd := exec.Command(b.rt.binary(b.opts.Isolation), args...)
-	devnull, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	defer devnull.Close()
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer closePipeEnds(devnull) // the runtime has its own copy; nothing of ours is written
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
 	return reaper.Run(cmd)
 }
@@ -106,10 +129,10 @@ func (b *Baseline) Exec(argv ...string) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
-// Close removes the baseline's containers and bundle.
-func (b *Baseline) Close() {
-	b.rt.delete(b.opts.ID, b.opts.Isolation)
-	unmount(filepath.Join(b.bundle, "rootfs"))
-	unmount(filepath.Join(b.bundle, "rw"))
-	os.RemoveAll(b.bundle)
+// Close removes the baseline's containers and bundle, and says what it could not remove.
+func (b *Baseline) Close() error {
+	if err := errors.Join(b.rt.delete(b.opts.ID, b.opts.Isolation), releaseBundle(b.bundle)); err != nil {
+		return fmt.Errorf("baseline: %w", err)
+	}
+	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-
 	"os"
 	"strconv"
 	"strings"
@@ -33,6 +32,7 @@ type Container struct {
 	ready, done   chan struct{}
 	closeOnce     sync.Once
 	removeOnce    sync.Once
+	removeErr     error // what Remove could not release
 	doneOnce      sync.Once
 
 	mu      sync.Mutex
@@ -63,10 +63,7 @@ func newContainer(opts CreateOptions, in, out, errR *os.File, rt *Runtime, bundl
 func (c *Container) Done() <-chan struct{} { return c.done }
 
 func (c *Container) closePipes() {
-	c.closeOnce.Do(func() {
-		c.in.Close()
-		c.errR.Close()
-	})
+	c.closeOnce.Do(func() { closePipeEnds(c.in, c.errR) })
 }
 
 func (c *Container) readLoop() {
@@ -113,7 +110,7 @@ func (c *Container) readLoop() {
 			c.opts.Logf("gust-init %s: %s", c.ID, strings.TrimSpace(string(f.Payload)))
 		}
 	}
-	c.out.Close()
+	closePipeEnds(c.out)
 	c.mu.Lock()
 	procs := c.procs
 	c.procs = map[uint32]*Process{}
@@ -175,8 +172,9 @@ func (c *Container) oomKills() int {
 		}
 		for _, line := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
-				n, _ := strconv.Atoi(strings.TrimSpace(v))
-				return n
+				if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+					return n
+				}
 			}
 		}
 	}
@@ -220,7 +218,10 @@ func (c *Container) Exec(req initproto.ExecRequest, timeout time.Duration) (*Pro
 			p.mu.Lock()
 			p.timedOut = timeout
 			p.mu.Unlock()
-			p.Signal(int(syscall.SIGKILL))
+			if err := p.Signal(int(syscall.SIGKILL)); err != nil {
+				// Init is gone, and the process with it: its exit arrives as the container's.
+				c.opts.Logf("container %s: killing an exec after its %v timeout: %v", c.ID, timeout, err)
+			}
 		})
 	}
 	return p, nil

@@ -63,6 +63,7 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.CgroupParent == "" {
 		cfg.CgroupParent = "gust"
 	}
+	// A runtime not found stays "": Available then says how to install it.
 	if cfg.RuncPath == "" {
 		cfg.RuncPath, _ = exec.LookPath("runc")
 	}
@@ -81,7 +82,9 @@ func New(cfg Config) (*Runtime, error) {
 			return nil, fmt.Errorf("runtime: %w", err)
 		}
 	}
-	reaper.Enable()
+	if err := reaper.Enable(); err != nil {
+		return nil, fmt.Errorf("runtime: %w", err)
+	}
 	return &Runtime{cfg: cfg}, nil
 }
 
@@ -138,8 +141,11 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOptions) (_ *Container,
 	}
 	var undo cleanupStack
 	defer func() {
-		if retErr != nil {
-			undo.run()
+		if retErr == nil {
+			return
+		}
+		if err := undo.run(); err != nil {
+			retErr = errors.Join(retErr, fmt.Errorf("runtime: undoing the failed start of %s: %w", opts.ID, err))
 		}
 	}()
 
@@ -149,7 +155,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOptions) (_ *Container,
 	if err := os.MkdirAll(rw, 0o700); err != nil {
 		return nil, fmt.Errorf("runtime: make bundle: %w", err)
 	}
-	undo.push(func() { os.RemoveAll(bundle) })
+	undo.push(func() error { return removeAll(bundle) })
 	if err := os.Mkdir(rootfs, 0o755); err != nil {
 		return nil, fmt.Errorf("runtime: make bundle: %w", err)
 	}
@@ -157,7 +163,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOptions) (_ *Container,
 	if err := unix.Mount("tmpfs", rw, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("size=%dm,mode=0755", opts.DiskMiB)); err != nil {
 		return nil, fmt.Errorf("runtime: mount writable layer: %w", err)
 	}
-	undo.push(func() { unmount(rw) })
+	undo.push(func() error { return unmount(rw) })
 	upper, work := filepath.Join(rw, "upper"), filepath.Join(rw, "work")
 	for _, d := range []string{upper, work} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -172,12 +178,12 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOptions) (_ *Container,
 	if err := unix.Mount("overlay", rootfs, "overlay", 0, ovl); err != nil {
 		return nil, fmt.Errorf("runtime: mount overlay root: %w", err)
 	}
-	undo.push(func() { unmount(rootfs) })
+	undo.push(func() error { return unmount(rootfs) })
 
 	spec := buildSpec(&r.cfg, opts, rootfs)
 	b, err := json.Marshal(spec)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("runtime: encode spec: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
 		return nil, fmt.Errorf("runtime: write spec: %w", err)
@@ -187,23 +193,18 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOptions) (_ *Container,
 	// when detached); we keep the parent ends and speak initproto over them.
 	inR, inW, err := os.Pipe()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("runtime: stdio pipe: %w", err)
 	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		inR.Close()
-		inW.Close()
-		return nil, err
+		closePipeEnds(inR, inW)
+		return nil, fmt.Errorf("runtime: stdio pipe: %w", err)
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
-		inR.Close()
-		inW.Close()
-		outR.Close()
-		outW.Close()
-		return nil, err
+		closePipeEnds(inR, inW, outR, outW)
+		return nil, fmt.Errorf("runtime: stdio pipe: %w", err)
 	}
-	closeParent := func() { inW.Close(); outR.Close(); errR.Close() }
 
 	args := r.runtimeArgs(opts)
 	args = append(args, "run", "--detach", "--bundle", bundle, opts.ID)
@@ -218,7 +219,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOptions) (_ *Container,
 		for {
 			n, err := errR.Read(buf)
 			if n > 0 {
-				stderrLog.Write(buf[:n])
+				_, _ = stderrLog.Write(buf[:n]) // a tailBuffer never fails
 				for _, line := range strings.Split(strings.TrimRight(string(buf[:n]), "\n"), "\n") {
 					opts.Logf("container %s: %s", opts.ID, line)
 				}
@@ -229,12 +230,10 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOptions) (_ *Container,
 		}
 	}()
 	runErr := reaper.Run(cmd)
-	inR.Close()
-	outW.Close()
-	errW.Close()
-	undo.push(func() { r.delete(opts.ID, opts.Isolation) })
+	closePipeEnds(inR, outW, errW) // the container holds its own copies now
+	undo.push(func() error { return r.delete(opts.ID, opts.Isolation) })
 	if runErr != nil {
-		closeParent()
+		closePipeEnds(inW, outR, errR)
 		select {
 		case <-stderrDone:
 		case <-time.After(time.Second):
@@ -243,7 +242,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOptions) (_ *Container,
 	}
 
 	c := newContainer(opts, inW, outR, errR, r, bundle)
-	undo.push(c.closePipes)
+	undo.push(func() error { c.closePipes(); return nil })
 	timeout := opts.ReadyTimeout
 	if timeout == 0 {
 		timeout = 30 * time.Second
@@ -279,77 +278,124 @@ func (r *Runtime) runtimeArgs(opts CreateOptions) []string {
 	return []string{"--root", root, "--platform=ptrace", "--oci-seccomp", "--network=none"}
 }
 
-// delete kills and removes a container's runtime state and cgroups, ignoring "does not exist".
-func (r *Runtime) delete(id, isolation string) {
+// delete kills and removes a container's runtime state and cgroups; a container that does not
+// exist is not an error.
+func (r *Runtime) delete(id, isolation string) error {
 	args := append(r.runtimeArgs(CreateOptions{Isolation: isolation}), "delete", "--force", id)
 	out, err := reaper.CombinedOutput(exec.Command(r.binary(isolation), args...))
-	if err != nil && !bytes.Contains(out, []byte("does not exist")) && !bytes.Contains(out, []byte("not exist")) {
-		// A second try covers a container still being torn down.
-		time.Sleep(50 * time.Millisecond)
-		reaper.CombinedOutput(exec.Command(r.binary(isolation), args...))
+	if err == nil || notExist(out) {
+		return nil
 	}
+	// A second try covers a container still being torn down.
+	time.Sleep(50 * time.Millisecond)
+	out, err = reaper.CombinedOutput(exec.Command(r.binary(isolation), args...))
+	if err == nil || notExist(out) {
+		return nil
+	}
+	return fmt.Errorf("%s delete %s: %v: %s", r.binary(isolation), id, err, strings.TrimSpace(string(out)))
 }
 
-// Remove stops a container and releases everything it held. Safe to call more than once.
-func (r *Runtime) Remove(c *Container) {
+// notExist says whether a runtime's output reports that the container does not exist.
+func notExist(out []byte) bool {
+	return bytes.Contains(out, []byte("does not exist")) || bytes.Contains(out, []byte("not exist"))
+}
+
+// Remove stops a container and releases everything it held. Safe to call more than once: every
+// call returns what the first could not release (left for CleanupLeftovers at the next start).
+func (r *Runtime) Remove(c *Container) error {
 	c.removeOnce.Do(func() {
-		r.delete(c.ID, c.isolation)
+		delErr := r.delete(c.ID, c.isolation)
 		c.closePipes()
 		select {
 		case <-c.done:
 		case <-time.After(5 * time.Second):
 		}
-		unmount(filepath.Join(c.bundle, "rootfs"))
-		unmount(filepath.Join(c.bundle, "rw"))
-		os.RemoveAll(c.bundle)
-		r.removeCgroups(c.ID)
+		err := errors.Join(delErr, releaseBundle(c.bundle), r.removeCgroups(c.ID))
 		reaper.Reap()
+		if err != nil {
+			c.removeErr = fmt.Errorf("runtime: removing container %s: %w", c.ID, err)
+		}
 	})
+	return c.removeErr
 }
 
 // CleanupLeftovers removes containers and bundles a previous gust process left behind (after a
-// crash or kill -9), so that a restart starts clean.
+// crash or kill -9), so that a restart starts clean. It logs what it removes and what it cannot.
 func (r *Runtime) CleanupLeftovers(logf func(string, ...any)) {
-	entries, _ := os.ReadDir(filepath.Join(r.cfg.StateDir, "bundles"))
+	entries, err := os.ReadDir(filepath.Join(r.cfg.StateDir, "bundles"))
+	if err != nil {
+		logf("cleanup of leftover containers: %v", err)
+		return
+	}
 	for _, e := range entries {
 		id := e.Name()
+		var errs []error
 		for _, iso := range []string{IsolationRunc, IsolationGVisor} {
 			if r.Available(iso) == nil {
-				r.delete(id, iso)
+				errs = append(errs, r.delete(id, iso))
 			}
 		}
-		r.removeCgroups(id)
-		bundle := r.cfg.bundleDir(id)
-		unmount(filepath.Join(bundle, "rootfs"))
-		unmount(filepath.Join(bundle, "rw"))
-		if err := os.RemoveAll(bundle); err != nil {
-			logf("cleanup of leftover bundle %s: %v", id, err)
+		errs = append(errs, r.removeCgroups(id), releaseBundle(r.cfg.bundleDir(id)))
+		if err := errors.Join(errs...); err != nil {
+			logf("cleanup of leftover container %s: %v", id, err)
 		} else {
 			logf("removed leftover container %s", id)
 		}
 	}
 }
 
-// UpperDir returns a container's writable layer, for snapshots.
-func (c *Container) UpperDir() string { return filepath.Join(c.bundle, "rw", "upper") }
+// releaseBundle unmounts a bundle's root and writable layer and removes its directory.
+func releaseBundle(bundle string) error {
+	return errors.Join(
+		unmount(filepath.Join(bundle, "rootfs")),
+		unmount(filepath.Join(bundle, "rw")),
+		removeAll(bundle))
+}
 
-func unmount(p string) {
-	for i := 0; i < 50; i++ {
-		err := unix.Unmount(p, unix.MNT_DETACH)
-		if err == nil || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
+func removeAll(dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove %s: %w", dir, err)
+	}
+	return nil
+}
+
+// closePipeEnds closes our copies of pipe ends. Their errors are dropped on purpose: closing a
+// pipe end loses nothing (what was written is in the kernel's buffer or was already refused by
+// the write), and it fails only for a descriptor that is already closed.
+func closePipeEnds(fs ...*os.File) {
+	for _, f := range fs {
+		_ = f.Close()
 	}
 }
 
-type cleanupStack []func()
+// UpperDir returns a container's writable layer, for snapshots.
+func (c *Container) UpperDir() string { return filepath.Join(c.bundle, "rw", "upper") }
 
-func (s *cleanupStack) push(f func()) { *s = append(*s, f) }
-func (s *cleanupStack) run() {
-	for i := len(*s) - 1; i >= 0; i-- {
-		(*s)[i]()
+// unmount detaches the mount at p; nothing mounted there (or no p) is not an error.
+func unmount(p string) error {
+	var err error
+	for i := 0; i < 50; i++ {
+		err = unix.Unmount(p, unix.MNT_DETACH)
+		if err == nil || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
+	return fmt.Errorf("unmount %s: %w", p, err)
+}
+
+// cleanupStack undoes the steps of a start in reverse order.
+type cleanupStack []func() error
+
+func (s *cleanupStack) push(f func() error) { *s = append(*s, f) }
+
+// run undoes every step, even after one fails, and returns what could not be undone.
+func (s *cleanupStack) run() error {
+	var errs []error
+	for i := len(*s) - 1; i >= 0; i-- {
+		errs = append(errs, (*s)[i]())
+	}
+	return errors.Join(errs...)
 }
 
 // tailBuffer keeps the last max bytes written.
@@ -378,18 +424,30 @@ func (t *tailBuffer) String() string {
 // removeCgroups removes the container's cgroup directories. The runtimes remove them on delete,
 // but not always when the container died on its own (gVisor's sandbox killed at its pids limit),
 // and an empty cgroup left behind is still a leak.
-func (r *Runtime) removeCgroups(id string) {
+func (r *Runtime) removeCgroups(id string) error {
 	cg := r.cfg.cgroupsPath(id)
-	dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + cg)
+	dirs, err := filepath.Glob("/sys/fs/cgroup/*" + cg)
+	if err != nil {
+		return fmt.Errorf("cgroups of %s: %w", id, err)
+	}
 	if _, err := os.Stat("/sys/fs/cgroup" + cg); err == nil {
 		dirs = append(dirs, "/sys/fs/cgroup"+cg)
 	}
+	var errs []error
 	for _, d := range dirs {
-		for i := 0; i < 20; i++ {
-			if err := os.Remove(d); err == nil || errors.Is(err, os.ErrNotExist) {
-				break
-			}
-			time.Sleep(25 * time.Millisecond)
-		}
+		errs = append(errs, removeCgroup(d))
 	}
+	return errors.Join(errs...)
+}
+
+// removeCgroup removes one cgroup directory, waiting a little for its last tasks to go.
+func removeCgroup(dir string) error {
+	var err error
+	for i := 0; i < 20; i++ {
+		if err = os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return fmt.Errorf("remove cgroup %s: %w", dir, err)
 }

@@ -86,13 +86,17 @@ func startInitWith(t *testing.T, cloneflags uintptr) *harness {
 	}
 	h.in, h.w = in, initproto.NewWriter(in)
 	t.Cleanup(func() {
-		h.in.Close()
+		// Teardown of whatever a test left: stdin may be closed and init waited for already,
+		// and the tests that care check init's exit themselves.
+		_ = h.in.Close()
 		select {
 		case <-h.done:
 		case <-time.After(5 * time.Second):
-			h.cmd.Process.Kill()
+			if err := h.cmd.Process.Kill(); err != nil {
+				t.Errorf("killing a gust-init that did not end: %v", err)
+			}
 		}
-		h.cmd.Wait()
+		_ = h.cmd.Wait()
 		if t.Failed() {
 			h.mu.Lock()
 			t.Logf("gust-init stderr:\n%s", h.stderr.String())
@@ -569,7 +573,9 @@ func TestFiles(t *testing.T) {
 	if err := f.Truncate(initproto.MaxFileBytes + 1); err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Symlink("big", p("link")); err != nil {
 		t.Fatal(err)
 	}
@@ -706,7 +712,9 @@ func TestMainExitEndsInit(t *testing.T) {
 		h := startInit(t)
 		ch := h.start(initproto.ExecRequest{Argv: sh("echo started; exec sleep 30"), Main: true})
 		h.readUntil(ch, "started")
-		h.cmd.Process.Signal(syscall.SIGTERM)
+		if err := h.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
 		if res := h.wait(ch); res.exit.ExitCode != 143 {
 			t.Errorf("exit %+v", res.exit)
 		}
@@ -729,7 +737,9 @@ func TestStdinEOFEndsInit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.in.Close()
+	if err := h.in.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if code := h.exitStatus(); code != 0 {
 		t.Errorf("init exited %d, want 0", code)
 	}
@@ -777,7 +787,9 @@ func TestAsPID1(t *testing.T) {
 		if gone(pid) {
 			t.Fatalf("sleep %d already gone", pid)
 		}
-		h.in.Close()
+		if err := h.in.Close(); err != nil {
+			t.Fatal(err)
+		}
 		if code := h.exitStatus(); code != 0 {
 			t.Errorf("init exited %d", code)
 		}

@@ -135,7 +135,7 @@ func (s *server) spawn(ch uint32, req initproto.ExecRequest) (retErr error) {
 	}()
 	closeLater := func(fs ...*os.File) {
 		for _, f := range fs {
-			cleanup = append(cleanup, func() { f.Close() })
+			cleanup = append(cleanup, func() { closeFiles(f) })
 		}
 	}
 
@@ -160,7 +160,7 @@ func (s *server) spawn(ch uint32, req initproto.ExecRequest) (retErr error) {
 			cols = 80
 		}
 		if err := setWinsize(master, rows, cols); err != nil {
-			master.Close()
+			closeFiles(master)
 			return &startError{1, fmt.Sprintf("gust: cannot set the PTY size: %v", err)}
 		}
 		fd := tty.Fd()
@@ -171,27 +171,23 @@ func (s *server) spawn(ch uint32, req initproto.ExecRequest) (retErr error) {
 		outs, outTypes = []*os.File{master}, []initproto.Type{initproto.Stdout}
 		defer func() {
 			if retErr != nil {
-				master.Close()
+				closeFiles(master)
 			}
 		}()
 	} else {
 		inR, inW, err := os.Pipe()
 		if err != nil {
-			return err
+			return fmt.Errorf("stdio pipe: %w", err)
 		}
 		outR, outW, err := os.Pipe()
 		if err != nil {
-			inR.Close()
-			inW.Close()
-			return err
+			closeFiles(inR, inW)
+			return fmt.Errorf("stdio pipe: %w", err)
 		}
 		errR, errW, err := os.Pipe()
 		if err != nil {
-			inR.Close()
-			inW.Close()
-			outR.Close()
-			outW.Close()
-			return err
+			closeFiles(inR, inW, outR, outW)
+			return fmt.Errorf("stdio pipe: %w", err)
 		}
 		closeLater(inR, outW, errW)
 		attr.Files = []uintptr{inR.Fd(), outW.Fd(), errW.Fd()}
@@ -200,9 +196,7 @@ func (s *server) spawn(ch uint32, req initproto.ExecRequest) (retErr error) {
 		outs, outTypes = []*os.File{outR, errR}, []initproto.Type{initproto.Stdout, initproto.Stderr}
 		defer func() {
 			if retErr != nil {
-				inW.Close()
-				outR.Close()
-				errR.Close()
+				closeFiles(inW, outR, errR)
 			}
 		}()
 	}
@@ -261,15 +255,15 @@ func openPTY() (master, tty *os.File, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	defer m.Close()
+	defer closeFiles(m) // the duplicate below is the master from now on
 	fd, err := unix.FcntlInt(m.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		t.Close()
+		closeFiles(t)
 		return nil, nil, err
 	}
 	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		t.Close()
+		_ = unix.Close(fd) // a descriptor just made, never used
+		closeFiles(t)
 		return nil, nil, err
 	}
 	return os.NewFile(uintptr(fd), "/dev/ptmx"), t, nil
@@ -312,7 +306,7 @@ func (p *process) pump(f *os.File, t initproto.Type) {
 		}
 	}()
 	if p.pty == nil {
-		defer f.Close()
+		defer closeFiles(f)
 	}
 	buf := make([]byte, chunkSize)
 	for {
@@ -356,7 +350,8 @@ func (p *process) feed() {
 		}
 		if eof {
 			if p.pty != nil {
-				// A PTY has no end of its own; ^D is EOF to a reader in canonical mode.
+				// A PTY has no end of its own; ^D is EOF to a reader in canonical mode. A failed
+				// write means the process is gone, which its exit reports.
 				_, _ = w.Write([]byte{4})
 			}
 			break
@@ -367,7 +362,7 @@ func (p *process) feed() {
 		}
 	}
 	if p.pty == nil {
-		w.Close()
+		closeFiles(w) // the process reads EOF
 	}
 }
 
@@ -403,7 +398,7 @@ func (p *process) wait() {
 			for _, f := range p.outs {
 				if err := f.SetReadDeadline(now.Add(drainFinal)); err != nil {
 					p.s.logf("channel %d: %v", p.ch, err)
-					f.Close() // cannot happen for pollable files; ends the pump all the same
+					closeFiles(f) // cannot happen for pollable files; ends the pump all the same
 				}
 			}
 			<-drained
@@ -429,7 +424,7 @@ func (p *process) wait() {
 	}
 	// Ends the feeder if it is blocked on a pipe that a background child holds but does not
 	// read, or on the PTY master (where it also ends a pump still reading).
-	p.inW.Close()
+	closeFiles(p.inW)
 	if p.main {
 		p.s.mainExited(code)
 	}
@@ -585,4 +580,13 @@ func (q *inbox) next() (b []byte, eof, ok bool) {
 		return b, false, true
 	}
 	return nil, true, true
+}
+
+// closeFiles closes pipe ends and PTY descriptors. Their errors are dropped on purpose: closing
+// one loses nothing (what was written is in the kernel's buffer, or its write already failed),
+// and it fails only for a descriptor already closed, as when wait and feed both end a stdin.
+func closeFiles(fs ...*os.File) {
+	for _, f := range fs {
+		_ = f.Close()
+	}
 }

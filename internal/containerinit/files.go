@@ -45,7 +45,7 @@ func (s *server) fileOp(ch uint32, payload []byte) {
 		err = ferr(initproto.ErrTooLarge, "the answer for %s is too large (%d bytes)", req.Path, len(b))
 	}
 	if err != nil {
-		b, _ = initproto.Pack(errorResponse(err), nil)
+		b, _ = initproto.Pack(errorResponse(err), nil) // two strings: it cannot fail
 	}
 	if err := s.send(initproto.FileDone, ch, b); err != nil && !errors.Is(err, errOutClosed) {
 		s.logf("channel %d: sending file result: %v", ch, err)
@@ -130,7 +130,7 @@ func readFile(path string, offset, length int64) ([]byte, error) {
 	if err != nil {
 		return nil, pathErr(err, path)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	if fi.Mode().IsRegular() && fi.Size() > 0 {
 		n := max(fi.Size()-offset, 0)
 		if length > 0 && length < n {
@@ -188,13 +188,13 @@ func writeFile(path string, data []byte, appendTo bool, mode uint32) error {
 		return pathErr(err, path)
 	}
 	if _, err := f.Write(data); err != nil {
-		f.Close()
+		_ = f.Close() // the write failed already: that is the error to report
 		return pathErr(err, path)
 	}
 	if mode != 0 {
 		// The umask trimmed the mode of a new file, and an existing one kept its own.
 		if err := f.Chmod(perm); err != nil {
-			f.Close()
+			_ = f.Close() // the chmod failed already: that is the error to report
 			return pathErr(err, path)
 		}
 	}

@@ -164,7 +164,7 @@ func loopbackUp() error {
 	if err != nil {
 		return err
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }() // a socket used for two ioctls only
 	ifr, err := unix.NewIfreq("lo")
 	if err != nil {
 		return err
@@ -183,8 +183,10 @@ func loopbackUp() error {
 	return nil
 }
 
+// logf writes a diagnostic to init's stderr. A failed write is dropped: there is nowhere left to
+// report it.
 func (s *server) logf(format string, args ...any) {
-	fmt.Fprintf(s.stderr, "gust-init: "+format+"\n", args...)
+	_, _ = fmt.Fprintf(s.stderr, "gust-init: "+format+"\n", args...)
 }
 
 var errOutClosed = errors.New("gust-init is shutting down")
@@ -303,7 +305,7 @@ func (s *server) forward(sig os.Signal) bool {
 	forwarded := false
 	for _, p := range s.execs {
 		if p.main && !p.reaped {
-			_ = unix.Kill(-p.pid, sig.(syscall.Signal))
+			_ = unix.Kill(-p.pid, sig.(syscall.Signal)) // ESRCH: the group has just gone
 			forwarded = true
 		}
 	}
@@ -371,6 +373,7 @@ func (s *server) shutdown() {
 		s.logf("a frame to the worker is still being written; exiting anyway")
 	}
 
+	// Kills at shutdown: ESRCH (already gone) is the only failure, and it is the aim.
 	if os.Getpid() == 1 {
 		_ = unix.Kill(-1, unix.SIGKILL)
 		return
@@ -417,7 +420,7 @@ func killDescendants() {
 	for len(queue) > 0 {
 		pid := queue[0]
 		queue = queue[1:]
-		_ = unix.Kill(pid, unix.SIGKILL)
+		_ = unix.Kill(pid, unix.SIGKILL) // ESRCH: already gone
 		queue = append(queue, children[pid]...)
 	}
 }

@@ -22,8 +22,13 @@ func lookupUser(spec string) (*syscall.Credential, string, error) {
 			continue
 		}
 		if f[0] == userPart || (uid >= 0 && f[2] == strconv.Itoa(uid)) {
-			uid, _ = strconv.Atoi(f[2])
-			gid, _ = strconv.Atoi(f[3])
+			// A malformed number must not read as 0: that is root.
+			var err1, err2 error
+			uid, err1 = strconv.Atoi(f[2])
+			gid, err2 = strconv.Atoi(f[3])
+			if err1 != nil || err2 != nil {
+				return nil, "", fmt.Errorf("the image's /etc/passwd entry for %q has a bad uid or gid (%q, %q)", f[0], f[2], f[3])
+			}
 			home = f[5]
 			break
 		}
@@ -41,7 +46,11 @@ func lookupUser(spec string) (*syscall.Credential, string, error) {
 		}
 		for _, f := range readColonFile("/etc/group") {
 			if len(f) >= 3 && f[0] == groupPart {
-				gid, _ = strconv.Atoi(f[2])
+				n, err := strconv.Atoi(f[2])
+				if err != nil {
+					return nil, "", fmt.Errorf("the image's /etc/group entry for %q has a bad gid %q", f[0], f[2])
+				}
+				gid = n
 			}
 		}
 		if gid < 0 {
@@ -70,7 +79,7 @@ func readColonFile(path string) [][]string {
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	var out [][]string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {

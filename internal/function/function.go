@@ -16,14 +16,16 @@ import (
 	"math"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
 
 	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/gpu"
+	"github.com/gust-run/gust/internal/lifecycle"
 	"github.com/gust-run/gust/internal/sandbox"
+	"github.com/gust-run/gust/internal/wire"
 )
 
 // Kinds of function.
@@ -38,12 +40,24 @@ const (
 	ModeDeployed  = "deployed"  // `app.deploy()`, `gust deploy`: found by Function.from_name
 )
 
+// State is where a function is in its life.
+type State string
+
 // States of a function.
 const (
-	StateActive   = "active"
-	StateReplaced = "replaced" // a later deploy took its name; calls already made still finish
-	StateStopped  = "stopped"
+	StateActive   State = "active"
+	StateReplaced State = "replaced" // a later deploy took its name; calls already made still finish
+	StateStopped  State = "stopped"
 )
+
+// StateMachine is a function's lifecycle:
+//
+//	active ──► replaced ──► stopped
+//	   └──────────────────────┘
+var StateMachine = lifecycle.New("function", map[State][]State{
+	StateActive:   {StateReplaced, StateStopped},
+	StateReplaced: {StateStopped},
+})
 
 // Payload formats.
 const (
@@ -53,30 +67,29 @@ const (
 
 // Retries is how failed inputs are tried again.
 type Retries struct {
-	MaxRetries         int     `json:"max_retries"`
-	BackoffCoefficient float64 `json:"backoff_coefficient"`
-	InitialDelay       float64 `json:"initial_delay"`
-	MaxDelay           float64 `json:"max_delay"`
+	MaxRetries         int           `json:"max_retries"`
+	BackoffCoefficient float64       `json:"backoff_coefficient"`
+	InitialDelay       wire.Duration `json:"initial_delay"`
+	MaxDelay           wire.Duration `json:"max_delay"`
 }
 
 // Delay is the wait before retry number n (1 for the first retry).
 func (r Retries) Delay(n int) time.Duration {
-	d := r.InitialDelay * math.Pow(r.BackoffCoefficient, float64(n-1))
-	d = min(d, r.MaxDelay)
-	return time.Duration(d * float64(time.Second))
+	d := float64(r.InitialDelay) * math.Pow(r.BackoffCoefficient, float64(n-1))
+	return min(time.Duration(d), r.MaxDelay.D())
 }
 
 // Schedule runs a deployed function on time: every Period seconds, or on a cron expression.
 type Schedule struct {
-	Period   float64 `json:"period,omitempty"`
-	Cron     string  `json:"cron,omitempty"`
-	Timezone string  `json:"timezone,omitempty"`
+	Period   wire.Duration `json:"period,omitempty"`
+	Cron     string        `json:"cron,omitempty"`
+	Timezone string        `json:"timezone,omitempty"`
 }
 
 // Next returns the first run after t.
 func (s Schedule) Next(t time.Time) time.Time {
 	if s.Period > 0 {
-		return t.Add(time.Duration(s.Period * float64(time.Second)))
+		return t.Add(s.Period.D())
 	}
 	sched, err := s.parse()
 	if err != nil {
@@ -115,15 +128,15 @@ type Spec struct {
 	CPU              float64           `json:"cpu"`       // a request: the container may burst above it
 	CPULimit         float64           `json:"cpu_limit"` // cpu=(request, limit): a hard cap; 0 is none
 	MemoryMiB        int               `json:"memory"`
-	GPU              any               `json:"gpu"` // null, "H100", "A100-80GB:2" or a list of those
-	Timeout          float64           `json:"timeout"`
+	GPU              gpu.Request       `json:"gpu"`     // null, "H100", "A100-80GB:2" or a list of those
+	Timeout          wire.Duration     `json:"timeout"` // per input
 	Retries          *Retries          `json:"retries"`
 	Env              map[string]string `json:"env,omitempty"`
 	Secrets          []SecretRef       `json:"secrets,omitempty"`
 	MinContainers    int               `json:"min_containers"`
 	MaxContainers    *int              `json:"max_containers"`
 	BufferContainers int               `json:"buffer_containers"`
-	ScaledownWindow  float64           `json:"scaledown_window"`
+	ScaledownWindow  wire.Duration     `json:"scaledown_window"`
 	MaxInputs        int               `json:"max_inputs"`
 	TargetInputs     *int              `json:"target_inputs"`
 	Schedule         *Schedule         `json:"schedule"`
@@ -133,9 +146,9 @@ type Spec struct {
 
 // Limits of what a spec may ask for.
 const (
-	DefaultTimeout         = 300
+	DefaultTimeout         = 300 * time.Second
 	MaxContainersLimit     = 1000
-	DefaultScaledownWindow = 60
+	DefaultScaledownWindow = 60 * time.Second
 	MaxInputsLimit         = 1000
 )
 
@@ -144,71 +157,59 @@ var (
 	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
-// Validate checks a spec and fills its defaults. hostCPU and hostMemMiB bound the resources one
-// container may ask for.
+// ApplyDefaults fills what the SDK left out: one CPU, 1 GiB, a 300 s timeout, Modal's retry
+// backoff, a 60 s scaledown window, one input at a time.
+func (s *Spec) ApplyDefaults() {
+	if s.Kind == "" {
+		s.Kind = KindFunction
+	}
+	if s.CPU == 0 {
+		s.CPU = sandbox.DefaultCPU
+	}
+	if s.MemoryMiB == 0 {
+		s.MemoryMiB = sandbox.DefaultMemoryMiB
+	}
+	if s.Timeout == 0 {
+		s.Timeout = wire.Duration(DefaultTimeout)
+	}
+	if s.Retries == nil {
+		s.Retries = &Retries{}
+	}
+	if s.Retries.BackoffCoefficient == 0 {
+		s.Retries.BackoffCoefficient = 2
+	}
+	if s.Retries.MaxDelay == 0 {
+		s.Retries.MaxDelay = wire.Duration(60 * time.Second)
+	}
+	if s.ScaledownWindow == 0 {
+		s.ScaledownWindow = wire.Duration(DefaultScaledownWindow)
+	}
+	if s.MaxInputs == 0 {
+		s.MaxInputs = 1
+	}
+}
+
+// Validate checks a spec whose defaults are filled. hostCPU and hostMemMiB bound the resources
+// one container may ask for.
 func (s *Spec) Validate(hostCPU float64, hostMemMiB int) error {
 	where := fmt.Sprintf("function %q", s.Name)
 	if !fnNameRE.MatchString(s.Name) {
 		return errdefs.Invalid("function name %q is not a Python identifier", s.Name)
 	}
-	switch s.Kind {
-	case "":
-		s.Kind = KindFunction
-	case KindFunction:
-	case KindClass:
-		if len(s.Methods) == 0 {
-			return errdefs.Invalid("%s: a class needs at least one @method()", where)
-		}
-		for m := range s.Methods {
-			if !fnNameRE.MatchString(m) {
-				return errdefs.Invalid("%s: method name %q is not a Python identifier", where, m)
-			}
-		}
-	default:
-		return errdefs.Invalid("%s: kind must be %q or %q, got %q", where, KindFunction, KindClass, s.Kind)
+	if err := s.validateKind(where); err != nil {
+		return err
 	}
 	if s.ImageID == "" {
 		return errdefs.Invalid("%s: image_id is required (resolve the image first)", where)
 	}
-	if s.CPU == 0 {
-		s.CPU = sandbox.DefaultCPU
+	if err := s.validateResources(where, hostCPU, hostMemMiB); err != nil {
+		return err
 	}
-	if s.CPU < 0 || s.CPU > hostCPU {
-		return errdefs.Invalid("%s: cpu must be more than 0 and at most %v (the largest worker's cores), got %v", where, hostCPU, s.CPU)
-	}
-	if s.CPULimit != 0 && (s.CPULimit < s.CPU || s.CPULimit > hostCPU) {
-		return errdefs.Invalid("%s: the cpu limit must be at least the request (%v) and at most %v cores, got %v", where, s.CPU, hostCPU, s.CPULimit)
-	}
-	if s.MemoryMiB == 0 {
-		s.MemoryMiB = sandbox.DefaultMemoryMiB
-	}
-	if s.MemoryMiB < sandbox.MinMemoryMiB || s.MemoryMiB > hostMemMiB {
-		return errdefs.Invalid("%s: memory must be between %d and %d MiB, got %d", where, sandbox.MinMemoryMiB, hostMemMiB, s.MemoryMiB)
-	}
-	if _, err := ParseGPU(s.GPU); err != nil {
-		return errdefs.Invalid("%s: %v", where, err)
-	}
-	if s.Timeout == 0 {
-		s.Timeout = DefaultTimeout
-	}
-	if s.Timeout < 0 || s.Timeout > sandbox.MaxTimeout.Seconds() {
+	if s.Timeout <= 0 || s.Timeout.D() > sandbox.MaxTimeout {
 		return errdefs.Invalid("%s: timeout must be between 1 and %d seconds, got %v", where, int(sandbox.MaxTimeout.Seconds()), s.Timeout)
 	}
-	if s.Retries == nil {
-		s.Retries = &Retries{BackoffCoefficient: 2, InitialDelay: 1, MaxDelay: 60}
-	}
-	r := s.Retries
-	if r.MaxRetries < 0 || r.MaxRetries > 10 {
-		return errdefs.Invalid("%s: retries must be between 0 and 10, got %d", where, r.MaxRetries)
-	}
-	if r.BackoffCoefficient == 0 {
-		r.BackoffCoefficient = 2
-	}
-	if r.MaxDelay == 0 {
-		r.MaxDelay = 60
-	}
-	if r.BackoffCoefficient < 1 || r.BackoffCoefficient > 10 || r.InitialDelay < 0 || r.InitialDelay > 60 || r.MaxDelay < 0 || r.MaxDelay > 60 {
-		return errdefs.Invalid("%s: retries need backoff_coefficient in [1, 10], initial_delay in [0, 60] and max_delay in [0, 60] seconds", where)
+	if err := s.validateRetries(where); err != nil {
+		return err
 	}
 	if err := s.ValidateEnv(); err != nil {
 		return err
@@ -223,6 +224,66 @@ func (s *Spec) Validate(hostCPU float64, hostMemMiB int) error {
 			}
 		}
 	}
+	if err := s.validateScaling(where); err != nil {
+		return err
+	}
+	if err := s.Schedule.validate(where); err != nil {
+		return err
+	}
+	switch s.Isolation {
+	case "", sandbox.IsolationRunc, sandbox.IsolationGVisor:
+	default:
+		return errdefs.Invalid("%s: isolation must be %q or %q", where, sandbox.IsolationRunc, sandbox.IsolationGVisor)
+	}
+	return nil
+}
+
+func (s *Spec) validateKind(where string) error {
+	switch s.Kind {
+	case KindFunction:
+	case KindClass:
+		if len(s.Methods) == 0 {
+			return errdefs.Invalid("%s: a class needs at least one @method()", where)
+		}
+		for m := range s.Methods {
+			if !fnNameRE.MatchString(m) {
+				return errdefs.Invalid("%s: method name %q is not a Python identifier", where, m)
+			}
+		}
+	default:
+		return errdefs.Invalid("%s: kind must be %q or %q, got %q", where, KindFunction, KindClass, s.Kind)
+	}
+	return nil
+}
+
+func (s *Spec) validateResources(where string, hostCPU float64, hostMemMiB int) error {
+	if s.CPU <= 0 || s.CPU > hostCPU {
+		return errdefs.Invalid("%s: cpu must be more than 0 and at most %v (the largest worker's cores), got %v", where, hostCPU, s.CPU)
+	}
+	if s.CPULimit != 0 && (s.CPULimit < s.CPU || s.CPULimit > hostCPU) {
+		return errdefs.Invalid("%s: the cpu limit must be at least the request (%v) and at most %v cores, got %v", where, s.CPU, hostCPU, s.CPULimit)
+	}
+	if s.MemoryMiB < sandbox.MinMemoryMiB || s.MemoryMiB > hostMemMiB {
+		return errdefs.Invalid("%s: memory must be between %d and %d MiB, got %d", where, sandbox.MinMemoryMiB, hostMemMiB, s.MemoryMiB)
+	}
+	return nil
+}
+
+func (s *Spec) validateRetries(where string) error {
+	r := s.Retries
+	if r == nil {
+		return errdefs.Invalid("%s: retries are missing", where)
+	}
+	if r.MaxRetries < 0 || r.MaxRetries > 10 {
+		return errdefs.Invalid("%s: retries must be between 0 and 10, got %d", where, r.MaxRetries)
+	}
+	if r.BackoffCoefficient < 1 || r.BackoffCoefficient > 10 || r.InitialDelay < 0 || r.InitialDelay.D() > time.Minute || r.MaxDelay < 0 || r.MaxDelay.D() > time.Minute {
+		return errdefs.Invalid("%s: retries need backoff_coefficient in [1, 10], initial_delay in [0, 60] and max_delay in [0, 60] seconds", where)
+	}
+	return nil
+}
+
+func (s *Spec) validateScaling(where string) error {
 	if s.MinContainers < 0 || s.BufferContainers < 0 {
 		return errdefs.Invalid("%s: min_containers and buffer_containers must not be negative", where)
 	}
@@ -238,14 +299,8 @@ func (s *Spec) Validate(hostCPU float64, hostMemMiB int) error {
 	if s.MinContainers > MaxContainersLimit || s.BufferContainers > MaxContainersLimit {
 		return errdefs.Invalid("%s: min_containers and buffer_containers must be at most %d", where, MaxContainersLimit)
 	}
-	if s.ScaledownWindow == 0 {
-		s.ScaledownWindow = DefaultScaledownWindow
-	}
-	if s.ScaledownWindow < 1 || s.ScaledownWindow > 24*3600 {
+	if s.ScaledownWindow.D() < time.Second || s.ScaledownWindow.D() > 24*time.Hour {
 		return errdefs.Invalid("%s: scaledown_window must be between 1 and 86400 seconds, got %v", where, s.ScaledownWindow)
-	}
-	if s.MaxInputs == 0 {
-		s.MaxInputs = 1
 	}
 	if s.MaxInputs < 1 || s.MaxInputs > MaxInputsLimit {
 		return errdefs.Invalid("%s: max_inputs must be between 1 and %d, got %d", where, MaxInputsLimit, s.MaxInputs)
@@ -253,28 +308,28 @@ func (s *Spec) Validate(hostCPU float64, hostMemMiB int) error {
 	if t := s.TargetInputs; t != nil && (*t < 1 || *t > s.MaxInputs) {
 		return errdefs.Invalid("%s: target_inputs must be between 1 and max_inputs (%d), got %d", where, s.MaxInputs, *t)
 	}
-	if sc := s.Schedule; sc != nil {
-		switch {
-		case sc.Period < 0:
-			return errdefs.Invalid("%s: schedule period must be positive", where)
-		case sc.Period > 0 && sc.Cron != "":
-			return errdefs.Invalid("%s: a schedule is a Period or a Cron, not both", where)
-		case sc.Period > 0:
-			if sc.Period < 1 {
-				return errdefs.Invalid("%s: Period must be at least 1 second", where)
-			}
-		case sc.Cron != "":
-			if _, err := sc.parse(); err != nil {
-				return errdefs.Invalid("%s: Cron(%q, timezone=%q) is not valid: %v", where, sc.Cron, sc.Timezone, err)
-			}
-		default:
-			return errdefs.Invalid("%s: schedule needs a period or a cron expression", where)
-		}
+	return nil
+}
+
+func (sc *Schedule) validate(where string) error {
+	if sc == nil {
+		return nil
 	}
-	switch s.Isolation {
-	case "", sandbox.IsolationRunc, sandbox.IsolationGVisor:
+	switch {
+	case sc.Period < 0:
+		return errdefs.Invalid("%s: schedule period must be positive", where)
+	case sc.Period > 0 && sc.Cron != "":
+		return errdefs.Invalid("%s: a schedule is a Period or a Cron, not both", where)
+	case sc.Period > 0:
+		if sc.Period.D() < time.Second {
+			return errdefs.Invalid("%s: Period must be at least 1 second", where)
+		}
+	case sc.Cron != "":
+		if _, err := sc.parse(); err != nil {
+			return errdefs.Invalid("%s: Cron(%q, timezone=%q) is not valid: %v", where, sc.Cron, sc.Timezone, err)
+		}
 	default:
-		return errdefs.Invalid("%s: isolation must be %q or %q", where, sandbox.IsolationRunc, sandbox.IsolationGVisor)
+		return errdefs.Invalid("%s: schedule needs a period or a cron expression", where)
 	}
 	return nil
 }
@@ -315,86 +370,6 @@ func (s Spec) Public() Spec {
 	return s
 }
 
-// GPU is one accepted GPU choice: a type ("H100", or "any") and a count.
-type GPU struct {
-	Type  string `json:"type"`
-	Count int    `json:"count"`
-}
-
-// GPUTypes are the GPU names accepted, as Modal spells them.
-var GPUTypes = []string{"T4", "L4", "A10G", "A100", "A100-40GB", "A100-80GB", "L40S", "H100", "H200", "B200", "ANY"}
-
-// ParseGPU reads gpu= (null, a string, or a list of strings in order of preference).
-func ParseGPU(v any) ([]GPU, error) {
-	var in []string
-	switch g := v.(type) {
-	case nil:
-		return nil, nil
-	case string:
-		in = []string{g}
-	case []any:
-		for _, e := range g {
-			s, ok := e.(string)
-			if !ok {
-				return nil, fmt.Errorf("gpu list entries must be strings such as \"H100\", got %v", e)
-			}
-			in = append(in, s)
-		}
-		if len(in) == 0 {
-			return nil, fmt.Errorf("gpu list is empty")
-		}
-	default:
-		return nil, fmt.Errorf("gpu must be a string such as \"H100\" or \"A100-80GB:2\", got %v", v)
-	}
-	out := make([]GPU, 0, len(in))
-	for _, s := range in {
-		name, count, hasCount := strings.Cut(strings.TrimSpace(s), ":")
-		g := GPU{Type: strings.ToUpper(name), Count: 1}
-		known := false
-		for _, t := range GPUTypes {
-			known = known || t == g.Type
-		}
-		if !known {
-			return nil, fmt.Errorf("gpu %q is not a known GPU type; use one of %s, optionally with a count as in \"H100:2\"", s, strings.Join(GPUTypes, ", "))
-		}
-		if hasCount {
-			n, err := strconv.Atoi(count)
-			if err != nil || n < 1 || n > 8 {
-				return nil, fmt.Errorf("gpu %q: the count after ':' must be 1 to 8", s)
-			}
-			g.Count = n
-		}
-		out = append(out, g)
-	}
-	return out, nil
-}
-
-// Matches reports whether a worker's GPU model name (as nvidia-smi prints it, e.g. "NVIDIA
-// H100 80GB HBM3") is of this type.
-func (g GPU) Matches(model string, memMiB int) bool {
-	m := strings.ToUpper(model)
-	switch g.Type {
-	case "ANY":
-		return true
-	case "A100-80GB":
-		return strings.Contains(m, "A100") && memMiB > 50000
-	case "A100-40GB":
-		return strings.Contains(m, "A100") && memMiB <= 50000
-	case "A100":
-		return strings.Contains(m, "A100")
-	case "H100":
-		return strings.Contains(m, "H100")
-	}
-	return strings.Contains(m, g.Type)
-}
-
-func (g GPU) String() string {
-	if g.Count > 1 {
-		return fmt.Sprintf("%s:%d", g.Type, g.Count)
-	}
-	return g.Type
-}
-
 // Code is the user's code: a tar blob and the module the runner imports.
 type Code struct {
 	Blob   string `json:"blob"`
@@ -407,7 +382,7 @@ type Function struct {
 	AppID string `json:"app_id"`
 	Name  string `json:"name"`
 	Mode  string `json:"mode"`
-	State string `json:"state"`
+	State State  `json:"state"`
 	Spec  Spec   `json:"spec"`
 	Code  Code   `json:"code"`
 	// Heartbeat is set on an ephemeral function whose client promised heartbeats
@@ -430,14 +405,16 @@ func CheckFormat(f string) error {
 	return nil
 }
 
+// InputStatus is an input's outcome as stored and shown: pending until it is done.
+type InputStatus string
+
 // Input statuses.
 const (
-	InputPending    = "pending"
-	InputRunning    = "running"
-	InputSuccess    = "success"
-	InputFailure    = "failure"
-	InputTimeout    = "timeout"
-	InputTerminated = "terminated"
+	InputPending    InputStatus = "pending"
+	InputSuccess    InputStatus = "success"
+	InputFailure    InputStatus = "failure"
+	InputTimeout    InputStatus = "timeout"
+	InputTerminated InputStatus = "terminated"
 )
 
 // Call is one .remote(), .spawn() or .map() call.
@@ -454,14 +431,14 @@ type Call struct {
 
 // Input is one set of arguments of a call and, once done, its output.
 type Input struct {
-	ID         string `json:"input_id"`
-	CallID     string `json:"call_id"`
-	FunctionID string `json:"function_id"`
-	Index      int    `json:"index"`
-	Args       []byte `json:"-"`
-	Format     string `json:"format"`
-	Status     string `json:"status"`
-	Attempts   int    `json:"attempts"`
+	ID         string      `json:"input_id"`
+	CallID     string      `json:"call_id"`
+	FunctionID string      `json:"function_id"`
+	Index      int         `json:"index"`
+	Args       []byte      `json:"-"`
+	Format     string      `json:"format"`
+	Status     InputStatus `json:"status"`
+	Attempts   int         `json:"attempts"`
 	// Seq is the input's place in its call's completion order, -1 until it is done.
 	Seq       int        `json:"seq"`
 	Result    []byte     `json:"-"`

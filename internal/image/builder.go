@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -70,8 +71,8 @@ func CheckPythonVersion(v string) error {
 // DebianSlimHash is the content hash that names the base layer.
 func DebianSlimHash() string { return hashOf(debianSlim) }
 
-func hashOf(v any) string {
-	b, _ := json.Marshal(v)
+func hashOf(v baseDefinition) string {
+	b, _ := json.Marshal(v) // strings, a list of them and an int: it cannot fail
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
@@ -131,38 +132,68 @@ func (b *Builder) debootstrap(dir string, logs io.Writer) error {
 		return errdefs.Unavailable("debootstrap is not installed: run `apt-get install debootstrap` (gust up installs it when it starts)")
 	}
 	tmp := dir + ".tmp"
-	os.RemoveAll(tmp)
-	fmt.Fprintf(logs, "Building base image: debootstrap --variant=%s %s with %s\n", debianSlim.Variant, debianSlim.Distro, strings.Join(debianSlim.Packages, ", "))
+	if err := os.RemoveAll(tmp); err != nil {
+		return fmt.Errorf("image: removing an interrupted base build: %w", err)
+	}
+	logf(logs, "Building base image: debootstrap --variant=%s %s with %s\n", debianSlim.Variant, debianSlim.Distro, strings.Join(debianSlim.Packages, ", "))
 	cmd := exec.Command("debootstrap", DebootstrapArgs(tmp)...)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
+	copied := make(chan struct{})
 	go func() {
+		defer close(copied)
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
-			fmt.Fprintln(logs, sc.Text())
+			logf(logs, "%s\n", sc.Text())
 		}
+		// A line too long for the scanner must not block debootstrap on a full pipe.
+		_, _ = io.Copy(io.Discard, pr) // reading a pipe into Discard cannot fail
 	}()
 	err := reaper.Run(cmd)
-	pw.Close()
+	_ = pw.Close() // closing a PipeWriter always succeeds
+	<-copied
 	if err != nil {
-		os.RemoveAll(tmp)
+		_ = os.RemoveAll(tmp) // best effort: the next build removes it first
 		return fmt.Errorf("image: debootstrap failed: %v (see the log above)", err)
 	}
-	// Package caches are dead weight in every container.
-	os.RemoveAll(filepath.Join(tmp, "var/cache/apt/archives"))
-	os.MkdirAll(filepath.Join(tmp, "var/cache/apt/archives/partial"), 0o755)
-	os.RemoveAll(filepath.Join(tmp, "var/lib/apt/lists"))
-	os.MkdirAll(filepath.Join(tmp, "var/lib/apt/lists/partial"), 0o755)
-	// The mount point for gust-init, so that containers need not create it in their writable
-	// layer.
-	os.MkdirAll(filepath.Join(tmp, ".gust"), 0o755)
-	os.WriteFile(filepath.Join(tmp, ".gust", "gust"), nil, 0o755)
+	if err := finishBase(tmp); err != nil {
+		_ = os.RemoveAll(tmp) // best effort: the next build removes it first
+		return err
+	}
 	if err := os.Rename(tmp, dir); err != nil {
-		os.RemoveAll(tmp)
+		_ = os.RemoveAll(tmp) // best effort: the next build removes it first
 		return fmt.Errorf("image: %w", err)
 	}
-	fmt.Fprintf(logs, "Built base image in %.1f s\n", time.Since(start).Seconds())
+	logf(logs, "Built base image in %.1f s\n", time.Since(start).Seconds())
 	return nil
+}
+
+// finishBase trims a fresh debootstrap tree in root and adds what gust needs in it.
+func finishBase(root string) error {
+	// Package caches are dead weight in every container; apt wants their partial/ directories.
+	for _, d := range []string{"var/cache/apt/archives", "var/lib/apt/lists"} {
+		if err := os.RemoveAll(filepath.Join(root, d)); err != nil {
+			return fmt.Errorf("image: trimming the base image: %w", err)
+		}
+		if err := os.MkdirAll(filepath.Join(root, d, "partial"), 0o755); err != nil {
+			return fmt.Errorf("image: trimming the base image: %w", err)
+		}
+	}
+	// The mount point for gust-init, so that containers need not create it in their writable
+	// layer.
+	if err := os.MkdirAll(filepath.Join(root, ".gust"), 0o755); err != nil {
+		return fmt.Errorf("image: base image: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(root, ".gust", "gust"), nil, 0o755); err != nil {
+		return fmt.Errorf("image: base image: %w", err)
+	}
+	return nil
+}
+
+// logf writes a line of build log. Its error is dropped on purpose: the log goes to whoever
+// waits for the build, and one of them going away must not fail a build that others share.
+func logf(w io.Writer, format string, args ...any) {
+	_, _ = fmt.Fprintf(w, format, args...)
 }
 
 // Snapshot copies a container's writable layer into a new layer named id and returns its
@@ -170,23 +201,27 @@ func (b *Builder) debootstrap(dir string, logs io.Writer) error {
 func (b *Builder) Snapshot(upper, id string) (string, error) {
 	dir := filepath.Join(b.Dir, id)
 	tmp := dir + ".tmp"
-	os.RemoveAll(tmp)
+	// A leftover would make cp copy upper into it instead of as it.
+	if err := os.RemoveAll(tmp); err != nil {
+		return "", fmt.Errorf("image: snapshot: removing a leftover copy: %w", err)
+	}
 	out, err := reaper.CombinedOutput(exec.Command("cp", "-a", upper, tmp))
 	if err != nil {
-		os.RemoveAll(tmp)
+		_ = os.RemoveAll(tmp) // best effort: a prune removes it, not being in use
 		return "", fmt.Errorf("image: snapshot copy: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	if err := os.Rename(tmp, dir); err != nil {
-		os.RemoveAll(tmp)
+		_ = os.RemoveAll(tmp) // best effort: a prune removes it, not being in use
 		return "", fmt.Errorf("image: %w", err)
 	}
 	return dir, nil
 }
 
-// DirSize adds up the sizes of the regular files under dir.
+// DirSize adds up the sizes of the regular files under dir; what it cannot read counts nothing.
 func DirSize(dir string) int64 {
 	var n int64
-	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+	// The walk function never returns an error, so neither does WalkDir.
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
 			if fi, err := d.Info(); err == nil {
 				n += fi.Size()
@@ -239,7 +274,9 @@ func (b *broadcast) follow(ctx context.Context, w io.Writer) {
 		wake := b.wake
 		b.mu.Unlock()
 		if len(chunk) > 0 {
-			w.Write(chunk)
+			if _, err := w.Write(chunk); err != nil {
+				return // the follower is gone; the build goes on for the others
+			}
 		}
 		if closed {
 			return
@@ -272,13 +309,8 @@ func (b *Builder) Prune(inUse map[string]bool, grace time.Duration) (PruneResult
 	for _, e := range entries {
 		p := filepath.Join(b.Dir, e.Name())
 		if e.Name() == "blobs" {
-			blobs, _ := os.ReadDir(p)
-			for _, bl := range blobs {
-				if fi, err := bl.Info(); err == nil && time.Since(fi.ModTime()) > grace && !inUse[filepath.Join(p, bl.Name())] {
-					r.FreedBytes += fi.Size()
-					r.Blobs++
-					os.Remove(filepath.Join(p, bl.Name()))
-				}
+			if err := pruneBlobs(p, inUse, grace, &r); err != nil {
+				return r, err
 			}
 			continue
 		}
@@ -295,6 +327,30 @@ func (b *Builder) Prune(inUse map[string]bool, grace time.Duration) (PruneResult
 		r.FreedBytes += size
 	}
 	return r, nil
+}
+
+// pruneBlobs removes the uploaded blobs in dir that are not in use and older than grace.
+func pruneBlobs(dir string, inUse map[string]bool, grace time.Duration, r *PruneResult) error {
+	blobs, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("image: prune: %w", err)
+	}
+	for _, bl := range blobs {
+		p := filepath.Join(dir, bl.Name())
+		fi, err := bl.Info()
+		if err != nil || time.Since(fi.ModTime()) <= grace || inUse[p] {
+			continue // gone since the listing, recent, or in use
+		}
+		if err := os.Remove(p); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return fmt.Errorf("image: prune %s: %w", p, err)
+		}
+		r.FreedBytes += fi.Size()
+		r.Blobs++
+	}
+	return nil
 }
 
 // DiskUsage adds up the layer directory.

@@ -44,13 +44,14 @@ func (b *Builder) HasBlob(sum string) bool {
 func (b *Builder) PutBlob(r io.Reader) (string, error) {
 	dir := filepath.Join(b.Dir, "blobs")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
+		return "", fmt.Errorf("image: storing upload: %w", err)
 	}
 	f, err := os.CreateTemp(dir, "upload-*")
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("image: storing upload: %w", err)
 	}
-	defer os.Remove(f.Name())
+	// Renamed away on success; otherwise best effort, and a prune removes a leftover.
+	defer func() { _ = os.Remove(f.Name()) }()
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, MaxBlobBytes+1))
 	if cerr := f.Close(); err == nil {
@@ -64,7 +65,7 @@ func (b *Builder) PutBlob(r io.Reader) (string, error) {
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if err := os.Rename(f.Name(), b.blobPath(sum)); err != nil {
-		return "", err
+		return "", fmt.Errorf("image: storing upload: %w", err)
 	}
 	return sum, nil
 }
@@ -80,16 +81,17 @@ func (b *Builder) ExtractLayer(sum, remote, hash string) (string, int64, error) 
 	if err != nil {
 		return "", 0, errdefs.NotFound("uploaded files %s are gone; upload them again", sum)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	// A temporary directory of its own: several containers of one function may unpack the
 	// same code at once, and the first rename wins.
 	tmp, err := os.MkdirTemp(b.Dir, filepath.Base(dir)+".tmp-")
 	if err != nil {
-		return "", 0, err
+		return "", 0, fmt.Errorf("image: extracting files: %w", err)
 	}
-	defer os.RemoveAll(tmp)
+	// Renamed away on success; otherwise best effort, and a prune removes a leftover.
+	defer func() { _ = os.RemoveAll(tmp) }()
 	if err := os.Chmod(tmp, 0o755); err != nil {
-		return "", 0, err
+		return "", 0, fmt.Errorf("image: extracting files: %w", err)
 	}
 	if err := extractTar(f, tmp, remote, false); err != nil {
 		return "", 0, err
@@ -141,9 +143,13 @@ func extractTar(r io.Reader, root, remote string, oci bool) error {
 			if err := os.MkdirAll(target, 0o755); err != nil {
 				return err
 			}
-			os.Chmod(target, mode|0o700*boolBits(!oci))
+			if err := os.Chmod(target, mode|0o700*boolBits(!oci)); err != nil {
+				return err
+			}
 		case tar.TypeReg:
-			os.Remove(target)
+			if err := removeIfThere(target); err != nil {
+				return err
+			}
 			out, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
 			if err != nil {
 				return err
@@ -155,10 +161,14 @@ func extractTar(r io.Reader, root, remote string, oci bool) error {
 			if err != nil {
 				return err
 			}
-			os.Chmod(target, mode) // past the umask
+			if err := os.Chmod(target, mode); err != nil { // past the umask
+				return err
+			}
 		case tar.TypeSymlink:
 			// Links are made, never followed: a link may point anywhere in the image.
-			os.RemoveAll(target)
+			if err := os.RemoveAll(target); err != nil {
+				return err
+			}
 			if err := os.Symlink(hdr.Linkname, target); err != nil {
 				return err
 			}
@@ -170,7 +180,9 @@ func extractTar(r io.Reader, root, remote string, oci bool) error {
 			if err := noSymlinkBetween(root, filepath.Dir(src)); err != nil {
 				return err
 			}
-			os.Remove(target)
+			if err := removeIfThere(target); err != nil {
+				return err
+			}
 			if err := os.Link(src, target); err != nil {
 				return fmt.Errorf("hard link %s: %w", hdr.Name, err)
 			}
@@ -179,12 +191,24 @@ func extractTar(r io.Reader, root, remote string, oci bool) error {
 			continue
 		}
 		if oci {
-			os.Lchown(target, hdr.Uid, hdr.Gid)
+			if err := os.Lchown(target, hdr.Uid, hdr.Gid); err != nil {
+				return err
+			}
 			if hdr.Typeflag == tar.TypeDir || hdr.Typeflag == tar.TypeReg {
-				os.Chmod(target, mode)
+				if err := os.Chmod(target, mode); err != nil {
+					return err
+				}
 			}
 		}
 	}
+}
+
+// removeIfThere removes the file at p, if there is one, so that an entry can replace it.
+func removeIfThere(p string) error {
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 func boolBits(b bool) os.FileMode {
@@ -208,7 +232,9 @@ func whiteout(target string) (done bool, err error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return true, err
 		}
-		os.RemoveAll(gone)
+		if err := os.RemoveAll(gone); err != nil {
+			return true, err
+		}
 		return true, unix.Mknod(gone, unix.S_IFCHR, 0)
 	}
 	return false, nil

@@ -24,15 +24,19 @@ func tarOf(t *testing.T, entries ...tar.Header) []byte {
 			t.Fatal(err)
 		}
 		if h.Typeflag == tar.TypeReg {
-			tw.Write(body)
+			if _, err := tw.Write(body); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	tw.Close()
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
 	return buf.Bytes()
 }
 
 func TestExtractLayer(t *testing.T) {
-	b, _ := NewBuilder(t.TempDir())
+	b := newBuilder(t)
 	sum, err := b.PutBlob(bytes.NewReader(tarOf(t,
 		tar.Header{Name: "dir", Typeflag: tar.TypeDir, Mode: 0o755},
 		tar.Header{Name: "dir/file", Typeflag: tar.TypeReg, Mode: 0o644},
@@ -56,7 +60,7 @@ func TestExtractLayer(t *testing.T) {
 
 func TestExtractLayerRefusesWritingThroughSymlinks(t *testing.T) {
 	outside := t.TempDir()
-	b, _ := NewBuilder(t.TempDir())
+	b := newBuilder(t)
 	sum, err := b.PutBlob(bytes.NewReader(tarOf(t,
 		tar.Header{Name: "evil", Typeflag: tar.TypeSymlink, Linkname: outside},
 		tar.Header{Name: "evil/pwned", Typeflag: tar.TypeReg, Mode: 0o644},
@@ -73,4 +77,13 @@ func TestExtractLayerRefusesWritingThroughSymlinks(t *testing.T) {
 	if _, err := os.Stat(b.LayerPath("h2")); err == nil {
 		t.Fatal("a failed extraction left a layer behind")
 	}
+}
+
+func newBuilder(t *testing.T) *Builder {
+	t.Helper()
+	b, err := NewBuilder(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

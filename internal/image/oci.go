@@ -37,7 +37,7 @@ func (b *Builder) FromRegistry(ctx context.Context, ref string, logs io.Writer) 
 	if err != nil {
 		return OCIImage{}, errdefs.Invalid("image reference %q is not valid: %v", ref, err)
 	}
-	fmt.Fprintf(logs, "Pulling %s\n", r.Name())
+	logf(logs, "Pulling %s\n", r.Name())
 	img, err := remote.Image(r, remote.WithContext(ctx))
 	if err != nil {
 		return OCIImage{}, errdefs.Unavailable("pulling %s: %v", r.Name(), err)
@@ -53,15 +53,15 @@ func (b *Builder) FromOCIArchive(sum string, logs io.Writer) (OCIImage, error) {
 	}
 	tmp, err := os.MkdirTemp(b.Dir, "archive-")
 	if err != nil {
-		return OCIImage{}, err
+		return OCIImage{}, fmt.Errorf("image: reading archive %s: %w", sum[:12], err)
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }() // best effort: a prune removes a leftover
 	f, err := os.Open(b.blobPath(sum))
 	if err != nil {
-		return OCIImage{}, err
+		return OCIImage{}, fmt.Errorf("image: reading archive %s: %w", sum[:12], err)
 	}
 	err = extractTar(f, tmp, "/", false)
-	f.Close()
+	_ = f.Close() // read only
 	if err != nil {
 		return OCIImage{}, errdefs.Invalid("the archive is not a tar: %v", err)
 	}
@@ -81,7 +81,7 @@ func (b *Builder) FromOCIArchive(sum string, logs io.Writer) (OCIImage, error) {
 	} else if img, err = tarball.ImageFromPath(b.blobPath(sum), nil); err != nil {
 		return OCIImage{}, errdefs.Invalid("the archive is neither an OCI image layout nor a docker-save tarball: %v", err)
 	}
-	fmt.Fprintf(logs, "Reading image archive %s\n", sum[:12])
+	logf(logs, "Reading image archive %s\n", sum[:12])
 	return b.unpack(img, logs)
 }
 
@@ -102,7 +102,7 @@ func (b *Builder) unpack(img v1.Image, logs io.Writer) (OCIImage, error) {
 		}
 		dir := b.LayerPath("oci-" + diff.Hex)
 		if _, err := os.Stat(dir); err != nil {
-			fmt.Fprintf(logs, "  layer %d/%d %s\n", i+1, len(layers), diff.Hex[:12])
+			logf(logs, "  layer %d/%d %s\n", i+1, len(layers), diff.Hex[:12])
 			if err := unpackLayer(l, dir); err != nil {
 				return out, fmt.Errorf("layer %d (%s): %w", i+1, diff.Hex[:12], err)
 			}
@@ -132,18 +132,20 @@ func unpackLayer(l v1.Layer, dir string) error {
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }() // read only
 	tmp := dir + ".tmp"
-	os.RemoveAll(tmp)
+	if err := os.RemoveAll(tmp); err != nil {
+		return fmt.Errorf("removing an interrupted unpack: %w", err)
+	}
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return err
 	}
 	if err := extractTar(rc, tmp, "/", true); err != nil {
-		os.RemoveAll(tmp)
+		_ = os.RemoveAll(tmp) // best effort: the next unpack removes it first
 		return err
 	}
 	if err := os.Rename(tmp, dir); err != nil {
-		os.RemoveAll(tmp)
+		_ = os.RemoveAll(tmp) // best effort: the next unpack removes it first
 		return err
 	}
 	return nil

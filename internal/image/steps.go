@@ -157,7 +157,7 @@ func ValidateSteps(steps []Step) error {
 
 // ChainHash names the image made by applying step to the image named parent.
 func ChainHash(parent string, s Step) string {
-	b, _ := json.Marshal(s)
+	b, _ := json.Marshal(s) // strings, bools and a map of strings: it cannot fail
 	sum := sha256.Sum256(append([]byte(parent+"\n"), b...))
 	return hex.EncodeToString(sum[:])
 }

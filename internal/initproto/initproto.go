@@ -7,7 +7,8 @@
 // length uint32 big-endian) then the payload. A channel names one exec or one file request; the
 // worker chooses channel numbers, and channel 0 is the init process itself.
 //
-// Imported by the worker (through internal/container) and by internal/containerinit only.
+// Imported on the worker's side by internal/container (which speaks it) and internal/worker (which
+// passes its requests and results on), and on init's side by internal/containerinit. Nothing else.
 package initproto
 
 import (

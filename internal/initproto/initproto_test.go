@@ -10,9 +10,15 @@ func TestFramesRoundTrip(t *testing.T) {
 	var buf bytes.Buffer
 	w := NewWriter(&buf)
 	big := bytes.Repeat([]byte("x"), 100<<10)
-	w.Write(Stdout, 7, []byte("hello"))
-	w.Write(Stderr, 7, big)
-	w.WriteJSON(Exit, 7, ExitInfo{ExitCode: 3})
+	if err := w.Write(Stdout, 7, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(Stderr, 7, big); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteJSON(Exit, 7, ExitInfo{ExitCode: 3}); err != nil {
+		t.Fatal(err)
+	}
 	r := NewReader(&buf)
 	for _, want := range []struct {
 		t   Type

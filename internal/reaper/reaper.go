@@ -4,11 +4,13 @@
 // on some machines never reaps them. Children that gust starts and waits for itself must go
 // through Start/Run here, so that the reaper never steals their exit status from os/exec.
 //
-// Imported by the worker's runtime and anything else that starts processes in gust.
+// Imported by internal/container (which enables it), and by whatever else starts processes in
+// gust and waits for them: the image builder, the worker, cmd/gust's benchmarks.
 package reaper
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -21,15 +23,21 @@ import (
 )
 
 var (
-	mu      sync.Mutex
-	managed = map[int]bool{}
-	once    sync.Once
+	mu        sync.Mutex
+	managed   = map[int]bool{}
+	once      sync.Once
+	enableErr error
 )
 
-// Enable marks this process a child subreaper and starts reaping orphans. Safe to call twice.
-func Enable() {
+// Enable marks this process a child subreaper and starts reaping orphans. Safe to call twice;
+// every call returns the first one's result. With an error nothing was started: orphans of
+// detached containers go to the machine's init instead.
+func Enable() error {
 	once.Do(func() {
-		_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			enableErr = fmt.Errorf("reaper: becoming a child subreaper: %w", err)
+			return
+		}
 		ch := make(chan os.Signal, 16)
 		signal.Notify(ch, syscall.SIGCHLD)
 		go func() {
@@ -43,6 +51,7 @@ func Enable() {
 			}
 		}()
 	})
+	return enableErr
 }
 
 // Start starts cmd, registering it so that the reaper leaves it to cmd.Wait.
@@ -108,10 +117,11 @@ func Reap() {
 		if len(f) < 2 || string(f[0]) != "Z" {
 			continue
 		}
-		if ppid, _ := strconv.Atoi(string(f[1])); ppid != self {
+		if ppid, err := strconv.Atoi(string(f[1])); err != nil || ppid != self {
 			continue
 		}
 		var ws unix.WaitStatus
+		// Its status is nobody's: an orphan's. ECHILD means another wait took it first.
 		_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
 	}
 }

@@ -19,6 +19,9 @@ import (
 	"time"
 
 	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/gpu"
+	"github.com/gust-run/gust/internal/lifecycle"
+	"github.com/gust-run/gust/internal/wire"
 )
 
 // Status is a lifecycle state.
@@ -45,16 +48,15 @@ func (s Status) Terminal() bool {
 	return s == Finished || s == Terminated || s == Timeout || s == Failed
 }
 
+// Lifecycle is the sandbox's state machine (the diagram above). Every change of a sandbox's
+// status goes through it.
+var Lifecycle = lifecycle.New("sandbox", map[Status][]Status{
+	Pending: {Running, Finished, Terminated, Timeout, Failed},
+	Running: {Finished, Terminated, Timeout, Failed},
+})
+
 // CanTransition reports whether a sandbox may move from s to next.
-func (s Status) CanTransition(next Status) bool {
-	switch s {
-	case Pending:
-		return next == Running || next.Terminal()
-	case Running:
-		return next.Terminal()
-	}
-	return false
-}
+func (s Status) CanTransition(next Status) bool { return Lifecycle.Can(s, next) }
 
 // Isolation runtimes.
 const (
@@ -84,8 +86,8 @@ type Sandbox struct {
 	Status      Status            `json:"status"`
 	ExitCode    *int              `json:"exit_code"`
 	Error       *string           `json:"error"`
-	Timeout     float64           `json:"timeout"`
-	IdleTimeout *float64          `json:"idle_timeout"`
+	Timeout     wire.Duration     `json:"timeout"`
+	IdleTimeout *wire.Duration    `json:"idle_timeout"`
 	CPU         float64           `json:"cpu"`
 	// CPULimit caps a function container's CPU (cpu=(request, limit)); 0 lets it burst. A
 	// sandbox's cpu is always also its cap.
@@ -105,10 +107,10 @@ type Sandbox struct {
 	// they are not listed among sandboxes.
 	FunctionID string `json:"function_id,omitempty"`
 	// GPUs the container needs, as "TYPE:COUNT" choices in order of preference (functions only).
-	GPU        []string   `json:"gpu,omitempty"`
-	CreatedAt  time.Time  `json:"created_at"`
-	StartedAt  *time.Time `json:"started_at"`
-	FinishedAt *time.Time `json:"finished_at"`
+	GPU        gpu.Request `json:"gpu,omitempty"`
+	CreatedAt  time.Time   `json:"created_at"`
+	StartedAt  *time.Time  `json:"started_at"`
+	FinishedAt *time.Time  `json:"finished_at"`
 }
 
 // Public returns a copy fit for clients: environment values may hold secrets, so they are
@@ -146,7 +148,7 @@ var (
 func (r CreateRequest) Validate(defaultIsolation string, hostCPU float64, hostMemMiB int) (Sandbox, error) {
 	sb := Sandbox{
 		AppID: r.AppID, ImageID: r.ImageID, Command: r.Command, Tags: r.Tags, Env: r.Env,
-		BlockNetwork: r.BlockNetwork, Status: Pending, Timeout: DefaultTimeout.Seconds(),
+		BlockNetwork: r.BlockNetwork, Status: Pending, Timeout: wire.Duration(DefaultTimeout),
 		CPU: DefaultCPU, MemoryMiB: DefaultMemoryMiB, Isolation: defaultIsolation,
 	}
 	if r.AppID == "" {
@@ -165,14 +167,15 @@ func (r CreateRequest) Validate(defaultIsolation string, hostCPU float64, hostMe
 		if t <= 0 || t > MaxTimeout.Seconds() {
 			return sb, errdefs.Invalid("timeout must be between 1 and %d seconds, got %v", int(MaxTimeout.Seconds()), t)
 		}
-		sb.Timeout = t
+		sb.Timeout = wire.Seconds(t)
 	}
 	if r.IdleTimeout != nil {
 		t := *r.IdleTimeout
 		if t <= 0 || t > MaxTimeout.Seconds() {
 			return sb, errdefs.Invalid("idle_timeout must be between 1 and %d seconds, got %v", int(MaxTimeout.Seconds()), t)
 		}
-		sb.IdleTimeout = &t
+		it := wire.Seconds(t)
+		sb.IdleTimeout = &it
 	}
 	if r.CPU != nil {
 		c := *r.CPU

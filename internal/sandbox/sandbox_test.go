@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/gust-run/gust/internal/errdefs"
 )
@@ -20,7 +21,7 @@ func TestValidate(t *testing.T) {
 		check   func(t *testing.T, sb Sandbox)
 	}{
 		{"defaults", func(r *CreateRequest) {}, false, func(t *testing.T, sb Sandbox) {
-			if sb.Timeout != 300 || sb.CPU != 1 || sb.MemoryMiB != 1024 || sb.Isolation != "runc" || sb.Status != Pending {
+			if sb.Timeout.D() != 300*time.Second || sb.CPU != 1 || sb.MemoryMiB != 1024 || sb.Isolation != "runc" || sb.Status != Pending {
 				t.Fatalf("bad defaults: %+v", sb)
 			}
 		}},
@@ -83,6 +84,22 @@ func TestCleanPath(t *testing.T) {
 				t.Fatalf("CleanPath(%q) = %q, %v", tt.in, got, err)
 			}
 		})
+	}
+}
+
+func TestLifecycle(t *testing.T) {
+	terminal := []Status{Finished, Terminated, Timeout, Failed}
+	allowed := map[[2]Status]bool{{Pending, Running}: true}
+	for _, end := range terminal {
+		allowed[[2]Status{Pending, end}] = true
+		allowed[[2]Status{Running, end}] = true
+	}
+	for _, from := range Lifecycle.States() {
+		for _, to := range Lifecycle.States() {
+			if got := from.CanTransition(to); got != allowed[[2]Status{from, to}] {
+				t.Errorf("%s → %s allowed = %v", from, to, got)
+			}
+		}
 	}
 }
 

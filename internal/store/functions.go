@@ -75,20 +75,17 @@ CREATE INDEX IF NOT EXISTS app_logs_app ON app_logs(app_id, seq);
 func (s *Store) InsertFunctions(ctx context.Context, fns []function.Function, replace bool) (replaced []string, err error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("store: insert functions: %w", err)
 	}
-	defer tx.Rollback()
+	defer rollback(tx)
 	if replace && len(fns) > 0 {
 		rows, err := tx.QueryContext(ctx, `SELECT id FROM functions WHERE app_id = ? AND mode = ? AND state = ?`, fns[0].AppID, function.ModeDeployed, function.StateActive)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("store: find the functions a deploy replaces: %w", err)
 		}
-		for rows.Next() {
-			var id string
-			rows.Scan(&id)
-			replaced = append(replaced, id)
+		if replaced, err = scanStrings(rows); err != nil {
+			return nil, fmt.Errorf("store: find the functions a deploy replaces: %w", err)
 		}
-		rows.Close()
 		for _, id := range replaced {
 			if err := setFunctionState(ctx, tx, id, function.StateReplaced); err != nil {
 				return nil, err
@@ -98,14 +95,17 @@ func (s *Store) InsertFunctions(ctx context.Context, fns []function.Function, re
 	for _, fn := range fns {
 		doc, err := json.Marshal(fn)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("store: encode function %s: %w", fn.Name, err)
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO functions(id, app_id, name, mode, state, created_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 			fn.ID, fn.AppID, fn.Name, fn.Mode, fn.State, fn.CreatedAt.Format(time.RFC3339Nano), string(doc)); err != nil {
 			return nil, fmt.Errorf("store: insert function %s: %w", fn.Name, err)
 		}
 	}
-	return replaced, tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("store: insert functions: %w", err)
+	}
+	return replaced, nil
 }
 
 type execer interface {
@@ -113,33 +113,47 @@ type execer interface {
 	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
 }
 
-func setFunctionState(ctx context.Context, db execer, id, state string) error {
+// setFunctionState moves a function to state through its lifecycle; moving to the state it is
+// in already changes nothing.
+func setFunctionState(ctx context.Context, db execer, id string, state function.State) error {
 	var doc string
 	if err := db.QueryRowContext(ctx, `SELECT doc FROM functions WHERE id = ?`, id).Scan(&doc); err != nil {
 		return fmt.Errorf("store: function %s: %w", id, err)
 	}
 	var fn function.Function
 	if err := json.Unmarshal([]byte(doc), &fn); err != nil {
-		return err
+		return fmt.Errorf("store: corrupt function record %s: %w", id, err)
 	}
-	fn.State = state
-	b, _ := json.Marshal(fn)
-	_, err := db.ExecContext(ctx, `UPDATE functions SET state = ?, doc = ? WHERE id = ?`, state, string(b), id)
-	return err
+	if fn.State == state {
+		return nil
+	}
+	if err := function.StateMachine.Move(&fn.State, state); err != nil {
+		return fmt.Errorf("store: function %s: %w", id, err)
+	}
+	b, err := json.Marshal(fn)
+	if err != nil {
+		return fmt.Errorf("store: encode function %s: %w", id, err)
+	}
+	if _, err := db.ExecContext(ctx, `UPDATE functions SET state = ?, doc = ? WHERE id = ?`, state, string(b), id); err != nil {
+		return fmt.Errorf("store: set function %s %s: %w", id, state, err)
+	}
+	return nil
 }
 
 // UpdateFunction writes a function's record (its spec changed).
 func (s *Store) UpdateFunction(ctx context.Context, fn function.Function) error {
 	doc, err := json.Marshal(fn)
 	if err != nil {
-		return err
+		return fmt.Errorf("store: encode function %s: %w", fn.ID, err)
 	}
-	_, err = s.db.ExecContext(ctx, `UPDATE functions SET doc = ? WHERE id = ?`, string(doc), fn.ID)
-	return err
+	if _, err := s.db.ExecContext(ctx, `UPDATE functions SET doc = ? WHERE id = ?`, string(doc), fn.ID); err != nil {
+		return fmt.Errorf("store: update function %s: %w", fn.ID, err)
+	}
+	return nil
 }
 
 // SetFunctionState changes a function's state.
-func (s *Store) SetFunctionState(ctx context.Context, id, state string) error {
+func (s *Store) SetFunctionState(ctx context.Context, id string, state function.State) error {
 	return setFunctionState(ctx, s.db, id, state)
 }
 
@@ -153,8 +167,15 @@ func (s *Store) GetFunction(ctx context.Context, id string) (function.Function, 
 	if err != nil {
 		return function.Function{}, fmt.Errorf("store: get function %s: %w", id, err)
 	}
+	return decodeFunction(doc)
+}
+
+func decodeFunction(doc string) (function.Function, error) {
 	var fn function.Function
-	return fn, json.Unmarshal([]byte(doc), &fn)
+	if err := json.Unmarshal([]byte(doc), &fn); err != nil {
+		return function.Function{}, fmt.Errorf("store: corrupt function record: %w", err)
+	}
+	return fn, nil
 }
 
 // DeployedFunction finds the active deployed function called name in an app.
@@ -166,10 +187,9 @@ func (s *Store) DeployedFunction(ctx context.Context, appID, name string) (funct
 		return function.Function{}, errdefs.NotFound("no deployed function %q in this app; deploy it with `gust deploy` or app.deploy()", name)
 	}
 	if err != nil {
-		return function.Function{}, err
+		return function.Function{}, fmt.Errorf("store: deployed function %q: %w", name, err)
 	}
-	var fn function.Function
-	return fn, json.Unmarshal([]byte(doc), &fn)
+	return decodeFunction(doc)
 }
 
 // ListFunctions returns functions: of one app (appID set) and/or only the active ones.
@@ -185,59 +205,70 @@ func (s *Store) ListFunctions(ctx context.Context, appID string, activeOnly bool
 	}
 	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at`, args...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("store: list functions: %w", err)
 	}
-	defer rows.Close()
+	defer closeRows(rows)
 	var out []function.Function
 	for rows.Next() {
 		var doc string
 		if err := rows.Scan(&doc); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("store: list functions: %w", err)
 		}
-		var fn function.Function
-		if err := json.Unmarshal([]byte(doc), &fn); err != nil {
+		fn, err := decodeFunction(doc)
+		if err != nil {
 			return nil, err
 		}
 		out = append(out, fn)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list functions: %w", err)
+	}
+	return out, nil
 }
 
 // PutCall writes a call's record (created, or its count or cancellation changed).
 func (s *Store) PutCall(ctx context.Context, c function.Call) error {
 	doc, err := json.Marshal(c)
 	if err != nil {
-		return err
+		return fmt.Errorf("store: encode call %s: %w", c.ID, err)
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO calls(id, function_id, created_at, doc) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc`,
-		c.ID, c.FunctionID, c.CreatedAt.Format(time.RFC3339Nano), string(doc))
-	return err
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO calls(id, function_id, created_at, doc) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc`,
+		c.ID, c.FunctionID, c.CreatedAt.Format(time.RFC3339Nano), string(doc)); err != nil {
+		return fmt.Errorf("store: put call %s: %w", c.ID, err)
+	}
+	return nil
 }
 
 // AddInputs records a call (its new count) and new inputs in one transaction: once it
 // returns, the inputs survive a restart.
 func (s *Store) AddInputs(ctx context.Context, c function.Call, ins []function.Input) error {
+	doc, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("store: encode call %s: %w", c.ID, err)
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("store: add inputs to call %s: %w", c.ID, err)
 	}
-	defer tx.Rollback()
-	doc, _ := json.Marshal(c)
+	defer rollback(tx)
 	if _, err := tx.ExecContext(ctx, `INSERT INTO calls(id, function_id, created_at, doc) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc`,
 		c.ID, c.FunctionID, c.CreatedAt.Format(time.RFC3339Nano), string(doc)); err != nil {
 		return fmt.Errorf("store: record call: %w", err)
 	}
 	st, err := tx.PrepareContext(ctx, `INSERT INTO inputs(id, call_id, function_id, idx, status, format, args, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
-		return err
+		return fmt.Errorf("store: add inputs to call %s: %w", c.ID, err)
 	}
-	defer st.Close()
+	defer closeStmt(st)
 	for _, in := range ins {
 		if _, err := st.ExecContext(ctx, in.ID, in.CallID, in.FunctionID, in.Index, in.Status, in.Format, in.Args, in.CreatedAt.Format(time.RFC3339Nano)); err != nil {
 			return fmt.Errorf("store: record input: %w", err)
 		}
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: add inputs to call %s: %w", c.ID, err)
+	}
+	return nil
 }
 
 // GetCall returns a call by ID.
@@ -248,10 +279,13 @@ func (s *Store) GetCall(ctx context.Context, id string) (function.Call, error) {
 		return function.Call{}, errdefs.NotFound("function call %q not found", id)
 	}
 	if err != nil {
-		return function.Call{}, err
+		return function.Call{}, fmt.Errorf("store: get call %s: %w", id, err)
 	}
 	var c function.Call
-	return c, json.Unmarshal([]byte(doc), &c)
+	if err := json.Unmarshal([]byte(doc), &c); err != nil {
+		return function.Call{}, fmt.Errorf("store: corrupt call record %s: %w", id, err)
+	}
+	return c, nil
 }
 
 // FinishInputs records outputs in one transaction.
@@ -261,14 +295,14 @@ func (s *Store) FinishInputs(ctx context.Context, ins []function.Input) error {
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("store: finish inputs: %w", err)
 	}
-	defer tx.Rollback()
+	defer rollback(tx)
 	st, err := tx.PrepareContext(ctx, `UPDATE inputs SET status = ?, attempts = ?, seq = ?, result = ?, exc = ?, error = ?, traceback = ?, done_at = ?, args = NULL WHERE id = ?`)
 	if err != nil {
-		return err
+		return fmt.Errorf("store: finish inputs: %w", err)
 	}
-	defer st.Close()
+	defer closeStmt(st)
 	for _, in := range ins {
 		done := time.Now().UTC().Format(time.RFC3339Nano)
 		if in.DoneAt != nil {
@@ -278,25 +312,31 @@ func (s *Store) FinishInputs(ctx context.Context, ins []function.Input) error {
 			return fmt.Errorf("store: finish input %s: %w", in.ID, err)
 		}
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: finish inputs: %w", err)
+	}
+	return nil
 }
 
 // CallOutputs returns a call's finished inputs with seq ≥ from, in completion order.
 func (s *Store) CallOutputs(ctx context.Context, callID string, from int) ([]function.Input, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, idx, status, attempts, seq, format, result, exc, error, traceback FROM inputs WHERE call_id = ? AND seq >= ? ORDER BY seq`, callID, from)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("store: outputs of call %s: %w", callID, err)
 	}
-	defer rows.Close()
+	defer closeRows(rows)
 	var out []function.Input
 	for rows.Next() {
 		in := function.Input{CallID: callID}
 		if err := rows.Scan(&in.ID, &in.Index, &in.Status, &in.Attempts, &in.Seq, &in.Format, &in.Result, &in.Exc, &in.Error, &in.Traceback); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("store: outputs of call %s: %w", callID, err)
 		}
 		out = append(out, in)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: outputs of call %s: %w", callID, err)
+	}
+	return out, nil
 }
 
 // OpenInputs returns every input not yet done, oldest first: what a restarted server must
@@ -304,20 +344,25 @@ func (s *Store) CallOutputs(ctx context.Context, callID string, from int) ([]fun
 func (s *Store) OpenInputs(ctx context.Context) ([]function.Input, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, call_id, function_id, idx, status, attempts, format, args, created_at FROM inputs WHERE status IN ('pending', 'running') ORDER BY created_at`)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("store: open inputs: %w", err)
 	}
-	defer rows.Close()
+	defer closeRows(rows)
 	var out []function.Input
 	for rows.Next() {
 		var in function.Input
 		var created string
 		if err := rows.Scan(&in.ID, &in.CallID, &in.FunctionID, &in.Index, &in.Status, &in.Attempts, &in.Format, &in.Args, &created); err != nil {
+			return nil, fmt.Errorf("store: open inputs: %w", err)
+		}
+		if in.CreatedAt, err = parseTime("input "+in.ID, created); err != nil {
 			return nil, err
 		}
-		in.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
 		out = append(out, in)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: open inputs: %w", err)
+	}
+	return out, nil
 }
 
 // Secret is a named set of environment variables.
@@ -331,7 +376,10 @@ type Secret struct {
 
 // PutSecret creates (or, with overwrite, replaces) a secret.
 func (s *Store) PutSecret(ctx context.Context, name string, env map[string]string, overwrite bool) (Secret, error) {
-	b, _ := json.Marshal(env)
+	b, err := json.Marshal(env)
+	if err != nil {
+		return Secret{}, fmt.Errorf("store: encode secret %q: %w", name, err)
+	}
 	sec := Secret{ID: ids.New(ids.Secret), Name: name, Env: env, CreatedAt: time.Now().UTC()}
 	q := `INSERT INTO secrets(id, name, env, created_at) VALUES (?, ?, ?, ?)`
 	if overwrite {
@@ -340,6 +388,8 @@ func (s *Store) PutSecret(ctx context.Context, name string, env map[string]strin
 	if !overwrite {
 		if _, err := s.GetSecret(ctx, name); err == nil {
 			return sec, errdefs.Conflict("secret %q already exists; pass --force (overwrite=True) to replace it", name)
+		} else if !errors.Is(err, errdefs.ErrNotFound) {
+			return sec, err
 		}
 	}
 	if _, err := s.db.ExecContext(ctx, q, sec.ID, name, string(b), sec.CreatedAt.Format(time.RFC3339Nano)); err != nil {
@@ -357,11 +407,13 @@ func (s *Store) GetSecret(ctx context.Context, name string) (Secret, error) {
 		return sec, errdefs.NotFound("secret %q not found; create it with `gust secret create %s KEY=VALUE`", name, name)
 	}
 	if err != nil {
+		return sec, fmt.Errorf("store: get secret %q: %w", name, err)
+	}
+	if sec.CreatedAt, err = parseTime("secret "+name, created); err != nil {
 		return sec, err
 	}
-	sec.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
 	if err := json.Unmarshal([]byte(env), &sec.Env); err != nil {
-		return sec, err
+		return sec, fmt.Errorf("store: corrupt secret %q: %w", name, err)
 	}
 	for k := range sec.Env {
 		sec.Keys = append(sec.Keys, k)
@@ -374,15 +426,12 @@ func (s *Store) GetSecret(ctx context.Context, name string) (Secret, error) {
 func (s *Store) ListSecrets(ctx context.Context) ([]Secret, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT name FROM secrets ORDER BY name`)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("store: list secrets: %w", err)
 	}
-	var names []string
-	for rows.Next() {
-		var n string
-		rows.Scan(&n)
-		names = append(names, n)
+	names, err := scanStrings(rows)
+	if err != nil {
+		return nil, fmt.Errorf("store: list secrets: %w", err)
 	}
-	rows.Close()
 	out := []Secret{}
 	for _, n := range names {
 		sec, err := s.GetSecret(ctx, n)
@@ -398,9 +447,11 @@ func (s *Store) ListSecrets(ctx context.Context) ([]Secret, error) {
 func (s *Store) DeleteSecret(ctx context.Context, name string) error {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM secrets WHERE name = ?`, name)
 	if err != nil {
-		return err
+		return fmt.Errorf("store: delete secret %q: %w", name, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("store: delete secret %q: %w", name, err)
+	} else if n == 0 {
 		return errdefs.NotFound("secret %q not found", name)
 	}
 	return nil
@@ -424,40 +475,48 @@ func (s *Store) AppendLogs(ctx context.Context, lines []LogLine) error {
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("store: append logs: %w", err)
 	}
-	defer tx.Rollback()
+	defer rollback(tx)
 	st, err := tx.PrepareContext(ctx, `INSERT INTO app_logs(app_id, function_id, input_id, stream, data, time) VALUES (?, ?, ?, ?, ?, ?)`)
 	if err != nil {
-		return err
+		return fmt.Errorf("store: append logs: %w", err)
 	}
-	defer st.Close()
+	defer closeStmt(st)
 	for _, l := range lines {
 		if _, err := st.ExecContext(ctx, l.AppID, l.FunctionID, l.InputID, l.Stream, l.Data, l.Time.Format(time.RFC3339Nano)); err != nil {
-			return err
+			return fmt.Errorf("store: append logs: %w", err)
 		}
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: append logs: %w", err)
+	}
+	return nil
 }
 
 // AppLogs returns an app's log lines after seq since, at most limit.
 func (s *Store) AppLogs(ctx context.Context, appID string, since int64, limit int) ([]LogLine, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT seq, function_id, input_id, stream, data, time FROM app_logs WHERE app_id = ? AND seq > ? ORDER BY seq LIMIT ?`, appID, since, limit)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("store: logs of app %s: %w", appID, err)
 	}
-	defer rows.Close()
+	defer closeRows(rows)
 	var out []LogLine
 	for rows.Next() {
 		l := LogLine{AppID: appID}
 		var t string
 		if err := rows.Scan(&l.Seq, &l.FunctionID, &l.InputID, &l.Stream, &l.Data, &t); err != nil {
+			return nil, fmt.Errorf("store: logs of app %s: %w", appID, err)
+		}
+		if l.Time, err = parseTime(fmt.Sprintf("log line %d", l.Seq), t); err != nil {
 			return nil, err
 		}
-		l.Time, _ = time.Parse(time.RFC3339Nano, t)
 		out = append(out, l)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: logs of app %s: %w", appID, err)
+	}
+	return out, nil
 }
 
 // Prune forgets finished inputs and app log lines older than before, and calls left without
@@ -474,8 +533,25 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
 		if err != nil {
 			return n, fmt.Errorf("store: prune: %w", err)
 		}
-		m, _ := res.RowsAffected()
+		m, err := res.RowsAffected()
+		if err != nil {
+			return n, fmt.Errorf("store: prune: %w", err)
+		}
 		n += m
 	}
 	return n, nil
+}
+
+// scanStrings reads a one-column result set of strings and closes it.
+func scanStrings(rows *sql.Rows) ([]string, error) {
+	defer closeRows(rows)
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
 }

@@ -1,6 +1,12 @@
-// Package store keeps gust's durable state: apps, images, sandboxes and workers. It is the only
-// package that speaks SQL. The embedded default is SQLite (pure Go, WAL); state that must survive
-// a restart lives here and nowhere else. Imported by the server only.
+// Package store keeps gust's durable state: apps, images, sandboxes (function containers among
+// them), functions, their calls and inputs (the durable input queue), secrets and the apps' logs.
+// Workers are not stored: they register again when the server restarts. It is the only package
+// that speaks SQL. The embedded default is SQLite (pure Go, WAL); state that must survive a
+// restart lives here and nowhere else.
+//
+// Imported by the control plane (the server and the packages it is made of: the API, the fleet
+// and the function engine) and by cmd/gust, which opens it. Never by the worker, gust-init or
+// the SDKs.
 package store
 
 import (
@@ -69,7 +75,7 @@ func OpenSQLite(path string) (*Store, error) {
 	// One writer at a time is SQLite's model; a single connection avoids SQLITE_BUSY churn.
 	db.SetMaxOpenConns(1)
 	if _, err := db.Exec(schema + functionsSchema); err != nil {
-		db.Close()
+		_ = db.Close() // best effort: the schema error is the one to report
 		return nil, fmt.Errorf("store: create schema in %s: %w", path, err)
 	}
 	return &Store{db: db}, nil
@@ -84,8 +90,8 @@ func (s *Store) LookupApp(ctx context.Context, name string, create bool) (App, e
 	var created string
 	err := s.db.QueryRowContext(ctx, `SELECT id, name, created_at FROM apps WHERE name = ?`, name).Scan(&a.ID, &a.Name, &created)
 	if err == nil {
-		a.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
-		return a, nil
+		a.CreatedAt, err = parseTime("app "+a.ID, created)
+		return a, err
 	}
 	if !errors.Is(err, sql.ErrNoRows) {
 		return a, fmt.Errorf("store: look up app %q: %w", name, err)
@@ -112,8 +118,8 @@ func (s *Store) GetApp(ctx context.Context, id string) (App, error) {
 	if err != nil {
 		return a, fmt.Errorf("store: get app %q: %w", id, err)
 	}
-	a.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
-	return a, nil
+	a.CreatedAt, err = parseTime("app "+a.ID, created)
+	return a, err
 }
 
 // ListApps returns all apps, oldest first.
@@ -122,25 +128,30 @@ func (s *Store) ListApps(ctx context.Context) ([]App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: list apps: %w", err)
 	}
-	defer rows.Close()
+	defer closeRows(rows)
 	apps := []App{}
 	for rows.Next() {
 		var a App
 		var created string
 		if err := rows.Scan(&a.ID, &a.Name, &created); err != nil {
+			return nil, fmt.Errorf("store: list apps: %w", err)
+		}
+		if a.CreatedAt, err = parseTime("app "+a.ID, created); err != nil {
 			return nil, err
 		}
-		a.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
 		apps = append(apps, a)
 	}
-	return apps, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list apps: %w", err)
+	}
+	return apps, nil
 }
 
 // PutImage records an image.
 func (s *Store) PutImage(ctx context.Context, im image.Image) error {
 	doc, err := json.Marshal(imageDoc{im, im.Hash, im.Layers})
 	if err != nil {
-		return err
+		return fmt.Errorf("store: encode image %s: %w", im.ID, err)
 	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO images(id, hash, doc) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc`, im.ID, im.Hash, string(doc))
 	if err != nil {
@@ -198,12 +209,12 @@ func (s *Store) ListImages(ctx context.Context) ([]image.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: list images: %w", err)
 	}
-	defer rows.Close()
+	defer closeRows(rows)
 	out := []image.Image{}
 	for rows.Next() {
 		var doc string
 		if err := rows.Scan(&doc); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("store: list images: %w", err)
 		}
 		im, err := decodeImage(doc)
 		if err != nil {
@@ -211,16 +222,19 @@ func (s *Store) ListImages(ctx context.Context) ([]image.Image, error) {
 		}
 		out = append(out, im)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list images: %w", err)
+	}
+	return out, nil
 }
 
 // InsertSandbox records a new sandbox. A name must be unique among the app's live sandboxes.
 func (s *Store) InsertSandbox(ctx context.Context, sb sandbox.Sandbox) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("store: insert sandbox %s: %w", sb.ID, err)
 	}
-	defer tx.Rollback()
+	defer rollback(tx)
 	if sb.Name != nil {
 		var id string
 		err := tx.QueryRowContext(ctx, `SELECT id FROM sandboxes WHERE app_id = ? AND name = ? AND status IN ('pending','running')`, sb.AppID, *sb.Name).Scan(&id)
@@ -228,31 +242,36 @@ func (s *Store) InsertSandbox(ctx context.Context, sb sandbox.Sandbox) error {
 			return errdefs.Conflict("a running sandbox named %q already exists in this app (%s); terminate it or choose another name", *sb.Name, id)
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
-			return err
+			return fmt.Errorf("store: insert sandbox %s: look up its name: %w", sb.ID, err)
 		}
 	}
 	doc, err := json.Marshal(sb)
 	if err != nil {
-		return err
+		return fmt.Errorf("store: encode sandbox %s: %w", sb.ID, err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO sandboxes(id, app_id, name, status, created_at, doc) VALUES (?, ?, ?, ?, ?, ?)`,
 		sb.ID, sb.AppID, sb.Name, string(sb.Status), sb.CreatedAt.Format(time.RFC3339Nano), string(doc)); err != nil {
 		return fmt.Errorf("store: insert sandbox: %w", err)
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: insert sandbox %s: %w", sb.ID, err)
+	}
+	return nil
 }
 
 // UpdateSandbox writes a sandbox's whole record.
 func (s *Store) UpdateSandbox(ctx context.Context, sb sandbox.Sandbox) error {
 	doc, err := json.Marshal(sb)
 	if err != nil {
-		return err
+		return fmt.Errorf("store: encode sandbox %s: %w", sb.ID, err)
 	}
 	res, err := s.db.ExecContext(ctx, `UPDATE sandboxes SET status = ?, name = ?, doc = ? WHERE id = ?`, string(sb.Status), sb.Name, string(doc), sb.ID)
 	if err != nil {
 		return fmt.Errorf("store: update sandbox %s: %w", sb.ID, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("store: update sandbox %s: %w", sb.ID, err)
+	} else if n == 0 {
 		return errdefs.NotFound("sandbox %q not found", sb.ID)
 	}
 	return nil
@@ -269,7 +288,10 @@ func (s *Store) GetSandbox(ctx context.Context, id string) (sandbox.Sandbox, err
 		return sandbox.Sandbox{}, fmt.Errorf("store: get sandbox %q: %w", id, err)
 	}
 	var sb sandbox.Sandbox
-	return sb, json.Unmarshal([]byte(doc), &sb)
+	if err := json.Unmarshal([]byte(doc), &sb); err != nil {
+		return sandbox.Sandbox{}, fmt.Errorf("store: corrupt sandbox record %s: %w", id, err)
+	}
+	return sb, nil
 }
 
 // SandboxFilter selects sandboxes to list.
@@ -302,22 +324,25 @@ func (s *Store) ListSandboxes(ctx context.Context, f SandboxFilter) ([]sandbox.S
 	if err != nil {
 		return nil, fmt.Errorf("store: list sandboxes: %w", err)
 	}
-	defer rows.Close()
+	defer closeRows(rows)
 	out := []sandbox.Sandbox{}
 	for rows.Next() {
 		var doc string
 		if err := rows.Scan(&doc); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("store: list sandboxes: %w", err)
 		}
 		var sb sandbox.Sandbox
 		if err := json.Unmarshal([]byte(doc), &sb); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("store: list sandboxes: corrupt record: %w", err)
 		}
 		if matchTags(sb.Tags, f.Tags) && (f.Functions || sb.FunctionID == "") {
 			out = append(out, sb)
 		}
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list sandboxes: %w", err)
+	}
+	return out, nil
 }
 
 func matchTags(have, want map[string]string) bool {
@@ -335,8 +360,33 @@ func (s *Store) DeleteImage(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("store: delete image %s: %w", id, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("store: delete image %s: %w", id, err)
+	} else if n == 0 {
 		return errdefs.NotFound("image %q not found", id)
 	}
 	return nil
 }
+
+// parseTime reads a timestamp the store wrote; what names the record, for the error.
+func parseTime(what, s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("store: corrupt time in %s: %w", what, err)
+	}
+	return t, nil
+}
+
+// rollback undoes a transaction that was not committed. Its error is dropped on purpose: after
+// Commit it is always sql.ErrTxDone, and on a failed path the caller returns the error that
+// matters (the transaction ends with its connection either way).
+func rollback(tx *sql.Tx) { _ = tx.Rollback() }
+
+// closeRows releases a result set. Its error is dropped on purpose: the loop's errors come from
+// rows.Err, which every caller checks, and once Next has returned false the set is already
+// closed and Close reports nothing; on an early return the caller's error is the one to report.
+func closeRows(rows *sql.Rows) { _ = rows.Close() }
+
+// closeStmt releases a prepared statement of a transaction. Its error is dropped on purpose:
+// whether the writes happened is decided by Commit, whose error is returned.
+func closeStmt(st *sql.Stmt) { _ = st.Close() }

@@ -19,7 +19,11 @@ func open(t *testing.T) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	t.Cleanup(func() {
+		if err := st.Close(); err != nil {
+			t.Errorf("closing the store: %v", err)
+		}
+	})
 	return st
 }
 
@@ -62,11 +66,11 @@ func TestSandboxes(t *testing.T) {
 	if err := st.UpdateSandbox(ctx, sb); err != nil {
 		t.Fatal(err)
 	}
-	if list, _ := st.ListSandboxes(ctx, SandboxFilter{}); len(list) != 0 {
-		t.Fatalf("finished sandbox listed as live: %v", list)
+	if list, err := st.ListSandboxes(ctx, SandboxFilter{}); err != nil || len(list) != 0 {
+		t.Fatalf("finished sandbox listed as live: %v %v", list, err)
 	}
-	if list, _ := st.ListSandboxes(ctx, SandboxFilter{IncludeFinished: true}); len(list) != 1 {
-		t.Fatalf("include_finished: %v", list)
+	if list, err := st.ListSandboxes(ctx, SandboxFilter{IncludeFinished: true}); err != nil || len(list) != 1 {
+		t.Fatalf("include_finished: %v %v", list, err)
 	}
 	// The name is free again once the first has finished.
 	if err := st.InsertSandbox(ctx, dup); err != nil {
@@ -94,12 +98,7 @@ func TestImages(t *testing.T) {
 }
 
 func TestPruneKeepsOpenAndRecentInputs(t *testing.T) {
-	st, err := OpenSQLite(filepath.Join(t.TempDir(), "gust.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	ctx := context.Background()
+	st, ctx := open(t), context.Background()
 	old := time.Now().Add(-30 * 24 * time.Hour)
 	call := function.Call{ID: "fc-1", FunctionID: "fu-1", CreatedAt: old}
 	ins := []function.Input{
@@ -120,12 +119,65 @@ func TestPruneKeepsOpenAndRecentInputs(t *testing.T) {
 	if _, err := st.Prune(ctx, time.Now().Add(-7*24*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	outs, _ := st.CallOutputs(ctx, "fc-1", 0)
-	open, _ := st.OpenInputs(ctx)
+	outs, err := st.CallOutputs(ctx, "fc-1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open, err := st.OpenInputs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(outs) != 1 || outs[0].ID != "in-done-new" || len(open) != 1 || open[0].ID != "in-open" {
 		t.Fatalf("after prune: outputs %v, open %v", outs, open)
 	}
 	if _, err := st.GetCall(ctx, "fc-1"); err != nil {
 		t.Fatalf("a call with inputs left was pruned: %v", err)
+	}
+}
+
+// A deploy marks the app's earlier deployed functions replaced: the IDs it reads back (a scan
+// whose errors were once dropped) are the ones it returns and changes.
+func TestDeployReplacesEarlierFunctions(t *testing.T) {
+	st, ctx := open(t), context.Background()
+	fn := func(id string) function.Function {
+		return function.Function{ID: id, AppID: "ap-1", Name: "f", Mode: function.ModeDeployed, State: function.StateActive, CreatedAt: time.Now()}
+	}
+	if replaced, err := st.InsertFunctions(ctx, []function.Function{fn("fu-1")}, true); err != nil || len(replaced) != 0 {
+		t.Fatalf("first deploy: replaced %v, %v", replaced, err)
+	}
+	replaced, err := st.InsertFunctions(ctx, []function.Function{fn("fu-2")}, true)
+	if err != nil || len(replaced) != 1 || replaced[0] != "fu-1" {
+		t.Fatalf("second deploy: replaced %v, %v", replaced, err)
+	}
+	old, err := st.GetFunction(ctx, "fu-1")
+	if err != nil || old.State != function.StateReplaced {
+		t.Fatalf("the replaced function: %+v, %v", old, err)
+	}
+	cur, err := st.DeployedFunction(ctx, "ap-1", "f")
+	if err != nil || cur.ID != "fu-2" {
+		t.Fatalf("DeployedFunction: %+v, %v", cur, err)
+	}
+}
+
+func TestSecrets(t *testing.T) {
+	st, ctx := open(t), context.Background()
+	if _, err := st.PutSecret(ctx, "b", map[string]string{"K": "1"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.PutSecret(ctx, "a", map[string]string{"K": "2", "J": "3"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.PutSecret(ctx, "a", nil, false); !errors.Is(err, errdefs.ErrConflict) {
+		t.Fatalf("existing secret without overwrite: want conflict, got %v", err)
+	}
+	list, err := st.ListSecrets(ctx)
+	if err != nil || len(list) != 2 || list[0].Name != "a" || len(list[0].Keys) != 2 || list[1].Env["K"] != "1" {
+		t.Fatalf("ListSecrets: %+v, %v", list, err)
+	}
+	if err := st.DeleteSecret(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteSecret(ctx, "a"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("deleting a missing secret: want not found, got %v", err)
 	}
 }

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -40,54 +39,30 @@ func (w *Worker) routes() http.Handler {
 }
 
 // running returns the sandbox's box if it is running here.
-func (w *Worker) running(id string) (*box, *container.Container, error) {
+func (w *Worker) running(id string) (*box, Container, error) {
 	b := w.box(id)
 	if b == nil {
 		return nil, nil, errdefs.NotFound("sandbox %s is not running on this worker", id)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.ended || b.container == nil {
+	if b.state != boxRunning {
 		return nil, nil, errdefs.Conflict("sandbox %s is not running (it has finished or was terminated); start a new sandbox", id)
 	}
 	b.lastActivity = time.Now()
 	return b, b.container, nil
 }
 
-type execRequest struct {
-	Command []string          `json:"command"`
-	Env     map[string]string `json:"env"`
-	Workdir string            `json:"workdir"`
-	Timeout *float64          `json:"timeout"`
-	PTY     bool              `json:"pty"`
-	Rows    uint16            `json:"rows"`
-	Cols    uint16            `json:"cols"`
-	Stream  *bool             `json:"stream"`
-}
-
 func (w *Worker) handleExec(rw http.ResponseWriter, r *http.Request) {
-	var req execRequest
+	var req workerproto.ExecRequest
 	if err := httpapi.DecodeJSON(r, &req, 1<<20); err != nil {
 		httpapi.WriteError(rw, err)
 		return
 	}
-	if len(req.Command) == 0 {
-		httpapi.WriteError(rw, errdefs.Invalid("command is required: give the program and its arguments, e.g. [\"ls\", \"-l\"]"))
+	timeout, err := checkExec(req)
+	if err != nil {
+		httpapi.WriteError(rw, err)
 		return
-	}
-	if req.Workdir != "" {
-		if _, err := sandbox.CleanPath(req.Workdir); err != nil {
-			httpapi.WriteError(rw, fmt.Errorf("workdir: %w", err))
-			return
-		}
-	}
-	var timeout time.Duration
-	if req.Timeout != nil {
-		if *req.Timeout <= 0 {
-			httpapi.WriteError(rw, errdefs.Invalid("timeout must be a positive number of seconds, got %v", *req.Timeout))
-			return
-		}
-		timeout = time.Duration(*req.Timeout * float64(time.Second))
 	}
 	b, c, err := w.running(r.PathValue("id"))
 	if err != nil {
@@ -96,10 +71,10 @@ func (w *Worker) handleExec(rw http.ResponseWriter, r *http.Request) {
 	}
 	p, err := c.Exec(initproto.ExecRequest{
 		Argv: req.Command, Env: b.env(req.Env), Cwd: b.cwd(req.Workdir), PTY: req.PTY, Rows: req.Rows, Cols: req.Cols,
-		User: b.sb.User,
+		User: b.spec.User,
 	}, timeout)
 	if err != nil {
-		httpapi.WriteError(rw, errdefs.Conflict("sandbox %s is not running: %v", b.sb.ID, err))
+		httpapi.WriteError(rw, errdefs.Conflict("sandbox %s is not running: %v", b.spec.ID, err))
 		return
 	}
 	id := ids.New(ids.Exec)
@@ -107,47 +82,61 @@ func (w *Worker) handleExec(rw http.ResponseWriter, r *http.Request) {
 	b.execs[id] = p
 	b.activeExecs++
 	b.mu.Unlock()
-	go func() {
-		p.Wait(context.Background())
-		b.mu.Lock()
-		b.activeExecs--
-		b.lastActivity = time.Now()
-		b.mu.Unlock()
-		// A long-lived sandbox runs many execs: forget each a while after it ends, once its
-		// output has had time to be read.
-		time.AfterFunc(keepFinished, func() {
-			b.mu.Lock()
-			delete(b.execs, id)
-			b.mu.Unlock()
-		})
-	}()
+	go w.execEnded(b, id, p)
 	if req.Stream != nil && !*req.Stream {
-		httpapi.WriteJSON(rw, http.StatusOK, map[string]string{"exec_id": id})
+		httpapi.WriteJSON(rw, http.StatusOK, workerproto.ExecStarted{ExecID: id})
 		return
 	}
 	n := httpapi.StartNDJSON(rw)
-	if n.Send(map[string]string{"exec_id": id}) != nil {
-		return
+	if n.Send(workerproto.ExecStarted{ExecID: id}) != nil {
+		return // the client went away; the exec runs on, and its output waits for a reader
 	}
 	streamOutput(r.Context(), n, p)
 }
 
-type outputLine struct {
-	Stream string `json:"stream"`
-	Data   string `json:"data"`
+// checkExec validates an exec request and returns its timeout (0: none).
+func checkExec(req workerproto.ExecRequest) (time.Duration, error) {
+	if len(req.Command) == 0 {
+		return 0, errdefs.Invalid("command is required: give the program and its arguments, e.g. [\"ls\", \"-l\"]")
+	}
+	if req.Workdir != "" {
+		if _, err := sandbox.CleanPath(req.Workdir); err != nil {
+			return 0, fmt.Errorf("workdir: %w", err)
+		}
+	}
+	if req.Timeout == nil {
+		return 0, nil
+	}
+	if *req.Timeout <= 0 {
+		return 0, errdefs.Invalid("timeout must be a positive number of seconds, got %v", *req.Timeout)
+	}
+	return time.Duration(*req.Timeout * float64(time.Second)), nil
 }
 
-type exitLine struct {
-	ExitCode int    `json:"exit_code"`
-	Error    string `json:"error,omitempty"`
+// execEnded waits for an exec to end, counts it as activity, and forgets it a while later.
+func (w *Worker) execEnded(b *box, id string, p Process) {
+	if _, err := p.Wait(context.Background()); err != nil {
+		w.log.Printf("sandbox %s: waiting for exec %s: %v", b.spec.ID, id, err)
+	}
+	b.mu.Lock()
+	b.activeExecs--
+	b.lastActivity = time.Now()
+	b.mu.Unlock()
+	// A long-lived sandbox runs many execs: forget each a while after it ends, once its output
+	// has had time to be read.
+	time.AfterFunc(keepFinished, func() {
+		b.mu.Lock()
+		delete(b.execs, id)
+		b.mu.Unlock()
+	})
 }
 
 // streamOutput sends a process's output until it exits or the client goes away.
-func streamOutput(ctx context.Context, n *httpapi.NDJSON, p *container.Process) {
+func streamOutput(ctx context.Context, n *httpapi.NDJSON, p Process) {
 	for {
 		chunks, exit, err := p.Next(ctx)
 		if err != nil {
-			return
+			return // the client went away
 		}
 		for i, ch := range chunks {
 			if n.Send(chunkLine(ch)) != nil {
@@ -156,21 +145,22 @@ func streamOutput(ctx context.Context, n *httpapi.NDJSON, p *container.Process) 
 			}
 		}
 		if exit != nil {
-			n.Send(exitLine{ExitCode: exit.ExitCode, Error: exit.Error})
+			// The last line; if the client has gone, nobody is left to tell.
+			_ = n.Send(workerproto.ExitLine{ExitCode: exit.ExitCode, Error: exit.Error})
 			return
 		}
 	}
 }
 
-func chunkLine(ch container.Chunk) outputLine {
+func chunkLine(ch container.Chunk) workerproto.OutputLine {
 	s := "stdout"
 	if ch.Stderr {
 		s = "stderr"
 	}
-	return outputLine{Stream: s, Data: base64.StdEncoding.EncodeToString(ch.Data)}
+	return workerproto.OutputLine{Stream: s, Data: ch.Data}
 }
 
-func (w *Worker) process(r *http.Request) (*box, *container.Process, error) {
+func (w *Worker) process(r *http.Request) (*box, Process, error) {
 	id, eid := r.PathValue("id"), r.PathValue("eid")
 	b := w.box(id)
 	if b == nil {
@@ -197,23 +187,31 @@ func (w *Worker) handleOutput(rw http.ResponseWriter, r *http.Request) {
 	streamOutput(r.Context(), httpapi.StartNDJSON(rw), p)
 }
 
+// execStatus answers GET .../execs/{eid}.
+type execStatus struct {
+	ExecID   string `json:"exec_id"`
+	Running  bool   `json:"running"`
+	ExitCode *int   `json:"exit_code"`
+	Error    string `json:"error,omitempty"`
+}
+
 func (w *Worker) handleExecStatus(rw http.ResponseWriter, r *http.Request) {
 	_, p, err := w.process(r)
 	if err != nil {
 		httpapi.WriteError(rw, err)
 		return
 	}
-	if s, _ := strconv.ParseFloat(r.URL.Query().Get("wait"), 64); s > 0 {
+	// wait is optional: absent or not a number, the answer comes at once.
+	if s, err := strconv.ParseFloat(r.URL.Query().Get("wait"), 64); err == nil && s > 0 {
 		ctx, cancel := context.WithTimeout(r.Context(), time.Duration(min(s, 60)*float64(time.Second)))
-		p.Wait(ctx)
+		// Its deadline passing is the expected end of the wait: the answer says it still runs.
+		_, _ = p.Wait(ctx)
 		cancel()
 	}
-	resp := map[string]any{"exec_id": r.PathValue("eid"), "running": true, "exit_code": nil}
+	resp := execStatus{ExecID: r.PathValue("eid"), Running: true}
 	if e := p.Exit(); e != nil {
-		resp["running"], resp["exit_code"] = false, e.ExitCode
-		if e.Error != "" {
-			resp["error"] = e.Error
-		}
+		code := e.ExitCode
+		resp.Running, resp.ExitCode, resp.Error = false, &code, e.Error
 	}
 	httpapi.WriteJSON(rw, http.StatusOK, resp)
 }
@@ -245,7 +243,10 @@ func (w *Worker) handleStdin(rw http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if r.URL.Query().Get("eof") == "1" || r.URL.Query().Get("eof") == "true" {
-		p.CloseStdin()
+		if err := p.CloseStdin(); err != nil {
+			httpapi.WriteError(rw, errdefs.Conflict("close stdin: %v", err))
+			return
+		}
 	}
 	rw.WriteHeader(http.StatusNoContent)
 }
@@ -265,7 +266,11 @@ func (w *Worker) handleSignal(rw http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(rw, errdefs.Invalid("signal must be a signal number between 1 and 64, got %d", req.Signal))
 		return
 	}
-	p.Signal(req.Signal)
+	if err := p.Signal(req.Signal); err != nil && p.Exit() == nil {
+		httpapi.WriteError(rw, errdefs.Conflict("signal the process: %v", err))
+		return
+	}
+	// A process that has exited takes no signal: nothing to do, as for kill(1) of a zombie.
 	rw.WriteHeader(http.StatusNoContent)
 }
 
@@ -284,7 +289,10 @@ func (w *Worker) handleResize(rw http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(rw, errdefs.Invalid("rows and cols must be positive"))
 		return
 	}
-	p.Resize(req.Rows, req.Cols)
+	if err := p.Resize(req.Rows, req.Cols); err != nil && p.Exit() == nil {
+		httpapi.WriteError(rw, errdefs.Conflict("resize the terminal: %v", err))
+		return
+	}
 	rw.WriteHeader(http.StatusNoContent)
 }
 
@@ -318,7 +326,8 @@ func (w *Worker) handleLogs(rw http.ResponseWriter, r *http.Request) {
 		sent = len(chunks)
 		if !follow || exit != nil {
 			if exit != nil && follow {
-				n.Send(exitLine{ExitCode: exit.ExitCode, Error: exit.Error})
+				// The last line; if the client has gone, nobody is left to tell.
+				_ = n.Send(workerproto.ExitLine{ExitCode: exit.ExitCode, Error: exit.Error})
 			}
 			return
 		}
@@ -358,8 +367,7 @@ func (w *Worker) fileOp(r *http.Request, req initproto.FileRequest, data []byte)
 
 func (w *Worker) handleReadFile(rw http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	off, _ := strconv.ParseInt(q.Get("offset"), 10, 64)
-	length, _ := strconv.ParseInt(q.Get("length"), 10, 64)
+	off, length := queryInt(q.Get("offset")), queryInt(q.Get("length"))
 	if off < 0 || length < 0 {
 		httpapi.WriteError(rw, errdefs.Invalid("offset and length must not be negative"))
 		return
@@ -371,7 +379,18 @@ func (w *Worker) handleReadFile(rw http.ResponseWriter, r *http.Request) {
 	}
 	rw.Header().Set("Content-Type", "application/octet-stream")
 	rw.Header().Set("Content-Length", strconv.Itoa(len(data)))
-	rw.Write(data)
+	if _, err := rw.Write(data); err != nil {
+		w.log.Printf("sandbox %s: sending %s: %v", r.PathValue("id"), q.Get("path"), err)
+	}
+}
+
+// queryInt reads an optional integer parameter: absent (or not a number) is 0.
+func queryInt(v string) int64 {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 func (w *Worker) handleWriteFile(rw http.ResponseWriter, r *http.Request) {
@@ -407,7 +426,8 @@ func (w *Worker) handleWriteFile(rw http.ResponseWriter, r *http.Request) {
 func (w *Worker) handleRemove(rw http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	rec := q.Get("recursive") == "1" || q.Get("recursive") == "true"
-	if p, _ := sandbox.CleanPath(q.Get("path")); p == "/" {
+	// A path CleanPath refuses is refused with its reason by fileOp below.
+	if p, err := sandbox.CleanPath(q.Get("path")); err == nil && p == "/" {
 		httpapi.WriteError(rw, errdefs.Invalid("refusing to remove / of the sandbox; terminate the sandbox instead"))
 		return
 	}

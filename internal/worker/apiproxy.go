@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -39,23 +40,26 @@ var containerDenied = []struct {
 func (w *Worker) serveContainerAPI() (dir string, closeFn func(), err error) {
 	dir = filepath.Join(w.cfg.StateDir, "run")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", nil, err
+		return "", nil, fmt.Errorf("container API socket: %w", err)
+	}
+	target, err := url.Parse(w.cfg.ServerURL)
+	if err != nil {
+		return "", nil, fmt.Errorf("container API: server URL %q: %w", w.cfg.ServerURL, err)
 	}
 	sock := filepath.Join(dir, "api.sock")
-	os.Remove(sock)
+	// An earlier worker's socket would make Listen fail.
+	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", nil, fmt.Errorf("container API socket: removing the old one: %w", err)
+	}
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		return "", nil, fmt.Errorf("container API socket: %w", err)
 	}
 	// Functions may run as any user of their image.
 	if err := os.Chmod(sock, 0o666); err != nil {
-		ln.Close()
-		return "", nil, err
-	}
-	target, err := url.Parse(w.cfg.ServerURL)
-	if err != nil {
-		ln.Close()
-		return "", nil, err
+		// The listener is unused: closing it cannot lose anything.
+		_ = ln.Close()
+		return "", nil, fmt.Errorf("container API socket: %w", err)
 	}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -85,6 +89,18 @@ func (w *Worker) serveContainerAPI() (dir string, closeFn func(), err error) {
 		r.ContentLength = int64(len(body))
 		proxy.ServeHTTP(rw, r)
 	})}
-	go srv.Serve(ln)
-	return dir, func() { srv.Close(); os.Remove(sock) }, nil
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			w.log.Printf("the container API socket %s stopped: %v", sock, err)
+		}
+	}()
+	closeFn = func() {
+		if err := srv.Close(); err != nil {
+			w.log.Printf("closing the container API socket: %v", err)
+		}
+		if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+			w.log.Printf("removing the container API socket: %v", err)
+		}
+	}
+	return dir, closeFn, nil
 }

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -12,25 +13,32 @@ import (
 	"github.com/gust-run/gust/internal/workerproto"
 )
 
-// box is one sandbox on this worker. Its processes stay readable for a while after it ends, so
-// that a client can collect output after wait().
+// box is one container on this worker: a sandbox or a function container. Its processes stay
+// readable for a while after it ends, so that a client can collect output after wait().
 type box struct {
-	sb        sandbox.Sandbox
-	container *container.Container
-	runner    *runner // function containers only
+	spec workerproto.ContainerSpec
 
-	mu           sync.Mutex
-	execs        map[string]*container.Process
+	mu        sync.Mutex
+	state     boxState  // boxLifecycle
+	container Container // set once made (starting)
+	runner    *runner   // function containers only, set once started (starting)
+	execs     map[string]Process
+	// activeExecs and lastActivity hold off idle_timeout.
 	activeExecs  int
 	lastActivity time.Time
-	ended        bool
-	endStatus    sandbox.Status
-	endReason    string
-	stopTimers   chan struct{}
+	// endStatus and endReason say why a terminate ended it (terminated or timeout); empty
+	// when it ended by itself.
+	endStatus sandbox.Status
+	endReason string
+	// done is closed when the box reaches boxExited.
+	done chan struct{}
 }
 
-// keepFinished is how long a finished sandbox's output stays readable on the worker.
+// keepFinished is how long a finished container's output stays readable on the worker.
 const keepFinished = 10 * time.Minute
+
+// startTimeout bounds making a container and starting its main process.
+const startTimeout = 60 * time.Second
 
 func (w *Worker) box(id string) *box {
 	w.mu.Lock()
@@ -38,107 +46,160 @@ func (w *Worker) box(id string) *box {
 	return w.boxes[id]
 }
 
-func (w *Worker) create(a workerproto.Assignment) {
-	sb := *a.Sandbox
-	b := &box{sb: sb, execs: map[string]*container.Process{}, lastActivity: time.Now(), stopTimers: make(chan struct{})}
+// moveLocked moves b along boxLifecycle; b.mu is held. Reaching exited closes b.done.
+func (b *box) moveLocked(to boxState) error {
+	if err := boxLifecycle.Move(&b.state, to); err != nil {
+		return fmt.Errorf("container %s: %w", b.spec.ID, err)
+	}
+	if to == boxExited {
+		close(b.done)
+	}
+	return nil
+}
+
+// create starts a container and reports it running, or failed.
+func (w *Worker) create(spec workerproto.ContainerSpec) {
+	b := &box{spec: spec, state: boxStarting, execs: map[string]Process{}, lastActivity: time.Now(), done: make(chan struct{})}
 	w.mu.Lock()
-	if _, dup := w.boxes[sb.ID]; dup {
+	if _, dup := w.boxes[spec.ID]; dup {
 		w.mu.Unlock()
+		w.log.Printf("container %s: a second create for it ignored", spec.ID)
 		return
 	}
-	w.boxes[sb.ID] = b
+	w.boxes[spec.ID] = b
 	w.mu.Unlock()
 
-	fail := func(err error) {
-		msg := err.Error()
-		w.log.Printf("sandbox %s failed to start: %v", sb.ID, err)
-		b.mu.Lock()
-		b.ended = true
-		b.mu.Unlock()
-		w.forgetLater(sb.ID)
-		w.report(sb.ID, workerproto.StateReport{Status: sandbox.Failed, Error: &msg})
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	var mounts []container.Mount
-	var c *container.Container
-	if a.Function != nil {
-		var err error
-		if mounts, err = w.functionMounts(a.Function, sb.Isolation); err != nil {
-			fail(err)
-			return
-		}
-	} else {
-		c = w.pool.take(sb, a.ImageLayers)
-	}
-	if c != nil {
-		c.SetOnExit(func() { w.containerExited(b) })
-	} else {
-		var err error
-		c, err = w.rt.Create(ctx, container.CreateOptions{
-			ID: sb.ID, Isolation: sb.Isolation, Layers: a.ImageLayers, CPU: sb.CPU, CPULimit: cpuLimit(sb),
-			MemoryMiB: sb.MemoryMiB, DiskMiB: w.cfg.DiskMiB, BlockNetwork: sb.BlockNetwork, HostNetwork: sb.HostNetwork,
-			Mounts: mounts, OnExit: func() { w.containerExited(b) }, Logf: w.log.Printf,
-		})
-		if err != nil {
-			fail(err)
-			return
-		}
+	c, err := w.makeContainer(ctx, b)
+	if err != nil {
+		w.failStart(b, nil, err)
+		return
 	}
 	b.mu.Lock()
-	if b.ended {
-		// Terminated while it was starting: nobody will use it.
+	if b.state != boxStarting {
+		// Terminated (or failed) while the runtime made it: nobody will use it.
 		b.mu.Unlock()
-		w.rt.Remove(c)
+		w.remove(c, spec.ID)
 		return
 	}
 	b.container = c
 	b.mu.Unlock()
 
-	if sb.Workdir != nil {
-		if resp, _, err := c.FileOp(ctx, initproto.FileRequest{Op: initproto.OpMkdir, Path: *sb.Workdir, Parents: true}, nil); err != nil || resp.Error != "" {
-			w.rt.Remove(c)
-			fail(fmt.Errorf("cannot create workdir %s: %v%s", *sb.Workdir, err, resp.Error))
-			return
+	if err := w.startMain(ctx, b, c); err != nil {
+		w.failStart(b, c, err)
+		return
+	}
+	b.mu.Lock()
+	if b.state != boxStarting {
+		// Terminated, or ended by itself, while it started: whoever moved it reports.
+		b.mu.Unlock()
+		return
+	}
+	err = b.moveLocked(boxRunning)
+	b.mu.Unlock()
+	if err != nil {
+		w.log.Printf("%v", err)
+		return
+	}
+	w.report(spec.ID, workerproto.StateReport{Status: sandbox.Running})
+	go w.enforceTimeouts(b)
+}
+
+// makeContainer takes a warm container from the pool, or has the runtime make one.
+func (w *Worker) makeContainer(ctx context.Context, b *box) (Container, error) {
+	spec := b.spec
+	var mounts []container.Mount
+	if spec.Function != nil {
+		var err error
+		if mounts, err = w.functionMounts(spec.Function, spec.Isolation); err != nil {
+			return nil, err
+		}
+	} else if c := w.pool.take(spec); c != nil {
+		c.SetOnExit(func() { w.containerExited(b) })
+		return c, nil
+	}
+	c, err := w.rt.Create(ctx, container.CreateOptions{
+		ID: spec.ID, Isolation: spec.Isolation, Layers: spec.ImageLayers, CPU: spec.CPU, CPULimit: spec.CPULimit,
+		MemoryMiB: spec.MemoryMiB, DiskMiB: w.cfg.DiskMiB, HostNetwork: spec.HostNetwork,
+		Mounts: mounts, OnExit: func() { w.containerExited(b) }, Logf: w.log.Printf,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the container: %w", err)
+	}
+	return c, nil
+}
+
+// startMain creates the workdir and starts the container's main process: its command, or a
+// function container's runner. A container without either waits for execs.
+func (w *Worker) startMain(ctx context.Context, b *box, c Container) error {
+	spec := b.spec
+	if spec.Workdir != "" {
+		resp, _, err := c.FileOp(ctx, initproto.FileRequest{Op: initproto.OpMkdir, Path: spec.Workdir, Parents: true}, nil)
+		if err == nil && resp.Error != "" {
+			err = errors.New(resp.Error)
+		}
+		if err != nil {
+			return fmt.Errorf("cannot create workdir %s: %w", spec.Workdir, err)
 		}
 	}
-	if len(sb.Command) > 0 {
-		p, err := c.Exec(initproto.ExecRequest{Argv: sb.Command, Env: b.env(nil), Cwd: b.cwd(""), Main: true, User: sb.User}, 0)
+	switch {
+	case len(spec.Command) > 0:
+		p, err := c.Exec(initproto.ExecRequest{Argv: spec.Command, Env: b.env(nil), Cwd: b.cwd(""), Main: true, User: spec.User}, 0)
 		if err != nil {
-			w.rt.Remove(c)
-			fail(err)
-			return
+			return fmt.Errorf("starting the command: %w", err)
 		}
 		b.mu.Lock()
 		b.execs["main"] = p
 		b.mu.Unlock()
-	} else if a.Function != nil {
-		if err := w.startRunner(b, a.Function); err != nil {
-			w.rt.Remove(c)
-			fail(fmt.Errorf("starting the function runner: %w", err))
-			return
+	case spec.Function != nil:
+		if err := w.startRunner(b, c, spec.Function); err != nil {
+			return fmt.Errorf("starting the function runner: %w", err)
 		}
 	}
-	w.report(sb.ID, workerproto.StateReport{Status: sandbox.Running})
-	go w.enforceTimeouts(b)
+	return nil
 }
 
-// cpuLimit is the container's hard CPU cap: a sandbox's cpu, a function container's limit.
-func cpuLimit(sb sandbox.Sandbox) float64 {
-	if sb.FunctionID != "" {
-		return sb.CPULimit
+// failStart ends a container that could not start, and reports it failed unless something
+// else (a terminate, its own end) ended it first.
+func (w *Worker) failStart(b *box, c Container, cause error) {
+	id := b.spec.ID
+	b.mu.Lock()
+	owner := b.state == boxStarting
+	if owner {
+		if err := b.moveLocked(boxExited); err != nil {
+			w.log.Printf("%v", err)
+		}
 	}
-	return sb.CPU
+	b.mu.Unlock()
+	if c != nil {
+		w.remove(c, id)
+	}
+	if !owner {
+		w.log.Printf("container %s ended while it started; its start also failed: %v", id, cause)
+		return
+	}
+	w.log.Printf("container %s failed to start: %v", id, cause)
+	w.forgetLater(id)
+	msg := cause.Error()
+	w.report(id, workerproto.StateReport{Status: sandbox.Failed, Error: &msg})
 }
 
-// env builds a process environment: defaults, then the sandbox's, then the exec's.
+// remove has the runtime remove a container, logging what it could not do.
+func (w *Worker) remove(c Container, id string) {
+	if err := w.rt.Remove(c); err != nil {
+		w.log.Printf("removing container %s: %v", id, err)
+	}
+}
+
+// env builds a process environment: defaults, then the container's, then the exec's.
 func (b *box) env(extra map[string]string) []string {
 	m := map[string]string{
 		"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME": "/root", "LANG": "C.UTF-8", "TERM": "xterm",
-		"GUST_SANDBOX_ID": b.sb.ID, "MODAL_SANDBOX_ID": b.sb.ID,
+		"GUST_SANDBOX_ID": b.spec.ID, "MODAL_SANDBOX_ID": b.spec.ID,
 	}
-	for k, v := range b.sb.Env {
+	for k, v := range b.spec.Env {
 		m[k] = v
 	}
 	for k, v := range extra {
@@ -155,8 +216,8 @@ func (b *box) cwd(dir string) string {
 	if dir != "" {
 		return dir
 	}
-	if b.sb.Workdir != nil {
-		return *b.sb.Workdir
+	if b.spec.Workdir != "" {
+		return b.spec.Workdir
 	}
 	return "/"
 }
@@ -168,35 +229,38 @@ func (b *box) touch() {
 	b.mu.Unlock()
 }
 
+// enforceTimeouts terminates a running container at its timeout, or once it has been idle
+// (no exec running, no request) for its idle_timeout.
 func (w *Worker) enforceTimeouts(b *box) {
-	deadline := time.NewTimer(time.Duration(b.sb.Timeout * float64(time.Second)))
+	deadline := time.NewTimer(b.spec.Timeout.D())
 	defer deadline.Stop()
 	var idle <-chan time.Time
-	if b.sb.IdleTimeout != nil {
-		t := time.NewTicker(250 * time.Millisecond)
+	if b.spec.IdleTimeout > 0 {
+		t := time.NewTicker(w.idleTick)
 		defer t.Stop()
 		idle = t.C
 	}
 	for {
 		select {
-		case <-b.stopTimers:
+		case <-b.done:
 			return
 		case <-deadline.C:
-			w.terminate(b.sb.ID, sandbox.Timeout, fmt.Sprintf("the sandbox reached its timeout of %v s", b.sb.Timeout))
+			w.terminate(b.spec.ID, sandbox.Timeout, fmt.Sprintf("the sandbox reached its timeout of %s s", b.spec.Timeout))
 			return
 		case <-idle:
 			b.mu.Lock()
-			quiet := b.activeExecs == 0 && time.Since(b.lastActivity) > time.Duration(*b.sb.IdleTimeout*float64(time.Second))
+			quiet := b.activeExecs == 0 && time.Since(b.lastActivity) > b.spec.IdleTimeout.D()
 			b.mu.Unlock()
 			if quiet {
-				w.terminate(b.sb.ID, sandbox.Timeout, fmt.Sprintf("the sandbox was idle for its idle_timeout of %v s", *b.sb.IdleTimeout))
+				w.terminate(b.spec.ID, sandbox.Timeout, fmt.Sprintf("the sandbox was idle for its idle_timeout of %s s", b.spec.IdleTimeout))
 				return
 			}
 		}
 	}
 }
 
-// terminate stops a sandbox and reports it ended with status (terminated or timeout).
+// terminate stops a container and reports it ended with status (terminated or timeout). It
+// returns once the container is gone.
 func (w *Worker) terminate(id string, status sandbox.Status, reason string) {
 	b := w.box(id)
 	if b == nil {
@@ -206,84 +270,96 @@ func (w *Worker) terminate(id string, status sandbox.Status, reason string) {
 		return
 	}
 	b.mu.Lock()
-	if b.ended {
+	if b.state == boxExited || b.state == boxStopping {
+		// Ended, or another terminate is ending it: wait for that.
 		b.mu.Unlock()
+		<-b.done
 		return
 	}
-	if b.endStatus == "" {
-		b.endStatus, b.endReason = status, reason
-	}
-	c := b.container
-	r := b.runner
-	b.mu.Unlock()
-	if r != nil && c != nil {
-		w.stopRunner(r)
-	}
+	b.endStatus, b.endReason = status, reason
+	c, r := b.container, b.runner
 	if c != nil {
-		w.rt.Remove(c) // containerExited runs from the reader and reports
+		if err := b.moveLocked(boxStopping); err != nil {
+			w.log.Printf("%v", err)
+		}
+	}
+	b.mu.Unlock()
+	if c != nil {
+		if r != nil {
+			w.stopRunner(b, r)
+		}
+		w.remove(c, id) // containerExited also runs from the container's OnExit
 		<-c.Done()
 	}
+	// Without a container (still being made), this ends the box at once; create removes the
+	// container when the runtime hands it over.
 	w.containerExited(b)
 }
 
-// containerExited runs once the container's init has gone, for any reason.
+// containerExited runs once a container has gone, for any reason, and reports its end.
 func (w *Worker) containerExited(b *box) {
 	b.mu.Lock()
-	if b.ended {
+	if b.state == boxExited {
 		b.mu.Unlock()
 		return
 	}
-	b.ended = true
-	close(b.stopTimers)
+	if err := b.moveLocked(boxExited); err != nil {
+		b.mu.Unlock()
+		w.log.Printf("%v", err)
+		return
+	}
 	status, reason := b.endStatus, b.endReason
-	main := b.execs["main"]
-	c := b.container
+	main, c, r := b.execs["main"], b.container, b.runner
 	b.mu.Unlock()
 	if c != nil {
-		w.rt.Remove(c)
+		w.remove(c, b.spec.ID)
 	}
-
-	st := workerproto.StateReport{Status: status}
-	switch status {
-	case sandbox.Timeout:
-		code := sandbox.ExitTimeout
-		st.ExitCode = &code
-	case sandbox.Terminated:
-		code := sandbox.ExitTerminated
-		st.ExitCode = &code
-	default:
-		st.Status = sandbox.Finished
-		code := sandbox.ExitTerminated
-		if main != nil {
-			if e := main.Exit(); e != nil {
-				code = e.ExitCode
-				if e.Error != "" {
-					reason = e.Error
-				}
-			}
-		} else {
-			st.Status = sandbox.Failed
-			reason = "the sandbox's init process stopped unexpectedly"
-		}
-		st.ExitCode = &code
-	}
-	if reason != "" {
-		st.Error = &reason
-	}
-	w.forgetLater(b.sb.ID)
-	if b.runner != nil {
-		why := reason
-		if st.ExitCode != nil && why == "" {
+	st := endReport(status, reason, main)
+	w.forgetLater(b.spec.ID)
+	if r != nil {
+		why := ""
+		if st.Error != nil {
+			why = *st.Error
+		} else if st.ExitCode != nil {
 			why = fmt.Sprintf("exit code %d", *st.ExitCode)
 		}
-		w.release(b, b.runner, why)
+		w.release(b, r, why)
 		// The server must see this container's last outputs (a timeout) before its end, which
 		// makes it retry whatever was still running.
 		w.events.flush()
 	}
-	w.report(b.sb.ID, st)
+	w.report(b.spec.ID, st)
 }
 
+// endReport is the state a container that ended reports. status is a terminate's (terminated
+// or timeout), or empty when the container ended by itself: it finished with its main
+// process's exit code, or failed when it had none.
+func endReport(status sandbox.Status, reason string, main Process) workerproto.StateReport {
+	code := sandbox.ExitTerminated
+	switch status {
+	case sandbox.Timeout:
+		code = sandbox.ExitTimeout
+	case sandbox.Terminated:
+	default:
+		status = sandbox.Finished
+		if main == nil {
+			status = sandbox.Failed
+			reason = "the sandbox's init process stopped unexpectedly"
+		} else if e := main.Exit(); e != nil {
+			code = e.ExitCode
+			if e.Error != "" {
+				reason = e.Error
+			}
+		}
+	}
+	st := workerproto.StateReport{Status: status, ExitCode: &code}
+	if reason != "" {
+		st.Error = &reason
+	}
+	return st
+}
+
+// forgetLater drops a container's record once its output has had time to be read.
 func (w *Worker) forgetLater(id string) {
 	time.AfterFunc(keepFinished, func() {
 		w.mu.Lock()

@@ -9,12 +9,13 @@ import (
 	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/sandbox"
+	"github.com/gust-run/gust/internal/workerproto"
 )
 
 // warmPool keeps containers started ahead of demand for the image most recently asked for, so
 // that creating a sandbox takes one from the pool instead of waiting for the runtime. Only
-// sandboxes with the default resources and the runc runtime are served from it: their spec is
-// the pool's. The pool refills in the background after each take.
+// sandboxes with the default resources, the runc runtime and their own network are served
+// from it (poolable): their spec is the pool's. The pool refills in the background after each take.
 type warmPool struct {
 	w    *Worker
 	size int
@@ -22,7 +23,7 @@ type warmPool struct {
 	mu      sync.Mutex
 	key     string   // isolation + layers the pool is warm for
 	layers  []string // of key
-	ready   []*container.Container
+	ready   []Container
 	filling bool
 	closed  bool
 }
@@ -31,22 +32,24 @@ func poolKey(isolation string, layers []string) string {
 	return isolation + "|" + strings.Join(layers, ":")
 }
 
-// poolable reports whether a sandbox can use a pooled container.
-func poolable(sb sandbox.Sandbox) bool {
-	return sb.Isolation == sandbox.IsolationRunc && !sb.HostNetwork && sb.CPU == sandbox.DefaultCPU &&
-		sb.MemoryMiB == sandbox.DefaultMemoryMiB
+// poolable reports whether a container can be a pooled one: a plain sandbox with the pool's
+// spec.
+func poolable(spec workerproto.ContainerSpec) bool {
+	return spec.Function == nil && spec.Isolation == sandbox.IsolationRunc && !spec.HostNetwork &&
+		spec.CPU == sandbox.DefaultCPU && spec.CPULimit == spec.CPU && spec.MemoryMiB == sandbox.DefaultMemoryMiB
 }
 
-// take returns a warm container for the sandbox, or nil. Either way it makes the pool warm for
+// take returns a warm container for the spec, or nil. Either way it makes the pool warm for
 // this image from now on.
-func (p *warmPool) take(sb sandbox.Sandbox, layers []string) *container.Container {
-	if p == nil || p.size == 0 || !poolable(sb) {
+func (p *warmPool) take(spec workerproto.ContainerSpec) Container {
+	if p == nil || p.size == 0 || !poolable(spec) {
 		return nil
 	}
-	key := poolKey(sb.Isolation, layers)
+	layers := spec.ImageLayers
+	key := poolKey(spec.Isolation, layers)
 	p.mu.Lock()
-	var c *container.Container
-	var stale []*container.Container
+	var c Container
+	var stale []Container
 	if p.key != key {
 		stale, p.ready = p.ready, nil
 		p.key, p.layers = key, layers
@@ -62,7 +65,7 @@ func (p *warmPool) take(sb sandbox.Sandbox, layers []string) *container.Containe
 	}
 	p.mu.Unlock()
 	for _, s := range stale {
-		p.w.rt.Remove(s)
+		p.w.remove(s, "(warm pool)")
 	}
 	p.fill()
 	return c
@@ -99,13 +102,13 @@ func (p *warmPool) fill() {
 			})
 			cancel()
 			if err != nil {
-				p.w.log.Printf("warm pool: %v", err)
+				p.w.log.Printf("warm pool: making a container (the pool stays short until the next take): %v", err)
 				return
 			}
 			p.mu.Lock()
 			if p.closed || p.key != key {
 				p.mu.Unlock()
-				p.w.rt.Remove(c)
+				p.w.remove(c, "(warm pool)")
 				continue
 			}
 			p.ready = append(p.ready, c)
@@ -125,7 +128,7 @@ func (p *warmPool) close() {
 	p.ready = nil
 	p.mu.Unlock()
 	for _, c := range ready {
-		p.w.rt.Remove(c)
+		p.w.remove(c, "(warm pool)")
 	}
 	// A filler may be mid-create: wait for it to notice closed and remove what it made.
 	for i := 0; i < 200; i++ {
@@ -137,4 +140,5 @@ func (p *warmPool) close() {
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
+	p.w.log.Printf("warm pool: a container being made at shutdown was not ready after 5 s; it is removed when it is")
 }

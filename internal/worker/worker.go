@@ -1,21 +1,26 @@
-// Package worker runs sandboxes on one machine. It registers with the server, pulls
-// assignments (create, terminate) with a long poll, runs each sandbox's container through
-// internal/container, enforces timeouts, reports state changes, and serves the exec, file, log and
-// snapshot requests that the server forwards to it. It talks to the server only over HTTP, so
-// the same code runs inside `gust up` and on its own with `gust worker`.
+// Package worker runs containers on one machine: sandboxes, and function containers whose
+// main process is the Python runner. It registers with the server, pulls assignments (create,
+// inputs, terminate) with a long poll, runs each container through a Runtime
+// (internal/container), enforces timeouts, feeds function inputs to runners, reports state
+// changes and function events, and serves the exec, file, log and snapshot requests that the
+// server relays to it. It talks to the server only through workerproto.ServerClient, so the
+// same code runs inside `gust up` and on its own with `gust worker`.
+//
+// A container's life on the worker and a runner's are state machines (states.go); the worker's
+// dependencies are small interfaces (seams.go), faked in this package's tests.
+//
+// Imported by cmd/gust only.
 package worker
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -27,6 +32,7 @@ import (
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/workerproto"
+	pythonsdk "github.com/gust-run/gust/sdk/python"
 )
 
 // Config configures a worker.
@@ -42,33 +48,63 @@ type Config struct {
 	Logger     *log.Logger
 }
 
-// Worker runs sandboxes.
+// Worker runs containers.
 type Worker struct {
 	cfg    Config
-	rt     *container.Runtime
-	layers *image.Builder
-	client *http.Client
-	id     string
+	rt     Runtime
+	server Server
+	layers Layers
 	addr   string
 	log    *log.Logger
 
 	pool   *warmPool
 	events *eventQueue // function events for the server
 
+	// idleTick is how often idle_timeout is checked.
+	idleTick time.Duration
+
 	apiDir string // holds the socket through which function containers call the API
 	// stopping is set while the worker shuts down: inputs it interrupts are not their fault.
 	stopping atomic.Bool
-	sdkOnce  sync.Once // the Python SDK, unpacked once for function containers
-	sdkDir   string
-	sdkErr   error
+	// sdk unpacks the Python SDK for function containers (once); compile precompiles Python
+	// sources that containers see read-only.
+	sdk     func() (string, error)
+	compile func(dir string)
 
 	mu    sync.Mutex
 	boxes map[string]*box
 	wg    sync.WaitGroup
 }
 
+// deps are what a worker runs on. New makes the real ones; tests pass fakes to newWorker.
+type deps struct {
+	runtime Runtime
+	server  Server
+	layers  Layers
+	// sdk returns the unpacked Python SDK's directory; nil unpacks the embedded one.
+	sdk func() (string, error)
+	// compile precompiles Python under a directory; nil uses the machine's python3.
+	compile func(dir string)
+}
+
 // New prepares a worker: it removes what an earlier worker on this state directory left behind.
 func New(cfg Config) (*Worker, error) {
+	rt, err := container.New(container.Config{StateDir: cfg.StateDir})
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	layers, err := image.NewBuilder(cfg.LayerDir)
+	if err != nil {
+		return nil, fmt.Errorf("worker: layer store in %s: %w", cfg.LayerDir, err)
+	}
+	return newWorker(cfg, deps{
+		runtime: runtimeAdapter{rt}, layers: layers,
+		server: workerproto.NewServerClient(cfg.ServerURL, cfg.Token),
+	}), nil
+}
+
+// newWorker fills cfg's defaults and cleans up leftovers through d.runtime.
+func newWorker(cfg Config, d deps) *Worker {
 	if cfg.Logger == nil {
 		cfg.Logger = log.New(os.Stderr, "worker: ", log.LstdFlags)
 	}
@@ -76,28 +112,36 @@ func New(cfg Config) (*Worker, error) {
 		cfg.DiskMiB = 1024
 	}
 	if cfg.Name == "" {
-		cfg.Name, _ = os.Hostname()
+		host, err := os.Hostname()
+		if err != nil {
+			cfg.Logger.Printf("no worker name given and the hostname is unknown (%v): registering without a name", err)
+		}
+		cfg.Name = host
 	}
-	rt, err := container.New(container.Config{StateDir: cfg.StateDir})
-	if err != nil {
-		return nil, err
-	}
-	layers, err := image.NewBuilder(cfg.LayerDir)
-	if err != nil {
-		return nil, err
-	}
-	rt.CleanupLeftovers(cfg.Logger.Printf)
+	d.runtime.CleanupLeftovers(cfg.Logger.Printf)
 	w := &Worker{
-		cfg: cfg, rt: rt, layers: layers, log: cfg.Logger,
-		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}},
-		boxes:  map[string]*box{},
+		cfg: cfg, rt: d.runtime, server: d.server, layers: d.layers, log: cfg.Logger,
+		idleTick: 250 * time.Millisecond, sdk: d.sdk, compile: d.compile,
+		boxes: map[string]*box{},
+	}
+	if w.compile == nil {
+		w.compile = w.compilePython
+	}
+	if w.sdk == nil {
+		w.sdk = sync.OnceValues(func() (string, error) {
+			dir, err := pythonsdk.Extract(filepath.Join(cfg.StateDir, "python"))
+			if err == nil {
+				w.compile(dir)
+			}
+			return dir, err
+		})
 	}
 	w.pool = &warmPool{w: w, size: cfg.WarmPool}
-	w.events = newEventQueue(w)
-	return w, nil
+	w.events = newEventQueue(d.server, cfg.Logger)
+	return w
 }
 
-// Run serves until ctx is done, then terminates every sandbox it runs and returns.
+// Run serves until ctx is done, then terminates every container it runs and returns.
 func (w *Worker) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", w.cfg.ListenAddr)
 	if err != nil {
@@ -105,8 +149,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.addr = "http://" + ln.Addr().String()
 	srv := &http.Server{Handler: httpapi.Auth(w.cfg.Token, w.routes())}
-	go srv.Serve(ln)
-	defer srv.Close()
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			w.log.Printf("the worker's API on %s stopped: %v", w.addr, err)
+		}
+	}()
+	defer func() {
+		if err := srv.Close(); err != nil {
+			w.log.Printf("closing the worker's API: %v", err)
+		}
+	}()
 	if dir, closeAPI, err := w.serveContainerAPI(); err != nil {
 		w.log.Printf("functions will not be able to call other functions: %v", err)
 	} else {
@@ -123,7 +175,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			sleep(ctx, time.Second)
 			continue
 		}
-		w.log.Printf("registered as %s, serving on %s", w.id, w.addr)
+		w.log.Printf("registered as %s, serving on %s", w.server.WorkerID(), w.addr)
 		err := w.pollLoop(ctx)
 		if ctx.Err() == nil {
 			w.log.Printf("lost the server (%v); registering again", err)
@@ -144,102 +196,88 @@ func sleep(ctx context.Context, d time.Duration) {
 func (w *Worker) register(ctx context.Context) error {
 	req := workerproto.RegisterRequest{
 		Name: w.cfg.Name, Addr: w.addr, CPU: float64(runtime.NumCPU()), MemoryMiB: hostMemoryMiB(), GPUs: detectGPUs(),
-		WorkerID: w.id,
+		WorkerID: w.server.WorkerID(),
 	}
 	for _, iso := range []string{container.IsolationRunc, container.IsolationGVisor} {
 		if w.rt.Available(iso) == nil {
 			req.Isolation = append(req.Isolation, iso)
 		}
 	}
-	var resp workerproto.RegisterResponse
-	if err := w.call(ctx, http.MethodPost, "/v1/workers/register", req, &resp); err != nil {
-		return err
-	}
-	w.id = resp.WorkerID
-	return nil
+	return w.server.Register(ctx, req)
 }
+
+// pollWait is how long one long poll for assignments waits.
+const pollWait = 25 * time.Second
 
 func (w *Worker) pollLoop(ctx context.Context) error {
 	for {
-		var as workerproto.Assignments
-		if err := w.call(ctx, http.MethodGet, "/v1/workers/"+w.id+"/assignments?wait=25", nil, &as); err != nil {
-			return err
-		}
-		for _, a := range as.Assignments {
-			switch a.Op {
-			case workerproto.OpCreate:
-				w.wg.Add(1)
-				go func() {
-					defer w.wg.Done()
-					w.create(a)
-				}()
-			case workerproto.OpInputs:
-				w.sendInputs(a)
-			case workerproto.OpTerminate:
-				w.wg.Add(1)
-				go func() {
-					defer w.wg.Done()
-					w.terminate(a.SandboxID, a.Reason, "")
-				}()
-			}
-		}
-	}
-}
-
-// call makes a JSON request to the server.
-func (w *Worker) call(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
+		as, err := w.server.Assignments(ctx, pollWait)
 		if err != nil {
-			return err
+			return fmt.Errorf("polling for assignments: %w", err)
 		}
-		body = bytes.NewReader(b)
+		for _, a := range as {
+			w.assign(a)
+		}
 	}
-	req, err := http.NewRequestWithContext(ctx, method, w.cfg.ServerURL+path, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+w.cfg.Token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := w.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return httpapi.DecodeError(resp)
-	}
-	if out != nil {
-		return json.NewDecoder(resp.Body).Decode(out)
-	}
-	io.Copy(io.Discard, resp.Body)
-	return nil
 }
 
-// report tells the server a sandbox's new state, retrying briefly: the server must learn of
+// assign starts one assignment: creates and terminates run in the background, inputs are
+// handed over at once (they only queue).
+func (w *Worker) assign(a workerproto.Assignment) {
+	switch a.Op {
+	case workerproto.OpCreate:
+		if a.Container == nil {
+			w.log.Printf("a create assignment without a container spec: ignored")
+			return
+		}
+		spec := *a.Container
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			w.create(spec)
+		}()
+	case workerproto.OpInputs:
+		w.sendInputs(a.ContainerID, a.Inputs)
+	case workerproto.OpTerminate:
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			w.terminate(a.ContainerID, a.EndStatus, "")
+		}()
+	default:
+		w.log.Printf("an assignment of unknown op %q: ignored (is the server newer than this worker?)", a.Op)
+	}
+}
+
+// report tells the server a container's new state, retrying briefly: the server must learn of
 // every end.
 func (w *Worker) report(id string, st workerproto.StateReport) {
+	var err error
 	for i := 0; i < 20; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := w.call(ctx, http.MethodPost, "/v1/workers/"+w.id+"/sandboxes/"+id+"/state", st, nil)
+		err = w.server.ReportState(ctx, id, st)
 		cancel()
 		if err == nil || errors.Is(err, errdefs.ErrNotFound) || errors.Is(err, errdefs.ErrConflict) {
+			// Not found or conflict: the server has forgotten the container, or already knows
+			// it ended. Either way there is nothing more to tell it.
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	w.log.Printf("could not report container %s %s to the server: %v", id, st.Status, err)
 }
 
-// shutdown terminates every sandbox, as a server shutdown must leave nothing behind.
+// shutdown terminates every container, as a server shutdown must leave nothing behind.
 func (w *Worker) shutdown() {
 	w.stopping.Store(true)
 	w.mu.Lock()
 	var ids []string
 	for id, b := range w.boxes {
-		if b.container != nil {
+		b.mu.Lock()
+		if b.state != boxExited {
 			ids = append(ids, id)
 		}
+		b.mu.Unlock()
 	}
 	w.mu.Unlock()
 	var wg sync.WaitGroup
@@ -253,14 +291,4 @@ func (w *Worker) shutdown() {
 	wg.Wait()
 	w.wg.Wait()
 	w.pool.close()
-}
-
-func hostMemoryMiB() int {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 1024
-	}
-	var kb int
-	fmt.Sscanf(string(b), "MemTotal: %d kB", &kb)
-	return kb / 1024
 }

@@ -1,4 +1,4 @@
-package server
+package api
 
 import (
 	"net/http/httptest"
@@ -9,8 +9,7 @@ import (
 // TestRoutes builds the mux (conflicting patterns panic there) and checks the answers that
 // need no store: health without auth, 401 without a token, JSON 404 and 405.
 func TestRoutes(t *testing.T) {
-	s := &Server{cfg: Config{Token: "t"}, workers: map[string]*workerConn{}, changed: map[string]chan struct{}{}}
-	h := s.Handler()
+	h := New(Config{Token: "t"}, nil, nil, nil, nil, nil).Handler()
 	tests := []struct {
 		method, path, token string
 		status              int

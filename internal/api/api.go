@@ -1,0 +1,122 @@
+// Package api is gust's HTTP API under /v1: each handler decodes a request, checks it, calls
+// the part of the control plane that owns the answer (the store, the fleet, the function
+// engine, the image builder) and encodes the result. It holds no state of its own and takes
+// no other package's lock. The routes and their JSON are documented in docs/api.md and
+// docs/openapi.yaml. Imported by internal/server only.
+package api
+
+import (
+	"fmt"
+	"log"
+	"net/http"
+	"strings"
+
+	"github.com/gust-run/gust/internal/dispatch"
+	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/fleet"
+	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/image"
+	"github.com/gust-run/gust/internal/imagebuild"
+	"github.com/gust-run/gust/internal/store"
+)
+
+// Config configures the API.
+type Config struct {
+	Token            string
+	DefaultIsolation string
+	Version          string // shown by /v1/health
+	Logger           *log.Logger
+}
+
+// API serves the HTTP API over the control plane's parts.
+type API struct {
+	cfg    Config
+	store  *store.Store
+	fleet  *fleet.Fleet
+	engine *dispatch.Engine
+	builds *imagebuild.Builder
+	layers *image.Builder // blobs and layers on disk
+	log    *log.Logger
+}
+
+// New returns the API over the control plane's parts.
+func New(cfg Config, st *store.Store, fl *fleet.Fleet, eng *dispatch.Engine, builds *imagebuild.Builder, layers *image.Builder) *API {
+	if cfg.Logger == nil {
+		cfg.Logger = log.Default()
+	}
+	return &API{cfg: cfg, store: st, fleet: fl, engine: eng, builds: builds, layers: layers, log: cfg.Logger}
+}
+
+// Handler returns the HTTP API.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	authed := http.NewServeMux()
+	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "version": a.cfg.Version})
+	})
+	mux.Handle("/v1/", httpapi.Auth(a.cfg.Token, authed))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteError(w, errdefs.NotFound("no such endpoint %s %s; the API lives under /v1 (see docs/api.md)", r.Method, r.URL.Path))
+	})
+	rt := router{mux: authed, methods: map[string]map[string]bool{}}
+	a.sandboxRoutes(&rt)
+	a.imageRoutes(&rt)
+	a.appRoutes(&rt)
+	a.functionRoutes(&rt)
+	a.secretRoutes(&rt)
+	a.workerRoutes(&rt)
+	rt.methodNotAllowed()
+	return mux
+}
+
+// router registers routes and remembers each path's methods, so that a wrong method on a
+// known path gets a JSON 405 instead of the mux's plain-text one.
+type router struct {
+	mux     *http.ServeMux
+	paths   []string
+	methods map[string]map[string]bool
+}
+
+func (rt *router) handle(pattern string, h http.HandlerFunc) {
+	rt.mux.HandleFunc(pattern, h)
+	m, p, _ := strings.Cut(pattern, " ")
+	if rt.methods[p] == nil {
+		rt.methods[p] = map[string]bool{}
+		rt.paths = append(rt.paths, p)
+	}
+	rt.methods[p][m] = true
+}
+
+// methodNotAllowed adds one fallback per method a path lacks: a method-less pattern would
+// collide with wildcard routes such as GET /v1/apps/{id} beside POST /v1/apps/lookup.
+func (rt *router) methodNotAllowed() {
+	notAllowed := func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteJSON(w, http.StatusMethodNotAllowed, httpapi.ErrorBody{Error: httpapi.ErrorDetail{
+			Kind: "invalid", Message: fmt.Sprintf("method %s is not allowed on %s (see docs/api.md)", r.Method, r.URL.Path)}})
+	}
+	for _, p := range rt.paths {
+		for _, m := range []string{"GET", "POST", "PUT", "DELETE", "PATCH"} {
+			if !rt.methods[p][m] {
+				rt.mux.HandleFunc(m+" "+p, notAllowed)
+			}
+		}
+	}
+}
+
+// Routes lists every registered "METHOD /path", for the test that checks the OpenAPI file.
+func (a *API) Routes() []string {
+	rt := router{mux: http.NewServeMux(), methods: map[string]map[string]bool{}}
+	a.sandboxRoutes(&rt)
+	a.imageRoutes(&rt)
+	a.appRoutes(&rt)
+	a.functionRoutes(&rt)
+	a.secretRoutes(&rt)
+	a.workerRoutes(&rt)
+	var out []string
+	for _, p := range rt.paths {
+		for m := range rt.methods[p] {
+			out = append(out, m+" "+p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,162 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/imagebuild"
+	"github.com/gust-run/gust/internal/store"
+)
+
+func (a *API) imageRoutes(rt *router) {
+	rt.handle("POST /v1/images", a.handleImageCreate)
+	rt.handle("GET /v1/images", a.handleImageList)
+	rt.handle("GET /v1/images/{id}", a.handleImageGet)
+	rt.handle("DELETE /v1/images/{id}", a.handleImageDelete)
+	rt.handle("DELETE /v1/images", a.handleImagePrune)
+	rt.handle("POST /v1/blobs", a.handleBlobPut)
+	rt.handle("GET /v1/blobs/{sum}", a.handleBlobGet)
+}
+
+// handleImageCreate resolves an image, streaming build logs as NDJSON; the last line is the
+// image or an error.
+func (a *API) handleImageCreate(w http.ResponseWriter, r *http.Request) {
+	var req imagebuild.Request
+	if err := httpapi.DecodeJSON(r, &req, 1<<20); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if err := a.builds.Check(r.Context(), req); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	n := httpapi.StartNDJSON(w)
+	im, err := a.builds.Build(r.Context(), req, &httpapi.LogWriter{N: n})
+	if err != nil {
+		sendLast(n, httpapi.ErrorLine(err))
+		return
+	}
+	sendLast(n, map[string]any{"image": im})
+}
+
+// sendLast writes a stream's last line. Its error is dropped on purpose: a client that went
+// away has nothing left to read, and what the stream reported is recorded already.
+func sendLast(n *httpapi.NDJSON, v any) { _ = n.Send(v) }
+
+// handleImageDelete forgets an image; its layers go at the next prune unless another image
+// shares them. An image that a running sandbox or an active function uses stays.
+func (a *API) handleImageDelete(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, err := a.store.GetImage(r.Context(), id); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	live, err := a.store.ListSandboxes(r.Context(), store.SandboxFilter{})
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	for _, sb := range live {
+		if sb.ImageID == id {
+			httpapi.WriteError(w, errdefs.Conflict("image %s is used by running sandbox %s; terminate it first", id, sb.ID))
+			return
+		}
+	}
+	fns, err := a.store.ListFunctions(r.Context(), "", true)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	for _, fn := range fns {
+		if fn.Spec.ImageID == id {
+			httpapi.WriteError(w, errdefs.Conflict("image %s is used by function %s (%s); stop its app first (gust app stop)", id, fn.Name, fn.ID))
+			return
+		}
+	}
+	if err := a.store.DeleteImage(r.Context(), id); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleImagePrune (DELETE /v1/images) removes layers that no image uses: image GC.
+func (a *API) handleImagePrune(w http.ResponseWriter, r *http.Request) {
+	grace := 10 * time.Minute
+	if v := r.URL.Query().Get("older_than"); v != "" {
+		secs, err := strconv.ParseFloat(v, 64)
+		if err != nil || secs < 0 {
+			httpapi.WriteError(w, errdefs.Invalid("older_than must be a number of seconds, got %q", v))
+			return
+		}
+		grace = time.Duration(secs * float64(time.Second))
+	}
+	ims, err := a.store.ListImages(r.Context())
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	inUse := map[string]bool{}
+	for _, im := range ims {
+		for _, l := range im.Layers {
+			inUse[l] = true
+		}
+	}
+	// Functions that may still start containers need their code: its blob and unpacked layer.
+	fns, err := a.store.ListFunctions(r.Context(), "", true)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	for _, fn := range fns {
+		inUse[a.layers.BlobPath(fn.Code.Blob)] = true
+		inUse[a.layers.LayerPath("code-"+fn.Code.Blob)] = true
+	}
+	res, err := a.layers.Prune(inUse, grace)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, res)
+}
+
+// handleBlobPut stores local files (a tar) for an add_local step or a function's code.
+func (a *API) handleBlobPut(w http.ResponseWriter, r *http.Request) {
+	sum, err := a.layers.PutBlob(r.Body)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusCreated, map[string]string{"blob": sum})
+}
+
+// handleBlobGet says whether a blob is stored, so clients upload each set of files once.
+func (a *API) handleBlobGet(w http.ResponseWriter, r *http.Request) {
+	sum := r.PathValue("sum")
+	if !a.layers.HasBlob(sum) {
+		httpapi.WriteError(w, errdefs.NotFound("blob %s is not stored", sum))
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"blob": sum})
+}
+
+func (a *API) handleImageGet(w http.ResponseWriter, r *http.Request) {
+	im, err := a.store.GetImage(r.Context(), r.PathValue("id"))
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, im)
+}
+
+func (a *API) handleImageList(w http.ResponseWriter, r *http.Request) {
+	ims, err := a.store.ListImages(r.Context())
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"images": ims, "disk_bytes": a.layers.DiskUsage()})
+}

@@ -1,0 +1,257 @@
+package api
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/ids"
+	"github.com/gust-run/gust/internal/image"
+	"github.com/gust-run/gust/internal/sandbox"
+	"github.com/gust-run/gust/internal/store"
+)
+
+func (a *API) sandboxRoutes(rt *router) {
+	rt.handle("POST /v1/sandboxes", a.handleSandboxCreate)
+	rt.handle("GET /v1/sandboxes", a.handleSandboxList)
+	rt.handle("GET /v1/sandboxes/{id}", a.handleSandboxGet)
+	rt.handle("POST /v1/sandboxes/{id}/terminate", a.handleSandboxTerminate)
+	rt.handle("PUT /v1/sandboxes/{id}/tags", a.handleSandboxTags)
+	rt.handle("POST /v1/sandboxes/{id}/snapshot", a.handleSandboxSnapshot)
+	// Relayed to the sandbox's worker, which answers them.
+	for _, p := range []string{
+		"POST /v1/sandboxes/{id}/execs", "GET /v1/sandboxes/{id}/execs/{eid}/output",
+		"GET /v1/sandboxes/{id}/execs/{eid}", "POST /v1/sandboxes/{id}/execs/{eid}/stdin",
+		"POST /v1/sandboxes/{id}/execs/{eid}/signal", "POST /v1/sandboxes/{id}/execs/{eid}/resize",
+		"GET /v1/sandboxes/{id}/logs", "GET /v1/sandboxes/{id}/files", "PUT /v1/sandboxes/{id}/files",
+		"DELETE /v1/sandboxes/{id}/files", "GET /v1/sandboxes/{id}/files/list",
+		"GET /v1/sandboxes/{id}/files/stat", "POST /v1/sandboxes/{id}/files/mkdir",
+	} {
+		rt.handle(p, a.forward)
+	}
+}
+
+func (a *API) handleSandboxCreate(w http.ResponseWriter, r *http.Request) {
+	var req sandbox.CreateRequest
+	if err := httpapi.DecodeJSON(r, &req, 1<<20); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	cpu, mem := a.fleet.Capacity()
+	sb, err := req.Validate(a.cfg.DefaultIsolation, cpu, mem)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	created, err := a.fleet.Create(r.Context(), sb, nil, nil)
+	if err != nil {
+		if r.Context().Err() == nil {
+			httpapi.WriteError(w, err)
+		}
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusCreated, created.Public())
+}
+
+func (a *API) handleSandboxList(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := store.SandboxFilter{AppID: q.Get("app_id"), Name: q.Get("name"), Tags: map[string]string{}}
+	f.IncludeFinished = q.Get("include_finished") == "1" || q.Get("include_finished") == "true"
+	for _, t := range q["tag"] {
+		k, v, ok := strings.Cut(t, "=")
+		if !ok {
+			httpapi.WriteError(w, errdefs.Invalid("tag filter %q must look like key=value", t))
+			return
+		}
+		f.Tags[k] = v
+	}
+	sbs, err := a.store.ListSandboxes(r.Context(), f)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	out := make([]sandbox.Sandbox, len(sbs))
+	for i, sb := range sbs {
+		out[i] = sb.Public()
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"sandboxes": out})
+}
+
+// handleSandboxGet answers at once, or with ?wait=S once the sandbox ends (or S passes).
+func (a *API) handleSandboxGet(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	wait := 0.0
+	if v := r.URL.Query().Get("wait"); v != "" {
+		var err error
+		if wait, err = strconv.ParseFloat(v, 64); err != nil || wait < 0 {
+			httpapi.WriteError(w, errdefs.Invalid("wait must be a non-negative number of seconds, got %q", v))
+			return
+		}
+	}
+	deadline := time.NewTimer(time.Duration(min(wait, 300) * float64(time.Second)))
+	defer deadline.Stop()
+	for {
+		sb, err := a.store.GetSandbox(r.Context(), id)
+		if err != nil {
+			httpapi.WriteError(w, err)
+			return
+		}
+		if wait == 0 || sb.Status.Terminal() {
+			httpapi.WriteJSON(w, http.StatusOK, sb.Public())
+			return
+		}
+		// Watch, then look again: a change between the two reads must not be missed.
+		changed := a.fleet.Watch(id)
+		if again, err := a.store.GetSandbox(r.Context(), id); err == nil && again.Status != sb.Status {
+			continue
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			wait = 0
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+func (a *API) handleSandboxTerminate(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, err := a.store.GetSandbox(r.Context(), id); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	sb, err := a.fleet.Terminate(r.Context(), id, sandbox.Terminated, "")
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, sb.Public())
+}
+
+func (a *API) handleSandboxTags(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Tags map[string]string `json:"tags"`
+	}
+	if err := httpapi.DecodeJSON(r, &req, 1<<20); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if err := sandbox.ValidateTags(req.Tags); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	sb, err := a.store.GetSandbox(r.Context(), r.PathValue("id"))
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if req.Tags == nil {
+		req.Tags = map[string]string{}
+	}
+	sb.Tags = req.Tags
+	if err := a.store.UpdateSandbox(r.Context(), sb); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, sb.Public())
+}
+
+// handleSandboxSnapshot saves a running sandbox's filesystem as a new image.
+func (a *API) handleSandboxSnapshot(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	sb, err := a.store.GetSandbox(ctx, r.PathValue("id"))
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if sb.Status != sandbox.Running {
+		httpapi.WriteError(w, notRunning(sb))
+		return
+	}
+	parent, err := a.store.GetImage(ctx, sb.ImageID)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	client, err := a.fleet.Client(sb)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	snap, err := client.Snapshot(ctx, sb.ID)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	pid := parent.ID
+	im := image.Image{
+		ID: ids.New(ids.Image), Kind: image.KindSnapshot, ParentID: &pid, Hash: "snapshot:" + snap.Layer,
+		Layers: append(append([]string(nil), parent.Layers...), snap.Layer), SizeBytes: parent.SizeBytes + snap.SizeBytes,
+		CreatedAt: time.Now().UTC(), Env: parent.Env, Workdir: parent.Workdir, User: parent.User,
+	}
+	if err := a.store.PutImage(ctx, im); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusCreated, im)
+}
+
+// maxForwardBody bounds what a client may send through to a worker (file writes, stdin).
+const maxForwardBody = 64<<20 + 1<<10
+
+// forward relays a request to the worker running the sandbox.
+func (a *API) forward(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	sb, err := a.store.GetSandbox(r.Context(), id)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	// Output, logs and exec status stay readable for a while after the sandbox ends.
+	reads := r.Method == http.MethodGet && (strings.HasSuffix(r.URL.Path, "/output") || strings.HasSuffix(r.URL.Path, "/logs") || r.PathValue("eid") != "" && !strings.Contains(r.URL.Path, "/files"))
+	if sb.Status != sandbox.Running && !reads {
+		httpapi.WriteError(w, notRunning(sb))
+		return
+	}
+	client, err := a.fleet.Client(sb)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	// Read the request body before forwarding: Go's HTTP/1 server is not full duplex, and a body
+	// still being read while the streamed answer flows back gets the answer cut off.
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxForwardBody+1))
+	if err != nil {
+		httpapi.WriteError(w, errdefs.Invalid("reading request body: %v", err))
+		return
+	}
+	if len(body) > maxForwardBody {
+		httpapi.WriteError(w, errdefs.TooLarge("request body is above the 64 MiB limit; send it in parts"))
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	client.Relay(w, r)
+}
+
+func notRunning(sb sandbox.Sandbox) error {
+	switch sb.Status {
+	case sandbox.Pending:
+		return errdefs.Conflict("sandbox %s is still starting", sb.ID)
+	case sandbox.Timeout:
+		return errdefs.Conflict("sandbox %s has timed out and is no longer running; create a new sandbox (or raise timeout=)", sb.ID)
+	case sandbox.Terminated:
+		return errdefs.Conflict("sandbox %s has been terminated and is no longer running; create a new sandbox", sb.ID)
+	}
+	code := "unknown"
+	if sb.ExitCode != nil {
+		code = strconv.Itoa(*sb.ExitCode)
+	}
+	return errdefs.Conflict("sandbox %s is %s (exit code %s) and no longer running; create a new sandbox", sb.ID, sb.Status, code)
+}

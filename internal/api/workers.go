@@ -1,0 +1,80 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/workerproto"
+)
+
+// The workers' protocol (internal/workerproto): registration, the assignments long poll,
+// container state reports and function events.
+func (a *API) workerRoutes(rt *router) {
+	rt.handle("POST /v1/workers/register", a.handleWorkerRegister)
+	rt.handle("POST /v1/workers/{wid}/events", a.handleWorkerEvents)
+	rt.handle("GET /v1/workers/{wid}/assignments", a.handleWorkerAssignments)
+	rt.handle("POST /v1/workers/{wid}/sandboxes/{id}/state", a.handleWorkerState)
+}
+
+func (a *API) handleWorkerRegister(w http.ResponseWriter, r *http.Request) {
+	var req workerproto.RegisterRequest
+	if err := httpapi.DecodeJSON(r, &req, 64<<10); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	resp, err := a.fleet.Register(req)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, resp)
+}
+
+func (a *API) handleWorkerAssignments(w http.ResponseWriter, r *http.Request) {
+	wait := 0.0
+	if v := r.URL.Query().Get("wait"); v != "" {
+		var err error
+		if wait, err = strconv.ParseFloat(v, 64); err != nil {
+			httpapi.WriteError(w, errdefs.Invalid("wait must be a number of seconds, got %q", v))
+			return
+		}
+	}
+	as, err := a.fleet.Assignments(r.Context(), r.PathValue("wid"), time.Duration(wait*float64(time.Second)))
+	if err != nil {
+		if r.Context().Err() == nil {
+			httpapi.WriteError(w, err)
+		}
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, workerproto.Assignments{Assignments: as})
+}
+
+func (a *API) handleWorkerState(w http.ResponseWriter, r *http.Request) {
+	var st workerproto.StateReport
+	if err := httpapi.DecodeJSON(r, &st, 64<<10); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if err := a.fleet.ReportState(r.Context(), r.PathValue("wid"), r.PathValue("id"), st); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *API) handleWorkerEvents(w http.ResponseWriter, r *http.Request) {
+	if err := a.fleet.CheckWorker(r.PathValue("wid")); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	var req workerproto.Events
+	if err := httpapi.DecodeJSON(r, &req, 512<<20); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	a.engine.HandleEvents(req.Events)
+	w.WriteHeader(http.StatusNoContent)
+}

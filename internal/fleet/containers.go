@@ -1,0 +1,214 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/ids"
+	"github.com/gust-run/gust/internal/image"
+	"github.com/gust-run/gust/internal/sandbox"
+	"github.com/gust-run/gust/internal/workerproto"
+)
+
+// startTimeout bounds how long a create waits for the worker to start the container.
+const startTimeout = 90 * time.Second
+
+// terminateTimeout bounds how long a terminate waits for the worker to confirm.
+const terminateTimeout = 30 * time.Second
+
+// Create places a validated sandbox (or function container, with fn set and its ID preset) on
+// a worker and waits until it runs. The image's environment and workdir are its defaults. If
+// ctx ends first (the client went away), it is terminated: nobody would know about it. placed,
+// if set, learns which worker took it before it starts.
+func (f *Fleet) Create(ctx context.Context, sb sandbox.Sandbox, fn *workerproto.FunctionRun, placed func(workerID string)) (sandbox.Sandbox, error) {
+	if _, err := f.store.GetApp(ctx, sb.AppID); err != nil {
+		return sb, err
+	}
+	im, err := f.store.GetImage(ctx, sb.ImageID)
+	if err != nil {
+		return sb, fmt.Errorf("%w (resolve an image first, e.g. Image.debian_slim())", err)
+	}
+	withImageDefaults(&sb, im)
+	wc, err := f.place(sb)
+	if err != nil {
+		return sb, err
+	}
+	if sb.ID == "" {
+		sb.ID = ids.New(ids.Sandbox)
+	}
+	sb.WorkerID = wc.id
+	if placed != nil {
+		placed(wc.id)
+	}
+	sb.CreatedAt = time.Now().UTC()
+	if err := f.store.InsertSandbox(ctx, sb); err != nil {
+		f.unplace(wc, sb)
+		return sb, err
+	}
+	changed := f.Watch(sb.ID)
+	spec := containerSpec(sb, im.Layers, fn)
+	f.assign(wc, workerproto.Assignment{Op: workerproto.OpCreate, Container: &spec})
+	return f.waitStarted(ctx, sb, changed)
+}
+
+// withImageDefaults gives a sandbox its image's environment (under its own), user and workdir.
+func withImageDefaults(sb *sandbox.Sandbox, im image.Image) {
+	if len(im.Env) > 0 {
+		env := maps.Clone(im.Env)
+		maps.Copy(env, sb.Env)
+		sb.Env = env
+	}
+	sb.User = im.User
+	if sb.Workdir == nil && im.Workdir != "" {
+		wd := im.Workdir
+		sb.Workdir = &wd
+	}
+}
+
+// containerSpec is what the worker is sent: the container, not the client's record.
+func containerSpec(sb sandbox.Sandbox, layers []string, fn *workerproto.FunctionRun) workerproto.ContainerSpec {
+	spec := workerproto.ContainerSpec{
+		ID: sb.ID, Isolation: sb.Isolation, ImageLayers: layers, Command: sb.Command, Env: sb.Env, User: sb.User,
+		CPU: sb.CPU, CPULimit: sb.CPU, MemoryMiB: sb.MemoryMiB, HostNetwork: sb.HostNetwork, Timeout: sb.Timeout, Function: fn,
+	}
+	if sb.FunctionID != "" {
+		// A function's cpu is a request it may burst above, unless it set a limit.
+		spec.CPULimit = sb.CPULimit
+	}
+	if sb.Workdir != nil {
+		spec.Workdir = *sb.Workdir
+	}
+	if sb.IdleTimeout != nil {
+		spec.IdleTimeout = *sb.IdleTimeout
+	}
+	return spec
+}
+
+// waitStarted waits for a created container to leave pending.
+func (f *Fleet) waitStarted(ctx context.Context, sb sandbox.Sandbox, changed <-chan struct{}) (sandbox.Sandbox, error) {
+	deadline := time.NewTimer(startTimeout)
+	defer deadline.Stop()
+	for {
+		select {
+		case <-changed:
+		case <-deadline.C:
+			f.terminateQuietly(sb.ID, sandbox.Failed, "the worker did not start the sandbox in time")
+			return sb, errdefs.Unavailable("sandbox %s did not start within %v", sb.ID, startTimeout)
+		case <-ctx.Done():
+			f.terminateQuietly(sb.ID, sandbox.Terminated, "the client disconnected while the sandbox was starting")
+			return sb, ctx.Err()
+		}
+		changed = f.Watch(sb.ID)
+		cur, err := f.store.GetSandbox(ctx, sb.ID)
+		if err != nil {
+			return sb, err
+		}
+		switch cur.Status {
+		case sandbox.Pending:
+			continue
+		case sandbox.Failed:
+			msg := "unknown error"
+			if cur.Error != nil {
+				msg = *cur.Error
+			}
+			return cur, errdefs.Unavailable("sandbox %s failed to start: %s", sb.ID, msg)
+		}
+		return cur, nil
+	}
+}
+
+// terminateQuietly terminates a container whose caller has an error to return already; a failure is logged.
+func (f *Fleet) terminateQuietly(id string, status sandbox.Status, reason string) {
+	if _, err := f.Terminate(context.Background(), id, status, reason); err != nil {
+		f.log.Printf("terminating sandbox %s (%s): %v", id, reason, err)
+	}
+}
+
+// Terminate asks a container's worker to stop it and waits until the worker reports it gone.
+// status is the end it is recorded with (terminated, timeout, or failed).
+func (f *Fleet) Terminate(ctx context.Context, id string, status sandbox.Status, reason string) (sandbox.Sandbox, error) {
+	sb, err := f.store.GetSandbox(ctx, id)
+	if err != nil || sb.Status.Terminal() {
+		return sb, err
+	}
+	f.mu.Lock()
+	wc := f.workers[sb.WorkerID]
+	f.mu.Unlock()
+	if wc == nil {
+		// Its worker is gone, and the container with it.
+		code := sandbox.ExitTerminated
+		return f.setState(ctx, id, workerproto.StateReport{Status: status, ExitCode: &code, Error: strPtr(reason)})
+	}
+	changed := f.Watch(id)
+	f.assign(wc, workerproto.Assignment{Op: workerproto.OpTerminate, ContainerID: id, EndStatus: status})
+	timeout := time.NewTimer(terminateTimeout)
+	defer timeout.Stop()
+	for {
+		select {
+		case <-changed:
+		case <-timeout.C:
+			return sb, errdefs.Unavailable("worker did not confirm that sandbox %s stopped", id)
+		case <-ctx.Done():
+			return sb, ctx.Err()
+		}
+		changed = f.Watch(id)
+		sb, err = f.store.GetSandbox(ctx, id)
+		if err != nil || sb.Status.Terminal() {
+			return sb, err
+		}
+	}
+}
+
+// ReportState applies a worker's report of one of its containers.
+func (f *Fleet) ReportState(ctx context.Context, workerID, id string, st workerproto.StateReport) error {
+	if err := f.CheckWorker(workerID); err != nil {
+		return err
+	}
+	_, err := f.setState(ctx, id, st)
+	return err
+}
+
+// setState moves a container through the sandbox lifecycle, records it, wakes its waiters,
+// gives back its worker's capacity when it ends, and tells the function engine.
+func (f *Fleet) setState(ctx context.Context, id string, st workerproto.StateReport) (sandbox.Sandbox, error) {
+	sb, err := f.store.GetSandbox(ctx, id)
+	if err != nil {
+		return sb, err
+	}
+	now := time.Now().UTC()
+	if st.Status.Terminal() {
+		err = endRecord(&sb, st, now)
+	} else {
+		err = sandbox.Lifecycle.Move(&sb.Status, st.Status)
+		if st.Status == sandbox.Running {
+			sb.StartedAt = &now
+		}
+	}
+	if err != nil {
+		return sb, fmt.Errorf("sandbox %s: %w", id, err)
+	}
+	if st.Status.Terminal() {
+		f.release(sb)
+	}
+	if err := f.store.UpdateSandbox(ctx, sb); err != nil {
+		return sb, err
+	}
+	f.notify(id)
+	if sb.FunctionID != "" && st.Status.Terminal() {
+		f.onEnd(sb)
+	}
+	return sb, nil
+}
+
+// endRecord moves a record to its end through the lifecycle.
+func endRecord(sb *sandbox.Sandbox, st workerproto.StateReport, now time.Time) error {
+	if err := sandbox.Lifecycle.Move(&sb.Status, st.Status); err != nil {
+		return err
+	}
+	sb.FinishedAt = &now
+	sb.ExitCode, sb.Error = st.ExitCode, st.Error
+	return nil
+}

@@ -1,0 +1,304 @@
+// Package fleet is the control plane's view of its workers and of what runs on them: who the
+// workers are and what they offer (cpu, memory, runtimes, GPUs), where each container goes
+// (placement), the queue of assignments each worker pulls, and the server side of every
+// container's life (a sandbox's or a function's): placed, started, waited for, terminated,
+// ended, lost with its worker. It owns that state and its lock; callers use its methods.
+//
+// Imported by internal/api, internal/imagebuild and internal/server; internal/dispatch uses it
+// through its own Placer interface.
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"sync"
+	"time"
+
+	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/ids"
+	"github.com/gust-run/gust/internal/image"
+	"github.com/gust-run/gust/internal/sandbox"
+	"github.com/gust-run/gust/internal/store"
+	"github.com/gust-run/gust/internal/workerproto"
+)
+
+// Store is what the fleet keeps in the database: sandboxes (function containers among them),
+// and the apps and images they are made from.
+type Store interface {
+	GetApp(ctx context.Context, id string) (store.App, error)
+	GetImage(ctx context.Context, id string) (image.Image, error)
+	InsertSandbox(ctx context.Context, sb sandbox.Sandbox) error
+	UpdateSandbox(ctx context.Context, sb sandbox.Sandbox) error
+	GetSandbox(ctx context.Context, id string) (sandbox.Sandbox, error)
+	ListSandboxes(ctx context.Context, f store.SandboxFilter) ([]sandbox.Sandbox, error)
+}
+
+var _ Store = (*store.Store)(nil)
+
+// Config configures a fleet.
+type Config struct {
+	// Token is what the server presents to workers' APIs.
+	Token  string
+	Logger *log.Logger
+}
+
+// Fleet is the set of connected workers and the containers placed on them.
+type Fleet struct {
+	store Store
+	token string
+	log   *log.Logger
+	// onEnd learns of every container that reached a terminal state (the function engine).
+	onEnd func(sandbox.Sandbox)
+
+	mu      sync.Mutex
+	workers map[string]*workerConn
+	// changed is closed and replaced whenever a container's state changes, waking waiters.
+	changed map[string]chan struct{}
+}
+
+// workerConn is a registered worker and its queue of assignments.
+type workerConn struct {
+	id     string
+	reg    workerproto.RegisterRequest
+	client *workerproto.WorkerClient
+	queue  []workerproto.Assignment
+	wake   chan struct{}
+	// running counts its containers; reservedMiB is the memory they were given. Function
+	// containers must fit in what is left.
+	running     int
+	reservedMiB int
+	// The long poll is the worker's heartbeat: polls in progress, and when one last ended.
+	polling  int
+	lastPoll time.Time
+}
+
+// New returns a fleet with no workers.
+func New(st Store, cfg Config) *Fleet {
+	if cfg.Logger == nil {
+		cfg.Logger = log.Default()
+	}
+	return &Fleet{store: st, token: cfg.Token, log: cfg.Logger, onEnd: func(sandbox.Sandbox) {},
+		workers: map[string]*workerConn{}, changed: map[string]chan struct{}{}}
+}
+
+// OnContainerEnd sets who learns of containers that end. Set it before workers connect.
+func (f *Fleet) OnContainerEnd(fn func(sandbox.Sandbox)) { f.onEnd = fn }
+
+// FailLeftovers marks failed the containers that a previous run of the server left pending or
+// running: they went with that run.
+func (f *Fleet) FailLeftovers(ctx context.Context) error {
+	live, err := f.store.ListSandboxes(ctx, store.SandboxFilter{Functions: true})
+	if err != nil {
+		return fmt.Errorf("listing the sandboxes left by the last run: %w", err)
+	}
+	for _, sb := range live {
+		code := sandbox.ExitTerminated
+		if err := endRecord(&sb, workerproto.StateReport{Status: sandbox.Failed, ExitCode: &code,
+			Error: strPtr("the server restarted while this sandbox ran")}, time.Now().UTC()); err != nil {
+			f.log.Printf("sandbox %s: %v", sb.ID, err)
+			continue
+		}
+		if err := f.store.UpdateSandbox(ctx, sb); err != nil {
+			return fmt.Errorf("marking sandbox %s failed after a restart: %w", sb.ID, err)
+		}
+	}
+	return nil
+}
+
+// Run expires workers that stopped polling until ctx ends.
+func (f *Fleet) Run(ctx context.Context) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f.expireWorkers(time.Now())
+		}
+	}
+}
+
+// Register adds a worker, or takes back one that lost the server for a moment (same ID, same
+// containers). A worker that registers again under its name without its ID has restarted:
+// what ran on it before is gone.
+func (f *Fleet) Register(req workerproto.RegisterRequest) (workerproto.RegisterResponse, error) {
+	client, err := workerproto.NewWorkerClient(req.Addr, f.token)
+	if err != nil {
+		return workerproto.RegisterResponse{}, err
+	}
+	f.mu.Lock()
+	if wc := f.workers[req.WorkerID]; wc != nil && req.WorkerID != "" {
+		wc.reg, wc.client, wc.lastPoll = req, client, time.Now()
+		f.mu.Unlock()
+		return workerproto.RegisterResponse{WorkerID: wc.id}, nil
+	}
+	wc := &workerConn{id: ids.New(ids.Worker), reg: req, client: client, wake: make(chan struct{}), lastPoll: time.Now()}
+	var gone []*workerConn
+	for id, old := range f.workers {
+		if old.reg.Name == req.Name {
+			delete(f.workers, id)
+			gone = append(gone, old)
+		}
+	}
+	f.workers[wc.id] = wc
+	f.mu.Unlock()
+	for _, old := range gone {
+		f.workerLost(old, "its worker restarted")
+	}
+	f.log.Printf("worker %s registered (%s at %s, %v cpu, %d MiB, runtimes %v)", wc.id, req.Name, req.Addr, req.CPU, req.MemoryMiB, req.Isolation)
+	return workerproto.RegisterResponse{WorkerID: wc.id}, nil
+}
+
+func (f *Fleet) worker(id string) (*workerConn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	wc := f.workers[id]
+	if wc == nil {
+		return nil, errdefs.NotFound("worker %s is not registered; register again", id)
+	}
+	return wc, nil
+}
+
+// CheckWorker returns an error unless the worker is registered.
+func (f *Fleet) CheckWorker(id string) error {
+	_, err := f.worker(id)
+	return err
+}
+
+// Assignments is a worker's long poll: what is queued for it, waiting up to wait for some.
+func (f *Fleet) Assignments(ctx context.Context, workerID string, wait time.Duration) ([]workerproto.Assignment, error) {
+	wc, err := f.worker(workerID)
+	if err != nil {
+		return nil, err
+	}
+	timeout := time.NewTimer(min(max(wait, 0), time.Minute))
+	defer timeout.Stop()
+	f.mu.Lock()
+	wc.polling++
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		wc.polling--
+		wc.lastPoll = time.Now()
+		f.mu.Unlock()
+	}()
+	for {
+		f.mu.Lock()
+		q := wc.queue
+		wc.queue = nil
+		wake := wc.wake
+		f.mu.Unlock()
+		if len(q) > 0 {
+			return q, nil
+		}
+		select {
+		case <-wake:
+		case <-timeout.C:
+			return []workerproto.Assignment{}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (f *Fleet) assign(wc *workerConn, a workerproto.Assignment) {
+	f.mu.Lock()
+	wc.queue = append(wc.queue, a)
+	close(wc.wake)
+	wc.wake = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// SendInputs queues function inputs for a container's runner on its worker. Inputs for a
+// worker that is gone are dropped here: the worker's loss requeues them.
+func (f *Fleet) SendInputs(workerID, containerID string, ins []workerproto.Input) {
+	f.mu.Lock()
+	wc := f.workers[workerID]
+	f.mu.Unlock()
+	if wc != nil {
+		f.assign(wc, workerproto.Assignment{Op: workerproto.OpInputs, ContainerID: containerID, Inputs: ins})
+	}
+}
+
+// Client returns the client of the worker that runs a container.
+func (f *Fleet) Client(sb sandbox.Sandbox) (*workerproto.WorkerClient, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	wc := f.workers[sb.WorkerID]
+	if wc == nil {
+		return nil, errdefs.Unavailable("the worker running sandbox %s is not connected", sb.ID)
+	}
+	return wc.client, nil
+}
+
+// workerTimeout is how long a worker may go without polling for assignments before the fleet
+// gives up on it and on everything it ran.
+const workerTimeout = 60 * time.Second
+
+// expireWorkers drops workers that stopped polling (killed, or their machine gone).
+func (f *Fleet) expireWorkers(now time.Time) {
+	var gone []*workerConn
+	f.mu.Lock()
+	for id, wc := range f.workers {
+		if wc.polling == 0 && now.Sub(wc.lastPoll) > workerTimeout {
+			delete(f.workers, id)
+			gone = append(gone, wc)
+		}
+	}
+	f.mu.Unlock()
+	for _, wc := range gone {
+		f.workerLost(wc, fmt.Sprintf("its worker stopped answering for %v", workerTimeout))
+	}
+}
+
+// workerLost ends what a worker ran: its containers fail, and the function engine queues
+// their inputs again without counting an attempt (they did not fail; their machine did).
+func (f *Fleet) workerLost(wc *workerConn, why string) {
+	f.log.Printf("worker %s (%s) is gone: %s", wc.id, wc.reg.Name, why)
+	ctx := context.Background()
+	sbs, err := f.store.ListSandboxes(ctx, store.SandboxFilter{Functions: true})
+	if err != nil {
+		f.log.Printf("listing the sandboxes of lost worker %s: %v", wc.id, err)
+		return
+	}
+	code := sandbox.ExitTerminated
+	for _, sb := range sbs {
+		if sb.WorkerID != wc.id {
+			continue
+		}
+		if _, err := f.setState(ctx, sb.ID, workerproto.StateReport{Status: sandbox.Failed, ExitCode: &code, Error: strPtr(why)}); err != nil {
+			f.log.Printf("sandbox %s of lost worker %s: %v", sb.ID, wc.id, err)
+		}
+	}
+}
+
+// Watch returns a channel closed at the container's next change of state.
+func (f *Fleet) Watch(id string) <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch, ok := f.changed[id]
+	if !ok {
+		ch = make(chan struct{})
+		f.changed[id] = ch
+	}
+	return ch
+}
+
+// notify wakes everyone waiting on a container.
+func (f *Fleet) notify(id string) {
+	f.mu.Lock()
+	if ch, ok := f.changed[id]; ok {
+		close(ch)
+		delete(f.changed, id)
+	}
+	f.mu.Unlock()
+}
+
+func strPtr(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
