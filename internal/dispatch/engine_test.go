@@ -273,4 +273,3 @@ func inputIDs(ss []sent) []string {
 	}
 	return out
 }
-

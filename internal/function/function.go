@@ -1,14 +1,16 @@
 // Package function is the model of serverless functions: a function's specification as the SDKs
-// publish it and its validation (resources, GPU strings, retries, autoscaler bounds, schedules),
-// the calls made to it and their inputs, and the lifecycle of an input:
+// publish it, its defaults and its validation (resources, GPU, retries, autoscaler bounds,
+// schedules), a function's lifecycle (StateMachine), the calls made to it and their inputs. An
+// input's status is pending until it ends in one of:
 //
-//	pending ──► running ──► success
-//	   ▲           ├──────► failure     (raised, or its container crashed, after all retries)
-//	   └─retry─────┤──────► timeout     (ran past the function's timeout, after all retries)
-//	               └──────► terminated  (cancelled, or its app stopped)
+//	success     it returned
+//	failure     it raised, or its container crashed, after all retries
+//	timeout     it ran past the function's timeout, after all retries
+//	terminated  its call was cancelled, or its app stopped
 //
-// The server, the store and the worker share it; it imports nothing of theirs. See
-// docs/functions.md for the wire format.
+// How an open input moves between queued, held, running and delayed is the function engine's
+// (internal/dispatch, lifecycle.go). Imported by the control plane's packages and the store;
+// it imports only gust's model packages. See docs/functions.md for the wire format.
 package function
 
 import (

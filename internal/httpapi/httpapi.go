@@ -1,6 +1,7 @@
-// Package httpapi holds what the server's and the worker's HTTP handlers share: JSON and NDJSON
-// responses, the error body with its kinds, bearer-token auth and request decoding. The mapping
-// from error kinds to status codes lives here and nowhere else.
+// Package httpapi holds what the server's and the worker's HTTP ends share: JSON and NDJSON
+// responses, the error body (an errdefs kind and a message, with the status errdefs.Kind maps
+// it to), bearer-token auth, request decoding, and the internal client that gust's peers use to
+// call each other. Imported by internal/api, internal/worker and internal/workerproto.
 package httpapi
 
 import (
@@ -32,7 +33,9 @@ type ErrorDetail struct {
 func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
+	// An encoding error here is the client's going away (the values are the API's own): there
+	// is no one left to tell.
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 // WriteError writes err as an API error with the status its kind maps to.

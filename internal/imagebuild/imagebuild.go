@@ -164,14 +164,14 @@ func (b *Builder) baseImage(ctx context.Context, logs io.Writer) (image.Image, e
 	cachedBefore := true
 	if _, err := os.Stat(b.layers.LayerPath(hash)); err != nil {
 		cachedBefore = false
-		fmt.Fprintf(logs, "Building image %s\n", id)
+		logf(logs, "Building image %s\n", id)
 	}
 	dir, err := b.layers.EnsureDebianSlim(ctx, logs)
 	if err != nil {
 		return image.Image{}, fmt.Errorf("building image %s: %w", id, err)
 	}
 	if !cachedBefore {
-		fmt.Fprintf(logs, "Built image %s in %.1f s\n", id, time.Since(start).Seconds())
+		logf(logs, "Built image %s in %.1f s\n", id, time.Since(start).Seconds())
 	}
 	im = image.Image{ID: id, Kind: image.KindDebianSlim, Hash: hash, Layers: []string{dir}, SizeBytes: image.DirSize(dir), CreatedAt: time.Now().UTC()}
 	return im, b.store.PutImage(ctx, im)
@@ -185,3 +185,7 @@ func layersExist(layers []string) bool {
 	}
 	return true
 }
+
+// logf writes to a build's log. A write fails only when the client went away; the build goes
+// on (its ctx says when to stop) and its image is recorded for the next request.
+func logf(w io.Writer, format string, args ...any) { _, _ = fmt.Fprintf(w, format, args...) }

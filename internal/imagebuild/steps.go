@@ -50,7 +50,7 @@ func (b *Builder) buildSteps(ctx context.Context, base image.Image, steps []imag
 			}
 		}
 		if runsCommands(st) && !announced {
-			fmt.Fprintf(logs, "Building image %s\n", "im-"+final[:24])
+			logf(logs, "Building image %s\n", "im-"+final[:24])
 			announced = true
 		}
 		next, err := b.applyStep(ctx, cur, st, i+1, hash, logs)
@@ -63,7 +63,7 @@ func (b *Builder) buildSteps(ctx context.Context, base image.Image, steps []imag
 		cur = next
 	}
 	if announced {
-		fmt.Fprintf(logs, "Built image %s in %.1f s\n", cur.ID, time.Since(start).Seconds())
+		logf(logs, "Built image %s in %.1f s\n", cur.ID, time.Since(start).Seconds())
 	}
 	return cur, nil
 }
@@ -95,7 +95,7 @@ func (b *Builder) applyStep(ctx context.Context, cur image.Image, st image.Step,
 		next.Layers = append(next.Layers, layer)
 		next.SizeBytes = cur.SizeBytes + size
 	default:
-		fmt.Fprintf(logs, "=> step %d: %s\n", n, st.Describe())
+		logf(logs, "=> step %d: %s\n", n, st.Describe())
 		layer, size, err := b.runStep(ctx, cur, st, n, logs)
 		if err != nil {
 			return cur, err
@@ -132,7 +132,7 @@ func (b *Builder) runStep(ctx context.Context, parent image.Image, st image.Step
 			return "", 0, fmt.Errorf("step %d (%s): %w", n, st.Describe(), err)
 		}
 		if exit.Error != "" {
-			fmt.Fprintln(out, exit.Error)
+			logf(out, "%s\n", exit.Error)
 		}
 		if exit.ExitCode != 0 {
 			return "", 0, errdefs.Invalid("image build failed at step %d, %s: the command %q exited with code %d. Last output:\n%s",
