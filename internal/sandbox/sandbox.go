@@ -199,18 +199,8 @@ func (r CreateRequest) Validate(defaultIsolation string, hostCPU float64, hostMe
 		w = path.Clean(w)
 		sb.Workdir = &w
 	}
-	envBytes := 0
-	for k, v := range r.Env {
-		if !envKeyRE.MatchString(k) {
-			return sb, errdefs.Invalid("env key %q is not a valid variable name", k)
-		}
-		if strings.IndexByte(v, 0) >= 0 {
-			return sb, errdefs.Invalid("env value of %q contains a NUL byte", k)
-		}
-		envBytes += len(k) + len(v)
-	}
-	if envBytes > MaxEnvBytes {
-		return sb, errdefs.Invalid("env is %d bytes; the limit is %d", envBytes, MaxEnvBytes)
+	if err := validateEnv(r.Env); err != nil {
+		return sb, err
 	}
 	if r.Name != nil {
 		if !nameRE.MatchString(*r.Name) {
@@ -225,16 +215,39 @@ func (r CreateRequest) Validate(defaultIsolation string, hostCPU float64, hostMe
 	if sb.Tags == nil {
 		sb.Tags = map[string]string{}
 	}
-	switch r.Isolation {
+	iso, err := isolation(r.Isolation, defaultIsolation)
+	sb.Isolation = iso
+	return sb, err
+}
+
+// isolation reads a requested runtime ("runsc" is gVisor's binary, accepted as gvisor).
+func isolation(req, def string) (string, error) {
+	switch req {
 	case "":
+		return def, nil
 	case IsolationRunc, IsolationGVisor:
-		sb.Isolation = r.Isolation
+		return req, nil
 	case "runsc":
-		sb.Isolation = IsolationGVisor
-	default:
-		return sb, errdefs.Invalid("isolation must be %q or %q, got %q", IsolationRunc, IsolationGVisor, r.Isolation)
+		return IsolationGVisor, nil
 	}
-	return sb, nil
+	return def, errdefs.Invalid("isolation must be %q or %q, got %q", IsolationRunc, IsolationGVisor, req)
+}
+
+func validateEnv(env map[string]string) error {
+	envBytes := 0
+	for k, v := range env {
+		if !envKeyRE.MatchString(k) {
+			return errdefs.Invalid("env key %q is not a valid variable name", k)
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return errdefs.Invalid("env value of %q contains a NUL byte", k)
+		}
+		envBytes += len(k) + len(v)
+	}
+	if envBytes > MaxEnvBytes {
+		return errdefs.Invalid("env is %d bytes; the limit is %d", envBytes, MaxEnvBytes)
+	}
+	return nil
 }
 
 // ValidateTags checks a tag set.
