@@ -1,15 +1,9 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log"
-	"net/http"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -20,7 +14,6 @@ import (
 
 	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/image"
-	"github.com/gust-run/gust/internal/worker"
 )
 
 func init() {
@@ -38,190 +31,267 @@ func runBenchSandbox(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c, stop, err := startBenchGust(ctx, *imageCache)
+	b, stop, err := startSandboxBench(ctx, *imageCache, *n)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	fmt.Println("resolving the base image (built once with debootstrap if missing)...")
-	imageID, err := c.image()
-	if err != nil {
-		return err
-	}
-	appID, err := c.app()
-	if err != nil {
-		return err
-	}
-	builder, _ := image.NewBuilder(*imageCache)
-	layer, err := builder.EnsureDebianSlim(ctx, nil)
-	if err != nil {
-		return err
-	}
-	rt, err := container.New(container.Config{StateDir: filepath.Join(c.tmp, "baseline")})
-	if err != nil {
-		return err
-	}
-	// Wait for the worker.
-	for i := 0; ; i++ {
-		id, err := c.create(appID, imageID, "runc")
-		if err == nil {
-			c.terminate(id)
-			break
-		}
-		if i > 100 {
-			return err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 
-	fmt.Printf("\ngust bench sandbox: %d samples each, 2-core machine, %s\n\n", *n, time.Now().Format(time.RFC3339))
-	fmt.Printf("%-44s %10s %10s %10s %10s %8s\n", "measurement", "p50", "p99", "base p50", "base p99", "p50 ×")
+	printBenchHeader("sandbox", *n)
 	for _, iso := range strings.Split(*isoList, ",") {
-		iso = strings.TrimSpace(iso)
-		if rt.Available(iso) != nil {
-			fmt.Printf("%s: not installed, skipped\n", iso)
-			continue
-		}
-		bare := "runc"
-		if iso == "gvisor" {
-			bare = "runsc"
-		}
-		// Baseline: a bare `runc run` of echo on the same rootfs, time to first output.
-		bl, err := rt.NewBaseline(iso, []string{layer}, []string{"/bin/echo", "hi"})
-		if err != nil {
+		if err := b.measureIsolation(strings.TrimSpace(iso)); err != nil {
 			return err
 		}
-		var base []time.Duration
-		for i := 0; i < *n; i++ {
-			d, err := bl.Run(i)
-			if err != nil {
-				bl.Close()
-				return err
-			}
-			base = append(base, d)
-		}
-		bl.Close()
-		var got []time.Duration
-		for i := 0; i < *n; i++ {
-			start := time.Now()
-			id, err := c.create(appID, imageID, iso)
-			if err != nil {
-				return err
-			}
-			if _, err := c.execFirstOutput(id, "echo", "hi"); err != nil {
-				return err
-			}
-			got = append(got, time.Since(start))
-			c.terminate(id)
-		}
-		report(fmt.Sprintf("create → first exec output (%s) vs %s run", iso, bare), got, base)
-		if iso == "runc" {
-			// The same with the warm pool: default resources, so a pooled container serves it.
-			// Pauses between samples let the pool refill, as it would between real requests.
-			var warm []time.Duration
-			for i := 0; i < *n; i++ {
-				time.Sleep(150 * time.Millisecond)
-				start := time.Now()
-				id, err := c.createWarm(appID, imageID)
-				if err != nil {
-					return err
-				}
-				if _, err := c.execFirstOutput(id, "echo", "hi"); err != nil {
-					return err
-				}
-				warm = append(warm, time.Since(start))
-				c.terminate(id)
-			}
-			report("  the same from the warm pool vs runc run", warm, base)
-		}
-
-		// Exec round trip in a running sandbox vs `runc exec`.
-		bl, err = rt.NewBaseline(iso, []string{layer}, []string{"/bin/sleep", "infinity"})
-		if err != nil {
-			return err
-		}
-		if err := bl.StartDetached(); err != nil {
-			bl.Close()
-			return err
-		}
-		base = base[:0]
-		for i := 0; i < *n; i++ {
-			d, err := bl.Exec("/bin/true")
-			if err != nil {
-				bl.Close()
-				return err
-			}
-			base = append(base, d)
-		}
-		bl.Close()
-		id, err := c.create(appID, imageID, iso)
-		if err != nil {
-			return err
-		}
-		got = got[:0]
-		for i := 0; i < *n*3; i++ {
-			start := time.Now()
-			if _, err := c.execFirstOutput(id, "true"); err != nil {
-				return err
-			}
-			got = append(got, time.Since(start))
-		}
-		c.terminate(id)
-		report(fmt.Sprintf("exec round trip (%s) vs %s exec", iso, bare), got, base)
 	}
-
 	if *idle > 0 {
-		if err := benchIdle(c, appID, imageID, *idle); err != nil {
+		if err := benchIdle(b.c, b.appID, b.imageID, *idle); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// startBenchGust runs gust (server, worker with a warm pool) in this process on a scratch data
-// dir, sharing the given image cache, and returns a client of its HTTP API.
-func startBenchGust(ctx context.Context, imageCache string) (*benchClient, func(), error) {
-	tmp, err := os.MkdirTemp("", "gust-bench-")
-	if err != nil {
-		return nil, nil, err
-	}
-	quiet := log.New(io.Discard, "", 0)
-	d := daemonFlags{addr: "127.0.0.1:0", dataDir: filepath.Join(tmp, "data"), imageCache: imageCache, isolation: "runc", diskMiB: 256, token: "bench", warmPool: 2}
-	_, httpSrv, ln, token, err := startServer(ctx, &d, quiet)
-	if err != nil {
-		os.RemoveAll(tmp)
-		return nil, nil, err
-	}
-	url := "http://" + ln.Addr().String()
-	w, err := worker.New(worker.Config{ServerURL: url, Token: token, ListenAddr: "127.0.0.1:0",
-		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool, Logger: quiet})
-	if err != nil {
-		httpSrv.Close()
-		os.RemoveAll(tmp)
-		return nil, nil, err
-	}
-	wctx, stopWorker := context.WithCancel(context.Background())
-	workerDone := make(chan struct{})
-	go func() { w.Run(wctx); close(workerDone) }()
-	stop := func() {
-		stopWorker()
-		<-workerDone
-		httpSrv.Close()
-		os.RemoveAll(tmp)
-	}
-	c := &benchClient{url: url, token: token, tmp: tmp, http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
-	return c, stop, nil
+// sandboxBench is what `gust bench sandbox` measures with: gust's HTTP API, and the bare
+// runtime on the base image's layer.
+type sandboxBench struct {
+	c              *benchClient
+	rt             *container.Runtime
+	layer          string // the base image's layer, the bare runtime's root filesystem
+	appID, imageID string
+	n              int // samples per measurement
 }
 
+// startSandboxBench starts gust in this process, resolves the base image and an app through its
+// API, makes the bare runtime for the baselines, and waits for the worker. stop ends gust.
+func startSandboxBench(ctx context.Context, imageCache string, n int) (_ *sandboxBench, _ func(), retErr error) {
+	c, stop, err := startBenchGust(ctx, imageCache)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			stop()
+		}
+	}()
+	fmt.Println("resolving the base image (built once with debootstrap if missing)...")
+	b := &sandboxBench{c: c, n: n}
+	if b.imageID, err = c.image(); err != nil {
+		return nil, nil, err
+	}
+	if b.appID, err = c.app(); err != nil {
+		return nil, nil, err
+	}
+	builder, err := image.NewBuilder(imageCache)
+	if err != nil {
+		return nil, nil, err
+	}
+	if b.layer, err = builder.EnsureDebianSlim(ctx, nil); err != nil {
+		return nil, nil, err
+	}
+	if b.rt, err = container.New(container.Config{StateDir: filepath.Join(c.tmp, "baseline")}); err != nil {
+		return nil, nil, err
+	}
+	if err := b.waitForWorker(); err != nil {
+		return nil, nil, err
+	}
+	return b, stop, nil
+}
+
+// waitForWorker creates sandboxes until one is made (the worker has registered), and ends it.
+func (b *sandboxBench) waitForWorker() error {
+	for i := 0; ; i++ {
+		id, err := b.c.create(b.appID, b.imageID, "runc")
+		if err == nil {
+			return b.c.terminate(id)
+		}
+		if i > 100 {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// printBenchHeader prints the title and the column heads of a benchmark's table.
+func printBenchHeader(what string, n int) {
+	fmt.Printf("\ngust bench %s: %d samples each, 2-core machine, %s\n\n", what, n, time.Now().Format(time.RFC3339))
+	fmt.Printf("%-44s %10s %10s %10s %10s %8s\n", "measurement", "p50", "p99", "base p50", "base p99", "p50 ×")
+}
+
+// measureIsolation prints the rows of one runtime: create → first exec output beside a bare
+// run (for runc, also from the warm pool), then the exec round trip beside a bare exec.
+func (b *sandboxBench) measureIsolation(iso string) error {
+	if b.rt.Available(iso) != nil {
+		fmt.Printf("%s: not installed, skipped\n", iso)
+		return nil
+	}
+	bare := "runc"
+	if iso == "gvisor" {
+		bare = "runsc"
+	}
+	base, err := b.bareRuns(iso)
+	if err != nil {
+		return err
+	}
+	got, err := b.startToFirstOutput(0, func() (string, error) { return b.c.create(b.appID, b.imageID, iso) })
+	if err != nil {
+		return err
+	}
+	report(fmt.Sprintf("create → first exec output (%s) vs %s run", iso, bare), got, base)
+	if iso == "runc" {
+		// The same with the warm pool: default resources, so a pooled container serves it.
+		// Pauses between samples let the pool refill, as it would between real requests.
+		warm, err := b.startToFirstOutput(150*time.Millisecond, func() (string, error) { return b.c.createWarm(b.appID, b.imageID) })
+		if err != nil {
+			return err
+		}
+		report("  the same from the warm pool vs runc run", warm, base)
+	}
+
+	if base, err = b.bareExecs(iso); err != nil {
+		return err
+	}
+	if got, err = b.execRoundTrips(iso); err != nil {
+		return err
+	}
+	report(fmt.Sprintf("exec round trip (%s) vs %s exec", iso, bare), got, base)
+	return nil
+}
+
+// bareRuns is the baseline of a start: a bare `runc run` (or runsc) of echo on the same
+// rootfs, timed to its first output.
+func (b *sandboxBench) bareRuns(iso string) (_ []time.Duration, retErr error) {
+	bl, err := b.rt.NewBaseline(iso, []string{b.layer}, []string{"/bin/echo", "hi"})
+	if err != nil {
+		return nil, err
+	}
+	defer closeBaseline(bl, &retErr)
+	var base []time.Duration
+	for i := 0; i < b.n; i++ {
+		d, err := bl.Run(i)
+		if err != nil {
+			return nil, err
+		}
+		base = append(base, d)
+	}
+	return base, nil
+}
+
+// bareExecs is the baseline of an exec: `runc exec` (or runsc) of true in a running container.
+func (b *sandboxBench) bareExecs(iso string) (_ []time.Duration, retErr error) {
+	bl, err := b.rt.NewBaseline(iso, []string{b.layer}, []string{"/bin/sleep", "infinity"})
+	if err != nil {
+		return nil, err
+	}
+	defer closeBaseline(bl, &retErr)
+	if err := bl.StartDetached(); err != nil {
+		return nil, err
+	}
+	var base []time.Duration
+	for i := 0; i < b.n; i++ {
+		d, err := bl.Exec("/bin/true")
+		if err != nil {
+			return nil, err
+		}
+		base = append(base, d)
+	}
+	return base, nil
+}
+
+// closeBaseline removes a baseline's containers and bundle; what it cannot remove is an error
+// too, after the measurement's own.
+func closeBaseline(bl *container.Baseline, retErr *error) {
+	if err := bl.Close(); err != nil {
+		*retErr = errors.Join(*retErr, err)
+	}
+}
+
+// startToFirstOutput times sandboxes made by create from the request to the first output of an
+// echo in them, pausing before each sample.
+func (b *sandboxBench) startToFirstOutput(pause time.Duration, create func() (string, error)) ([]time.Duration, error) {
+	var got []time.Duration
+	for i := 0; i < b.n; i++ {
+		if pause > 0 {
+			time.Sleep(pause)
+		}
+		start := time.Now()
+		id, err := create()
+		if err != nil {
+			return nil, err
+		}
+		if _, err := b.c.execFirstOutput(id, "echo", "hi"); err != nil {
+			return nil, err
+		}
+		got = append(got, time.Since(start))
+		if err := b.c.terminate(id); err != nil {
+			return nil, err
+		}
+	}
+	return got, nil
+}
+
+// execRoundTrips times execs of true in one running sandbox, three times as many as n.
+func (b *sandboxBench) execRoundTrips(iso string) ([]time.Duration, error) {
+	id, err := b.c.create(b.appID, b.imageID, iso)
+	if err != nil {
+		return nil, err
+	}
+	var got []time.Duration
+	for i := 0; i < b.n*3; i++ {
+		start := time.Now()
+		if _, err := b.c.execFirstOutput(id, "true"); err != nil {
+			return nil, err
+		}
+		got = append(got, time.Since(start))
+	}
+	if err := b.c.terminate(id); err != nil {
+		return nil, err
+	}
+	return got, nil
+}
+
+// benchIdle creates k idle sandboxes, checks that each still answers an exec, and prints what
+// holding them cost the worker and the machine.
 func benchIdle(c *benchClient, appID, imageID string, k int) error {
 	goruntime.GC()
-	rss0, avail0 := selfRSS(), memAvailable()
+	rss0, err := selfRSS()
+	if err != nil {
+		return err
+	}
+	avail0, err := memAvailable()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	ids, firstErr := createIdle(c, appID, imageID, k)
+	elapsed := time.Since(start)
+	time.Sleep(time.Second)
+	goruntime.GC()
+	rss1, rssErr := selfRSS()
+	avail1, availErr := memAvailable()
+	held := len(ids)
+	firstErr = errors.Join(firstErr, checkIdle(c, ids), terminateAll(c, ids), rssErr, availErr)
+	if held == 0 || rssErr != nil || availErr != nil {
+		return firstErr
+	}
+	perWorker := float64(rss1-rss0) / float64(held)
+	perHost := float64(avail0-avail1) / float64(held)
+	fmt.Printf("\nidle sandboxes (runc): %d held (created in %.1f s, %.0f/s); all answered an exec\n", held, elapsed.Seconds(), float64(held)/elapsed.Seconds())
+	fmt.Printf("  worker RSS growth per sandbox: %.2f MiB (target < 5 MiB)\n", perWorker/(1<<20))
+	fmt.Printf("  machine memory per idle sandbox (gust-init + kernel): %.2f MiB → about %.0f idle sandboxes in 24 GiB\n",
+		perHost/(1<<20), 24*1024/(perHost/(1<<20)))
+	return firstErr
+}
+
+// benchIdleParallel is how many sandboxes benchIdle creates or terminates at once.
+const benchIdleParallel = 4
+
+// createIdle creates k sandboxes, a few at a time, and returns those made and the first error.
+func createIdle(c *benchClient, appID, imageID string, k int) ([]string, error) {
 	ids := make([]string, 0, k)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 4)
+	sem := make(chan struct{}, benchIdleParallel)
 	var firstErr error
-	start := time.Now()
 	for i := 0; i < k; i++ {
 		wg.Add(1)
 		sem <- struct{}{}
@@ -232,41 +302,49 @@ func benchIdle(c *benchClient, appID, imageID string, k int) error {
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				firstErr = err
+				if firstErr == nil {
+					firstErr = err
+				}
 				return
 			}
 			ids = append(ids, id)
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	time.Sleep(time.Second)
-	goruntime.GC()
-	rss1, avail1 := selfRSS(), memAvailable()
-	held := len(ids)
+	return ids, firstErr
+}
+
+// checkIdle runs true in each sandbox, stopping at the first that does not answer.
+func checkIdle(c *benchClient, ids []string) error {
 	for _, id := range ids {
 		if _, err := c.execFirstOutput(id, "true"); err != nil {
-			firstErr = errors.Join(firstErr, fmt.Errorf("idle sandbox %s stopped answering: %w", id, err))
-			break
+			return fmt.Errorf("idle sandbox %s stopped answering: %w", id, err)
 		}
 	}
-	var twg sync.WaitGroup
+	return nil
+}
+
+// terminateAll ends the sandboxes, a few at a time, and returns every failure.
+func terminateAll(c *benchClient, ids []string) error {
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, benchIdleParallel)
 	for _, id := range ids {
-		twg.Add(1)
+		wg.Add(1)
 		sem <- struct{}{}
-		go func() { defer twg.Done(); defer func() { <-sem }(); c.terminate(id) }()
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := c.terminate(id); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
 	}
-	twg.Wait()
-	if held == 0 {
-		return firstErr
-	}
-	perWorker := float64(rss1-rss0) / float64(held)
-	perHost := float64(avail0-avail1) / float64(held)
-	fmt.Printf("\nidle sandboxes (runc): %d held (created in %.1f s, %.0f/s); all answered an exec\n", held, elapsed.Seconds(), float64(held)/elapsed.Seconds())
-	fmt.Printf("  worker RSS growth per sandbox: %.2f MiB (target < 5 MiB)\n", perWorker/(1<<20))
-	fmt.Printf("  machine memory per idle sandbox (gust-init + kernel): %.2f MiB → about %.0f idle sandboxes in 24 GiB\n",
-		perHost/(1<<20), 24*1024/(perHost/(1<<20)))
-	return firstErr
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func report(name string, got, base []time.Duration) {
@@ -284,150 +362,24 @@ func pct(ds []time.Duration, p int) time.Duration {
 	return s[max(0, min(len(s)-1, i-1))]
 }
 
-func selfRSS() int64 { return procField("/proc/self/status", "VmRSS:") }
+func selfRSS() (int64, error) { return procField("/proc/self/status", "VmRSS:") }
 
-func memAvailable() int64 { return procField("/proc/meminfo", "MemAvailable:") }
+func memAvailable() (int64, error) { return procField("/proc/meminfo", "MemAvailable:") }
 
-func procField(file, key string) int64 {
-	b, _ := os.ReadFile(file)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, key); ok {
-			var kb int64
-			fmt.Sscanf(strings.TrimSpace(v), "%d", &kb)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
-// benchClient speaks the HTTP API directly: the benchmark measures the API, not an SDK.
-type benchClient struct {
-	url, token, tmp string
-	http            *http.Client
-}
-
-func (c *benchClient) do(method, path string, in any) (*http.Response, error) {
-	var body io.Reader
-	if in != nil {
-		b, _ := json.Marshal(in)
-		body = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, c.url+path, body)
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode >= 300 {
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return nil, fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, strings.TrimSpace(string(b)))
-	}
-	return resp, nil
-}
-
-func (c *benchClient) json(method, path string, in, out any) error {
-	resp, err := c.do(method, path, in)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if out == nil {
-		io.Copy(io.Discard, resp.Body)
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
-}
-
-func (c *benchClient) image() (string, error) {
-	resp, err := c.do("POST", "/v1/images", map[string]string{"kind": "debian_slim"})
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	return readImageStream(resp, true)
-}
-
-// readImageStream follows an image build stream to its image id, printing the log if asked.
-func readImageStream(resp *http.Response, printLogs bool) (string, error) {
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		var line struct {
-			Log   string `json:"log"`
-			Image *struct {
-				ID string `json:"image_id"`
-			} `json:"image"`
-			Error *struct{ Message string } `json:"error"`
-		}
-		json.Unmarshal(sc.Bytes(), &line)
-		switch {
-		case line.Image != nil:
-			return line.Image.ID, nil
-		case line.Error != nil:
-			return "", errors.New(line.Error.Message)
-		case line.Log != "" && printLogs:
-			fmt.Println("  " + line.Log)
-		}
-	}
-	return "", errors.New("image stream ended early")
-}
-
-func (c *benchClient) app() (string, error) {
-	var a struct {
-		ID string `json:"app_id"`
-	}
-	err := c.json("POST", "/v1/apps/lookup", map[string]any{"name": "bench", "create_if_missing": true}, &a)
-	return a.ID, err
-}
-
-// create makes a sandbox. Its 512 MiB of memory differs from the default, so the warm pool
-// (which serves default sandboxes) never serves it: this is the cold path.
-func (c *benchClient) create(appID, imageID, iso string) (string, error) {
-	return c.createWith(map[string]any{"app_id": appID, "image_id": imageID, "isolation": iso, "memory": 512})
-}
-
-// createWarm makes a sandbox with default resources, which the warm pool may serve.
-func (c *benchClient) createWarm(appID, imageID string) (string, error) {
-	return c.createWith(map[string]any{"app_id": appID, "image_id": imageID})
-}
-
-func (c *benchClient) createWith(req map[string]any) (string, error) {
-	var sb struct {
-		ID string `json:"sandbox_id"`
-	}
-	err := c.json("POST", "/v1/sandboxes", req, &sb)
-	return sb.ID, err
-}
-
-func (c *benchClient) terminate(id string) {
-	c.json("POST", "/v1/sandboxes/"+id+"/terminate", nil, nil)
-}
-
-// execFirstOutput runs a command and returns when its first output (or, with none, its exit)
-// arrives, then drains the stream.
-func (c *benchClient) execFirstOutput(id string, argv ...string) (time.Duration, error) {
-	start := time.Now()
-	resp, err := c.do("POST", "/v1/sandboxes/"+id+"/execs", map[string]any{"command": argv})
+// procField reads the "key N kB" line of a /proc file, in bytes.
+func procField(file, key string) (int64, error) {
+	b, err := os.ReadFile(file)
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	var first time.Duration
-	for sc.Scan() {
-		line := sc.Bytes()
-		if first == 0 && (bytes.Contains(line, []byte(`"stream"`)) || bytes.Contains(line, []byte(`"exit_code"`))) {
-			first = time.Since(start)
-		}
-		if bytes.Contains(line, []byte(`"exit_code"`)) {
-			var e struct {
-				ExitCode int `json:"exit_code"`
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, key); ok {
+			var kb int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d", &kb); err != nil {
+				return 0, fmt.Errorf("%s: %s%s: %w", file, key, v, err)
 			}
-			json.Unmarshal(line, &e)
-			if e.ExitCode != 0 {
-				return first, fmt.Errorf("%v exited %d", argv, e.ExitCode)
-			}
+			return kb << 10, nil
 		}
 	}
-	return first, sc.Err()
+	return 0, fmt.Errorf("%s has no %s line", file, key)
 }

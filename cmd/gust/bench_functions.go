@@ -72,74 +72,115 @@ func runBenchFunctions(ctx context.Context, args []string) error {
 		return errors.New("--n must be at least 1")
 	}
 
-	var bc *benchClient
-	if *server == "" {
-		c, stop, err := startBenchGust(ctx, *imageCache)
-		if err != nil {
-			return err
-		}
-		defer stop()
-		bc = c
-	} else {
-		cfg, err := gust.LoadConfig()
-		if err != nil {
-			return err
-		}
-		bc = &benchClient{url: strings.TrimRight(*server, "/"), token: cfg.Token, http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	bc, stop, err := benchFunctionsTarget(ctx, *server, *imageCache)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	c, err := gust.NewClient(gust.Config{ServerURL: bc.url, Token: bc.token})
 	if err != nil {
 		return err
 	}
-	fmt.Println("resolving the base image (built once with debootstrap if missing)...")
-	if _, err := bc.image(); err != nil {
+	fns, err := deployBenchFunctions(ctx, bc, c)
+	if err != nil {
+		return err
+	}
+	if *server != "" {
+		defer stopBenchApp(ctx, c, fns["ping"].AppID)
+	}
+	if err := waitFirstResult(ctx, fns["ping"]); err != nil {
 		return err
 	}
 
+	fmt.Printf("\ngust bench functions: %d samples, 2-core machine, %s\n\n", *n, time.Now().Format(time.RFC3339))
+	benchRow("measurement", "p50", "p99", "base p50", "base p99", "p50 ×", "target")
+	if err := benchColdStart(ctx, fns["cold"], *n); err != nil {
+		return err
+	}
+	if err := benchWarmRemote(ctx, c, fns["ping"], *n); err != nil {
+		return err
+	}
+	if *mapN > 0 {
+		if err := benchMap(ctx, bc, fns["ping"], *mapN); err != nil {
+			return err
+		}
+	}
+	if *scaleN > 0 {
+		if err := benchScaleOut(ctx, bc, fns["sleep1"], *scaleN); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// benchFunctionsTarget starts gust in this process, or with server set returns a client of that
+// running gust (and a stop that does nothing).
+func benchFunctionsTarget(ctx context.Context, server, imageCache string) (*benchClient, func(), error) {
+	if server == "" {
+		return startBenchGust(ctx, imageCache)
+	}
+	cfg, err := gust.LoadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	bc := &benchClient{url: strings.TrimRight(server, "/"), token: cfg.Token, http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	return bc, func() {}, nil
+}
+
+// deployBenchFunctions resolves the base image, deploys the benchmark app and looks up its
+// functions, their output silenced.
+func deployBenchFunctions(ctx context.Context, bc *benchClient, c *gust.Client) (map[string]*gust.Function, error) {
+	fmt.Println("resolving the base image (built once with debootstrap if missing)...")
+	if _, err := bc.image(); err != nil {
+		return nil, err
+	}
 	fmt.Println("deploying the benchmark app with python3...")
 	start := time.Now()
 	if err := deployBenchApp(ctx, bc); err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Printf("  deployed in %.1f s\n", time.Since(start).Seconds())
 	fns := map[string]*gust.Function{}
 	for _, name := range []string{"ping", "sleep1", "cold"} {
 		f, err := c.FunctionFromName(ctx, benchAppName, name)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		f.Stdout, f.Stderr = io.Discard, io.Discard
 		fns[name] = f
 	}
-	if *server != "" {
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			if err := c.StopApp(sctx, fns["ping"].AppID); err != nil {
-				fmt.Fprintln(os.Stderr, "gust: stopping the benchmark app:", err)
-			}
-		}()
+	return fns, nil
+}
+
+// stopBenchApp stops the benchmark app on a gust that outlives the benchmark.
+func stopBenchApp(ctx context.Context, c *gust.Client, appID string) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := c.StopApp(sctx, appID); err != nil {
+		fmt.Fprintln(os.Stderr, "gust: stopping the benchmark app:", err)
 	}
-	// The first call waits for the worker and the first container.
+}
+
+// waitFirstResult calls f once: the first call waits for the worker and the first container.
+func waitFirstResult(ctx context.Context, f *gust.Function) error {
 	fmt.Println("waiting for a first result...")
 	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	_, err = fns["ping"].Remote(wctx, 0)
-	cancel()
-	if err != nil {
+	defer cancel()
+	if _, err := f.Remote(wctx, 0); err != nil {
 		return fmt.Errorf("first call of ping: %w", err)
 	}
+	return nil
+}
 
-	fmt.Printf("\ngust bench functions: %d samples, 2-core machine, %s\n\n", *n, time.Now().Format(time.RFC3339))
-	benchRow("measurement", "p50", "p99", "base p50", "base p99", "p50 ×", "target")
-
-	// (a) Cold start: each sample waits for the function to be scaled to zero.
+// benchColdStart times n calls of f, each after it has been scaled to zero.
+func benchColdStart(ctx context.Context, f *gust.Function, n int) error {
 	var coldTimes []time.Duration
-	for i := 0; i < *n; i++ {
-		if err := waitScaledToZero(ctx, fns["cold"], time.Minute); err != nil {
+	for i := 0; i < n; i++ {
+		if err := waitScaledToZero(ctx, f, time.Minute); err != nil {
 			return err
 		}
 		start := time.Now()
-		if _, err := fns["cold"].Remote(ctx, i); err != nil {
+		if _, err := f.Remote(ctx, i); err != nil {
 			return fmt.Errorf("cold start %d: %w", i, err)
 		}
 		coldTimes = append(coldTimes, time.Since(start))
@@ -147,12 +188,16 @@ func runBenchFunctions(ctx context.Context, args []string) error {
 	p50 := pct(coldTimes, 50)
 	benchRow("cold start (scale from zero) → result", ms(p50), ms(pct(coldTimes, 99)), "", "", "",
 		verdict(p50 <= 300*time.Millisecond, "≤ 300 ms p50 (Modal: ~1 s)"))
+	return nil
+}
 
-	// (b) Warm round trip beside a bare HTTP round trip to the same server.
+// benchWarmRemote times 3n warm calls of f, each beside a bare HTTP round trip to the same
+// server.
+func benchWarmRemote(ctx context.Context, c *gust.Client, f *gust.Function, n int) error {
 	var warm, health []time.Duration
-	for i := 0; i < *n*3; i++ {
+	for i := 0; i < n*3; i++ {
 		start := time.Now()
-		if _, err := fns["ping"].Remote(ctx, i); err != nil {
+		if _, err := f.Remote(ctx, i); err != nil {
 			return fmt.Errorf("warm call %d: %w", i, err)
 		}
 		warm = append(warm, time.Since(start))
@@ -165,31 +210,34 @@ func runBenchFunctions(ctx context.Context, args []string) error {
 	w50, h50 := pct(warm, 50), pct(health, 50)
 	benchRow("warm .remote() round trip vs GET /v1/health", ms(w50), ms(pct(warm, 99)), ms(h50), ms(pct(health, 99)),
 		fmt.Sprintf("%.2f×", float64(w50)/float64(h50)), verdict(w50 <= 5*time.Millisecond, "≤ 5 ms p50"))
+	return nil
+}
 
-	// (c) Map throughput over trivial inputs.
-	if *mapN > 0 {
-		d, err := bc.mapCall(ctx, fns["ping"].ID, *mapN, 1000)
-		if err != nil {
-			return fmt.Errorf("map over %d inputs: %w", *mapN, err)
-		}
-		rate := float64(*mapN) / d.Seconds()
-		benchRow(fmt.Sprintf(".map over %d trivial inputs, inputs/s", *mapN), fmt.Sprintf("%.0f/s", rate), "", "", "", "",
-			verdict(rate >= 1000, fmt.Sprintf("≥ 1,000/s (took %.2f s)", d.Seconds())))
+// benchMap measures the map throughput of f over n trivial inputs.
+func benchMap(ctx context.Context, bc *benchClient, f *gust.Function, n int) error {
+	d, err := bc.mapCall(ctx, f.ID, n, 1000)
+	if err != nil {
+		return fmt.Errorf("map over %d inputs: %w", n, err)
 	}
+	rate := float64(n) / d.Seconds()
+	benchRow(fmt.Sprintf(".map over %d trivial inputs, inputs/s", n), fmt.Sprintf("%.0f/s", rate), "", "", "", "",
+		verdict(rate >= 1000, fmt.Sprintf("≥ 1,000/s (took %.2f s)", d.Seconds())))
+	return nil
+}
 
-	// (d) Scale-out: one-second inputs on at most 10 containers, against the ideal.
-	if *scaleN > 0 {
-		if err := waitScaledToZero(ctx, fns["sleep1"], 2*time.Minute); err != nil {
-			fmt.Fprintln(os.Stderr, "gust:", err, "(measuring anyway)")
-		}
-		d, err := bc.mapCall(ctx, fns["sleep1"].ID, *scaleN, 1000)
-		if err != nil {
-			return fmt.Errorf("%d one-second inputs: %w", *scaleN, err)
-		}
-		ideal := time.Duration((*scaleN+9)/10) * time.Second
-		benchRow(fmt.Sprintf("%d one-second inputs (10 containers) vs ideal", *scaleN), fmt.Sprintf("%.2f s", d.Seconds()), "",
-			fmt.Sprintf("%.2f s", ideal.Seconds()), "", fmt.Sprintf("%.2f×", d.Seconds()/ideal.Seconds()), "")
+// benchScaleOut maps f, a one-second function on at most 10 containers, over n inputs from
+// zero containers, against the ideal time.
+func benchScaleOut(ctx context.Context, bc *benchClient, f *gust.Function, n int) error {
+	if err := waitScaledToZero(ctx, f, 2*time.Minute); err != nil {
+		fmt.Fprintln(os.Stderr, "gust:", err, "(measuring anyway)")
 	}
+	d, err := bc.mapCall(ctx, f.ID, n, 1000)
+	if err != nil {
+		return fmt.Errorf("%d one-second inputs: %w", n, err)
+	}
+	ideal := time.Duration((n+9)/10) * time.Second
+	benchRow(fmt.Sprintf("%d one-second inputs (10 containers) vs ideal", n), fmt.Sprintf("%.2f s", d.Seconds()), "",
+		fmt.Sprintf("%.2f s", ideal.Seconds()), "", fmt.Sprintf("%.2f×", d.Seconds()/ideal.Seconds()), "")
 	return nil
 }
 
@@ -213,7 +261,7 @@ func deployBenchApp(ctx context.Context, bc *benchClient) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer removeScratch(dir)
 	file := filepath.Join(dir, "bench_app.py")
 	if err := os.WriteFile(file, []byte(benchApp), 0o644); err != nil {
 		return err
@@ -230,7 +278,7 @@ func deployBenchApp(ctx context.Context, bc *benchClient) error {
 	cmd := exec.CommandContext(ctx, path, argv[1:]...)
 	cmd.Env, cmd.Dir = env, dir
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("deploying the benchmark app: %v\n%s", err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("deploying the benchmark app: %w\n%s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
@@ -283,6 +331,7 @@ func (c *benchClient) mapCall(ctx context.Context, fnID string, n, batch int) (t
 	inputs := func(from, to int) []map[string]any {
 		out := make([]map[string]any, 0, to-from)
 		for i := from; i < to; i++ {
+			// An int and an empty map: Marshal cannot fail.
 			args, _ := json.Marshal(map[string]any{"args": []int{i}, "kwargs": map[string]any{}})
 			out = append(out, map[string]any{"args": args, "format": "json"}) // []byte: base64 in JSON
 		}
@@ -326,7 +375,7 @@ func (c *benchClient) readOutputs(callID string, from, n int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp)
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	got := 0

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -25,6 +26,7 @@ func TestBenchMapCall(t *testing.T) {
 	var mu sync.Mutex
 	var args []int // every input's argument, in the order sent
 	var batches []int
+	send := sender(t)
 	addInputs := func(r *http.Request) {
 		var body struct {
 			Kind   string `json:"kind"`
@@ -33,7 +35,9 @@ func TestBenchMapCall(t *testing.T) {
 				Format string `json:"format"`
 			} `json:"inputs"`
 		}
-		json.NewDecoder(r.Body).Decode(&body)
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			t.Errorf("inputs: %v", err)
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		batches = append(batches, len(body.Inputs))
@@ -53,22 +57,23 @@ func TestBenchMapCall(t *testing.T) {
 		switch {
 		case r.URL.Path == "/v1/functions/fu-1/calls":
 			addInputs(r)
-			json.NewEncoder(w).Encode(map[string]any{"call_id": "fc-1", "first_index": 0, "count": len(args)})
+			send(w, map[string]any{"call_id": "fc-1", "first_index": 0, "count": len(args)})
 		case r.URL.Path == "/v1/calls/fc-1/inputs":
 			addInputs(r)
-			json.NewEncoder(w).Encode(map[string]any{"call_id": "fc-1", "first_index": 0, "count": len(args)})
+			send(w, map[string]any{"call_id": "fc-1", "first_index": 0, "count": len(args)})
 		case r.URL.Path == "/v1/calls/fc-1/stream":
 			streams++
 			var from int
-			fmt.Sscan(r.URL.Query().Get("from"), &from)
-			enc := json.NewEncoder(w)
-			enc.Encode(map[string]any{"log": map[string]any{"index": 0, "stream": "stdout", "data": "x"}})
+			if _, err := fmt.Sscan(r.URL.Query().Get("from"), &from); err != nil {
+				t.Errorf("stream from %q: %v", r.URL.Query().Get("from"), err)
+			}
+			send(w, map[string]any{"log": map[string]any{"index": 0, "stream": "stdout", "data": "x"}})
 			// Half of what is left, then a timeout.
 			to := from + max(1, (len(args)-from)/2)
 			for i := from; i < to; i++ {
-				enc.Encode(map[string]any{"output": map[string]any{"index": i, "seq": i, "status": "success", "data": "MQ==", "format": "json"}})
+				send(w, map[string]any{"output": map[string]any{"index": i, "seq": i, "status": "success", "data": "MQ==", "format": "json"}})
 			}
-			enc.Encode(map[string]any{"timeout": true})
+			send(w, map[string]any{"timeout": true})
 		default:
 			http.NotFound(w, r)
 		}
@@ -87,16 +92,26 @@ func TestBenchMapCall(t *testing.T) {
 }
 
 func TestBenchMapCallFailure(t *testing.T) {
+	send := sender(t)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/calls") {
-			json.NewEncoder(w).Encode(map[string]any{"call_id": "fc-1", "count": 1})
+			send(w, map[string]any{"call_id": "fc-1", "count": 1})
 			return
 		}
-		json.NewEncoder(w).Encode(map[string]any{"output": map[string]any{"index": 0, "seq": 0, "status": "failure", "error": "NameError: x"}})
+		send(w, map[string]any{"output": map[string]any{"index": 0, "seq": 0, "status": "failure", "error": "NameError: x"}})
 	}))
 	defer srv.Close()
 	c := &benchClient{url: srv.URL, token: "t", http: srv.Client()}
 	if _, err := c.mapCall(t.Context(), "fu-1", 1, 1000); err == nil || !strings.Contains(err.Error(), "NameError: x") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+// sender returns a function that writes v as a line of JSON, for fake servers.
+func sender(t *testing.T) func(w io.Writer, v any) {
+	return func(w io.Writer, v any) {
+		if err := json.NewEncoder(w).Encode(v); err != nil {
+			t.Errorf("fake server: %v", err)
+		}
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,13 +37,7 @@ func runBenchImages(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	// A 10-layer image: the base and nine run_commands layers, unique to this run.
-	run := time.Now().UnixNano()
-	var steps []map[string]any
-	for i := 1; i <= 9; i++ {
-		steps = append(steps, map[string]any{"type": "run_commands", "commands": []string{fmt.Sprintf("echo %d-%d > /layer-%d", run, i, i)}})
-	}
-	spec := map[string]any{"kind": "debian_slim", "steps": steps}
+	spec := tenLayerSpec()
 	start := time.Now()
 	ten, err := c.imageSpec(spec)
 	if err != nil {
@@ -52,10 +45,33 @@ func runBenchImages(ctx context.Context, args []string) error {
 	}
 	coldBuild := time.Since(start)
 
-	fmt.Printf("\ngust bench images: %d samples each, 2-core machine, %s\n\n", *n, time.Now().Format(time.RFC3339))
-	fmt.Printf("%-44s %10s %10s %10s %10s %8s\n", "measurement", "p50", "p99", "base p50", "base p99", "p50 ×")
+	printBenchHeader("images", *n)
+	if err := benchResolve(c, spec, *n, coldBuild); err != nil {
+		return err
+	}
+	if err := benchLayeredStarts(c, appID, base, ten, *n); err != nil {
+		return err
+	}
+	if *cold {
+		return benchColdBase(ctx)
+	}
+	return nil
+}
+
+// tenLayerSpec is a 10-layer image: the base and nine run_commands layers, unique to this run.
+func tenLayerSpec() map[string]any {
+	run := time.Now().UnixNano()
+	var steps []map[string]any
+	for i := 1; i <= 9; i++ {
+		steps = append(steps, map[string]any{"type": "run_commands", "commands": []string{fmt.Sprintf("echo %d-%d > /layer-%d", run, i, i)}})
+	}
+	return map[string]any{"kind": "debian_slim", "steps": steps}
+}
+
+// benchResolve times resolving the cached image of spec beside a bare HTTP round trip.
+func benchResolve(c *benchClient, spec map[string]any, n int, coldBuild time.Duration) error {
 	var resolve, health []time.Duration
-	for i := 0; i < *n; i++ {
+	for i := 0; i < n; i++ {
 		start := time.Now()
 		if _, err := c.imageSpec(spec); err != nil {
 			return err
@@ -66,14 +82,19 @@ func runBenchImages(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		resp.Body.Close()
+		closeBody(resp)
 		health = append(health, time.Since(start))
 	}
 	report("cached 10-layer image resolve vs GET /health", resolve, health)
 	fmt.Printf("  (target: ≤ 20 ms; its 9 layers were built cold in %.1f s)\n", coldBuild.Seconds())
+	return nil
+}
 
+// benchLayeredStarts times sandboxes of the 10-layer image and of the base, alternately, from
+// the request to their first output.
+func benchLayeredStarts(c *benchClient, appID, base, ten string, n int) error {
 	var one, many []time.Duration
-	for i := 0; i < *n; i++ {
+	for i := 0; i < n; i++ {
 		for _, im := range []string{base, ten} {
 			start := time.Now()
 			id, err := c.createWith(map[string]any{"app_id": appID, "image_id": im, "memory": 512})
@@ -84,7 +105,9 @@ func runBenchImages(ctx context.Context, args []string) error {
 				return err
 			}
 			d := time.Since(start)
-			c.terminate(id)
+			if err := c.terminate(id); err != nil {
+				return err
+			}
 			if im == base {
 				one = append(one, d)
 			} else {
@@ -94,38 +117,31 @@ func runBenchImages(ctx context.Context, args []string) error {
 	}
 	report("start → first output, 10 layers vs 1 layer", many, one)
 	fmt.Printf("  (target: ≤ 1.2×)\n")
-
-	if *cold {
-		tmp, err := os.MkdirTemp("", "gust-bench-cold-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		b, err := image.NewBuilder(filepath.Join(tmp, "gust"))
-		if err != nil {
-			return err
-		}
-		start := time.Now()
-		if _, err := b.EnsureDebianSlim(ctx, nil); err != nil {
-			return err
-		}
-		gustCold := time.Since(start)
-		start = time.Now()
-		if out, err := reaper.CombinedOutput(exec.Command("debootstrap", image.DebootstrapArgs(filepath.Join(tmp, "plain"))...)); err != nil {
-			return fmt.Errorf("debootstrap: %v: %s", err, out)
-		}
-		plain := time.Since(start)
-		fmt.Printf("%-44s %10.1f s %21.1f s %17.2f×\n", "cold base image vs the machine's debootstrap", gustCold.Seconds(), plain.Seconds(), gustCold.Seconds()/plain.Seconds())
-	}
 	return nil
 }
 
-// imageSpec resolves an image definition through the API.
-func (c *benchClient) imageSpec(spec map[string]any) (string, error) {
-	resp, err := c.do(http.MethodPost, "/v1/images", spec)
+// benchColdBase builds the base image cold in a scratch directory, then runs the machine's own
+// debootstrap of the same, and prints the two times.
+func benchColdBase(ctx context.Context) error {
+	tmp, err := os.MkdirTemp("", "gust-bench-cold-")
 	if err != nil {
-		return "", err
+		return err
 	}
-	defer resp.Body.Close()
-	return readImageStream(resp, false)
+	defer removeScratch(tmp)
+	b, err := image.NewBuilder(filepath.Join(tmp, "gust"))
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if _, err := b.EnsureDebianSlim(ctx, nil); err != nil {
+		return err
+	}
+	gustCold := time.Since(start)
+	start = time.Now()
+	if out, err := reaper.CombinedOutput(exec.Command("debootstrap", image.DebootstrapArgs(filepath.Join(tmp, "plain"))...)); err != nil {
+		return fmt.Errorf("debootstrap: %v: %s", err, out)
+	}
+	plain := time.Since(start)
+	fmt.Printf("%-44s %10.1f s %21.1f s %17.2f×\n", "cold base image vs the machine's debootstrap", gustCold.Seconds(), plain.Seconds(), gustCold.Seconds()/plain.Seconds())
+	return nil
 }

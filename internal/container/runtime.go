@@ -150,43 +150,8 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOptions) (_ *Container,
 	}()
 
 	bundle := r.cfg.bundleDir(opts.ID)
-	rw := filepath.Join(bundle, "rw")
-	rootfs := filepath.Join(bundle, "rootfs")
-	if err := os.MkdirAll(rw, 0o700); err != nil {
-		return nil, fmt.Errorf("runtime: make bundle: %w", err)
-	}
-	undo.push(func() error { return removeAll(bundle) })
-	if err := os.Mkdir(rootfs, 0o755); err != nil {
-		return nil, fmt.Errorf("runtime: make bundle: %w", err)
-	}
-	// The writable layer is a tmpfs so that a sandbox's disk use is bounded by its size.
-	if err := unix.Mount("tmpfs", rw, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("size=%dm,mode=0755", opts.DiskMiB)); err != nil {
-		return nil, fmt.Errorf("runtime: mount writable layer: %w", err)
-	}
-	undo.push(func() error { return unmount(rw) })
-	upper, work := filepath.Join(rw, "upper"), filepath.Join(rw, "work")
-	for _, d := range []string{upper, work} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			return nil, fmt.Errorf("runtime: %w", err)
-		}
-	}
-	lower := make([]string, len(opts.Layers))
-	for i, l := range opts.Layers { // overlayfs lists the top layer first
-		lower[len(lower)-1-i] = l
-	}
-	ovl := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lower, ":"), upper, work)
-	if err := unix.Mount("overlay", rootfs, "overlay", 0, ovl); err != nil {
-		return nil, fmt.Errorf("runtime: mount overlay root: %w", err)
-	}
-	undo.push(func() error { return unmount(rootfs) })
-
-	spec := buildSpec(&r.cfg, opts, rootfs)
-	b, err := json.Marshal(spec)
-	if err != nil {
-		return nil, fmt.Errorf("runtime: encode spec: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
-		return nil, fmt.Errorf("runtime: write spec: %w", err)
+	if err := r.layOutBundle(bundle, opts, &undo); err != nil {
+		return nil, err
 	}
 
 	// Stdio pipes: the container's PID 1 gets the child ends (runc and runsc pass them through
@@ -210,25 +175,7 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOptions) (_ *Container,
 	args = append(args, "run", "--detach", "--bundle", bundle, opts.ID)
 	cmd := exec.Command(r.binary(opts.Isolation), args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
-	// The runtime's own failure messages arrive on the stderr pipe too; keep them for errors.
-	stderrLog := &tailBuffer{max: 8 << 10}
-	stderrDone := make(chan struct{})
-	go func() {
-		defer close(stderrDone)
-		buf := make([]byte, 4096)
-		for {
-			n, err := errR.Read(buf)
-			if n > 0 {
-				_, _ = stderrLog.Write(buf[:n]) // a tailBuffer never fails
-				for _, line := range strings.Split(strings.TrimRight(string(buf[:n]), "\n"), "\n") {
-					opts.Logf("container %s: %s", opts.ID, line)
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
+	stderrLog, stderrDone := followStderr(errR, opts.ID, opts.Logf)
 	runErr := reaper.Run(cmd)
 	closePipeEnds(inR, outW, errW) // the container holds its own copies now
 	undo.push(func() error { return r.delete(opts.ID, opts.Isolation) })
@@ -257,6 +204,76 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOptions) (_ *Container,
 		return nil, ctx.Err()
 	}
 	return c, nil
+}
+
+// layOutBundle makes a container's bundle: an overlayfs root over its image layers, whose
+// writable layer is a tmpfs of its disk size, and the OCI spec. It pushes the undoing of each
+// step on undo.
+func (r *Runtime) layOutBundle(bundle string, opts CreateOptions, undo *cleanupStack) error {
+	rw := filepath.Join(bundle, "rw")
+	rootfs := filepath.Join(bundle, "rootfs")
+	if err := os.MkdirAll(rw, 0o700); err != nil {
+		return fmt.Errorf("runtime: make bundle: %w", err)
+	}
+	undo.push(func() error { return removeAll(bundle) })
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		return fmt.Errorf("runtime: make bundle: %w", err)
+	}
+	// The writable layer is a tmpfs so that a sandbox's disk use is bounded by its size.
+	if err := unix.Mount("tmpfs", rw, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("size=%dm,mode=0755", opts.DiskMiB)); err != nil {
+		return fmt.Errorf("runtime: mount writable layer: %w", err)
+	}
+	undo.push(func() error { return unmount(rw) })
+	upper, work := filepath.Join(rw, "upper"), filepath.Join(rw, "work")
+	for _, d := range []string{upper, work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return fmt.Errorf("runtime: %w", err)
+		}
+	}
+	lower := make([]string, len(opts.Layers))
+	for i, l := range opts.Layers { // overlayfs lists the top layer first
+		lower[len(lower)-1-i] = l
+	}
+	ovl := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lower, ":"), upper, work)
+	if err := unix.Mount("overlay", rootfs, "overlay", 0, ovl); err != nil {
+		return fmt.Errorf("runtime: mount overlay root: %w", err)
+	}
+	undo.push(func() error { return unmount(rootfs) })
+
+	spec := buildSpec(&r.cfg, opts, rootfs)
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return fmt.Errorf("runtime: encode spec: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
+		return fmt.Errorf("runtime: write spec: %w", err)
+	}
+	return nil
+}
+
+// followStderr passes what arrives on a container's stderr pipe to logf, line by line, and keeps
+// the last 8 KiB: the runtime's own failure messages arrive there too, and errors quote them.
+// done is closed when the pipe ends.
+func followStderr(errR *os.File, id string, logf func(string, ...any)) (tail *tailBuffer, done <-chan struct{}) {
+	tail = &tailBuffer{max: 8 << 10}
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		buf := make([]byte, 4096)
+		for {
+			n, err := errR.Read(buf)
+			if n > 0 {
+				_, _ = tail.Write(buf[:n]) // a tailBuffer never fails
+				for _, line := range strings.Split(strings.TrimRight(string(buf[:n]), "\n"), "\n") {
+					logf("container %s: %s", id, line)
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return tail, closed
 }
 
 func (r *Runtime) binary(isolation string) string {

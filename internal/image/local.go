@@ -121,86 +121,95 @@ func extractTar(r io.Reader, root, remote string, oci bool) error {
 		if err != nil {
 			return errdefs.Invalid("not a valid tar: %v", err)
 		}
-		name := path.Clean("/" + hdr.Name) // rooted, so ".." cannot climb above remote
-		target := filepath.Join(base, filepath.FromSlash(name))
-		if err := noSymlinkBetween(root, filepath.Dir(target)); err != nil {
+		if err := extractEntry(tr, hdr, root, base, oci); err != nil {
 			return err
-		}
-		if oci {
-			if done, err := whiteout(target); done || err != nil {
-				if err != nil {
-					return err
-				}
-				continue
-			}
-		}
-		mode := os.FileMode(hdr.Mode) & 0o7777
-		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-			return err
-		}
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(target, 0o755); err != nil {
-				return err
-			}
-			if err := os.Chmod(target, mode|0o700*boolBits(!oci)); err != nil {
-				return err
-			}
-		case tar.TypeReg:
-			if err := removeIfThere(target); err != nil {
-				return err
-			}
-			out, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(out, tr)
-			if cerr := out.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return err
-			}
-			if err := os.Chmod(target, mode); err != nil { // past the umask
-				return err
-			}
-		case tar.TypeSymlink:
-			// Links are made, never followed: a link may point anywhere in the image.
-			if err := os.RemoveAll(target); err != nil {
-				return err
-			}
-			if err := os.Symlink(hdr.Linkname, target); err != nil {
-				return err
-			}
-		case tar.TypeLink:
-			if !oci {
-				continue
-			}
-			src := filepath.Join(base, filepath.FromSlash(path.Clean("/"+hdr.Linkname)))
-			if err := noSymlinkBetween(root, filepath.Dir(src)); err != nil {
-				return err
-			}
-			if err := removeIfThere(target); err != nil {
-				return err
-			}
-			if err := os.Link(src, target); err != nil {
-				return fmt.Errorf("hard link %s: %w", hdr.Name, err)
-			}
-		default:
-			// Devices and fifos: the runtime makes /dev; local source files have none.
-			continue
-		}
-		if oci {
-			if err := os.Lchown(target, hdr.Uid, hdr.Gid); err != nil {
-				return err
-			}
-			if hdr.Typeflag == tar.TypeDir || hdr.Typeflag == tar.TypeReg {
-				if err := os.Chmod(target, mode); err != nil {
-					return err
-				}
-			}
 		}
 	}
+}
+
+// extractEntry makes the file of one tar entry under base (within root), its body read from tr.
+func extractEntry(tr io.Reader, hdr *tar.Header, root, base string, oci bool) error {
+	name := path.Clean("/" + hdr.Name) // rooted, so ".." cannot climb above remote
+	target := filepath.Join(base, filepath.FromSlash(name))
+	if err := noSymlinkBetween(root, filepath.Dir(target)); err != nil {
+		return err
+	}
+	if oci {
+		if done, err := whiteout(target); done || err != nil {
+			return err
+		}
+	}
+	mode := os.FileMode(hdr.Mode) & 0o7777
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return err
+	}
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return err
+		}
+		if err := os.Chmod(target, mode|0o700*boolBits(!oci)); err != nil {
+			return err
+		}
+	case tar.TypeReg:
+		if err := writeEntry(tr, target, mode); err != nil {
+			return err
+		}
+	case tar.TypeSymlink:
+		// Links are made, never followed: a link may point anywhere in the image.
+		if err := os.RemoveAll(target); err != nil {
+			return err
+		}
+		if err := os.Symlink(hdr.Linkname, target); err != nil {
+			return err
+		}
+	case tar.TypeLink:
+		if !oci {
+			return nil
+		}
+		src := filepath.Join(base, filepath.FromSlash(path.Clean("/"+hdr.Linkname)))
+		if err := noSymlinkBetween(root, filepath.Dir(src)); err != nil {
+			return err
+		}
+		if err := removeIfThere(target); err != nil {
+			return err
+		}
+		if err := os.Link(src, target); err != nil {
+			return fmt.Errorf("hard link %s: %w", hdr.Name, err)
+		}
+	default:
+		// Devices and fifos: the runtime makes /dev; local source files have none.
+		return nil
+	}
+	if !oci {
+		return nil
+	}
+	if err := os.Lchown(target, hdr.Uid, hdr.Gid); err != nil {
+		return err
+	}
+	if hdr.Typeflag == tar.TypeDir || hdr.Typeflag == tar.TypeReg {
+		return os.Chmod(target, mode)
+	}
+	return nil
+}
+
+// writeEntry writes a regular file's body from r to target, replacing what was there.
+func writeEntry(r io.Reader, target string, mode os.FileMode) error {
+	if err := removeIfThere(target); err != nil {
+		return err
+	}
+	out, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, r)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Chmod(target, mode) // past the umask
 }
 
 // removeIfThere removes the file at p, if there is one, so that an entry can replace it.

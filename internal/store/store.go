@@ -4,9 +4,9 @@
 // that speaks SQL. The embedded default is SQLite (pure Go, WAL); state that must survive a
 // restart lives here and nowhere else.
 //
-// Imported by the control plane (the server and the packages it is made of: the API, the fleet
-// and the function engine) and by cmd/gust, which opens it. Never by the worker, gust-init or
-// the SDKs.
+// Imported by the control plane (internal/api, internal/fleet, internal/dispatch,
+// internal/imagebuild and internal/server, which assembles them) and by cmd/gust, which opens
+// it. Never by the worker, gust-init or the SDKs (internal/depcheck enforces this).
 package store
 
 import (
