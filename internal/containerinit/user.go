@@ -9,6 +9,12 @@ import (
 	"syscall"
 )
 
+// The image's user database, as the container sees it (tests point these elsewhere).
+var (
+	passwdFile = "/etc/passwd"
+	groupFile  = "/etc/group"
+)
+
 // lookupUser resolves "name", "uid", "name:group" or "uid:gid" against the container's own
 // /etc/passwd and /etc/group (init runs inside the container, so these are the image's).
 func lookupUser(spec string) (*syscall.Credential, string, error) {
@@ -17,7 +23,7 @@ func lookupUser(spec string) (*syscall.Credential, string, error) {
 	if n, err := strconv.Atoi(userPart); err == nil {
 		uid = n
 	}
-	for _, f := range readColonFile("/etc/passwd") {
+	for _, f := range readColonFile(passwdFile) {
 		if len(f) < 6 {
 			continue
 		}
@@ -44,7 +50,7 @@ func lookupUser(spec string) (*syscall.Credential, string, error) {
 		if n, err := strconv.Atoi(groupPart); err == nil {
 			gid = n
 		}
-		for _, f := range readColonFile("/etc/group") {
+		for _, f := range readColonFile(groupFile) {
 			if len(f) >= 3 && f[0] == groupPart {
 				n, err := strconv.Atoi(f[2])
 				if err != nil {
@@ -59,7 +65,7 @@ func lookupUser(spec string) (*syscall.Credential, string, error) {
 	}
 	var groups []uint32
 	name := userPart
-	for _, f := range readColonFile("/etc/group") {
+	for _, f := range readColonFile(groupFile) {
 		if len(f) < 4 {
 			continue
 		}
