@@ -12,9 +12,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
+	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/worker"
 )
 
@@ -55,7 +55,7 @@ func startBenchGust(ctx context.Context, imageCache string) (*benchClient, func(
 		closeBenchServer(httpSrv)
 		removeScratch(tmp)
 	}
-	c := &benchClient{url: url, token: token, tmp: tmp, http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	c := newBenchClient(url, token, tmp)
 	return c, stop, nil
 }
 
@@ -78,40 +78,20 @@ func benchWarn(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "gust: bench: "+format+"\n", args...)
 }
 
-// benchClient speaks the HTTP API directly: the benchmark measures the API, not an SDK.
+// benchClient speaks the HTTP API directly, through gust's internal client: the benchmark
+// measures the API, not an SDK.
 type benchClient struct {
 	url, token, tmp string
-	http            *http.Client
+	api             httpapi.Client
+}
+
+func newBenchClient(url, token, tmp string) *benchClient {
+	return &benchClient{url: url, token: token, tmp: tmp, api: httpapi.Client{BaseURL: url, Token: token,
+		HTTP: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}}
 }
 
 func (c *benchClient) do(method, path string, in any) (*http.Response, error) {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", method, path, err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, c.url+path, body)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode >= 300 {
-		b, rerr := io.ReadAll(resp.Body)
-		closeBody(resp)
-		err := fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, strings.TrimSpace(string(b)))
-		if rerr != nil {
-			err = fmt.Errorf("%w (the rest of the answer was lost: %v)", err, rerr)
-		}
-		return nil, err
-	}
-	return resp, nil
+	return c.api.Open(context.Background(), method, path, in)
 }
 
 // closeBody closes a response body that was read as far as needed. Its error is dropped on

@@ -123,7 +123,7 @@ func benchFunctionsTarget(ctx context.Context, server, imageCache string) (*benc
 	if err != nil {
 		return nil, nil, err
 	}
-	bc := &benchClient{url: strings.TrimRight(server, "/"), token: cfg.Token, http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	bc := newBenchClient(strings.TrimRight(server, "/"), cfg.Token, "")
 	return bc, func() {}, nil
 }
 

@@ -79,7 +79,7 @@ func TestBenchMapCall(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	c := &benchClient{url: srv.URL, token: "t", http: srv.Client()}
+	c := newBenchClient(srv.URL, "t", "")
 	if _, err := c.mapCall(t.Context(), "fu-1", 2500, 1000); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestBenchMapCallFailure(t *testing.T) {
 		send(w, map[string]any{"output": map[string]any{"index": 0, "seq": 0, "status": "failure", "error": "NameError: x"}})
 	}))
 	defer srv.Close()
-	c := &benchClient{url: srv.URL, token: "t", http: srv.Client()}
+	c := newBenchClient(srv.URL, "t", "")
 	if _, err := c.mapCall(t.Context(), "fu-1", 1, 1000); err == nil || !strings.Contains(err.Error(), "NameError: x") {
 		t.Errorf("err = %v", err)
 	}

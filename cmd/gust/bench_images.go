@@ -78,7 +78,7 @@ func benchResolve(c *benchClient, spec map[string]any, n int, coldBuild time.Dur
 		}
 		resolve = append(resolve, time.Since(start))
 		start = time.Now()
-		resp, err := c.http.Get(c.url + "/v1/health")
+		resp, err := c.api.HTTP.Get(c.url + "/v1/health")
 		if err != nil {
 			return err
 		}
