@@ -11,6 +11,7 @@ import (
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/function"
 	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/wire"
 	"github.com/gust-run/gust/internal/workerproto"
 )
 
@@ -266,7 +267,7 @@ func (a *API) handleCallStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n := httpapi.StartNDJSON(w)
-	if err := a.engine.Stream(r.Context(), w, id, from, until, time.Duration(min(timeout, 300)*float64(time.Second))); err != nil {
+	if err := a.engine.Stream(r.Context(), w, id, from, until, wire.Seconds(min(timeout, 300)).D()); err != nil {
 		sendLast(n, httpapi.ErrorLine(err))
 	}
 }

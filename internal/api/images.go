@@ -9,6 +9,7 @@ import (
 	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/imagebuild"
 	"github.com/gust-run/gust/internal/store"
+	"github.com/gust-run/gust/internal/wire"
 )
 
 func (a *API) imageRoutes(rt *router) {
@@ -92,7 +93,7 @@ func (a *API) handleImagePrune(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteError(w, errdefs.Invalid("older_than must be a number of seconds, got %q", v))
 			return
 		}
-		grace = time.Duration(secs * float64(time.Second))
+		grace = wire.Seconds(secs).D()
 	}
 	ims, err := a.store.ListImages(r.Context())
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/store"
+	"github.com/gust-run/gust/internal/wire"
 )
 
 func (a *API) sandboxRoutes(rt *router) {
@@ -93,7 +94,7 @@ func (a *API) handleSandboxGet(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	deadline := time.NewTimer(time.Duration(min(wait, 300) * float64(time.Second)))
+	deadline := time.NewTimer(wire.Seconds(min(wait, 300)).D())
 	defer deadline.Stop()
 	for {
 		sb, err := a.store.GetSandbox(r.Context(), id)
@@ -146,16 +147,11 @@ func (a *API) handleSandboxTags(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	sb, err := a.store.GetSandbox(r.Context(), r.PathValue("id"))
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
 	if req.Tags == nil {
 		req.Tags = map[string]string{}
 	}
-	sb.Tags = req.Tags
-	if err := a.store.UpdateSandbox(r.Context(), sb); err != nil {
+	sb, err := a.fleet.SetTags(r.Context(), r.PathValue("id"), req.Tags)
+	if err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}

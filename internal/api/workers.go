@@ -3,10 +3,10 @@ package api
 import (
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/wire"
 	"github.com/gust-run/gust/internal/workerproto"
 )
 
@@ -42,7 +42,7 @@ func (a *API) handleWorkerAssignments(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	as, err := a.fleet.Assignments(r.Context(), r.PathValue("wid"), time.Duration(wait*float64(time.Second)))
+	as, err := a.fleet.Assignments(r.Context(), r.PathValue("wid"), wire.Seconds(wait).D())
 	if err != nil {
 		if r.Context().Err() == nil {
 			httpapi.WriteError(w, err)
