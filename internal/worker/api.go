@@ -46,7 +46,11 @@ func (w *Worker) running(id string) (*box, Container, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.state != boxRunning {
+	switch b.state {
+	case boxRunning:
+	case boxStarting:
+		return nil, nil, errdefs.Conflict("sandbox %s is still starting on this worker; try again once it runs", id)
+	default:
 		return nil, nil, errdefs.Conflict("sandbox %s is not running (it has finished or was terminated); start a new sandbox", id)
 	}
 	b.lastActivity = time.Now()

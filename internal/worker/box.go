@@ -30,8 +30,10 @@ type box struct {
 	// when it ended by itself.
 	endStatus sandbox.Status
 	endReason string
-	// done is closed when the box reaches boxExited.
-	done chan struct{}
+	// done is closed when the box reaches boxExited; reported, once its end was reported.
+	done, reported chan struct{}
+	// reportMu orders the box's reports: running (if it got there) before its end.
+	reportMu sync.Mutex
 }
 
 // keepFinished is how long a finished container's output stays readable on the worker.
@@ -59,7 +61,8 @@ func (b *box) moveLocked(to boxState) error {
 
 // create starts a container and reports it running, or failed.
 func (w *Worker) create(spec workerproto.ContainerSpec) {
-	b := &box{spec: spec, state: boxStarting, execs: map[string]Process{}, lastActivity: time.Now(), done: make(chan struct{})}
+	b := &box{spec: spec, state: boxStarting, execs: map[string]Process{}, lastActivity: time.Now(),
+		done: make(chan struct{}), reported: make(chan struct{})}
 	w.mu.Lock()
 	if _, dup := w.boxes[spec.ID]; dup {
 		w.mu.Unlock()
@@ -90,6 +93,8 @@ func (w *Worker) create(spec workerproto.ContainerSpec) {
 		w.failStart(b, c, err)
 		return
 	}
+	b.reportMu.Lock()
+	defer b.reportMu.Unlock()
 	b.mu.Lock()
 	if b.state != boxStarting {
 		// Terminated, or ended by itself, while it started: whoever moved it reports.
@@ -145,13 +150,16 @@ func (w *Worker) startMain(ctx context.Context, b *box, c Container) error {
 	}
 	switch {
 	case len(spec.Command) > 0:
+		// Exec under b.mu: if the command ends at once, the container's end then finds it.
+		b.mu.Lock()
 		p, err := c.Exec(initproto.ExecRequest{Argv: spec.Command, Env: b.env(nil), Cwd: b.cwd(""), Main: true, User: spec.User}, 0)
+		if err == nil {
+			b.execs["main"] = p
+		}
+		b.mu.Unlock()
 		if err != nil {
 			return fmt.Errorf("starting the command: %w", err)
 		}
-		b.mu.Lock()
-		b.execs["main"] = p
-		b.mu.Unlock()
 	case spec.Function != nil:
 		if err := w.startRunner(b, c, spec.Function); err != nil {
 			return fmt.Errorf("starting the function runner: %w", err)
@@ -183,6 +191,7 @@ func (w *Worker) failStart(b *box, c Container, cause error) {
 	w.forgetLater(id)
 	msg := cause.Error()
 	w.report(id, workerproto.StateReport{Status: sandbox.Failed, Error: &msg})
+	close(b.reported)
 }
 
 // remove has the runtime remove a container, logging what it could not do.
@@ -260,7 +269,7 @@ func (w *Worker) enforceTimeouts(b *box) {
 }
 
 // terminate stops a container and reports it ended with status (terminated or timeout). It
-// returns once the container is gone.
+// returns once the container is gone and its end reported, by whichever path ended it.
 func (w *Worker) terminate(id string, status sandbox.Status, reason string) {
 	b := w.box(id)
 	if b == nil {
@@ -273,7 +282,7 @@ func (w *Worker) terminate(id string, status sandbox.Status, reason string) {
 	if b.state == boxExited || b.state == boxStopping {
 		// Ended, or another terminate is ending it: wait for that.
 		b.mu.Unlock()
-		<-b.done
+		<-b.reported
 		return
 	}
 	b.endStatus, b.endReason = status, reason
@@ -294,6 +303,8 @@ func (w *Worker) terminate(id string, status sandbox.Status, reason string) {
 	// Without a container (still being made), this ends the box at once; create removes the
 	// container when the runtime hands it over.
 	w.containerExited(b)
+	// The container's OnExit may have got there first, and be reporting still.
+	<-b.reported
 }
 
 // containerExited runs once a container has gone, for any reason, and reports its end.
@@ -328,7 +339,10 @@ func (w *Worker) containerExited(b *box) {
 		// makes it retry whatever was still running.
 		w.events.flush()
 	}
+	b.reportMu.Lock()
 	w.report(b.spec.ID, st)
+	b.reportMu.Unlock()
+	close(b.reported)
 }
 
 // endReport is the state a container that ended reports. status is a terminate's (terminated

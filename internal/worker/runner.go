@@ -69,20 +69,22 @@ func (w *Worker) startRunner(b *box, c Container, fn *workerproto.FunctionRun) e
 		extra["GUST_SERVER_URL"] = "unix://" + apiSocketMount + "/api.sock"
 		extra["GUST_TOKEN"] = "container"
 	}
+	// Exec under b.mu: if the container ends at once, its end then finds its main process.
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	p, err := c.Exec(initproto.ExecRequest{Argv: []string{"python3", "-u", "-c", runnerBoot, string(cfg)}, Env: b.env(extra), Cwd: cwd, Main: true, User: b.spec.User}, 0)
 	if err != nil {
 		return err
 	}
-	r := &runner{fn: *fn, proc: p, state: runnerStarting, timers: map[string]*time.Timer{}, started: map[string]time.Time{}}
-	b.mu.Lock()
 	b.execs["main"] = p
+	r := &runner{fn: *fn, proc: p, state: runnerStarting, timers: map[string]*time.Timer{}, started: map[string]time.Time{}}
+	// Follow it even if the container is ending already: a runner that dies at once still
+	// says why (an init error).
+	go w.followRunner(b, r)
 	if b.state != boxStarting {
-		b.mu.Unlock()
 		return fmt.Errorf("the container was ended (%s) while its runner started", b.state)
 	}
 	b.runner = r
-	b.mu.Unlock()
-	go w.followRunner(b, r)
 	return nil
 }
 
