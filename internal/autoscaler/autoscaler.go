@@ -1,10 +1,11 @@
 // Package autoscaler decides how many containers a function should have. It is pure logic: the
-// server gives it the function's bounds and what it sees now (queued inputs, containers and how
-// busy each is) and gets back how many to start, which idle ones to stop, and why. Imported by
-// the server only.
+// function engine (internal/dispatch) gives it the function's bounds and what it sees now
+// (queued inputs, containers and how busy each is) and gets back how many to start, which idle
+// ones to stop, and why. Imported by internal/dispatch only.
 //
 // The rule, as Modal documents it: enough containers for the work at each container's target
-// concurrency (and, once inputs' run time is known, no more than clear it within a second), plus buffer_containers idle extras while there is work, never fewer than
+// concurrency (and, once inputs' run time is known, no more than clear it within a second),
+// plus buffer_containers idle extras while there is work, never fewer than
 // min_containers nor more than max_containers; a container above that need is stopped once it
 // has been idle for scaledown_window. With no work and min_containers 0 that is zero.
 package autoscaler

@@ -143,7 +143,11 @@ func (f *Fleet) Terminate(ctx context.Context, id string, status sandbox.Status,
 		return f.setState(ctx, id, workerproto.StateReport{Status: status, ExitCode: &code, Error: strPtr(reason)})
 	}
 	changed := f.Watch(id)
-	f.assign(wc, workerproto.Assignment{Op: workerproto.OpTerminate, ContainerID: id, EndStatus: status})
+	a := workerproto.Assignment{Op: workerproto.OpTerminate, ContainerID: id, EndStatus: status}
+	if status == sandbox.Failed {
+		a.Reason = reason // a failure says why; a stop asked for is not an error
+	}
+	f.assign(wc, a)
 	timeout := time.NewTimer(terminateTimeout)
 	defer timeout.Stop()
 	for {
@@ -174,6 +178,25 @@ func (f *Fleet) ReportState(ctx context.Context, workerID, id string, st workerp
 // setState moves a container through the sandbox lifecycle, records it, wakes its waiters,
 // gives back its worker's capacity when it ends, and tells the function engine.
 func (f *Fleet) setState(ctx context.Context, id string, st workerproto.StateReport) (sandbox.Sandbox, error) {
+	sb, err := f.recordState(ctx, id, st)
+	if err != nil {
+		return sb, err
+	}
+	if st.Status.Terminal() {
+		f.release(sb)
+	}
+	f.notify(id)
+	if sb.FunctionID != "" && st.Status.Terminal() {
+		f.onEnd(sb)
+	}
+	return sb, nil
+}
+
+// recordState moves a container's record through the lifecycle and writes it, under records:
+// of two reports of an end at once, one moves it and the other is refused.
+func (f *Fleet) recordState(ctx context.Context, id string, st workerproto.StateReport) (sandbox.Sandbox, error) {
+	f.records.Lock()
+	defer f.records.Unlock()
 	sb, err := f.store.GetSandbox(ctx, id)
 	if err != nil {
 		return sb, err
@@ -190,17 +213,20 @@ func (f *Fleet) setState(ctx context.Context, id string, st workerproto.StateRep
 	if err != nil {
 		return sb, fmt.Errorf("sandbox %s: %w", id, err)
 	}
-	if st.Status.Terminal() {
-		f.release(sb)
-	}
-	if err := f.store.UpdateSandbox(ctx, sb); err != nil {
+	return sb, f.store.UpdateSandbox(ctx, sb)
+}
+
+// SetTags replaces a sandbox's tags. It goes through the fleet, not the store, so that it
+// cannot write back a status that a report changed meanwhile.
+func (f *Fleet) SetTags(ctx context.Context, id string, tags map[string]string) (sandbox.Sandbox, error) {
+	f.records.Lock()
+	defer f.records.Unlock()
+	sb, err := f.store.GetSandbox(ctx, id)
+	if err != nil {
 		return sb, err
 	}
-	f.notify(id)
-	if sb.FunctionID != "" && st.Status.Terminal() {
-		f.onEnd(sb)
-	}
-	return sb, nil
+	sb.Tags = tags
+	return sb, f.store.UpdateSandbox(ctx, sb)
 }
 
 // endRecord moves a record to its end through the lifecycle.

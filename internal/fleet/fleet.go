@@ -4,8 +4,8 @@
 // container's life (a sandbox's or a function's): placed, started, waited for, terminated,
 // ended, lost with its worker. It owns that state and its lock; callers use its methods.
 //
-// Imported by internal/api, internal/imagebuild and internal/server; internal/dispatch uses it
-// through its own Placer interface.
+// Imported by internal/api and internal/server; internal/dispatch and internal/imagebuild use it
+// through their own interfaces (Placer, Fleet).
 package fleet
 
 import (
@@ -50,6 +50,11 @@ type Fleet struct {
 	log   *log.Logger
 	// onEnd learns of every container that reached a terminal state (the function engine).
 	onEnd func(sandbox.Sandbox)
+
+	// records serialises each read-change-write of a container's record (setState, SetTags),
+	// so that two changes at once cannot both pass the lifecycle from the same old state, nor
+	// one write back a status that the other has moved on from. Taken before mu, never inside.
+	records sync.Mutex
 
 	mu      sync.Mutex
 	workers map[string]*workerConn

@@ -1,7 +1,8 @@
 // Package httpapi holds what the server's and the worker's HTTP ends share: JSON and NDJSON
 // responses, the error body (an errdefs kind and a message, with the status errdefs.Kind maps
 // it to), bearer-token auth, request decoding, and the internal client that gust's peers use to
-// call each other. Imported by internal/api, internal/worker and internal/workerproto.
+// call each other. Imported by internal/api, internal/worker, internal/workerproto and
+// cmd/gust (its benchmarks).
 package httpapi
 
 import (

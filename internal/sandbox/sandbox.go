@@ -7,9 +7,10 @@
 //	pending ──► running ──► finished     (its command exited; exit_code is the command's)
 //	   │           ├──────► terminated   (terminate was called, or the server shut down; 137)
 //	   │           ├──────► timeout      (timeout or idle_timeout passed; 124)
-//	   └───────────┴──────► failed       (the container could not start or was lost)
+//	   │           └──────► failed       (the container could not start or was lost)
+//	   └──────────────────► any of the four: a sandbox can end before it runs
 //
-// The last four are terminal: nothing leaves them.
+// The last four are terminal: nothing leaves them. Lifecycle below is this diagram as a table.
 package sandbox
 
 import (

@@ -354,6 +354,7 @@ func endReport(status sandbox.Status, reason string, main Process) workerproto.S
 	case sandbox.Timeout:
 		code = sandbox.ExitTimeout
 	case sandbox.Terminated:
+	case sandbox.Failed: // the server gave up on it (it did not start in time)
 	default:
 		status = sandbox.Finished
 		if main == nil {

@@ -63,6 +63,7 @@ func TestEndReport(t *testing.T) {
 		{"finished killed", "", "", exited(137, "out of memory"), sandbox.Finished, 137, "out of memory"},
 		{"main still running", "", "", running, sandbox.Finished, 137, ""},
 		{"no main process", "", "", nil, sandbox.Failed, 137, "the sandbox's init process stopped unexpectedly"},
+		{"failed by the server", sandbox.Failed, "the worker did not start the sandbox in time", exited(0, ""), sandbox.Failed, 137, "the worker did not start the sandbox in time"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := endReport(tc.status, tc.reason, tc.main)

@@ -242,7 +242,7 @@ func (w *Worker) assign(a workerproto.Assignment) {
 		w.wg.Add(1)
 		go func() {
 			defer w.wg.Done()
-			w.terminate(a.ContainerID, a.EndStatus, "")
+			w.terminate(a.ContainerID, a.EndStatus, a.Reason)
 		}()
 	default:
 		w.log.Printf("an assignment of unknown op %q: ignored (is the server newer than this worker?)", a.Op)

@@ -47,8 +47,10 @@ type Assignment struct {
 	Container *ContainerSpec `json:"container,omitempty"`
 	// ContainerID names the container of ops terminate and inputs.
 	ContainerID string `json:"container_id,omitempty"`
-	// EndStatus is the status a terminate ends in: terminated or timeout.
+	// EndStatus is the status a terminate ends in: terminated, timeout, or failed (the server
+	// gave up waiting for it to start); Reason says why a failed one failed.
 	EndStatus sandbox.Status `json:"end_status,omitempty"`
+	Reason    string         `json:"reason,omitempty"`
 	// Inputs are for op inputs, to the runner of container ContainerID.
 	Inputs []Input `json:"inputs,omitempty"`
 }
