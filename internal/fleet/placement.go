@@ -39,11 +39,13 @@ func pick(ws []*workerConn, sb sandbox.Sandbox) (*workerConn, error) {
 	// Stable order: ties go to the worker that registered first (IDs are random, so by name).
 	sort.Slice(ws, func(i, j int) bool { return ws[i].reg.Name < ws[j].reg.Name })
 	var best *workerConn
+	full := false // a worker would do, but has promised its memory to other function containers
 	for _, wc := range ws {
 		if !offers(wc.reg, sb.Isolation) || sb.MemoryMiB > wc.reg.MemoryMiB || !sb.GPU.FitsIn(wc.reg.GPUs) {
 			continue
 		}
 		if sb.FunctionID != "" && wc.reservedMiB+sb.MemoryMiB > wc.reg.MemoryMiB {
+			full = true
 			continue
 		}
 		if best == nil || wc.running < best.running {
@@ -52,6 +54,9 @@ func pick(ws []*workerConn, sb sandbox.Sandbox) (*workerConn, error) {
 	}
 	if best != nil {
 		return best, nil
+	}
+	if full {
+		return nil, errdefs.Unavailable("every worker that could run this container has promised its memory to other containers (%d MiB needed); it starts when one ends", sb.MemoryMiB)
 	}
 	if len(sb.GPU) > 0 {
 		return nil, errdefs.Unavailable("no connected worker has gpu %s with isolation %q and %d MiB of memory", sb.GPU, sb.Isolation, sb.MemoryMiB)

@@ -77,7 +77,7 @@ func TestPick(t *testing.T) {
 		{name: "a function container fits exactly", sb: fnc(1024, nil), want: "a",
 			workers: []*workerConn{busy(wk("a", 4096, runcOnly), 0, 3072)}},
 		{name: "no unpromised memory for a function container", sb: fnc(2048, nil),
-			workers: []*workerConn{busy(wk("a", 4096, runcOnly), 0, 3072)}, wantErr: `offers isolation "runc" with 2048 MiB`},
+			workers: []*workerConn{busy(wk("a", 4096, runcOnly), 0, 3072)}, wantErr: "promised its memory to other containers (2048 MiB needed)"},
 		{name: "gpu: the worker that has one", sb: fnc(512, mustGPU(t, "H100")), want: "b",
 			workers: []*workerConn{wk("a", 4096, runcOnly), busy(wk("b", 4096, runcOnly, h100), 4, 0)}},
 		{name: "gpu: H100:2 needs two", sb: fnc(512, mustGPU(t, "H100:2")), want: "b",
