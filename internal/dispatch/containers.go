@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"time"
 
@@ -58,12 +59,18 @@ func (e *Engine) startContainer(c *fnContainer) {
 	e.startFailed(fs, c, err)
 }
 
-// startFailed records a container that did not start.
+// startFailed records a container that did not start. A container lost with its worker is not
+// the function's failure: the next step starts another.
 func (e *Engine) startFailed(fs *fnState, c *fnContainer, err error) {
 	e.log.Printf("function %s (%s): container did not start: %v", fs.fn.Name, fs.fn.ID, err)
 	var done []function.Input
 	e.mu.Lock()
 	e.forgetContainerLocked(c)
+	if errors.Is(err, sandbox.ErrWorkerLost) {
+		e.mu.Unlock()
+		e.wake()
+		return
+	}
 	fs.startFailures++
 	fs.retryStartAt = e.clock.Now().Add(startBackoff(fs.startFailures))
 	fs.reason = "container failed to start: " + err.Error()
@@ -139,8 +146,12 @@ func (e *Engine) containerGone(id string) {
 	e.wake()
 }
 
-// forgetContainerLocked moves a container to gone and drops it.
+// forgetContainerLocked moves a container to gone and drops it; one that is gone already (its
+// end was reported before its start failed) stays so.
 func (e *Engine) forgetContainerLocked(c *fnContainer) {
+	if c.state == containerGone {
+		return
+	}
 	if err := containerMachine.Move(&c.state, containerGone); err != nil {
 		e.log.Printf("functions: container %s: %v", c.id, err)
 	}

@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -280,6 +281,27 @@ func TestStartFailure(t *testing.T) {
 	}
 	if _, st := h.e.Describe(h.fn); !strings.Contains(st.Reason, "failed to start") {
 		t.Fatalf("reason %q", st.Reason)
+	}
+}
+
+// A container lost with its worker while it started is not the function's failure: the inputs
+// wait, and the next step starts another container.
+func TestStartLostWithWorker(t *testing.T) {
+	h := newHarness(t, nil)
+	h.p.startErr = fmt.Errorf("sandbox sb-1 failed to start: its worker restarted: %w", sandbox.ErrWorkerLost)
+	call := h.call(1)
+	h.e.Step()
+	waitFor(t, "the start to fail", func() bool { return len(h.containerIDs()) == 0 && strings.Contains(h.logBuf.String(), "did not start") })
+	if info, _ := h.e.Call(context.Background(), call.ID); info.Done != 0 {
+		t.Fatal("the input failed with its container's worker")
+	}
+	h.p.mu.Lock()
+	h.p.startErr = nil
+	h.p.mu.Unlock()
+	c := h.readyContainer()
+	h.e.Step()
+	if got := inputIDs(h.p.takeSends()); len(got) != 1 {
+		t.Fatalf("sent %v to %s, want the waiting input", got, c)
 	}
 }
 

@@ -127,6 +127,24 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// lockedBuffer is the engine's log, read by tests while its goroutines write.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 type harness struct {
 	t      *testing.T
 	e      *Engine
@@ -134,7 +152,7 @@ type harness struct {
 	clock  *fakeClock
 	st     *store.Store
 	fn     function.Function
-	logBuf *bytes.Buffer
+	logBuf *lockedBuffer
 }
 
 // newHarness publishes one function with the spec changes mod makes.
@@ -151,8 +169,8 @@ func newHarness(t *testing.T, mod func(*function.Spec)) *harness {
 	})
 	clock := &fakeClock{now: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)}
 	p := newFakePlacer()
-	var logBuf bytes.Buffer
-	e := New(st, p, Config{Clock: clock, Logger: log.New(&logBuf, "", 0)})
+	logBuf := &lockedBuffer{}
+	e := New(st, p, Config{Clock: clock, Logger: log.New(logBuf, "", 0)})
 	p.e = e
 	sp := function.Spec{Name: "f", ImageID: "im-1"}
 	if mod != nil {
@@ -168,7 +186,7 @@ func newHarness(t *testing.T, mod func(*function.Spec)) *harness {
 		t.Fatal(err)
 	}
 	e.Publish([]function.Function{fn}, nil)
-	h := &harness{t: t, e: e, p: p, clock: clock, st: st, fn: fn, logBuf: &logBuf}
+	h := &harness{t: t, e: e, p: p, clock: clock, st: st, fn: fn, logBuf: logBuf}
 	t.Cleanup(func() {
 		if strings.Contains(logBuf.String(), "cannot go from") {
 			t.Errorf("the engine attempted an illegal transition:\n%s", logBuf.String())

@@ -114,11 +114,21 @@ func (f *Fleet) waitStarted(ctx context.Context, sb sandbox.Sandbox, changed <-c
 			if cur.Error != nil {
 				msg = *cur.Error
 			}
-			return cur, errdefs.Unavailable("sandbox %s failed to start: %s", sb.ID, msg)
+			err := errdefs.Unavailable("sandbox %s failed to start: %s", sb.ID, msg)
+			if f.CheckWorker(cur.WorkerID) != nil {
+				err = lostError{err}
+			}
+			return cur, err
 		}
 		return cur, nil
 	}
 }
+
+// lostError is a start that failed because the container's worker went away: it is of its
+// kind (unavailable) and also sandbox.ErrWorkerLost.
+type lostError struct{ error }
+
+func (e lostError) Unwrap() []error { return []error{e.error, sandbox.ErrWorkerLost} }
 
 // terminateQuietly terminates a container whose caller has an error to return already; a failure is logged.
 func (f *Fleet) terminateQuietly(id string, status sandbox.Status, reason string) {

@@ -164,8 +164,33 @@ func TestCreateFails(t *testing.T) {
 	if sb.Status != sandbox.Failed || env.get(t, sb.ID).Status != sandbox.Failed {
 		t.Fatalf("the sandbox is %s, want failed", sb.Status)
 	}
+	if errors.Is(err, sandbox.ErrWorkerLost) {
+		t.Fatal("a start the worker refused was marked as a lost worker")
+	}
 	if r, m := env.f.counts(wid); r != 0 || m != 0 {
 		t.Fatalf("the worker counts %d containers and %d MiB after a failed start, want none", r, m)
+	}
+}
+
+// TestCreateWorkerLost: a start that fails because its worker restarted is marked as a lost
+// worker (sandbox.ErrWorkerLost), so that the function engine does not blame the function; a
+// start the worker itself refused is not.
+func TestCreateWorkerLost(t *testing.T) {
+	env := newTestEnv(t)
+	env.register(t, "a") // never polls: the start stays pending
+	done := make(chan error, 1)
+	go func() {
+		_, err := env.f.Create(context.Background(), env.newSandbox(), nil, nil)
+		done <- err
+	}()
+	waitFor(t, "the sandbox to be recorded", func() bool {
+		sbs, err := env.st.ListSandboxes(context.Background(), storeAll)
+		return err == nil && len(sbs) == 1
+	})
+	env.register(t, "a") // the worker restarted
+	err := <-done
+	if !errors.Is(err, sandbox.ErrWorkerLost) || !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "its worker restarted") {
+		t.Fatalf("error %v, want a lost worker (unavailable) saying why", err)
 	}
 }
 

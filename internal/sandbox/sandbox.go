@@ -14,6 +14,7 @@
 package sandbox
 
 import (
+	"errors"
 	"path"
 	"regexp"
 	"strings"
@@ -37,6 +38,10 @@ const (
 	Timeout    Status = "timeout"
 	Failed     Status = "failed"
 )
+
+// ErrWorkerLost marks the failure of a container whose worker went away (restarted, or stopped
+// answering): the container's own spec was not at fault, and another worker may run it.
+var ErrWorkerLost = errors.New("its worker was lost")
 
 // Exit codes reported for ends that are not the command's own.
 const (
