@@ -75,6 +75,6 @@ func (a *API) handleWorkerEvents(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	a.engine.HandleEvents(req.Events)
+	a.engine.HandleEvents(r.PathValue("wid"), req.Events)
 	w.WriteHeader(http.StatusNoContent)
 }

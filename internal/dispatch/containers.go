@@ -161,15 +161,23 @@ func (e *Engine) forgetContainerLocked(c *fnContainer) {
 	}
 }
 
-// HandleEvents applies a worker's batch of events about function containers.
-func (e *Engine) HandleEvents(evs []workerproto.Event) {
+// HandleEvents applies a worker's batch of events about function containers. A worker speaks
+// only for its own containers, and a container only for the inputs it holds: anything else
+// in the batch is dropped (and counted in the log), so that a compromised container cannot
+// write into another caller's results.
+func (e *Engine) HandleEvents(workerID string, evs []workerproto.Event) {
 	var done []function.Input
 	var logs []store.LogLine
 	now := e.clock.Now()
+	dropped := 0
 	e.mu.Lock()
 	for _, ev := range evs {
 		c := e.containers[ev.ContainerID]
 		if c == nil {
+			continue
+		}
+		if c.workerID != workerID || !e.holds(c, ev) {
+			dropped++
 			continue
 		}
 		fs := e.fns[c.fnID]
@@ -198,15 +206,28 @@ func (e *Engine) HandleEvents(evs []workerproto.Event) {
 		}
 	}
 	e.mu.Unlock()
+	if dropped > 0 {
+		e.log.Printf("functions: dropped %d event(s) from worker %s about containers or inputs that are not its own", dropped, workerID)
+	}
 	e.w.persist(done, logs)
 	e.wake()
+}
+
+// holds reports whether an event's input, if it names one, is held or running in the
+// container that sent it.
+func (e *Engine) holds(c *fnContainer, ev workerproto.Event) bool {
+	if ev.InputID == "" {
+		return ev.Type != workerproto.EventItem && ev.Type != workerproto.EventOutput
+	}
+	qi := c.inflight[ev.InputID]
+	return qi != nil
 }
 
 // streamLocked adds a log line or generator item to its input's call stream. Only an input
 // that is still open gets lines: a cancelled one's items are dropped.
 func (e *Engine) streamLocked(ev workerproto.Event, kind string, fields map[string]any) {
 	qi := e.inputs[ev.InputID]
-	if qi == nil || (kind == "item" && qi.cancelled) {
+	if qi == nil || qi.cancelled {
 		return
 	}
 	if cs := e.calls[qi.callID]; cs != nil {

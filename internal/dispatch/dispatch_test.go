@@ -363,3 +363,52 @@ func TestUpdateAutoscaler(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A container speaks only for the inputs it holds, and a worker only for its own containers:
+// a compromised function cannot put items (pickles the caller's SDK would load) or logs into
+// another container's call, nor end its inputs.
+func TestForgedEventsDropped(t *testing.T) {
+	h := newHarness(t, func(sp *function.Spec) { sp.MinContainers = 2; sp.MaxContainers = ptr(2) })
+	victimCall := h.call(1)
+	h.e.Step()
+	waitFor(t, "two containers", func() bool {
+		cs := h.containerIDs()
+		return len(cs) == 2 && h.workerOf(cs[0]) != "" && h.workerOf(cs[1]) != ""
+	})
+	cs := h.containerIDs()
+	a, b := cs[0], cs[1]
+	h.e.HandleEvents("wk-1", []workerproto.Event{{ContainerID: a, Type: workerproto.EventReady}, {ContainerID: b, Type: workerproto.EventReady}})
+	h.e.Step()
+	var victim, holder string
+	for _, s := range h.p.takeSends() {
+		if len(s.inputs) > 0 {
+			victim, holder = s.inputs[0].ID, s.container
+		}
+	}
+	attacker := a
+	if holder == a {
+		attacker = b
+	}
+	forged := []workerproto.Event{
+		{ContainerID: attacker, Type: workerproto.EventItem, InputID: victim, Data: []byte("evil pickle"), Format: function.FormatPickle},
+		{ContainerID: attacker, Type: workerproto.EventLog, InputID: victim, Stream: "stdout", Data: []byte("forged log")},
+		{ContainerID: attacker, Type: workerproto.EventOutput, InputID: victim, Status: workerproto.StatusSuccess, Data: []byte("666"), Format: function.FormatJSON},
+	}
+	h.e.HandleEvents("wk-1", forged)
+	// The holder's own worker name is wk-1 too; another worker naming the holder is refused.
+	h.e.HandleEvents("wk-other", []workerproto.Event{
+		{ContainerID: holder, Type: workerproto.EventItem, InputID: victim, Data: []byte("evil pickle"), Format: function.FormatPickle},
+		{ContainerID: holder, Type: workerproto.EventOutput, InputID: victim, Status: workerproto.StatusSuccess, Data: []byte("666"), Format: function.FormatJSON},
+	})
+	if st, _ := h.inputState(victim); st != inputRunning {
+		t.Fatalf("a forged output ended the input: %s", st)
+	}
+	h.output(holder, victim, workerproto.StatusSuccess)
+	out := h.outputs(victimCall.ID, -1)
+	if strings.Contains(out, `"item"`) || strings.Contains(out, "forged log") || strings.Contains(out, "666") {
+		t.Fatalf("forged events reached the call's stream: %s", out)
+	}
+	if !strings.Contains(out, `"status":"success"`) {
+		t.Fatalf("the real output is missing: %s", out)
+	}
+}

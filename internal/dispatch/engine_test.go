@@ -224,7 +224,7 @@ func (h *harness) readyContainer() string {
 		}
 		return false
 	})
-	h.e.HandleEvents([]workerproto.Event{{ContainerID: id, Type: workerproto.EventReady}})
+	h.e.HandleEvents("wk-1", []workerproto.Event{{ContainerID: id, Type: workerproto.EventReady}})
 	return id
 }
 
@@ -257,7 +257,7 @@ func (h *harness) workerOf(id string) string {
 }
 
 func (h *harness) output(container, input string, status workerproto.OutputStatus) {
-	h.e.HandleEvents([]workerproto.Event{{ContainerID: container, Type: workerproto.EventOutput, InputID: input,
+	h.e.HandleEvents("wk-1", []workerproto.Event{{ContainerID: container, Type: workerproto.EventOutput, InputID: input,
 		Status: status, Data: []byte("2"), Format: function.FormatJSON, Runtime: wire.Duration(10 * time.Millisecond), Error: string(status)}})
 }
 

@@ -176,12 +176,20 @@ func (f *Fleet) Terminate(ctx context.Context, id string, status sandbox.Status,
 	}
 }
 
-// ReportState applies a worker's report of one of its containers.
+// ReportState applies a worker's report of one of its containers. A worker speaks only for
+// its own: another's container is not found, as far as it can tell.
 func (f *Fleet) ReportState(ctx context.Context, workerID, id string, st workerproto.StateReport) error {
 	if err := f.CheckWorker(workerID); err != nil {
 		return err
 	}
-	_, err := f.setState(ctx, id, st)
+	sb, err := f.store.GetSandbox(ctx, id)
+	if err != nil {
+		return err
+	}
+	if sb.WorkerID != workerID {
+		return errdefs.NotFound("sandbox %s is not running on worker %s", id, workerID)
+	}
+	_, err = f.setState(ctx, id, st)
 	return err
 }
 

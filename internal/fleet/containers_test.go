@@ -384,3 +384,22 @@ func TestFailLeftovers(t *testing.T) {
 		t.Errorf("a finished sandbox became %s (%v)", got.Status, got.Error)
 	}
 }
+
+// TestReportStateOnlyOwnContainers: a worker cannot end (or start) another worker's container.
+func TestReportStateOnlyOwnContainers(t *testing.T) {
+	env := newTestEnv(t)
+	a := env.register(t, "a")
+	b := env.register(t, "b")
+	sb := env.insert(t, a, "", sandbox.Running)
+	code := sandbox.ExitTerminated
+	err := env.f.ReportState(context.Background(), b, sb.ID, workerproto.StateReport{Status: sandbox.Finished, ExitCode: &code})
+	if !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("worker b ended worker a's sandbox: %v", err)
+	}
+	if got := env.get(t, sb.ID).Status; got != sandbox.Running {
+		t.Fatalf("the sandbox is %s, want running", got)
+	}
+	if err := env.f.ReportState(context.Background(), a, sb.ID, workerproto.StateReport{Status: sandbox.Finished, ExitCode: &code}); err != nil {
+		t.Fatalf("its own worker: %v", err)
+	}
+}
