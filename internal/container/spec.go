@@ -32,6 +32,9 @@ var readonlyPaths = []string{
 }
 
 // buildSpec returns the OCI runtime spec for a container.
+// gvisorNProc bounds the processes of one user inside a gVisor sandbox (see buildSpec).
+const gvisorNProc = 256
+
 func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
 	memBytes := int64(opts.MemoryMiB) << 20
 	period := uint64(100000)
@@ -100,6 +103,12 @@ func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
 		s.Linux.Namespaces = nss
 	}
 	if opts.Isolation == IsolationGVisor {
+		// Every guest process costs the sentry host stub processes: at the host pids limit the
+		// sentry itself fails to clone and the whole sandbox dies. A per-user process limit
+		// inside (effective: the container has no CAP_SYS_RESOURCE) makes a fork bomb's forks
+		// fail with EAGAIN first, and the pids limit stays the backstop (it must stay above
+		// about 30 + 2.5 × this).
+		s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NPROC", Hard: gvisorNProc, Soft: gvisorNProc}}
 		// gVisor implements its own cgroup namespace and /sys; these mounts only confuse it.
 		s.Linux.Namespaces = []specs.LinuxNamespace{
 			{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.IPCNamespace},

@@ -2,6 +2,8 @@ package image
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -60,10 +62,10 @@ func (b *Builder) FromOCIArchive(sum string, logs io.Writer) (OCIImage, error) {
 	if err != nil {
 		return OCIImage{}, fmt.Errorf("image: reading archive %s: %w", sum[:12], err)
 	}
-	err = extractTar(f, tmp, "/", false)
+	err = extractTar(f, tmp, "/", layoutArchive)
 	_ = f.Close() // read only
 	if err != nil {
-		return OCIImage{}, errdefs.Invalid("the archive is not a tar: %v", err)
+		return OCIImage{}, fmt.Errorf("image: reading archive %s: %w", sum[:12], err)
 	}
 	var img v1.Image
 	if _, err := os.Stat(filepath.Join(tmp, "index.json")); err == nil {
@@ -91,62 +93,68 @@ func (b *Builder) unpack(img v1.Image, logs io.Writer) (OCIImage, error) {
 		return OCIImage{}, errdefs.Invalid("image digest: %v", err)
 	}
 	out := OCIImage{Digest: digest.String(), Env: map[string]string{}}
+	cfg, err := img.ConfigFile()
+	if err != nil || cfg == nil {
+		return out, errdefs.Invalid("the image's config cannot be read: %v", err)
+	}
 	layers, err := img.Layers()
 	if err != nil {
 		return out, errdefs.Invalid("image layers: %v", err)
 	}
+	if len(layers) == 0 {
+		return out, errdefs.Invalid("the image has no layers")
+	}
+	// The config's diff IDs name the layers on disk; each is checked as its layer is unpacked.
+	if len(cfg.RootFS.DiffIDs) != len(layers) {
+		return out, errdefs.Invalid("the image's config lists %d layers (rootfs.diff_ids) but its manifest %d", len(cfg.RootFS.DiffIDs), len(layers))
+	}
 	for i, l := range layers {
-		diff, err := l.DiffID()
-		if err != nil {
-			return out, errdefs.Invalid("layer %d: %v", i+1, err)
+		diff := cfg.RootFS.DiffIDs[i]
+		if diff.Algorithm != "sha256" || !blobRE.MatchString(diff.Hex) {
+			return out, errdefs.Invalid("layer %d: diff ID %q is not a SHA-256", i+1, diff.String())
 		}
 		dir := b.LayerPath("oci-" + diff.Hex)
 		if _, err := os.Stat(dir); err != nil {
 			logf(logs, "  layer %d/%d %s\n", i+1, len(layers), diff.Hex[:12])
-			if err := unpackLayer(l, dir); err != nil {
-				return out, fmt.Errorf("layer %d (%s): %w", i+1, diff.Hex[:12], err)
+			if err := unpackLayer(l, diff.Hex, dir); err != nil {
+				return out, fmt.Errorf("image: layer %d (%s): %w", i+1, diff.Hex[:12], err)
 			}
 		}
 		out.Layers = append(out.Layers, dir)
 		out.SizeBytes += DirSize(dir)
 	}
-	if len(out.Layers) == 0 {
-		return out, errdefs.Invalid("the image has no layers")
-	}
-	cfg, err := img.ConfigFile()
-	if err == nil && cfg != nil {
-		for _, kv := range cfg.Config.Env {
-			if k, v, ok := strings.Cut(kv, "="); ok {
-				out.Env[k] = v
-			}
+	for _, kv := range cfg.Config.Env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			out.Env[k] = v
 		}
-		out.Workdir = cfg.Config.WorkingDir
 	}
+	out.Workdir = cfg.Config.WorkingDir
 	return out, nil
 }
 
-// unpackLayer extracts one layer into dir through a temporary directory, so a failure leaves
-// nothing half-made.
-func unpackLayer(l v1.Layer, dir string) error {
+// unpackLayer extracts one layer into dir, which is named by the diff ID that the image's
+// config claims for it. The diff ID is checked against the content as it is unpacked, so that
+// an image cannot plant other content under a popular layer's ID. The layer is made in a
+// directory of its own and renamed into place once checked: a failure leaves nothing, and two
+// pulls of one layer at once both succeed with one directory.
+func unpackLayer(l v1.Layer, diffHex, dir string) error {
 	rc, err := l.Uncompressed()
 	if err != nil {
-		return err
+		return fmt.Errorf("reading the layer: %w", err)
 	}
 	defer func() { _ = rc.Close() }() // read only
-	tmp := dir + ".tmp"
-	if err := os.RemoveAll(tmp); err != nil {
-		return fmt.Errorf("removing an interrupted unpack: %w", err)
+	tmp, err := layerTemp(dir)
+	if err != nil {
+		return fmt.Errorf("unpacking the layer: %w", err)
 	}
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	// Renamed away on success; otherwise best effort, and a prune removes a leftover.
+	defer func() { _ = os.RemoveAll(tmp) }()
+	h := sha256.New()
+	if err := extractTar(io.TeeReader(rc, h), tmp, "/", imageLayer); err != nil {
 		return err
 	}
-	if err := extractTar(rc, tmp, "/", true); err != nil {
-		_ = os.RemoveAll(tmp) // best effort: the next unpack removes it first
-		return err
+	if got := hex.EncodeToString(h.Sum(nil)); got != diffHex {
+		return errdefs.Invalid("the layer's content has diff ID sha256:%s, but the image's config says sha256:%s: the image is corrupt or forged; rebuild or re-push it", got, diffHex)
 	}
-	if err := os.Rename(tmp, dir); err != nil {
-		_ = os.RemoveAll(tmp) // best effort: the next unpack removes it first
-		return err
-	}
-	return nil
+	return placeLayer(tmp, dir)
 }
