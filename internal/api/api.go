@@ -8,7 +8,9 @@ package api
 import (
 	"fmt"
 	"log"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/gust-run/gust/internal/dispatch"
@@ -47,17 +49,22 @@ func New(cfg Config, st *store.Store, fl *fleet.Fleet, eng *dispatch.Engine, bui
 	return &API{cfg: cfg, store: st, fleet: fl, engine: eng, builds: builds, layers: layers, log: cfg.Logger}
 }
 
-// Handler returns the HTTP API.
+// Handler returns the HTTP API. Every answer that no route gives (an unknown path, a wrong
+// method, a path that is not canonical) is the documented JSON error too (jsonErrors).
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	authed := http.NewServeMux()
-	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
+	public := router{mux: mux, methods: map[string]map[string]bool{}}
+	public.handle("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "version": a.cfg.Version})
 	})
-	mux.Handle("/v1/", httpapi.Auth(a.cfg.Token, authed))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	public.methodNotAllowed()
+	mux.Handle("/v1/", httpapi.Auth(a.cfg.Token, jsonErrors(authed)))
+	notFound := func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, errdefs.NotFound("no such endpoint %s %s; the API lives under /v1 (see docs/api.md)", r.Method, r.URL.Path))
-	})
+	}
+	mux.HandleFunc("/v1", notFound) // or the mux redirects it to /v1/
+	mux.HandleFunc("/", notFound)
 	rt := router{mux: authed, methods: map[string]map[string]bool{}}
 	a.sandboxRoutes(&rt)
 	a.imageRoutes(&rt)
@@ -66,7 +73,72 @@ func (a *API) Handler() http.Handler {
 	a.secretRoutes(&rt)
 	a.workerRoutes(&rt)
 	rt.methodNotAllowed()
-	return mux
+	return jsonErrors(mux)
+}
+
+// jsonErrors serves mux, answering with the JSON error body where the mux would answer
+// itself: a path with an empty, "." or ".." segment (also percent-encoded) is a 400, never a
+// redirect to another route; a path no route has is a 404; a method that a known path lacks
+// is a 405.
+func jsonErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !canonical(r.URL.Path) {
+			httpapi.WriteError(w, errdefs.Invalid("path %q has an empty, '.' or '..' segment; IDs and names never contain '/' (see docs/api.md)", r.URL.Path))
+			return
+		}
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		for _, m := range []string{"GET", "POST", "PUT", "DELETE", "PATCH"} {
+			other := *r
+			other.Method = m
+			if _, pattern := mux.Handler(&other); pattern != "" {
+				notAllowed(w, r)
+				return
+			}
+		}
+		httpapi.WriteError(w, errdefs.NotFound("no such endpoint %s %s (see docs/api.md)", r.Method, r.URL.Path))
+	})
+}
+
+// canonical reports whether p is an absolute path without empty, "." or ".." segments (a
+// trailing slash aside).
+func canonical(p string) bool {
+	if !strings.HasPrefix(p, "/") {
+		return false
+	}
+	segs := strings.Split(p[1:], "/")
+	for i, seg := range segs {
+		if seg == "." || seg == ".." || seg == "" && i < len(segs)-1 {
+			return false
+		}
+	}
+	return true
+}
+
+func notAllowed(w http.ResponseWriter, r *http.Request) {
+	httpapi.WriteJSON(w, http.StatusMethodNotAllowed, httpapi.ErrorBody{Error: httpapi.ErrorDetail{
+		Kind: "invalid", Message: fmt.Sprintf("method %s is not allowed on %s (see docs/api.md)", r.Method, r.URL.Path)}})
+}
+
+// maxQuerySeconds is the most a wait or timeout in a query may say: a day. Handlers wait
+// less than what is asked where they have a shorter limit of their own.
+const maxQuerySeconds = 86400
+
+// querySeconds reads query parameter name as a number of seconds: finite, at least 0 and at
+// most max; def when it is absent.
+func querySeconds(r *http.Request, name string, def, max float64) (float64, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	secs, err := strconv.ParseFloat(v, 64)
+	// NaN fails every comparison, and so would pass "secs < 0": test for it on its own.
+	if err != nil || math.IsNaN(secs) || secs < 0 || secs > max {
+		return 0, errdefs.Invalid("%s must be a number of seconds from 0 to %v, got %q", name, max, v)
+	}
+	return secs, nil
 }
 
 // router registers routes and remembers each path's methods, so that a wrong method on a
@@ -90,10 +162,6 @@ func (rt *router) handle(pattern string, h http.HandlerFunc) {
 // methodNotAllowed adds one fallback per method a path lacks: a method-less pattern would
 // collide with wildcard routes such as GET /v1/apps/{id} beside POST /v1/apps/lookup.
 func (rt *router) methodNotAllowed() {
-	notAllowed := func(w http.ResponseWriter, r *http.Request) {
-		httpapi.WriteJSON(w, http.StatusMethodNotAllowed, httpapi.ErrorBody{Error: httpapi.ErrorDetail{
-			Kind: "invalid", Message: fmt.Sprintf("method %s is not allowed on %s (see docs/api.md)", r.Method, r.URL.Path)}})
-	}
 	for _, p := range rt.paths {
 		for _, m := range []string{"GET", "POST", "PUT", "DELETE", "PATCH"} {
 			if !rt.methods[p][m] {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/function"
@@ -36,8 +37,8 @@ func (a *API) handleAppLookup(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	if req.Name == "" || len(req.Name) > 64 || strings.ContainsAny(req.Name, "/ \t\n") {
-		httpapi.WriteError(w, errdefs.Invalid("app name %q is not valid: use 1-64 characters without spaces or '/'", req.Name))
+	if req.Name == "" || len(req.Name) > 64 || strings.ContainsAny(req.Name, "/ ") || strings.ContainsFunc(req.Name, unicode.IsControl) {
+		httpapi.WriteError(w, errdefs.Invalid("app name %q is not valid: use 1-64 characters without spaces, '/' or control characters", req.Name))
 		return
 	}
 	app, err := a.store.LookupApp(r.Context(), req.Name, req.CreateIfMissing)
@@ -129,7 +130,7 @@ func (a *API) checkPublish(ctx context.Context, req *publishRequest) error {
 	if len(req.Functions) == 0 {
 		return errdefs.Invalid("app %q has no functions to publish", req.Name)
 	}
-	if req.Code.Module == "" || !a.layers.HasBlob(req.Code.Blob) {
+	if req.Code.Module == "" || strings.IndexByte(req.Code.Module, 0) >= 0 || !a.layers.HasBlob(req.Code.Blob) {
 		return errdefs.Invalid("code must name the module to import and a blob uploaded with POST /v1/blobs (blob %q)", req.Code.Blob)
 	}
 	cpu, mem := a.fleet.Capacity()

@@ -15,8 +15,12 @@ import (
 	"github.com/gust-run/gust/internal/workerproto"
 )
 
-// maxInputsPerRequest bounds one call or add-inputs request; .map sends more in batches.
-const maxInputsPerRequest = 10000
+// maxInputsPerRequest and maxCallBody bound one call or add-inputs request; .map sends more
+// in batches, and large data goes by reference rather than as an argument.
+const (
+	maxInputsPerRequest = 10000
+	maxCallBody         = 64 << 20
+)
 
 func (a *API) functionRoutes(rt *router) {
 	rt.handle("POST /v1/functions/lookup", a.handleFunctionLookup)
@@ -180,7 +184,7 @@ func (a *API) checkCall(fn function.Function, req callRequest) ([]workerproto.In
 // handleCallCreate starts a call: .remote(), .spawn() or .map().
 func (a *API) handleCallCreate(w http.ResponseWriter, r *http.Request) {
 	var req callRequest
-	if err := httpapi.DecodeJSON(r, &req, 256<<20); err != nil {
+	if err := httpapi.DecodeJSON(r, &req, maxCallBody); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
@@ -219,7 +223,7 @@ func (a *API) handleCallInputs(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Inputs []inputArgs `json:"inputs"`
 	}
-	if err := httpapi.DecodeJSON(r, &req, 256<<20); err != nil {
+	if err := httpapi.DecodeJSON(r, &req, maxCallBody); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
@@ -241,8 +245,11 @@ func (a *API) handleCallInputs(w http.ResponseWriter, r *http.Request) {
 func (a *API) handleCallStream(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	from, until := 0, -1
-	timeout := 60.0
-	var err error
+	timeout, err := querySeconds(r, "timeout", 60, maxQuerySeconds)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	if v := q.Get("from"); v != "" {
 		if from, err = strconv.Atoi(v); err != nil || from < 0 {
 			httpapi.WriteError(w, errdefs.Invalid("from must be a non-negative integer, got %q", v))
@@ -252,12 +259,6 @@ func (a *API) handleCallStream(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("until"); v != "" {
 		if until, err = strconv.Atoi(v); err != nil || until < 0 {
 			httpapi.WriteError(w, errdefs.Invalid("until must be a non-negative integer, got %q", v))
-			return
-		}
-	}
-	if v := q.Get("timeout"); v != "" {
-		if timeout, err = strconv.ParseFloat(v, 64); err != nil || timeout < 0 {
-			httpapi.WriteError(w, errdefs.Invalid("timeout must be a non-negative number of seconds, got %q", v))
 			return
 		}
 	}

@@ -2,11 +2,12 @@ package api
 
 import (
 	"net/http"
-	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/imagebuild"
 	"github.com/gust-run/gust/internal/store"
 	"github.com/gust-run/gust/internal/wire"
@@ -30,6 +31,10 @@ func (a *API) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
+	if err := checkStepText(req.Steps); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	if err := a.builds.Check(r.Context(), req); err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -41,6 +46,25 @@ func (a *API) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sendLast(n, map[string]any{"image": im})
+}
+
+// checkStepText refuses a NUL byte in any text of an image's steps: paths, users, commands,
+// package indexes, env. None can hold one (the kernel and the shell end a string there), so a
+// step with one would build something else than it says.
+func checkStepText(steps []image.Step) error {
+	for i, st := range steps {
+		texts := append([]string{st.Path, st.Remote, st.User, st.IndexURL, st.ExtraIndexURL, st.FindLinks}, st.Commands...)
+		texts = append(texts, st.Packages...)
+		for k, v := range st.Env {
+			texts = append(texts, k, v)
+		}
+		for _, s := range texts {
+			if strings.IndexByte(s, 0) >= 0 {
+				return errdefs.Invalid("step %d (%s) contains a NUL byte in %q", i+1, st.Type, s)
+			}
+		}
+	}
+	return nil
 }
 
 // sendLast writes a stream's last line. Its error is dropped on purpose: a client that went
@@ -86,15 +110,13 @@ func (a *API) handleImageDelete(w http.ResponseWriter, r *http.Request) {
 
 // handleImagePrune (DELETE /v1/images) removes layers that no image uses: image GC.
 func (a *API) handleImagePrune(w http.ResponseWriter, r *http.Request) {
-	grace := 10 * time.Minute
-	if v := r.URL.Query().Get("older_than"); v != "" {
-		secs, err := strconv.ParseFloat(v, 64)
-		if err != nil || secs < 0 {
-			httpapi.WriteError(w, errdefs.Invalid("older_than must be a number of seconds, got %q", v))
-			return
-		}
-		grace = wire.Seconds(secs).D()
+	// The grace protects what builds in progress uploaded; ten years is the most it can be.
+	secs, err := querySeconds(r, "older_than", (10 * time.Minute).Seconds(), 10*365*24*3600)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
 	}
+	grace := wire.Seconds(secs).D()
 	ims, err := a.store.ListImages(r.Context())
 	if err != nil {
 		httpapi.WriteError(w, err)

@@ -86,13 +86,10 @@ func (a *API) handleSandboxList(w http.ResponseWriter, r *http.Request) {
 // handleSandboxGet answers at once, or with ?wait=S once the sandbox ends (or S passes).
 func (a *API) handleSandboxGet(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	wait := 0.0
-	if v := r.URL.Query().Get("wait"); v != "" {
-		var err error
-		if wait, err = strconv.ParseFloat(v, 64); err != nil || wait < 0 {
-			httpapi.WriteError(w, errdefs.Invalid("wait must be a non-negative number of seconds, got %q", v))
-			return
-		}
+	wait, err := querySeconds(r, "wait", 0, maxQuerySeconds)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
 	}
 	deadline := time.NewTimer(wire.Seconds(min(wait, 300)).D())
 	defer deadline.Stop()

@@ -2,9 +2,7 @@ package api
 
 import (
 	"net/http"
-	"strconv"
 
-	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/wire"
 	"github.com/gust-run/gust/internal/workerproto"
@@ -34,13 +32,10 @@ func (a *API) handleWorkerRegister(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) handleWorkerAssignments(w http.ResponseWriter, r *http.Request) {
-	wait := 0.0
-	if v := r.URL.Query().Get("wait"); v != "" {
-		var err error
-		if wait, err = strconv.ParseFloat(v, 64); err != nil {
-			httpapi.WriteError(w, errdefs.Invalid("wait must be a number of seconds, got %q", v))
-			return
-		}
+	wait, err := querySeconds(r, "wait", 0, maxQuerySeconds)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
 	}
 	as, err := a.fleet.Assignments(r.Context(), r.PathValue("wid"), wire.Seconds(wait).D())
 	if err != nil {
@@ -65,13 +60,17 @@ func (a *API) handleWorkerState(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// maxEventsBody bounds one batch of a worker's function events. The worker cuts its batches
+// at 16 MiB of payload; this leaves room for one large result (up to 160 MiB, base64).
+const maxEventsBody = 256 << 20
+
 func (a *API) handleWorkerEvents(w http.ResponseWriter, r *http.Request) {
 	if err := a.fleet.CheckWorker(r.PathValue("wid")); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
 	var req workerproto.Events
-	if err := httpapi.DecodeJSON(r, &req, 512<<20); err != nil {
+	if err := httpapi.DecodeJSON(r, &req, maxEventsBody); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}

@@ -129,6 +129,9 @@ func (f *Fleet) Run(ctx context.Context) {
 // containers). A worker that registers again under its name without its ID has restarted:
 // what ran on it before is gone.
 func (f *Fleet) Register(req workerproto.RegisterRequest) (workerproto.RegisterResponse, error) {
+	if err := req.Validate(); err != nil {
+		return workerproto.RegisterResponse{}, err
+	}
 	client, err := workerproto.NewWorkerClient(req.Addr, f.token)
 	if err != nil {
 		return workerproto.RegisterResponse{}, err

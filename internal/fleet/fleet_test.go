@@ -65,7 +65,8 @@ func TestRegisterBlip(t *testing.T) {
 		t.Fatalf("%d workers after a blip, want 1", n)
 	}
 	// An ID the fleet no longer knows (it expired meanwhile) gets a new one.
-	resp, err = env.f.Register(workerproto.RegisterRequest{Name: "z", Addr: "http://127.0.0.1:3", Isolation: runcOnly, WorkerID: "wk-forgotten"})
+	resp, err = env.f.Register(workerproto.RegisterRequest{Name: "z", Addr: "http://127.0.0.1:3", CPU: 4, MemoryMiB: 4096,
+		Isolation: runcOnly, WorkerID: "wk-forgotten"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -207,7 +207,7 @@ func (s *Spec) Validate(hostCPU float64, hostMemMiB int) error {
 	if err := s.validateResources(where, hostCPU, hostMemMiB); err != nil {
 		return err
 	}
-	if s.Timeout <= 0 || s.Timeout.D() > sandbox.MaxTimeout {
+	if !sandbox.InTimeoutRange(s.Timeout.Seconds()) {
 		return errdefs.Invalid("%s: timeout must be between 1 and %d seconds, got %v", where, int(sandbox.MaxTimeout.Seconds()), s.Timeout)
 	}
 	if err := s.validateRetries(where); err != nil {
@@ -220,9 +220,12 @@ func (s *Spec) Validate(hostCPU float64, hostMemMiB int) error {
 		if sec.Name == "" && sec.Env == nil {
 			return errdefs.Invalid("%s: secret %d names no stored secret and has no values", where, i+1)
 		}
-		for k := range sec.Env {
+		for k, v := range sec.Env {
 			if !envKeyRE.MatchString(k) {
 				return errdefs.Invalid("%s: secret key %q is not a valid variable name", where, k)
+			}
+			if strings.IndexByte(v, 0) >= 0 {
+				return errdefs.Invalid("%s: the value of secret key %q contains a NUL byte", where, k)
 			}
 		}
 	}
@@ -259,10 +262,11 @@ func (s *Spec) validateKind(where string) error {
 }
 
 func (s *Spec) validateResources(where string, hostCPU float64, hostMemMiB int) error {
-	if s.CPU <= 0 || s.CPU > hostCPU {
-		return errdefs.Invalid("%s: cpu must be more than 0 and at most %v (the largest worker's cores), got %v", where, hostCPU, s.CPU)
+	if !(s.CPU >= sandbox.MinCPU && s.CPU <= hostCPU) {
+		return errdefs.Invalid("%s: cpu must be between %v and %v (the largest worker's cores), got %v", where, sandbox.MinCPU, hostCPU, s.CPU)
 	}
-	if s.CPULimit != 0 && (s.CPULimit < s.CPU || s.CPULimit > hostCPU) {
+	// The request is at least MinCPU, and so is a limit at least the request.
+	if s.CPULimit != 0 && !(s.CPULimit >= s.CPU && s.CPULimit <= hostCPU) {
 		return errdefs.Invalid("%s: the cpu limit must be at least the request (%v) and at most %v cores, got %v", where, s.CPU, hostCPU, s.CPULimit)
 	}
 	if s.MemoryMiB < sandbox.MinMemoryMiB || s.MemoryMiB > hostMemMiB {

@@ -36,6 +36,13 @@ func TestValidate(t *testing.T) {
 		{"bad env", `{"env": {"1X": "y"}}`, "not a valid variable"},
 		{"short scaledown", `{"scaledown_window": 0.5}`, "scaledown_window"},
 		{"bad timeout", `{"timeout": "soon"}`, "number of seconds"},
+		{"cpu below the cgroup minimum", `{"cpu": 0.005}`, "between 0.01 and 2"},
+		{"cpu at the minimum", `{"cpu": 0.01}`, ""},
+		{"cpu limit below the cgroup minimum", `{"cpu": 0.01, "cpu_limit": 0.001}`, "cpu limit"},
+		{"sub-second timeout", `{"timeout": 0.5}`, "timeout must be between 1 and 86400"},
+		{"one-second timeout", `{"timeout": 1}`, ""},
+		{"NUL in an inline secret", `{"secrets": [{"env": {"A": "b\u0000"}}]}`, "NUL"},
+		{"NUL in an env value", `{"env": {"A": "b\u0000"}}`, "NUL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -49,7 +56,7 @@ func TestValidate(t *testing.T) {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
 				}
-				if sp.Timeout.D() != DefaultTimeout || sp.MaxInputs != 1 || sp.ScaledownWindow.D() != DefaultScaledownWindow || sp.Retries == nil {
+				if sp.Timeout == 0 || sp.MaxInputs != 1 || sp.ScaledownWindow.D() != DefaultScaledownWindow || sp.Retries == nil {
 					t.Fatalf("defaults not filled: %+v", sp)
 				}
 				return

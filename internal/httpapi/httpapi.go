@@ -15,6 +15,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+	"unicode/utf8"
 
 	"github.com/gust-run/gust/internal/errdefs"
 )
@@ -45,35 +47,217 @@ func WriteError(w http.ResponseWriter, err error) {
 	WriteJSON(w, status, ErrorBody{ErrorDetail{Kind: kind, Message: err.Error()}})
 }
 
-// DecodeJSON reads a JSON body into v, refusing unknown fields and bodies above max bytes.
+// DecodeJSON reads a JSON body into v: one JSON value and nothing after it, valid UTF-8
+// throughout, no unknown fields, at most max bytes (a bigger body is a too_large error that
+// says the limit). Large bodies are decoded a few at a time (decoding).
 func DecodeJSON(r *http.Request, v any, max int64) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, max))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		if errors.Is(err, io.EOF) {
-			return errdefs.Invalid("request body is empty; send a JSON object")
-		}
-		return errdefs.Invalid("request body is not valid JSON for this endpoint: %v", err)
-	}
-	return nil
+	return decodeBody(r, v, max, false)
 }
 
 // DecodeOptionalJSON is DecodeJSON for endpoints whose fields are all optional: an empty body
 // means the defaults.
 func DecodeOptionalJSON(r *http.Request, v any, max int64) error {
-	b, err := io.ReadAll(io.LimitReader(r.Body, max))
-	if err != nil {
-		return errdefs.Invalid("reading request body: %v", err)
+	return decodeBody(r, v, max, true)
+}
+
+// decoding bounds the bytes of large request bodies being read and decoded at once, so that a
+// few large calls cannot take the server's memory (decoding holds a body and what it decodes
+// to, several times its size): a large body waits for its turn.
+var decoding = newBudget(128 << 20)
+
+// smallBody is the size up to which a body does not wait for the budget: the many small
+// requests (worker reports, lookups) are never held behind large ones.
+const smallBody = 1 << 20
+
+func decodeBody(r *http.Request, v any, max int64, optional bool) error {
+	if r.ContentLength > max {
+		return tooLarge(max)
 	}
-	if len(bytes.TrimSpace(b)) == 0 {
+	// A body of unknown length (chunked) may be as large as max.
+	if size := r.ContentLength; size > smallBody || size < 0 && max > smallBody {
+		if size < 0 {
+			size = max
+		}
+		release, err := decoding.acquire(r.Context(), size)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
+	dec := json.NewDecoder(&utf8Reader{r: http.MaxBytesReader(nil, r.Body, max)})
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	trailing := false
+	if err == nil {
+		// One value, then only white space: Token finds the end, or what follows.
+		if _, err = dec.Token(); err == io.EOF {
+			return nil
+		}
+		trailing = true
+	} else if errors.Is(err, io.EOF) && optional {
 		return nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return errdefs.Invalid("request body is not valid JSON for this endpoint: %v", err)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return tooLarge(max)
+	case errors.Is(err, errInvalidUTF8):
+		return errdefs.Invalid("request body is not valid UTF-8; send JSON text in UTF-8 (binary data goes base64-encoded)")
+	case trailing:
+		return errdefs.Invalid("request body has more after the JSON object; send exactly one JSON object")
+	case errors.Is(err, io.EOF):
+		return errdefs.Invalid("request body is empty; send a JSON object")
 	}
-	return nil
+	return errdefs.Invalid("request body is not valid JSON for this endpoint: %v", err)
+}
+
+func tooLarge(max int64) error {
+	return errdefs.TooLarge("request body is above the %s limit of this endpoint; send large data by reference "+
+		"(files as blobs: POST /v1/blobs) or split the request into batches", byteSize(max))
+}
+
+// byteSize prints a limit as people write it: 64 MiB, 4 KiB, 100 B.
+func byteSize(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// errInvalidUTF8 is utf8Reader's error. Go's JSON decoder would turn bytes that are not UTF-8
+// into U+FFFD without a word, so a name could be stored as something the client never sent.
+var errInvalidUTF8 = errors.New("request body is not valid UTF-8")
+
+// utf8Reader passes r through and fails at the first bytes that are not UTF-8, and at every
+// read after: the JSON decoder looks at a read's error only when it needs more, and would
+// otherwise miss one that came with the last bytes of a value. A character split between two
+// reads is checked once the read after it completes it.
+type utf8Reader struct {
+	r       io.Reader
+	partial []byte // the start of a character that the last read cut off
+	err     error
+}
+
+func (u *utf8Reader) Read(p []byte) (int, error) {
+	if u.err != nil {
+		return 0, u.err
+	}
+	n, err := u.r.Read(p)
+	if !u.valid(p[:n], err == io.EOF) {
+		u.err = errInvalidUTF8
+		return 0, u.err
+	}
+	return n, err
+}
+
+// valid checks chunk, with what the last one cut off before it; at the end nothing may be
+// left cut off.
+func (u *utf8Reader) valid(chunk []byte, end bool) bool {
+	if len(u.partial) > 0 {
+		// Complete the cut character with the bytes it needs, at most three.
+		need := 0
+		for need < len(chunk) && !utf8.FullRune(append(u.partial, chunk[:need]...)) {
+			need++
+		}
+		head := append(u.partial, chunk[:need]...)
+		if !utf8.FullRune(head) {
+			u.partial = head
+			return !end
+		}
+		if !utf8.Valid(head) {
+			return false
+		}
+		u.partial = nil
+		chunk = chunk[need:]
+	}
+	// Hold back a character cut off at the end.
+	cut := len(chunk)
+	for i := len(chunk) - 1; i >= 0 && i >= len(chunk)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(chunk[i]) {
+			if !utf8.FullRune(chunk[i:]) {
+				cut = i
+			}
+			break
+		}
+	}
+	if !utf8.Valid(chunk[:cut]) {
+		return false
+	}
+	u.partial = append(u.partial[:0], chunk[cut:]...)
+	return !end || len(u.partial) == 0
+}
+
+// budget is a count of bytes that callers take a share of and give back, waiting while the
+// rest is too small; first come, first served.
+type budget struct {
+	mu      sync.Mutex
+	free    int64
+	size    int64
+	waiters []*budgetWaiter
+}
+
+type budgetWaiter struct {
+	n     int64
+	ready chan struct{}
+}
+
+func newBudget(size int64) *budget { return &budget{free: size, size: size} }
+
+// acquire takes n bytes (at most the whole budget), waiting until they are free or ctx ends,
+// and returns the function that gives them back.
+func (b *budget) acquire(ctx context.Context, n int64) (func(), error) {
+	n = min(n, b.size)
+	release := func() { b.release(n) }
+	b.mu.Lock()
+	if len(b.waiters) == 0 && b.free >= n {
+		b.free -= n
+		b.mu.Unlock()
+		return release, nil
+	}
+	w := &budgetWaiter{n: n, ready: make(chan struct{})}
+	b.waiters = append(b.waiters, w)
+	b.mu.Unlock()
+	select {
+	case <-w.ready:
+		return release, nil
+	case <-ctx.Done():
+		b.mu.Lock()
+		select {
+		case <-w.ready: // granted meanwhile: give it back
+			b.mu.Unlock()
+			release()
+		default:
+			for i, x := range b.waiters {
+				if x == w {
+					b.waiters = append(b.waiters[:i], b.waiters[i+1:]...)
+					break
+				}
+			}
+			b.grant()
+			b.mu.Unlock()
+		}
+		return nil, errdefs.Unavailable("the request ended while it waited for the server to finish reading other large requests: %v", ctx.Err())
+	}
+}
+
+func (b *budget) release(n int64) {
+	b.mu.Lock()
+	b.free += n
+	b.grant()
+	b.mu.Unlock()
+}
+
+// grant wakes the waiters at the front whose shares are free. Called with mu held.
+func (b *budget) grant() {
+	for len(b.waiters) > 0 && b.free >= b.waiters[0].n {
+		w := b.waiters[0]
+		b.waiters = b.waiters[1:]
+		b.free -= w.n
+		close(w.ready)
+	}
 }
 
 // Auth wraps h, requiring "Authorization: Bearer <token>".

@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/gpu"
@@ -70,14 +71,18 @@ const (
 	IsolationGVisor = "gvisor"
 )
 
-// Limits applied when the client names none.
+// Defaults applied when the client names none, and the limits of what it may name.
 const (
 	DefaultTimeout   = 300 * time.Second
+	MinTimeout       = time.Second
 	MaxTimeout       = 24 * time.Hour
 	DefaultCPU       = 1.0
 	DefaultMemoryMiB = 1024
 	MinMemoryMiB     = 16
 	MaxEnvBytes      = 256 << 10
+	// MinCPU is the smallest CPU share a container can be given: its quota is cpu × a
+	// 100000 µs period, and the kernel refuses quotas under 1000 µs (cgroup v1 and v2).
+	MinCPU = 0.01
 )
 
 // Sandbox is a sandbox as stored and as shown to clients.
@@ -170,14 +175,14 @@ func (r CreateRequest) Validate(defaultIsolation string, hostCPU float64, hostMe
 	}
 	if r.Timeout != nil {
 		t := *r.Timeout
-		if t <= 0 || t > MaxTimeout.Seconds() {
+		if !InTimeoutRange(t) {
 			return sb, errdefs.Invalid("timeout must be between 1 and %d seconds, got %v", int(MaxTimeout.Seconds()), t)
 		}
 		sb.Timeout = wire.Seconds(t)
 	}
 	if r.IdleTimeout != nil {
 		t := *r.IdleTimeout
-		if t <= 0 || t > MaxTimeout.Seconds() {
+		if !InTimeoutRange(t) {
 			return sb, errdefs.Invalid("idle_timeout must be between 1 and %d seconds, got %v", int(MaxTimeout.Seconds()), t)
 		}
 		it := wire.Seconds(t)
@@ -185,8 +190,8 @@ func (r CreateRequest) Validate(defaultIsolation string, hostCPU float64, hostMe
 	}
 	if r.CPU != nil {
 		c := *r.CPU
-		if c <= 0 || c > hostCPU {
-			return sb, errdefs.Invalid("cpu must be more than 0 and at most %v (this machine's cores), got %v", hostCPU, c)
+		if !(c >= MinCPU && c <= hostCPU) {
+			return sb, errdefs.Invalid("cpu must be between %v and %v (this machine's cores), got %v", MinCPU, hostCPU, c)
 		}
 		sb.CPU = c
 	}
@@ -199,8 +204,8 @@ func (r CreateRequest) Validate(defaultIsolation string, hostCPU float64, hostMe
 	}
 	if r.Workdir != nil {
 		w := *r.Workdir
-		if !path.IsAbs(w) {
-			return sb, errdefs.Invalid("workdir must be an absolute path, got %q", w)
+		if !path.IsAbs(w) || strings.IndexByte(w, 0) >= 0 {
+			return sb, errdefs.Invalid("workdir must be an absolute path without NUL bytes, got %q", w)
 		}
 		w = path.Clean(w)
 		sb.Workdir = &w
@@ -224,6 +229,11 @@ func (r CreateRequest) Validate(defaultIsolation string, hostCPU float64, hostMe
 	iso, err := isolation(r.Isolation, defaultIsolation)
 	sb.Isolation = iso
 	return sb, err
+}
+
+// InTimeoutRange reports whether secs is a timeout a container may have: 1 s to MaxTimeout.
+func InTimeoutRange(secs float64) bool {
+	return secs >= MinTimeout.Seconds() && secs <= MaxTimeout.Seconds()
 }
 
 // isolation reads a requested runtime ("runsc" is gVisor's binary, accepted as gvisor).
@@ -264,6 +274,9 @@ func ValidateTags(tags map[string]string) error {
 	for k, v := range tags {
 		if k == "" || len(k) > 128 || len(v) > 512 {
 			return errdefs.Invalid("tag %q: keys must be 1-128 bytes and values at most 512", k)
+		}
+		if strings.IndexByte(k+v, 0) >= 0 || !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return errdefs.Invalid("tag %q: keys and values must be UTF-8 text without NUL bytes", k)
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,6 +60,47 @@ func TestValidate(t *testing.T) {
 			}
 			if tt.check != nil {
 				tt.check(t, sb)
+			}
+		})
+	}
+}
+
+// TestValidateRanges: what runc and the kernel cannot apply is refused with the range that
+// works, and the timeouts' checks match what their messages say.
+func TestValidateRanges(t *testing.T) {
+	base := CreateRequest{AppID: "ap-1", ImageID: "im-1"}
+	tests := []struct {
+		name string
+		mod  func(r *CreateRequest)
+		says string // "" for valid
+	}{
+		{"cpu below the cgroup minimum", func(r *CreateRequest) { r.CPU = f(0.005) }, "between 0.01 and 2"},
+		{"cpu just above zero", func(r *CreateRequest) { r.CPU = f(1e-9) }, "between 0.01 and 2"},
+		{"cpu at the minimum", func(r *CreateRequest) { r.CPU = f(0.01) }, ""},
+		{"cpu at the host's cores", func(r *CreateRequest) { r.CPU = f(2) }, ""},
+		{"sub-second timeout", func(r *CreateRequest) { r.Timeout = f(0.5) }, "timeout must be between 1 and 86400"},
+		{"one-second timeout", func(r *CreateRequest) { r.Timeout = f(1) }, ""},
+		{"timeout of a day", func(r *CreateRequest) { r.Timeout = f(86400) }, ""},
+		{"timeout over a day", func(r *CreateRequest) { r.Timeout = f(86400.5) }, "timeout must be between 1 and 86400"},
+		{"sub-second idle timeout", func(r *CreateRequest) { r.IdleTimeout = f(0.999) }, "idle_timeout must be between 1 and 86400"},
+		{"NUL in a tag key", func(r *CreateRequest) { r.Tags = map[string]string{"a\x00": "b"} }, "NUL"},
+		{"NUL in a tag value", func(r *CreateRequest) { r.Tags = map[string]string{"a": "b\x00"} }, "NUL"},
+		{"NUL in the workdir", func(r *CreateRequest) { r.Workdir = s("/a\x00b") }, "NUL"},
+		{"invalid UTF-8 in a tag", func(r *CreateRequest) { r.Tags = map[string]string{"a\xff": "b"} }, "UTF-8"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := base
+			tt.mod(&r)
+			_, err := r.Validate("runc", 2, 4096)
+			if tt.says == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), tt.says) {
+				t.Fatalf("got %v, want an invalid error saying %q", err, tt.says)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"log"
 	"sync"
 	"time"
@@ -25,6 +26,10 @@ func newEventQueue(server Server, logger *log.Logger) *eventQueue {
 }
 
 func (q *eventQueue) push(ev workerproto.Event) {
+	ev, ok := q.fitEvent(ev)
+	if !ok {
+		return
+	}
 	q.mu.Lock()
 	q.pending = append(q.pending, ev)
 	q.mu.Unlock()
@@ -64,8 +69,53 @@ func (q *eventQueue) flush() {
 		if len(batch) == 0 {
 			return
 		}
-		q.send(batch)
+		for _, part := range splitBatch(batch, maxBatchBytes) {
+			q.send(part)
+		}
 	}
+}
+
+// A batch is cut once its payloads pass maxBatchBytes, so that no POST nears the server's
+// limit on a batch (internal/api, 256 MiB of JSON). One output above maxEventBytes (base64
+// makes it a third larger on the wire) cannot be sent at all: it becomes a failure saying so.
+const (
+	maxBatchBytes = 16 << 20
+	maxEventBytes = 160 << 20
+)
+
+func eventBytes(ev workerproto.Event) int {
+	return len(ev.Data) + len(ev.Exc) + len(ev.Traceback) + len(ev.Error)
+}
+
+// splitBatch cuts a batch into parts of about max payload bytes, in order; an event larger
+// than max goes alone.
+func splitBatch(batch []workerproto.Event, max int) [][]workerproto.Event {
+	var parts [][]workerproto.Event
+	start, size := 0, 0
+	for i, ev := range batch {
+		n := eventBytes(ev)
+		if i > start && size+n > max {
+			parts = append(parts, batch[start:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	return append(parts, batch[start:])
+}
+
+// fitEvent replaces an output too large to send with a failure that says so; an item or log
+// line that large is dropped (and logged here).
+func (q *eventQueue) fitEvent(ev workerproto.Event) (workerproto.Event, bool) {
+	n := eventBytes(ev)
+	if n <= maxEventBytes {
+		return ev, true
+	}
+	if ev.Type != workerproto.EventOutput {
+		q.log.Printf("container %s: dropped a %s event of %d MiB (the limit is %d MiB)", ev.ContainerID, ev.Type, n>>20, maxEventBytes>>20)
+		return ev, false
+	}
+	return workerproto.Event{ContainerID: ev.ContainerID, Type: ev.Type, InputID: ev.InputID, Status: workerproto.StatusFailure,
+		Runtime: ev.Runtime, Error: fmt.Sprintf("the function's result is %d MiB, above the %d MiB a result may be; return large data through files or a volume", n>>20, maxEventBytes>>20)}, true
 }
 
 func (q *eventQueue) send(batch []workerproto.Event) {

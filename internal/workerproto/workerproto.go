@@ -7,6 +7,10 @@
 package workerproto
 
 import (
+	"net/url"
+	"regexp"
+
+	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/gpu"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/wire"
@@ -23,6 +27,36 @@ type RegisterRequest struct {
 	// WorkerID is the ID this worker had, when it registers again after losing the server for
 	// a moment: it keeps the ID and its containers. A restarted worker has none.
 	WorkerID string `json:"worker_id,omitempty"`
+}
+
+// Bounds of what a worker may report about itself.
+const (
+	MaxWorkerCPU       = 4096
+	MaxWorkerMemoryMiB = 64 << 20 // 64 TiB
+)
+
+var workerNameRE = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$`)
+
+// Validate checks what a worker says about itself before the server places anything on it.
+func (r RegisterRequest) Validate() error {
+	if !workerNameRE.MatchString(r.Name) {
+		return errdefs.Invalid("worker name %q is not valid: use 1-64 letters, digits, '.', '_' or '-', not starting with '.' (the worker's name is its hostname)", r.Name)
+	}
+	if !(r.CPU > 0 && r.CPU <= MaxWorkerCPU) {
+		return errdefs.Invalid("worker %s: cpu must be more than 0 and at most %d cores, got %v", r.Name, MaxWorkerCPU, r.CPU)
+	}
+	if r.MemoryMiB <= 0 || r.MemoryMiB > MaxWorkerMemoryMiB {
+		return errdefs.Invalid("worker %s: memory must be more than 0 and at most %d MiB (64 TiB), got %d", r.Name, MaxWorkerMemoryMiB, r.MemoryMiB)
+	}
+	for _, iso := range r.Isolation {
+		if iso != sandbox.IsolationRunc && iso != sandbox.IsolationGVisor {
+			return errdefs.Invalid("worker %s: isolation lists %q; the runtimes are %q and %q", r.Name, iso, sandbox.IsolationRunc, sandbox.IsolationGVisor)
+		}
+	}
+	if u, err := url.Parse(r.Addr); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errdefs.Invalid("worker %s: addr %q is not an http(s) URL such as http://10.0.0.5:7421", r.Name, r.Addr)
+	}
+	return nil
 }
 
 // RegisterResponse names the worker.

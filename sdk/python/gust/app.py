@@ -148,14 +148,15 @@ def _options(*, image: Any, secrets: Any, env: Any, gpu: Any, cpu: Any, memory: 
             raise exc.InvalidError(f"{where}: env must map strings to strings, got {k!r}: {v!r}")
         env_d[k] = v
     cpu, cpu_limit = _pair("cpu", cpu)
-    _check_number("cpu", cpu, low=0, strict=True, allow_none=True, hint="cores, e.g. cpu=2")
-    _check_number("cpu limit", cpu_limit, low=0, strict=True, allow_none=True)
+    # A container's CPU quota is cpu × 100 ms per 100 ms; the kernel takes no less than 1 ms.
+    _check_number("cpu", cpu, low=0.01, allow_none=True, hint="cores, e.g. cpu=2")
+    _check_number("cpu limit", cpu_limit, low=0.01, allow_none=True)
     if cpu_limit is not None and cpu is not None and cpu_limit < cpu:
         raise exc.InvalidError(f"{where}: cpu=(request, limit): the limit {cpu_limit} is less than the request {cpu}")
     memory_request, memory_limit = _pair("memory", memory)
     memory = memory_limit if memory_limit is not None else memory_request  # gust's is one number: the limit
     _check_number("memory", memory, low=16, integer=True, allow_none=True, hint="MiB, e.g. memory=4096")
-    _check_number("timeout", timeout, low=0, strict=True, hint="seconds per input")
+    _check_number("timeout", timeout, low=1, hint="seconds per input")
     _check_number("min_containers", min_containers, low=0, integer=True)
     _check_number("buffer_containers", buffer_containers, low=0, integer=True)
     _check_number("max_containers", max_containers, low=1, integer=True, allow_none=True)

@@ -31,6 +31,7 @@ from ._serialization import PICKLE, b64d, b64e, deserialize, encode_args, serial
 asyncio = LazyModule("asyncio")
 
 _MAP_BATCH = 500  # inputs per request of a map
+_MAP_BATCH_BYTES = 16 << 20  # encoded arguments per request of a map (the server takes 64 MiB)
 _MAP_MAX_PENDING = 10_000  # inputs sent without an output yet, before the sender waits
 _RESUME_ATTEMPTS = 8  # broken connections in a row before a call's stream gives up
 _STREAM_TIMEOUT = 60  # seconds a resumed stream is held open by the server before a timeout line
@@ -365,13 +366,12 @@ class Function:
         if not input_iterators:
             raise exc.InvalidError("`.spawn_map(...)` needs at least one iterable of inputs")
         client, fid = self._check_map("spawn_map")
-        it = zip(*input_iterators)
-        kw = dict(kwargs or {})
-        chunk = _encode_chunk(it, kw)
+        chunks = _Chunks(zip(*input_iterators), dict(kwargs or {}))
+        chunk = chunks.next()
         head = client.json("POST", f"/v1/functions/{fid}/calls", json=self._body("map", chunk, False))
         call_id, total = head["call_id"], len(chunk)
-        while len(chunk) == _MAP_BATCH:
-            chunk = _encode_chunk(it, kw)
+        while chunks.more:
+            chunk = chunks.next()
             if chunk:
                 client.json("POST", f"/v1/calls/{call_id}/inputs", json={"inputs": chunk})
                 total += len(chunk)
@@ -400,13 +400,38 @@ def _encode_input(args: tuple, kwargs: dict) -> dict:
     return {"args": b64e(encode_args(args, kwargs)), "format": PICKLE}
 
 
-def _encode_chunk(it: Iterator[tuple], kwargs: dict, n: int = _MAP_BATCH) -> List[dict]:
-    out = []
-    for args in it:
-        out.append(_encode_input(args, kwargs))
-        if len(out) >= n:
-            break
-    return out
+class _Chunks:
+    """A map's inputs, encoded as they are needed, in the chunks that one request sends: at most
+    _MAP_BATCH inputs and _MAP_BATCH_BYTES of arguments (an input larger than that goes alone)."""
+
+    def __init__(self, it: Iterator[tuple], kwargs: dict):
+        self._it, self._kwargs = it, kwargs
+        self._held: Optional[dict] = None  # encoded, but left for the next chunk
+        self._exhausted = False
+
+    @property
+    def more(self) -> bool:
+        """Whether inputs may be left (the iterator has not said it ended)."""
+        return self._held is not None or not self._exhausted
+
+    def next(self) -> List[dict]:
+        out: List[dict] = []
+        size = 0
+        while len(out) < _MAP_BATCH:
+            enc, self._held = self._held, None
+            if enc is None:
+                try:
+                    args = next(self._it)
+                except StopIteration:
+                    self._exhausted = True
+                    break
+                enc = _encode_input(args, self._kwargs)
+            if out and size + len(enc["args"]) > _MAP_BATCH_BYTES:
+                self._held = enc
+                break
+            out.append(enc)
+            size += len(enc["args"])
+        return out
 
 
 def encode_params(params: dict) -> Optional[dict]:
@@ -631,7 +656,7 @@ class _MapState:
             return self.received < self.sent or not self.sender_done
 
 
-def _send_inputs(client: Client, call_id: str, it: Iterator[tuple], kwargs: dict, st: _MapState) -> None:
+def _send_inputs(client: Client, call_id: str, chunks: _Chunks, st: _MapState) -> None:
     try:
         while True:
             with st.cond:
@@ -639,13 +664,13 @@ def _send_inputs(client: Client, call_id: str, it: Iterator[tuple], kwargs: dict
                     st.cond.wait()
                 if st.stopped:
                     return
-            chunk = _encode_chunk(it, kwargs)
+            chunk = chunks.next()
             if chunk:
                 client.json("POST", f"/v1/calls/{call_id}/inputs", json={"inputs": chunk})
                 with st.cond:
                     st.sent += len(chunk)
                     st.cond.notify_all()
-            if len(chunk) < _MAP_BATCH:
+            if not chunks.more:
                 return
     except BaseException as e:  # noqa: BLE001 - handed to the reading thread
         with st.cond:
@@ -658,13 +683,14 @@ def _send_inputs(client: Client, call_id: str, it: Iterator[tuple], kwargs: dict
 
 def _map(fn: Function, client: Client, fid: str, it: Iterator[tuple], kwargs: dict, order_outputs: bool,
          return_exceptions: bool) -> Iterator[Any]:
-    first = _encode_chunk(it, kwargs)
+    chunks = _Chunks(it, kwargs)
+    first = chunks.next()
     if not first:
         return
     call = _CallStream.start(client, fid, fn._body("map", first, True))
-    st = _MapState(len(first), exhausted=len(first) < _MAP_BATCH)
+    st = _MapState(len(first), exhausted=not chunks.more)
     if not st.sender_done:
-        threading.Thread(target=_send_inputs, args=(client, call.call_id, it, kwargs, st),
+        threading.Thread(target=_send_inputs, args=(client, call.call_id, chunks, st),
                          name=f"gust-map-{call.call_id}", daemon=True).start()
     done: set = set()
     pending: Dict[int, Tuple[bool, Any]] = {}  # finished out of order, when order_outputs

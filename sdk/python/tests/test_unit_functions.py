@@ -84,6 +84,10 @@ def add(a, b=0):
     return a + b
 
 
+def length(x):
+    return len(x)
+
+
 def typed_add(a: int, b: int = 0):
     return a + b
 
@@ -447,6 +451,7 @@ class ValidationTest(unittest.TestCase):
 
     def test_resources_and_scaling(self):
         for kw in ({"cpu": 0}, {"cpu": -1}, {"cpu": (2, 1)}, {"cpu": (1, 2, 3)}, {"memory": 8}, {"memory": 1.5}, {"timeout": 0}, {"timeout": -5},
+                   {"timeout": 0.5}, {"cpu": 0.005}, {"cpu": (0.001, 1)},
                    {"scaledown_window": 0}, {"min_containers": -1}, {"buffer_containers": -1},
                    {"max_containers": 0}, {"min_containers": 3, "max_containers": 2},
                    {"retries": 11}, {"retries": "3"}, {"allow_concurrent_inputs": 0},
@@ -695,7 +700,7 @@ class CallTest(ServerTest):
         self.f = {name: a.function()(fn) for name, fn in (
             ("square", square), ("jittery_square", jittery_square), ("fail_on_3", fail_on_3), ("noisy", noisy),
             ("add", add), ("countdown", countdown), ("times_out", times_out),
-            ("unpicklable_error", unpicklable_error), ("slow", slow))}
+            ("unpicklable_error", unpicklable_error), ("slow", slow), ("length", length))}
         self.M = a.cls()(Model)
         self.gust.impls.update({n: f._raw_f for n, f in self.f.items()}, Model=Model)
         cm = self.app.run(client=self.client)
@@ -774,6 +779,21 @@ class CallTest(ServerTest):
         self.assertEqual((bodies[-1]["kind"], len(bodies[-1]["inputs"])), ("map", 500))
         added = [r for r in self.gust.requests if r[1].endswith("/inputs")]
         self.assertEqual([len(r[2]["inputs"]) for r in added], [500, 300])
+
+    def test_map_batches_stay_under_the_body_limit(self):
+        # The server takes at most 64 MiB per request: large inputs go in smaller batches.
+        big = [bytes(1 << 20)] * 40
+        self.assertEqual(list(self.f["length"].map(big)), [1 << 20] * 40)
+        batches = [r[2]["inputs"] for r in self.gust.requests
+                   if r[0] == "POST" and (r[1].endswith("/inputs") or r[1].endswith("/calls"))]
+        self.assertEqual(sum(len(b) for b in batches), 40)
+        for b in batches:
+            self.assertLessEqual(sum(len(i["args"]) for i in b), 16 << 20)
+        n = len(self.gust.requests)
+        self.f["length"].spawn_map(iter(big))
+        added = [r[2]["inputs"] for r in self.gust.requests[n:] if r[0] == "POST"]
+        self.assertEqual(sum(len(b) for b in added), 40)
+        self.assertGreater(len(added), 2)
 
     def test_map_is_lazy_over_its_input(self):
         seen = []
