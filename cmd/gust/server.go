@@ -16,7 +16,7 @@ func runServer(ctx context.Context, args []string) error {
 	var d daemonFlags
 	fs := newFlags("server")
 	d.bind(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := d.parse(fs, args, os.Stderr); err != nil {
 		return err
 	}
 	logger := log.New(os.Stderr, "gust server: ", log.LstdFlags)
@@ -25,10 +25,15 @@ func runServer(ctx context.Context, args []string) error {
 		return err
 	}
 	defer httpSrv.Close()
+	stopPprof, err := startPprof(token, logger)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 	if !d.noConfig {
 		writeClientConfig("http://"+ln.Addr().String(), token)
 	}
-	logger.Printf("gust %s server listening on http://%s; workers join with: gust worker --server http://%s --token <token in %s/token>", server.Version, ln.Addr(), ln.Addr(), d.dataDir)
+	logger.Printf("gust %s server listening on http://%s; workers join with: GUST_TOKEN=<token in %s/token> gust worker --server http://%s (or --token-file FILE)", server.Version, ln.Addr(), d.dataDir, ln.Addr())
 	<-ctx.Done()
 	return nil
 }

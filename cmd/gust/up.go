@@ -28,9 +28,11 @@ func init() {
 
 // daemonFlags are shared by up, server and worker.
 type daemonFlags struct {
-	addr, dataDir, imageCache, isolation, token string
-	diskMiB, warmPool                           int
-	noInstall, noConfig                         bool
+	addr, dataDir, imageCache, isolation string
+	// token is the API token: from --token-file, or --token (visible in ps: warned about).
+	token, tokenFile    string
+	diskMiB, warmPool   int
+	noInstall, noConfig bool
 }
 
 func (d *daemonFlags) bind(fs interface {
@@ -46,7 +48,8 @@ func (d *daemonFlags) bind(fs interface {
 	fs.IntVar(&d.warmPool, "warm-pool", 2, "runc containers kept started ahead of demand for the latest image (0: off)")
 	fs.BoolVar(&d.noInstall, "no-install", false, "do not apt-get install missing runtimes")
 	fs.BoolVar(&d.noConfig, "no-config", false, "do not write the client config file")
-	fs.StringVar(&d.token, "token", "", "API token (default: GUST_TOKEN, else one kept in DATA_DIR/token)")
+	fs.StringVar(&d.tokenFile, "token-file", "", "file holding the API token (default: GUST_TOKEN, else one kept in DATA_DIR/token)")
+	fs.StringVar(&d.token, "token", "", "API token; visible to every user in ps: prefer GUST_TOKEN or --token-file")
 }
 
 func envOr(k, def string) string {
@@ -67,11 +70,10 @@ func runUp(ctx context.Context, args []string) error {
 	var d daemonFlags
 	fs := newFlags("up")
 	d.bind(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := d.parse(fs, args, os.Stderr); err != nil {
 		return err
 	}
 	logger := log.New(os.Stderr, "gust: ", log.LstdFlags)
-	startPprof()
 	if !d.noInstall {
 		if err := ensurePackages(logger); err != nil {
 			return err
@@ -82,6 +84,11 @@ func runUp(ctx context.Context, args []string) error {
 		return err
 	}
 	defer httpSrv.Close()
+	stopPprof, err := startPprof(token, logger)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 	url := "http://" + ln.Addr().String()
 	if !d.noConfig {
 		if path, err := writeClientConfig(url, token); err != nil {
@@ -113,7 +120,7 @@ func startServer(ctx context.Context, d *daemonFlags, logger *log.Logger) (*serv
 	if err != nil {
 		return nil, nil, nil, "", err
 	}
-	st, err := store.OpenSQLite(filepath.Join(d.dataDir, "gust.db"))
+	st, err := openStore(d.dataDir)
 	if err != nil {
 		return nil, nil, nil, "", err
 	}
@@ -137,6 +144,33 @@ func startServer(ctx context.Context, d *daemonFlags, logger *log.Logger) (*serv
 	return srv, httpSrv, ln, token, nil
 }
 
+// dataDirLock holds the data directory's shared lock for as long as the server runs (see
+// lockDataDir); kept here, as the lock ends when the file is closed or collected.
+var dataDirLock *os.File
+
+// openStore opens the server's database. Its secrets are sealed with the key in
+// DATA_DIR/secret.key, made at first start.
+func openStore(dataDir string) (*store.Store, error) {
+	lock, err := lockDataDir(dataDir, false)
+	if err != nil {
+		return nil, err
+	}
+	keyPath := store.KeyPath(dataDir)
+	st, err := store.OpenSQLite(filepath.Join(dataDir, "gust.db"), store.WithKeyFile(keyPath))
+	if err != nil {
+		if errors.Is(err, store.ErrWrongSecretKey) {
+			hint := "restore the secret.key this database was written with"
+			if _, serr := os.Stat(keyPath + ".new"); serr == nil {
+				hint = "a `gust secret rotate-key` was interrupted: run it again to finish it"
+			}
+			err = fmt.Errorf("%s does not open the secrets in %s: %s (%w)", keyPath, dataDir, hint, err)
+		}
+		return nil, errors.Join(err, lock.Close())
+	}
+	dataDirLock = lock
+	return st, nil
+}
+
 func normIsolation(s string) string {
 	if s == "runsc" {
 		return "gvisor"
@@ -144,8 +178,8 @@ func normIsolation(s string) string {
 	return s
 }
 
-// loadToken returns the API token: --token or GUST_TOKEN, else the one kept in the data dir,
-// made on first start.
+// loadToken returns the API token: --token-file or --token (in d.token), or GUST_TOKEN, else
+// the one kept in the data dir, made on first start.
 func loadToken(d *daemonFlags) (string, error) {
 	if d.token != "" {
 		return d.token, nil

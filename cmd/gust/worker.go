@@ -11,7 +11,7 @@ import (
 )
 
 func init() {
-	register(&command{name: "worker", summary: "run a worker that joins a server (--server URL --token T)", run: runWorker})
+	register(&command{name: "worker", summary: "run a worker that joins a server (--server URL, token in GUST_TOKEN or --token-file)", run: runWorker})
 }
 
 func runWorker(ctx context.Context, args []string) error {
@@ -20,7 +20,7 @@ func runWorker(ctx context.Context, args []string) error {
 	d.bind(fs)
 	serverURL := fs.String("server", os.Getenv("GUST_SERVER_URL"), "server URL")
 	listen := fs.String("listen", "127.0.0.1:0", "address of the worker's own API, which the server must reach")
-	if err := fs.Parse(args); err != nil {
+	if err := d.parse(fs, args, os.Stderr); err != nil {
 		return err
 	}
 	token := d.token
@@ -28,16 +28,23 @@ func runWorker(ctx context.Context, args []string) error {
 		token = os.Getenv("GUST_TOKEN")
 	}
 	if *serverURL == "" || token == "" {
-		return errors.New("gust worker needs --server URL and --token T (or GUST_SERVER_URL and GUST_TOKEN)")
+		return errors.New("gust worker needs --server URL (or GUST_SERVER_URL) and the server's token in GUST_TOKEN or a file named by --token-file")
 	}
+	logger := log.New(os.Stderr, "gust worker: ", log.LstdFlags)
 	if !d.noInstall {
-		if err := ensurePackages(log.New(os.Stderr, "gust worker: ", log.LstdFlags)); err != nil {
+		if err := ensurePackages(logger); err != nil {
 			return err
 		}
 	}
+	stopPprof, err := startPprof(token, logger)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 	w, err := worker.New(worker.Config{
 		ServerURL: *serverURL, Token: token, ListenAddr: *listen,
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool,
+		Logger: logger,
 	})
 	if err != nil {
 		return err

@@ -85,21 +85,25 @@ func (e *Engine) startFailed(fs *fnState, c *fnContainer, err error) {
 }
 
 // containerRecord is the sandbox record a function's container runs as: its resources, image,
-// and an environment of the function's env and secrets.
+// and an environment of the function's env, over that of its secrets. The secrets' values go in
+// SecretEnv, which reaches the worker and is never stored.
 func (e *Engine) containerRecord(fn function.Function) (sandbox.Sandbox, error) {
 	sp := fn.Spec
-	env := map[string]string{}
+	secretEnv := map[string]string{}
 	for _, sec := range sp.Secrets {
 		if sec.Name != "" {
 			stored, err := e.store.GetSecret(context.Background(), sec.Name)
 			if err != nil {
 				return sandbox.Sandbox{}, err
 			}
-			maps.Copy(env, stored.Env)
+			maps.Copy(secretEnv, stored.Env)
 		}
-		maps.Copy(env, sec.Env)
+		maps.Copy(secretEnv, sec.Env)
 	}
-	maps.Copy(env, sp.Env)
+	env := maps.Clone(sp.Env)
+	if env == nil {
+		env = map[string]string{}
+	}
 	env["GUST_FUNCTION_ID"] = fn.ID
 	env["GUST_IS_REMOTE"] = "1"
 	iso := sp.Isolation
@@ -108,7 +112,7 @@ func (e *Engine) containerRecord(fn function.Function) (sandbox.Sandbox, error) 
 	}
 	return sandbox.Sandbox{
 		AppID: fn.AppID, ImageID: sp.ImageID, Isolation: iso, Status: sandbox.Pending, Timeout: wire.Duration(sandbox.MaxTimeout),
-		CPU: sp.CPU, CPULimit: sp.CPULimit, MemoryMiB: sp.MemoryMiB, Env: env, FunctionID: fn.ID, GPU: sp.GPU,
+		CPU: sp.CPU, CPULimit: sp.CPULimit, MemoryMiB: sp.MemoryMiB, Env: env, SecretEnv: secretEnv, FunctionID: fn.ID, GPU: sp.GPU,
 		Tags: map[string]string{"function": fn.Name},
 	}, nil
 }

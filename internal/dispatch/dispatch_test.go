@@ -412,3 +412,23 @@ func TestForgedEventsDropped(t *testing.T) {
 		t.Fatalf("the real output is missing: %s", out)
 	}
 }
+
+// A function's secrets (named and inline) go in the container record's SecretEnv, which the
+// fleet sends to the worker and the store never writes; Env keeps the function's own env.
+func TestContainerRecordSecrets(t *testing.T) {
+	h := newHarness(t, func(sp *function.Spec) {
+		sp.Env = map[string]string{"MINE": "env", "SHARED": "env"}
+		sp.Secrets = []function.SecretRef{{Name: "api"}, {Env: map[string]string{"INLINE": "inline-value", "SHARED": "secret"}}}
+	})
+	if _, err := h.st.PutSecret(context.Background(), "api", map[string]string{"API_KEY": "named-value"}, false); err != nil {
+		t.Fatal(err)
+	}
+	h.call(1)
+	h.readyContainer()
+	got := h.p.created[0]
+	wantEnv := map[string]string{"MINE": "env", "SHARED": "env", "GUST_FUNCTION_ID": h.fn.ID, "GUST_IS_REMOTE": "1"}
+	wantSecret := map[string]string{"API_KEY": "named-value", "INLINE": "inline-value", "SHARED": "secret"}
+	if fmt.Sprint(got.Env) != fmt.Sprint(wantEnv) || fmt.Sprint(got.SecretEnv) != fmt.Sprint(wantSecret) {
+		t.Fatalf("container record env %v secret env %v; want %v and %v", got.Env, got.SecretEnv, wantEnv, wantSecret)
+	}
+}

@@ -31,6 +31,7 @@ func (f *Fleet) Create(ctx context.Context, sb sandbox.Sandbox, fn *workerproto.
 	if err != nil {
 		return sb, fmt.Errorf("%w (resolve an image first, e.g. Image.debian_slim())", err)
 	}
+	own := sb.Env
 	withImageDefaults(&sb, im)
 	wc, err := f.place(sb)
 	if err != nil {
@@ -50,6 +51,8 @@ func (f *Fleet) Create(ctx context.Context, sb sandbox.Sandbox, fn *workerproto.
 	}
 	changed := f.Watch(sb.ID)
 	spec := containerSpec(sb, im.Layers, fn)
+	spec.Env = withSecretEnv(spec.Env, sb.SecretEnv, own)
+	sb.SecretEnv = nil
 	f.assign(wc, workerproto.Assignment{Op: workerproto.OpCreate, Container: &spec})
 	return f.waitStarted(ctx, sb, changed)
 }
@@ -66,6 +69,25 @@ func withImageDefaults(sb *sandbox.Sandbox, im image.Image) {
 		wd := im.Workdir
 		sb.Workdir = &wd
 	}
+}
+
+// withSecretEnv is a container's environment: its image's, under its secrets', under its own.
+// env holds the first and the last (the stored record's Env), own the last alone. Secret
+// values are in the spec only: the record never holds them.
+func withSecretEnv(env, secretEnv, own map[string]string) map[string]string {
+	if len(secretEnv) == 0 {
+		return env
+	}
+	out := maps.Clone(env)
+	if out == nil {
+		out = map[string]string{}
+	}
+	for k, v := range secretEnv {
+		if _, mine := own[k]; !mine {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // containerSpec is what the worker is sent: the container, not the client's record.

@@ -403,3 +403,31 @@ func TestReportStateOnlyOwnContainers(t *testing.T) {
 		t.Fatalf("its own worker: %v", err)
 	}
 }
+
+// TestCreateSecretEnvNotStored: a function container's secret environment reaches the worker,
+// between the image's and the container's own, and never its stored record.
+func TestCreateSecretEnvNotStored(t *testing.T) {
+	env := newTestEnv(t)
+	wid := env.register(t, "a")
+	w := &fakeWorker{create: runningReport}
+	w.start(t, env.f, wid)
+	req := env.newSandbox() // own env B=sb C=sb over the image's A=im B=im
+	req.ID, req.FunctionID = ids.New(ids.Sandbox), "fu-1"
+	req.SecretEnv = map[string]string{"A": "secret-a", "B": "secret-b", "S": "secret-s"}
+	sb, err := env.f.Create(context.Background(), req, &workerproto.FunctionRun{FunctionID: "fu-1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := w.next(t).Container
+	want := map[string]string{"A": "secret-a", "B": "sb", "C": "sb", "S": "secret-s"}
+	if !maps.Equal(spec.Env, want) {
+		t.Fatalf("the worker was sent env %v, want %v", spec.Env, want)
+	}
+	stored := env.get(t, sb.ID)
+	if want := map[string]string{"A": "im", "B": "sb", "C": "sb"}; !maps.Equal(stored.Env, want) || stored.SecretEnv != nil {
+		t.Fatalf("the stored record has env %v and secret env %v; want %v and none", stored.Env, stored.SecretEnv, want)
+	}
+	if sb.SecretEnv != nil {
+		t.Fatalf("Create returned the secret env %v", sb.SecretEnv)
+	}
+}

@@ -111,9 +111,13 @@ type Sandbox struct {
 	// package indexes, as `docker build` does.
 	HostNetwork bool `json:"host_network,omitempty"`
 	// User is who the sandbox's processes run as: its image's user; empty is root.
-	User     string            `json:"user,omitempty"`
-	Env      map[string]string `json:"env,omitempty"`
-	WorkerID string            `json:"worker_id,omitempty"`
+	User string            `json:"user,omitempty"`
+	Env  map[string]string `json:"env,omitempty"`
+	// SecretEnv is the environment from a function's secrets, under Env: it goes to the
+	// worker with the container and is never stored (the store writes records as JSON) nor
+	// shown.
+	SecretEnv map[string]string `json:"-"`
+	WorkerID  string            `json:"worker_id,omitempty"`
 	// FunctionID is set on a function's containers, which the autoscaler starts and stops;
 	// they are not listed among sandboxes.
 	FunctionID string `json:"function_id,omitempty"`
@@ -127,7 +131,7 @@ type Sandbox struct {
 // Public returns a copy fit for clients: environment values may hold secrets, so they are
 // never listed.
 func (s Sandbox) Public() Sandbox {
-	s.Env = nil
+	s.Env, s.SecretEnv = nil, nil
 	s.WorkerID = ""
 	return s
 }

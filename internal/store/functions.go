@@ -6,16 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/function"
-	"github.com/gust-run/gust/internal/ids"
 )
 
 // functionsSchema holds functions, their calls and inputs (the durable queue), named secrets
-// and the apps' logs.
+// (env: sealed, see secretkey.go) and the apps' logs.
 const functionsSchema = `
 CREATE TABLE IF NOT EXISTS functions (
 	id TEXT PRIMARY KEY,
@@ -73,6 +72,7 @@ CREATE INDEX IF NOT EXISTS app_logs_app ON app_logs(app_id, seq);
 // InsertFunctions records newly published functions and, for a deploy, marks the app's earlier
 // deployed functions replaced, in one transaction.
 func (s *Store) InsertFunctions(ctx context.Context, fns []function.Function, replace bool) (replaced []string, err error) {
+	defer s.holdKey()()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("store: insert functions: %w", err)
@@ -93,12 +93,12 @@ func (s *Store) InsertFunctions(ctx context.Context, fns []function.Function, re
 		}
 	}
 	for _, fn := range fns {
-		doc, err := json.Marshal(fn)
+		doc, err := s.encodeFunction(fn)
 		if err != nil {
-			return nil, fmt.Errorf("store: encode function %s: %w", fn.Name, err)
+			return nil, err
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO functions(id, app_id, name, mode, state, created_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			fn.ID, fn.AppID, fn.Name, fn.Mode, fn.State, fn.CreatedAt.Format(time.RFC3339Nano), string(doc)); err != nil {
+			fn.ID, fn.AppID, fn.Name, fn.Mode, fn.State, fn.CreatedAt.Format(time.RFC3339Nano), doc); err != nil {
 			return nil, fmt.Errorf("store: insert function %s: %w", fn.Name, err)
 		}
 	}
@@ -120,7 +120,8 @@ func setFunctionState(ctx context.Context, db execer, id string, state function.
 	if err := db.QueryRowContext(ctx, `SELECT doc FROM functions WHERE id = ?`, id).Scan(&doc); err != nil {
 		return fmt.Errorf("store: function %s: %w", id, err)
 	}
-	var fn function.Function
+	// Decoded as stored, inline secrets sealed: a change of state needs no key.
+	var fn functionDoc
 	if err := json.Unmarshal([]byte(doc), &fn); err != nil {
 		return fmt.Errorf("store: corrupt function record %s: %w", id, err)
 	}
@@ -142,11 +143,12 @@ func setFunctionState(ctx context.Context, db execer, id string, state function.
 
 // UpdateFunction writes a function's record (its spec changed).
 func (s *Store) UpdateFunction(ctx context.Context, fn function.Function) error {
-	doc, err := json.Marshal(fn)
+	defer s.holdKey()()
+	doc, err := s.encodeFunction(fn)
 	if err != nil {
-		return fmt.Errorf("store: encode function %s: %w", fn.ID, err)
+		return err
 	}
-	if _, err := s.db.ExecContext(ctx, `UPDATE functions SET doc = ? WHERE id = ?`, string(doc), fn.ID); err != nil {
+	if _, err := s.db.ExecContext(ctx, `UPDATE functions SET doc = ? WHERE id = ?`, doc, fn.ID); err != nil {
 		return fmt.Errorf("store: update function %s: %w", fn.ID, err)
 	}
 	return nil
@@ -159,6 +161,7 @@ func (s *Store) SetFunctionState(ctx context.Context, id string, state function.
 
 // GetFunction returns a function by ID.
 func (s *Store) GetFunction(ctx context.Context, id string) (function.Function, error) {
+	defer s.holdKey()()
 	var doc string
 	err := s.db.QueryRowContext(ctx, `SELECT doc FROM functions WHERE id = ?`, id).Scan(&doc)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -167,19 +170,101 @@ func (s *Store) GetFunction(ctx context.Context, id string) (function.Function, 
 	if err != nil {
 		return function.Function{}, fmt.Errorf("store: get function %s: %w", id, err)
 	}
-	return decodeFunction(doc)
+	return s.decodeFunction(doc)
 }
 
-func decodeFunction(doc string) (function.Function, error) {
-	var fn function.Function
-	if err := json.Unmarshal([]byte(doc), &fn); err != nil {
+// functionDoc is a function as stored: the values of its inline secrets (Secret.from_dict)
+// sealed, by their index in Spec.Secrets, and left out of the spec.
+type functionDoc struct {
+	function.Function
+	SealedSecrets map[int]string `json:"sealed_secrets,omitempty"`
+}
+
+// inlineAD is the additional data of a function's i-th inline secret.
+func inlineAD(fnID string, i int) string {
+	return fmt.Sprintf("gust function\x00%s\x00inline secret %d", fnID, i)
+}
+
+func hasInlineSecrets(secs []function.SecretRef) bool {
+	return slices.ContainsFunc(secs, func(sec function.SecretRef) bool { return sec.Env != nil })
+}
+
+// sealInline moves the values of the function's inline secrets into SealedSecrets. The spec's
+// slice is copied, not changed.
+func (d *functionDoc) sealInline(sl *sealer) error {
+	if !hasInlineSecrets(d.Spec.Secrets) {
+		return nil
+	}
+	secs := slices.Clone(d.Spec.Secrets)
+	for i, sec := range secs {
+		if sec.Env == nil {
+			continue
+		}
+		b, err := json.Marshal(sec.Env)
+		if err != nil {
+			return fmt.Errorf("store: encode the inline secrets of function %s: %w", d.ID, err)
+		}
+		if d.SealedSecrets == nil {
+			d.SealedSecrets = map[int]string{}
+		}
+		d.SealedSecrets[i] = sl.seal(b, inlineAD(d.ID, i))
+		secs[i].Env = nil
+	}
+	d.Spec.Secrets = secs
+	return nil
+}
+
+// openInline puts the sealed values back into the function's inline secrets. Its errors never
+// quote them.
+func (d *functionDoc) openInline(sl *sealer) error {
+	if len(d.SealedSecrets) == 0 {
+		return nil
+	}
+	secs := slices.Clone(d.Spec.Secrets)
+	for i, v := range d.SealedSecrets {
+		if i < 0 || i >= len(secs) {
+			return fmt.Errorf("store: corrupt function record %s: a sealed inline secret has index %d of %d", d.ID, i, len(secs))
+		}
+		b, err := sl.open(v, inlineAD(d.ID, i))
+		if err != nil {
+			return fmt.Errorf("store: function %s: inline secret %d cannot be read: %w; restore the secret key it was written with", d.ID, i, err)
+		}
+		if err := json.Unmarshal(b, &secs[i].Env); err != nil {
+			return fmt.Errorf("store: corrupt function record %s: inline secret %d is not a JSON object", d.ID, i)
+		}
+	}
+	d.Spec.Secrets, d.SealedSecrets = secs, nil
+	return nil
+}
+
+// encodeFunction is a function's stored record. The caller holds the key (holdKey).
+func (s *Store) encodeFunction(fn function.Function) (string, error) {
+	d := functionDoc{Function: fn}
+	if err := d.sealInline(s.seal); err != nil {
+		return "", err
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		return "", fmt.Errorf("store: encode function %s: %w", fn.ID, err)
+	}
+	return string(b), nil
+}
+
+// decodeFunction reads a stored record. The caller holds the key (holdKey).
+func (s *Store) decodeFunction(doc string) (function.Function, error) {
+	var d functionDoc
+	if err := json.Unmarshal([]byte(doc), &d); err != nil {
 		return function.Function{}, fmt.Errorf("store: corrupt function record: %w", err)
 	}
-	return fn, nil
+	if err := d.openInline(s.seal); err != nil {
+		return function.Function{}, err
+	}
+	return d.Function, nil
 }
 
 // DeployedFunction finds the active deployed function called name in an app.
 func (s *Store) DeployedFunction(ctx context.Context, appID, name string) (function.Function, error) {
+	defer s.holdKey()()
 	var doc string
 	err := s.db.QueryRowContext(ctx, `SELECT doc FROM functions WHERE app_id = ? AND name = ? AND mode = ? AND state = ? ORDER BY created_at DESC LIMIT 1`,
 		appID, name, function.ModeDeployed, function.StateActive).Scan(&doc)
@@ -189,11 +274,12 @@ func (s *Store) DeployedFunction(ctx context.Context, appID, name string) (funct
 	if err != nil {
 		return function.Function{}, fmt.Errorf("store: deployed function %q: %w", name, err)
 	}
-	return decodeFunction(doc)
+	return s.decodeFunction(doc)
 }
 
 // ListFunctions returns functions: of one app (appID set) and/or only the active ones.
 func (s *Store) ListFunctions(ctx context.Context, appID string, activeOnly bool) ([]function.Function, error) {
+	defer s.holdKey()()
 	q := `SELECT doc FROM functions WHERE 1=1`
 	var args []any
 	if appID != "" {
@@ -214,7 +300,7 @@ func (s *Store) ListFunctions(ctx context.Context, appID string, activeOnly bool
 		if err := rows.Scan(&doc); err != nil {
 			return nil, fmt.Errorf("store: list functions: %w", err)
 		}
-		fn, err := decodeFunction(doc)
+		fn, err := s.decodeFunction(doc)
 		if err != nil {
 			return nil, err
 		}
@@ -363,98 +449,6 @@ func (s *Store) OpenInputs(ctx context.Context) ([]function.Input, error) {
 		return nil, fmt.Errorf("store: open inputs: %w", err)
 	}
 	return out, nil
-}
-
-// Secret is a named set of environment variables.
-type Secret struct {
-	ID        string            `json:"secret_id"`
-	Name      string            `json:"name"`
-	Keys      []string          `json:"keys"`
-	Env       map[string]string `json:"-"`
-	CreatedAt time.Time         `json:"created_at"`
-}
-
-// PutSecret creates (or, with overwrite, replaces) a secret.
-func (s *Store) PutSecret(ctx context.Context, name string, env map[string]string, overwrite bool) (Secret, error) {
-	b, err := json.Marshal(env)
-	if err != nil {
-		return Secret{}, fmt.Errorf("store: encode secret %q: %w", name, err)
-	}
-	sec := Secret{ID: ids.New(ids.Secret), Name: name, Env: env, CreatedAt: time.Now().UTC()}
-	q := `INSERT INTO secrets(id, name, env, created_at) VALUES (?, ?, ?, ?)`
-	if overwrite {
-		q += ` ON CONFLICT(name) DO UPDATE SET env = excluded.env, created_at = excluded.created_at`
-	}
-	if !overwrite {
-		if _, err := s.GetSecret(ctx, name); err == nil {
-			return sec, errdefs.Conflict("secret %q already exists; pass --force (overwrite=True) to replace it", name)
-		} else if !errors.Is(err, errdefs.ErrNotFound) {
-			return sec, err
-		}
-	}
-	if _, err := s.db.ExecContext(ctx, q, sec.ID, name, string(b), sec.CreatedAt.Format(time.RFC3339Nano)); err != nil {
-		return sec, fmt.Errorf("store: put secret: %w", err)
-	}
-	return s.GetSecret(ctx, name)
-}
-
-// GetSecret returns a secret by name, values included (for containers only).
-func (s *Store) GetSecret(ctx context.Context, name string) (Secret, error) {
-	var env, created string
-	sec := Secret{Name: name}
-	err := s.db.QueryRowContext(ctx, `SELECT id, env, created_at FROM secrets WHERE name = ?`, name).Scan(&sec.ID, &env, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return sec, errdefs.NotFound("secret %q not found; create it with `gust secret create %s KEY=VALUE`", name, name)
-	}
-	if err != nil {
-		return sec, fmt.Errorf("store: get secret %q: %w", name, err)
-	}
-	if sec.CreatedAt, err = parseTime("secret "+name, created); err != nil {
-		return sec, err
-	}
-	if err := json.Unmarshal([]byte(env), &sec.Env); err != nil {
-		return sec, fmt.Errorf("store: corrupt secret %q: %w", name, err)
-	}
-	for k := range sec.Env {
-		sec.Keys = append(sec.Keys, k)
-	}
-	sort.Strings(sec.Keys)
-	return sec, nil
-}
-
-// ListSecrets returns every secret (values too; the API shows only names and keys).
-func (s *Store) ListSecrets(ctx context.Context) ([]Secret, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name FROM secrets ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("store: list secrets: %w", err)
-	}
-	names, err := scanStrings(rows)
-	if err != nil {
-		return nil, fmt.Errorf("store: list secrets: %w", err)
-	}
-	out := []Secret{}
-	for _, n := range names {
-		sec, err := s.GetSecret(ctx, n)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, sec)
-	}
-	return out, nil
-}
-
-// DeleteSecret removes a secret.
-func (s *Store) DeleteSecret(ctx context.Context, name string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM secrets WHERE name = ?`, name)
-	if err != nil {
-		return fmt.Errorf("store: delete secret %q: %w", name, err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("store: delete secret %q: %w", name, err)
-	} else if n == 0 {
-		return errdefs.NotFound("secret %q not found", name)
-	}
-	return nil
 }
 
 // LogLine is one line of an app's logs.

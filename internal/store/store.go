@@ -2,7 +2,8 @@
 // them), functions, their calls and inputs (the durable input queue), secrets and the apps' logs.
 // Workers are not stored: they register again when the server restarts. It is the only package
 // that speaks SQL. The embedded default is SQLite (pure Go, WAL); state that must survive a
-// restart lives here and nowhere else.
+// restart lives here and nowhere else. Secret values are sealed at rest with a key kept beside
+// the database (secretkey.go).
 //
 // Imported by the control plane (internal/api, internal/fleet, internal/dispatch,
 // internal/imagebuild and internal/server, which assembles them) and by cmd/gust, which opens
@@ -17,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/gust-run/gust/internal/errdefs"
@@ -30,7 +32,27 @@ import (
 // Store is the database.
 type Store struct {
 	db *sql.DB
+
+	// keyMu guards seal: methods that seal or open secret values hold it for reading
+	// (holdKey), RotateSecretKey for writing.
+	keyMu sync.RWMutex
+	seal  *sealer
 }
+
+// Option configures OpenSQLite.
+type Option func(*options)
+
+type options struct {
+	key     *SecretKey
+	keyFile string
+}
+
+// WithSecretKey seals secrets with key.
+func WithSecretKey(key SecretKey) Option { return func(o *options) { o.key = &key } }
+
+// WithKeyFile seals secrets with the key in the file at path, made there on first open. The
+// default is KeyFileName beside the database.
+func WithKeyFile(path string) Option { return func(o *options) { o.keyFile, o.key = path, nil } }
 
 // App is a named group of sandboxes and functions.
 type App struct {
@@ -60,12 +82,49 @@ CREATE TABLE IF NOT EXISTS sandboxes (
 	doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sandboxes_app ON sandboxes(app_id, status);
+CREATE TABLE IF NOT EXISTS store_meta (
+	key TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
 `
 
-// OpenSQLite opens (creating if needed) the SQLite database at path.
-func OpenSQLite(path string) (*Store, error) {
+// OpenSQLite opens (creating if needed) the SQLite database at path. Secrets are sealed with
+// the key in KeyFileName beside it, made on first open, unless an option says otherwise. A key
+// that opens none of the database's sealed values is refused (ErrWrongSecretKey); values an
+// older gust stored in the clear are sealed now.
+func OpenSQLite(path string, opts ...Option) (*Store, error) {
+	o := options{keyFile: KeyPath(filepath.Dir(path))}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
+	}
+	if o.key != nil {
+		return openSQLite(path, *o.key)
+	}
+	key, created, err := LoadOrCreateSecretKey(o.keyFile)
+	if err != nil {
+		return nil, err
+	}
+	st, err := openSQLite(path, key)
+	if err != nil && created {
+		// Nothing was sealed with the new key: leave no key file that would look like the
+		// database's own.
+		if errors.Is(err, ErrWrongSecretKey) {
+			err = fmt.Errorf("%w (there was no secret key at %s: restore the one this database was written with)", err, o.keyFile)
+		}
+		if rerr := os.Remove(o.keyFile); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("store: remove the new secret key: %w", rerr))
+		}
+	}
+	return st, err
+}
+
+func openSQLite(path string, key SecretKey) (*Store, error) {
+	seal, err := newSealer(key)
+	if err != nil {
+		return nil, err
 	}
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
 	db, err := sql.Open("sqlite", dsn)
@@ -78,7 +137,12 @@ func OpenSQLite(path string) (*Store, error) {
 		_ = db.Close() // best effort: the schema error is the one to report
 		return nil, fmt.Errorf("store: create schema in %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	s := &Store{db: db, seal: seal}
+	if err := s.prepareSecrets(context.Background()); err != nil {
+		_ = db.Close() // best effort: the secrets' error is the one to report
+		return nil, err
+	}
+	return s, nil
 }
 
 // Close closes the database.
