@@ -178,6 +178,9 @@ func (a *API) handleSandboxSnapshot(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	snap, err := client.Snapshot(ctx, sb.ID)
+	if err == nil {
+		err = a.layers.CheckSnapshotLayer(snap.Layer)
+	}
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return

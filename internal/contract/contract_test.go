@@ -89,6 +89,56 @@ func TestSDKAgainstServer(t *testing.T) {
 	t.Run("errors", func(t *testing.T) { env.errorSteps(ctx, t, app, im.ID) })
 }
 
+// TestSnapshotLayerChecked: a worker's snapshot answer names the layer directory that other
+// sandboxes will mount; one that is not a snapshot in the server's layer directory ("/", a
+// host path, another image's layer) is refused and records no image.
+func TestSnapshotLayerChecked(t *testing.T) {
+	env := start(t)
+	ctx := context.Background()
+	app, err := env.client.LookupApp(ctx, "snap", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im := env.scratchImage(t)
+	sb, err := env.client.CreateSandbox(ctx, gust.SandboxOptions{App: app.ID, Image: im.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	images := func() int {
+		all, err := env.store.ListImages(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(all)
+	}
+	before := images()
+	for _, bad := range []string{"/", "/etc", filepath.Join(env.layers.Dir, "..", "x"), env.scratchLayers(t, im.ID)[0]} {
+		env.worker.mu.Lock()
+		env.worker.snapLayer = bad
+		env.worker.mu.Unlock()
+		resp := env.do(t, "POST", "/v1/sandboxes/"+sb.ID+"/snapshot", "", nil)
+		if err := resp.Body.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("snapshot layer %q: status %d, want 400", bad, resp.StatusCode)
+		}
+	}
+	if images() != before {
+		t.Fatal("a refused snapshot recorded an image")
+	}
+	env.worker.mu.Lock()
+	env.worker.snapLayer = filepath.Join(env.layers.Dir, "snap-good")
+	env.worker.mu.Unlock()
+	resp := env.do(t, "POST", "/v1/sandboxes/"+sb.ID+"/snapshot", "", nil)
+	if err := resp.Body.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusCreated || images() != before+1 {
+		t.Fatalf("a good snapshot: status %d", resp.StatusCode)
+	}
+}
+
 func (env *testEnv) sandboxSteps(ctx context.Context, t *testing.T, app *gust.App, imageID string) {
 	c := env.client
 	sb, err := c.CreateSandbox(ctx, gust.SandboxOptions{
@@ -496,6 +546,7 @@ type fakeWorker struct {
 	execs      []workerproto.ExecRequest
 	inputs     []workerproto.Input
 	badRequest error // the first request of the server's that did not decode
+	snapLayer  string // the layer the worker's snapshot endpoint reports
 }
 
 func startWorker(t *testing.T, serverURL string) *fakeWorker {
@@ -626,6 +677,12 @@ func (w *fakeWorker) routes() http.Handler {
 	mux.HandleFunc("POST /v1/sandboxes/{id}/execs", w.handleExec)
 	mux.HandleFunc("POST /v1/sandboxes/{id}/execs/{eid}/stdin", func(rw http.ResponseWriter, r *http.Request) {
 		rw.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /v1/sandboxes/{id}/snapshot", func(rw http.ResponseWriter, r *http.Request) {
+		w.mu.Lock()
+		layer := w.snapLayer
+		w.mu.Unlock()
+		httpapi.WriteJSON(rw, http.StatusOK, workerproto.SnapshotResponse{Layer: layer, SizeBytes: 1})
 	})
 	mux.HandleFunc("/", func(rw http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(rw, errdefs.NotFound("the fake worker does not serve %s %s", r.Method, r.URL.Path))

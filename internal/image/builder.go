@@ -80,6 +80,17 @@ func hashOf(v baseDefinition) string {
 // LayerPath returns where the layer with a hash lives.
 func (b *Builder) LayerPath(hash string) string { return filepath.Join(b.Dir, hash) }
 
+// CheckSnapshotLayer refuses a snapshot layer that a worker reported unless it is a snapshot
+// directory directly in the layer directory: a worker must not make "/" (or another image's
+// layer, or a host path) a layer that other sandboxes then mount.
+func (b *Builder) CheckSnapshotLayer(p string) error {
+	name := filepath.Base(p)
+	if !filepath.IsAbs(p) || filepath.Clean(p) != p || filepath.Dir(p) != filepath.Clean(b.Dir) || !strings.HasPrefix(name, "snap-") {
+		return errdefs.Invalid("the worker reported snapshot layer %q, which is not a snapshot in the layer directory %s", p, b.Dir)
+	}
+	return nil
+}
+
 // EnsureDebianSlim returns the base layer's directory, building it with debootstrap if it is not
 // cached. Build output goes to logs as it is produced.
 func (b *Builder) EnsureDebianSlim(ctx context.Context, logs io.Writer) (string, error) {

@@ -87,3 +87,29 @@ func newBuilder(t *testing.T) *Builder {
 	}
 	return b
 }
+
+// A worker reports where it saved a snapshot; only a snapshot directory in the layer
+// directory may become a layer that other sandboxes mount.
+func TestCheckSnapshotLayer(t *testing.T) {
+	b, err := NewBuilder(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path string
+		ok   bool
+	}{
+		{filepath.Join(b.Dir, "snap-abc123"), true},
+		{"/", false},
+		{"/etc", false},
+		{filepath.Join(b.Dir, "snap-abc", "..", "..", "etc"), false},
+		{filepath.Join(b.Dir, "other-image-layer"), false},
+		{filepath.Join(b.Dir, "snap-x", "nested"), false},
+		{"snap-relative", false},
+		{b.Dir + "/snap-a/", false},
+	} {
+		if err := b.CheckSnapshotLayer(tc.path); (err == nil) != tc.ok {
+			t.Errorf("%q: %v, want ok=%v", tc.path, err, tc.ok)
+		}
+	}
+}

@@ -140,6 +140,9 @@ func (b *Builder) runStep(ctx context.Context, parent image.Image, st image.Step
 		}
 	}
 	snap, err := client.Snapshot(ctx, sb.ID)
+	if err == nil {
+		err = b.layers.CheckSnapshotLayer(snap.Layer)
+	}
 	if err != nil {
 		return "", 0, fmt.Errorf("step %d: saving the layer: %w", n, err)
 	}
