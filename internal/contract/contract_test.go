@@ -545,7 +545,7 @@ type fakeWorker struct {
 	ended      map[string]bool
 	execs      []workerproto.ExecRequest
 	inputs     []workerproto.Input
-	badRequest error // the first request of the server's that did not decode
+	badRequest error  // the first request of the server's that did not decode
 	snapLayer  string // the layer the worker's snapshot endpoint reports
 }
 
