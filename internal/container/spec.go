@@ -31,11 +31,33 @@ var readonlyPaths = []string{
 	"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 }
 
-// buildSpec returns the OCI runtime spec for a container.
-// gvisorNProc bounds the processes of one user inside a gVisor sandbox (see buildSpec).
+// gvisorNProc bounds the processes of one user inside a gVisor sandbox (see forGVisor).
 const gvisorNProc = 256
 
+// buildSpec returns the OCI runtime spec for a container.
 func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
+	s := baseSpec(c, opts, rootfs)
+	if opts.HostNetwork && opts.Isolation != IsolationGVisor {
+		var nss []specs.LinuxNamespace
+		for _, ns := range s.Linux.Namespaces {
+			if ns.Type != specs.NetworkNamespace {
+				nss = append(nss, ns)
+			}
+		}
+		s.Linux.Namespaces = nss
+	}
+	if opts.Isolation == IsolationGVisor {
+		forGVisor(s, opts)
+	}
+	for _, m := range opts.Mounts {
+		// Read-only binds the worker adds: a function's code and the Python SDK its runner uses.
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: m.Destination, Type: "bind", Source: m.Source, Options: []string{"rbind", "ro", "nosuid", "nodev"}})
+	}
+	return s
+}
+
+// resources are a container's cgroup limits.
+func resources(c *Config, opts CreateOptions) *specs.LinuxResources {
 	memBytes := int64(opts.MemoryMiB) << 20
 	period := uint64(100000)
 	// CPU is a request (a share of the machine under contention); CPULimit, when set, is a
@@ -46,7 +68,17 @@ func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
 		quota = int64(opts.CPULimit * float64(period))
 	}
 	shares := uint64(max(2, opts.CPU*1024))
-	pids := int64(c.PidsLimit)
+	return &specs.LinuxResources{
+		Memory:  &specs.LinuxMemory{Limit: &memBytes, Swap: &memBytes},
+		CPU:     &specs.LinuxCPU{Period: &period, Quota: &quota, Shares: &shares},
+		Pids:    &specs.LinuxPids{Limit: int64(c.PidsLimit)},
+		Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
+	}
+}
+
+// baseSpec is the spec every container starts from: gust-init as PID 1, the default
+// capabilities and mounts, its own namespaces, masked /proc paths and the seccomp profile.
+func baseSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "TERM=xterm"}
 	// One hostname for all: a container may be started ahead of the sandbox it will serve.
 	hostname := "sandbox"
@@ -77,12 +109,7 @@ func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
 		},
 		Linux: &specs.Linux{
 			CgroupsPath: c.cgroupsPath(opts.ID),
-			Resources: &specs.LinuxResources{
-				Memory:  &specs.LinuxMemory{Limit: &memBytes, Swap: &memBytes},
-				CPU:     &specs.LinuxCPU{Period: &period, Quota: &quota, Shares: &shares},
-				Pids:    &specs.LinuxPids{Limit: pids},
-				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
-			},
+			Resources:   resources(c, opts),
 			Namespaces: []specs.LinuxNamespace{
 				{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.IPCNamespace},
 				{Type: specs.UTSNamespace}, {Type: specs.CgroupNamespace},
@@ -93,50 +120,39 @@ func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
 			Seccomp:       seccompProfile(),
 		},
 	}
-	if opts.HostNetwork && opts.Isolation != IsolationGVisor {
-		var nss []specs.LinuxNamespace
-		for _, ns := range s.Linux.Namespaces {
-			if ns.Type != specs.NetworkNamespace {
-				nss = append(nss, ns)
-			}
-		}
-		s.Linux.Namespaces = nss
-	}
-	if opts.Isolation == IsolationGVisor {
-		// Every guest process costs the sentry host stub processes: at the host pids limit the
-		// sentry itself fails to clone and the whole sandbox dies. A per-user process limit
-		// inside (effective: the container has no CAP_SYS_RESOURCE) makes a fork bomb's forks
-		// fail with EAGAIN first, and the pids limit stays the backstop (it must stay above
-		// about 30 + 2.5 × this).
-		s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NPROC", Hard: gvisorNProc, Soft: gvisorNProc}}
-		// gVisor implements its own cgroup namespace and /sys; these mounts only confuse it.
-		s.Linux.Namespaces = []specs.LinuxNamespace{
-			{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.IPCNamespace},
-			{Type: specs.UTSNamespace}, {Type: specs.NetworkNamespace, Path: opts.NetNSPath},
-		}
-		var mounts []specs.Mount
-		for _, m := range s.Mounts {
-			if m.Destination != "/sys/fs/cgroup" && m.Destination != "/dev/mqueue" {
-				mounts = append(mounts, m)
-			}
-		}
-		s.Mounts = mounts
-		// This runsc ignores errnoRet and answers EPERM, and glibc falls back from clone3 to
-		// clone only on ENOSYS: with the clone3 rule, no thread could start (Python's threading,
-		// any cgo program). gVisor's own clone3 answers ENOSYS, so the rule is not needed.
-		var rules []specs.LinuxSyscall
-		for _, r := range s.Linux.Seccomp.Syscalls {
-			if len(r.Names) != 1 || r.Names[0] != "clone3" {
-				rules = append(rules, r)
-			}
-		}
-		s.Linux.Seccomp.Syscalls = rules
-	}
-	for _, m := range opts.Mounts {
-		// Read-only binds the worker adds: a function's code and the Python SDK its runner uses.
-		s.Mounts = append(s.Mounts, specs.Mount{Destination: m.Destination, Type: "bind", Source: m.Source, Options: []string{"rbind", "ro", "nosuid", "nodev"}})
-	}
 	return s
+}
+
+// forGVisor adapts a spec to runsc.
+func forGVisor(s *specs.Spec, opts CreateOptions) {
+	// Every guest process costs the sentry host stub processes: at the host pids limit the
+	// sentry itself fails to clone and the whole sandbox dies. A per-user process limit
+	// inside (effective: the container has no CAP_SYS_RESOURCE) makes a fork bomb's forks
+	// fail with EAGAIN first, and the pids limit stays the backstop (it must stay above
+	// about 30 + 2.5 × this).
+	s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NPROC", Hard: gvisorNProc, Soft: gvisorNProc}}
+	// gVisor implements its own cgroup namespace and /sys; these mounts only confuse it.
+	s.Linux.Namespaces = []specs.LinuxNamespace{
+		{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.IPCNamespace},
+		{Type: specs.UTSNamespace}, {Type: specs.NetworkNamespace, Path: opts.NetNSPath},
+	}
+	var mounts []specs.Mount
+	for _, m := range s.Mounts {
+		if m.Destination != "/sys/fs/cgroup" && m.Destination != "/dev/mqueue" {
+			mounts = append(mounts, m)
+		}
+	}
+	s.Mounts = mounts
+	// This runsc ignores errnoRet and answers EPERM, and glibc falls back from clone3 to
+	// clone only on ENOSYS: with the clone3 rule, no thread could start (Python's threading,
+	// any cgo program). gVisor's own clone3 answers ENOSYS, so the rule is not needed.
+	var rules []specs.LinuxSyscall
+	for _, r := range s.Linux.Seccomp.Syscalls {
+		if len(r.Names) != 1 || r.Names[0] != "clone3" {
+			rules = append(rules, r)
+		}
+	}
+	s.Linux.Seccomp.Syscalls = rules
 }
 
 // seccompProfile denies the system calls a sandbox never needs and that widen the kernel

@@ -1,0 +1,61 @@
+package container
+
+import (
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func TestBuildSpec(t *testing.T) {
+	cfg := &Config{StateDir: "/s", InitBinary: "/gust", PidsLimit: 1024, CgroupParent: "gust"}
+	for _, tc := range []struct {
+		name        string
+		opts        CreateOptions
+		nproc       bool
+		netns       bool
+		clone3Rule  bool
+		cgroupMount bool
+		quota       int64
+	}{
+		{"runc sandbox", CreateOptions{ID: "sb-1", Isolation: IsolationRunc, CPU: 1, CPULimit: 1, MemoryMiB: 512}, false, true, true, true, 100000},
+		{"runc function bursts", CreateOptions{ID: "sb-2", Isolation: IsolationRunc, CPU: 0.5, MemoryMiB: 512}, false, true, true, true, -1},
+		{"runc build on the host network", CreateOptions{ID: "sb-3", Isolation: IsolationRunc, CPU: 2, CPULimit: 2, MemoryMiB: 2048, HostNetwork: true}, false, false, true, true, 200000},
+		{"gvisor", CreateOptions{ID: "sb-4", Isolation: IsolationGVisor, CPU: 1, CPULimit: 1, MemoryMiB: 512}, true, true, false, false, 100000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := buildSpec(cfg, tc.opts, "/rootfs")
+			hasNProc := len(s.Process.Rlimits) == 1 && s.Process.Rlimits[0].Type == "RLIMIT_NPROC" && s.Process.Rlimits[0].Hard == gvisorNProc
+			if hasNProc != tc.nproc {
+				t.Errorf("RLIMIT_NPROC set = %v, want %v", hasNProc, tc.nproc)
+			}
+			netns, cgroupNS := false, false
+			for _, ns := range s.Linux.Namespaces {
+				netns = netns || ns.Type == specs.NetworkNamespace
+				cgroupNS = cgroupNS || ns.Type == specs.CgroupNamespace
+			}
+			if netns != tc.netns || cgroupNS != tc.cgroupMount {
+				t.Errorf("network namespace %v (want %v), cgroup namespace %v (want %v)", netns, tc.netns, cgroupNS, tc.cgroupMount)
+			}
+			clone3 := false
+			for _, r := range s.Linux.Seccomp.Syscalls {
+				clone3 = clone3 || len(r.Names) == 1 && r.Names[0] == "clone3"
+			}
+			if clone3 != tc.clone3Rule {
+				t.Errorf("clone3 rule %v, want %v", clone3, tc.clone3Rule)
+			}
+			mounted := false
+			for _, m := range s.Mounts {
+				mounted = mounted || m.Destination == "/sys/fs/cgroup"
+			}
+			if mounted != tc.cgroupMount {
+				t.Errorf("/sys/fs/cgroup mounted %v, want %v", mounted, tc.cgroupMount)
+			}
+			if q := *s.Linux.Resources.CPU.Quota; q != tc.quota {
+				t.Errorf("cpu quota %d, want %d", q, tc.quota)
+			}
+			if *s.Linux.Resources.Memory.Limit != int64(tc.opts.MemoryMiB)<<20 || s.Linux.Resources.Pids.Limit != 1024 {
+				t.Errorf("memory %d, pids %d", *s.Linux.Resources.Memory.Limit, s.Linux.Resources.Pids.Limit)
+			}
+		})
+	}
+}
