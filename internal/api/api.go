@@ -66,12 +66,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("/v1", notFound) // or the mux redirects it to /v1/
 	mux.HandleFunc("/", notFound)
 	rt := router{mux: authed, methods: map[string]map[string]bool{}}
-	a.sandboxRoutes(&rt)
-	a.imageRoutes(&rt)
-	a.appRoutes(&rt)
-	a.functionRoutes(&rt)
-	a.secretRoutes(&rt)
-	a.workerRoutes(&rt)
+	a.routes(&rt)
 	rt.methodNotAllowed()
 	return jsonErrors(mux)
 }
@@ -171,15 +166,20 @@ func (rt *router) methodNotAllowed() {
 	}
 }
 
+// routes registers every authenticated route, by area.
+func (a *API) routes(rt *router) {
+	a.sandboxRoutes(rt)
+	a.imageRoutes(rt)
+	a.appRoutes(rt)
+	a.functionRoutes(rt)
+	a.secretRoutes(rt)
+	a.workerRoutes(rt)
+}
+
 // Routes lists every registered "METHOD /path", for the test that checks the OpenAPI file.
 func (a *API) Routes() []string {
 	rt := router{mux: http.NewServeMux(), methods: map[string]map[string]bool{}}
-	a.sandboxRoutes(&rt)
-	a.imageRoutes(&rt)
-	a.appRoutes(&rt)
-	a.functionRoutes(&rt)
-	a.secretRoutes(&rt)
-	a.workerRoutes(&rt)
+	a.routes(&rt)
 	var out []string
 	for _, p := range rt.paths {
 		for m := range rt.methods[p] {
