@@ -266,18 +266,29 @@ func (e *Engine) outputLocked(fs *fnState, c *fnContainer, ev workerproto.Event,
 	if qi == nil {
 		return nil
 	}
-	wasRunning := qi.state == inputRunning
+	if ev.Status == workerproto.StatusNotStarted {
+		// Held on the worker and never begun (its container ended first): not an attempt.
+		if qi.cancelled {
+			unassign(qi)
+		} else {
+			e.requeue(fs, qi)
+		}
+		if len(c.inflight) == 0 {
+			c.idleSince = now
+		}
+		return nil
+	}
+	if qi.state == inputRunning {
+		e.startHeld(c) // the worker starts its next held input in the slot this one freed
+	}
 	unassign(qi)
 	if len(c.inflight) == 0 {
 		c.idleSince = now
 	}
-	if wasRunning && ev.Status != workerproto.StatusNotStarted {
-		e.startHeld(c) // the worker starts its next held input in the slot this one freed
-	}
 	if qi.cancelled {
 		return nil
 	}
-	if ev.Status != workerproto.StatusNotStarted && ev.Runtime > 0 {
+	if ev.Runtime > 0 {
 		if fs.avgRun == 0 {
 			fs.avgRun = ev.Runtime.D()
 		} else {
@@ -288,11 +299,6 @@ func (e *Engine) outputLocked(fs *fnState, c *fnContainer, ev workerproto.Event,
 	case workerproto.StatusSuccess:
 		in := e.finishLocked(qi, function.InputSuccess, output{data: ev.Data, format: ev.Format})
 		return &in
-	case workerproto.StatusNotStarted:
-		// Held on the worker and never begun (its container ended first): not an attempt.
-		qi.container = c // requeue takes it off c again
-		e.requeue(fs, qi)
-		return nil
 	case workerproto.StatusTimeout:
 		// The worker is killing the container: send it nothing more.
 		e.drain(c)

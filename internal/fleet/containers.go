@@ -172,7 +172,7 @@ func (f *Fleet) Terminate(ctx context.Context, id string, status sandbox.Status,
 	if wc == nil {
 		// Its worker is gone, and the container with it.
 		code := sandbox.ExitTerminated
-		return f.setState(ctx, id, workerproto.StateReport{Status: status, ExitCode: &code, Error: strPtr(reason)})
+		return f.setState(ctx, "", id, workerproto.StateReport{Status: status, ExitCode: &code, Error: strPtr(reason)})
 	}
 	changed := f.Watch(id)
 	a := workerproto.Assignment{Op: workerproto.OpTerminate, ContainerID: id, EndStatus: status}
@@ -204,21 +204,15 @@ func (f *Fleet) ReportState(ctx context.Context, workerID, id string, st workerp
 	if err := f.CheckWorker(workerID); err != nil {
 		return err
 	}
-	sb, err := f.store.GetSandbox(ctx, id)
-	if err != nil {
-		return err
-	}
-	if sb.WorkerID != workerID {
-		return errdefs.NotFound("sandbox %s is not running on worker %s", id, workerID)
-	}
-	_, err = f.setState(ctx, id, st)
+	_, err := f.setState(ctx, workerID, id, st)
 	return err
 }
 
 // setState moves a container through the sandbox lifecycle, records it, wakes its waiters,
-// gives back its worker's capacity when it ends, and tells the function engine.
-func (f *Fleet) setState(ctx context.Context, id string, st workerproto.StateReport) (sandbox.Sandbox, error) {
-	sb, err := f.recordState(ctx, id, st)
+// gives back its worker's capacity when it ends, and tells the function engine. reporter is
+// the worker that reports it, which must be the container's own; "" is the fleet itself.
+func (f *Fleet) setState(ctx context.Context, reporter, id string, st workerproto.StateReport) (sandbox.Sandbox, error) {
+	sb, err := f.recordState(ctx, reporter, id, st)
 	if err != nil {
 		return sb, err
 	}
@@ -234,12 +228,15 @@ func (f *Fleet) setState(ctx context.Context, id string, st workerproto.StateRep
 
 // recordState moves a container's record through the lifecycle and writes it, under records:
 // of two reports of an end at once, one moves it and the other is refused.
-func (f *Fleet) recordState(ctx context.Context, id string, st workerproto.StateReport) (sandbox.Sandbox, error) {
+func (f *Fleet) recordState(ctx context.Context, reporter, id string, st workerproto.StateReport) (sandbox.Sandbox, error) {
 	f.records.Lock()
 	defer f.records.Unlock()
 	sb, err := f.store.GetSandbox(ctx, id)
 	if err != nil {
 		return sb, err
+	}
+	if reporter != "" && sb.WorkerID != reporter {
+		return sb, errdefs.NotFound("sandbox %s is not running on worker %s", id, reporter)
 	}
 	now := time.Now().UTC()
 	if st.Status.Terminal() {

@@ -276,7 +276,7 @@ func (f *Fleet) workerLost(wc *workerConn, why string) {
 		if sb.WorkerID != wc.id {
 			continue
 		}
-		if _, err := f.setState(ctx, sb.ID, workerproto.StateReport{Status: sandbox.Failed, ExitCode: &code, Error: strPtr(why)}); err != nil {
+		if _, err := f.setState(ctx, "", sb.ID, workerproto.StateReport{Status: sandbox.Failed, ExitCode: &code, Error: strPtr(why)}); err != nil {
 			f.log.Printf("sandbox %s of lost worker %s: %v", sb.ID, wc.id, err)
 		}
 	}
