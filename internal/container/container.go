@@ -32,7 +32,6 @@ type Container struct {
 	ready, done   chan struct{}
 	closeOnce     sync.Once
 	removeOnce    sync.Once
-	removeErr     error // what Remove could not release
 	doneOnce      sync.Once
 
 	mu      sync.Mutex

@@ -316,9 +316,11 @@ func notExist(out []byte) bool {
 	return bytes.Contains(out, []byte("does not exist")) || bytes.Contains(out, []byte("not exist"))
 }
 
-// Remove stops a container and releases everything it held. Safe to call more than once: every
-// call returns what the first could not release (left for CleanupLeftovers at the next start).
+// Remove stops a container and releases everything it held. Safe to call more than once: the
+// call that did the work returns what it could not release (left for CleanupLeftovers at the
+// next start); later calls return nil, so a failure is reported once.
 func (r *Runtime) Remove(c *Container) error {
+	var err error
 	c.removeOnce.Do(func() {
 		delErr := r.delete(c.ID, c.isolation)
 		c.closePipes()
@@ -326,13 +328,12 @@ func (r *Runtime) Remove(c *Container) error {
 		case <-c.done:
 		case <-time.After(5 * time.Second):
 		}
-		err := errors.Join(delErr, releaseBundle(c.bundle), r.removeCgroups(c.ID))
-		reaper.Reap()
-		if err != nil {
-			c.removeErr = fmt.Errorf("runtime: removing container %s: %w", c.ID, err)
+		if e := errors.Join(delErr, releaseBundle(c.bundle), r.removeCgroups(c.ID)); e != nil {
+			err = fmt.Errorf("runtime: removing container %s: %w", c.ID, e)
 		}
+		reaper.Reap()
 	})
-	return c.removeErr
+	return err
 }
 
 // CleanupLeftovers removes containers and bundles a previous gust process left behind (after a
