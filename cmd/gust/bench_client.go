@@ -99,18 +99,7 @@ func (c *benchClient) do(method, path string, in any) (*http.Response, error) {
 func closeBody(resp *http.Response) { _ = resp.Body.Close() }
 
 func (c *benchClient) json(method, path string, in, out any) error {
-	resp, err := c.do(method, path, in)
-	if err != nil {
-		return err
-	}
-	defer closeBody(resp)
-	if out == nil {
-		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-			return fmt.Errorf("%s %s: reading the answer: %w", method, path, err)
-		}
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return c.api.Do(context.Background(), method, path, in, out)
 }
 
 func (c *benchClient) image() (string, error) {

@@ -2,12 +2,10 @@ package api
 
 import (
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
-	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/imagebuild"
 	"github.com/gust-run/gust/internal/store"
 	"github.com/gust-run/gust/internal/wire"
@@ -31,10 +29,6 @@ func (a *API) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	if err := checkStepText(req.Steps); err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
 	if err := a.builds.Check(r.Context(), req); err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -46,25 +40,6 @@ func (a *API) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sendLast(n, map[string]any{"image": im})
-}
-
-// checkStepText refuses a NUL byte in any text of an image's steps: paths, users, commands,
-// package indexes, env. None can hold one (the kernel and the shell end a string there), so a
-// step with one would build something else than it says.
-func checkStepText(steps []image.Step) error {
-	for i, st := range steps {
-		texts := append([]string{st.Path, st.Remote, st.User, st.IndexURL, st.ExtraIndexURL, st.FindLinks}, st.Commands...)
-		texts = append(texts, st.Packages...)
-		for k, v := range st.Env {
-			texts = append(texts, k, v)
-		}
-		for _, s := range texts {
-			if strings.IndexByte(s, 0) >= 0 {
-				return errdefs.Invalid("step %d (%s) contains a NUL byte in %q", i+1, st.Type, s)
-			}
-		}
-	}
-	return nil
 }
 
 // sendLast writes a stream's last line. Its error is dropped on purpose: a client that went

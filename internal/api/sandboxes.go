@@ -10,8 +10,6 @@ import (
 
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
-	"github.com/gust-run/gust/internal/ids"
-	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/store"
 	"github.com/gust-run/gust/internal/wire"
@@ -167,31 +165,8 @@ func (a *API) handleSandboxSnapshot(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, notRunning(sb))
 		return
 	}
-	parent, err := a.store.GetImage(ctx, sb.ImageID)
+	im, err := a.builds.SnapshotImage(ctx, sb)
 	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	client, err := a.fleet.Client(sb)
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	snap, err := client.Snapshot(ctx, sb.ID)
-	if err == nil {
-		err = a.layers.CheckSnapshotLayer(snap.Layer)
-	}
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	pid := parent.ID
-	im := image.Image{
-		ID: ids.New(ids.Image), Kind: image.KindSnapshot, ParentID: &pid, Hash: "snapshot:" + snap.Layer,
-		Layers: append(append([]string(nil), parent.Layers...), snap.Layer), SizeBytes: parent.SizeBytes + snap.SizeBytes,
-		CreatedAt: time.Now().UTC(), Env: parent.Env, Workdir: parent.Workdir, User: parent.User,
-	}
-	if err := a.store.PutImage(ctx, im); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}

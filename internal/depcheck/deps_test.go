@@ -71,7 +71,7 @@ var allowed = map[string][]string{
 		"internal/store", "internal/workerproto"},
 	"internal/dispatch": {"internal/autoscaler", "internal/errdefs", "internal/function", "internal/ids",
 		"internal/lifecycle", "internal/sandbox", "internal/store", "internal/wire", "internal/workerproto"},
-	"internal/imagebuild": {"internal/errdefs", "internal/image", "internal/sandbox", "internal/store", "internal/workerproto"},
+	"internal/imagebuild": {"internal/errdefs", "internal/ids", "internal/image", "internal/sandbox", "internal/store", "internal/workerproto"},
 	"internal/api": {"internal/dispatch", "internal/errdefs", "internal/fleet", "internal/function", "internal/httpapi",
 		"internal/ids", "internal/image", "internal/imagebuild", "internal/sandbox", "internal/store", "internal/wire",
 		"internal/workerproto"},

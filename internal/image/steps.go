@@ -46,6 +46,9 @@ var (
 
 // Validate checks a step; i is its position, for messages.
 func (s Step) Validate(i int) error {
+	if err := s.checkNUL(i); err != nil {
+		return err
+	}
 	switch s.Type {
 	case "run_commands":
 		if len(s.Commands) == 0 {
@@ -86,6 +89,23 @@ func (s Step) Validate(i int) error {
 	for k := range s.Env {
 		if !envKeyRE.MatchString(k) {
 			return errdefs.Invalid("step %d: env key %q is not a valid variable name", i, k)
+		}
+	}
+	return nil
+}
+
+// checkNUL refuses a NUL byte in any text of a step: paths, users, commands, package indexes,
+// env. None can hold one (the kernel and the shell end a string there), so a step with one
+// would build something else than it says.
+func (s Step) checkNUL(i int) error {
+	texts := append([]string{s.Path, s.Remote, s.User, s.IndexURL, s.ExtraIndexURL, s.FindLinks}, s.Commands...)
+	texts = append(texts, s.Packages...)
+	for k, v := range s.Env {
+		texts = append(texts, k, v)
+	}
+	for _, t := range texts {
+		if strings.IndexByte(t, 0) >= 0 {
+			return errdefs.Invalid("step %d (%s) contains a NUL byte in %q", i, s.Type, t)
 		}
 	}
 	return nil

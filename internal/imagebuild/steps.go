@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/workerproto"
@@ -139,14 +140,45 @@ func (b *Builder) runStep(ctx context.Context, parent image.Image, st image.Step
 				n, st.Describe(), cmd, exit.ExitCode, strings.TrimRight(tail.String(), "\n"))
 		}
 	}
-	snap, err := client.Snapshot(ctx, sb.ID)
-	if err == nil {
-		err = b.layers.CheckSnapshotLayer(snap.Layer)
-	}
+	snap, err := b.snapshot(ctx, client, sb.ID)
 	if err != nil {
 		return "", 0, fmt.Errorf("step %d: saving the layer: %w", n, err)
 	}
 	return snap.Layer, snap.SizeBytes, nil
+}
+
+// snapshot saves a running container's changes as a layer on its worker. The worker says
+// where; only a snapshot directory in the layer directory may become a layer that other
+// sandboxes mount.
+func (b *Builder) snapshot(ctx context.Context, client *workerproto.WorkerClient, id string) (workerproto.SnapshotResponse, error) {
+	snap, err := client.Snapshot(ctx, id)
+	if err != nil {
+		return snap, err
+	}
+	return snap, b.layers.CheckSnapshotLayer(snap.Layer)
+}
+
+// SnapshotImage makes a new image of a running sandbox: its image's layers and its changes.
+func (b *Builder) SnapshotImage(ctx context.Context, sb sandbox.Sandbox) (image.Image, error) {
+	parent, err := b.store.GetImage(ctx, sb.ImageID)
+	if err != nil {
+		return image.Image{}, err
+	}
+	client, err := b.fleet.Client(sb)
+	if err != nil {
+		return image.Image{}, err
+	}
+	snap, err := b.snapshot(ctx, client, sb.ID)
+	if err != nil {
+		return image.Image{}, err
+	}
+	pid := parent.ID
+	im := image.Image{
+		ID: ids.New(ids.Image), Kind: image.KindSnapshot, ParentID: &pid, Hash: "snapshot:" + snap.Layer,
+		Layers: append(append([]string(nil), parent.Layers...), snap.Layer), SizeBytes: parent.SizeBytes + snap.SizeBytes,
+		CreatedAt: time.Now().UTC(), Env: parent.Env, Workdir: parent.Workdir, User: parent.User,
+	}
+	return im, b.store.PutImage(ctx, im)
 }
 
 // buildContainer starts the container a step runs in: the parent image, the machine's
