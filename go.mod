@@ -4,7 +4,10 @@ go 1.26.0
 
 require github.com/gust-run/gust/sdk/go v0.0.0
 
-require github.com/robfig/cron/v3 v3.0.1 // indirect
+require (
+	github.com/robfig/cron/v3 v3.0.1 // indirect
+	golang.org/x/time v0.16.0 // indirect
+)
 
 require (
 	github.com/docker/cli v29.7.2+incompatible // indirect

@@ -37,7 +37,7 @@ func startBenchGust(ctx context.Context, imageCache string) (*benchClient, func(
 		return nil, nil, err
 	}
 	url := "http://" + ln.Addr().String()
-	w, err := worker.New(worker.Config{ServerURL: url, Token: token, ListenAddr: "127.0.0.1:0",
+	w, err := worker.New(worker.Config{ServerURL: url, JoinToken: d.joinToken, ListenAddr: "127.0.0.1:0",
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool, Logger: quiet})
 	if err != nil {
 		closeBenchServer(httpSrv)

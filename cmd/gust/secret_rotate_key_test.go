@@ -20,7 +20,7 @@ func newDataDir(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.PutSecret(context.Background(), "api", map[string]string{"K": "value"}, false); err != nil {
+	if _, err := st.PutSecret(context.Background(), "ws-default", "api", map[string]string{"K": "value"}, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Close(); err != nil {
@@ -42,7 +42,7 @@ func checkOpens(t *testing.T, dir string) {
 			t.Error(err)
 		}
 	}()
-	if sec, err := st.GetSecret(context.Background(), "api"); err != nil || sec.Env["K"] != "value" {
+	if sec, err := st.GetSecret(context.Background(), "ws-default", "api"); err != nil || sec.Env["K"] != "value" {
 		t.Fatalf("after the rotation: %v, %v", sec.Env, err)
 	}
 	for _, suffix := range []string{".new", ".old"} {

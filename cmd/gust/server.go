@@ -33,7 +33,7 @@ func runServer(ctx context.Context, args []string) error {
 	if !d.noConfig {
 		writeClientConfig("http://"+ln.Addr().String(), token)
 	}
-	logger.Printf("gust %s server listening on http://%s; workers join with: GUST_TOKEN=<token in %s/token> gust worker --server http://%s (or --token-file FILE)", server.Version, ln.Addr(), d.dataDir, ln.Addr())
+	logger.Printf("gust %s server listening on http://%s; workers join with: GUST_JOIN_TOKEN=<token in %s/join-token> gust worker --server http://%s (or --token-file FILE)", server.Version, ln.Addr(), d.dataDir, ln.Addr())
 	<-ctx.Done()
 	return nil
 }

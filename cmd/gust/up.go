@@ -33,12 +33,16 @@ type daemonFlags struct {
 	token, tokenFile    string
 	diskMiB, warmPool   int
 	noInstall, noConfig bool
+	// joinToken is what workers register with (loadJoinToken); set when the server starts.
+	joinToken      string
+	auditRetention time.Duration
 }
 
 func (d *daemonFlags) bind(fs interface {
 	StringVar(*string, string, string, string)
 	IntVar(*int, string, int, string)
 	BoolVar(*bool, string, bool, string)
+	DurationVar(*time.Duration, string, time.Duration, string)
 }) {
 	fs.StringVar(&d.addr, "addr", "127.0.0.1:7420", "address the API listens on")
 	fs.StringVar(&d.dataDir, "data-dir", envOr("GUST_DATA_DIR", "/var/lib/gust"), "where gust keeps its database, images and containers")
@@ -50,6 +54,7 @@ func (d *daemonFlags) bind(fs interface {
 	fs.BoolVar(&d.noConfig, "no-config", false, "do not write the client config file")
 	fs.StringVar(&d.tokenFile, "token-file", "", "file holding the API token (default: GUST_TOKEN, else one kept in DATA_DIR/token)")
 	fs.StringVar(&d.token, "token", "", "API token; visible to every user in ps: prefer GUST_TOKEN or --token-file")
+	fs.DurationVar(&d.auditRetention, "audit-retention", 90*24*time.Hour, "how long the audit log keeps an entry")
 }
 
 func envOr(k, def string) string {
@@ -98,7 +103,7 @@ func runUp(ctx context.Context, args []string) error {
 		}
 	}
 	w, err := worker.New(worker.Config{
-		ServerURL: url, Token: token, ListenAddr: "127.0.0.1:0",
+		ServerURL: url, JoinToken: d.joinToken, ListenAddr: "127.0.0.1:0",
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool,
 		Logger: log.New(os.Stderr, "gust worker: ", log.LstdFlags),
 	})
@@ -120,6 +125,11 @@ func startServer(ctx context.Context, d *daemonFlags, logger *log.Logger) (*serv
 	if err != nil {
 		return nil, nil, nil, "", err
 	}
+	join, err := loadJoinToken(d.dataDir)
+	if err != nil {
+		return nil, nil, nil, "", err
+	}
+	d.joinToken = join
 	st, err := openStore(d.dataDir)
 	if err != nil {
 		return nil, nil, nil, "", err
@@ -131,7 +141,7 @@ func startServer(ctx context.Context, d *daemonFlags, logger *log.Logger) (*serv
 	// GUST_HEARTBEAT_TIMEOUT (a Go duration) shortens how long an ephemeral app outlives its
 	// client; the tests use it.
 	hb, _ := time.ParseDuration(os.Getenv("GUST_HEARTBEAT_TIMEOUT"))
-	srv, err := server.New(ctx, server.Config{Token: token, DefaultIsolation: normIsolation(d.isolation), Images: images, Logger: logger, HeartbeatTimeout: hb}, st)
+	srv, err := server.New(ctx, server.Config{Token: token, JoinToken: join, AuditRetention: d.auditRetention, DefaultIsolation: normIsolation(d.isolation), Images: images, Logger: logger, HeartbeatTimeout: hb}, st)
 	if err != nil {
 		return nil, nil, nil, "", err
 	}
@@ -178,22 +188,31 @@ func normIsolation(s string) string {
 	return s
 }
 
-// loadToken returns the API token: --token-file or --token (in d.token), or GUST_TOKEN, else
-// the one kept in the data dir, made on first start.
+// loadToken returns the operator's token: --token-file or --token (in d.token), or
+// GUST_TOKEN, else the one kept in the data dir, made on first start.
 func loadToken(d *daemonFlags) (string, error) {
-	if d.token != "" {
-		return d.token, nil
+	return loadOrMakeToken(d.token, "GUST_TOKEN", filepath.Join(d.dataDir, "token"), "gst_")
+}
+
+// loadJoinToken returns the token workers register with (and that does nothing else):
+// GUST_JOIN_TOKEN, else the one kept in DATA_DIR/join-token, made on first start.
+func loadJoinToken(dataDir string) (string, error) {
+	return loadOrMakeToken("", "GUST_JOIN_TOKEN", filepath.Join(dataDir, "join-token"), "gjt_")
+}
+
+func loadOrMakeToken(given, env, path, prefix string) (string, error) {
+	if given != "" {
+		return given, nil
 	}
-	if t := os.Getenv("GUST_TOKEN"); t != "" {
+	if t := os.Getenv(env); t != "" {
 		return t, nil
 	}
-	path := filepath.Join(d.dataDir, "token")
 	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
 		return strings.TrimSpace(string(b)), nil
 	}
 	buf := make([]byte, 24)
 	rand.Read(buf)
-	t := "gst_" + hex.EncodeToString(buf)
+	t := prefix + hex.EncodeToString(buf)
 	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
 		return "", err
 	}

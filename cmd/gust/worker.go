@@ -11,7 +11,7 @@ import (
 )
 
 func init() {
-	register(&command{name: "worker", summary: "run a worker that joins a server (--server URL, token in GUST_TOKEN or --token-file)", run: runWorker})
+	register(&command{name: "worker", summary: "run a worker that joins a server (--server URL, the server's join token in GUST_JOIN_TOKEN or --token-file)", run: runWorker})
 }
 
 func runWorker(ctx context.Context, args []string) error {
@@ -25,10 +25,10 @@ func runWorker(ctx context.Context, args []string) error {
 	}
 	token := d.token
 	if token == "" {
-		token = os.Getenv("GUST_TOKEN")
+		token = os.Getenv("GUST_JOIN_TOKEN")
 	}
 	if *serverURL == "" || token == "" {
-		return errors.New("gust worker needs --server URL (or GUST_SERVER_URL) and the server's token in GUST_TOKEN or a file named by --token-file")
+		return errors.New("gust worker needs --server URL (or GUST_SERVER_URL) and the server's join token (DATA_DIR/join-token on the server) in GUST_JOIN_TOKEN or a file named by --token-file")
 	}
 	logger := log.New(os.Stderr, "gust worker: ", log.LstdFlags)
 	if !d.noInstall {
@@ -42,7 +42,7 @@ func runWorker(ctx context.Context, args []string) error {
 	}
 	defer stopPprof()
 	w, err := worker.New(worker.Config{
-		ServerURL: *serverURL, Token: token, ListenAddr: *listen,
+		ServerURL: *serverURL, JoinToken: token, ListenAddr: *listen,
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool,
 		Logger: logger,
 	})

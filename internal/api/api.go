@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/time/rate"
+
 	"github.com/gust-run/gust/internal/dispatch"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/fleet"
@@ -24,7 +26,10 @@ import (
 
 // Config configures the API.
 type Config struct {
+	// Token is the operator's: owner of the default workspace, and the only one that may
+	// create workspaces and set quotas. JoinToken registers workers, and nothing else.
 	Token            string
+	JoinToken        string
 	DefaultIsolation string
 	Version          string // shown by /v1/health
 	Logger           *log.Logger
@@ -39,6 +44,8 @@ type API struct {
 	builds *imagebuild.Builder
 	layers *image.Builder // blobs and layers on disk
 	log    *log.Logger
+	audit  *auditLog
+	limits *rateLimits
 }
 
 // New returns the API over the control plane's parts.
@@ -46,7 +53,8 @@ func New(cfg Config, st *store.Store, fl *fleet.Fleet, eng *dispatch.Engine, bui
 	if cfg.Logger == nil {
 		cfg.Logger = log.Default()
 	}
-	return &API{cfg: cfg, store: st, fleet: fl, engine: eng, builds: builds, layers: layers, log: cfg.Logger}
+	return &API{cfg: cfg, store: st, fleet: fl, engine: eng, builds: builds, layers: layers, log: cfg.Logger,
+		audit: newAuditLog(), limits: &rateLimits{ws: map[string]*rate.Limiter{}}}
 }
 
 // Handler returns the HTTP API. Every answer that no route gives (an unknown path, a wrong
@@ -59,13 +67,13 @@ func (a *API) Handler() http.Handler {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "version": a.cfg.Version})
 	})
 	public.methodNotAllowed()
-	mux.Handle("/v1/", httpapi.Auth(a.cfg.Token, jsonErrors(authed)))
+	mux.Handle("/v1/", a.authenticate(jsonErrors(authed)))
 	notFound := func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, errdefs.NotFound("no such endpoint %s %s; the API lives under /v1 (see docs/api.md)", r.Method, r.URL.Path))
 	}
 	mux.HandleFunc("/v1", notFound) // or the mux redirects it to /v1/
 	mux.HandleFunc("/", notFound)
-	rt := router{mux: authed, methods: map[string]map[string]bool{}}
+	rt := router{mux: authed, methods: map[string]map[string]bool{}, guard: a.guard}
 	a.routes(&rt)
 	rt.methodNotAllowed()
 	return jsonErrors(mux)
@@ -142,9 +150,18 @@ type router struct {
 	mux     *http.ServeMux
 	paths   []string
 	methods map[string]map[string]bool
+	// guard wraps each handler in its route's rule (policy.go); nil lists routes only.
+	guard func(pattern string, ru rule, h http.HandlerFunc) http.HandlerFunc
 }
 
 func (rt *router) handle(pattern string, h http.HandlerFunc) {
+	ru, ok := policy[pattern]
+	if !ok {
+		panic("api: route " + pattern + " has no rule in policy.go")
+	}
+	if rt.guard != nil {
+		h = rt.guard(pattern, ru, h)
+	}
 	rt.mux.HandleFunc(pattern, h)
 	m, p, _ := strings.Cut(pattern, " ")
 	if rt.methods[p] == nil {
@@ -174,6 +191,7 @@ func (a *API) routes(rt *router) {
 	a.functionRoutes(rt)
 	a.secretRoutes(rt)
 	a.workerRoutes(rt)
+	a.tenantRoutes(rt)
 }
 
 // Routes lists every registered "METHOD /path", for the test that checks the OpenAPI file.

@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/gust-run/gust/internal/auth"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/function"
 	"github.com/gust-run/gust/internal/httpapi"
@@ -41,7 +42,11 @@ func (a *API) handleAppLookup(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, errdefs.Invalid("app name %q is not valid: use 1-64 characters without spaces, '/' or control characters", req.Name))
 		return
 	}
-	app, err := a.store.LookupApp(r.Context(), req.Name, req.CreateIfMissing)
+	p := principal(r)
+	if req.CreateIfMissing && (p.Kind != auth.User || !p.Role.AtLeast(auth.Member)) {
+		req.CreateIfMissing = false // creating is a member's; looking up is anyone's
+	}
+	app, err := a.store.LookupApp(r.Context(), p.WorkspaceID, req.Name, req.CreateIfMissing)
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -50,7 +55,7 @@ func (a *API) handleAppLookup(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) handleAppList(w http.ResponseWriter, r *http.Request) {
-	apps, err := a.store.ListApps(r.Context())
+	apps, err := a.store.ListApps(r.Context(), principal(r).WorkspaceID)
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -87,11 +92,12 @@ func (a *API) handleAppPublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	if err := a.checkPublish(ctx, &req); err != nil {
+	ws := principal(r).WorkspaceID
+	if err := a.checkPublish(r, &req); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
-	app, err := a.store.LookupApp(ctx, req.Name, true)
+	app, err := a.store.LookupApp(ctx, ws, req.Name, true)
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -100,7 +106,7 @@ func (a *API) handleAppPublish(w http.ResponseWriter, r *http.Request) {
 	fns := make([]function.Function, len(req.Functions))
 	fnIDs := map[string]string{}
 	for i, sp := range req.Functions {
-		fns[i] = function.Function{ID: ids.New(ids.Function), AppID: app.ID, Name: sp.Name, Mode: req.Mode,
+		fns[i] = function.Function{ID: ids.New(ids.Function), AppID: app.ID, WorkspaceID: ws, Name: sp.Name, Mode: req.Mode,
 			State: function.StateActive, Spec: sp, Code: req.Code, CreatedAt: now, Heartbeat: req.Heartbeat && req.Mode == function.ModeEphemeral}
 		fnIDs[sp.Name] = fns[i].ID
 	}
@@ -114,7 +120,8 @@ func (a *API) handleAppPublish(w http.ResponseWriter, r *http.Request) {
 }
 
 // checkPublish validates a publish request and fills its defaults.
-func (a *API) checkPublish(ctx context.Context, req *publishRequest) error {
+func (a *API) checkPublish(r *http.Request, req *publishRequest) error {
+	ctx, ws := r.Context(), principal(r).WorkspaceID
 	if req.Mode != function.ModeEphemeral && req.Mode != function.ModeDeployed {
 		return errdefs.Invalid("mode must be %q or %q, got %q", function.ModeEphemeral, function.ModeDeployed, req.Mode)
 	}
@@ -145,12 +152,12 @@ func (a *API) checkPublish(ctx context.Context, req *publishRequest) error {
 			return errdefs.Invalid("function %q is published twice", sp.Name)
 		}
 		seen[sp.Name] = true
-		if _, err := a.store.GetImage(ctx, sp.ImageID); err != nil {
+		if err := a.checkImage(r, sp.ImageID); err != nil {
 			return fmt.Errorf("function %q: %w", sp.Name, err)
 		}
 		for _, sec := range sp.Secrets {
 			if sec.Name != "" {
-				if _, err := a.store.GetSecret(ctx, sec.Name); err != nil {
+				if _, err := a.store.GetSecret(ctx, ws, sec.Name); err != nil {
 					return fmt.Errorf("function %q: %w", sp.Name, err)
 				}
 			}
@@ -199,7 +206,7 @@ func (a *API) appDoc(ctx context.Context, app store.App, details bool) (appDoc, 
 }
 
 func (a *API) handleAppGet(w http.ResponseWriter, r *http.Request) {
-	app, err := a.store.GetApp(r.Context(), r.PathValue("id"))
+	app, err := a.appOf(r, r.PathValue("id"))
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -227,7 +234,7 @@ func (a *API) handleAppStop(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	app, err := a.store.GetApp(ctx, r.PathValue("id"))
+	app, err := a.appOf(r, r.PathValue("id"))
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -249,7 +256,7 @@ func (a *API) handleAppStop(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(want) == 0 {
-		if err := a.stopSandboxes(ctx, app.ID); err != nil {
+		if err := a.stopSandboxes(ctx, app); err != nil {
 			httpapi.WriteError(w, err)
 			return
 		}
@@ -264,8 +271,9 @@ func (a *API) handleAppStop(w http.ResponseWriter, r *http.Request) {
 
 // stopSandboxes terminates an app's sandboxes. One that does not confirm its stop is logged
 // and the rest still go: the app is stopped either way.
-func (a *API) stopSandboxes(ctx context.Context, appID string) error {
-	sbs, err := a.store.ListSandboxes(ctx, store.SandboxFilter{AppID: appID})
+func (a *API) stopSandboxes(ctx context.Context, app store.App) error {
+	appID := app.ID
+	sbs, err := a.store.ListSandboxes(ctx, store.SandboxFilter{WorkspaceID: app.WorkspaceID, AppID: appID})
 	if err != nil {
 		return fmt.Errorf("listing the app's sandboxes: %w", err)
 	}
@@ -296,6 +304,10 @@ func (a *API) handleAppHeartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	appID := r.PathValue("id")
+	if _, err := a.appOf(r, appID); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	alive := a.engine.Heartbeat(appID, req.Functions)
 	if alive == 0 {
 		httpapi.WriteError(w, errdefs.NotFound("app %s has no running functions to keep alive", appID))
@@ -307,7 +319,7 @@ func (a *API) handleAppHeartbeat(w http.ResponseWriter, r *http.Request) {
 // handleAppLogs returns an app's kept logs, and with follow=1 goes on with new ones.
 func (a *API) handleAppLogs(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	app, err := a.store.GetApp(ctx, r.PathValue("id"))
+	app, err := a.appOf(r, r.PathValue("id"))
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -63,7 +64,7 @@ func (a *API) handleFunctionLookup(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	app, err := a.store.LookupApp(r.Context(), req.AppName, false)
+	app, err := a.store.LookupApp(r.Context(), principal(r).WorkspaceID, req.AppName, false)
 	if err != nil {
 		httpapi.WriteError(w, errdefs.NotFound("app %q is not deployed; deploy it with `gust deploy FILE`", req.AppName))
 		return
@@ -77,7 +78,7 @@ func (a *API) handleFunctionLookup(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) handleFunctionGet(w http.ResponseWriter, r *http.Request) {
-	fn, err := a.store.GetFunction(r.Context(), r.PathValue("id"))
+	fn, err := a.functionOf(r, a.store.GetFunction)
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -98,7 +99,7 @@ func (a *API) handleFunctionAutoscaler(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	fn, err := a.engine.Active(r.Context(), r.PathValue("id"))
+	fn, err := a.functionOf(r, a.engine.Active)
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -189,7 +190,7 @@ func (a *API) handleCallCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	fn, err := a.engine.Active(ctx, r.PathValue("id"))
+	fn, err := a.functionOf(r, a.engine.Active)
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -199,7 +200,7 @@ func (a *API) handleCallCreate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	call := a.engine.NewCall(fn.ID, req.Kind, req.Method, req.Params)
+	call := a.engine.NewCall(fn, req.Kind, req.Method, req.Params, principal(r).ContainerID)
 	first, err := a.engine.Enqueue(ctx, call.ID, args)
 	if err != nil {
 		httpapi.WriteError(w, err)
@@ -233,6 +234,10 @@ func (a *API) handleCallInputs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
+	if _, err := a.callOf(r, id); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	first, err := a.engine.Enqueue(r.Context(), id, args)
 	if err != nil {
 		httpapi.WriteError(w, err)
@@ -263,7 +268,7 @@ func (a *API) handleCallStream(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	id := r.PathValue("id")
-	if _, err := a.engine.Call(r.Context(), id); err != nil {
+	if _, err := a.callOf(r, id); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
@@ -274,7 +279,7 @@ func (a *API) handleCallStream(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) handleCallGet(w http.ResponseWriter, r *http.Request) {
-	info, err := a.engine.Call(r.Context(), r.PathValue("id"))
+	info, err := a.callOf(r, r.PathValue("id"))
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -295,10 +300,34 @@ func (a *API) handleCallCancel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
+	if _, err := a.callOf(r, id); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	n, err := a.engine.Cancel(r.Context(), id, req.TerminateContainers)
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"call_id": id, "cancelled": n})
+}
+
+// functionOf returns the function the path names, through get, if r's workspace owns it.
+func (a *API) functionOf(r *http.Request, get func(context.Context, string) (function.Function, error)) (function.Function, error) {
+	id := r.PathValue("id")
+	fn, err := get(r.Context(), id)
+	if err == nil && fn.WorkspaceID != principal(r).WorkspaceID {
+		return function.Function{}, errdefs.NotFound("function %q not found", id)
+	}
+	return fn, err
+}
+
+// callOf returns a call r's principal may follow: one of its workspace, and for a container's
+// credential one that container made.
+func (a *API) callOf(r *http.Request, id string) (dispatch.CallInfo, error) {
+	info, err := a.engine.Call(r.Context(), id)
+	if err == nil && !visible(principal(r), info.Call.WorkspaceID, info.Call.CreatedBy) {
+		return dispatch.CallInfo{}, errdefs.NotFound("function call %q not found", id)
+	}
+	return info, err
 }

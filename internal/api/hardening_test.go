@@ -23,9 +23,12 @@ const testToken = "t"
 
 // testAPI is the API over a fresh store, assembled as internal/server does, with no worker.
 type testAPI struct {
-	h     http.Handler
-	fleet *fleet.Fleet
+	h          http.Handler
+	fleet      *fleet.Fleet
+	workerCred string // the registered worker's credential
 }
+
+const testJoinToken = "join-token-for-tests"
 
 func newTestAPI(t *testing.T) *testAPI {
 	t.Helper()
@@ -40,11 +43,11 @@ func newTestAPI(t *testing.T) *testAPI {
 		t.Fatal(err)
 	}
 	logger := log.New(io.Discard, "", 0)
-	fl := fleet.New(st, fleet.Config{Token: testToken, Logger: logger})
+	fl := fleet.New(st, fleet.Config{Logger: logger})
 	eng := dispatch.New(st, fl, dispatch.Config{Logger: logger})
 	fl.OnContainerEnd(eng.ContainerEnded)
 	builds := imagebuild.New(st, fl, layers, logger)
-	a := New(Config{Token: testToken, DefaultIsolation: "runc", Logger: logger}, st, fl, eng, builds, layers)
+	a := New(Config{Token: testToken, JoinToken: testJoinToken, DefaultIsolation: "runc", Logger: logger}, st, fl, eng, builds, layers)
 	return &testAPI{h: a.Handler(), fleet: fl}
 }
 
@@ -52,7 +55,16 @@ func newTestAPI(t *testing.T) *testAPI {
 func (ta *testAPI) do(t *testing.T, method, path string, body []byte) (int, string) {
 	t.Helper()
 	req := httptest.NewRequest(method, path, bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+testToken)
+	// Each part of the API with the credential it takes: the operator's, the join token,
+	// or the worker's own.
+	token := testToken
+	switch {
+	case path == "/v1/workers/register":
+		token = testJoinToken
+	case strings.HasPrefix(path, "/v1/workers/"):
+		token = ta.workerCred
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	rec := httptest.NewRecorder()
 	ta.h.ServeHTTP(rec, req)
 	return rec.Code, rec.Body.String()
@@ -72,11 +84,14 @@ func errorKind(t *testing.T, body string) (string, string) {
 
 func (ta *testAPI) registerWorker(t *testing.T) string {
 	t.Helper()
-	resp, err := ta.fleet.Register(workerproto.RegisterRequest{Name: "w", Addr: "http://127.0.0.1:1", CPU: 4, MemoryMiB: 4096,
+	b, _ := json.Marshal(workerproto.RegisterRequest{Name: "w", APIToken: "0123456789abcdef0123456789abcdef", Addr: "http://127.0.0.1:1", CPU: 4, MemoryMiB: 4096,
 		Isolation: []string{"runc"}})
-	if err != nil {
-		t.Fatal(err)
+	code, body := ta.do(t, "POST", "/v1/workers/register", b)
+	var resp workerproto.RegisterResponse
+	if code != 200 || json.Unmarshal([]byte(body), &resp) != nil || resp.Credential == "" {
+		t.Fatalf("registering a worker: %d %s", code, body)
 	}
+	ta.workerCred = resp.Credential
 	return resp.WorkerID
 }
 
@@ -195,7 +210,8 @@ func TestQueryNumbers(t *testing.T) {
 func TestWorkerRegisterChecks(t *testing.T) {
 	ta := newTestAPI(t)
 	valid := func() map[string]any {
-		return map[string]any{"name": "w-1.example", "addr": "http://10.0.0.5:7421", "cpu": 8, "memory": 16384, "isolation": []string{"runc", "gvisor"}}
+		return map[string]any{"name": "w-1.example", "addr": "http://10.0.0.5:7421", "cpu": 8, "memory": 16384, "isolation": []string{"runc", "gvisor"},
+			"api_token": "0123456789abcdef0123456789abcdef"}
 	}
 	tests := []struct {
 		name  string
@@ -216,6 +232,7 @@ func TestWorkerRegisterChecks(t *testing.T) {
 		{"not http", "addr", "ftp://10.0.0.5/"},
 		{"no host", "addr", "http://"},
 		{"not a URL", "addr", "10.0.0.5:7421"},
+		{"short API token", "api_token", "guessable"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -29,12 +29,22 @@ func (a *API) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
+	if req.Kind == imagebuild.KindFromID {
+		if err := a.checkImage(r, req.ImageID); err != nil {
+			httpapi.WriteError(w, err)
+			return
+		}
+	}
 	if err := a.builds.Check(r.Context(), req); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
 	n := httpapi.StartNDJSON(w)
 	im, err := a.builds.Build(r.Context(), req, &httpapi.LogWriter{N: n})
+	if err == nil {
+		// Images are cached by what they are built from; this workspace may now use this one.
+		err = a.store.GrantImage(r.Context(), principal(r).WorkspaceID, im.ID)
+	}
 	if err != nil {
 		sendLast(n, httpapi.ErrorLine(err))
 		return
@@ -50,11 +60,12 @@ func sendLast(n *httpapi.NDJSON, v any) { _ = n.Send(v) }
 // shares them. An image that a running sandbox or an active function uses stays.
 func (a *API) handleImageDelete(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if _, err := a.store.GetImage(r.Context(), id); err != nil {
+	ws := principal(r).WorkspaceID
+	if err := a.checkImage(r, id); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
-	live, err := a.store.ListSandboxes(r.Context(), store.SandboxFilter{})
+	live, err := a.store.ListSandboxes(r.Context(), store.SandboxFilter{WorkspaceID: ws, Functions: true})
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -71,10 +82,20 @@ func (a *API) handleImageDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, fn := range fns {
-		if fn.Spec.ImageID == id {
+		if fn.Spec.ImageID == id && fn.WorkspaceID == ws {
 			httpapi.WriteError(w, errdefs.Conflict("image %s is used by function %s (%s); stop its app first (gust app stop)", id, fn.Name, fn.ID))
 			return
 		}
+	}
+	// The record goes with its last workspace: others that resolved the same image keep it.
+	othersUse, err := a.store.ReleaseImage(r.Context(), ws, id)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if othersUse {
+		w.WriteHeader(http.StatusNoContent)
+		return
 	}
 	if err := a.store.DeleteImage(r.Context(), id); err != nil {
 		httpapi.WriteError(w, err)
@@ -92,7 +113,7 @@ func (a *API) handleImagePrune(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	grace := wire.Seconds(secs).D()
-	ims, err := a.store.ListImages(r.Context())
+	ims, err := a.store.ListImages(r.Context(), "")
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -142,6 +163,10 @@ func (a *API) handleBlobGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) handleImageGet(w http.ResponseWriter, r *http.Request) {
+	if err := a.checkImage(r, r.PathValue("id")); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	im, err := a.store.GetImage(r.Context(), r.PathValue("id"))
 	if err != nil {
 		httpapi.WriteError(w, err)
@@ -151,7 +176,7 @@ func (a *API) handleImageGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) handleImageList(w http.ResponseWriter, r *http.Request) {
-	ims, err := a.store.ListImages(r.Context())
+	ims, err := a.store.ListImages(r.Context(), principal(r).WorkspaceID)
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return

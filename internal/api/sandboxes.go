@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -47,6 +48,16 @@ func (a *API) handleSandboxCreate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
+	p := principal(r)
+	if _, err := a.appOf(r, sb.AppID); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if err := a.checkImage(r, sb.ImageID); err != nil {
+		httpapi.WriteError(w, fmt.Errorf("%w (resolve an image first, e.g. Image.debian_slim())", err))
+		return
+	}
+	sb.WorkspaceID, sb.CreatedBy = p.WorkspaceID, p.ContainerID
 	created, err := a.fleet.Create(r.Context(), sb, nil, nil)
 	if err != nil {
 		if r.Context().Err() == nil {
@@ -59,7 +70,8 @@ func (a *API) handleSandboxCreate(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) handleSandboxList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := store.SandboxFilter{AppID: q.Get("app_id"), Name: q.Get("name"), Tags: map[string]string{}}
+	p := principal(r)
+	f := store.SandboxFilter{WorkspaceID: p.WorkspaceID, CreatedBy: p.ContainerID, AppID: q.Get("app_id"), Name: q.Get("name"), Tags: map[string]string{}}
 	f.IncludeFinished = q.Get("include_finished") == "1" || q.Get("include_finished") == "true"
 	for _, t := range q["tag"] {
 		k, v, ok := strings.Cut(t, "=")
@@ -92,7 +104,7 @@ func (a *API) handleSandboxGet(w http.ResponseWriter, r *http.Request) {
 	deadline := time.NewTimer(wire.Seconds(min(wait, 300)).D())
 	defer deadline.Stop()
 	for {
-		sb, err := a.store.GetSandbox(r.Context(), id)
+		sb, err := a.sandboxOf(r, id)
 		if err != nil {
 			httpapi.WriteError(w, err)
 			return
@@ -118,7 +130,7 @@ func (a *API) handleSandboxGet(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) handleSandboxTerminate(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if _, err := a.store.GetSandbox(r.Context(), id); err != nil {
+	if _, err := a.sandboxOf(r, id); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
@@ -145,6 +157,10 @@ func (a *API) handleSandboxTags(w http.ResponseWriter, r *http.Request) {
 	if req.Tags == nil {
 		req.Tags = map[string]string{}
 	}
+	if _, err := a.sandboxOf(r, r.PathValue("id")); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	sb, err := a.fleet.SetTags(r.Context(), r.PathValue("id"), req.Tags)
 	if err != nil {
 		httpapi.WriteError(w, err)
@@ -156,7 +172,7 @@ func (a *API) handleSandboxTags(w http.ResponseWriter, r *http.Request) {
 // handleSandboxSnapshot saves a running sandbox's filesystem as a new image.
 func (a *API) handleSandboxSnapshot(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	sb, err := a.store.GetSandbox(ctx, r.PathValue("id"))
+	sb, err := a.sandboxOf(r, r.PathValue("id"))
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -166,6 +182,9 @@ func (a *API) handleSandboxSnapshot(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	im, err := a.builds.SnapshotImage(ctx, sb)
+	if err == nil {
+		err = a.store.GrantImage(ctx, sb.WorkspaceID, im.ID)
+	}
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -178,8 +197,7 @@ const maxForwardBody = 64<<20 + 1<<10
 
 // forward relays a request to the worker running the sandbox.
 func (a *API) forward(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	sb, err := a.store.GetSandbox(r.Context(), id)
+	sb, err := a.sandboxOf(r, r.PathValue("id"))
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return

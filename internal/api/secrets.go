@@ -40,7 +40,7 @@ func (a *API) handleSecretCreate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	sec, err := a.store.PutSecret(r.Context(), req.Name, req.Env, req.Overwrite)
+	sec, err := a.store.PutSecret(r.Context(), principal(r).WorkspaceID, req.Name, req.Env, req.Overwrite)
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -49,7 +49,7 @@ func (a *API) handleSecretCreate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) handleSecretList(w http.ResponseWriter, r *http.Request) {
-	secs, err := a.store.ListSecrets(r.Context())
+	secs, err := a.store.ListSecrets(r.Context(), principal(r).WorkspaceID)
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -65,7 +65,7 @@ func (a *API) handleSecretLookup(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	sec, err := a.store.GetSecret(r.Context(), req.Name)
+	sec, err := a.store.GetSecret(r.Context(), principal(r).WorkspaceID, req.Name)
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -74,7 +74,7 @@ func (a *API) handleSecretLookup(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) handleSecretDelete(w http.ResponseWriter, r *http.Request) {
-	if err := a.store.DeleteSecret(r.Context(), r.PathValue("name")); err != nil {
+	if err := a.store.DeleteSecret(r.Context(), principal(r).WorkspaceID, r.PathValue("name")); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}

@@ -2,7 +2,9 @@ package api
 
 import (
 	"net/http"
+	"time"
 
+	"github.com/gust-run/gust/internal/auth"
 	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/wire"
 	"github.com/gust-run/gust/internal/workerproto"
@@ -28,6 +30,18 @@ func (a *API) handleWorkerRegister(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
+	// A new credential at each registration; the worker's earlier ones go.
+	if err := a.store.DeleteWorkerTokens(r.Context(), req.Name); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	id, secret := auth.NewCredential()
+	if err := a.store.PutToken(r.Context(), auth.Token{ID: id, Name: req.Name, Kind: auth.Worker, WorkerID: resp.WorkerID,
+		Hash: auth.Hash(secret), CreatedAt: time.Now().UTC()}); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	resp.Credential = id + ":" + secret
 	httpapi.WriteJSON(w, http.StatusOK, resp)
 }
 

@@ -31,7 +31,12 @@ import (
 	gust "github.com/gust-run/gust/sdk/go"
 )
 
-const token = "contract-token"
+const (
+	token     = "contract-token"
+	joinToken = "contract-join-token"
+	// fakeAPIToken is what the server presents to the fake worker's API.
+	fakeAPIToken = "0123456789abcdef0123456789abcdef"
+)
 
 // TestSDKAgainstServer drives the Go SDK through the server's real HTTP API, with a fake
 // worker behind it. Each step checks what the SDK reads back against what it sent, and what
@@ -105,7 +110,7 @@ func TestSnapshotLayerChecked(t *testing.T) {
 		t.Fatal(err)
 	}
 	images := func() int {
-		all, err := env.store.ListImages(ctx)
+		all, err := env.store.ListImages(ctx, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -424,7 +429,7 @@ func start(t *testing.T) *testEnv {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	srv, err := server.New(ctx, server.Config{Token: token, Images: layers, Logger: log.New(logs, "server: ", log.Lmicroseconds)}, st)
+	srv, err := server.New(ctx, server.Config{Token: token, JoinToken: joinToken, Images: layers, Logger: log.New(logs, "server: ", log.Lmicroseconds)}, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -551,11 +556,11 @@ type fakeWorker struct {
 
 func startWorker(t *testing.T, serverURL string) *fakeWorker {
 	t.Helper()
-	w := &fakeWorker{server: workerproto.NewServerClient(serverURL, token),
+	w := &fakeWorker{server: workerproto.NewServerClient(serverURL, joinToken),
 		specs: map[string]workerproto.ContainerSpec{}, ended: map[string]bool{}}
 	api := httptest.NewServer(w.routes())
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := w.server.Register(ctx, workerproto.RegisterRequest{Name: "fake", Addr: api.URL, CPU: 4, MemoryMiB: 8192,
+	if err := w.server.Register(ctx, workerproto.RegisterRequest{Name: "fake", APIToken: fakeAPIToken, Addr: api.URL, CPU: 4, MemoryMiB: 8192,
 		Isolation: []string{sandbox.IsolationRunc}}); err != nil {
 		cancel()
 		api.Close()
@@ -687,7 +692,7 @@ func (w *fakeWorker) routes() http.Handler {
 	mux.HandleFunc("/", func(rw http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(rw, errdefs.NotFound("the fake worker does not serve %s %s", r.Method, r.URL.Path))
 	})
-	return httpapi.Auth(token, mux)
+	return httpapi.Auth(fakeAPIToken, mux)
 }
 
 // handleExec answers as the real worker does (internal/worker/api.go): an exec_id line,

@@ -38,11 +38,13 @@ var allowed = map[string][]string{
 	"internal/reaper":     {},
 	"internal/initproto":  {},
 	"internal/autoscaler": {},
-	"sdk/python":          {},
-	"sdk/go":              {},
-	"test/integration":    {}, // only test files, which are not counted
-	"internal/depcheck":   {}, // only this test
-	"internal/contract":   {}, // only the SDK contract test
+	// The principal and tokens: a model of who calls, pure logic.
+	"internal/auth":     {"internal/errdefs", "internal/ids"},
+	"sdk/python":        {},
+	"sdk/go":            {},
+	"test/integration":  {}, // only test files, which are not counted
+	"internal/depcheck": {}, // only this test
+	"internal/contract": {}, // only the SDK contract test
 
 	// Helpers.
 	"internal/lifecycle": {"internal/errdefs"},
@@ -66,13 +68,13 @@ var allowed = map[string][]string{
 		"internal/wire", "internal/workerproto", "sdk/python"},
 
 	// The control plane: the store, its three parts, the API over them, the assembly.
-	"internal/store": {"internal/errdefs", "internal/function", "internal/ids", "internal/image", "internal/sandbox"},
-	"internal/fleet": {"internal/errdefs", "internal/gpu", "internal/ids", "internal/image", "internal/sandbox",
+	"internal/store": {"internal/auth", "internal/errdefs", "internal/function", "internal/ids", "internal/image", "internal/sandbox"},
+	"internal/fleet": {"internal/auth", "internal/errdefs", "internal/gpu", "internal/ids", "internal/image", "internal/sandbox",
 		"internal/store", "internal/workerproto"},
 	"internal/dispatch": {"internal/autoscaler", "internal/errdefs", "internal/function", "internal/ids",
 		"internal/lifecycle", "internal/sandbox", "internal/store", "internal/wire", "internal/workerproto"},
-	"internal/imagebuild": {"internal/errdefs", "internal/ids", "internal/image", "internal/sandbox", "internal/store", "internal/workerproto"},
-	"internal/api": {"internal/dispatch", "internal/errdefs", "internal/fleet", "internal/function", "internal/httpapi",
+	"internal/imagebuild": {"internal/auth", "internal/errdefs", "internal/ids", "internal/image", "internal/sandbox", "internal/store", "internal/workerproto"},
+	"internal/api": {"internal/auth", "internal/dispatch", "internal/errdefs", "internal/fleet", "internal/function", "internal/httpapi",
 		"internal/ids", "internal/image", "internal/imagebuild", "internal/sandbox", "internal/store", "internal/wire",
 		"internal/workerproto"},
 	"internal/server": {"internal/api", "internal/dispatch", "internal/fleet", "internal/image", "internal/imagebuild",

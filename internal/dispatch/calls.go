@@ -69,8 +69,9 @@ func (cs *callState) appendOutput(in function.Input) {
 }
 
 // NewCall opens a call of a function; Enqueue gives it inputs.
-func (e *Engine) NewCall(fnID, kind, method string, params *function.Payload) function.Call {
-	call := function.Call{ID: ids.New(ids.FunctionCall), FunctionID: fnID, Kind: kind, Method: method, Params: params, CreatedAt: e.clock.Now().UTC()}
+func (e *Engine) NewCall(fn function.Function, kind, method string, params *function.Payload, createdBy string) function.Call {
+	call := function.Call{ID: ids.New(ids.FunctionCall), FunctionID: fn.ID, WorkspaceID: fn.WorkspaceID, CreatedBy: createdBy,
+		Kind: kind, Method: method, Params: params, CreatedAt: e.clock.Now().UTC()}
 	cs := &callState{call: call, changed: make(chan struct{}), lastUsed: e.clock.Now()}
 	e.mu.Lock()
 	e.calls[call.ID] = cs
@@ -212,7 +213,7 @@ var emptyPickledArgs = []byte("\x80\x04\x95\x06\x00\x00\x00\x00\x00\x00\x00)}\x9
 
 // fireSchedule makes the input of one scheduled run: no arguments.
 func (e *Engine) fireSchedule(fn function.Function) {
-	call := e.NewCall(fn.ID, CallSchedule, "", nil)
+	call := e.NewCall(fn, CallSchedule, "", nil, "")
 	if _, err := e.Enqueue(context.Background(), call.ID, []workerproto.Input{{Args: emptyPickledArgs, Format: function.FormatPickle}}); err != nil {
 		e.log.Printf("schedule of %s: %v", fn.Name, err)
 	}

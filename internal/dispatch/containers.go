@@ -92,7 +92,7 @@ func (e *Engine) containerRecord(fn function.Function) (sandbox.Sandbox, error) 
 	secretEnv := map[string]string{}
 	for _, sec := range sp.Secrets {
 		if sec.Name != "" {
-			stored, err := e.store.GetSecret(context.Background(), sec.Name)
+			stored, err := e.store.GetSecret(context.Background(), fn.WorkspaceID, sec.Name)
 			if err != nil {
 				return sandbox.Sandbox{}, err
 			}
@@ -111,7 +111,7 @@ func (e *Engine) containerRecord(fn function.Function) (sandbox.Sandbox, error) 
 		iso = e.cfg.DefaultIsolation
 	}
 	return sandbox.Sandbox{
-		AppID: fn.AppID, ImageID: sp.ImageID, Isolation: iso, Status: sandbox.Pending, Timeout: wire.Duration(sandbox.MaxTimeout),
+		AppID: fn.AppID, WorkspaceID: fn.WorkspaceID, ImageID: sp.ImageID, Isolation: iso, Status: sandbox.Pending, Timeout: wire.Duration(sandbox.MaxTimeout),
 		CPU: sp.CPU, CPULimit: sp.CPULimit, MemoryMiB: sp.MemoryMiB, Env: env, SecretEnv: secretEnv, FunctionID: fn.ID, GPU: sp.GPU,
 		Tags: map[string]string{"function": fn.Name},
 	}, nil

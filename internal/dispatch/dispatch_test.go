@@ -420,7 +420,7 @@ func TestContainerRecordSecrets(t *testing.T) {
 		sp.Env = map[string]string{"MINE": "env", "SHARED": "env"}
 		sp.Secrets = []function.SecretRef{{Name: "api"}, {Env: map[string]string{"INLINE": "inline-value", "SHARED": "secret"}}}
 	})
-	if _, err := h.st.PutSecret(context.Background(), "api", map[string]string{"API_KEY": "named-value"}, false); err != nil {
+	if _, err := h.st.PutSecret(context.Background(), "ws-default", "api", map[string]string{"API_KEY": "named-value"}, false); err != nil {
 		t.Fatal(err)
 	}
 	h.call(1)

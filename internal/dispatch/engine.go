@@ -32,7 +32,7 @@ type Store interface {
 	GetFunction(ctx context.Context, id string) (function.Function, error)
 	SetFunctionState(ctx context.Context, id string, state function.State) error
 	UpdateFunction(ctx context.Context, fn function.Function) error
-	GetSecret(ctx context.Context, name string) (store.Secret, error)
+	GetSecret(ctx context.Context, ws, name string) (store.Secret, error)
 	GetCall(ctx context.Context, id string) (function.Call, error)
 	PutCall(ctx context.Context, c function.Call) error
 	AddInputs(ctx context.Context, c function.Call, ins []function.Input) error

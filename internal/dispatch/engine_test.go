@@ -180,7 +180,7 @@ func newHarness(t *testing.T, mod func(*function.Spec)) *harness {
 	if err := sp.Validate(64, 1<<20); err != nil {
 		t.Fatal(err)
 	}
-	fn := function.Function{ID: "fu-1", AppID: "ap-1", Name: "f", Mode: function.ModeEphemeral, State: function.StateActive,
+	fn := function.Function{ID: "fu-1", AppID: "ap-1", WorkspaceID: "ws-default", Name: "f", Mode: function.ModeEphemeral, State: function.StateActive,
 		Spec: sp, Code: function.Code{Blob: "b", Module: "m"}, CreatedAt: clock.Now()}
 	if _, err := st.InsertFunctions(context.Background(), []function.Function{fn}, false); err != nil {
 		t.Fatal(err)
@@ -198,7 +198,7 @@ func newHarness(t *testing.T, mod func(*function.Spec)) *harness {
 // call makes a map call with n inputs.
 func (h *harness) call(n int) function.Call {
 	h.t.Helper()
-	call := h.e.NewCall(h.fn.ID, CallMap, "", nil)
+	call := h.e.NewCall(h.fn, CallMap, "", nil, "")
 	args := make([]workerproto.Input, n)
 	for i := range args {
 		args[i] = workerproto.Input{Args: []byte("[1]"), Format: function.FormatJSON}

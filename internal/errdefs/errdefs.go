@@ -17,6 +17,12 @@ var (
 	ErrUnavailable  = errors.New("unavailable")
 	ErrTooLarge     = errors.New("too_large")
 	ErrUnauthorized = errors.New("unauthorized")
+	// ErrForbidden: the credential is good but its role or scope does not allow the call.
+	ErrForbidden = errors.New("forbidden")
+	// ErrQuota: the call would take the workspace over one of its quotas.
+	ErrQuota = errors.New("quota_exceeded")
+	// ErrRateLimited: the workspace's request rate quota is spent for now.
+	ErrRateLimited = errors.New("rate_limited")
 )
 
 // Invalid returns an error of kind ErrInvalid with a formatted message.
@@ -70,6 +76,12 @@ func Kind(err error) (string, int) {
 		return "unauthorized", http.StatusUnauthorized
 	case errors.Is(err, ErrUnavailable):
 		return "unavailable", http.StatusServiceUnavailable
+	case errors.Is(err, ErrForbidden):
+		return "forbidden", http.StatusForbidden
+	case errors.Is(err, ErrQuota):
+		return "quota_exceeded", http.StatusForbidden
+	case errors.Is(err, ErrRateLimited):
+		return "rate_limited", http.StatusTooManyRequests
 	}
 	return "internal", http.StatusInternalServerError
 }
@@ -77,7 +89,7 @@ func Kind(err error) (string, int) {
 // FromKind maps an API kind name back to its error kind (used when a response from a worker is
 // relayed).
 func FromKind(kind string) error {
-	for _, k := range []error{ErrInvalid, ErrNotFound, ErrConflict, ErrTooLarge, ErrUnauthorized, ErrUnavailable} {
+	for _, k := range []error{ErrInvalid, ErrNotFound, ErrConflict, ErrTooLarge, ErrUnauthorized, ErrUnavailable, ErrForbidden, ErrQuota, ErrRateLimited} {
 		if k.Error() == kind {
 			return k
 		}

@@ -6,10 +6,12 @@ import (
 	"maps"
 	"time"
 
+	"github.com/gust-run/gust/internal/auth"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/sandbox"
+	"github.com/gust-run/gust/internal/store"
 	"github.com/gust-run/gust/internal/workerproto"
 )
 
@@ -24,8 +26,15 @@ const terminateTimeout = 30 * time.Second
 // ctx ends first (the client went away), it is terminated: nobody would know about it. placed,
 // if set, learns which worker took it before it starts.
 func (f *Fleet) Create(ctx context.Context, sb sandbox.Sandbox, fn *workerproto.FunctionRun, placed func(workerID string)) (sandbox.Sandbox, error) {
-	if _, err := f.store.GetApp(ctx, sb.AppID); err != nil {
+	app, err := f.store.GetApp(ctx, sb.AppID)
+	if err != nil {
 		return sb, err
+	}
+	if sb.WorkspaceID == "" {
+		sb.WorkspaceID = app.WorkspaceID
+	}
+	if app.WorkspaceID != sb.WorkspaceID && sb.WorkspaceID != auth.SystemWorkspace {
+		return sb, errdefs.NotFound("app %q not found", sb.AppID)
 	}
 	im, err := f.store.GetImage(ctx, sb.ImageID)
 	if err != nil {
@@ -45,7 +54,7 @@ func (f *Fleet) Create(ctx context.Context, sb sandbox.Sandbox, fn *workerproto.
 		placed(wc.id)
 	}
 	sb.CreatedAt = time.Now().UTC()
-	if err := f.store.InsertSandbox(ctx, sb); err != nil {
+	if err := f.insertWithinQuota(ctx, sb); err != nil {
 		f.unplace(wc, sb)
 		return sb, err
 	}
@@ -53,6 +62,21 @@ func (f *Fleet) Create(ctx context.Context, sb sandbox.Sandbox, fn *workerproto.
 	spec := containerSpec(sb, im.Layers, fn)
 	spec.Env = withSecretEnv(spec.Env, sb.SecretEnv, own)
 	sb.SecretEnv = nil
+	if fn != nil {
+		// The function's own credential: it may call functions and manage the sandboxes it
+		// makes, in its workspace, until it ends. It is never stored but as a hash.
+		id, secret := auth.NewCredential()
+		if err := f.store.PutToken(ctx, auth.Token{ID: id, WorkspaceID: sb.WorkspaceID, Name: "container " + sb.ID, Role: auth.Member,
+			Kind: auth.Container, ContainerID: sb.ID, Hash: auth.Hash(secret), CreatedAt: sb.CreatedAt}); err != nil {
+			f.log.Printf("function container %s: making its credential: %v", sb.ID, err)
+		} else {
+			spec.Env = maps.Clone(spec.Env)
+			if spec.Env == nil {
+				spec.Env = map[string]string{}
+			}
+			spec.Env["GUST_TOKEN_ID"], spec.Env["GUST_TOKEN_SECRET"] = id, secret
+		}
+	}
 	f.assign(wc, workerproto.Assignment{Op: workerproto.OpCreate, Container: &spec})
 	return f.waitStarted(ctx, sb, changed)
 }
@@ -221,6 +245,9 @@ func (f *Fleet) setState(ctx context.Context, reporter, id string, st workerprot
 	}
 	f.notify(id)
 	if sb.FunctionID != "" && st.Status.Terminal() {
+		if err := f.store.DeleteContainerTokens(ctx, sb.ID); err != nil {
+			f.log.Printf("function container %s: revoking its credential: %v", sb.ID, err)
+		}
 		f.onEnd(sb)
 	}
 	return sb, nil
@@ -273,5 +300,47 @@ func endRecord(sb *sandbox.Sandbox, st workerproto.StateReport, now time.Time) e
 	}
 	sb.FinishedAt = &now
 	sb.ExitCode, sb.Error = st.ExitCode, st.Error
+	return nil
+}
+
+// insertWithinQuota records a new container unless it would take its workspace over a quota.
+func (f *Fleet) insertWithinQuota(ctx context.Context, sb sandbox.Sandbox) error {
+	if sb.WorkspaceID == auth.SystemWorkspace {
+		return f.store.InsertSandbox(ctx, sb)
+	}
+	f.quotas.Lock()
+	defer f.quotas.Unlock()
+	ws, err := f.store.GetWorkspace(ctx, sb.WorkspaceID)
+	if err != nil {
+		return err
+	}
+	if q := ws.Quotas; q != (store.Quotas{}) {
+		use, err := f.store.WorkspaceUsage(ctx, sb.WorkspaceID)
+		if err != nil {
+			return err
+		}
+		if err := overQuota(q, use, sb); err != nil {
+			return err
+		}
+	}
+	return f.store.InsertSandbox(ctx, sb)
+}
+
+// overQuota names the first quota that sb would go over, given what its workspace holds.
+func overQuota(q store.Quotas, use store.Usage, sb sandbox.Sandbox) error {
+	over := func(name string, limit, now, more float64) error {
+		return errdefs.WithKind(errdefs.ErrQuota, fmt.Sprintf("quota %s is %v for this workspace and %v is in use; this container asks for %v more (terminate sandboxes or ask the operator for more)",
+			name, limit, now, more))
+	}
+	switch {
+	case q.Sandboxes > 0 && use.Sandboxes+1 > q.Sandboxes:
+		return over("sandboxes", float64(q.Sandboxes), float64(use.Sandboxes), 1)
+	case q.CPU > 0 && use.CPU+sb.CPU > q.CPU+1e-9:
+		return over("cpu", q.CPU, use.CPU, sb.CPU)
+	case q.MemoryMiB > 0 && use.MemoryMiB+sb.MemoryMiB > q.MemoryMiB:
+		return over("memory_mib", float64(q.MemoryMiB), float64(use.MemoryMiB), float64(sb.MemoryMiB))
+	case q.GPUs > 0 && use.GPUs+sb.GPU.MaxCount() > q.GPUs:
+		return over("gpus", float64(q.GPUs), float64(use.GPUs), float64(sb.GPU.MaxCount()))
+	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gust-run/gust/internal/auth"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/sandbox"
@@ -419,6 +420,14 @@ func TestCreateSecretEnvNotStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	spec := w.next(t).Container
+	// The function's own credential goes with it, and only its hash is kept.
+	id, secret := spec.Env["GUST_TOKEN_ID"], spec.Env["GUST_TOKEN_SECRET"]
+	tok, err := env.st.GetToken(context.Background(), id)
+	if err != nil || !auth.Matches(tok.Hash, secret) || tok.Kind != auth.Container || tok.ContainerID != sb.ID {
+		t.Fatalf("the container's credential %s is not stored as its own: %+v, %v", id, tok, err)
+	}
+	delete(spec.Env, "GUST_TOKEN_ID")
+	delete(spec.Env, "GUST_TOKEN_SECRET")
 	want := map[string]string{"A": "secret-a", "B": "sb", "C": "sb", "S": "secret-s"}
 	if !maps.Equal(spec.Env, want) {
 		t.Fatalf("the worker was sent env %v, want %v", spec.Env, want)

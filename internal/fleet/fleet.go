@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gust-run/gust/internal/auth"
+
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/image"
@@ -32,21 +34,24 @@ type Store interface {
 	UpdateSandbox(ctx context.Context, sb sandbox.Sandbox) error
 	GetSandbox(ctx context.Context, id string) (sandbox.Sandbox, error)
 	ListSandboxes(ctx context.Context, f store.SandboxFilter) ([]sandbox.Sandbox, error)
+	// The workspace's quotas and what it holds, and function containers' credentials.
+	GetWorkspace(ctx context.Context, id string) (store.Workspace, error)
+	WorkspaceUsage(ctx context.Context, ws string) (store.Usage, error)
+	PutToken(ctx context.Context, t auth.Token) error
+	DeleteContainerTokens(ctx context.Context, containerID string) error
+	DeleteStaleContainerTokens(ctx context.Context) error
 }
 
 var _ Store = (*store.Store)(nil)
 
 // Config configures a fleet.
 type Config struct {
-	// Token is what the server presents to workers' APIs.
-	Token  string
 	Logger *log.Logger
 }
 
 // Fleet is the set of connected workers and the containers placed on them.
 type Fleet struct {
 	store Store
-	token string
 	log   *log.Logger
 	// onEnd learns of every container that reached a terminal state (the function engine).
 	onEnd func(sandbox.Sandbox)
@@ -55,6 +60,9 @@ type Fleet struct {
 	// so that two changes at once cannot both pass the lifecycle from the same old state, nor
 	// one write back a status that the other has moved on from. Taken before mu, never inside.
 	records sync.Mutex
+	// quotas serialises the quota check and the record of a new container, so that two
+	// creates at once cannot both fit under a workspace's quota. Taken before records and mu.
+	quotas sync.Mutex
 
 	mu      sync.Mutex
 	workers map[string]*workerConn
@@ -83,7 +91,7 @@ func New(st Store, cfg Config) *Fleet {
 	if cfg.Logger == nil {
 		cfg.Logger = log.Default()
 	}
-	return &Fleet{store: st, token: cfg.Token, log: cfg.Logger, onEnd: func(sandbox.Sandbox) {},
+	return &Fleet{store: st, log: cfg.Logger, onEnd: func(sandbox.Sandbox) {},
 		workers: map[string]*workerConn{}, changed: map[string]chan struct{}{}}
 }
 
@@ -108,7 +116,7 @@ func (f *Fleet) FailLeftovers(ctx context.Context) error {
 			return fmt.Errorf("marking sandbox %s failed after a restart: %w", sb.ID, err)
 		}
 	}
-	return nil
+	return f.store.DeleteStaleContainerTokens(ctx)
 }
 
 // Run expires workers that stopped polling until ctx ends.
@@ -132,7 +140,7 @@ func (f *Fleet) Register(req workerproto.RegisterRequest) (workerproto.RegisterR
 	if err := req.Validate(); err != nil {
 		return workerproto.RegisterResponse{}, err
 	}
-	client, err := workerproto.NewWorkerClient(req.Addr, f.token)
+	client, err := workerproto.NewWorkerClient(req.Addr, req.APIToken)
 	if err != nil {
 		return workerproto.RegisterResponse{}, err
 	}

@@ -27,7 +27,7 @@ func TestRegister(t *testing.T) {
 	if err := env.f.CheckWorker("wk-nobody"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("CheckWorker of an unknown worker: %v, want not found", err)
 	}
-	if _, err := env.f.Register(workerproto.RegisterRequest{Name: "c", Addr: "not a url"}); !errors.Is(err, errdefs.ErrInvalid) {
+	if _, err := env.f.Register(workerproto.RegisterRequest{Name: "c", APIToken: "0123456789abcdef0123456789abcdef", Addr: "not a url"}); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Fatalf("register with a bad addr: %v, want invalid", err)
 	}
 	if c, err := env.f.Client(sandbox.Sandbox{ID: "sb-1", WorkerID: a}); err != nil || c == nil {
@@ -44,7 +44,7 @@ func TestRegisterBlip(t *testing.T) {
 	env := newTestEnv(t)
 	id := env.register(t, "a")
 	sb := env.insert(t, id, "", sandbox.Running)
-	resp, err := env.f.Register(workerproto.RegisterRequest{Name: "a", Addr: "http://127.0.0.1:2", CPU: 8, MemoryMiB: 8192,
+	resp, err := env.f.Register(workerproto.RegisterRequest{Name: "a", APIToken: "0123456789abcdef0123456789abcdef", Addr: "http://127.0.0.1:2", CPU: 8, MemoryMiB: 8192,
 		Isolation: runcOnly, WorkerID: id})
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +65,7 @@ func TestRegisterBlip(t *testing.T) {
 		t.Fatalf("%d workers after a blip, want 1", n)
 	}
 	// An ID the fleet no longer knows (it expired meanwhile) gets a new one.
-	resp, err = env.f.Register(workerproto.RegisterRequest{Name: "z", Addr: "http://127.0.0.1:3", CPU: 4, MemoryMiB: 4096,
+	resp, err = env.f.Register(workerproto.RegisterRequest{Name: "z", APIToken: "0123456789abcdef0123456789abcdef", Addr: "http://127.0.0.1:3", CPU: 4, MemoryMiB: 4096,
 		Isolation: runcOnly, WorkerID: "wk-forgotten"})
 	if err != nil {
 		t.Fatal(err)

@@ -40,7 +40,7 @@ func newTestEnv(t *testing.T) *testEnv {
 		}
 	})
 	ctx := context.Background()
-	app, err := st.LookupApp(ctx, "a", true)
+	app, err := st.LookupApp(ctx, "ws-default", "a", true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func newTestEnv(t *testing.T) *testEnv {
 		t.Fatal(err)
 	}
 	env := &testEnv{st: st, appID: app.ID}
-	env.f = New(st, Config{Token: "tok", Logger: log.New(io.Discard, "", 0)})
+	env.f = New(st, Config{Logger: log.New(io.Discard, "", 0)})
 	env.f.OnContainerEnd(func(sb sandbox.Sandbox) {
 		env.mu.Lock()
 		env.ended = append(env.ended, sb)
@@ -72,7 +72,7 @@ func (e *testEnv) endedIDs() []string {
 // register adds a worker that offers runc and gvisor with 4 cores and 4 GiB.
 func (e *testEnv) register(t *testing.T, name string) string {
 	t.Helper()
-	resp, err := e.f.Register(workerproto.RegisterRequest{Name: name, Addr: "http://127.0.0.1:1", CPU: 4, MemoryMiB: 4096,
+	resp, err := e.f.Register(workerproto.RegisterRequest{Name: name, APIToken: "0123456789abcdef0123456789abcdef", Addr: "http://127.0.0.1:1", CPU: 4, MemoryMiB: 4096,
 		Isolation: []string{sandbox.IsolationRunc, sandbox.IsolationGVisor}})
 	if err != nil {
 		t.Fatal(err)

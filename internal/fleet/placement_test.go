@@ -168,9 +168,9 @@ func TestCapacity(t *testing.T) {
 	}
 	big := float64(runtime.NumCPU() + 8)
 	for _, reg := range []workerproto.RegisterRequest{
-		{Name: "small", Addr: "http://127.0.0.1:1", CPU: 1, MemoryMiB: 2048, Isolation: runcOnly},
-		{Name: "big", Addr: "http://127.0.0.1:2", CPU: big, MemoryMiB: 8192, Isolation: runcOnly},
-		{Name: "mid", Addr: "http://127.0.0.1:3", CPU: 2, MemoryMiB: 4096, Isolation: runcOnly},
+		{Name: "small", APIToken: "0123456789abcdef0123456789abcdef", Addr: "http://127.0.0.1:1", CPU: 1, MemoryMiB: 2048, Isolation: runcOnly},
+		{Name: "big", APIToken: "0123456789abcdef0123456789abcdef", Addr: "http://127.0.0.1:2", CPU: big, MemoryMiB: 8192, Isolation: runcOnly},
+		{Name: "mid", APIToken: "0123456789abcdef0123456789abcdef", Addr: "http://127.0.0.1:3", CPU: 2, MemoryMiB: 4096, Isolation: runcOnly},
 	} {
 		if _, err := env.f.Register(reg); err != nil {
 			t.Fatal(err)
@@ -236,7 +236,7 @@ func TestCheckGPU(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			env := newTestEnv(t)
 			if !tt.noWkr {
-				if _, err := env.f.Register(workerproto.RegisterRequest{Name: "g", Addr: "http://127.0.0.1:1", CPU: 4,
+				if _, err := env.f.Register(workerproto.RegisterRequest{Name: "g", APIToken: "0123456789abcdef0123456789abcdef", Addr: "http://127.0.0.1:1", CPU: 4,
 					MemoryMiB: 4096, Isolation: runcOnly, GPUs: tt.workers}); err != nil {
 					t.Fatal(err)
 				}

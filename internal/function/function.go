@@ -384,13 +384,14 @@ type Code struct {
 
 // Function is a published function.
 type Function struct {
-	ID    string `json:"function_id"`
-	AppID string `json:"app_id"`
-	Name  string `json:"name"`
-	Mode  string `json:"mode"`
-	State State  `json:"state"`
-	Spec  Spec   `json:"spec"`
-	Code  Code   `json:"code"`
+	ID          string `json:"function_id"`
+	AppID       string `json:"app_id"`
+	WorkspaceID string `json:"workspace_id"` // its app's
+	Name        string `json:"name"`
+	Mode        string `json:"mode"`
+	State       State  `json:"state"`
+	Spec        Spec   `json:"spec"`
+	Code        Code   `json:"code"`
 	// Heartbeat is set on an ephemeral function whose client promised heartbeats
 	// (`with app.run()`): without one for a while (a minute by default) it is stopped.
 	Heartbeat bool      `json:"heartbeat,omitempty"`
@@ -425,14 +426,18 @@ const (
 
 // Call is one .remote(), .spawn() or .map() call.
 type Call struct {
-	ID         string    `json:"call_id"`
-	FunctionID string    `json:"function_id"`
-	Kind       string    `json:"kind"`
-	Method     string    `json:"method,omitempty"`
-	Params     *Payload  `json:"params,omitempty"`
-	Count      int       `json:"count"`
-	Cancelled  bool      `json:"cancelled"`
-	CreatedAt  time.Time `json:"created_at"`
+	ID          string `json:"call_id"`
+	FunctionID  string `json:"function_id"`
+	WorkspaceID string `json:"workspace_id"` // its function's
+	// CreatedBy is the function container whose credential made the call, if one did: such
+	// a credential may follow only the calls it made.
+	CreatedBy string    `json:"created_by,omitempty"`
+	Kind      string    `json:"kind"`
+	Method    string    `json:"method,omitempty"`
+	Params    *Payload  `json:"params,omitempty"`
+	Count     int       `json:"count"`
+	Cancelled bool      `json:"cancelled"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // Input is one set of arguments of a call and, once done, its output.

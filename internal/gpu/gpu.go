@@ -174,3 +174,12 @@ func (r Request) FitsIn(devs []Device) bool {
 	}
 	return false
 }
+
+// MaxCount is the most GPUs any of r's choices takes: what a quota must allow for.
+func (r Request) MaxCount() int {
+	n := 0
+	for _, c := range r {
+		n = max(n, max(c.Count, 1))
+	}
+	return n
+}

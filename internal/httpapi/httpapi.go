@@ -352,7 +352,10 @@ func DecodeError(resp *http.Response) error {
 type Client struct {
 	BaseURL string
 	Token   string
-	HTTP    *http.Client
+	// TokenFunc, when set, gives the token for each request instead (one that changes, such
+	// as a worker's credential, which it gets when it registers).
+	TokenFunc func() string
+	HTTP      *http.Client
 }
 
 // Do sends in (if not nil) as JSON and decodes the answer into out (if not nil).
@@ -387,7 +390,11 @@ func (c *Client) Open(ctx context.Context, method, path string, in any) (*http.R
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.Token)
+	token := c.Token
+	if c.TokenFunc != nil {
+		token = c.TokenFunc()
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -23,6 +23,8 @@ const (
 	Worker       Kind = "wk"
 	Secret       Kind = "st"
 	Warm         Kind = "warm" // a warm-pool container before a sandbox takes it
+	Token        Kind = "tk"
+	Workspace    Kind = "ws"
 )
 
 // New returns a new ID of the kind.

@@ -27,7 +27,7 @@ type Store interface {
 	GetImage(ctx context.Context, id string) (image.Image, error)
 	ImageByHash(ctx context.Context, hash string) (image.Image, bool, error)
 	PutImage(ctx context.Context, im image.Image) error
-	LookupApp(ctx context.Context, name string, create bool) (store.App, error)
+	LookupApp(ctx context.Context, ws, name string, create bool) (store.App, error)
 }
 
 var _ Store = (*store.Store)(nil)

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gust-run/gust/internal/auth"
+
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/image"
@@ -184,7 +186,7 @@ func (b *Builder) SnapshotImage(ctx context.Context, sb sandbox.Sandbox) (image.
 // buildContainer starts the container a step runs in: the parent image, the machine's
 // network (package installs need it, as in `docker build`), 2 GiB where the machine has it.
 func (b *Builder) buildContainer(ctx context.Context, parent image.Image, n int) (sandbox.Sandbox, error) {
-	app, err := b.store.LookupApp(ctx, buildApp, true)
+	app, err := b.store.LookupApp(ctx, auth.SystemWorkspace, buildApp, true)
 	if err != nil {
 		return sandbox.Sandbox{}, err
 	}
@@ -200,6 +202,7 @@ func (b *Builder) buildContainer(ctx context.Context, parent image.Image, n int)
 		return sb, err
 	}
 	sb.HostNetwork = true
+	sb.WorkspaceID = auth.SystemWorkspace
 	sb, err = b.fleet.Create(ctx, sb, nil, nil)
 	if err != nil {
 		return sb, fmt.Errorf("starting the build container for step %d: %w", n, err)

@@ -87,8 +87,13 @@ const (
 
 // Sandbox is a sandbox as stored and as shown to clients.
 type Sandbox struct {
-	ID          string            `json:"sandbox_id"`
-	AppID       string            `json:"app_id"`
+	ID    string `json:"sandbox_id"`
+	AppID string `json:"app_id"`
+	// WorkspaceID is the workspace the sandbox belongs to (its app's).
+	WorkspaceID string `json:"workspace_id"`
+	// CreatedBy is the function container whose credential created the sandbox, if one did:
+	// that container may manage it (and only the sandboxes it made).
+	CreatedBy   string            `json:"created_by,omitempty"`
 	Name        *string           `json:"name"`
 	Tags        map[string]string `json:"tags"`
 	ImageID     string            `json:"image_id"`

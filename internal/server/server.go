@@ -25,7 +25,12 @@ const Version = "0.1.0"
 
 // Config configures a server.
 type Config struct {
-	Token            string
+	// Token is the operator's (owner of the default workspace, and admin); JoinToken lets
+	// workers register and does nothing else.
+	Token     string
+	JoinToken string
+	// AuditRetention is how long the audit log keeps an entry; 0 means 90 days.
+	AuditRetention   time.Duration
 	DefaultIsolation string
 	Images           *image.Builder
 	Logger           *log.Logger
@@ -49,7 +54,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	if cfg.DefaultIsolation == "" {
 		cfg.DefaultIsolation = sandbox.IsolationRunc
 	}
-	fl := fleet.New(st, fleet.Config{Token: cfg.Token, Logger: cfg.Logger})
+	fl := fleet.New(st, fleet.Config{Logger: cfg.Logger})
 	if err := fl.FailLeftovers(ctx); err != nil {
 		return nil, err
 	}
@@ -59,8 +64,12 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 		return nil, err
 	}
 	builds := imagebuild.New(st, fl, cfg.Images, cfg.Logger)
-	a := api.New(api.Config{Token: cfg.Token, DefaultIsolation: cfg.DefaultIsolation, Version: Version, Logger: cfg.Logger},
+	a := api.New(api.Config{Token: cfg.Token, JoinToken: cfg.JoinToken, DefaultIsolation: cfg.DefaultIsolation, Version: Version, Logger: cfg.Logger},
 		st, fl, eng, builds, cfg.Images)
+	if cfg.AuditRetention == 0 {
+		cfg.AuditRetention = 90 * 24 * time.Hour
+	}
+	go a.RunAudit(ctx, cfg.AuditRetention)
 	go fl.Run(ctx)
 	go eng.Run(ctx)
 	return &Server{api: a}, nil

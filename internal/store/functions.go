@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/gust-run/gust/internal/auth"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/function"
 )
@@ -53,9 +54,11 @@ CREATE INDEX IF NOT EXISTS inputs_call ON inputs(call_id);
 
 CREATE TABLE IF NOT EXISTS secrets (
 	id TEXT PRIMARY KEY,
-	name TEXT NOT NULL UNIQUE,
+	workspace_id TEXT NOT NULL DEFAULT 'ws-default',
+	name TEXT NOT NULL,
 	env TEXT NOT NULL,
-	created_at TEXT NOT NULL
+	created_at TEXT NOT NULL,
+	UNIQUE(workspace_id, name)
 );
 CREATE TABLE IF NOT EXISTS app_logs (
 	seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -259,6 +262,9 @@ func (s *Store) decodeFunction(doc string) (function.Function, error) {
 	if err := d.openInline(s.seal); err != nil {
 		return function.Function{}, err
 	}
+	if d.Function.WorkspaceID == "" {
+		d.Function.WorkspaceID = auth.DefaultWorkspace // published before workspaces
+	}
 	return d.Function, nil
 }
 
@@ -370,6 +376,9 @@ func (s *Store) GetCall(ctx context.Context, id string) (function.Call, error) {
 	var c function.Call
 	if err := json.Unmarshal([]byte(doc), &c); err != nil {
 		return function.Call{}, fmt.Errorf("store: corrupt call record %s: %w", id, err)
+	}
+	if c.WorkspaceID == "" {
+		c.WorkspaceID = auth.DefaultWorkspace // made before workspaces
 	}
 	return c, nil
 }

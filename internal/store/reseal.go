@@ -35,7 +35,7 @@ func reseal(ctx context.Context, tx *sql.Tx, from, to *sealer, strict bool) (res
 }
 
 func resealSecrets(ctx context.Context, tx *sql.Tx, from, to *sealer, strict bool, st *resealStats) error {
-	rows, err := loadSecretRows(ctx, tx)
+	rows, err := loadSecretRows(ctx, tx, "")
 	if err != nil {
 		return err
 	}

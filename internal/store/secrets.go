@@ -34,8 +34,9 @@ func (s *Store) holdKey() func() {
 	return s.keyMu.RUnlock
 }
 
-// PutSecret creates (or, with overwrite, replaces) a secret. A replaced secret keeps its ID.
-func (s *Store) PutSecret(ctx context.Context, name string, env map[string]string, overwrite bool) (Secret, error) {
+// PutSecret creates (or, with overwrite, replaces) a secret of workspace ws. A replaced
+// secret keeps its ID.
+func (s *Store) PutSecret(ctx context.Context, ws, name string, env map[string]string, overwrite bool) (Secret, error) {
 	defer s.holdKey()()
 	b, err := json.Marshal(env)
 	if err != nil {
@@ -47,7 +48,7 @@ func (s *Store) PutSecret(ctx context.Context, name string, env map[string]strin
 	}
 	defer rollback(tx)
 	sec := Secret{Name: name, CreatedAt: time.Now().UTC()}
-	err = tx.QueryRowContext(ctx, `SELECT id FROM secrets WHERE name = ?`, name).Scan(&sec.ID)
+	err = tx.QueryRowContext(ctx, `SELECT id FROM secrets WHERE workspace_id = ? AND name = ?`, ws, name).Scan(&sec.ID)
 	switch {
 	case err == nil && !overwrite:
 		return Secret{}, errdefs.Conflict("secret %q already exists; pass --force (overwrite=True) to replace it", name)
@@ -57,9 +58,9 @@ func (s *Store) PutSecret(ctx context.Context, name string, env map[string]strin
 		return Secret{}, fmt.Errorf("store: put secret %q: %w", name, err)
 	}
 	sealed := s.seal.seal(b, secretAD(sec.ID, name))
-	if _, err := tx.ExecContext(ctx, `INSERT INTO secrets(id, name, env, created_at) VALUES (?, ?, ?, ?)
-		ON CONFLICT(name) DO UPDATE SET env = excluded.env, created_at = excluded.created_at`,
-		sec.ID, name, sealed, sec.CreatedAt.Format(time.RFC3339Nano)); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO secrets(id, workspace_id, name, env, created_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT(workspace_id, name) DO UPDATE SET env = excluded.env, created_at = excluded.created_at`,
+		sec.ID, ws, name, sealed, sec.CreatedAt.Format(time.RFC3339Nano)); err != nil {
 		return Secret{}, fmt.Errorf("store: put secret %q: %w", name, err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -70,11 +71,11 @@ func (s *Store) PutSecret(ctx context.Context, name string, env map[string]strin
 	return sec, nil
 }
 
-// GetSecret returns a secret by name, values included (for containers only).
-func (s *Store) GetSecret(ctx context.Context, name string) (Secret, error) {
+// GetSecret returns a secret of workspace ws by name, values included (for containers only).
+func (s *Store) GetSecret(ctx context.Context, ws, name string) (Secret, error) {
 	defer s.holdKey()()
 	var r secretRow
-	err := s.db.QueryRowContext(ctx, `SELECT id, name, env, created_at FROM secrets WHERE name = ?`, name).Scan(&r.id, &r.name, &r.env, &r.created)
+	err := s.db.QueryRowContext(ctx, `SELECT id, name, env, created_at FROM secrets WHERE workspace_id = ? AND name = ?`, ws, name).Scan(&r.id, &r.name, &r.env, &r.created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Secret{Name: name}, errdefs.NotFound("secret %q not found; create it with `gust secret create %s KEY=VALUE`", name, name)
 	}
@@ -84,10 +85,11 @@ func (s *Store) GetSecret(ctx context.Context, name string) (Secret, error) {
 	return s.decodeSecret(r)
 }
 
-// ListSecrets returns every secret (values too; the API shows only names and keys).
-func (s *Store) ListSecrets(ctx context.Context) ([]Secret, error) {
+// ListSecrets returns the secrets of workspace ws (values too; the API shows only names and
+// keys).
+func (s *Store) ListSecrets(ctx context.Context, ws string) ([]Secret, error) {
 	defer s.holdKey()()
-	rows, err := loadSecretRows(ctx, s.db)
+	rows, err := loadSecretRows(ctx, s.db, ws)
 	if err != nil {
 		return nil, err
 	}
@@ -102,9 +104,9 @@ func (s *Store) ListSecrets(ctx context.Context) ([]Secret, error) {
 	return out, nil
 }
 
-// DeleteSecret removes a secret.
-func (s *Store) DeleteSecret(ctx context.Context, name string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM secrets WHERE name = ?`, name)
+// DeleteSecret removes a secret of workspace ws.
+func (s *Store) DeleteSecret(ctx context.Context, ws, name string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM secrets WHERE workspace_id = ? AND name = ?`, ws, name)
 	if err != nil {
 		return fmt.Errorf("store: delete secret %q: %w", name, err)
 	}
@@ -123,9 +125,10 @@ type querier interface {
 	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
 }
 
-// loadSecretRows reads every secret's row, by name.
-func loadSecretRows(ctx context.Context, db querier) ([]secretRow, error) {
-	rows, err := db.QueryContext(ctx, `SELECT id, name, env, created_at FROM secrets ORDER BY name`)
+// loadSecretRows reads the rows of workspace ws's secrets by name; every workspace's when ws
+// is "".
+func loadSecretRows(ctx context.Context, db querier, ws string) ([]secretRow, error) {
+	rows, err := db.QueryContext(ctx, `SELECT id, name, env, created_at FROM secrets WHERE ? = '' OR workspace_id = ? ORDER BY name`, ws, ws)
 	if err != nil {
 		return nil, fmt.Errorf("store: list secrets: %w", err)
 	}

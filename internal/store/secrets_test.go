@@ -75,10 +75,10 @@ func TestSecretsSealedAtRest(t *testing.T) {
 	dir, ctx := t.TempDir(), context.Background()
 	named, inline, inRow := unique("named"), unique("inline"), unique("row")
 	st := openDir(t, dir)
-	if _, err := st.PutSecret(ctx, "api", map[string]string{"API_KEY": named}, false); err != nil {
+	if _, err := st.PutSecret(ctx, "ws-default", "api", map[string]string{"API_KEY": named}, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.PutSecret(ctx, "api", map[string]string{"API_KEY": named, "OTHER": "x"}, true); err != nil {
+	if _, err := st.PutSecret(ctx, "ws-default", "api", map[string]string{"API_KEY": named, "OTHER": "x"}, true); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.InsertFunctions(ctx, []function.Function{inlineFunction("fu-1", inline)}, true); err != nil {
@@ -94,7 +94,7 @@ func TestSecretsSealedAtRest(t *testing.T) {
 	}
 	assertNotInFiles(t, dir, named, inline, inRow)
 
-	sec, err := st.GetSecret(ctx, "api")
+	sec, err := st.GetSecret(ctx, "ws-default", "api")
 	if err != nil || sec.Env["API_KEY"] != named || strings.Join(sec.Keys, ",") != "API_KEY,OTHER" {
 		t.Fatalf("GetSecret = %v keys %v, %v", sec.Env, sec.Keys, err)
 	}
@@ -173,7 +173,7 @@ func TestSecretWrongKey(t *testing.T) {
 	dir, ctx := t.TempDir(), context.Background()
 	value := unique("v")
 	st := openDir(t, dir)
-	if _, err := st.PutSecret(ctx, "api", map[string]string{"K": value}, false); err != nil {
+	if _, err := st.PutSecret(ctx, "ws-default", "api", map[string]string{"K": value}, false); err != nil {
 		t.Fatal(err)
 	}
 	closeStore(t, st)
@@ -199,7 +199,7 @@ func TestSecretWrongKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	st = openDir(t, dir)
-	if sec, err := st.GetSecret(ctx, "api"); err != nil || sec.Env["K"] != value {
+	if sec, err := st.GetSecret(ctx, "ws-default", "api"); err != nil || sec.Env["K"] != value {
 		t.Fatalf("with its key back: %v, %v", sec.Env, err)
 	}
 }
@@ -210,7 +210,7 @@ func TestSecretTampered(t *testing.T) {
 	dir, ctx := t.TempDir(), context.Background()
 	st := openDir(t, dir)
 	for _, n := range []string{"a", "b", "c", "ok"} {
-		if _, err := st.PutSecret(ctx, n, map[string]string{"K": "value-of-" + n}, false); err != nil {
+		if _, err := st.PutSecret(ctx, "ws-default", n, map[string]string{"K": "value-of-" + n}, false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -233,29 +233,29 @@ func TestSecretTampered(t *testing.T) {
 	set("a", string(flipped))
 	set("b", a) // a's envelope, moved
 	for _, n := range []string{"a", "b"} {
-		_, err := st.GetSecret(ctx, n)
+		_, err := st.GetSecret(ctx, "ws-default", n)
 		if !errors.Is(err, ErrWrongSecretKey) || !strings.Contains(err.Error(), fmt.Sprintf("secret %q", n)) || strings.Contains(err.Error(), "value-of") {
 			t.Fatalf("reading altered secret %s: %v", n, err)
 		}
 	}
-	if _, err := st.ListSecrets(ctx); !errors.Is(err, ErrWrongSecretKey) {
+	if _, err := st.ListSecrets(ctx, "ws-default"); !errors.Is(err, ErrWrongSecretKey) {
 		t.Fatalf("ListSecrets with an altered secret: %v", err)
 	}
 	set("c", "gust-aead-v9:AAAA")
-	if _, err := st.GetSecret(ctx, "c"); err == nil || !strings.Contains(err.Error(), "newer gust") {
+	if _, err := st.GetSecret(ctx, "ws-default", "c"); err == nil || !strings.Contains(err.Error(), "newer gust") {
 		t.Fatalf("reading a newer envelope: %v", err)
 	}
-	if sec, err := st.GetSecret(ctx, "ok"); err != nil || sec.Env["K"] != "value-of-ok" {
+	if sec, err := st.GetSecret(ctx, "ws-default", "ok"); err != nil || sec.Env["K"] != "value-of-ok" {
 		t.Fatalf("an intact secret beside altered ones: %v, %v", sec.Env, err)
 	}
 	// A key that opens some values is the right key: the store opens, the altered ones fail
 	// and can be replaced.
 	closeStore(t, st)
 	st = openDir(t, dir)
-	if _, err := st.PutSecret(ctx, "a", map[string]string{"K": "new"}, true); err != nil {
+	if _, err := st.PutSecret(ctx, "ws-default", "a", map[string]string{"K": "new"}, true); err != nil {
 		t.Fatalf("overwriting an altered secret: %v", err)
 	}
-	if sec, err := st.GetSecret(ctx, "a"); err != nil || sec.Env["K"] != "new" {
+	if sec, err := st.GetSecret(ctx, "ws-default", "a"); err != nil || sec.Env["K"] != "new" {
 		t.Fatalf("after overwriting: %v, %v", sec.Env, err)
 	}
 }
@@ -298,7 +298,7 @@ func TestPlaintextSecretsMigrated(t *testing.T) {
 
 	st := openDir(t, dir)
 	assertNotInFiles(t, dir, named, inline, inRow)
-	if sec, err := st.GetSecret(ctx, "api"); err != nil || sec.Env["API_KEY"] != named {
+	if sec, err := st.GetSecret(ctx, "ws-default", "api"); err != nil || sec.Env["API_KEY"] != named {
 		t.Fatalf("the migrated secret reads %v, %v", sec.Env, err)
 	}
 	if f, err := st.GetFunction(ctx, "fu-1"); err != nil || f.Spec.Secrets[1].Env["INLINE"] != inline {
@@ -345,7 +345,7 @@ func TestRotateSecretKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"a", "b"} {
-		if _, err := st.PutSecret(ctx, n, map[string]string{"K": "value-of-" + n}, false); err != nil {
+		if _, err := st.PutSecret(ctx, "ws-default", n, map[string]string{"K": "value-of-" + n}, false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -369,7 +369,7 @@ func TestRotateSecretKey(t *testing.T) {
 	}
 	checkReads := func(st *Store) {
 		t.Helper()
-		if sec, err := st.GetSecret(ctx, "b"); err != nil || sec.Env["K"] != "value-of-b" {
+		if sec, err := st.GetSecret(ctx, "ws-default", "b"); err != nil || sec.Env["K"] != "value-of-b" {
 			t.Fatalf("GetSecret: %v, %v", sec.Env, err)
 		}
 		if f, err := st.GetFunction(ctx, "fu-1"); err != nil || f.Spec.Secrets[1].Env["INLINE"] != "inline-value" {

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gust-run/gust/internal/auth"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/image"
@@ -56,7 +57,8 @@ func WithKeyFile(path string) Option { return func(o *options) { o.keyFile, o.ke
 
 // App is a named group of sandboxes and functions.
 type App struct {
-	ID        string    `json:"app_id"`
+	ID          string    `json:"app_id"`
+	WorkspaceID string    `json:"workspace_id"`
 	Name      string    `json:"name"`
 	CreatedAt time.Time `json:"created_at"`
 }
@@ -64,8 +66,10 @@ type App struct {
 const schema = `
 CREATE TABLE IF NOT EXISTS apps (
 	id TEXT PRIMARY KEY,
-	name TEXT NOT NULL UNIQUE,
-	created_at TEXT NOT NULL
+	workspace_id TEXT NOT NULL DEFAULT 'ws-default',
+	name TEXT NOT NULL,
+	created_at TEXT NOT NULL,
+	UNIQUE(workspace_id, name)
 );
 CREATE TABLE IF NOT EXISTS images (
 	id TEXT PRIMARY KEY,
@@ -75,6 +79,7 @@ CREATE TABLE IF NOT EXISTS images (
 CREATE INDEX IF NOT EXISTS images_hash ON images(hash);
 CREATE TABLE IF NOT EXISTS sandboxes (
 	id TEXT PRIMARY KEY,
+	workspace_id TEXT NOT NULL DEFAULT 'ws-default',
 	app_id TEXT NOT NULL,
 	name TEXT,
 	status TEXT NOT NULL,
@@ -133,11 +138,15 @@ func openSQLite(path string, key SecretKey) (*Store, error) {
 	}
 	// One writer at a time is SQLite's model; a single connection avoids SQLITE_BUSY churn.
 	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(schema + functionsSchema); err != nil {
+	if _, err := db.Exec(schema + functionsSchema + workspacesSchema); err != nil {
 		_ = db.Close() // best effort: the schema error is the one to report
 		return nil, fmt.Errorf("store: create schema in %s: %w", path, err)
 	}
 	s := &Store{db: db, seal: seal}
+	if err := s.migrateToWorkspaces(context.Background()); err != nil {
+		_ = db.Close() // best effort: the migration's error is the one to report
+		return nil, err
+	}
 	if err := s.prepareSecrets(context.Background()); err != nil {
 		_ = db.Close() // best effort: the secrets' error is the one to report
 		return nil, err
@@ -148,11 +157,11 @@ func openSQLite(path string, key SecretKey) (*Store, error) {
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
-// LookupApp finds an app by name, creating it when create is set.
-func (s *Store) LookupApp(ctx context.Context, name string, create bool) (App, error) {
-	var a App
+// LookupApp finds an app of workspace ws by name, creating it when create is set.
+func (s *Store) LookupApp(ctx context.Context, ws, name string, create bool) (App, error) {
+	a := App{WorkspaceID: ws}
 	var created string
-	err := s.db.QueryRowContext(ctx, `SELECT id, name, created_at FROM apps WHERE name = ?`, name).Scan(&a.ID, &a.Name, &created)
+	err := s.db.QueryRowContext(ctx, `SELECT id, name, created_at FROM apps WHERE workspace_id = ? AND name = ?`, ws, name).Scan(&a.ID, &a.Name, &created)
 	if err == nil {
 		a.CreatedAt, err = parseTime("app "+a.ID, created)
 		return a, err
@@ -163,19 +172,19 @@ func (s *Store) LookupApp(ctx context.Context, name string, create bool) (App, e
 	if !create {
 		return a, errdefs.NotFound("app %q not found; create it with App.lookup(%q, create_if_missing=True)", name, name)
 	}
-	a = App{ID: ids.New(ids.App), Name: name, CreatedAt: time.Now().UTC()}
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO apps(id, name, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING`,
-		a.ID, a.Name, a.CreatedAt.Format(time.RFC3339Nano)); err != nil {
+	a = App{ID: ids.New(ids.App), WorkspaceID: ws, Name: name, CreatedAt: time.Now().UTC()}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO apps(id, workspace_id, name, created_at) VALUES (?, ?, ?, ?) ON CONFLICT(workspace_id, name) DO NOTHING`,
+		a.ID, ws, a.Name, a.CreatedAt.Format(time.RFC3339Nano)); err != nil {
 		return a, fmt.Errorf("store: create app %q: %w", name, err)
 	}
-	return s.LookupApp(ctx, name, false)
+	return s.LookupApp(ctx, ws, name, false)
 }
 
 // GetApp returns an app by ID.
 func (s *Store) GetApp(ctx context.Context, id string) (App, error) {
 	var a App
 	var created string
-	err := s.db.QueryRowContext(ctx, `SELECT id, name, created_at FROM apps WHERE id = ?`, id).Scan(&a.ID, &a.Name, &created)
+	err := s.db.QueryRowContext(ctx, `SELECT id, workspace_id, name, created_at FROM apps WHERE id = ?`, id).Scan(&a.ID, &a.WorkspaceID, &a.Name, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return a, errdefs.NotFound("app %q not found", id)
 	}
@@ -186,9 +195,9 @@ func (s *Store) GetApp(ctx context.Context, id string) (App, error) {
 	return a, err
 }
 
-// ListApps returns all apps, oldest first.
-func (s *Store) ListApps(ctx context.Context) ([]App, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, name, created_at FROM apps ORDER BY created_at`)
+// ListApps returns the apps of workspace ws, oldest first.
+func (s *Store) ListApps(ctx context.Context, ws string) ([]App, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, workspace_id, name, created_at FROM apps WHERE workspace_id = ? ORDER BY created_at`, ws)
 	if err != nil {
 		return nil, fmt.Errorf("store: list apps: %w", err)
 	}
@@ -197,7 +206,7 @@ func (s *Store) ListApps(ctx context.Context) ([]App, error) {
 	for rows.Next() {
 		var a App
 		var created string
-		if err := rows.Scan(&a.ID, &a.Name, &created); err != nil {
+		if err := rows.Scan(&a.ID, &a.WorkspaceID, &a.Name, &created); err != nil {
 			return nil, fmt.Errorf("store: list apps: %w", err)
 		}
 		if a.CreatedAt, err = parseTime("app "+a.ID, created); err != nil {
@@ -267,9 +276,9 @@ func (s *Store) ImageByHash(ctx context.Context, hash string) (image.Image, bool
 	return im, err == nil, err
 }
 
-// ListImages returns all images.
-func (s *Store) ListImages(ctx context.Context) ([]image.Image, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT doc FROM images ORDER BY id`)
+// ListImages returns the images workspace ws may use; every image when ws is "".
+func (s *Store) ListImages(ctx context.Context, ws string) ([]image.Image, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT doc FROM images WHERE ? = '' OR id IN (SELECT image_id FROM image_owners WHERE workspace_id = ?) ORDER BY id`, ws, ws)
 	if err != nil {
 		return nil, fmt.Errorf("store: list images: %w", err)
 	}
@@ -313,8 +322,8 @@ func (s *Store) InsertSandbox(ctx context.Context, sb sandbox.Sandbox) error {
 	if err != nil {
 		return fmt.Errorf("store: encode sandbox %s: %w", sb.ID, err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO sandboxes(id, app_id, name, status, created_at, doc) VALUES (?, ?, ?, ?, ?, ?)`,
-		sb.ID, sb.AppID, sb.Name, string(sb.Status), sb.CreatedAt.Format(time.RFC3339Nano), string(doc)); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO sandboxes(id, workspace_id, app_id, name, status, created_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		sb.ID, sb.WorkspaceID, sb.AppID, sb.Name, string(sb.Status), sb.CreatedAt.Format(time.RFC3339Nano), string(doc)); err != nil {
 		return fmt.Errorf("store: insert sandbox: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -355,11 +364,16 @@ func (s *Store) GetSandbox(ctx context.Context, id string) (sandbox.Sandbox, err
 	if err := json.Unmarshal([]byte(doc), &sb); err != nil {
 		return sandbox.Sandbox{}, fmt.Errorf("store: corrupt sandbox record %s: %w", id, err)
 	}
+	if sb.WorkspaceID == "" {
+		sb.WorkspaceID = auth.DefaultWorkspace // made before workspaces
+	}
 	return sb, nil
 }
 
 // SandboxFilter selects sandboxes to list.
 type SandboxFilter struct {
+	WorkspaceID     string // "" lists every workspace's: the control plane's own use, never a client's
+	CreatedBy       string // a container's credential: only the sandboxes it made
 	AppID           string
 	Name            string
 	Tags            map[string]string
@@ -370,8 +384,8 @@ type SandboxFilter struct {
 
 // ListSandboxes returns matching sandboxes, newest first.
 func (s *Store) ListSandboxes(ctx context.Context, f SandboxFilter) ([]sandbox.Sandbox, error) {
-	q := `SELECT doc FROM sandboxes WHERE 1=1`
-	var args []any
+	q := `SELECT doc FROM sandboxes WHERE (? = '' OR workspace_id = ?)`
+	args := []any{f.WorkspaceID, f.WorkspaceID}
 	if f.AppID != "" {
 		q += ` AND app_id = ?`
 		args = append(args, f.AppID)
@@ -399,7 +413,10 @@ func (s *Store) ListSandboxes(ctx context.Context, f SandboxFilter) ([]sandbox.S
 		if err := json.Unmarshal([]byte(doc), &sb); err != nil {
 			return nil, fmt.Errorf("store: list sandboxes: corrupt record: %w", err)
 		}
-		if matchTags(sb.Tags, f.Tags) && (f.Functions || sb.FunctionID == "") {
+		if sb.WorkspaceID == "" {
+			sb.WorkspaceID = auth.DefaultWorkspace
+		}
+		if matchTags(sb.Tags, f.Tags) && (f.Functions || sb.FunctionID == "") && (f.CreatedBy == "" || sb.CreatedBy == f.CreatedBy) {
 			out = append(out, sb)
 		}
 	}

@@ -29,14 +29,14 @@ func open(t *testing.T) *Store {
 
 func TestApps(t *testing.T) {
 	st, ctx := open(t), context.Background()
-	if _, err := st.LookupApp(ctx, "a", false); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := st.LookupApp(ctx, "ws-default", "a", false); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("want not found, got %v", err)
 	}
-	a, err := st.LookupApp(ctx, "a", true)
+	a, err := st.LookupApp(ctx, "ws-default", "a", true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := st.LookupApp(ctx, "a", true)
+	b, err := st.LookupApp(ctx, "ws-default", "a", true)
 	if err != nil || b.ID != a.ID {
 		t.Fatalf("second lookup gave %v, %v", b, err)
 	}
@@ -161,23 +161,23 @@ func TestDeployReplacesEarlierFunctions(t *testing.T) {
 
 func TestSecrets(t *testing.T) {
 	st, ctx := open(t), context.Background()
-	if _, err := st.PutSecret(ctx, "b", map[string]string{"K": "1"}, false); err != nil {
+	if _, err := st.PutSecret(ctx, "ws-default", "b", map[string]string{"K": "1"}, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.PutSecret(ctx, "a", map[string]string{"K": "2", "J": "3"}, false); err != nil {
+	if _, err := st.PutSecret(ctx, "ws-default", "a", map[string]string{"K": "2", "J": "3"}, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.PutSecret(ctx, "a", nil, false); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := st.PutSecret(ctx, "ws-default", "a", nil, false); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("existing secret without overwrite: want conflict, got %v", err)
 	}
-	list, err := st.ListSecrets(ctx)
+	list, err := st.ListSecrets(ctx, "ws-default")
 	if err != nil || len(list) != 2 || list[0].Name != "a" || len(list[0].Keys) != 2 || list[1].Env["K"] != "1" {
 		t.Fatalf("ListSecrets: %+v, %v", list, err)
 	}
-	if err := st.DeleteSecret(ctx, "a"); err != nil {
+	if err := st.DeleteSecret(ctx, "ws-default", "a"); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.DeleteSecret(ctx, "a"); !errors.Is(err, errdefs.ErrNotFound) {
+	if err := st.DeleteSecret(ctx, "ws-default", "a"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("deleting a missing secret: want not found, got %v", err)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
@@ -19,22 +18,12 @@ import (
 
 // Function containers reach the server through a unix socket the worker serves, bind-mounted
 // at /.gust/run/api.sock: a function may call other functions (f.remote() inside g) and create
-// sandboxes, as in Modal. Containers have no network path to the server, and never see its
-// token: the worker adds it, and keeps the routes that administer gust out of reach.
+// sandboxes, as in Modal. Containers have no network path to the server. Each function
+// container presents its own credential (GUST_TOKEN_ID and GUST_TOKEN_SECRET, minted by the
+// server when it starts and revoked when it ends); the server decides what it may do. The
+// worker adds nothing of its own.
 
 const apiSocketMount = "/.gust/run"
-
-// containerDenied are the API routes closed to function containers: the workers' protocol,
-// changing secrets, and deleting images.
-var containerDenied = []struct {
-	method string
-	path   *regexp.Regexp
-}{
-	{"", regexp.MustCompile(`^/v1/workers(/|$)`)},
-	{"POST", regexp.MustCompile(`^/v1/secrets$`)},
-	{"DELETE", regexp.MustCompile(`^/v1/secrets/`)},
-	{"DELETE", regexp.MustCompile(`^/v1/images`)},
-}
 
 // serveContainerAPI listens on the socket that function containers use.
 func (w *Worker) serveContainerAPI() (dir string, closeFn func(), err error) {
@@ -64,7 +53,6 @@ func (w *Worker) serveContainerAPI() (dir string, closeFn func(), err error) {
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
-			pr.Out.Header.Set("Authorization", "Bearer "+w.cfg.Token)
 		},
 		FlushInterval: -1,
 		ErrorHandler: func(rw http.ResponseWriter, r *http.Request, err error) {
@@ -72,13 +60,6 @@ func (w *Worker) serveContainerAPI() (dir string, closeFn func(), err error) {
 		},
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		for _, rt := range containerDenied {
-			if (rt.method == "" || r.Method == rt.method) && rt.path.MatchString(r.URL.Path) {
-				httpapi.WriteJSON(rw, http.StatusForbidden, httpapi.ErrorBody{Error: httpapi.ErrorDetail{Kind: "unauthorized",
-					Message: fmt.Sprintf("%s %s is not open to function containers", r.Method, r.URL.Path)}})
-				return
-			}
-		}
 		// Whole body first: a streamed answer must not race an unread request body.
 		body, err := io.ReadAll(io.LimitReader(r.Body, 256<<20))
 		if err != nil {

@@ -64,10 +64,9 @@ func (w *Worker) startRunner(b *box, c Container, fn *workerproto.FunctionRun) e
 	}
 	extra := map[string]string{"GUST_CONTAINER_ID": b.spec.ID, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 	if w.apiDir != "" && b.spec.Isolation == container.IsolationRunc {
-		// The SDK in the container calls other functions through the worker's socket, which
-		// adds the token itself.
+		// The SDK in the container calls other functions through the worker's socket, with
+		// the container's own credential (GUST_TOKEN_ID and GUST_TOKEN_SECRET in its spec).
 		extra["GUST_SERVER_URL"] = "unix://" + apiSocketMount + "/api.sock"
-		extra["GUST_TOKEN"] = "container"
 	}
 	// Exec under b.mu: if the container ends at once, its end then finds its main process.
 	b.mu.Lock()

@@ -29,6 +29,7 @@ import (
 	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/workerproto"
@@ -37,8 +38,10 @@ import (
 
 // Config configures a worker.
 type Config struct {
-	ServerURL  string
-	Token      string
+	ServerURL string
+	// JoinToken registers the worker with the server; the server then gives it a credential
+	// of its own.
+	JoinToken  string
 	Name       string
 	ListenAddr string // for the worker's own API; 127.0.0.1:0 picks a port
 	StateDir   string // containers' bundles and runtime state
@@ -56,6 +59,9 @@ type Worker struct {
 	layers Layers
 	addr   string
 	log    *log.Logger
+	// apiToken is what the server presents to this worker's API: made here at start and
+	// sent when registering, so the worker never holds a credential of the server's.
+	apiToken string
 
 	pool   *warmPool
 	events *eventQueue // function events for the server
@@ -99,7 +105,7 @@ func New(cfg Config) (*Worker, error) {
 	}
 	return newWorker(cfg, deps{
 		runtime: runtimeAdapter{rt}, layers: layers,
-		server: workerproto.NewServerClient(cfg.ServerURL, cfg.Token),
+		server: workerproto.NewServerClient(cfg.ServerURL, cfg.JoinToken),
 	}), nil
 }
 
@@ -122,7 +128,7 @@ func newWorker(cfg Config, d deps) *Worker {
 	w := &Worker{
 		cfg: cfg, rt: d.runtime, server: d.server, layers: d.layers, log: cfg.Logger,
 		idleTick: 250 * time.Millisecond, sdk: d.sdk, compile: d.compile,
-		boxes: map[string]*box{},
+		boxes: map[string]*box{}, apiToken: ids.Random(40),
 	}
 	if w.compile == nil {
 		w.compile = w.compilePython
@@ -148,7 +154,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: listen on %s: %w", w.cfg.ListenAddr, err)
 	}
 	w.addr = "http://" + ln.Addr().String()
-	srv := &http.Server{Handler: httpapi.Auth(w.cfg.Token, w.routes())}
+	srv := &http.Server{Handler: httpapi.Auth(w.apiToken, w.routes())}
 	go func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			w.log.Printf("the worker's API on %s stopped: %v", w.addr, err)
@@ -196,7 +202,7 @@ func sleep(ctx context.Context, d time.Duration) {
 func (w *Worker) register(ctx context.Context) error {
 	req := workerproto.RegisterRequest{
 		Name: w.cfg.Name, Addr: w.addr, CPU: float64(runtime.NumCPU()), MemoryMiB: hostMemoryMiB(), GPUs: detectGPUs(),
-		WorkerID: w.server.WorkerID(),
+		WorkerID: w.server.WorkerID(), APIToken: w.apiToken,
 	}
 	for _, iso := range []string{container.IsolationRunc, container.IsolationGVisor} {
 		if w.rt.Available(iso) == nil {

@@ -93,8 +93,10 @@ func (c *WorkerClient) Snapshot(ctx context.Context, containerID string) (Snapsh
 
 // ServerClient is a worker's one way to call the server.
 type ServerClient struct {
-	api httpapi.Client
-	id  atomic.Value // string: this worker's ID once registered
+	join httpapi.Client // with the join token: registration only
+	api  httpapi.Client // with the worker's own credential
+	id   atomic.Value   // string: this worker's ID once registered
+	cred atomic.Value   // string: its credential, from the registration
 }
 
 // WorkerID is this worker's ID, "" before it registered.
@@ -104,18 +106,26 @@ func (c *ServerClient) WorkerID() string {
 }
 
 // NewServerClient returns a client of the server at serverURL.
-func NewServerClient(serverURL, token string) *ServerClient {
-	return &ServerClient{api: httpapi.Client{BaseURL: serverURL, Token: token,
-		HTTP: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}}}}
+// joinToken registers the worker; every later call presents the credential the server
+// gives it then.
+func NewServerClient(serverURL, joinToken string) *ServerClient {
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}}
+	c := &ServerClient{join: httpapi.Client{BaseURL: serverURL, Token: joinToken, HTTP: hc}}
+	c.api = httpapi.Client{BaseURL: serverURL, HTTP: hc, TokenFunc: func() string {
+		cred, _ := c.cred.Load().(string)
+		return cred
+	}}
+	return c
 }
 
 // Register introduces the worker (again, after a blip, when req.WorkerID is set) and keeps the
 // ID the server gives it.
 func (c *ServerClient) Register(ctx context.Context, req RegisterRequest) error {
 	var resp RegisterResponse
-	if err := c.api.Do(ctx, http.MethodPost, "/v1/workers/register", req, &resp); err != nil {
+	if err := c.join.Do(ctx, http.MethodPost, "/v1/workers/register", req, &resp); err != nil {
 		return err
 	}
+	c.cred.Store(resp.Credential)
 	c.id.Store(resp.WorkerID)
 	return nil
 }

@@ -27,6 +27,9 @@ type RegisterRequest struct {
 	// WorkerID is the ID this worker had, when it registers again after losing the server for
 	// a moment: it keeps the ID and its containers. A restarted worker has none.
 	WorkerID string `json:"worker_id,omitempty"`
+	// APIToken is what the server must present to the worker's API: the worker makes it at
+	// start, so that no credential of the server's ever reaches a worker.
+	APIToken string `json:"api_token"`
 }
 
 // Bounds of what a worker may report about itself.
@@ -53,6 +56,9 @@ func (r RegisterRequest) Validate() error {
 			return errdefs.Invalid("worker %s: isolation lists %q; the runtimes are %q and %q", r.Name, iso, sandbox.IsolationRunc, sandbox.IsolationGVisor)
 		}
 	}
+	if len(r.APIToken) < 32 {
+		return errdefs.Invalid("worker %s: api_token must be a random string of at least 32 characters that the worker's API accepts", r.Name)
+	}
 	if u, err := url.Parse(r.Addr); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return errdefs.Invalid("worker %s: addr %q is not an http(s) URL such as http://10.0.0.5:7421", r.Name, r.Addr)
 	}
@@ -62,6 +68,9 @@ func (r RegisterRequest) Validate() error {
 // RegisterResponse names the worker.
 type RegisterResponse struct {
 	WorkerID string `json:"worker_id"`
+	// Credential is the worker's own ("<token_id>:<token_secret>"), for the rest of the
+	// protocol: it speaks only for this worker ID.
+	Credential string `json:"credential"`
 }
 
 // Op is what an assignment asks of a worker.

@@ -9,7 +9,7 @@ import (
 )
 
 func TestRegisterRequestValidate(t *testing.T) {
-	valid := RegisterRequest{Name: "worker-1.example.com", Addr: "http://10.0.0.5:7421", CPU: 8, MemoryMiB: 16384,
+	valid := RegisterRequest{Name: "worker-1.example.com", APIToken: "0123456789abcdef0123456789abcdef", Addr: "http://10.0.0.5:7421", CPU: 8, MemoryMiB: 16384,
 		Isolation: []string{"runc", "gvisor"}}
 	tests := []struct {
 		name string

@@ -61,4 +61,6 @@ def load(env: Optional[Mapping[str, str]] = None) -> Config:
         raise InvalidError(f"gust config file {path} must hold a JSON object with server_url and token")
     url = env.get("GUST_SERVER_URL") or data.get("server_url") or DEFAULT_SERVER_URL
     token = env.get("GUST_TOKEN") or data.get("token") or None
+    if env.get("GUST_TOKEN_ID") and env.get("GUST_TOKEN_SECRET"):
+        token = env["GUST_TOKEN_ID"] + ":" + env["GUST_TOKEN_SECRET"]
     return Config(server_url=normalize_url(str(url)), token=token, config_path=read_path)

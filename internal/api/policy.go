@@ -1,0 +1,112 @@
+package api
+
+import "github.com/gust-run/gust/internal/auth"
+
+// access is who may call a route.
+type access int
+
+const (
+	anyUser    access = iota // any user token, read-only included, and any worker or container that the rule lets in
+	memberOnly               // a member or an owner
+	ownerOnly                // an owner: tokens, secrets, the audit log
+	adminOnly                // the operator: workspaces, quotas, pruning the shared image cache
+	workerOnly               // a worker's own credential, for its own worker ID
+	joinOnly                 // the join token: registering a worker
+)
+
+// rule is a route's policy. container lets function containers' credentials call the route
+// (the allowlist); the handler then limits them to the sandboxes and calls they made.
+type rule struct {
+	need      access
+	container bool
+}
+
+// policy holds every route's rule, in one place to read and test. A route missing here
+// makes router.handle panic at start-up.
+var policy = map[string]rule{
+	"GET /v1/health": {anyUser, true}, // served before authentication: open to all
+	"GET /v1/whoami": {anyUser, true},
+
+	// Sandboxes: a container may manage the sandboxes it made.
+	"POST /v1/sandboxes":                          {memberOnly, true},
+	"GET /v1/sandboxes":                           {anyUser, true},
+	"GET /v1/sandboxes/{id}":                      {anyUser, true},
+	"POST /v1/sandboxes/{id}/terminate":           {memberOnly, true},
+	"PUT /v1/sandboxes/{id}/tags":                 {memberOnly, true},
+	"POST /v1/sandboxes/{id}/snapshot":            {memberOnly, false},
+	"POST /v1/sandboxes/{id}/execs":               {memberOnly, true},
+	"GET /v1/sandboxes/{id}/execs/{eid}/output":   {memberOnly, true},
+	"GET /v1/sandboxes/{id}/execs/{eid}":          {anyUser, true},
+	"POST /v1/sandboxes/{id}/execs/{eid}/stdin":   {memberOnly, true},
+	"POST /v1/sandboxes/{id}/execs/{eid}/signal":  {memberOnly, true},
+	"POST /v1/sandboxes/{id}/execs/{eid}/resize":  {memberOnly, true},
+	"GET /v1/sandboxes/{id}/logs":                 {anyUser, true},
+	"GET /v1/sandboxes/{id}/files":                {memberOnly, true},
+	"PUT /v1/sandboxes/{id}/files":                {memberOnly, true},
+	"DELETE /v1/sandboxes/{id}/files":             {memberOnly, true},
+	"GET /v1/sandboxes/{id}/files/list":           {memberOnly, true},
+	"GET /v1/sandboxes/{id}/files/stat":           {memberOnly, true},
+	"POST /v1/sandboxes/{id}/files/mkdir":         {memberOnly, true},
+	"POST /v1/images":                             {memberOnly, false},
+	"GET /v1/images":                              {anyUser, false},
+	"GET /v1/images/{id}":                         {anyUser, true},
+	"DELETE /v1/images/{id}":                      {memberOnly, false},
+	"DELETE /v1/images":                           {adminOnly, false},
+	"POST /v1/blobs":                              {memberOnly, false},
+	"GET /v1/blobs/{sum}":                         {anyUser, false},
+	"POST /v1/apps/lookup":                        {anyUser, true}, // creating needs a member (handleAppLookup)
+	"GET /v1/apps":                                {anyUser, false},
+	"POST /v1/apps/publish":                       {memberOnly, false},
+	"GET /v1/apps/{id}":                           {anyUser, false},
+	"POST /v1/apps/{id}/stop":                     {memberOnly, false},
+	"POST /v1/apps/{id}/heartbeat":                {memberOnly, false},
+	"GET /v1/apps/{id}/logs":                      {anyUser, false},
+	"POST /v1/functions/lookup":                   {anyUser, true},
+	"GET /v1/functions/{id}":                      {anyUser, true},
+	"POST /v1/functions/{id}/autoscaler":          {memberOnly, false},
+	"POST /v1/functions/{id}/calls":               {memberOnly, true},
+	"POST /v1/calls/{id}/inputs":                  {memberOnly, true},
+	"GET /v1/calls/{id}/stream":                   {anyUser, true},
+	"GET /v1/calls/{id}":                          {anyUser, true},
+	"POST /v1/calls/{id}/cancel":                  {memberOnly, true},
+	"POST /v1/secrets":                            {ownerOnly, false},
+	"GET /v1/secrets":                             {anyUser, false},
+	"POST /v1/secrets/lookup":                     {anyUser, false},
+	"DELETE /v1/secrets/{name}":                   {ownerOnly, false},
+	"POST /v1/tokens":                             {ownerOnly, false},
+	"GET /v1/tokens":                              {ownerOnly, false},
+	"DELETE /v1/tokens/{id}":                      {ownerOnly, false},
+	"POST /v1/workspaces":                         {adminOnly, false},
+	"GET /v1/workspaces":                          {anyUser, false},
+	"GET /v1/workspaces/{id}/quotas":              {anyUser, false},
+	"PUT /v1/workspaces/{id}/quotas":              {adminOnly, false},
+	"GET /v1/audit":                               {ownerOnly, false},
+	"POST /v1/workers/register":                   {joinOnly, false},
+	"POST /v1/workers/{wid}/events":               {workerOnly, false},
+	"GET /v1/workers/{wid}/assignments":           {workerOnly, false},
+	"POST /v1/workers/{wid}/sandboxes/{id}/state": {workerOnly, false},
+}
+
+// allows reports whether p may call a route with rule ru; wid is the route's worker ID, if any.
+func (ru rule) allows(p auth.Principal, wid string) bool {
+	switch p.Kind {
+	case auth.Joiner:
+		return ru.need == joinOnly
+	case auth.Worker:
+		return ru.need == workerOnly && p.WorkerID == wid && wid != ""
+	case auth.Container:
+		return ru.container && ru.need <= memberOnly
+	case auth.User:
+		switch ru.need {
+		case anyUser:
+			return p.Role.AtLeast(auth.ReadOnly)
+		case memberOnly:
+			return p.Role.AtLeast(auth.Member)
+		case ownerOnly:
+			return p.Role.AtLeast(auth.Owner)
+		case adminOnly:
+			return p.Admin
+		}
+	}
+	return false
+}
