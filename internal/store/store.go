@@ -59,8 +59,8 @@ func WithKeyFile(path string) Option { return func(o *options) { o.keyFile, o.ke
 type App struct {
 	ID          string    `json:"app_id"`
 	WorkspaceID string    `json:"workspace_id"`
-	Name      string    `json:"name"`
-	CreatedAt time.Time `json:"created_at"`
+	Name        string    `json:"name"`
+	CreatedAt   time.Time `json:"created_at"`
 }
 
 const schema = `

@@ -131,7 +131,6 @@ type Workspace struct {
 	Quotas    Quotas    `json:"-"`
 }
 
-
 // CreateWorkspace makes a workspace; its name must be new.
 func (s *Store) CreateWorkspace(ctx context.Context, name string) (Workspace, error) {
 	if err := checkName("workspace", name); err != nil {
