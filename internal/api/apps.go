@@ -43,8 +43,8 @@ func (a *API) handleAppLookup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := principal(r)
-	if req.CreateIfMissing && (p.Kind != auth.User || !p.Role.AtLeast(auth.Member)) {
-		req.CreateIfMissing = false // creating is a member's; looking up is anyone's
+	if req.CreateIfMissing && p.Kind == auth.User && !p.Role.AtLeast(auth.Member) {
+		req.CreateIfMissing = false // creating is a member's (or a function's); looking up is anyone's
 	}
 	app, err := a.store.LookupApp(r.Context(), p.WorkspaceID, req.Name, req.CreateIfMissing)
 	if err != nil {

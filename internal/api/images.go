@@ -2,7 +2,10 @@ package api
 
 import (
 	"net/http"
+
 	"time"
+
+	"github.com/gust-run/gust/internal/auth"
 
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
@@ -37,6 +40,22 @@ func (a *API) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := a.builds.Check(r.Context(), req); err != nil {
 		httpapi.WriteError(w, err)
+		return
+	}
+	if principal(r).Kind == auth.Container {
+		// A function's code may use images that exist, never build one.
+		im, ok, err := a.builds.Cached(r.Context(), req)
+		if err == nil && !ok {
+			err = errdefs.WithKind(errdefs.ErrForbidden, "function containers may use images that are built already, not build new ones: build this image outside first (e.g. reference it in the function's decorator)")
+		}
+		if err == nil {
+			err = a.store.GrantImage(r.Context(), principal(r).WorkspaceID, im.ID)
+		}
+		if err != nil {
+			httpapi.WriteError(w, err)
+			return
+		}
+		sendLast(httpapi.StartNDJSON(w), map[string]any{"image": im})
 		return
 	}
 	n := httpapi.StartNDJSON(w)

@@ -125,6 +125,36 @@ func (b *Builder) Build(ctx context.Context, req Request, logs io.Writer) (image
 	return im, err
 }
 
+// Cached returns the image a checked request resolves to when it is built already, without
+// building or pulling anything; ok is false otherwise (and always for registry and archive
+// images, whose content is known only once read). Function containers may only resolve
+// images this way.
+func (b *Builder) Cached(ctx context.Context, req Request) (im image.Image, ok bool, err error) {
+	var hash string
+	switch req.Kind {
+	case KindFromID:
+		base, err := b.store.GetImage(ctx, req.ImageID)
+		if err != nil {
+			return image.Image{}, false, err
+		}
+		hash = base.Hash
+	case image.KindDebianSlim:
+		hash = image.DebianSlimHash()
+	case image.KindScratch:
+		hash = "scratch"
+	default:
+		return image.Image{}, false, nil
+	}
+	for _, st := range req.Steps {
+		hash = image.ChainHash(hash, st)
+	}
+	im, ok, err = b.store.ImageByHash(ctx, hash)
+	if err != nil || !ok || !layersExist(im.Layers) {
+		return image.Image{}, false, err
+	}
+	return im, true, nil
+}
+
 // ociImage records an image pulled from a registry or read from an archive.
 func (b *Builder) ociImage(ctx context.Context, kind string) func(image.OCIImage, error) (image.Image, error) {
 	return func(oi image.OCIImage, err error) (image.Image, error) {

@@ -30,7 +30,11 @@ func sendNoRedirect(method, path string, body []byte) (int, string, error) {
 	if err != nil {
 		return 0, "", err
 	}
-	req.Header.Set("Authorization", "Bearer "+gust.token)
+	token := gust.token
+	if path == "/v1/workers/register" {
+		token = gust.joinToken // the only credential that registers a worker
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := noRedirects.Do(req)
 	if err != nil {
 		return 0, "", err

@@ -603,7 +603,7 @@ func TestFunctionSchedule(t *testing.T) {
 func startGust(t *testing.T, url string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(gust.bin, args...)
-	cmd.Env = append(os.Environ(), "GUST_TOKEN="+gust.token)
+	cmd.Env = append(os.Environ(), "GUST_TOKEN="+gust.token, "GUST_JOIN_TOKEN="+gust.joinToken)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

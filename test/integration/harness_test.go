@@ -24,15 +24,17 @@ import (
 
 // gust is the running instance all tests in this package share.
 var gust struct {
-	bin     string
-	url     string
-	token   string
-	dataDir string
-	cmd     *exec.Cmd
-	log     *bytes.Buffer
-	imageID string
-	appID   string
-	skip    string
+	bin   string
+	url   string
+	token string
+	// joinToken registers workers (GUST_JOIN_TOKEN of every gust the tests start).
+	joinToken string
+	dataDir   string
+	cmd       *exec.Cmd
+	log       *bytes.Buffer
+	imageID   string
+	appID     string
+	skip      string
 }
 
 // imageCache is shared across runs so the debootstrap base is built once per machine.
@@ -95,9 +97,10 @@ func start() error {
 	addr := freePort()
 	gust.url = "http://" + addr
 	gust.token = "test-token-" + fmt.Sprint(time.Now().UnixNano())
+	gust.joinToken = "test-join-" + fmt.Sprint(time.Now().UnixNano())
 	gust.log = &bytes.Buffer{}
 	gust.cmd = exec.Command(gust.bin, "up", "--addr", addr, "--data-dir", filepath.Join(tmp, "data"), "--image-cache", imageCache, "--no-config", "--no-install", "--sandbox-disk", "256")
-	gust.cmd.Env = append(os.Environ(), "GUST_TOKEN="+gust.token, "GUST_HEARTBEAT_TIMEOUT=15s")
+	gust.cmd.Env = append(os.Environ(), "GUST_TOKEN="+gust.token, "GUST_JOIN_TOKEN="+gust.joinToken, "GUST_HEARTBEAT_TIMEOUT=15s")
 	pr, pw := io.Pipe()
 	gust.cmd.Stdout, gust.cmd.Stderr = pw, pw
 	go func() {

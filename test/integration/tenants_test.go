@@ -170,7 +170,8 @@ func TestContainerCredentialScope(t *testing.T) {
 		{"POST", "/v1/secrets", map[string]any{"name": "x", "env": map[string]string{"K": "v"}}, 403},
 		{"GET", "/v1/apps", nil, 403},
 		{"POST", "/v1/apps/publish", map[string]any{}, 403},
-		{"POST", "/v1/images", map[string]any{"kind": "debian_slim"}, 403},
+		{"POST", "/v1/images", map[string]any{"kind": "debian_slim", "steps": []map[string]any{{"type": "run_commands", "commands": []string{"echo never-built-" + time.Now().Format(time.RFC3339Nano)}}}}, 403},
+		{"POST", "/v1/images", map[string]any{"kind": "debian_slim"}, 200}, // built already: resolving it is fine
 		{"DELETE", "/v1/images", nil, 403},
 		{"GET", "/v1/tokens", nil, 403},
 		{"POST", "/v1/workspaces", map[string]any{"name": "x"}, 403},
