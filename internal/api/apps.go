@@ -137,7 +137,7 @@ func (a *API) checkPublish(r *http.Request, req *publishRequest) error {
 	if len(req.Functions) == 0 {
 		return errdefs.Invalid("app %q has no functions to publish", req.Name)
 	}
-	if req.Code.Module == "" || strings.IndexByte(req.Code.Module, 0) >= 0 || !a.layers.HasBlob(req.Code.Blob) {
+	if req.Code.Module == "" || strings.IndexByte(req.Code.Module, 0) >= 0 || !a.layers.HasBlob(req.Code.Blob) || a.checkBlob(r, req.Code.Blob) != nil {
 		return errdefs.Invalid("code must name the module to import and a blob uploaded with POST /v1/blobs (blob %q)", req.Code.Blob)
 	}
 	cpu, mem := a.fleet.Capacity()

@@ -1,11 +1,14 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
+	"os"
 
 	"time"
 
 	"github.com/gust-run/gust/internal/auth"
+	"github.com/gust-run/gust/internal/image"
 
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
@@ -36,6 +39,20 @@ func (a *API) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 		if err := a.checkImage(r, req.ImageID); err != nil {
 			httpapi.WriteError(w, err)
 			return
+		}
+	}
+	if req.Kind == image.KindOCIArchive {
+		if err := a.checkBlob(r, req.Blob); err != nil {
+			httpapi.WriteError(w, err)
+			return
+		}
+	}
+	for i, st := range req.Steps {
+		if st.Blob != "" {
+			if err := a.checkBlob(r, st.Blob); err != nil {
+				httpapi.WriteError(w, fmt.Errorf("step %d (%s): %w", i+1, st.Type, err))
+				return
+			}
 		}
 	}
 	if err := a.builds.Check(r.Context(), req); err != nil {
@@ -154,6 +171,9 @@ func (a *API) handleImagePrune(w http.ResponseWriter, r *http.Request) {
 		inUse[a.layers.LayerPath("code-"+fn.Code.Blob)] = true
 	}
 	res, err := a.layers.Prune(inUse, grace)
+	if err == nil {
+		err = a.store.ForgetBlobs(r.Context(), a.layers.HasBlob)
+	}
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -168,13 +188,28 @@ func (a *API) handleBlobPut(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
+	// The blob store is shared (by content); what a workspace uploaded is its own to use,
+	// and counts against its image_disk_mib quota.
+	ws := principal(r).WorkspaceID
+	var size int64
+	if fi, err := os.Stat(a.layers.BlobPath(sum)); err == nil {
+		size = fi.Size()
+	}
+	w2, err := a.store.GetWorkspace(r.Context(), ws)
+	if err == nil {
+		err = a.store.GrantBlob(r.Context(), ws, sum, size, int64(w2.Quotas.ImageDiskMiB)<<20)
+	}
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	httpapi.WriteJSON(w, http.StatusCreated, map[string]string{"blob": sum})
 }
 
 // handleBlobGet says whether a blob is stored, so clients upload each set of files once.
 func (a *API) handleBlobGet(w http.ResponseWriter, r *http.Request) {
 	sum := r.PathValue("sum")
-	if !a.layers.HasBlob(sum) {
+	if err := a.checkBlob(r, sum); err != nil || !a.layers.HasBlob(sum) {
 		httpapi.WriteError(w, errdefs.NotFound("blob %s is not stored", sum))
 		return
 	}
@@ -201,4 +236,16 @@ func (a *API) handleImageList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"images": ims, "disk_bytes": a.layers.DiskUsage()})
+}
+
+// checkBlob returns an error unless r's workspace uploaded the blob: another's is not found.
+func (a *API) checkBlob(r *http.Request, sum string) error {
+	ok, err := a.store.HasBlobGrant(r.Context(), principal(r).WorkspaceID, sum)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errdefs.NotFound("blob %s was not uploaded by this workspace; POST it to /v1/blobs first", sum)
+	}
+	return nil
 }

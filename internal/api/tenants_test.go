@@ -200,3 +200,39 @@ func TestRateQuota(t *testing.T) {
 		t.Fatalf("the default workspace was limited too: %d", code)
 	}
 }
+
+// Blobs are shared on disk by content, but a workspace uses only what it uploaded, within
+// its image_disk_mib quota.
+func TestBlobsPerWorkspace(t *testing.T) {
+	ta := newTestAPI(t)
+	code, body := ta.doAs(t, testToken, "POST", "/v1/blobs", "a's files")
+	var blob struct{ Blob string }
+	if code != 201 || json.Unmarshal([]byte(body), &blob) != nil {
+		t.Fatalf("%d %s", code, body)
+	}
+	b := ta.newWorkspace(t, "blobs")
+	if code, body := ta.doAs(t, b, "GET", "/v1/blobs/"+blob.Blob, ""); code != 404 {
+		t.Fatalf("B asking for A's blob: %d %s", code, body)
+	}
+	if code, body := ta.doAs(t, b, "POST", "/v1/images", `{"kind":"oci_archive","blob":"`+blob.Blob+`"}`); code != 404 {
+		t.Fatalf("B building from A's blob: %d %s", code, body)
+	}
+	if code, _ := ta.doAs(t, b, "POST", "/v1/blobs", "a's files"); code != 201 {
+		t.Fatalf("B uploading the same files: %d", code)
+	}
+	if code, body := ta.doAs(t, b, "GET", "/v1/blobs/"+blob.Blob, ""); code != 200 {
+		t.Fatalf("B's own upload: %d %s", code, body)
+	}
+	_, who := ta.doAs(t, b, "GET", "/v1/whoami", "")
+	var ws struct {
+		ID string `json:"workspace_id"`
+	}
+	json.Unmarshal([]byte(who), &ws)
+	if code, body := ta.doAs(t, testToken, "PUT", "/v1/workspaces/"+ws.ID+"/quotas", `{"image_disk_mib":1}`); code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	code, body = ta.doAs(t, b, "POST", "/v1/blobs", strings.Repeat("x", 2<<20))
+	if code != 403 || !strings.Contains(body, "quota image_disk_mib is 1") {
+		t.Fatalf("2 MiB over a 1 MiB quota: %d %s", code, body)
+	}
+}

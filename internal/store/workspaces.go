@@ -52,6 +52,12 @@ CREATE TABLE IF NOT EXISTS audit (
 	error TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_workspace ON audit(workspace_id, seq);
+CREATE TABLE IF NOT EXISTS blob_owners (
+	workspace_id TEXT NOT NULL,
+	sum TEXT NOT NULL,
+	size INTEGER NOT NULL,
+	PRIMARY KEY (workspace_id, sum)
+);
 CREATE TABLE IF NOT EXISTS image_owners (
 	workspace_id TEXT NOT NULL,
 	image_id TEXT NOT NULL,
@@ -83,6 +89,8 @@ func (s *Store) migrateToWorkspaces(ctx context.Context) error {
 			DROP TABLE secrets_old;`},
 		{"sandboxes", `ALTER TABLE sandboxes ADD COLUMN workspace_id TEXT NOT NULL DEFAULT 'ws-default';
 			INSERT OR IGNORE INTO image_owners(workspace_id, image_id) SELECT 'ws-default', id FROM images;`},
+		// Blobs uploaded before workspaces are not recorded: the default workspace claims
+		// one again by uploading it (the SDKs upload what the server says it lacks).
 	}
 	for _, st := range steps {
 		var n int
@@ -501,4 +509,65 @@ func (s *Store) WorkspaceUsage(ctx context.Context, ws string) (Usage, error) {
 		u.GPUs += sb.GPU.MaxCount()
 	}
 	return u, nil
+}
+
+// GrantBlob records that workspace ws uploaded a blob of size bytes, unless that would take it
+// over quota bytes of blobs (0: no limit).
+func (s *Store) GrantBlob(ctx context.Context, ws, sum string, size, quota int64) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: grant blob: %w", err)
+	}
+	defer rollback(tx)
+	var owned, used int64
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM blob_owners WHERE workspace_id = ? AND sum = ?`, ws, sum).Scan(&owned); err != nil {
+		return fmt.Errorf("store: grant blob: %w", err)
+	}
+	if owned > 0 {
+		return nil
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(size), 0) FROM blob_owners WHERE workspace_id = ?`, ws).Scan(&used); err != nil {
+		return fmt.Errorf("store: grant blob: %w", err)
+	}
+	if quota > 0 && used+size > quota {
+		return errdefs.WithKind(errdefs.ErrQuota, fmt.Sprintf("quota image_disk_mib is %d for this workspace and %d MiB of uploads are kept; this one adds %.1f MiB (delete images and prune, or ask the operator for more)",
+			quota>>20, used>>20, float64(size)/(1<<20)))
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO blob_owners(workspace_id, sum, size) VALUES (?, ?, ?)`, ws, sum, size); err != nil {
+		return fmt.Errorf("store: grant blob: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: grant blob: %w", err)
+	}
+	return nil
+}
+
+// HasBlobGrant reports whether workspace ws uploaded a blob.
+func (s *Store) HasBlobGrant(ctx context.Context, ws, sum string) (bool, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM blob_owners WHERE workspace_id = ? AND sum = ?`, ws, sum).Scan(&n); err != nil {
+		return false, fmt.Errorf("store: blob %s: %w", sum, err)
+	}
+	return n > 0, nil
+}
+
+// ForgetBlobs drops the grants of blobs that exist no more (a prune removed them).
+func (s *Store) ForgetBlobs(ctx context.Context, exists func(sum string) bool) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT sum FROM blob_owners`)
+	if err != nil {
+		return fmt.Errorf("store: forget blobs: %w", err)
+	}
+	sums, err := scanStrings(rows)
+	if err != nil {
+		return fmt.Errorf("store: forget blobs: %w", err)
+	}
+	for _, sum := range sums {
+		if exists(sum) {
+			continue
+		}
+		if _, err := s.db.ExecContext(ctx, `DELETE FROM blob_owners WHERE sum = ?`, sum); err != nil {
+			return fmt.Errorf("store: forget blob %s: %w", sum, err)
+		}
+	}
+	return nil
 }
