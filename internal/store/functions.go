@@ -542,8 +542,21 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
 		}
 		n += m
 	}
-	return n, nil
+	// Each app keeps at most its newest MaxAppLogBytes of log lines, however young.
+	res, err := s.db.ExecContext(ctx, `DELETE FROM app_logs WHERE seq IN (SELECT seq FROM
+		(SELECT seq, SUM(length(data)) OVER (PARTITION BY app_id ORDER BY seq DESC) AS kept FROM app_logs) WHERE kept > ?)`, MaxAppLogBytes)
+	if err != nil {
+		return n, fmt.Errorf("store: prune app logs: %w", err)
+	}
+	m, err := res.RowsAffected()
+	if err != nil {
+		return n, fmt.Errorf("store: prune app logs: %w", err)
+	}
+	return n + m, nil
 }
+
+// MaxAppLogBytes bounds the log lines one app keeps (Prune drops the oldest beyond it).
+const MaxAppLogBytes = 64 << 20
 
 // scanStrings reads a one-column result set of strings and closes it.
 func scanStrings(rows *sql.Rows) ([]string, error) {

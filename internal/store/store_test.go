@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,5 +180,34 @@ func TestSecrets(t *testing.T) {
 	}
 	if err := st.DeleteSecret(ctx, "ws-default", "a"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("deleting a missing secret: want not found, got %v", err)
+	}
+}
+
+// An app keeps only its newest MaxAppLogBytes of logs; another app's are untouched.
+func TestPruneCapsAppLogs(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	line := strings.Repeat("x", 1<<20)
+	now := time.Now().UTC()
+	var lines []LogLine
+	for i := 0; i < MaxAppLogBytes>>20+8; i++ {
+		lines = append(lines, LogLine{AppID: "ap-loud", Stream: "stdout", Data: line, Time: now})
+	}
+	lines = append(lines, LogLine{AppID: "ap-quiet", Stream: "stdout", Data: "hello", Time: now})
+	if err := st.AppendLogs(ctx, lines); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Prune(ctx, now.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	loud, err := st.AppLogs(ctx, "ap-loud", 0, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(loud) != MaxAppLogBytes>>20 || loud[len(loud)-1].Seq != int64(len(lines)-1) {
+		t.Fatalf("the loud app kept %d lines (last seq %d), want the newest %d", len(loud), loud[len(loud)-1].Seq, MaxAppLogBytes>>20)
+	}
+	if quiet, _ := st.AppLogs(ctx, "ap-quiet", 0, 10); len(quiet) != 1 {
+		t.Fatalf("the quiet app's log: %v", quiet)
 	}
 }
