@@ -47,7 +47,7 @@ var policy = map[string]rule{
 	"GET /v1/sandboxes/{id}/files/list":           {memberOnly, true},
 	"GET /v1/sandboxes/{id}/files/stat":           {memberOnly, true},
 	"POST /v1/sandboxes/{id}/files/mkdir":         {memberOnly, true},
-	"POST /v1/images":                             {memberOnly, false},
+	"POST /v1/images":                             {memberOnly, true}, // containers: built images only (handleImageCreate)
 	"GET /v1/images":                              {anyUser, false},
 	"GET /v1/images/{id}":                         {anyUser, true},
 	"DELETE /v1/images/{id}":                      {memberOnly, false},
@@ -57,7 +57,7 @@ var policy = map[string]rule{
 	"POST /v1/apps/lookup":                        {anyUser, true}, // creating needs a member (handleAppLookup)
 	"GET /v1/apps":                                {anyUser, false},
 	"POST /v1/apps/publish":                       {memberOnly, false},
-	"GET /v1/apps/{id}":                           {anyUser, false},
+	"GET /v1/apps/{id}":                           {anyUser, true}, // the SDK in a container finds its app's functions
 	"POST /v1/apps/{id}/stop":                     {memberOnly, false},
 	"POST /v1/apps/{id}/heartbeat":                {memberOnly, false},
 	"GET /v1/apps/{id}/logs":                      {anyUser, false},
