@@ -161,7 +161,7 @@ func chunkLine(ch container.Chunk) workerproto.OutputLine {
 	if ch.Stderr {
 		s = "stderr"
 	}
-	return workerproto.OutputLine{Stream: s, Data: ch.Data}
+	return workerproto.OutputLine{Stream: s, Data: ch.Data, Dropped: ch.Dropped}
 }
 
 func (w *Worker) process(r *http.Request) (*box, Process, error) {
