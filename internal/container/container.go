@@ -359,6 +359,8 @@ type Process struct {
 	log          *tailBuffer // main process only: the last MiB, for logs
 	logChunks    []Chunk
 	logBytes     int
+	logFirst     int64 // chunks dropped from the front of logChunks, so far
+	logDropped   int64 // their bytes
 	timer        *time.Timer
 	timedOut     time.Duration
 }
@@ -426,8 +428,10 @@ func (p *Process) keepLog(ch Chunk) {
 	drop := 0
 	for drop < len(p.logChunks)-1 && p.logBytes > p.log.max*3/4 {
 		p.logBytes -= len(p.logChunks[drop].Data) + chunkCost
+		p.logDropped += int64(len(p.logChunks[drop].Data))
 		drop++
 	}
+	p.logFirst += int64(drop)
 	if drop > 0 {
 		p.logChunks = append([]Chunk(nil), p.logChunks[drop:]...)
 	}
@@ -498,11 +502,19 @@ func (p *Process) Unread(chunks []Chunk) {
 	p.mu.Unlock()
 }
 
+// LogWindow is the kept output of a main process: Chunks are its output from its First-th
+// chunk on (counting from 0 at its start); the Dropped bytes before them are no longer kept.
+type LogWindow struct {
+	Chunks  []Chunk
+	First   int64
+	Dropped int64
+}
+
 // Logs returns the kept output of the main process and a channel closed on the next change.
-func (p *Process) Logs() ([]Chunk, *initproto.ExitInfo, <-chan struct{}) {
+func (p *Process) Logs() (LogWindow, *initproto.ExitInfo, <-chan struct{}) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([]Chunk(nil), p.logChunks...), p.exit, p.changed
+	return LogWindow{Chunks: append([]Chunk(nil), p.logChunks...), First: p.logFirst, Dropped: p.logDropped}, p.exit, p.changed
 }
 
 // Exit returns the exit information, or nil while running.

@@ -116,3 +116,23 @@ func TestProcessUnreadKeepsMarker(t *testing.T) {
 		t.Fatalf("after Unread got %+v; want the same two chunks", again)
 	}
 }
+
+// TestLogWindow: the main process's log window says where it starts, so that a follower that
+// fell behind knows what it missed.
+func TestLogWindow(t *testing.T) {
+	p, _ := newTestProcess(true)
+	chunk := bytes.Repeat([]byte("y\n"), 16<<10)
+	const chunks = 128 // 4 MiB
+	for i := 0; i < chunks; i++ {
+		p.add(Chunk{Data: chunk})
+	}
+	win, _, _ := p.Logs()
+	kept := 0
+	for _, c := range win.Chunks {
+		kept += len(c.Data)
+	}
+	if win.First == 0 || int(win.First)+len(win.Chunks) != chunks || int(win.Dropped)+kept != chunks*len(chunk) || kept > 1<<20 {
+		t.Fatalf("window from chunk %d (%d chunks, %d bytes kept, %d dropped); want the last MiB of %d chunks, accounted for",
+			win.First, len(win.Chunks), kept, win.Dropped, chunks)
+	}
+}
