@@ -244,7 +244,7 @@ func (c *Container) Exec(req initproto.ExecRequest, timeout time.Duration) (*Pro
 		return nil, ErrStopped
 	default:
 	}
-	p := &Process{c: c, main: req.Main, changed: make(chan struct{})}
+	p := &Process{c: c, window: req.Main && !req.Followed, changed: make(chan struct{})}
 	if req.Main {
 		p.log = &tailBuffer{max: 1 << 20}
 	}
@@ -345,9 +345,9 @@ const (
 // Process is a process running in a container. Its output is held until read: Next hands each
 // chunk out once.
 type Process struct {
-	c    *Container
-	ch   uint32
-	main bool
+	c      *Container
+	ch     uint32
+	window bool // kept as a window of the latest output, credited at once (see mainKeep)
 
 	mu           sync.Mutex
 	pending      []Chunk
@@ -367,16 +367,17 @@ type Process struct {
 
 func (p *Process) add(ch Chunk) {
 	p.mu.Lock()
-	if p.main {
+	if p.log != nil {
 		p.keepLog(ch)
-	} else {
+	}
+	if !p.window {
 		p.owed += len(ch.Data)
 	}
 	p.queueLocked(ch)
 	close(p.changed)
 	p.changed = make(chan struct{})
 	p.mu.Unlock()
-	if p.main {
+	if p.window {
 		// Kept as a window (see mainKeep): init may send on at once.
 		p.c.credit(p.ch, len(ch.Data))
 	}
@@ -385,12 +386,12 @@ func (p *Process) add(ch Chunk) {
 // queueLocked appends a chunk to the unread output, dropping the oldest beyond the bound.
 func (p *Process) queueLocked(ch Chunk) {
 	keep := execKeep
-	if p.main {
+	if p.window {
 		keep = mainKeep
 	}
 	// Small writes are gathered, so that output arriving in many tiny frames costs about its
-	// size. Not for the main process, whose chunks are shared with its log window.
-	if n := len(p.pending); !p.main && n > 0 && len(ch.Data) < coalesceSmall && p.pending[n-1].Stderr == ch.Stderr &&
+	// size. Not for a main process, whose chunks are shared with its log window.
+	if n := len(p.pending); p.log == nil && n > 0 && len(ch.Data) < coalesceSmall && p.pending[n-1].Stderr == ch.Stderr &&
 		p.pending[n-1].Dropped == 0 && len(p.pending[n-1].Data)+len(ch.Data) <= coalesceMax {
 		p.pending[n-1].Data = append(p.pending[n-1].Data, ch.Data...)
 		p.pendingBytes += len(ch.Data)

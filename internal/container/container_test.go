@@ -9,9 +9,10 @@ import (
 )
 
 // newTestProcess is a Process whose container only gathers credits (no init behind it).
-func newTestProcess(main bool) (*Process, *Container) {
+// A main process keeps logs; one that is not followed also keeps only a window of its output.
+func newTestProcess(main, followed bool) (*Process, *Container) {
 	c := &Container{credits: map[uint32]int{}, creditWake: make(chan struct{}, 1)}
-	p := &Process{c: c, ch: 7, main: main, changed: make(chan struct{})}
+	p := &Process{c: c, ch: 7, window: main && !followed, changed: make(chan struct{})}
 	if main {
 		p.log = &tailBuffer{max: 1 << 20}
 	}
@@ -32,7 +33,8 @@ func TestProcessOutputBounds(t *testing.T) {
 	tests := []struct {
 		name      string
 		main      bool
-		send      int // bytes sent with nobody reading
+		followed  bool // a function runner: the worker reads it itself
+		send      int  // bytes sent with nobody reading
 		wantDrop  bool
 		maxKept   int
 		creditNow bool // credit given back as output arrives, before anyone reads
@@ -41,10 +43,11 @@ func TestProcessOutputBounds(t *testing.T) {
 		{name: "exec over its bound (init ignoring the window) drops the oldest", send: 16 << 20, wantDrop: true, maxKept: execKeep},
 		{name: "main keeps a window and credits at once", main: true, send: 16 << 20, wantDrop: true, maxKept: mainKeep, creditNow: true},
 		{name: "main within its window keeps every byte", main: true, send: mainKeep / 2, maxKept: mainKeep, creditNow: true},
+		{name: "a followed main (function runner) is under flow control", main: true, followed: true, send: initproto.OutputWindow, maxKept: execKeep},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, c := newTestProcess(tt.main)
+			p, c := newTestProcess(tt.main, tt.followed)
 			for sent := 0; sent < tt.send; sent += len(chunk) {
 				p.add(Chunk{Data: chunk})
 			}
@@ -94,7 +97,7 @@ func TestProcessOutputBounds(t *testing.T) {
 // TestProcessUnreadKeepsMarker: output a reader took but could not deliver comes back, the
 // drop marker with it, and small writes are gathered into few chunks.
 func TestProcessUnreadKeepsMarker(t *testing.T) {
-	p, _ := newTestProcess(false)
+	p, _ := newTestProcess(false, false)
 	for i := 0; i < 10000; i++ {
 		p.add(Chunk{Data: []byte("x")})
 	}
@@ -120,7 +123,7 @@ func TestProcessUnreadKeepsMarker(t *testing.T) {
 // TestLogWindow: the main process's log window says where it starts, so that a follower that
 // fell behind knows what it missed.
 func TestLogWindow(t *testing.T) {
-	p, _ := newTestProcess(true)
+	p, _ := newTestProcess(true, false)
 	chunk := bytes.Repeat([]byte("y\n"), 16<<10)
 	const chunks = 128 // 4 MiB
 	for i := 0; i < chunks; i++ {

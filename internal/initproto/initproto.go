@@ -78,6 +78,11 @@ type ExecRequest struct {
 	// User runs the process as a user of the container ("name", "uid", "name:group",
 	// "uid:gid"); empty is root.
 	User string `json:"user,omitempty"`
+	// Followed is the worker's alone (init never sees it): the worker reads this main
+	// process's output itself as it comes (a function runner), so it stays under flow control
+	// like an exec's and none of it is dropped. Other main processes keep only their latest
+	// output, for they must not block when nobody reads them.
+	Followed bool `json:"-"`
 }
 
 // SignalRequest delivers a signal to an exec's process group.

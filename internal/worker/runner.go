@@ -72,7 +72,9 @@ func (w *Worker) startRunner(b *box, c Container, fn *workerproto.FunctionRun) e
 	// Exec under b.mu: if the container ends at once, its end then finds its main process.
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	p, err := c.Exec(initproto.ExecRequest{Argv: []string{"python3", "-u", "-c", runnerBoot, string(cfg)}, Env: b.env(extra), Cwd: cwd, Main: true, User: b.spec.User}, 0)
+	// Followed: the runner's output is its protocol, read here as it comes; none may be dropped.
+	p, err := c.Exec(initproto.ExecRequest{Argv: []string{"python3", "-u", "-c", runnerBoot, string(cfg)}, Env: b.env(extra), Cwd: cwd,
+		Main: true, Followed: true, User: b.spec.User}, 0)
 	if err != nil {
 		return err
 	}
