@@ -39,6 +39,10 @@ type Container struct {
 	procs   map[uint32]*Process
 	files   map[uint32]chan fileResult
 	oomSeen int
+	// credits is output each exec channel's reader is done with, not yet given back to init
+	// (initproto.Credit); creditWake wakes sendCredits.
+	credits    map[uint32]int
+	creditWake chan struct{}
 }
 
 type fileResult struct {
@@ -53,9 +57,51 @@ func newContainer(opts CreateOptions, in, out, errR *os.File, rt *Runtime, bundl
 		w: initproto.NewWriter(in), in: in, out: out, errR: errR,
 		ready: make(chan struct{}), done: make(chan struct{}),
 		procs: map[uint32]*Process{}, files: map[uint32]chan fileResult{},
+		credits: map[uint32]int{}, creditWake: make(chan struct{}, 1),
 	}
 	go c.readLoop()
+	go c.sendCredits()
 	return c
+}
+
+// credit gives n bytes of a channel's output window back to init. The frames go out from
+// sendCredits, gathered: never from the reader of init's frames, which must not wait on init's
+// stdin while init may be waiting on its stdout.
+func (c *Container) credit(ch uint32, n int) {
+	if n <= 0 {
+		return
+	}
+	c.mu.Lock()
+	c.credits[ch] += n
+	c.mu.Unlock()
+	select {
+	case c.creditWake <- struct{}{}:
+	default:
+	}
+}
+
+// sendCredits writes the credits gathered until init has gone.
+func (c *Container) sendCredits() {
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.creditWake:
+		}
+		c.mu.Lock()
+		credits := c.credits
+		c.credits = map[uint32]int{}
+		c.mu.Unlock()
+		for ch, n := range credits {
+			for n > 0 {
+				k := min(n, initproto.OutputWindow) // fits the frame's uint32 with room to spare
+				if err := c.w.Write(initproto.Credit, ch, initproto.CreditPayload(uint32(k))); err != nil {
+					return // init has gone: nobody is left to send to
+				}
+				n -= k
+			}
+		}
+	}
 }
 
 // Done is closed once init has exited.
@@ -198,7 +244,7 @@ func (c *Container) Exec(req initproto.ExecRequest, timeout time.Duration) (*Pro
 		return nil, ErrStopped
 	default:
 	}
-	p := &Process{c: c, main: req.Main, changed: make(chan struct{})}
+	p := &Process{c: c, window: req.Main && !req.Followed, changed: make(chan struct{})}
 	if req.Main {
 		p.log = &tailBuffer{max: 1 << 20}
 	}
@@ -264,51 +310,129 @@ func (c *Container) FileOp(ctx context.Context, req initproto.FileRequest, data 
 type Chunk struct {
 	Stderr bool
 	Data   []byte
+	// Dropped is set on a marker chunk (on stderr, its Data the same in words): this many bytes
+	// of output were dropped here because nobody read them in time.
+	Dropped int64
 }
+
+// DropMarker is the chunk that stands where n bytes of output were dropped.
+func DropMarker(n int64) Chunk {
+	return Chunk{Stderr: true, Dropped: n, Data: []byte(fmt.Sprintf("[gust: %d bytes of output dropped: nobody was reading]\n", n))}
+}
+
+// How much unread output the worker holds per process. Every byte of it is memory of the
+// worker's, so each is bounded; what does not fit is dropped oldest first, counted, and
+// announced to the next reader by a DropMarker.
+//
+//   - An exec's output is under flow control (initproto.OutputWindow): init sends no more than
+//     the window until a reader takes some, and the process blocks in write meanwhile, so a
+//     reader who comes late still gets every byte. execKeep is the window twice over (output a
+//     reader took and could not deliver comes back with Unread) and a little more; it is a
+//     bound only a misbehaving init reaches, which code in the sandbox may be.
+//   - The main process must not block because nobody reads it (a server that logs would stop),
+//     so its output is credited back as it arrives and kept as a window of the latest mainKeep
+//     bytes, like its logs.
+const (
+	execKeep = 2*initproto.OutputWindow + 256<<10
+	mainKeep = 1 << 20
+	// chunkCost is what a chunk costs beyond its data, so that many tiny chunks are bounded too.
+	chunkCost = 64
+	// Chunks under coalesceSmall are gathered into chunks of up to coalesceMax.
+	coalesceSmall = 4 << 10
+	coalesceMax   = 64 << 10
+)
 
 // Process is a process running in a container. Its output is held until read: Next hands each
 // chunk out once.
 type Process struct {
-	c    *Container
-	ch   uint32
-	main bool
+	c      *Container
+	ch     uint32
+	window bool // kept as a window of the latest output, credited at once (see mainKeep)
 
-	mu        sync.Mutex
-	pending   []Chunk
-	exit      *initproto.ExitInfo
-	changed   chan struct{}
-	log       *tailBuffer // main process only: the last MiB, for logs
-	logChunks []Chunk
-	logBytes  int
-	timer     *time.Timer
-	timedOut  time.Duration
+	mu           sync.Mutex
+	pending      []Chunk
+	pendingBytes int   // data and chunkCost of pending
+	dropped      int64 // bytes dropped since the last Next, announced at the front of the next
+	owed         int   // output received and not yet credited back to init (execs only)
+	exit         *initproto.ExitInfo
+	changed      chan struct{}
+	log          *tailBuffer // main process only: the last MiB, for logs
+	logChunks    []Chunk
+	logBytes     int
+	logFirst     int64 // chunks dropped from the front of logChunks, so far
+	logDropped   int64 // their bytes
+	timer        *time.Timer
+	timedOut     time.Duration
 }
 
 func (p *Process) add(ch Chunk) {
 	p.mu.Lock()
-	p.pending = append(p.pending, ch)
 	if p.log != nil {
 		p.keepLog(ch)
 	}
+	if !p.window {
+		p.owed += len(ch.Data)
+	}
+	p.queueLocked(ch)
 	close(p.changed)
 	p.changed = make(chan struct{})
 	p.mu.Unlock()
+	if p.window {
+		// Kept as a window (see mainKeep): init may send on at once.
+		p.c.credit(p.ch, len(ch.Data))
+	}
+}
+
+// queueLocked appends a chunk to the unread output, dropping the oldest beyond the bound.
+func (p *Process) queueLocked(ch Chunk) {
+	keep := execKeep
+	if p.window {
+		keep = mainKeep
+	}
+	// Small writes are gathered, so that output arriving in many tiny frames costs about its
+	// size. Not for a main process, whose chunks are shared with its log window.
+	if n := len(p.pending); p.log == nil && n > 0 && len(ch.Data) < coalesceSmall && p.pending[n-1].Stderr == ch.Stderr &&
+		p.pending[n-1].Dropped == 0 && len(p.pending[n-1].Data)+len(ch.Data) <= coalesceMax {
+		p.pending[n-1].Data = append(p.pending[n-1].Data, ch.Data...)
+		p.pendingBytes += len(ch.Data)
+	} else {
+		p.pending = append(p.pending, ch)
+		p.pendingBytes += len(ch.Data) + chunkCost
+	}
+	if p.pendingBytes <= keep {
+		return
+	}
+	// Over the bound: drop the oldest quarter at once, so the copy happens rarely.
+	drop := 0
+	for drop < len(p.pending) && p.pendingBytes > keep*3/4 {
+		c := p.pending[drop]
+		p.pendingBytes -= len(c.Data) + chunkCost
+		if c.Dropped == 0 {
+			p.dropped += int64(len(c.Data))
+		} else {
+			p.dropped += c.Dropped // a marker put back by Unread
+		}
+		drop++
+	}
+	p.pending = append([]Chunk(nil), p.pending[drop:]...)
 }
 
 // keepLog remembers recent output of the main process for `logs`, bounded to a MiB. The
 // running total keeps it constant-time per chunk: a function runner sends thousands a second.
 func (p *Process) keepLog(ch Chunk) {
 	p.logChunks = append(p.logChunks, ch)
-	p.logBytes += len(ch.Data)
+	p.logBytes += len(ch.Data) + chunkCost
 	if p.logBytes <= p.log.max {
 		return
 	}
 	// Over the bound: drop the oldest quarter at once, so the copy happens rarely.
 	drop := 0
 	for drop < len(p.logChunks)-1 && p.logBytes > p.log.max*3/4 {
-		p.logBytes -= len(p.logChunks[drop].Data)
+		p.logBytes -= len(p.logChunks[drop].Data) + chunkCost
+		p.logDropped += int64(len(p.logChunks[drop].Data))
 		drop++
 	}
+	p.logFirst += int64(drop)
 	if drop > 0 {
 		p.logChunks = append([]Chunk(nil), p.logChunks[drop:]...)
 	}
@@ -332,15 +456,25 @@ func (p *Process) finish(info initproto.ExitInfo) {
 	p.mu.Unlock()
 }
 
-// Next waits for output or the exit and returns what is new. exit is set, after the last
-// chunk, once the process has ended.
+// Next waits for output or the exit and returns what is new, after a DropMarker if output was
+// dropped since the last call. exit is set, after the last chunk, once the process has ended.
+// Output it returns is credited back to init, which may then send more.
 func (p *Process) Next(ctx context.Context) (chunks []Chunk, exit *initproto.ExitInfo, err error) {
 	for {
 		p.mu.Lock()
-		if len(p.pending) > 0 || p.exit != nil {
-			chunks, p.pending = p.pending, nil
+		if len(p.pending) > 0 || p.dropped > 0 || p.exit != nil {
+			chunks, p.pending, p.pendingBytes = p.pending, nil, 0
+			if p.dropped > 0 {
+				chunks = append([]Chunk{DropMarker(p.dropped)}, chunks...)
+				p.dropped = 0
+			}
 			exit = p.exit
+			owed := p.owed
+			p.owed = 0
 			p.mu.Unlock()
+			if owed > 0 {
+				p.c.credit(p.ch, owed)
+			}
 			return chunks, exit, nil
 		}
 		changed := p.changed
@@ -360,15 +494,28 @@ func (p *Process) Unread(chunks []Chunk) {
 		return
 	}
 	p.mu.Lock()
+	n := 0
+	for _, c := range chunks {
+		n += len(c.Data) + chunkCost
+	}
 	p.pending = append(append([]Chunk(nil), chunks...), p.pending...)
+	p.pendingBytes += n
 	p.mu.Unlock()
 }
 
+// LogWindow is the kept output of a main process: Chunks are its output from its First-th
+// chunk on (counting from 0 at its start); the Dropped bytes before them are no longer kept.
+type LogWindow struct {
+	Chunks  []Chunk
+	First   int64
+	Dropped int64
+}
+
 // Logs returns the kept output of the main process and a channel closed on the next change.
-func (p *Process) Logs() ([]Chunk, *initproto.ExitInfo, <-chan struct{}) {
+func (p *Process) Logs() (LogWindow, *initproto.ExitInfo, <-chan struct{}) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([]Chunk(nil), p.logChunks...), p.exit, p.changed
+	return LogWindow{Chunks: append([]Chunk(nil), p.logChunks...), First: p.logFirst, Dropped: p.logDropped}, p.exit, p.changed
 }
 
 // Exit returns the exit information, or nil while running.

@@ -817,3 +817,70 @@ func readPID(t *testing.T, pidFile string) int {
 	})
 	return pid
 }
+
+// TestOutputFlowControl: init sends no more of an exec's output than the window until the
+// worker gives credit back, and the process blocks in write meanwhile; with credit, every byte
+// arrives, in order, and the exit after it.
+func TestOutputFlowControl(t *testing.T) {
+	h := startInit(t)
+	const total = 8 << 20
+	ch := h.start(initproto.ExecRequest{Argv: sh(fmt.Sprintf("head -c %d /dev/zero; echo done >&2", total)), Env: []string{"PATH=/usr/bin:/bin"}})
+	c := h.channel(ch)
+	got := 0
+	// Nobody gives credit: output stops at the window (and a chunk per pump in flight).
+	for quiet := time.After(700 * time.Millisecond); quiet != nil; {
+		select {
+		case f := <-c:
+			if f.Type != initproto.Stdout {
+				t.Fatalf("frame type %d before any credit, %d bytes in; want only stdout", f.Type, got)
+			}
+			got += len(f.Payload)
+			quiet = time.After(700 * time.Millisecond)
+		case <-quiet:
+			quiet = nil
+		}
+	}
+	if got < initproto.OutputWindow || got > initproto.OutputWindow+2*chunkSize {
+		t.Fatalf("without credit init sent %d bytes; want the window, %d", got, initproto.OutputWindow)
+	}
+	// Credit for what arrived, as a reader takes it: the rest follows, then the exit.
+	h.send(initproto.Credit, ch, initproto.CreditPayload(uint32(got)))
+	var stderr string
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case f := <-c:
+			switch f.Type {
+			case initproto.Stdout:
+				for _, b := range f.Payload {
+					if b != 0 {
+						t.Fatalf("stdout byte %d is %d, want 0", got, b)
+					}
+				}
+				got += len(f.Payload)
+				h.send(initproto.Credit, ch, initproto.CreditPayload(uint32(len(f.Payload))))
+			case initproto.Stderr:
+				stderr += string(f.Payload)
+				h.send(initproto.Credit, ch, initproto.CreditPayload(uint32(len(f.Payload))))
+			case initproto.Exit:
+				if got != total || stderr != "done\n" {
+					t.Fatalf("exit after %d bytes of stdout and stderr %q; want %d and \"done\\n\"", got, stderr, total)
+				}
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no exit 10 s after credit; %d of %d bytes arrived", got, total)
+		}
+	}
+}
+
+// TestOutputFlowControlExit: a process that exited is not held open by output nobody reads:
+// what it left in its pipe goes out beyond the window, then its exit.
+func TestOutputFlowControlExit(t *testing.T) {
+	h := startInit(t)
+	// A little over the window: it fits the pipe once init has sent the window.
+	res := h.run(initproto.ExecRequest{Argv: sh(fmt.Sprintf("head -c %d /dev/zero", initproto.OutputWindow+32<<10)), Env: []string{"PATH=/usr/bin:/bin"}})
+	if res.exit.ExitCode != 0 || len(res.stdout) != initproto.OutputWindow+32<<10 {
+		t.Fatalf("exit %+v after %d bytes; want 0 after %d", res.exit, len(res.stdout), initproto.OutputWindow+32<<10)
+	}
+}

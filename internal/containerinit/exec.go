@@ -55,6 +55,56 @@ type process struct {
 
 	outMu sync.Mutex // orders output frames before the Exit frame
 	ended bool       // Exit sent: later output is dropped
+
+	// Flow control (initproto.OutputWindow): unacked is output sent that the worker has not
+	// credited back. A pump waits for window before it sends, and meanwhile reads no more of
+	// its pipe, so that a process whose output nobody reads blocks in write instead of making
+	// the worker hold it. After the process has exited the window doubles: what it left in its
+	// pipes then goes out at once and its Exit frame is not held back by an absent reader;
+	// once wait cuts the exec short (a background child still writing), output that finds no
+	// window is dropped, as output after the Exit frame already is.
+	flowMu  sync.Mutex
+	flow    *sync.Cond
+	unacked int64
+	exitedW bool // the process has exited: the doubled window applies
+	cut     bool
+}
+
+// acquire waits until n bytes of output may be sent, and counts them; false: drop them.
+func (p *process) acquire(n int) bool {
+	p.flowMu.Lock()
+	defer p.flowMu.Unlock()
+	for {
+		window := int64(initproto.OutputWindow)
+		if p.exitedW {
+			window *= 2
+		}
+		if p.unacked < window {
+			p.unacked += int64(n)
+			return true
+		}
+		if p.cut {
+			return false
+		}
+		p.flow.Wait()
+	}
+}
+
+// credit gives back window that the worker is done with.
+func (p *process) credit(n int64) {
+	p.flowMu.Lock()
+	p.unacked = max(p.unacked-n, 0)
+	p.flowMu.Unlock()
+	p.flow.Broadcast()
+}
+
+// setFlow marks the process exited (exited) or its exec cut short (cut), waking the pumps.
+func (p *process) setFlow(exited, cut bool) {
+	p.flowMu.Lock()
+	p.exitedW = p.exitedW || exited
+	p.cut = p.cut || cut
+	p.flowMu.Unlock()
+	p.flow.Broadcast()
 }
 
 // startError is why an exec could not start, with the shell's exit code for it.
@@ -140,6 +190,7 @@ func (s *server) spawn(ch uint32, req initproto.ExecRequest) (retErr error) {
 	}
 
 	p := &process{s: s, ch: ch, main: req.Main, exited: make(chan struct{})}
+	p.flow = sync.NewCond(&p.flowMu)
 	p.lastOut.Store(time.Now().UnixNano())
 	attr := &syscall.ProcAttr{Dir: cwd, Env: env}
 	// Parent ends of the stdio: where stdin goes and where output comes from.
@@ -311,7 +362,7 @@ func (p *process) pump(f *os.File, t initproto.Type) {
 	buf := make([]byte, chunkSize)
 	for {
 		n, err := f.Read(buf)
-		if n > 0 {
+		if n > 0 && p.acquire(n) {
 			p.lastOut.Store(time.Now().UnixNano())
 			p.emit(t, buf[:n])
 		}
@@ -369,6 +420,7 @@ func (p *process) feed() {
 // wait sends the Exit frame once the process has been reaped and its output drained.
 func (p *process) wait() {
 	<-p.exited
+	p.setFlow(true, false)
 	drained := make(chan struct{})
 	go func() {
 		p.readers.Wait()
@@ -401,6 +453,7 @@ func (p *process) wait() {
 					closeFiles(f) // cannot happen for pollable files; ends the pump all the same
 				}
 			}
+			p.setFlow(true, true) // a pump waiting for window reads on, and drops
 			<-drained
 			waiting = false
 		}

@@ -253,6 +253,19 @@ func (s *server) handle(f initproto.Frame) {
 		}
 	case initproto.FileOp:
 		go s.fileOp(f.Channel, f.Payload)
+	case initproto.Credit:
+		n, err := initproto.ParseCredit(f.Payload)
+		if err != nil {
+			s.logf("channel %d: %v", f.Channel, err)
+			return
+		}
+		// Credit for an exec that has ended is expected (the worker reads behind init): no log.
+		s.mu.Lock()
+		p := s.execs[f.Channel]
+		s.mu.Unlock()
+		if p != nil {
+			p.credit(int64(n))
+		}
 	default:
 		s.logf("channel %d: ignoring frame of unknown type %d", f.Channel, f.Type)
 	}

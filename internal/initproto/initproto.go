@@ -30,6 +30,7 @@ const (
 	Signal     Type = 4 // payload: JSON SignalRequest
 	Resize     Type = 5 // payload: JSON ResizeRequest
 	FileOp     Type = 6 // payload: Pack(FileRequest, data)
+	Credit     Type = 7 // payload: uint32 big-endian, bytes of the exec's output the worker is done with
 )
 
 // Frames from init to the worker.
@@ -41,6 +42,24 @@ const (
 	FileDone Type = 24 // payload: Pack(FileResponse, data); answers a FileOp on the same channel
 	Log      Type = 25 // channel 0, payload: a diagnostic line from init itself
 )
+
+// OutputWindow is the flow control of an exec's output: init sends at most this many bytes of
+// an exec's Stdout and Stderr frames (together) beyond what the worker has given back with
+// Credit frames, and otherwise stops reading the process's pipes, so that a process whose
+// output nobody reads blocks in write, as it would on a terminal. The worker hands credit back
+// as a reader takes the output (or at once, where it keeps a bounded window of it instead).
+const OutputWindow = 1 << 20
+
+// CreditPayload encodes the payload of a Credit frame.
+func CreditPayload(n uint32) []byte { return binary.BigEndian.AppendUint32(nil, n) }
+
+// ParseCredit decodes the payload of a Credit frame.
+func ParseCredit(p []byte) (uint32, error) {
+	if len(p) != 4 {
+		return 0, fmt.Errorf("initproto: credit payload of %d bytes, want 4", len(p))
+	}
+	return binary.BigEndian.Uint32(p), nil
+}
 
 // MaxPayload bounds one frame so that a corrupt header cannot make a reader allocate wildly.
 // File contents larger than this never travel in one frame (the API caps them at 64 MiB too).
@@ -59,6 +78,11 @@ type ExecRequest struct {
 	// User runs the process as a user of the container ("name", "uid", "name:group",
 	// "uid:gid"); empty is root.
 	User string `json:"user,omitempty"`
+	// Followed is the worker's alone (init never sees it): the worker reads this main
+	// process's output itself as it comes (a function runner), so it stays under flow control
+	// like an exec's and none of it is dropped. Other main processes keep only their latest
+	// output, for they must not block when nobody reads them.
+	Followed bool `json:"-"`
 }
 
 // SignalRequest delivers a signal to an exec's process group.

@@ -161,7 +161,7 @@ func chunkLine(ch container.Chunk) workerproto.OutputLine {
 	if ch.Stderr {
 		s = "stderr"
 	}
-	return workerproto.OutputLine{Stream: s, Data: ch.Data}
+	return workerproto.OutputLine{Stream: s, Data: ch.Data, Dropped: ch.Dropped}
 }
 
 func (w *Worker) process(r *http.Request) (*box, Process, error) {
@@ -315,19 +315,28 @@ func (w *Worker) handleLogs(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	follow := r.URL.Query().Get("follow") == "1" || r.URL.Query().Get("follow") == "true"
-	sent := 0
+	// Logs keeps a window of the last MiB. next is the (absolute) index of the next chunk this
+	// stream sends, and nextByte its offset in the output; -1: start at the window.
+	next, nextByte := int64(-1), int64(0)
 	for {
-		chunks, exit, changed := p.Logs()
-		// Logs keeps a window of the last MiB; skip what this stream already sent.
-		if sent > len(chunks) {
-			sent = 0
+		win, exit, changed := p.Logs()
+		if next < 0 {
+			next, nextByte = win.First, win.Dropped
 		}
-		for _, ch := range chunks[sent:] {
+		if next < win.First {
+			// A follower that fell behind the window is told what it missed.
+			if n.Send(chunkLine(container.DropMarker(win.Dropped-nextByte))) != nil {
+				return
+			}
+			next, nextByte = win.First, win.Dropped
+		}
+		for _, ch := range win.Chunks[next-win.First:] {
 			if n.Send(chunkLine(ch)) != nil {
 				return
 			}
+			next++
+			nextByte += int64(len(ch.Data))
 		}
-		sent = len(chunks)
 		if !follow || exit != nil {
 			if exit != nil && follow {
 				// The last line; if the client has gone, nobody is left to tell.

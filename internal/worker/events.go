@@ -12,31 +12,90 @@ import (
 
 // eventQueue batches function events for the server: whatever gathers while one POST is in
 // flight goes in the next.
+//
+// What waits is bounded, because a function can print or yield faster than the server takes
+// events: a container's log lines beyond maxPendingLogBytes are dropped (logs must never stop
+// the function) and counted, and the count reaches the app's logs as a marker line once there
+// is room; items (a generator's yields) wait in pushWait instead, which stops the runner's
+// reader and so, by init's flow control, the runner. Outputs are never dropped or held: the
+// inputs in flight bound them.
 type eventQueue struct {
-	server  Server
-	log     *log.Logger
-	mu      sync.Mutex
-	pending []workerproto.Event
-	wake    chan struct{}
-	sendMu  sync.Mutex
+	server       Server
+	log          *log.Logger
+	mu           sync.Mutex
+	room         *sync.Cond // signalled as pending is taken for sending
+	pending      []workerproto.Event
+	pendingBytes int
+	logBytes     map[string]int // pending log bytes per container
+	droppedLogs  map[string]int // log bytes dropped per container, not yet announced
+	wake         chan struct{}
+	sendMu       sync.Mutex
 }
 
+// maxPendingLogBytes bounds one container's waiting log lines; maxPendingBytes is the queue's
+// size at which items wait.
+const (
+	maxPendingLogBytes = 1 << 20
+	maxPendingBytes    = 4 << 20
+)
+
 func newEventQueue(server Server, logger *log.Logger) *eventQueue {
-	return &eventQueue{server: server, log: logger, wake: make(chan struct{}, 1)}
+	q := &eventQueue{server: server, log: logger, wake: make(chan struct{}, 1),
+		logBytes: map[string]int{}, droppedLogs: map[string]int{}}
+	q.room = sync.NewCond(&q.mu)
+	return q
 }
 
 func (q *eventQueue) push(ev workerproto.Event) {
+	q.pushEvent(ev, false)
+}
+
+// pushWait queues ev once the queue is under maxPendingBytes (or empty).
+func (q *eventQueue) pushWait(ev workerproto.Event) {
+	q.pushEvent(ev, true)
+}
+
+func (q *eventQueue) pushEvent(ev workerproto.Event, wait bool) {
 	ev, ok := q.fitEvent(ev)
 	if !ok {
 		return
 	}
+	n := eventBytes(ev)
 	q.mu.Lock()
+	for wait && len(q.pending) > 0 && q.pendingBytes+n > maxPendingBytes {
+		q.room.Wait()
+	}
+	if ev.Type == workerproto.EventLog {
+		if q.logBytes[ev.ContainerID]+n > maxPendingLogBytes {
+			q.droppedLogs[ev.ContainerID] += n
+			q.mu.Unlock()
+			return
+		}
+		q.logBytes[ev.ContainerID] += n
+	}
 	q.pending = append(q.pending, ev)
+	q.pendingBytes += n
 	q.mu.Unlock()
 	select {
 	case q.wake <- struct{}{}:
 	default:
 	}
+}
+
+// take empties the queue, announcing the logs dropped since the last take.
+func (q *eventQueue) take() []workerproto.Event {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	batch := q.pending
+	for id, n := range q.droppedLogs {
+		batch = append(batch, workerproto.Event{ContainerID: id, Type: workerproto.EventLog, Stream: "stderr",
+			Data: fmt.Appendf(nil, "[gust: %d bytes of function logs dropped: the worker could not send them to the server fast enough]\n", n)})
+	}
+	q.pending, q.pendingBytes = nil, 0
+	clear(q.logBytes)
+	clear(q.droppedLogs)
+	q.room.Broadcast()
+	return batch
 }
 
 func (q *eventQueue) run(ctx context.Context) {
@@ -62,10 +121,7 @@ func (q *eventQueue) flush() {
 	q.sendMu.Lock()
 	defer q.sendMu.Unlock()
 	for {
-		q.mu.Lock()
-		batch := q.pending
-		q.pending = nil
-		q.mu.Unlock()
+		batch := q.take()
 		if len(batch) == 0 {
 			return
 		}

@@ -2,9 +2,12 @@ package worker
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"log"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gust-run/gust/internal/workerproto"
 )
@@ -60,5 +63,54 @@ func TestOversizedOutputFails(t *testing.T) {
 	small := workerproto.Event{Type: workerproto.EventOutput, Data: []byte("ok")}
 	if got, ok := q.fitEvent(small); !ok || string(got.Data) != "ok" {
 		t.Fatal("a small output was changed")
+	}
+}
+
+// TestEventQueueBounds: log lines that nobody takes are dropped beyond a container's bound and
+// announced by a marker line; items wait for room instead.
+func TestEventQueueBounds(t *testing.T) {
+	q := newEventQueue(nil, log.New(io.Discard, "", 0))
+	line := workerproto.Event{ContainerID: "fc-1", Type: workerproto.EventLog, Stream: "stdout", Data: bytes.Repeat([]byte("y"), 1000)}
+	for i := 0; i < 10000; i++ { // 10 MB of logs
+		q.push(line)
+	}
+	q.push(workerproto.Event{ContainerID: "fc-2", Type: workerproto.EventLog, Data: []byte("other\n")})
+	q.mu.Lock()
+	held := q.pendingBytes
+	q.mu.Unlock()
+	if held > maxPendingLogBytes+len("other\n") {
+		t.Fatalf("the queue holds %d bytes of logs; want at most %d", held, maxPendingLogBytes)
+	}
+	batch := q.take()
+	last := batch[len(batch)-1]
+	kept := (len(batch) - 2) * 1000
+	if last.ContainerID != "fc-1" || !strings.Contains(string(last.Data), fmt.Sprintf("[gust: %d bytes of function logs dropped", 10000*1000-kept)) {
+		t.Fatalf("last event %q; want the drop marker for fc-1's %d bytes", last.Data, 10000*1000-kept)
+	}
+	if len(q.take()) != 0 {
+		t.Fatal("the marker came twice")
+	}
+
+	item := workerproto.Event{ContainerID: "fc-1", Type: workerproto.EventItem, Data: make([]byte, 1<<20)}
+	for i := 0; i < maxPendingBytes>>20; i++ {
+		q.pushWait(item)
+	}
+	pushed := make(chan struct{})
+	go func() {
+		q.pushWait(item)
+		close(pushed)
+	}()
+	select {
+	case <-pushed:
+		t.Fatal("an item was queued beyond the bound")
+	case <-time.After(100 * time.Millisecond):
+	}
+	if n := len(q.take()); n != maxPendingBytes>>20 {
+		t.Fatalf("took %d items, want %d", n, maxPendingBytes>>20)
+	}
+	select {
+	case <-pushed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting item was not queued once there was room")
 	}
 }

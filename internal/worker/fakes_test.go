@@ -313,10 +313,10 @@ func (p *fakeProcess) Unread(chunks []container.Chunk) {
 	p.mu.Unlock()
 }
 
-func (p *fakeProcess) Logs() ([]container.Chunk, *initproto.ExitInfo, <-chan struct{}) {
+func (p *fakeProcess) Logs() (container.LogWindow, *initproto.ExitInfo, <-chan struct{}) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([]container.Chunk(nil), p.logs...), p.exit, p.changed
+	return container.LogWindow{Chunks: append([]container.Chunk(nil), p.logs...)}, p.exit, p.changed
 }
 
 func (p *fakeProcess) Exit() *initproto.ExitInfo {

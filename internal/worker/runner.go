@@ -71,7 +71,9 @@ func (w *Worker) startRunner(b *box, c Container, fn *workerproto.FunctionRun) e
 	// Exec under b.mu: if the container ends at once, its end then finds its main process.
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	p, err := c.Exec(initproto.ExecRequest{Argv: []string{"python3", "-u", "-c", runnerBoot, string(cfg)}, Env: b.env(extra), Cwd: cwd, Main: true, User: b.spec.User}, 0)
+	// Followed: the runner's output is its protocol, read here as it comes; none may be dropped.
+	p, err := c.Exec(initproto.ExecRequest{Argv: []string{"python3", "-u", "-c", runnerBoot, string(cfg)}, Env: b.env(extra), Cwd: cwd,
+		Main: true, Followed: true, User: b.spec.User}, 0)
 	if err != nil {
 		return err
 	}
@@ -100,6 +102,9 @@ type runnerMsg struct {
 	Exc       *string                  `json:"exc"`
 }
 
+// maxRunnerLine bounds one line from the runner: the largest result, base64, and its JSON.
+const maxRunnerLine = maxEventBytes/3*4 + 1<<20
+
 // followRunner reads the runner's output until it exits.
 func (w *Worker) followRunner(b *box, r *runner) {
 	var partial []byte
@@ -122,6 +127,12 @@ func (w *Worker) followRunner(b *box, r *runner) {
 			// Look for line ends only in what just arrived: a result of many megabytes comes in
 			// many chunks, and rescanning the whole line each time would be quadratic.
 			scanned := len(partial)
+			if len(partial)+len(ch.Data) > maxRunnerLine {
+				// No protocol line is this long (the largest result is maxEventBytes, in base64):
+				// something else writes to the runner's channel. Drop it rather than hold it.
+				w.log.Printf("function container %s: dropped %d bytes of a line from its runner above %d MiB", b.spec.ID, len(partial), maxRunnerLine>>20)
+				partial, scanned = nil, 0
+			}
 			partial = append(partial, ch.Data...)
 			for {
 				i := bytes.IndexByte(partial[scanned:], '\n')
@@ -203,6 +214,10 @@ func (w *Worker) runnerLine(b *box, r *runner, line []byte) {
 		}
 	case workerproto.EventItem:
 		ev.Data, ev.Format = b64(m.Data), m.Format
+		// A generator may yield faster than the server takes items: wait for room rather than
+		// hold them all (this stops reading the runner, whose writes then block).
+		w.events.pushWait(ev)
+		return
 	case workerproto.EventOutput:
 		w.runnerOutput(b, r, id, m)
 		return

@@ -45,7 +45,7 @@ type Process interface {
 	// chunk, once the process has ended.
 	Next(ctx context.Context) (chunks []container.Chunk, exit *initproto.ExitInfo, err error)
 	Unread(chunks []container.Chunk)
-	Logs() ([]container.Chunk, *initproto.ExitInfo, <-chan struct{})
+	Logs() (container.LogWindow, *initproto.ExitInfo, <-chan struct{})
 	Exit() *initproto.ExitInfo
 	Wait(ctx context.Context) (*initproto.ExitInfo, error)
 	WriteStdin(b []byte) error

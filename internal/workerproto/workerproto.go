@@ -235,6 +235,9 @@ type ExecStarted struct {
 type OutputLine struct {
 	Stream string `json:"stream"` // stdout or stderr
 	Data   []byte `json:"data"`   // base64 in JSON
+	// Dropped, on a marker line (stderr, whose data says the same in words), counts the bytes
+	// of output the worker dropped at this point because nobody read them in time.
+	Dropped int64 `json:"dropped,omitempty"`
 }
 
 // ExitLine is the last line of an exec stream.
