@@ -49,6 +49,13 @@ func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
 	if opts.Isolation == IsolationGVisor {
 		forGVisor(s, opts)
 	}
+	if userNamespaced(opts) {
+		// Root inside is hostIDBase outside: an escape lands as an unprivileged user that owns
+		// nothing on the host. The root's layers are idmapped to match (mountIDMappedOverlay).
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		s.Linux.UIDMappings = idMappings()
+		s.Linux.GIDMappings = idMappings()
+	}
 	for _, m := range opts.Mounts {
 		// Read-only binds the worker adds: a function's code and the Python SDK its runner uses.
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: m.Destination, Type: "bind", Source: m.Source, Options: []string{"rbind", "ro", "nosuid", "nodev"}})

@@ -36,7 +36,7 @@ type Container interface {
 	Exec(req initproto.ExecRequest, timeout time.Duration) (Process, error)
 	FileOp(ctx context.Context, req initproto.FileRequest, data []byte) (initproto.FileResponse, []byte, error)
 	// UpperDir is the container's writable layer, for snapshots.
-	UpperDir() string
+	UpperDir() (string, error)
 }
 
 // Process is a process in a container, as container.Process is.
