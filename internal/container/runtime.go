@@ -1,6 +1,7 @@
 // Package container runs containers for the worker: it lays out an OCI bundle (an overlayfs root
-// over read-only image layers with a size-bounded writable layer), starts it under runc or runsc
-// (gVisor) with gust-init as PID 1, and speaks initproto to that init over its stdio pipes. It
+// over read-only image layers with a size-bounded writable layer), starts it under runc (in a
+// user namespace, over idmapped layers) or runsc (gVisor) with gust-init as PID 1 and a seccomp
+// allowlist, and speaks initproto to that init over its stdio pipes. It
 // owns every host resource a container uses and gives each back on failure and on removal:
 // mounts, the runtime's state and cgroups, the bundle directory.
 //
