@@ -408,3 +408,61 @@ func TestEscapeRootIsNotHostRoot(t *testing.T) {
 	}
 	execRaw(t, id, "pkill", "-f", marker)
 }
+
+// TestEscapeIOUring: io_uring, a large kernel surface with a record of privilege escalations,
+// is refused under both runtimes: EPERM from the seccomp allowlist (runc; gVisor applies the
+// same profile inside), or ENOSYS where gVisor's kernel has no io_uring.
+func TestEscapeIOUring(t *testing.T) {
+	needGust(t)
+	code := `
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+params = ctypes.create_string_buffer(120)
+print(libc.syscall(425, 8, params), ctypes.get_errno())  # io_uring_setup
+`
+	forEachIsolation(t, nil, func(t *testing.T, iso, id string) {
+		out, errOut, c := execRaw(t, id, py(code)...)
+		if c != 0 {
+			t.Fatalf("probe failed: %d %s", c, errOut)
+		}
+		f := strings.Fields(out)
+		if len(f) != 2 || f[0] != "-1" {
+			t.Fatalf("io_uring_setup did not fail: %q", out)
+		}
+		if f[1] != "1" && f[1] != "38" {
+			t.Fatalf("io_uring_setup failed with errno %s, want EPERM (seccomp) or ENOSYS (gVisor)", f[1])
+		}
+	})
+}
+
+// TestEscapeSeccompAllowlist: system calls outside Docker's default allowlist fail with the
+// profile's EPERM under runc, where a kernel answer would differ: kcmp and pidfd_getfd (which
+// compare and steal other processes' descriptors; the kernel would allow them on one's own
+// children) and AF_VSOCK sockets (to the hypervisor; the kernel answers EAFNOSUPPORT or makes
+// one).
+func TestEscapeSeccompAllowlist(t *testing.T) {
+	needGust(t)
+	code := `
+import ctypes, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+pid = os.getpid()
+print("kcmp", libc.syscall(312, pid, pid, 0, 0, 0), ctypes.get_errno())  # KCMP_FILE of fd 0 with itself
+pidfd = libc.syscall(434, pid, 0)  # pidfd_open
+print("pidfd_getfd", libc.syscall(438, pidfd, 0, 0), ctypes.get_errno())
+try:
+    socket.socket(40, socket.SOCK_STREAM)
+    print("vsock OK")
+except OSError as e:
+    print("vsock", -1, e.errno)
+`
+	id := createRaw(t, map[string]any{"isolation": "runc"})
+	out, errOut, c := execRaw(t, id, py(code)...)
+	if c != 0 {
+		t.Fatalf("probe failed: %d %s", c, errOut)
+	}
+	for _, want := range []string{"kcmp -1 1", "pidfd_getfd -1 1", "vsock -1 1"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("want %q (refused with the profile's EPERM), got:\n%s", want, out)
+		}
+	}
+}
