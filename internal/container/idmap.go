@@ -44,22 +44,30 @@ var (
 // userNS holds a user namespace with one mapping, for idmapped mounts. Any namespace with
 // the same mapping serves, so one per worker is made, on first use, and kept.
 type userNS struct {
-	m    syscall.SysProcIDMap
-	once sync.Once
-	f    *os.File
-	err  error
+	m  syscall.SysProcIDMap
+	mu sync.Mutex
+	f  *os.File
 }
 
-// get makes the namespace on first use and returns it; exe is a binary to start in it.
+// get makes the namespace on first use and returns it; exe is a binary to start in it. A
+// failure is not kept: the next container tries again.
 func (u *userNS) get(exe string) (*os.File, error) {
-	u.once.Do(func() { u.f, u.err = newUserNS(exe, u.m) })
-	return u.f, u.err
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.f == nil {
+		f, err := newUserNS(exe, u.m)
+		if err != nil {
+			return nil, err
+		}
+		u.f = f
+	}
+	return u.f, nil
 }
 
 // newUserNS starts exe in a new user namespace with mapping m, stopped by ptrace at its exec
 // so that it runs none of its code, opens the namespace and kills it: the open file keeps the
 // namespace alive.
-func newUserNS(exe string, m syscall.SysProcIDMap) (_ *os.File, retErr error) {
+func newUserNS(exe string, m syscall.SysProcIDMap) (*os.File, error) {
 	ms := []syscall.SysProcIDMap{m}
 	cmd := exec.Command(exe)
 	cmd.Args = []string{"gust-userns"}
