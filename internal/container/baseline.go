@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -29,10 +28,10 @@ func (r *Runtime) NewBaseline(isolation string, layers []string, argv []string) 
 	id := fmt.Sprintf("baseline-%s-%d", isolation, time.Now().UnixNano())
 	opts := CreateOptions{ID: id, Isolation: isolation, Layers: layers, CPU: 1, MemoryMiB: 512, DiskMiB: 64}
 	bundle := r.cfg.bundleDir(id)
-	if err := layOutBaseline(bundle, layers); err != nil {
+	rootfs, err := r.layOutBaseline(bundle, opts)
+	if err != nil {
 		return nil, errors.Join(fmt.Errorf("baseline bundle: %w", err), releaseBundle(bundle))
 	}
-	rootfs := filepath.Join(bundle, "rootfs")
 	spec := buildSpec(&r.cfg, opts, rootfs)
 	spec.Process.Args = argv
 	b, err := json.Marshal(spec)
@@ -45,32 +44,31 @@ func (r *Runtime) NewBaseline(isolation string, layers []string, argv []string) 
 	return &Baseline{rt: r, opts: opts, bundle: bundle}, nil
 }
 
-// layOutBaseline mounts an overlay root over layers in bundle, with a tmpfs writable layer.
-func layOutBaseline(bundle string, layers []string) error {
-	rootfs := filepath.Join(bundle, "rootfs")
+// layOutBaseline mounts an overlay root over the layers in bundle as a container's would be
+// (idmapped under runc), with a tmpfs writable layer.
+func (r *Runtime) layOutBaseline(bundle string, opts CreateOptions) (string, error) {
 	rw := filepath.Join(bundle, "rw")
-	for _, d := range []string{rootfs, rw} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
+	if err := os.MkdirAll(rw, 0o755); err != nil {
+		return "", err
+	}
+	rootfs, err := r.makeRootDir(bundle, opts)
+	if err != nil {
+		return "", err
 	}
 	if err := unix.Mount("tmpfs", rw, "tmpfs", 0, "size=64m"); err != nil {
-		return fmt.Errorf("mount writable layer: %w", err)
+		return "", fmt.Errorf("mount writable layer: %w", err)
 	}
 	upper, work := filepath.Join(rw, "upper"), filepath.Join(rw, "work")
 	for _, d := range []string{upper, work} {
 		if err := os.Mkdir(d, 0o755); err != nil {
-			return err
+			return "", err
 		}
 	}
-	lower := make([]string, len(layers))
-	for i, l := range layers {
+	lower := make([]string, len(opts.Layers))
+	for i, l := range opts.Layers {
 		lower[len(lower)-1-i] = l
 	}
-	if err := unix.Mount("overlay", rootfs, "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lower, ":"), upper, work)); err != nil {
-		return fmt.Errorf("mount overlay root: %w", err)
-	}
-	return nil
+	return rootfs, r.mountRoot(rootfs, upper, work, lower, opts)
 }
 
 // Run runs the bundle's process once in the foreground (`runc run`) and returns the time until

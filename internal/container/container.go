@@ -33,6 +33,8 @@ type Container struct {
 	closeOnce     sync.Once
 	removeOnce    sync.Once
 	doneOnce      sync.Once
+	viewOnce      sync.Once // UpperDir's idmapped view
+	viewErr       error
 
 	mu      sync.Mutex
 	next    uint32

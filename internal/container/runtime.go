@@ -1,6 +1,7 @@
 // Package container runs containers for the worker: it lays out an OCI bundle (an overlayfs root
-// over read-only image layers with a size-bounded writable layer), starts it under runc or runsc
-// (gVisor) with gust-init as PID 1, and speaks initproto to that init over its stdio pipes. It
+// over read-only image layers with a size-bounded writable layer), starts it under runc (in a
+// user namespace, over idmapped layers) or runsc (gVisor) with gust-init as PID 1 and a seccomp
+// allowlist, and speaks initproto to that init over its stdio pipes. It
 // owns every host resource a container uses and gives each back on failure and on removal:
 // mounts, the runtime's state and cgroups, the bundle directory.
 //
@@ -33,7 +34,11 @@ const (
 
 // Config says where the runtime keeps its state and which binaries it runs.
 type Config struct {
-	StateDir   string // bundles and runtime state live below it
+	StateDir string // bundles and runtime state live below it
+	// RootsDir holds the mount points of runc containers' roots, which their root user, an
+	// unprivileged host id, must reach: it and every directory above it must be searchable
+	// by others (a data directory is rightly not). Default /run/gust/roots.
+	RootsDir   string
 	InitBinary string // the gust binary, bind-mounted as /.gust/gust
 	RuncPath   string
 	RunscPath  string
@@ -53,6 +58,8 @@ func (c *Config) runtimeRoot(isolation string) string {
 // Runtime creates containers.
 type Runtime struct {
 	cfg Config
+	// The user namespaces whose mappings idmap runc containers' mounts (see idmap.go).
+	shift, unshift *userNS
 }
 
 // New checks the configuration and returns a Runtime.
@@ -82,10 +89,19 @@ func New(cfg Config) (*Runtime, error) {
 			return nil, fmt.Errorf("runtime: %w", err)
 		}
 	}
+	if cfg.RootsDir == "" {
+		cfg.RootsDir = "/run/gust/roots"
+	}
+	if err := os.MkdirAll(cfg.RootsDir, 0o711); err != nil {
+		return nil, fmt.Errorf("runtime: %w", err)
+	}
+	if err := openToSearch(cfg.RootsDir); err != nil {
+		return nil, fmt.Errorf("runtime: %w", err)
+	}
 	if err := reaper.Enable(); err != nil {
 		return nil, fmt.Errorf("runtime: %w", err)
 	}
-	return &Runtime{cfg: cfg}, nil
+	return &Runtime{cfg: cfg, shift: &userNS{m: shiftMap}, unshift: &userNS{m: unshiftMap}}, nil
 }
 
 // Available reports whether an isolation's runtime binary is installed.
@@ -206,23 +222,22 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOptions) (_ *Container,
 }
 
 // layOutBundle makes a container's bundle: an overlayfs root over its image layers, whose
-// writable layer is a tmpfs of its disk size, and the OCI spec. It pushes the undoing of each
-// step on undo.
+// writable layer is a tmpfs of its disk size, and the OCI spec. It pushes its undoing (the
+// bundle's release) on undo.
 func (r *Runtime) layOutBundle(bundle string, opts CreateOptions, undo *cleanupStack) error {
 	rw := filepath.Join(bundle, "rw")
-	rootfs := filepath.Join(bundle, "rootfs")
 	if err := os.MkdirAll(rw, 0o700); err != nil {
 		return fmt.Errorf("runtime: make bundle: %w", err)
 	}
-	undo.push(func() error { return removeAll(bundle) })
-	if err := os.Mkdir(rootfs, 0o755); err != nil {
-		return fmt.Errorf("runtime: make bundle: %w", err)
+	undo.push(func() error { return releaseBundle(bundle) })
+	rootfs, err := r.makeRootDir(bundle, opts)
+	if err != nil {
+		return err
 	}
 	// The writable layer is a tmpfs so that a sandbox's disk use is bounded by its size.
 	if err := unix.Mount("tmpfs", rw, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("size=%dm,mode=0755", opts.DiskMiB)); err != nil {
 		return fmt.Errorf("runtime: mount writable layer: %w", err)
 	}
-	undo.push(func() error { return unmount(rw) })
 	upper, work := filepath.Join(rw, "upper"), filepath.Join(rw, "work")
 	for _, d := range []string{upper, work} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -233,11 +248,9 @@ func (r *Runtime) layOutBundle(bundle string, opts CreateOptions, undo *cleanupS
 	for i, l := range opts.Layers { // overlayfs lists the top layer first
 		lower[len(lower)-1-i] = l
 	}
-	ovl := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lower, ":"), upper, work)
-	if err := unix.Mount("overlay", rootfs, "overlay", 0, ovl); err != nil {
-		return fmt.Errorf("runtime: mount overlay root: %w", err)
+	if err := r.mountRoot(rootfs, upper, work, lower, opts); err != nil {
+		return err
 	}
-	undo.push(func() error { return unmount(rootfs) })
 
 	spec := buildSpec(&r.cfg, opts, rootfs)
 	b, err := json.Marshal(spec)
@@ -246,6 +259,23 @@ func (r *Runtime) layOutBundle(bundle string, opts CreateOptions, undo *cleanupS
 	}
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
 		return fmt.Errorf("runtime: write spec: %w", err)
+	}
+	return nil
+}
+
+// mountRoot mounts a container's overlay root: over idmapped image layers when the container
+// has a user namespace, else over the layers as they are.
+func (r *Runtime) mountRoot(rootfs, upper, work string, lower []string, opts CreateOptions) error {
+	if userNamespaced(opts) {
+		ns, err := r.shift.get(r.cfg.InitBinary)
+		if err != nil {
+			return fmt.Errorf("runtime: %w", err)
+		}
+		return mountIDMappedOverlay(rootfs, upper, work, lower, ns)
+	}
+	ovl := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lower, ":"), upper, work)
+	if err := unix.Mount("overlay", rootfs, "overlay", 0, ovl); err != nil {
+		return fmt.Errorf("runtime: mount overlay root: %w", err)
 	}
 	return nil
 }
@@ -361,10 +391,12 @@ func (r *Runtime) CleanupLeftovers(logf func(string, ...any)) {
 	}
 }
 
-// releaseBundle unmounts a bundle's root and writable layer and removes its directory.
+// releaseBundle unmounts a bundle's root, its view of the writable layer and the writable
+// layer, and removes its directory.
 func releaseBundle(bundle string) error {
 	return errors.Join(
-		unmount(filepath.Join(bundle, "rootfs")),
+		releaseRootDir(bundle),
+		unmount(filepath.Join(bundle, upperView)),
 		unmount(filepath.Join(bundle, "rw")),
 		removeAll(bundle))
 }
@@ -385,8 +417,25 @@ func closePipeEnds(fs ...*os.File) {
 	}
 }
 
-// UpperDir returns a container's writable layer, for snapshots.
-func (c *Container) UpperDir() string { return filepath.Join(c.bundle, "rw", "upper") }
+// UpperDir returns a container's writable layer, for snapshots, with the ids its files have
+// inside the container: for a container in a user namespace, an idmapped view of it (made on
+// first use, released with the bundle), so that a snapshot is an ordinary layer.
+func (c *Container) UpperDir() (string, error) {
+	upper := filepath.Join(c.bundle, "rw", "upper")
+	if !userNamespaced(c.opts) {
+		return upper, nil
+	}
+	c.viewOnce.Do(func() {
+		ns, err := c.rt.unshift.get(c.rt.cfg.InitBinary)
+		if err == nil {
+			err = mountView(filepath.Join(c.bundle, "rw"), filepath.Join(c.bundle, upperView), ns)
+		}
+		if err != nil {
+			c.viewErr = fmt.Errorf("runtime: the writable layer of %s: %w", c.ID, err)
+		}
+	})
+	return filepath.Join(c.bundle, upperView, "upper"), c.viewErr
+}
 
 // unmount detaches the mount at p; nothing mounted there (or no p) is not an error.
 func unmount(p string) error {

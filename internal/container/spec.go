@@ -1,8 +1,6 @@
 package container
 
 import (
-	"sort"
-
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -48,6 +46,13 @@ func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
 	}
 	if opts.Isolation == IsolationGVisor {
 		forGVisor(s, opts)
+	}
+	if userNamespaced(opts) {
+		// Root inside is hostIDBase outside: an escape lands as an unprivileged user that owns
+		// nothing on the host. The root's layers are idmapped to match (mountIDMappedOverlay).
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		s.Linux.UIDMappings = idMappings()
+		s.Linux.GIDMappings = idMappings()
 	}
 	for _, m := range opts.Mounts {
 		// Read-only binds the worker adds: a function's code and the Python SDK its runner uses.
@@ -145,60 +150,10 @@ func forGVisor(s *specs.Spec, opts CreateOptions) {
 	s.Mounts = mounts
 	// This runsc ignores errnoRet and answers EPERM, and glibc falls back from clone3 to
 	// clone only on ENOSYS: with the clone3 rule, no thread could start (Python's threading,
-	// any cgo program). gVisor's own clone3 answers ENOSYS, so the rule is not needed.
-	var rules []specs.LinuxSyscall
-	for _, r := range s.Linux.Seccomp.Syscalls {
-		if len(r.Names) != 1 || r.Names[0] != "clone3" {
-			rules = append(rules, r)
+	// any cgo program). gVisor's own clone3 answers ENOSYS, so clone3 is let through to it.
+	for i, r := range s.Linux.Seccomp.Syscalls {
+		if len(r.Names) == 1 && r.Names[0] == "clone3" {
+			s.Linux.Seccomp.Syscalls[i] = specs.LinuxSyscall{Names: r.Names, Action: specs.ActAllow}
 		}
 	}
-	s.Linux.Seccomp.Syscalls = rules
 }
-
-// seccompProfile denies the system calls a sandbox never needs and that widen the kernel
-// surface an attacker can reach: mounting, namespaces, module loading, kexec, BPF, perf,
-// keyrings, handle-based opens (the classic container breakout), clock and swap control,
-// userfaultfd. Everything else is allowed, like the defaults of container runtimes; the
-// capability set and namespaces do the rest.
-func seccompProfile() *specs.LinuxSeccomp {
-	denied := []string{
-		"mount", "umount", "umount2", "pivot_root", "unshare", "setns", "move_mount",
-		"open_tree", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
-		"init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
-		"bpf", "perf_event_open", "add_key", "request_key", "keyctl",
-		"open_by_handle_at", "name_to_handle_at", "reboot", "swapon", "swapoff", "acct",
-		"settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "syslog",
-		"userfaultfd", "lookup_dcookie", "quotactl", "nfsservctl", "iopl", "ioperm",
-		"vhangup", "personality", "process_vm_readv", "process_vm_writev", "ptrace",
-	}
-	sort.Strings(denied)
-	rules := []specs.LinuxSyscall{
-		{Names: denied, Action: specs.ActErrno, ErrnoRet: errnoPtr(1)},
-		// clone3 passes its flags in memory seccomp cannot read: ENOSYS makes libc fall back
-		// to clone, whose flags the rules below can see.
-		{Names: []string{"clone3"}, Action: specs.ActErrno, ErrnoRet: errnoPtr(38)},
-	}
-	// clone with any new-namespace flag is denied: one rule per flag, since rules OR together
-	// and a masked compare tests one bit pattern.
-	for _, flag := range []uint64{
-		0x00020000, // CLONE_NEWNS
-		0x02000000, // CLONE_NEWCGROUP
-		0x04000000, // CLONE_NEWUTS
-		0x08000000, // CLONE_NEWIPC
-		0x10000000, // CLONE_NEWUSER
-		0x20000000, // CLONE_NEWPID
-		0x40000000, // CLONE_NEWNET
-	} {
-		rules = append(rules, specs.LinuxSyscall{
-			Names: []string{"clone"}, Action: specs.ActErrno, ErrnoRet: errnoPtr(1),
-			Args: []specs.LinuxSeccompArg{{Index: 0, Value: flag, ValueTwo: flag, Op: specs.OpMaskedEqual}},
-		})
-	}
-	return &specs.LinuxSeccomp{
-		DefaultAction: specs.ActAllow,
-		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32},
-		Syscalls:      rules,
-	}
-}
-
-func errnoPtr(n uint) *uint { return &n }

@@ -1,6 +1,7 @@
 package container
 
 import (
+	"reflect"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -16,11 +17,12 @@ func TestBuildSpec(t *testing.T) {
 		clone3Rule  bool
 		cgroupMount bool
 		quota       int64
+		userns      bool
 	}{
-		{"runc sandbox", CreateOptions{ID: "sb-1", Isolation: IsolationRunc, CPU: 1, CPULimit: 1, MemoryMiB: 512}, false, true, true, true, 100000},
-		{"runc function bursts", CreateOptions{ID: "sb-2", Isolation: IsolationRunc, CPU: 0.5, MemoryMiB: 512}, false, true, true, true, -1},
-		{"runc build on the host network", CreateOptions{ID: "sb-3", Isolation: IsolationRunc, CPU: 2, CPULimit: 2, MemoryMiB: 2048, HostNetwork: true}, false, false, true, true, 200000},
-		{"gvisor", CreateOptions{ID: "sb-4", Isolation: IsolationGVisor, CPU: 1, CPULimit: 1, MemoryMiB: 512}, true, true, false, false, 100000},
+		{"runc sandbox", CreateOptions{ID: "sb-1", Isolation: IsolationRunc, CPU: 1, CPULimit: 1, MemoryMiB: 512}, false, true, true, true, 100000, true},
+		{"runc function bursts", CreateOptions{ID: "sb-2", Isolation: IsolationRunc, CPU: 0.5, MemoryMiB: 512}, false, true, true, true, -1, true},
+		{"runc build on the host network", CreateOptions{ID: "sb-3", Isolation: IsolationRunc, CPU: 2, CPULimit: 2, MemoryMiB: 2048, HostNetwork: true}, false, false, true, true, 200000, false},
+		{"gvisor", CreateOptions{ID: "sb-4", Isolation: IsolationGVisor, CPU: 1, CPULimit: 1, MemoryMiB: 512}, true, true, false, false, 100000, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := buildSpec(cfg, tc.opts, "/rootfs")
@@ -28,20 +30,32 @@ func TestBuildSpec(t *testing.T) {
 			if hasNProc != tc.nproc {
 				t.Errorf("RLIMIT_NPROC set = %v, want %v", hasNProc, tc.nproc)
 			}
-			netns, cgroupNS := false, false
+			netns, cgroupNS, userNS := false, false, false
 			for _, ns := range s.Linux.Namespaces {
 				netns = netns || ns.Type == specs.NetworkNamespace
 				cgroupNS = cgroupNS || ns.Type == specs.CgroupNamespace
+				userNS = userNS || ns.Type == specs.UserNamespace
+			}
+			// Root inside maps to the unprivileged host range, the same for uids and gids,
+			// covering every id an image uses (nobody is 65534).
+			want := []specs.LinuxIDMapping(nil)
+			if tc.userns {
+				want = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+			}
+			if userNS != tc.userns || !reflect.DeepEqual(s.Linux.UIDMappings, want) || !reflect.DeepEqual(s.Linux.GIDMappings, want) {
+				t.Errorf("user namespace %v (want %v), uid map %v, gid map %v, want %v", userNS, tc.userns, s.Linux.UIDMappings, s.Linux.GIDMappings, want)
 			}
 			if netns != tc.netns || cgroupNS != tc.cgroupMount {
 				t.Errorf("network namespace %v (want %v), cgroup namespace %v (want %v)", netns, tc.netns, cgroupNS, tc.cgroupMount)
 			}
+			// runc answers clone3 with ENOSYS (libc falls back to clone, whose flags seccomp
+			// can check); gVisor answers it itself.
 			clone3 := false
 			for _, r := range s.Linux.Seccomp.Syscalls {
-				clone3 = clone3 || len(r.Names) == 1 && r.Names[0] == "clone3"
+				clone3 = clone3 || len(r.Names) == 1 && r.Names[0] == "clone3" && r.Action == specs.ActErrno && *r.ErrnoRet == 38
 			}
 			if clone3 != tc.clone3Rule {
-				t.Errorf("clone3 rule %v, want %v", clone3, tc.clone3Rule)
+				t.Errorf("clone3 answered ENOSYS %v, want %v", clone3, tc.clone3Rule)
 			}
 			mounted := false
 			for _, m := range s.Mounts {

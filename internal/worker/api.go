@@ -513,7 +513,12 @@ func (w *Worker) handleSnapshot(rw http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(rw, err)
 		return
 	}
-	dir, err := w.layers.Snapshot(c.UpperDir(), ids.New(ids.Snapshot))
+	upper, err := c.UpperDir()
+	if err != nil {
+		httpapi.WriteError(rw, err)
+		return
+	}
+	dir, err := w.layers.Snapshot(upper, ids.New(ids.Snapshot))
 	if err != nil {
 		httpapi.WriteError(rw, err)
 		return

@@ -224,7 +224,9 @@ func (c *fakeContainer) FileOp(ctx context.Context, req initproto.FileRequest, d
 	return initproto.FileResponse{}, nil, nil
 }
 
-func (c *fakeContainer) UpperDir() string { return filepath.Join(os.TempDir(), "upper-"+c.opts.ID) }
+func (c *fakeContainer) UpperDir() (string, error) {
+	return filepath.Join(os.TempDir(), "upper-"+c.opts.ID), nil
+}
 
 type fakeProcess struct {
 	c       *fakeContainer

@@ -35,8 +35,9 @@ type Container interface {
 	SetOnExit(f func())
 	Exec(req initproto.ExecRequest, timeout time.Duration) (Process, error)
 	FileOp(ctx context.Context, req initproto.FileRequest, data []byte) (initproto.FileResponse, []byte, error)
-	// UpperDir is the container's writable layer, for snapshots.
-	UpperDir() string
+	// UpperDir is the container's writable layer as the container sees it (its ids, not the
+	// host range of a user namespace), for snapshots.
+	UpperDir() (string, error)
 }
 
 // Process is a process in a container, as container.Process is.

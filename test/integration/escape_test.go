@@ -356,3 +356,113 @@ func TestEscapeSetuid(t *testing.T) {
 		}
 	})
 }
+
+// TestEscapeRootIsNotHostRoot: root in a runc sandbox is an unprivileged user on the host
+// (a user namespace maps it to the host range from 100000), while the image's files keep
+// their owners inside. Read from the host side: the host's /proc of a process started in the
+// sandbox.
+func TestEscapeRootIsNotHostRoot(t *testing.T) {
+	needGust(t)
+	id := createRaw(t, map[string]any{"isolation": "runc"})
+	out, errOut, code := execRaw(t, id, "sh", "-c", "id -u; stat -c '%u:%g' / /usr /usr/bin/python3 /etc/shadow; cat /proc/self/uid_map")
+	f := strings.Fields(out)
+	if code != 0 || len(f) < 8 {
+		t.Fatalf("probe failed: %q %q", out, errOut)
+	}
+	if f[0] != "0" || f[1] != "0:0" || f[2] != "0:0" || f[3] != "0:0" || f[4] != "0:42" { // shadow is root:shadow
+		t.Fatalf("inside the sandbox root should be 0 and the image's files keep their owners, got %q", out)
+	}
+	if f[5] != "0" || f[6] != "100000" || f[7] != "65536" {
+		t.Fatalf("uid_map %q, want 0 100000 65536", f[5:])
+	}
+	marker := fmt.Sprintf("gust-userns-probe-%d", time.Now().UnixNano())
+	if _, errOut, code := execRaw(t, id, "sh", "-c", "setsid python3 -c 'import time; time.sleep(60)' "+marker+" >/dev/null 2>&1 &"); code != 0 {
+		t.Fatalf("starting the probe process: %q", errOut)
+	}
+	var status string
+	for deadline := time.Now().Add(10 * time.Second); status == "" && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		dirs, _ := os.ReadDir("/proc")
+		for _, d := range dirs {
+			cmdline, err := os.ReadFile("/proc/" + d.Name() + "/cmdline")
+			if err != nil || !strings.Contains(string(cmdline), marker) {
+				continue
+			}
+			b, _ := os.ReadFile("/proc/" + d.Name() + "/status")
+			status = string(b)
+		}
+	}
+	if status == "" {
+		t.Fatal("the sandbox's probe process was not found in the host's /proc")
+	}
+	for _, line := range strings.Split(status, "\n") {
+		for _, key := range []string{"Uid:", "Gid:"} {
+			if rest, ok := strings.CutPrefix(line, key); ok {
+				if ids := strings.Fields(rest); len(ids) != 4 || ids[0] != "100000" || ids[1] != "100000" || ids[2] != "100000" || ids[3] != "100000" {
+					t.Fatalf("root in the sandbox is %s %v on the host, want 100000 (unprivileged)", key, ids)
+				}
+			}
+		}
+	}
+	if !strings.Contains(status, "Uid:\t100000") {
+		t.Fatalf("no Uid line in the probe's host status:\n%s", status)
+	}
+	execRaw(t, id, "pkill", "-f", marker)
+}
+
+// TestEscapeIOUring: io_uring, a large kernel surface with a record of privilege escalations,
+// is refused under both runtimes: EPERM from the seccomp allowlist (runc; gVisor applies the
+// same profile inside), or ENOSYS where gVisor's kernel has no io_uring.
+func TestEscapeIOUring(t *testing.T) {
+	needGust(t)
+	code := `
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+params = ctypes.create_string_buffer(120)
+print(libc.syscall(425, 8, params), ctypes.get_errno())  # io_uring_setup
+`
+	forEachIsolation(t, nil, func(t *testing.T, iso, id string) {
+		out, errOut, c := execRaw(t, id, py(code)...)
+		if c != 0 {
+			t.Fatalf("probe failed: %d %s", c, errOut)
+		}
+		f := strings.Fields(out)
+		if len(f) != 2 || f[0] != "-1" {
+			t.Fatalf("io_uring_setup did not fail: %q", out)
+		}
+		if f[1] != "1" && f[1] != "38" {
+			t.Fatalf("io_uring_setup failed with errno %s, want EPERM (seccomp) or ENOSYS (gVisor)", f[1])
+		}
+	})
+}
+
+// TestEscapeSeccompAllowlist: system calls outside Docker's default allowlist fail with the
+// profile's EPERM under runc, where a kernel answer would differ: kcmp and pidfd_getfd (which
+// compare and steal other processes' descriptors; the kernel would allow them on one's own
+// children) and AF_VSOCK sockets (to the hypervisor; the kernel answers EAFNOSUPPORT or makes
+// one).
+func TestEscapeSeccompAllowlist(t *testing.T) {
+	needGust(t)
+	code := `
+import ctypes, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+pid = os.getpid()
+print("kcmp", libc.syscall(312, pid, pid, 0, 0, 0), ctypes.get_errno())  # KCMP_FILE of fd 0 with itself
+pidfd = libc.syscall(434, pid, 0)  # pidfd_open
+print("pidfd_getfd", libc.syscall(438, pidfd, 0, 0), ctypes.get_errno())
+try:
+    socket.socket(40, socket.SOCK_STREAM)
+    print("vsock OK")
+except OSError as e:
+    print("vsock", -1, e.errno)
+`
+	id := createRaw(t, map[string]any{"isolation": "runc"})
+	out, errOut, c := execRaw(t, id, py(code)...)
+	if c != 0 {
+		t.Fatalf("probe failed: %d %s", c, errOut)
+	}
+	for _, want := range []string{"kcmp -1 1", "pidfd_getfd -1 1", "vsock -1 1"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("want %q (refused with the profile's EPERM), got:\n%s", want, out)
+		}
+	}
+}

@@ -79,7 +79,7 @@ func TestLifecycle(t *testing.T) {
 			})
 			t.Run("snapshot", func(t *testing.T) {
 				id := createRaw(t, map[string]any{"isolation": iso})
-				execRaw(t, id, "sh", "-c", "echo kept > /root/state.txt && rm /etc/issue")
+				execRaw(t, id, "sh", "-c", "echo kept > /root/state.txt && rm /etc/issue && touch /root/u && chown 1000:1001 /root/u")
 				var im struct {
 					ID string `json:"image_id"`
 				}
@@ -87,9 +87,12 @@ func TestLifecycle(t *testing.T) {
 					t.Fatal(err)
 				}
 				id2 := createRaw(t, map[string]any{"isolation": iso, "image_id": im.ID})
-				out, _, _ := execRaw(t, id2, "sh", "-c", "cat /root/state.txt; test -e /etc/issue && echo issue-back || echo issue-gone")
-				if out != "kept\nissue-gone\n" {
-					t.Fatalf("snapshot lost state: %q", out)
+				// Owners survive too: under runc the writable layer holds host ids (a user
+				// namespace), and the snapshot must hold the ids seen inside. (Python's stat:
+				// this gVisor answers coreutils' statx with EINVAL.)
+				out, errOut, _ := execRaw(t, id2, "sh", "-c", "cat /root/state.txt; test -e /etc/issue && echo issue-back || echo issue-gone; python3 -c \"import os; [print(f'{os.stat(p).st_uid}:{os.stat(p).st_gid}') for p in ('/root/state.txt', '/root/u')]\"")
+				if out != "kept\nissue-gone\n0:0\n1000:1001\n" {
+					t.Fatalf("snapshot lost state: %q %q", out, errOut)
 				}
 			})
 			t.Run("threads", func(t *testing.T) {
