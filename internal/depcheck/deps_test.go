@@ -38,6 +38,7 @@ var allowed = map[string][]string{
 	"internal/reaper":     {},
 	"internal/initproto":  {},
 	"internal/autoscaler": {},
+	"internal/egress":     {},
 	"sdk/python":          {},
 	"sdk/go":              {},
 	"test/integration":    {}, // only test files, which are not counted
