@@ -19,7 +19,7 @@ func TestBuildSpec(t *testing.T) {
 	}{
 		{"runc sandbox", CreateOptions{ID: "sb-1", Isolation: IsolationRunc, CPU: 1, CPULimit: 1, MemoryMiB: 512}, false, true, true, true, 100000},
 		{"runc function bursts", CreateOptions{ID: "sb-2", Isolation: IsolationRunc, CPU: 0.5, MemoryMiB: 512}, false, true, true, true, -1},
-		{"runc build on the host network", CreateOptions{ID: "sb-3", Isolation: IsolationRunc, CPU: 2, CPULimit: 2, MemoryMiB: 2048, HostNetwork: true}, false, false, true, true, 200000},
+		{"runc build in the egress namespace", CreateOptions{ID: "sb-3", Isolation: IsolationRunc, CPU: 2, CPULimit: 2, MemoryMiB: 2048, NetNSPath: "/proc/1/fd/7"}, false, true, true, true, 200000},
 		{"gvisor", CreateOptions{ID: "sb-4", Isolation: IsolationGVisor, CPU: 1, CPULimit: 1, MemoryMiB: 512}, true, true, false, false, 100000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -31,6 +31,9 @@ func TestBuildSpec(t *testing.T) {
 			netns, cgroupNS := false, false
 			for _, ns := range s.Linux.Namespaces {
 				netns = netns || ns.Type == specs.NetworkNamespace
+				if ns.Type == specs.NetworkNamespace && ns.Path != tc.opts.NetNSPath {
+					t.Errorf("network namespace path %q, want %q", ns.Path, tc.opts.NetNSPath)
+				}
 				cgroupNS = cgroupNS || ns.Type == specs.CgroupNamespace
 			}
 			if netns != tc.netns || cgroupNS != tc.cgroupMount {

@@ -62,7 +62,7 @@ var allowed = map[string][]string{
 	"internal/workerproto": {"internal/errdefs", "internal/gpu", "internal/httpapi", "internal/sandbox", "internal/wire"},
 
 	// The worker.
-	"internal/worker": {"internal/container", "internal/errdefs", "internal/gpu", "internal/httpapi", "internal/ids",
+	"internal/worker": {"internal/container", "internal/egress", "internal/errdefs", "internal/gpu", "internal/httpapi", "internal/ids",
 		"internal/image", "internal/initproto", "internal/lifecycle", "internal/reaper", "internal/sandbox",
 		"internal/wire", "internal/workerproto", "sdk/python"},
 
@@ -80,7 +80,7 @@ var allowed = map[string][]string{
 		"internal/sandbox", "internal/store"},
 
 	// The one binary.
-	"cmd/gust": {"internal/container", "internal/containerinit", "internal/httpapi", "internal/image", "internal/reaper",
+	"cmd/gust": {"internal/container", "internal/containerinit", "internal/egress", "internal/httpapi", "internal/image", "internal/reaper",
 		"internal/server", "internal/store", "internal/worker", "sdk/go", "sdk/python"},
 }
 
