@@ -376,8 +376,10 @@ func (w *Worker) containerExited(b *box) {
 	b.mu.Unlock()
 	if c != nil {
 		w.remove(c, b.spec.ID)
+		w.releaseNet(b)
 	}
-	w.releaseNet(b) // even while runc still makes it: create then removes that container
+	// Without c, the runtime may still be joining the namespace: create releases it once the
+	// runtime hands the container over, or failStart once it has failed.
 	st := endReport(status, reason, main)
 	w.forgetLater(b.spec.ID)
 	if r != nil {
