@@ -75,6 +75,7 @@ func runUp(ctx context.Context, args []string) error {
 	var d daemonFlags
 	fs := newFlags("up")
 	d.bind(fs)
+	buildEgress := bindBuildEgress(fs)
 	if err := d.parse(fs, args, os.Stderr); err != nil {
 		return err
 	}
@@ -105,7 +106,7 @@ func runUp(ctx context.Context, args []string) error {
 	w, err := worker.New(worker.Config{
 		ServerURL: url, JoinToken: d.joinToken, ListenAddr: "127.0.0.1:0",
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool,
-		Logger: log.New(os.Stderr, "gust worker: ", log.LstdFlags),
+		BuildEgress: strings.Split(*buildEgress, ","), Logger: log.New(os.Stderr, "gust worker: ", log.LstdFlags),
 	})
 	if err != nil {
 		return err

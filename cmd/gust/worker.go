@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"log"
 	"os"
 	"path/filepath"
+	"strings"
 
+	"github.com/gust-run/gust/internal/egress"
 	"github.com/gust-run/gust/internal/worker"
 )
 
@@ -20,6 +23,7 @@ func runWorker(ctx context.Context, args []string) error {
 	d.bind(fs)
 	serverURL := fs.String("server", os.Getenv("GUST_SERVER_URL"), "server URL")
 	listen := fs.String("listen", "127.0.0.1:0", "address of the worker's own API, which the server must reach")
+	buildEgress := bindBuildEgress(fs)
 	if err := d.parse(fs, args, os.Stderr); err != nil {
 		return err
 	}
@@ -44,10 +48,18 @@ func runWorker(ctx context.Context, args []string) error {
 	w, err := worker.New(worker.Config{
 		ServerURL: *serverURL, JoinToken: token, ListenAddr: *listen,
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool,
-		Logger: logger,
+		BuildEgress: strings.Split(*buildEgress, ","), Logger: logger,
 	})
 	if err != nil {
 		return err
 	}
 	return w.Run(ctx)
+}
+
+// bindBuildEgress adds --build-egress to up and worker, which run image builds: the hosts a
+// build container may reach through the worker's egress proxy.
+func bindBuildEgress(fs *flag.FlagSet) *string {
+	return fs.String("build-egress", envOr("GUST_BUILD_EGRESS", strings.Join(egress.DefaultHosts(), ",")),
+		"comma-separated hosts image builds may reach (host: ports 80 and 443; host:port; *.domain), through an HTTP proxy "+
+			"that refuses everything else; \"\" gives builds no network (env GUST_BUILD_EGRESS)")
 }

@@ -167,13 +167,14 @@ func mountView(src, dst string, userns *os.File) error {
 }
 
 // userNamespaced says whether a container runs in a user namespace: runc containers do,
-// except image builds. A build runs on the host's network namespace, which a user namespace
-// cannot mount a /sys for, and the layer it produces must keep its files' ids and file
+// except image builds. The layer a build produces must keep its files' ids and file
 // capabilities (dpkg setcap's ping, for one) exactly as written; inside a user namespace
 // those would be written as the host range's (v3 capabilities rooted at hostIDBase). gVisor
 // containers run on gVisor's own kernel, whose root is not the host's.
 func userNamespaced(opts CreateOptions) bool {
-	return opts.Isolation != IsolationGVisor && !opts.HostNetwork
+	// Image builds are the only containers that join a namespace of the worker's (the egress
+	// one); they stay out, so that the layer they make keeps exact ids and file capabilities.
+	return opts.Isolation != IsolationGVisor && opts.NetNSPath == ""
 }
 
 // openToSearch makes dir searchable by others (mode 0711) and checks that every directory

@@ -124,16 +124,15 @@ type Mount struct {
 
 // CreateOptions describe one container.
 type CreateOptions struct {
-	ID          string
-	Isolation   string
-	Layers      []string // read-only image layer directories, lowest first
-	CPU         float64  // requested cores: the container's share under contention
-	CPULimit    float64  // hard cap in cores; 0 is none
-	MemoryMiB   int
-	DiskMiB     int
-	HostNetwork bool    // share the machine's network namespace (image builds only)
-	NetNSPath   string  // join this network namespace; empty makes a new one with only lo
-	Mounts      []Mount // extra read-only bind mounts
+	ID        string
+	Isolation string
+	Layers    []string // read-only image layer directories, lowest first
+	CPU       float64  // requested cores: the container's share under contention
+	CPULimit  float64  // hard cap in cores; 0 is none
+	MemoryMiB int
+	DiskMiB   int
+	NetNSPath string  // join this network namespace (runc only); empty makes a new one with only lo
+	Mounts    []Mount // extra read-only bind mounts
 	// ReadyTimeout bounds the wait for gust-init's greeting.
 	ReadyTimeout time.Duration
 	// OnExit is called once, from the container's reader goroutine, when init has gone.

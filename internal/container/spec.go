@@ -35,15 +35,6 @@ const gvisorNProc = 256
 // buildSpec returns the OCI runtime spec for a container.
 func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
 	s := baseSpec(c, opts, rootfs)
-	if opts.HostNetwork && opts.Isolation != IsolationGVisor {
-		var nss []specs.LinuxNamespace
-		for _, ns := range s.Linux.Namespaces {
-			if ns.Type != specs.NetworkNamespace {
-				nss = append(nss, ns)
-			}
-		}
-		s.Linux.Namespaces = nss
-	}
 	if opts.Isolation == IsolationGVisor {
 		forGVisor(s, opts)
 	}

@@ -21,7 +21,7 @@ func TestBuildSpec(t *testing.T) {
 	}{
 		{"runc sandbox", CreateOptions{ID: "sb-1", Isolation: IsolationRunc, CPU: 1, CPULimit: 1, MemoryMiB: 512}, false, true, true, true, 100000, true},
 		{"runc function bursts", CreateOptions{ID: "sb-2", Isolation: IsolationRunc, CPU: 0.5, MemoryMiB: 512}, false, true, true, true, -1, true},
-		{"runc build on the host network", CreateOptions{ID: "sb-3", Isolation: IsolationRunc, CPU: 2, CPULimit: 2, MemoryMiB: 2048, HostNetwork: true}, false, false, true, true, 200000, false},
+		{"runc build in the egress namespace", CreateOptions{ID: "sb-3", Isolation: IsolationRunc, CPU: 2, CPULimit: 2, MemoryMiB: 2048, NetNSPath: "/proc/1/fd/7"}, false, true, true, true, 200000, false},
 		{"gvisor", CreateOptions{ID: "sb-4", Isolation: IsolationGVisor, CPU: 1, CPULimit: 1, MemoryMiB: 512}, true, true, false, false, 100000, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -33,6 +33,9 @@ func TestBuildSpec(t *testing.T) {
 			netns, cgroupNS, userNS := false, false, false
 			for _, ns := range s.Linux.Namespaces {
 				netns = netns || ns.Type == specs.NetworkNamespace
+				if ns.Type == specs.NetworkNamespace && ns.Path != tc.opts.NetNSPath {
+					t.Errorf("network namespace path %q, want %q", ns.Path, tc.opts.NetNSPath)
+				}
 				cgroupNS = cgroupNS || ns.Type == specs.CgroupNamespace
 				userNS = userNS || ns.Type == specs.UserNamespace
 			}

@@ -38,13 +38,13 @@ var allowed = map[string][]string{
 	"internal/reaper":     {},
 	"internal/initproto":  {},
 	"internal/autoscaler": {},
-	// The principal and tokens: a model of who calls, pure logic.
-	"internal/auth":     {"internal/errdefs", "internal/ids"},
-	"sdk/python":        {},
-	"sdk/go":            {},
-	"test/integration":  {}, // only test files, which are not counted
-	"internal/depcheck": {}, // only this test
-	"internal/contract": {}, // only the SDK contract test
+	"internal/auth":       {"internal/errdefs", "internal/ids"},
+	"internal/egress":     {},
+	"sdk/python":          {},
+	"sdk/go":              {},
+	"test/integration":    {}, // only test files, which are not counted
+	"internal/depcheck":   {}, // only this test
+	"internal/contract":   {}, // only the SDK contract test
 
 	// Helpers.
 	"internal/lifecycle": {"internal/errdefs"},
@@ -63,7 +63,7 @@ var allowed = map[string][]string{
 	"internal/workerproto": {"internal/errdefs", "internal/gpu", "internal/httpapi", "internal/sandbox", "internal/wire"},
 
 	// The worker.
-	"internal/worker": {"internal/container", "internal/errdefs", "internal/gpu", "internal/httpapi", "internal/ids",
+	"internal/worker": {"internal/container", "internal/egress", "internal/errdefs", "internal/gpu", "internal/httpapi", "internal/ids",
 		"internal/image", "internal/initproto", "internal/lifecycle", "internal/reaper", "internal/sandbox",
 		"internal/wire", "internal/workerproto", "sdk/python"},
 
@@ -81,7 +81,7 @@ var allowed = map[string][]string{
 		"internal/sandbox", "internal/store"},
 
 	// The one binary.
-	"cmd/gust": {"internal/container", "internal/containerinit", "internal/httpapi", "internal/image", "internal/reaper",
+	"cmd/gust": {"internal/container", "internal/containerinit", "internal/egress", "internal/httpapi", "internal/image", "internal/reaper",
 		"internal/server", "internal/store", "internal/worker", "sdk/go", "sdk/python"},
 }
 

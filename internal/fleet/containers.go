@@ -118,7 +118,7 @@ func withSecretEnv(env, secretEnv, own map[string]string) map[string]string {
 func containerSpec(sb sandbox.Sandbox, layers []string, fn *workerproto.FunctionRun) workerproto.ContainerSpec {
 	spec := workerproto.ContainerSpec{
 		ID: sb.ID, Isolation: sb.Isolation, ImageLayers: layers, Command: sb.Command, Env: sb.Env, User: sb.User,
-		CPU: sb.CPU, CPULimit: sb.CPU, MemoryMiB: sb.MemoryMiB, HostNetwork: sb.HostNetwork, Timeout: sb.Timeout, Function: fn,
+		CPU: sb.CPU, CPULimit: sb.CPU, MemoryMiB: sb.MemoryMiB, BuildEgress: sb.BuildEgress, Timeout: sb.Timeout, Function: fn,
 	}
 	if sb.FunctionID != "" {
 		// A function's cpu is a request it may burst above, unless it set a limit.

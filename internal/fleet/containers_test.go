@@ -52,7 +52,7 @@ func TestCreateSandbox(t *testing.T) {
 	if spec.ID != sb.ID || spec.Isolation != sandbox.IsolationRunc || !slices.Equal(spec.ImageLayers, []string{"/l1"}) ||
 		!maps.Equal(spec.Env, wantEnv) || spec.Workdir != "/w" || spec.User != "u" || spec.CPU != 2 || spec.CPULimit != 2 ||
 		spec.MemoryMiB != 512 || spec.Timeout != wire.Duration(time.Minute) || spec.IdleTimeout != idle ||
-		spec.Function != nil || spec.HostNetwork || len(spec.Command) != 0 {
+		spec.Function != nil || spec.BuildEgress || len(spec.Command) != 0 {
 		t.Fatalf("the worker was sent %+v", spec)
 	}
 	if r, m := env.f.counts(wid); r != 1 || m != 512 {

@@ -183,8 +183,9 @@ func (b *Builder) SnapshotImage(ctx context.Context, sb sandbox.Sandbox) (image.
 	return im, b.store.PutImage(ctx, im)
 }
 
-// buildContainer starts the container a step runs in: the parent image, the machine's
-// network (package installs need it, as in `docker build`), 2 GiB where the machine has it.
+// buildContainer starts the container a step runs in: the parent image, 2 GiB where the
+// machine has it, and its worker's egress proxy as its only network (package installs need
+// their mirrors; nothing else on the machine or beyond it is reachable).
 func (b *Builder) buildContainer(ctx context.Context, parent image.Image, n int) (sandbox.Sandbox, error) {
 	app, err := b.store.LookupApp(ctx, auth.SystemWorkspace, buildApp, true)
 	if err != nil {
@@ -201,7 +202,7 @@ func (b *Builder) buildContainer(ctx context.Context, parent image.Image, n int)
 	if err != nil {
 		return sb, err
 	}
-	sb.HostNetwork = true
+	sb.BuildEgress = true
 	sb.WorkspaceID = auth.SystemWorkspace
 	sb, err = b.fleet.Create(ctx, sb, nil, nil)
 	if err != nil {

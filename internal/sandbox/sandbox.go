@@ -111,10 +111,11 @@ type Sandbox struct {
 	MemoryMiB    int     `json:"memory"`
 	Workdir      *string `json:"workdir"`
 	BlockNetwork bool    `json:"block_network"`
-	// HostNetwork shares the machine's network namespace. Only image build containers get it
-	// (the server sets it; clients cannot), so that apt_install and pip_install reach their
-	// package indexes, as `docker build` does.
-	HostNetwork bool `json:"host_network,omitempty"`
+	// BuildEgress marks an image build container (the server sets it; clients cannot): its
+	// network namespace has only loopback and its worker's egress proxy, which reaches the
+	// package mirrors the worker allows (--build-egress), so that apt_install and pip_install
+	// work and nothing else is reachable.
+	BuildEgress bool `json:"build_egress,omitempty"`
 	// User is who the sandbox's processes run as: its image's user; empty is root.
 	User string            `json:"user,omitempty"`
 	Env  map[string]string `json:"env,omitempty"`

@@ -21,8 +21,12 @@ type box struct {
 	mu        sync.Mutex
 	state     boxState  // boxLifecycle
 	container Container // set once made (starting)
-	runner    *runner   // function containers only, set once started (starting)
-	execs     map[string]Process
+	// net is an image build container's network, set before it is made; closed once it is
+	// gone (releaseNet). netEnv points its processes at net's proxy.
+	net    BuildNet
+	netEnv map[string]string
+	runner *runner // function containers only, set once started (starting)
+	execs  map[string]Process
 	// activeExecs and lastActivity hold off idle_timeout.
 	activeExecs  int
 	lastActivity time.Time
@@ -84,6 +88,7 @@ func (w *Worker) create(spec workerproto.ContainerSpec) {
 		// Terminated (or failed) while the runtime made it: nobody will use it.
 		b.mu.Unlock()
 		w.remove(c, spec.ID)
+		w.releaseNet(b)
 		return
 	}
 	b.container = c
@@ -124,15 +129,57 @@ func (w *Worker) makeContainer(ctx context.Context, b *box) (Container, error) {
 		c.SetOnExit(func() { w.containerExited(b) })
 		return c, nil
 	}
+	netns := ""
+	if spec.BuildEgress {
+		n, err := w.openBuildNet(b)
+		if err != nil {
+			return nil, err
+		}
+		netns = n.NetNSPath()
+	}
 	c, err := w.rt.Create(ctx, container.CreateOptions{
 		ID: spec.ID, Isolation: spec.Isolation, Layers: spec.ImageLayers, CPU: spec.CPU, CPULimit: spec.CPULimit,
-		MemoryMiB: spec.MemoryMiB, DiskMiB: w.cfg.DiskMiB, HostNetwork: spec.HostNetwork,
+		MemoryMiB: spec.MemoryMiB, DiskMiB: w.cfg.DiskMiB, NetNSPath: netns,
 		Mounts: mounts, OnExit: func() { w.containerExited(b) }, Logf: w.log.Printf,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the container: %w", err)
 	}
 	return c, nil
+}
+
+// openBuildNet gives an image build container its network: a namespace of its own whose only
+// way out is the egress proxy. Only runc joins a namespace it is given (runsc runs with
+// --network=none), and the server builds under runc only.
+func (w *Worker) openBuildNet(b *box) (BuildNet, error) {
+	if b.spec.Isolation != sandbox.IsolationRunc {
+		return nil, fmt.Errorf("an image build container must run under runc, not %s", b.spec.Isolation)
+	}
+	if w.buildNet == nil {
+		return nil, errors.New("this worker cannot run image builds: it has no egress proxy")
+	}
+	n, err := w.buildNet(b.spec.ID)
+	if err != nil {
+		return nil, fmt.Errorf("the build container's network: %w", err)
+	}
+	b.mu.Lock()
+	b.net, b.netEnv = n, n.Env()
+	b.mu.Unlock()
+	return n, nil
+}
+
+// releaseNet closes a container's build network, if it has one, once the container is gone.
+func (w *Worker) releaseNet(b *box) {
+	b.mu.Lock()
+	n := b.net
+	b.net = nil
+	b.mu.Unlock()
+	if n == nil {
+		return
+	}
+	if err := n.Close(); err != nil {
+		w.log.Printf("container %s: %v", b.spec.ID, err)
+	}
 }
 
 // startMain creates the workdir and starts the container's main process: its command, or a
@@ -183,6 +230,7 @@ func (w *Worker) failStart(b *box, c Container, cause error) {
 	if c != nil {
 		w.remove(c, id)
 	}
+	w.releaseNet(b)
 	if !owner {
 		w.log.Printf("container %s ended while it started; its start also failed: %v", id, cause)
 		return
@@ -201,12 +249,16 @@ func (w *Worker) remove(c Container, id string) {
 	}
 }
 
-// env builds a process environment: defaults, then the container's, then the exec's.
+// env builds a process environment: defaults (with a build container's proxy), then the
+// container's, then the exec's. netEnv is set before the container can run anything.
 func (b *box) env(extra map[string]string) []string {
 	m := map[string]string{
 		"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME": "/root", "LANG": "C.UTF-8", "TERM": "xterm",
 		"GUST_SANDBOX_ID": b.spec.ID, "MODAL_SANDBOX_ID": b.spec.ID,
+	}
+	for k, v := range b.netEnv {
+		m[k] = v
 	}
 	for k, v := range b.spec.Env {
 		m[k] = v
@@ -324,7 +376,10 @@ func (w *Worker) containerExited(b *box) {
 	b.mu.Unlock()
 	if c != nil {
 		w.remove(c, b.spec.ID)
+		w.releaseNet(b)
 	}
+	// Without c, the runtime may still be joining the namespace: create releases it once the
+	// runtime hands the container over, or failStart once it has failed.
 	st := endReport(status, reason, main)
 	w.forgetLater(b.spec.ID)
 	if r != nil {

@@ -2,7 +2,9 @@ package worker
 
 import (
 	"errors"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -215,5 +217,106 @@ func TestTerminateUnknown(t *testing.T) {
 	reports := srv.reportsFor("sb-gone")
 	if len(reports) != 1 || reports[0].Status != sandbox.Timeout || *reports[0].ExitCode != 137 {
 		t.Fatalf("reports %+v, want one: timeout with 137", reports)
+	}
+}
+
+// fakeBuildNet is an image build container's network, counting its closes.
+type fakeBuildNet struct {
+	mu     sync.Mutex
+	closes int
+}
+
+func (n *fakeBuildNet) NetNSPath() string { return "/proc/1/fd/9" }
+func (n *fakeBuildNet) Env() map[string]string {
+	return map[string]string{"http_proxy": "http://127.0.0.1:3128"}
+}
+func (n *fakeBuildNet) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.closes++
+	return nil
+}
+func (n *fakeBuildNet) closed() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.closes
+}
+
+// TestBuildNet checks that an image build container joins the namespace of its egress proxy,
+// that its processes are pointed at the proxy, and that the namespace is closed however the
+// container ends.
+func TestBuildNet(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		rt    func(*fakeRuntime) (gate chan struct{})
+		end   func(w *Worker, rt *fakeRuntime, id string)
+		made  bool // the runtime made the container
+		noNet bool
+	}{
+		{name: "finished", made: true},
+		{name: "terminated", made: true, end: func(w *Worker, _ *fakeRuntime, id string) { w.terminate(id, sandbox.Terminated, "") }},
+		{name: "its init died", made: true, end: func(_ *Worker, rt *fakeRuntime, id string) { rt.container(id).stop() }},
+		{name: "failed to create", rt: func(rt *fakeRuntime) chan struct{} { rt.createErr = errors.New("no space left"); return nil }},
+		{name: "terminated while the runtime made it", made: true,
+			rt: func(rt *fakeRuntime) chan struct{} { rt.createGate = make(chan struct{}); return rt.createGate },
+			end: func(w *Worker, rt *fakeRuntime, id string) {
+				waitFor(t, "the create to start", func() bool { return len(rt.entered) > 0 })
+				w.terminate(id, sandbox.Terminated, "")
+			}},
+		{name: "no egress proxy on this worker", noNet: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rt := newFakeRuntime()
+			var gate chan struct{}
+			if tc.rt != nil {
+				gate = tc.rt(rt)
+			}
+			w, srv := newTestWorker(t, rt, Config{})
+			n := &fakeBuildNet{}
+			if !tc.noNet {
+				w.buildNet = func(string) (BuildNet, error) { return n, nil }
+			}
+			spec := sandboxSpec("sb-1", command("exit", "0"), func(s *workerproto.ContainerSpec) { s.BuildEgress = true })
+			if tc.end != nil {
+				spec.Command = []string{"sleep"}
+			}
+			created := make(chan struct{})
+			go func() { w.create(spec); close(created) }()
+			if tc.end != nil {
+				if gate == nil {
+					waitFor(t, "the container", func() bool { return rt.container(spec.ID) != nil })
+				}
+				tc.end(w, rt, spec.ID)
+			}
+			if gate != nil {
+				close(gate)
+			}
+			<-created
+			end := endOf(t, srv, spec.ID)
+			if tc.noNet {
+				if last := end[len(end)-1]; last.Status != sandbox.Failed || !strings.Contains(deref(last.Error), "no egress proxy") {
+					t.Fatalf("a build container on a worker without the proxy: %+v", last)
+				}
+				return
+			}
+			c := rt.container(spec.ID)
+			if tc.made {
+				if c == nil || c.opts.NetNSPath != "/proc/1/fd/9" {
+					t.Fatalf("the container should join the proxy's namespace: %+v", c)
+				}
+				if rt.removals(spec.ID) == 0 {
+					t.Error("the container was not removed")
+				}
+			}
+			if c != nil && tc.name == "finished" {
+				c.mu.Lock()
+				env := c.procs[0].req.Env
+				c.mu.Unlock()
+				if !slices.Contains(env, "http_proxy=http://127.0.0.1:3128") {
+					t.Errorf("the main process's env lacks the proxy: %v", env)
+				}
+			}
+			waitFor(t, "the namespace to close", func() bool { return n.closed() > 0 })
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gust-run/gust/internal/container"
+	"github.com/gust-run/gust/internal/egress"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/initproto"
 	"github.com/gust-run/gust/internal/workerproto"
@@ -55,6 +56,16 @@ type Process interface {
 	Resize(rows, cols uint16) error
 }
 
+// BuildNet is an image build container's network: a namespace of its own whose only way out
+// is the worker's egress proxy (egress.Namespace). The container joins it; the worker closes
+// it once the container is gone.
+type BuildNet interface {
+	NetNSPath() string
+	// Env points the container's HTTP clients at the proxy.
+	Env() map[string]string
+	Close() error
+}
+
 // Server is the gust server as a worker sees it.
 type Server interface {
 	Register(ctx context.Context, req workerproto.RegisterRequest) error
@@ -79,6 +90,7 @@ var (
 	_ Process   = (*container.Process)(nil)
 	_ Server    = (*workerproto.ServerClient)(nil)
 	_ Layers    = (*image.Builder)(nil)
+	_ BuildNet  = (*egress.Namespace)(nil)
 )
 
 // runtimeAdapter is container.Runtime behind the Runtime interface.

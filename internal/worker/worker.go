@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/gust-run/gust/internal/container"
+	"github.com/gust-run/gust/internal/egress"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/ids"
@@ -48,7 +49,10 @@ type Config struct {
 	LayerDir   string // image layers (snapshots are written here)
 	DiskMiB    int    // writable layer size of each sandbox
 	WarmPool   int    // containers kept started ahead of demand (0 turns the pool off)
-	Logger     *log.Logger
+	// BuildEgress lists the hosts image build containers may reach through the worker's
+	// egress proxy (egress.ParsePolicy's forms); nil is egress.DefaultHosts, empty nothing.
+	BuildEgress []string
+	Logger      *log.Logger
 }
 
 // Worker runs containers.
@@ -76,6 +80,8 @@ type Worker struct {
 	// sources that containers see read-only.
 	sdk     func() (string, error)
 	compile func(dir string)
+	// buildNet makes an image build container's network namespace and proxy.
+	buildNet func(id string) (BuildNet, error)
 
 	mu    sync.Mutex
 	boxes map[string]*box
@@ -91,10 +97,21 @@ type deps struct {
 	sdk func() (string, error)
 	// compile precompiles Python under a directory; nil uses the machine's python3.
 	compile func(dir string)
+	// buildNet makes an image build container's network (New: an egress.Namespace under
+	// cfg.BuildEgress); nil refuses build containers.
+	buildNet func(id string) (BuildNet, error)
 }
 
 // New prepares a worker: it removes what an earlier worker on this state directory left behind.
 func New(cfg Config) (*Worker, error) {
+	hosts := cfg.BuildEgress
+	if hosts == nil {
+		hosts = egress.DefaultHosts()
+	}
+	policy, err := egress.ParsePolicy(hosts)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
 	rt, err := container.New(container.Config{StateDir: cfg.StateDir})
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
@@ -103,9 +120,21 @@ func New(cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: layer store in %s: %w", cfg.LayerDir, err)
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = log.New(os.Stderr, "worker: ", log.LstdFlags)
+	}
+	logf := cfg.Logger.Printf
+	if policy.String() == "" {
+		logf("image builds have no network (%s is empty)", egress.Flag)
+	} else {
+		logf("image builds reach only %s, through the egress proxy (%s)", policy, egress.Flag)
+	}
 	return newWorker(cfg, deps{
 		runtime: runtimeAdapter{rt}, layers: layers,
 		server: workerproto.NewServerClient(cfg.ServerURL, cfg.JoinToken),
+		buildNet: func(id string) (BuildNet, error) {
+			return egress.Start(policy, func(format string, args ...any) { logf("container %s: "+format, append([]any{id}, args...)...) })
+		},
 	}), nil
 }
 
@@ -127,7 +156,7 @@ func newWorker(cfg Config, d deps) *Worker {
 	d.runtime.CleanupLeftovers(cfg.Logger.Printf)
 	w := &Worker{
 		cfg: cfg, rt: d.runtime, server: d.server, layers: d.layers, log: cfg.Logger,
-		idleTick: 250 * time.Millisecond, sdk: d.sdk, compile: d.compile,
+		idleTick: 250 * time.Millisecond, sdk: d.sdk, compile: d.compile, buildNet: d.buildNet,
 		boxes: map[string]*box{}, apiToken: ids.Random(40),
 	}
 	if w.compile == nil {

@@ -92,7 +92,7 @@ func TestPoolable(t *testing.T) {
 		{"with a command", command("sleep"), true},
 		{"function", func(s *workerproto.ContainerSpec) { s.Function = &workerproto.FunctionRun{} }, false},
 		{"gvisor", func(s *workerproto.ContainerSpec) { s.Isolation = sandbox.IsolationGVisor }, false},
-		{"host network", func(s *workerproto.ContainerSpec) { s.HostNetwork = true }, false},
+		{"image build", func(s *workerproto.ContainerSpec) { s.BuildEgress = true }, false},
 		{"more cpu", func(s *workerproto.ContainerSpec) { s.CPU, s.CPULimit = 2, 2 }, false},
 		{"no cpu cap", func(s *workerproto.ContainerSpec) { s.CPULimit = 0 }, false},
 		{"more memory", func(s *workerproto.ContainerSpec) { s.MemoryMiB = 2048 }, false},

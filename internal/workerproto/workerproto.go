@@ -114,8 +114,8 @@ type ContainerSpec struct {
 	CPU       float64 `json:"cpu"`
 	CPULimit  float64 `json:"cpu_limit,omitempty"`
 	MemoryMiB int     `json:"memory"`
-	// HostNetwork shares the machine's network (image builds only).
-	HostNetwork bool          `json:"host_network,omitempty"`
+	// BuildEgress gives an image build container the worker's egress proxy, its only way out.
+	BuildEgress bool          `json:"build_egress,omitempty"`
 	Timeout     wire.Duration `json:"timeout"`
 	IdleTimeout wire.Duration `json:"idle_timeout,omitempty"` // 0: none
 	// Function is set on a function container: what its runner runs.
