@@ -22,7 +22,7 @@ func runAudit(ctx context.Context, args []string, t cliIO) error {
 	since := fs.String("since", "", "entries at most this old (90m, 12h, 7d) or since this time (2026-01-02T15:04:05Z)")
 	var opts gust.AuditOptions
 	fs.StringVar(&opts.TokenID, "token-id", "", "only this token's requests")
-	fs.StringVar(&opts.Route, "route", "", `only this route, e.g. "POST /v1/sandboxes"`)
+	fs.StringVar(&opts.Route, "route", "", `only this route pattern, e.g. /v1/sandboxes/{id}/terminate`)
 	fs.StringVar(&opts.Object, "object", "", "only requests about this object id")
 	fs.IntVar(&opts.Limit, "limit", 0, "at most this many entries (default: the server's)")
 	asJSON := fs.Bool("json", false, "print the entries as JSON")

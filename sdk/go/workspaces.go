@@ -183,7 +183,7 @@ type AuditOptions struct {
 	Since     time.Duration
 	SinceTime time.Time
 	TokenID   string
-	Route     string // e.g. "POST /v1/sandboxes"
+	Route     string // a route pattern, e.g. "/v1/sandboxes/{id}/terminate"
 	Object    string // an object's id
 	Limit     int    // 0: the server's default
 }
