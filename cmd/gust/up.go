@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
@@ -20,6 +19,7 @@ import (
 	"github.com/gust-run/gust/internal/server"
 	"github.com/gust-run/gust/internal/store"
 	"github.com/gust-run/gust/internal/worker"
+	gust "github.com/gust-run/gust/sdk/go"
 )
 
 func init() {
@@ -220,26 +220,16 @@ func loadOrMakeToken(given, env, path, prefix string) (string, error) {
 	return t, nil
 }
 
-// writeClientConfig writes where the CLI and SDKs look: GUST_CONFIG, else
-// $XDG_CONFIG_HOME/gust/config.json, else ~/.config/gust/config.json.
+// writeClientConfig stores the server's URL and token as the active profile "default" of the
+// client config file, where the CLI and SDKs look (GUST_CONFIG, else
+// $XDG_CONFIG_HOME/gust/config.json, else ~/.config/gust/config.json), keeping the file's other
+// profiles.
 func writeClientConfig(url, token string) (string, error) {
-	path := os.Getenv("GUST_CONFIG")
-	if path == "" {
-		dir := os.Getenv("XDG_CONFIG_HOME")
-		if dir == "" {
-			home, err := os.UserHomeDir()
-			if err != nil {
-				return "", err
-			}
-			dir = filepath.Join(home, ".config")
-		}
-		path = filepath.Join(dir, "gust", "config.json")
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	path, err := gust.DefaultConfigPath()
+	if err != nil {
 		return "", err
 	}
-	b, _ := json.MarshalIndent(map[string]string{"server_url": url, "token": token}, "", "  ")
-	return path, os.WriteFile(path, append(b, '\n'), 0o600)
+	return path, gust.WriteConfig(path, gust.Config{ServerURL: url, Token: token, Profile: gust.DefaultProfile})
 }
 
 // ensurePackages installs the Debian packages gust runs on when they are missing.

@@ -16,26 +16,32 @@ import (
 // one and share it.
 type Client struct {
 	baseURL string
-	token   string
+	auth    string // the Authorization header, "" for none
 	http    *http.Client
 }
 
-// NewClient returns a client for cfg. An empty ServerURL means DefaultServerURL.
+// NewClient returns a client for cfg. An empty ServerURL means DefaultServerURL. It sends
+// "Authorization: Bearer TokenID:TokenSecret" when both are set, else "Bearer Token"; a token
+// id without its secret (or the reverse) is an error.
 func NewClient(cfg Config) (*Client, error) {
 	base := normalizeURL(cfg.ServerURL)
 	u, err := url.Parse(base)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return nil, fmt.Errorf("gust server URL %q is not valid: use http://HOST:PORT (GUST_SERVER_URL or server_url in the config file)", cfg.ServerURL)
 	}
+	auth, err := cfg.authorization()
+	if err != nil {
+		return nil, err
+	}
 	hc := cfg.HTTPClient
 	if hc == nil {
 		hc = &http.Client{Transport: newTransport()}
 	}
-	return &Client{baseURL: base, token: cfg.Token, http: hc}, nil
+	return &Client{baseURL: base, auth: auth, http: hc}, nil
 }
 
-// NewClientFromEnv returns a client configured by LoadConfig: the environment, else the config
-// file that `gust up` writes.
+// NewClientFromEnv returns a client configured by LoadConfig: the environment, else the
+// selected profile of the config file that `gust up` and `gust token set` write.
 func NewClientFromEnv() (*Client, error) {
 	cfg, err := LoadConfig()
 	if err != nil {
@@ -97,8 +103,8 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	if c.auth != "" {
+		req.Header.Set("Authorization", c.auth)
 	}
 	req.Header.Set("User-Agent", "gust-go/"+Version)
 	resp, err := c.http.Do(req)

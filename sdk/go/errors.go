@@ -129,7 +129,7 @@ func decodeError(resp *http.Response) *APIError {
 		msg = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, msg)
 	}
 	if resp.StatusCode == http.StatusUnauthorized {
-		msg += " (set GUST_TOKEN, or run `gust up`, which writes the client config)"
+		msg += " (set GUST_TOKEN_ID and GUST_TOKEN_SECRET, or run `gust token set` or `gust up`, which write the client config)"
 	}
 	return &APIError{Status: resp.StatusCode, Kind: kindForStatus(resp.StatusCode), Message: msg}
 }

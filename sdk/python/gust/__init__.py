@@ -18,8 +18,9 @@ Run it with ``gust run my_app.py`` (or ``with app.run():`` in a script), deploy 
     sb = modal.Sandbox.create(app=modal.App.lookup("my-app", create_if_missing=True))
     print(sb.exec("echo", "hi").stdout.read())
 
-Standard library only. The server is found through GUST_SERVER_URL and GUST_TOKEN, or the
-config file that ``gust up`` writes (~/.config/gust/config.json).
+Standard library only. The server is found through GUST_SERVER_URL and GUST_TOKEN_ID with
+GUST_TOKEN_SECRET (or GUST_TOKEN), or the config file that ``gust up`` and ``gust token set``
+write (~/.config/gust/config.json; GUST_PROFILE picks a profile).
 """
 
 from . import exception, functions

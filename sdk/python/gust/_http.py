@@ -24,7 +24,8 @@ http = LazyModule("http.client")  # used as http.client below
 
 DEFAULT_TIMEOUT = 120.0
 _MAX_IDLE = 32
-_ENV_KEYS = ("GUST_SERVER_URL", "GUST_TOKEN", "GUST_CONFIG", "XDG_CONFIG_HOME", "HOME")
+_ENV_KEYS = ("GUST_SERVER_URL", "GUST_TOKEN", "GUST_TOKEN_ID", "GUST_TOKEN_SECRET", "GUST_PROFILE",
+             "GUST_CONFIG", "XDG_CONFIG_HOME", "HOME")
 
 # Errors that mean a kept-alive connection went stale before it carried our request.
 def _stale() -> tuple:
@@ -199,11 +200,10 @@ class Client:
                  content_type: Optional[str], auth: bool) -> Tuple[str, Optional[bytes], Dict[str, str]]:
         headers = {"User-Agent": f"gust-python/{__version__}"}
         if auth:
-            if not self.config.token:
-                raise exc.AuthError(
-                    "no gust token: set GUST_TOKEN (and GUST_SERVER_URL), or run `gust up`, "
-                    "which writes ~/.config/gust/config.json")
-            headers["Authorization"] = "Bearer " + self.config.token
+            authorization = self.config.authorization
+            if authorization is None:
+                raise exc.AuthError(self.config.missing_credentials_message())
+            headers["Authorization"] = authorization
         if json_body is not None:
             body = _json_bytes(json_body)
             content_type = "application/json"

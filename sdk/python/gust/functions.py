@@ -144,10 +144,11 @@ class _Handle:
         if not me:
             raise exc.ExecutionError(f"Function {self.name!r}: GUST_FUNCTION_ID is not set in this container")
         client = get_client()
-        if not client.config.token:
+        if not client.config.has_credentials:
             raise exc.ExecutionError(
                 f"Function {self.name!r}: calling a function from inside a container needs the gust server's "
-                "address and a token in the container (GUST_SERVER_URL, GUST_TOKEN), which it was not given")
+                "address and credentials in the container (GUST_SERVER_URL, and GUST_TOKEN_ID with "
+                "GUST_TOKEN_SECRET or GUST_TOKEN), which it was not given")
         app_id = client.json("GET", f"/v1/functions/{me}")["app_id"]
         doc = client.json("GET", f"/v1/apps/{app_id}")
         for f in doc.get("function_details") or doc.get("functions_details") or []:
