@@ -95,7 +95,7 @@ func (a *API) guard(pattern string, ru rule, h http.HandlerFunc) http.HandlerFun
 	return func(w http.ResponseWriter, r *http.Request) {
 		p := principal(r)
 		if !ru.allows(p, r.PathValue("wid")) {
-			httpapi.WriteError(w, forbidden(p, pattern))
+			httpapi.WriteError(w, forbidden(p, pattern, ru))
 			return
 		}
 		if p.Kind == auth.User || p.Kind == auth.Container {
@@ -115,25 +115,25 @@ func (a *API) guard(pattern string, ru rule, h http.HandlerFunc) http.HandlerFun
 	}
 }
 
-// forbidden says why p may not call a route.
-func forbidden(p auth.Principal, pattern string) error {
-	switch p.Kind {
-	case auth.Container:
-		return errdefs.WithKind(errdefs.ErrForbidden, pattern+" is not open to function containers: their credential may look up and call functions and manage the sandboxes they created")
-	case auth.Joiner:
-		return errdefs.WithKind(errdefs.ErrForbidden, "the join token may only register a worker")
-	case auth.Worker:
-		return errdefs.WithKind(errdefs.ErrForbidden, "a worker's credential may only call the worker protocol for its own worker ID")
+// forbidden says why p may not call a route with rule ru.
+func forbidden(p auth.Principal, pattern string, ru rule) error {
+	var msg string
+	switch {
+	case p.Kind == auth.Container:
+		msg = pattern + " is not open to function containers: their credential may look up and call functions and manage the sandboxes they created"
+	case p.Kind == auth.Joiner:
+		msg = "the join token may only register a worker"
+	case p.Kind == auth.Worker:
+		msg = "a worker's credential may only call the worker protocol for its own worker ID"
+	case ru.need == joinOnly:
+		msg = "registering a worker needs the join token (DATA_DIR/join-token on the server, given to `gust worker` as GUST_JOIN_TOKEN), not a user's token"
+	case ru.need == workerOnly:
+		msg = "the worker protocol needs a worker's credential, not a user's token"
+	default:
+		need := map[access]string{memberOnly: "member", ownerOnly: "owner", adminOnly: "the operator's token (owner of the default workspace)"}[ru.need]
+		msg = pattern + " needs the role " + need + "; this token's role is " + string(p.Role)
 	}
-	if strings.HasPrefix(pattern, "POST /v1/workers/register") {
-		return errdefs.WithKind(errdefs.ErrForbidden, "registering a worker needs the join token (DATA_DIR/join-token on the server, given to `gust worker` as GUST_JOIN_TOKEN), not a user's token")
-	}
-	if strings.Contains(pattern, "/v1/workers/") {
-		return errdefs.WithKind(errdefs.ErrForbidden, "the worker protocol needs a worker's credential, not a user's token")
-	}
-	ru := policy[pattern]
-	need := map[access]string{memberOnly: "member", ownerOnly: "owner", adminOnly: "the operator's token (owner of the default workspace)"}[ru.need]
-	return errdefs.WithKind(errdefs.ErrForbidden, pattern+" needs the role "+need+"; this token's role is "+string(p.Role))
+	return errdefs.WithKind(errdefs.ErrForbidden, msg)
 }
 
 // objectOf is the object a route's path names.

@@ -112,7 +112,7 @@ func (t Token) Usable(now time.Time) error {
 
 // Prefixes of token IDs and secrets: a secret is recognisable in a log or a leak scanner.
 const (
-	TokenIDPrefix     = "tk-"
+	TokenIDPrefix     = string(ids.Token) + "-"
 	TokenSecretPrefix = "ts-"
 )
 
@@ -133,9 +133,6 @@ func Matches(hash, secret string) bool {
 	got := Hash(secret)
 	return subtle.ConstantTimeCompare([]byte(got), []byte(hash)) == 1
 }
-
-// Bearer is the Authorization header's value for a credential.
-func Bearer(id, secret string) string { return "Bearer " + id + ":" + secret }
 
 // ParseBearer reads an Authorization header: "Bearer <token_id>:<token_secret>" gives id and
 // secret; "Bearer <opaque>" (the operator's or the join token) gives opaque.
