@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/gust-run/gust/internal/server"
+	"github.com/gust-run/gust/internal/tlsconf"
 )
 
 func init() {
@@ -20,7 +21,7 @@ func runServer(ctx context.Context, args []string) error {
 		return err
 	}
 	logger := log.New(os.Stderr, "gust server: ", log.LstdFlags)
-	_, httpSrv, ln, token, err := startServer(ctx, &d, logger)
+	_, httpSrv, _, token, err := startServer(ctx, &d, logger)
 	if err != nil {
 		return err
 	}
@@ -31,9 +32,20 @@ func runServer(ctx context.Context, args []string) error {
 	}
 	defer stopPprof()
 	if !d.noConfig {
-		writeClientConfig("http://"+ln.Addr().String(), token)
+		if path, err := writeClientConfig(d.url, token, d.tlsID); err != nil {
+			logger.Printf("could not write client config: %v", err)
+		} else {
+			logger.Printf("client config written to %s", path)
+		}
 	}
-	logger.Printf("gust %s server listening on http://%s; workers join with: GUST_JOIN_TOKEN=<token in %s/join-token> gust worker --server http://%s (or --token-file FILE)", server.Version, ln.Addr(), d.dataDir, ln.Addr())
+	pin := ""
+	if d.tlsID != nil {
+		logger.Printf("serving TLS; the certificate's SHA-256 fingerprint is %s", d.tlsID.Fingerprint)
+		pin = " --server-fingerprint " + d.tlsID.Fingerprint
+	} else if !tlsconf.Loopback(d.addr) {
+		logger.Printf("warning: serving plain HTTP beyond loopback (--tls=off): tokens cross the network in clear")
+	}
+	logger.Printf("gust %s server listening on %s; workers join with: GUST_JOIN_TOKEN=<token in %s/join-token> gust worker --server %s%s (or --token-file FILE)", server.Version, d.url, d.dataDir, d.url, pin)
 	<-ctx.Done()
 	return nil
 }

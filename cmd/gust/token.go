@@ -54,17 +54,18 @@ func runTokenNew(ctx context.Context, args []string, t cliIO) error {
 	if err != nil {
 		return err
 	}
-	return showNewToken(t, tok, cfg.ServerURL, *setProfile, *activate, *asJSON)
+	return showNewToken(t, tok, cfg, *setProfile, *activate, *asJSON)
 }
 
 // showNewToken prints a token just made, or stores it as a profile when profile is not empty.
-func showNewToken(t cliIO, tok *gust.Token, serverURL, profile string, activate, asJSON bool) error {
+func showNewToken(t cliIO, tok *gust.Token, cfg gust.Config, profile string, activate, asJSON bool) error {
 	if profile != "" {
 		path, err := gust.DefaultConfigPath()
 		if err != nil {
 			return err
 		}
-		if err := gust.SaveProfile(path, profile, gust.Profile{ServerURL: serverURL, TokenID: tok.ID, TokenSecret: tok.Secret}, activate); err != nil {
+		if err := gust.SaveProfile(path, profile, gust.Profile{ServerURL: cfg.ServerURL, TokenID: tok.ID, TokenSecret: tok.Secret,
+			TLSFingerprint: cfg.TLSFingerprint, TLSCAFile: cfg.TLSCAFile}, activate); err != nil {
 			return fmt.Errorf("token %s was made but not stored (revoke it with `gust token revoke %s`): %w", tok.ID, tok.ID, err)
 		}
 		tok.Secret = ""

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/server"
 	"github.com/gust-run/gust/internal/store"
+	"github.com/gust-run/gust/internal/tlsconf"
 	"github.com/gust-run/gust/internal/worker"
 	gust "github.com/gust-run/gust/sdk/go"
 )
@@ -36,6 +38,11 @@ type daemonFlags struct {
 	// joinToken is what workers register with (loadJoinToken); set when the server starts.
 	joinToken      string
 	auditRetention time.Duration
+	tls            tlsFlags
+	// tlsID is the certificate the server serves (nil: plain HTTP), and url its base URL;
+	// both set when the server starts.
+	tlsID *tlsconf.Identity
+	url   string
 }
 
 func (d *daemonFlags) bind(fs interface {
@@ -55,6 +62,7 @@ func (d *daemonFlags) bind(fs interface {
 	fs.StringVar(&d.tokenFile, "token-file", "", "file holding the API token (default: GUST_TOKEN, else one kept in DATA_DIR/token)")
 	fs.StringVar(&d.token, "token", "", "API token; visible to every user in ps: prefer GUST_TOKEN or --token-file")
 	fs.DurationVar(&d.auditRetention, "audit-retention", 90*24*time.Hour, "how long the audit log keeps an entry")
+	d.tls.bind(fs)
 }
 
 func envOr(k, def string) string {
@@ -85,7 +93,7 @@ func runUp(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	_, httpSrv, ln, token, err := startServer(ctx, &d, logger)
+	_, httpSrv, _, token, err := startServer(ctx, &d, logger)
 	if err != nil {
 		return err
 	}
@@ -95,19 +103,30 @@ func runUp(ctx context.Context, args []string) error {
 		return err
 	}
 	defer stopPprof()
-	url := "http://" + ln.Addr().String()
+	url := d.url
 	if !d.noConfig {
-		if path, err := writeClientConfig(url, token); err != nil {
+		if path, err := writeClientConfig(url, token, d.tlsID); err != nil {
 			logger.Printf("could not write client config: %v", err)
 		} else {
 			logger.Printf("client config written to %s", path)
 		}
 	}
-	w, err := worker.New(worker.Config{
+	// The local worker speaks TLS when the server does (it listens beyond loopback): it pins
+	// the server's certificate, and serves its own.
+	wcfg := worker.Config{
 		ServerURL: url, JoinToken: d.joinToken, ListenAddr: "127.0.0.1:0",
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool,
 		BuildEgress: strings.Split(*buildEgress, ","), Logger: log.New(os.Stderr, "gust worker: ", log.LstdFlags),
-	})
+	}
+	if d.tlsID != nil {
+		if wcfg.ServerTLS, err = tlsconf.ClientConfig(d.tlsID.Fingerprint, ""); err != nil {
+			return err
+		}
+		if wcfg.TLS, err = tlsconf.LoadOrCreate(filepath.Join(d.dataDir, "tls"), "worker", nil); err != nil {
+			return err
+		}
+	}
+	w, err := worker.New(wcfg)
 	if err != nil {
 		return err
 	}
@@ -146,9 +165,16 @@ func startServer(ctx context.Context, d *daemonFlags, logger *log.Logger) (*serv
 	if err != nil {
 		return nil, nil, nil, "", err
 	}
+	if d.tlsID, err = d.tls.identity(d.dataDir, "server", d.addr, false); err != nil {
+		return nil, nil, nil, "", err
+	}
 	ln, err := net.Listen("tcp", d.addr)
 	if err != nil {
 		return nil, nil, nil, "", fmt.Errorf("listen on %s: %w (is another gust running? use --addr)", d.addr, err)
+	}
+	d.url = scheme(d.tlsID) + ln.Addr().String()
+	if d.tlsID != nil {
+		ln = tls.NewListener(ln, d.tlsID.ServerConfig())
 	}
 	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second}
 	go httpSrv.Serve(ln)
@@ -223,13 +249,18 @@ func loadOrMakeToken(given, env, path, prefix string) (string, error) {
 // writeClientConfig stores the server's URL and token as the active profile "default" of the
 // client config file, where the CLI and SDKs look (GUST_CONFIG, else
 // $XDG_CONFIG_HOME/gust/config.json, else ~/.config/gust/config.json), keeping the file's other
-// profiles.
-func writeClientConfig(url, token string) (string, error) {
+// profiles. A server serving TLS (id) has its certificate's fingerprint written beside them,
+// for clients to pin.
+func writeClientConfig(url, token string, id *tlsconf.Identity) (string, error) {
 	path, err := gust.DefaultConfigPath()
 	if err != nil {
 		return "", err
 	}
-	return path, gust.WriteConfig(path, gust.Config{ServerURL: url, Token: token, Profile: gust.DefaultProfile})
+	cfg := gust.Config{ServerURL: url, Token: token, Profile: gust.DefaultProfile}
+	if id != nil {
+		cfg.TLSFingerprint = id.Fingerprint
+	}
+	return path, gust.WriteConfig(path, cfg)
 }
 
 // ensurePackages installs the Debian packages gust runs on when they are missing.

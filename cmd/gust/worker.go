@@ -24,6 +24,8 @@ func runWorker(ctx context.Context, args []string) error {
 	serverURL := fs.String("server", os.Getenv("GUST_SERVER_URL"), "server URL")
 	listen := fs.String("listen", "127.0.0.1:0", "address of the worker's own API, which the server must reach")
 	buildEgress := bindBuildEgress(fs)
+	var serverTLS serverTLSFlags
+	serverTLS.bind(fs)
 	if err := d.parse(fs, args, os.Stderr); err != nil {
 		return err
 	}
@@ -45,10 +47,25 @@ func runWorker(ctx context.Context, args []string) error {
 		return err
 	}
 	defer stopPprof()
+	https := strings.HasPrefix(*serverURL, "https://")
+	if !https && (serverTLS.fingerprint != "" || serverTLS.caFile != "") {
+		return errors.New("--server-fingerprint and --server-ca verify an https server: give --server https://...")
+	}
+	stc, err := serverTLS.config()
+	if err != nil {
+		return err
+	}
+	id, err := d.tls.identity(d.dataDir, "worker", *listen, https)
+	if err != nil {
+		return err
+	}
+	if id != nil {
+		logger.Printf("the worker's API serves TLS; its certificate's SHA-256 fingerprint is %s (sent to the server when registering)", id.Fingerprint)
+	}
 	w, err := worker.New(worker.Config{
 		ServerURL: *serverURL, JoinToken: token, ListenAddr: *listen,
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool,
-		BuildEgress: strings.Split(*buildEgress, ","), Logger: logger,
+		BuildEgress: strings.Split(*buildEgress, ","), Logger: logger, ServerTLS: stc, TLS: id,
 	})
 	if err != nil {
 		return err

@@ -50,7 +50,7 @@ func runWorkspaceCreate(ctx context.Context, args []string, t cliIO) error {
 	if !*asJSON {
 		fmt.Fprintf(t.out, "workspace %s (%s)\n", ws.Name, ws.ID)
 	}
-	return showNewToken(t, tok, cfg.ServerURL, *setProfile, *activate, *asJSON)
+	return showNewToken(t, tok, cfg, *setProfile, *activate, *asJSON)
 }
 
 func runWorkspaceList(ctx context.Context, args []string, t cliIO) error {

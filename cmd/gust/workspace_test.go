@@ -145,7 +145,7 @@ func TestProfileWithoutFile(t *testing.T) {
 // gust up stores its server and token as the active profile "default", keeping the others.
 func TestWriteClientConfig(t *testing.T) {
 	path := cliEnv(t, `{"active_profile": "acme", "profiles": {"acme": {"server_url": "http://remote:1", "token_id": "tk-a", "token_secret": "ts-a"}, "default": {"server_url": "http://old:1", "token": "old"}}}`)
-	got, err := writeClientConfig("http://127.0.0.1:7420", "op-new")
+	got, err := writeClientConfig("http://127.0.0.1:7420", "op-new", nil)
 	if err != nil || got != path {
 		t.Fatalf("writeClientConfig = %q, %v", got, err)
 	}

@@ -2,9 +2,11 @@ package api
 
 import (
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gust-run/gust/internal/auth"
+	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/wire"
 	"github.com/gust-run/gust/internal/workerproto"
@@ -23,6 +25,12 @@ func (a *API) handleWorkerRegister(w http.ResponseWriter, r *http.Request) {
 	var req workerproto.RegisterRequest
 	if err := httpapi.DecodeJSON(r, &req, 64<<10); err != nil {
 		httpapi.WriteError(w, err)
+		return
+	}
+	// A server that speaks TLS is split across machines: the worker's own API, which the
+	// server sends commands and clients' streams to, must be TLS as well.
+	if r.TLS != nil && !strings.HasPrefix(req.Addr, "https://") {
+		httpapi.WriteError(w, errdefs.Invalid("worker %s: this server serves TLS, so the worker's API must too: addr %q is not https (a gust worker given an https --server serves TLS itself)", req.Name, req.Addr))
 		return
 	}
 	resp, err := a.fleet.Register(req)

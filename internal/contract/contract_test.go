@@ -556,7 +556,7 @@ type fakeWorker struct {
 
 func startWorker(t *testing.T, serverURL string) *fakeWorker {
 	t.Helper()
-	w := &fakeWorker{server: workerproto.NewServerClient(serverURL, joinToken),
+	w := &fakeWorker{server: workerproto.NewServerClient(serverURL, joinToken, nil),
 		specs: map[string]workerproto.ContainerSpec{}, ended: map[string]bool{}}
 	api := httptest.NewServer(w.routes())
 	ctx, cancel := context.WithCancel(context.Background())

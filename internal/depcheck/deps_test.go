@@ -40,6 +40,7 @@ var allowed = map[string][]string{
 	"internal/autoscaler": {},
 	"internal/auth":       {"internal/errdefs", "internal/ids"},
 	"internal/egress":     {},
+	"internal/tlsconf":    {},
 	"sdk/python":          {},
 	"sdk/go":              {},
 	"test/integration":    {}, // only test files, which are not counted
@@ -60,12 +61,12 @@ var allowed = map[string][]string{
 	"internal/container":     {"internal/initproto", "internal/reaper"},
 
 	// The server↔worker protocol.
-	"internal/workerproto": {"internal/errdefs", "internal/gpu", "internal/httpapi", "internal/sandbox", "internal/wire"},
+	"internal/workerproto": {"internal/errdefs", "internal/gpu", "internal/httpapi", "internal/sandbox", "internal/tlsconf", "internal/wire"},
 
 	// The worker.
 	"internal/worker": {"internal/container", "internal/egress", "internal/errdefs", "internal/gpu", "internal/httpapi", "internal/ids",
 		"internal/image", "internal/initproto", "internal/lifecycle", "internal/reaper", "internal/sandbox",
-		"internal/wire", "internal/workerproto", "sdk/python"},
+		"internal/tlsconf", "internal/wire", "internal/workerproto", "sdk/python"},
 
 	// The control plane: the store, its three parts, the API over them, the assembly.
 	"internal/store": {"internal/auth", "internal/errdefs", "internal/function", "internal/ids", "internal/image", "internal/sandbox"},
@@ -82,7 +83,7 @@ var allowed = map[string][]string{
 
 	// The one binary.
 	"cmd/gust": {"internal/container", "internal/containerinit", "internal/egress", "internal/httpapi", "internal/image", "internal/reaper",
-		"internal/server", "internal/store", "internal/worker", "sdk/go", "sdk/python"},
+		"internal/server", "internal/store", "internal/tlsconf", "internal/worker", "sdk/go", "sdk/python"},
 }
 
 // Groups the rules speak of.

@@ -140,7 +140,7 @@ func (f *Fleet) Register(req workerproto.RegisterRequest) (workerproto.RegisterR
 	if err := req.Validate(); err != nil {
 		return workerproto.RegisterResponse{}, err
 	}
-	client, err := workerproto.NewWorkerClient(req.Addr, req.APIToken)
+	client, err := workerproto.NewWorkerClient(req.Addr, req.APIToken, req.TLSFingerprint)
 	if err != nil {
 		return workerproto.RegisterResponse{}, err
 	}

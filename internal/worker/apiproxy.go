@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
@@ -55,6 +56,8 @@ func (w *Worker) serveContainerAPI() (dir string, closeFn func(), err error) {
 			pr.SetURL(target)
 		},
 		FlushInterval: -1,
+		// An https server is verified as the worker's own connection to it is.
+		Transport: &http.Transport{Proxy: nil, TLSClientConfig: w.cfg.ServerTLS, MaxIdleConnsPerHost: 32, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second},
 		ErrorHandler: func(rw http.ResponseWriter, r *http.Request, err error) {
 			httpapi.WriteError(rw, errdefs.Unavailable("the gust server is unreachable from this worker: %v", err))
 		},

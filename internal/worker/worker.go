@@ -14,6 +14,7 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log"
@@ -33,6 +34,7 @@ import (
 	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/sandbox"
+	"github.com/gust-run/gust/internal/tlsconf"
 	"github.com/gust-run/gust/internal/workerproto"
 	pythonsdk "github.com/gust-run/gust/sdk/python"
 )
@@ -53,6 +55,12 @@ type Config struct {
 	// egress proxy (egress.ParsePolicy's forms); nil is egress.DefaultHosts, empty nothing.
 	BuildEgress []string
 	Logger      *log.Logger
+	// ServerTLS verifies an https server (tlsconf.ClientConfig: its pinned fingerprint or a
+	// CA file); nil means the system's CAs.
+	ServerTLS *tls.Config
+	// TLS is the certificate the worker's own API serves, whose fingerprint it reports when it
+	// registers; nil serves plain HTTP (a worker beside its server on loopback).
+	TLS *tlsconf.Identity
 }
 
 // Worker runs containers.
@@ -131,7 +139,7 @@ func New(cfg Config) (*Worker, error) {
 	}
 	return newWorker(cfg, deps{
 		runtime: runtimeAdapter{rt}, layers: layers,
-		server: workerproto.NewServerClient(cfg.ServerURL, cfg.JoinToken),
+		server: workerproto.NewServerClient(cfg.ServerURL, cfg.JoinToken, cfg.ServerTLS),
 		buildNet: func(id string) (BuildNet, error) {
 			return egress.Start(policy, func(format string, args ...any) { logf("container %s: "+format, append([]any{id}, args...)...) })
 		},
@@ -183,6 +191,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: listen on %s: %w", w.cfg.ListenAddr, err)
 	}
 	w.addr = "http://" + ln.Addr().String()
+	if w.cfg.TLS != nil {
+		ln = tls.NewListener(ln, w.cfg.TLS.ServerConfig())
+		w.addr = "https://" + ln.Addr().String()
+	}
 	srv := &http.Server{Handler: httpapi.Auth(w.apiToken, w.routes())}
 	go func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -232,6 +244,9 @@ func (w *Worker) register(ctx context.Context) error {
 	req := workerproto.RegisterRequest{
 		Name: w.cfg.Name, Addr: w.addr, CPU: float64(runtime.NumCPU()), MemoryMiB: hostMemoryMiB(), GPUs: detectGPUs(),
 		WorkerID: w.server.WorkerID(), APIToken: w.apiToken,
+	}
+	if w.cfg.TLS != nil {
+		req.TLSFingerprint = w.cfg.TLS.Fingerprint
 	}
 	for _, iso := range []string{container.IsolationRunc, container.IsolationGVisor} {
 		if w.rt.Available(iso) == nil {

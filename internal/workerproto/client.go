@@ -3,6 +3,7 @@ package workerproto
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/tlsconf"
 )
 
 // WorkerClient is the server's one way to call a worker: typed calls for what the server asks
@@ -28,20 +30,31 @@ type WorkerClient struct {
 // workerTransport is shared by every WorkerClient: connections to a worker are kept warm.
 var workerTransport = &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second}
 
-// NewWorkerClient returns a client of the worker whose API is at addr.
-func NewWorkerClient(addr, token string) (*WorkerClient, error) {
+// NewWorkerClient returns a client of the worker whose API is at addr. An https addr is
+// trusted only with the certificate whose SHA-256 fingerprint the worker reported when it
+// registered.
+func NewWorkerClient(addr, token, fingerprint string) (*WorkerClient, error) {
 	u, err := url.Parse(addr)
 	if err != nil || u.Scheme == "" || u.Host == "" {
 		return nil, errdefs.Invalid("worker addr %q is not a URL such as http://10.0.0.5:7421", addr)
 	}
-	c := &WorkerClient{api: httpapi.Client{BaseURL: addr, Token: token, HTTP: &http.Client{Transport: workerTransport}}}
+	transport := workerTransport
+	if u.Scheme == "https" {
+		// One transport per worker: each has its own pinned certificate.
+		tc, err := tlsconf.ClientConfig(fingerprint, "")
+		if err != nil || fingerprint == "" {
+			return nil, errdefs.Invalid("worker addr %q is https: it needs the fingerprint of the worker's certificate (%v)", addr, err)
+		}
+		transport = &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, TLSClientConfig: tc, TLSHandshakeTimeout: 10 * time.Second}
+	}
+	c := &WorkerClient{api: httpapi.Client{BaseURL: addr, Token: token, HTTP: &http.Client{Transport: transport}}}
 	c.relay = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)
 			pr.Out.Header.Set("Authorization", "Bearer "+token)
 		},
 		FlushInterval: -1, // streams are NDJSON: pass each line on at once
-		Transport:     workerTransport,
+		Transport:     transport,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			httpapi.WriteError(w, errdefs.Unavailable("worker unreachable: %v", err))
 		},
@@ -107,9 +120,10 @@ func (c *ServerClient) WorkerID() string {
 
 // NewServerClient returns a client of the server at serverURL.
 // joinToken registers the worker; every later call presents the credential the server
-// gives it then.
-func NewServerClient(serverURL, joinToken string) *ServerClient {
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}}
+// gives it then. tc is how an https server is verified (tlsconf.ClientConfig: a pinned
+// fingerprint or a CA file); nil means the system's CAs.
+func NewServerClient(serverURL, joinToken string, tc *tls.Config) *ServerClient {
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, TLSClientConfig: tc, TLSHandshakeTimeout: 10 * time.Second}}
 	c := &ServerClient{join: httpapi.Client{BaseURL: serverURL, Token: joinToken, HTTP: hc}}
 	c.api = httpapi.Client{BaseURL: serverURL, HTTP: hc, TokenFunc: func() string {
 		cred, _ := c.cred.Load().(string)

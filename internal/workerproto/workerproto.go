@@ -13,6 +13,7 @@ import (
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/gpu"
 	"github.com/gust-run/gust/internal/sandbox"
+	"github.com/gust-run/gust/internal/tlsconf"
 	"github.com/gust-run/gust/internal/wire"
 )
 
@@ -30,6 +31,9 @@ type RegisterRequest struct {
 	// APIToken is what the server must present to the worker's API: the worker makes it at
 	// start, so that no credential of the server's ever reaches a worker.
 	APIToken string `json:"api_token"`
+	// TLSFingerprint is the SHA-256 fingerprint of the certificate the worker's API serves
+	// (hex), required when Addr is https: the server pins it.
+	TLSFingerprint string `json:"tls_fingerprint,omitempty"`
 }
 
 // Bounds of what a worker may report about itself.
@@ -59,8 +63,14 @@ func (r RegisterRequest) Validate() error {
 	if len(r.APIToken) < 32 {
 		return errdefs.Invalid("worker %s: api_token must be a random string of at least 32 characters that the worker's API accepts", r.Name)
 	}
-	if u, err := url.Parse(r.Addr); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	u, err := url.Parse(r.Addr)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return errdefs.Invalid("worker %s: addr %q is not an http(s) URL such as http://10.0.0.5:7421", r.Name, r.Addr)
+	}
+	if u.Scheme == "https" {
+		if _, err := tlsconf.ParseFingerprint(r.TLSFingerprint); err != nil {
+			return errdefs.Invalid("worker %s: an https addr needs tls_fingerprint, the SHA-256 of the certificate the worker serves: %v", r.Name, err)
+		}
 	}
 	return nil
 }

@@ -17,7 +17,9 @@ func TestRegisterRequestValidate(t *testing.T) {
 		says string // "" for valid
 	}{
 		{"valid", func(r *RegisterRequest) {}, ""},
-		{"https", func(r *RegisterRequest) { r.Addr = "https://w.example.com" }, ""},
+		{"https", func(r *RegisterRequest) { r.Addr, r.TLSFingerprint = "https://w.example.com", strings.Repeat("ab", 32) }, ""},
+		{"https without a fingerprint", func(r *RegisterRequest) { r.Addr = "https://w.example.com" }, "tls_fingerprint"},
+		{"https with a bad fingerprint", func(r *RegisterRequest) { r.Addr, r.TLSFingerprint = "https://w.example.com", "abc" }, "tls_fingerprint"},
 		{"no runtimes", func(r *RegisterRequest) { r.Isolation = nil }, ""},
 		{"fractional cpu", func(r *RegisterRequest) { r.CPU = 0.5 }, ""},
 		{"climbing name", func(r *RegisterRequest) { r.Name = "../../x" }, "name"},

@@ -35,7 +35,16 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
-		hc = &http.Client{Transport: newTransport()}
+		if u.Scheme != "https" && (cfg.TLSFingerprint != "" || cfg.TLSCAFile != "") {
+			return nil, fmt.Errorf("gust config pins a TLS certificate but the server URL %s is not https: use https://", base)
+		}
+		tc, err := cfg.tlsConfig()
+		if err != nil {
+			return nil, err
+		}
+		t := newTransport()
+		t.TLSClientConfig = tc
+		hc = &http.Client{Transport: t}
 	}
 	return &Client{baseURL: base, auth: auth, http: hc}, nil
 }

@@ -32,6 +32,11 @@ type Config struct {
 	// Token is a single opaque bearer token (the operator token `gust up` makes), used when
 	// TokenID and TokenSecret are empty.
 	Token string `json:"token,omitempty"`
+	// TLSFingerprint pins an https server's certificate: the hex SHA-256 of its DER form
+	// (colons allowed), as `gust server` writes into the config file. TLSCAFile instead trusts
+	// the CAs in a PEM file. Neither: the system's CAs.
+	TLSFingerprint string `json:"tls_fingerprint,omitempty"`
+	TLSCAFile      string `json:"tls_ca_file,omitempty"`
 	// Profile is the config file's profile the other fields came from, if any. NewClient
 	// ignores it.
 	Profile string `json:"-"`
@@ -60,6 +65,9 @@ type Profile struct {
 	TokenID     string `json:"token_id,omitempty"`
 	TokenSecret string `json:"token_secret,omitempty"`
 	Token       string `json:"token,omitempty"`
+	// TLSFingerprint and TLSCAFile are how an https server is verified (see Config).
+	TLSFingerprint string `json:"tls_fingerprint,omitempty"`
+	TLSCAFile      string `json:"tls_ca_file,omitempty"`
 
 	extra map[string]json.RawMessage // keys gust does not know, kept when the file is rewritten
 }
@@ -84,8 +92,8 @@ type ConfigFile struct {
 }
 
 var (
-	profileKeys = []string{"server_url", "token_id", "token_secret", "token"}
-	fileKeys    = append([]string{"active_profile", "profiles"}, profileKeys...)
+	profileKeys = []string{"server_url", "token_id", "token_secret", "token", "tls_fingerprint", "tls_ca_file"}
+	fileKeys    = []string{"active_profile", "profiles", "server_url", "token_id", "token_secret", "token"}
 )
 
 // unmarshalKnown decodes b into known (a pointer to a struct without custom methods) and
@@ -232,6 +240,13 @@ func Resolve(getenv func(string) string, f *ConfigFile) (Config, error) {
 	}
 	cfg := Config{Profile: name}
 	cfg.ServerURL = firstNonEmpty(getenv("GUST_SERVER_URL"), p.ServerURL, f.ServerURL)
+	// The pin and the CA file come together from one place, and a profile's only with the
+	// profile's server: GUST_SERVER_URL naming another server drops them.
+	if fp, ca := getenv("GUST_TLS_FINGERPRINT"), getenv("GUST_TLS_CA_FILE"); fp != "" || ca != "" {
+		cfg.TLSFingerprint, cfg.TLSCAFile = fp, ca
+	} else if env := getenv("GUST_SERVER_URL"); env == "" || normalizeURL(env) == normalizeURL(p.ServerURL) {
+		cfg.TLSFingerprint, cfg.TLSCAFile = p.TLSFingerprint, p.TLSCAFile
+	}
 	places := []struct {
 		where, idName, secretName string
 		c                         credentials
@@ -292,7 +307,8 @@ func expandHome(p string) (string, error) {
 }
 
 // LoadConfig resolves the client configuration with Resolve, from the environment
-// (GUST_SERVER_URL, GUST_TOKEN_ID and GUST_TOKEN_SECRET, GUST_TOKEN, GUST_PROFILE) and the
+// (GUST_SERVER_URL, GUST_TOKEN_ID and GUST_TOKEN_SECRET, GUST_TOKEN, GUST_PROFILE,
+// GUST_TLS_FINGERPRINT or GUST_TLS_CA_FILE) and the
 // config file at DefaultConfigPath. A missing default file is fine; a missing file that
 // GUST_CONFIG names is an error.
 func LoadConfig() (Config, error) {
@@ -350,7 +366,8 @@ func WriteConfig(path string, cfg Config) error {
 	if name == "" {
 		name = DefaultProfile
 	}
-	return SaveProfile(path, name, Profile{ServerURL: cfg.ServerURL, TokenID: cfg.TokenID, TokenSecret: cfg.TokenSecret, Token: cfg.Token}, true)
+	return SaveProfile(path, name, Profile{ServerURL: cfg.ServerURL, TokenID: cfg.TokenID, TokenSecret: cfg.TokenSecret, Token: cfg.Token,
+		TLSFingerprint: cfg.TLSFingerprint, TLSCAFile: cfg.TLSCAFile}, true)
 }
 
 // SaveProfile stores p as the profile name in the config file at path (created if missing),

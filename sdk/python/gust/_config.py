@@ -9,7 +9,7 @@ file, then the file's top-level (legacy) fields.
 
 - Environment: ``GUST_SERVER_URL``; ``GUST_TOKEN_ID`` with ``GUST_TOKEN_SECRET`` (both or
   neither), which win over ``GUST_TOKEN``; ``GUST_PROFILE`` selects a profile; ``GUST_CONFIG``
-  names the file.
+  names the file; ``GUST_TLS_FINGERPRINT`` or ``GUST_TLS_CA_FILE`` verify an https server.
 - The file: the one named by ``GUST_CONFIG``, else ``$XDG_CONFIG_HOME/gust/config.json``, else
   ``~/.config/gust/config.json``. Either the legacy form ``{"server_url": ..., "token": ...}`` or
   ``{"active_profile": "default", "profiles": {"default": {"server_url": ..., "token_id": ...,
@@ -18,6 +18,11 @@ file, then the file's top-level (legacy) fields.
 
 Credentials are taken whole from the first place that has any: an id and a secret never come
 from two different places, and an id without its secret (or the reverse) is an error.
+
+An https server is verified by ``tls_fingerprint`` (the hex SHA-256 of its certificate, which
+``gust server`` writes into the profile: the server must present exactly that certificate), else
+by the CAs in ``tls_ca_file``, else by the system's CAs. A profile's TLS settings apply only to
+the profile's own server: ``GUST_SERVER_URL`` naming another drops them.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ class Config:
     token_id: Optional[str] = None
     token_secret: Optional[str] = None
     profile: Optional[str] = None  # the profile used, if any
+    tls_fingerprint: Optional[str] = None  # pins an https server's certificate (hex SHA-256)
+    tls_ca_file: Optional[str] = None  # else: trust the CAs in this PEM file
 
     @property
     def has_credentials(self) -> bool:
@@ -165,5 +172,30 @@ def load(env: Optional[Mapping[str, str]] = None) -> Config:
             or _credentials(data, ("token_id", "token_secret", "token"), path)
             or (None, None, None))
     tid, secret, token = cred
+    fingerprint, ca_file = env.get("GUST_TLS_FINGERPRINT") or None, env.get("GUST_TLS_CA_FILE") or None
+    if not fingerprint and not ca_file:
+        prof_url = _str(prof, "server_url", where_prof)
+        if not env.get("GUST_SERVER_URL") or (prof_url and normalize_url(env["GUST_SERVER_URL"]) == normalize_url(prof_url)):
+            fingerprint = _str(prof, "tls_fingerprint", where_prof)
+            ca_file = _str(prof, "tls_ca_file", where_prof)
+    if fingerprint:
+        fingerprint = parse_fingerprint(fingerprint)
     return Config(server_url=normalize_url(url), token=token, config_path=read_path,
-                  token_id=tid, token_secret=secret, profile=profile)
+                  token_id=tid, token_secret=secret, profile=profile,
+                  tls_fingerprint=fingerprint, tls_ca_file=ca_file)
+
+
+def parse_fingerprint(s: str) -> str:
+    """A SHA-256 fingerprint as 64 lowercase hex digits (colons and ``sha256:`` allowed)."""
+    f = s.strip().lower()
+    if f.startswith("sha256:"):
+        f = f[len("sha256:"):]
+    f = f.replace(":", "")
+    try:
+        ok = len(bytes.fromhex(f)) == 32
+    except ValueError:
+        ok = False
+    if not ok:
+        raise InvalidError(f"gust TLS fingerprint {s!r} is not a SHA-256 fingerprint: want 64 hex digits "
+                           "(GUST_TLS_FINGERPRINT or tls_fingerprint in the config file)")
+    return f

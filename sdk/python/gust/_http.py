@@ -25,7 +25,7 @@ http = LazyModule("http.client")  # used as http.client below
 DEFAULT_TIMEOUT = 120.0
 _MAX_IDLE = 32
 _ENV_KEYS = ("GUST_SERVER_URL", "GUST_TOKEN", "GUST_TOKEN_ID", "GUST_TOKEN_SECRET", "GUST_PROFILE",
-             "GUST_CONFIG", "XDG_CONFIG_HOME", "HOME")
+             "GUST_CONFIG", "XDG_CONFIG_HOME", "HOME", "GUST_TLS_FINGERPRINT", "GUST_TLS_CA_FILE")
 
 # Errors that mean a kept-alive connection went stale before it carried our request.
 def _stale() -> tuple:
@@ -122,6 +122,44 @@ def _unix_connection(path: str) -> "http.HTTPConnection":
     return UnixHTTPConnection("localhost", timeout=DEFAULT_TIMEOUT)
 
 
+def _tls_context(config: _config.Config):
+    """How an https server is verified: a pinned fingerprint, else a CA file, else the system's CAs."""
+    import ssl
+
+    if config.tls_fingerprint:
+        # The pin replaces the chain and name checks (a self-signed certificate fails them);
+        # _pinned_connection compares the certificate after every handshake.
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    try:
+        return ssl.create_default_context(cafile=config.tls_ca_file)
+    except (OSError, ssl.SSLError) as e:
+        raise exc.InvalidError(f"gust TLS CA file {config.tls_ca_file}: {e}") from None
+
+
+def _pinned_connection(host: str, port: int, ctx, fingerprint: str) -> "http.HTTPSConnection":
+    """An HTTPS connection that accepts only the certificate whose SHA-256 is fingerprint."""
+    import hashlib
+    import hmac
+    import ssl
+
+    class PinnedHTTPSConnection(http.HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            der = self.sock.getpeercert(binary_form=True) or b""
+            got = hashlib.sha256(der).hexdigest()
+            if not hmac.compare_digest(got, fingerprint):
+                self.sock.close()
+                self.sock = None
+                raise ssl.SSLCertVerificationError(
+                    f"the server's TLS certificate does not have the pinned fingerprint: it is {got}, "
+                    f"the pin is {fingerprint} (is this the right server? check tls_fingerprint in the config file)")
+
+    return PinnedHTTPSConnection(host, port, timeout=DEFAULT_TIMEOUT, context=ctx)
+
+
 class Client:
     """A connection pool to one gust server, with its token."""
 
@@ -137,6 +175,11 @@ class Client:
         self._host = u.hostname or "localhost"
         self._port = u.port or (443 if self._https else 80)
         self._prefix = "" if self._unix else u.path.rstrip("/")
+        self._tls = None
+        if self._https:
+            self._tls = _tls_context(config)
+        elif self._unix is None and (config.tls_fingerprint or config.tls_ca_file):
+            raise exc.InvalidError(f"gust config pins a TLS certificate but the server URL {self.url} is not https: use https://")
         self._idle: List[http.HTTPConnection] = []
         self._lock = threading.Lock()
 
@@ -145,8 +188,11 @@ class Client:
     def _new_conn(self) -> http.HTTPConnection:
         if self._unix is not None:
             return _unix_connection(self._unix)
-        cls = http.HTTPSConnection if self._https else http.HTTPConnection
-        return cls(self._host, self._port, timeout=DEFAULT_TIMEOUT)
+        if not self._https:
+            return http.HTTPConnection(self._host, self._port, timeout=DEFAULT_TIMEOUT)
+        if self.config.tls_fingerprint:
+            return _pinned_connection(self._host, self._port, self._tls, self.config.tls_fingerprint)
+        return http.HTTPSConnection(self._host, self._port, timeout=DEFAULT_TIMEOUT, context=self._tls)
 
     def _acquire(self) -> http.HTTPConnection:
         with self._lock:
