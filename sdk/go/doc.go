@@ -23,6 +23,8 @@
 //	v, err := f.Remote(ctx, 7) // 49.0; a Python exception is a *RemoteError
 //
 // Errors that the server reports are *APIError values; test their kind with errors.Is and the
-// sentinels ErrNotFound, ErrInvalid, ErrConflict, ErrUnauthorized, ErrTooLarge, ErrUnavailable
-// and ErrInternal.
+// sentinels ErrNotFound, ErrInvalid, ErrConflict, ErrUnauthorized, ErrTooLarge, ErrUnavailable,
+// ErrInternal, ErrForbidden (a role or scope that does not allow the call), ErrQuotaExceeded
+// and ErrRateLimited (both also match ErrResourceExhausted). A call to an https server whose
+// certificate is not the pinned one fails with ErrCertificateMismatch in its chain.
 package gust

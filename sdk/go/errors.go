@@ -18,6 +18,14 @@ const (
 	KindTooLarge     = "too_large"
 	KindUnavailable  = "unavailable"
 	KindInternal     = "internal"
+	// KindForbidden: the credential is good but its role, or a function container's
+	// allowlist, does not allow the call (HTTP 403).
+	KindForbidden = "forbidden"
+	// KindQuotaExceeded: the call would take the workspace over one of its quotas; the
+	// message names the quota and its value (HTTP 403).
+	KindQuotaExceeded = "quota_exceeded"
+	// KindRateLimited: the workspace's request rate quota is spent for now (HTTP 429).
+	KindRateLimited = "rate_limited"
 )
 
 // Sentinels for errors.Is: errors.Is(err, gust.ErrNotFound) holds for an *APIError of kind
@@ -30,6 +38,13 @@ var (
 	ErrTooLarge     = &kindError{KindTooLarge}
 	ErrUnavailable  = &kindError{KindUnavailable}
 	ErrInternal     = &kindError{KindInternal}
+	// ErrForbidden is Modal's PermissionDeniedError.
+	ErrForbidden     = &kindError{KindForbidden}
+	ErrQuotaExceeded = &kindError{KindQuotaExceeded}
+	ErrRateLimited   = &kindError{KindRateLimited}
+	// ErrResourceExhausted (Modal's ResourceExhaustedError) matches both ErrQuotaExceeded and
+	// ErrRateLimited: errors.Is(err, gust.ErrResourceExhausted) catches either.
+	ErrResourceExhausted = &kindError{"resource_exhausted"}
 )
 
 // kindError is the type of the sentinels.
@@ -55,20 +70,30 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("HTTP %d %s", e.Status, http.StatusText(e.Status))
 }
 
-// Is reports whether target is the sentinel of e's kind.
+// Is reports whether target is the sentinel of e's kind (or ErrResourceExhausted, for a quota
+// or rate limit).
 func (e *APIError) Is(target error) bool {
 	k, ok := target.(*kindError)
-	return ok && k.kind == e.Kind
+	if !ok {
+		return false
+	}
+	if k == ErrResourceExhausted {
+		return e.Kind == KindQuotaExceeded || e.Kind == KindRateLimited
+	}
+	return k.kind == e.Kind
 }
 
 var kindStatus = map[string]int{
-	KindInvalid:      http.StatusBadRequest,
-	KindUnauthorized: http.StatusUnauthorized,
-	KindNotFound:     http.StatusNotFound,
-	KindConflict:     http.StatusConflict,
-	KindTooLarge:     http.StatusRequestEntityTooLarge,
-	KindUnavailable:  http.StatusServiceUnavailable,
-	KindInternal:     http.StatusInternalServerError,
+	KindInvalid:       http.StatusBadRequest,
+	KindUnauthorized:  http.StatusUnauthorized,
+	KindNotFound:      http.StatusNotFound,
+	KindConflict:      http.StatusConflict,
+	KindTooLarge:      http.StatusRequestEntityTooLarge,
+	KindUnavailable:   http.StatusServiceUnavailable,
+	KindInternal:      http.StatusInternalServerError,
+	KindForbidden:     http.StatusForbidden,
+	KindQuotaExceeded: http.StatusForbidden,
+	KindRateLimited:   http.StatusTooManyRequests,
 }
 
 // kindForStatus maps an HTTP status to an error kind, for answers without an error body.
@@ -76,15 +101,19 @@ func kindForStatus(status int) string {
 	switch status {
 	case http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusUnprocessableEntity:
 		return KindInvalid
-	case http.StatusUnauthorized, http.StatusForbidden:
+	case http.StatusUnauthorized:
 		return KindUnauthorized
+	case http.StatusForbidden:
+		return KindForbidden
+	case http.StatusTooManyRequests:
+		return KindRateLimited
 	case http.StatusNotFound:
 		return KindNotFound
 	case http.StatusConflict:
 		return KindConflict
 	case http.StatusRequestEntityTooLarge:
 		return KindTooLarge
-	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout, http.StatusTooManyRequests:
+	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
 		return KindUnavailable
 	}
 	return KindInternal

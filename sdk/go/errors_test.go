@@ -28,6 +28,11 @@ func TestAPIErrors(t *testing.T) {
 		{"plain text body", 502, "Bad Gateway from proxy\n", ErrUnavailable, KindUnavailable, "HTTP 502: Bad Gateway from proxy"},
 		{"empty body", 409, "", ErrConflict, KindConflict, "HTTP 409 Conflict"},
 		{"plain 401 gets a hint", 401, "no", ErrUnauthorized, KindUnauthorized, "HTTP 401: no (set GUST_TOKEN"},
+		{"forbidden", 403, `{"error":{"kind":"forbidden","message":"role readonly may not create sandboxes"}}`, ErrForbidden, KindForbidden, "role readonly may not"},
+		{"quota exceeded", 403, `{"error":{"kind":"quota_exceeded","message":"workspace ws-a is at its quota of 2 sandboxes"}}`, ErrQuotaExceeded, KindQuotaExceeded, "workspace ws-a is at its quota"},
+		{"rate limited", 429, `{"error":{"kind":"rate_limited","message":"over 10 requests/s"}}`, ErrRateLimited, KindRateLimited, "over 10 requests/s"},
+		{"plain 403", 403, "", ErrForbidden, KindForbidden, "HTTP 403 Forbidden"},
+		{"plain 429", 429, "slow down", ErrRateLimited, KindRateLimited, "HTTP 429: slow down"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -40,7 +45,8 @@ func TestAPIErrors(t *testing.T) {
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("error %v does not match %v", err, tt.want)
 			}
-			for _, other := range []error{ErrInvalid, ErrUnauthorized, ErrNotFound, ErrConflict, ErrTooLarge, ErrUnavailable, ErrInternal} {
+			for _, other := range []error{ErrInvalid, ErrUnauthorized, ErrNotFound, ErrConflict, ErrTooLarge, ErrUnavailable, ErrInternal,
+				ErrForbidden, ErrQuotaExceeded, ErrRateLimited} {
 				if other != tt.want && errors.Is(err, other) {
 					t.Errorf("error %v also matches %v", err, other)
 				}
@@ -51,6 +57,11 @@ func TestAPIErrors(t *testing.T) {
 			}
 			if apiErr.Status != tt.status || apiErr.Kind != tt.wantKind || !strings.HasPrefix(apiErr.Message, tt.wantMsg) {
 				t.Errorf("got %+v, want status %d kind %s message %q", apiErr, tt.status, tt.wantKind, tt.wantMsg)
+			}
+			// Quotas and rate limits are both Modal's ResourceExhaustedError.
+			exhausted := tt.want == ErrQuotaExceeded || tt.want == ErrRateLimited
+			if errors.Is(err, ErrResourceExhausted) != exhausted {
+				t.Errorf("errors.Is(%v, ErrResourceExhausted) = %v", err, !exhausted)
 			}
 			// Wrapped further, it still matches.
 			if !errors.Is(fmt.Errorf("outer: %w", err), tt.want) {

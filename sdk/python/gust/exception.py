@@ -62,6 +62,17 @@ class AuthError(Error):
     """The token is missing or wrong."""
 
 
+class PermissionDeniedError(Error):
+    """The token is valid but may not do this: its role (e.g. read-only), or a function
+    container's credential, does not allow the call (HTTP 403, kind ``forbidden``)."""
+
+
+class ResourceExhaustedError(Error):
+    """A quota or rate limit is reached: the workspace's concurrent sandboxes, CPU, memory,
+    GPUs or image disk (kind ``quota_exceeded``, HTTP 403; the message names the quota and its
+    value), or its request rate (kind ``rate_limited``, HTTP 429: retry later)."""
+
+
 class ConnectionError(Error):
     """The gust server could not be reached."""
 
@@ -150,14 +161,19 @@ _BY_KIND = {
     "too_large": RequestSizeError,
     "unavailable": ServiceError,
     "internal": InternalError,
+    "forbidden": PermissionDeniedError,
+    "quota_exceeded": ResourceExhaustedError,
+    "rate_limited": ResourceExhaustedError,
 }
 
 _BY_STATUS = {
     400: "invalid",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     409: "conflict",
     413: "too_large",
+    429: "rate_limited",
     503: "unavailable",
 }
 

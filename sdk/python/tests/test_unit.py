@@ -88,6 +88,8 @@ class ErrorMappingTest(unittest.TestCase):
             "conflict": exception.ConflictError, "too_large": exception.InvalidError,
             "unauthorized": exception.AuthError, "unavailable": exception.RemoteError,
             "internal": exception.RemoteError, "something_new": exception.RemoteError,
+            "forbidden": exception.PermissionDeniedError, "quota_exceeded": exception.ResourceExhaustedError,
+            "rate_limited": exception.ResourceExhaustedError,
         }
         for kind, cls in cases.items():
             e = exception.from_api(kind, "msg")
@@ -104,6 +106,19 @@ class ErrorMappingTest(unittest.TestCase):
         self.assertIn("404 page not found", str(e))
         e = _http.error_from_body(502, b"")
         self.assertIsInstance(e, exception.RemoteError)
+        e = _http.error_from_body(403, b'{"error": {"kind": "forbidden", "message": "role readonly may not create sandboxes"}}')
+        self.assertIsInstance(e, exception.PermissionDeniedError)
+        self.assertNotIsInstance(e, exception.AuthError)
+        self.assertEqual((e._kind, e._http_status), ("forbidden", 403))
+        e = _http.error_from_body(403, b'{"error": {"kind": "quota_exceeded", "message": "workspace ws-a is at its quota of 2 sandboxes"}}')
+        self.assertIsInstance(e, exception.ResourceExhaustedError)
+        self.assertIn("quota of 2 sandboxes", str(e))
+        e = _http.error_from_body(429, b'{"error": {"kind": "rate_limited", "message": "over 10 requests/s"}}')
+        self.assertIsInstance(e, exception.ResourceExhaustedError)
+        self.assertEqual(e._kind, "rate_limited")
+        # Without a JSON body, the status decides.
+        self.assertIsInstance(_http.error_from_body(403, b"Forbidden"), exception.PermissionDeniedError)
+        self.assertIsInstance(_http.error_from_body(429, b""), exception.ResourceExhaustedError)
 
     def test_hierarchy_matches_modal(self):
         self.assertTrue(issubclass(exception.ConflictError, exception.InvalidError))
