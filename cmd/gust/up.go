@@ -39,6 +39,8 @@ type daemonFlags struct {
 	joinToken      string
 	auditRetention time.Duration
 	tls            tlsFlags
+	// archiveLimitMiB bounds what one archive may expand to (image.SetArchiveLimit).
+	archiveLimitMiB int
 	// tlsID is the certificate the server serves (nil: plain HTTP), and url its base URL;
 	// both set when the server starts.
 	tlsID *tlsconf.Identity
@@ -63,6 +65,7 @@ func (d *daemonFlags) bind(fs interface {
 	fs.StringVar(&d.token, "token", "", "API token; visible to every user in ps: prefer GUST_TOKEN or --token-file")
 	fs.DurationVar(&d.auditRetention, "audit-retention", 90*24*time.Hour, "how long the audit log keeps an entry")
 	d.tls.bind(fs)
+	fs.IntVar(&d.archiveLimitMiB, "archive-limit", image.DefaultArchiveLimit>>20, "the most one archive (add_local files, function code, an OCI image or layer) may expand to, MiB: a gzip bomb is refused there")
 }
 
 func envOr(k, def string) string {
@@ -150,6 +153,7 @@ func startServer(ctx context.Context, d *daemonFlags, logger *log.Logger) (*serv
 		return nil, nil, nil, "", err
 	}
 	d.joinToken = join
+	image.SetArchiveLimit(int64(d.archiveLimitMiB) << 20)
 	st, err := openStore(d.dataDir)
 	if err != nil {
 		return nil, nil, nil, "", err

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/gust-run/gust/internal/egress"
+	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/worker"
 )
 
@@ -37,6 +38,7 @@ func runWorker(ctx context.Context, args []string) error {
 		return errors.New("gust worker needs --server URL (or GUST_SERVER_URL) and the server's join token (DATA_DIR/join-token on the server) in GUST_JOIN_TOKEN or a file named by --token-file")
 	}
 	logger := log.New(os.Stderr, "gust worker: ", log.LstdFlags)
+	image.SetArchiveLimit(int64(d.archiveLimitMiB) << 20)
 	if !d.noInstall {
 		if err := ensurePackages(logger); err != nil {
 			return err

@@ -49,7 +49,20 @@ type extractLimits struct {
 }
 
 // archiveLimits are the limits of every extraction; tests lower them.
-var archiveLimits = extractLimits{Bytes: 8 << 30, Entries: 1_000_000}
+var archiveLimits = extractLimits{Bytes: DefaultArchiveLimit, Entries: 1_000_000}
+
+// DefaultArchiveLimit is the most one archive may expand to unless SetArchiveLimit says
+// otherwise.
+const DefaultArchiveLimit = 8 << 30
+
+// SetArchiveLimit sets the most one archive (add_local files, function code, an OCI archive
+// or layer) may expand to, in bytes (the daemons' --archive-limit). Call it once, at start,
+// before any extraction.
+func SetArchiveLimit(bytes int64) {
+	if bytes > 0 {
+		archiveLimits.Bytes = bytes
+	}
+}
 
 // extractor unpacks one tar.
 type extractor struct {
