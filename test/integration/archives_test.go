@@ -308,7 +308,7 @@ func TestEscapeMaliciousArchives(t *testing.T) {
 			{"symlink to /etc then directory 0777", []tarEnt{tSym("d", "/etc"), tDir("d", 0o777)}, "", "stat -c %F:%a /x/d", "directory:777\n"},
 			{"symlink then directory 0777", []tarEnt{tSym("d", v), tDir("d", 0o777)}, "", "stat -c %F:%a /x/d", "directory:777\n"},
 			{"symlink then file beneath it", []tarEnt{tSym("e", v), tReg("e/pwned", 0o644, "x")}, "link", "", ""},
-			{"symlink then file over it", []tarEnt{tSym("f", v + "/victim"), tReg("f", 0o644, "evil")}, "", "cat /x/f", "evil"},
+			{"symlink then file over it", []tarEnt{tSym("f", v+"/victim"), tReg("f", 0o644, "evil")}, "", "cat /x/f", "evil"},
 			{"dot-dot entry", []tarEnt{tReg(up+v[1:]+"/dotdot", 0o644, "x")}, "", "cat /x" + v + "/dotdot", "x"},
 			{"absolute entry", []tarEnt{tReg(v+"/abs", 0o644, "x")}, "", "cat /x" + v + "/abs", "x"},
 			{"hard link out", []tarEnt{tHard("hl", v+"/secret")}, "link", "", ""},
@@ -389,7 +389,7 @@ func TestEscapeMaliciousArchives(t *testing.T) {
 				blob := uploadBlob(t, makeTar(t, tc.ents...))
 				var fa fnApp
 				if err := api("POST", "/v1/apps/publish", map[string]any{"name": "archives-code", "mode": "ephemeral",
-					"code": map[string]string{"blob": blob, "module": "fnmod"},
+					"code":      map[string]string{"blob": blob, "module": "fnmod"},
 					"functions": []map[string]any{{"name": "add", "image_id": base, "timeout": 30}}}, &fa); err != nil {
 					t.Fatal(err)
 				}
