@@ -36,6 +36,13 @@ func TestEscapeImageBuildNetwork(t *testing.T) {
 	needGust(t)
 	u, _ := url.Parse(gust.url)
 	port := u.Port()
+	// The worker's own API (gust up's worker listens on a port of its own).
+	_, workerAddr, ok := strings.Cut(gustLog(), ", serving on http://")
+	workerAddr, _, _ = strings.Cut(workerAddr, "\n")
+	_, workerPort, err := net.SplitHostPort(strings.TrimSpace(workerAddr))
+	if !ok || err != nil {
+		t.Fatalf("no worker address in gust's log (%q, %v)", workerAddr, err)
+	}
 	script := fmt.Sprintf(`
 # %d
 import http.client, os, socket
@@ -48,6 +55,7 @@ def probe(name, host, port):
 probe("loopback", "127.0.0.1", %[2]s)
 probe("host", %[3]q, %[2]s)
 probe("metadata", "169.254.169.254", 80)
+probe("worker", "127.0.0.1", %[4]s)
 print("RESULT ifaces", sorted(os.listdir("/sys/class/net")))
 proxy = os.environ["http_proxy"]
 print("RESULT proxy", proxy)
@@ -64,6 +72,7 @@ def get(name, u):
 get("get-other", "http://example.com/")
 get("get-gust", "http://127.0.0.1:%[2]s/v1/health")
 get("get-metadata", "http://169.254.169.254/latest/meta-data/")
+get("get-worker", "http://127.0.0.1:%[4]s/v1/health")
 get("get-mirror", "http://deb.debian.org/debian/dists/bookworm/Release")
 def tunnel(name, host, port):
     c = http.client.HTTPConnection(ph, int(pp), timeout=30)
@@ -76,7 +85,7 @@ def tunnel(name, host, port):
 tunnel("connect-other", "example.com", 443)
 tunnel("connect-port", "deb.debian.org", 22)
 tunnel("connect-mirror", "deb.debian.org", 443)
-`, time.Now().UnixNano(), port, hostAddr(t))
+`, time.Now().UnixNano(), port, hostAddr(t), workerPort)
 	_, logs, errMsg := buildImage(t, map[string]any{"kind": "debian_slim", "steps": []map[string]any{
 		{"type": "run_commands", "commands": []string{"python3 -c " + shellQuote(script)}},
 	}})
@@ -95,11 +104,13 @@ tunnel("connect-mirror", "deb.debian.org", 443)
 		"loopback": "blocked ConnectionRefusedError 111", // the build's own loopback: nothing listens there
 		"host":     "blocked OSError 101",                // ENETUNREACH: no route out of the namespace
 		"metadata": "blocked OSError 101",
+		"worker":   "blocked ConnectionRefusedError 111", // the worker's port, on the build's own loopback
 		"ifaces":   "['lo']",
 		"get-other": "403 gust build egress refused example.com:80: example.com is not a package mirror this worker lets image builds reach; " +
 			"an operator can add it to the worker's --build-egress list",
 		"get-gust":       "403 gust build egress refused 127.0.0.1:" + port + ": 127.0.0.1 is not a package mirror",
 		"get-metadata":   "403 gust build egress refused 169.254.169.254:80",
+		"get-worker":     "403 gust build egress refused 127.0.0.1:" + workerPort + ": 127.0.0.1 is not a package mirror",
 		"get-mirror":     "200",
 		"connect-other":  "refused Tunnel connection failed: 403",
 		"connect-port":   "refused Tunnel connection failed: 403",
