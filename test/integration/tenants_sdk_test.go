@@ -30,10 +30,12 @@ func (s *switchAuth) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // TestTenantCrossWorkspaceGoSDK is the Go SDK's and the CLI's half of TestTenantCrossWorkspace:
-// workspace B's token against each of A's objects (a sandbox, an app, a deployed function, a
-// call, an image, a secret), through every Go SDK call that names one, directly by ID and
-// through handles made for A: each is the SDK's not-found error (ErrNotFound), B's lists show
-// none of A's objects, and nothing of A's changed. Then a few CLI commands with B's token.
+// workspace B's token against each of A's objects (a sandbox and its exec, an app, a deployed
+// function, a call, an image, a secret, a blob, a token, the workspace's quotas), first through
+// the routes TestTenantCrossWorkspace leaves out (404 each), then through every Go SDK call
+// that names one, directly by ID and through handles made for A: each is the SDK's not-found
+// error (ErrNotFound), B's lists show none of A's objects. Then CLI commands with B's token.
+// Nothing of A's changed.
 func TestTenantCrossWorkspaceGoSDK(t *testing.T) {
 	needGust(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -86,6 +88,59 @@ func TestTenantCrossWorkspaceGoSDK(t *testing.T) {
 			t.Errorf("B: %s: %v, want the SDK's not-found error", what, err)
 		}
 	}
+	// The routes naming an object that TestTenantCrossWorkspace leaves out, raw.
+	var ex struct {
+		ID string `json:"exec_id"`
+	}
+	if err := api("POST", "/v1/sandboxes/"+sbID+"/execs", map[string]any{"command": []string{"sleep", "30"}, "stream": false}, &ex); err != nil || ex.ID == "" {
+		t.Fatalf("A's exec: %v %+v", err, ex)
+	}
+	var tok struct {
+		ID string `json:"token_id"`
+	}
+	if err := api("POST", "/v1/tokens", map[string]any{"name": "tenant-a-go", "role": "readonly"}, &tok); err != nil {
+		t.Fatal(err)
+	}
+	defer api("DELETE", "/v1/tokens/"+tok.ID, nil, nil)
+	var wsA struct {
+		ID string `json:"workspace_id"`
+	}
+	if err := api("GET", "/v1/whoami", nil, &wsA); err != nil || wsA.ID == "" {
+		t.Fatalf("A's workspace: %v %+v", err, wsA)
+	}
+	sbp, exp := "/v1/sandboxes/"+sbID, "/v1/sandboxes/"+sbID+"/execs/"+ex.ID
+	for _, tt := range []struct {
+		method, path string
+		body         any
+	}{
+		{"GET", exp, nil},
+		{"GET", exp + "/output", nil},
+		{"POST", exp + "/stdin", map[string]any{"data": "eA==", "eof": true}},
+		{"POST", exp + "/signal", map[string]any{"signal": 9}},
+		{"POST", exp + "/resize", map[string]any{"rows": 10, "cols": 10}},
+		{"GET", sbp + "/files/list?path=/", nil},
+		{"GET", sbp + "/files/stat?path=/etc/hostname", nil},
+		{"POST", sbp + "/files/mkdir", map[string]any{"path": "/tmp/b-dir"}},
+		{"DELETE", sbp + "/files?path=/etc/hostname", nil},
+		{"GET", "/v1/apps/" + fapp.AppID + "/logs", nil},
+		{"POST", "/v1/apps/" + fapp.AppID + "/heartbeat", nil},
+		{"GET", "/v1/functions/" + fnID, nil},
+		{"POST", "/v1/functions/lookup", map[string]any{"app_name": appName, "name": "slow"}},
+		{"POST", "/v1/functions/" + fnID + "/calls", map[string]any{"kind": "spawn", "inputs": []map[string]any{{"args": jsonArgs(1), "format": "json"}}}},
+		{"POST", "/v1/functions/" + fnID + "/autoscaler", map[string]any{"min_containers": 3}},
+		{"GET", "/v1/calls/" + call.ID, nil},
+		{"GET", "/v1/calls/" + call.ID + "/stream", nil},
+		{"POST", "/v1/calls/" + call.ID + "/inputs", map[string]any{"inputs": []map[string]any{{"args": jsonArgs(1), "format": "json"}}}},
+		{"POST", "/v1/calls/" + call.ID + "/cancel", map[string]any{}},
+		{"GET", "/v1/blobs/" + blob, nil},
+		{"DELETE", "/v1/tokens/" + tok.ID, nil},
+		{"GET", "/v1/workspaces/" + wsA.ID + "/quotas", nil},
+	} {
+		if code, body := apiAs(t, b, tt.method, tt.path, tt.body); code != http.StatusNotFound {
+			t.Errorf("B: %s %s: %d %s, want 404", tt.method, tt.path, code, body)
+		}
+	}
+
 	// By ID, with B's own client.
 	_, err = cb.Sandbox(ctx, sbID)
 	notFound("Sandbox", err)
@@ -187,7 +242,7 @@ func TestTenantCrossWorkspaceGoSDK(t *testing.T) {
 	if err := sb.Refresh(ctx); err != nil || sb.Status != sdk.StatusRunning || sb.Tags["owner"] != "" {
 		t.Fatalf("A's sandbox after B's attempts: %+v %v", sb, err)
 	}
-	if out, _, code, err := sb.Run(ctx, sdk.ExecOptions{Command: []string{"sh", "-c", "test -e /tmp/b-was-here && echo touched || echo clean; cat /etc/hostname"}}); err != nil || code != 0 || !strings.HasPrefix(string(out), "clean\n") || len(out) <= len("clean\n") {
+	if out, _, code, err := sb.Run(ctx, sdk.ExecOptions{Command: []string{"sh", "-c", "test -e /tmp/b-was-here -o -e /tmp/b-dir && echo touched || echo clean; cat /etc/hostname"}}); err != nil || code != 0 || !strings.HasPrefix(string(out), "clean\n") || len(out) <= len("clean\n") {
 		t.Fatalf("A's sandbox's files after B's attempts: %q %d %v", out, code, err)
 	}
 	if _, err := ca.LookupSecret(ctx, secretName); err != nil {
