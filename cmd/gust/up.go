@@ -180,7 +180,7 @@ func startServer(ctx context.Context, d *daemonFlags, logger *log.Logger) (*serv
 	if d.tlsID != nil {
 		ln = tls.NewListener(ln, d.tlsID.ServerConfig())
 	}
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second}
+	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	go httpSrv.Serve(ln)
 	return srv, httpSrv, ln, token, nil
 }

@@ -62,7 +62,7 @@ func (w *Worker) serveContainerAPI() (dir string, closeFn func(), err error) {
 			httpapi.WriteError(rw, errdefs.Unavailable("the gust server is unreachable from this worker: %v", err))
 		},
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+	srv := &http.Server{ReadHeaderTimeout: apiHeaderTimeout, IdleTimeout: 2 * time.Minute, Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		// Whole body first: a streamed answer must not race an unread request body.
 		body, err := io.ReadAll(io.LimitReader(r.Body, 256<<20))
 		if err != nil {

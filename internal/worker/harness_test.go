@@ -23,6 +23,7 @@ type fakeServer struct {
 	mu         sync.Mutex
 	id         string
 	registered int
+	lastReg    workerproto.RegisterRequest
 	reports    []stateReport
 	events     []workerproto.Event
 	sequence   []string // "event <input> <status>" and "state <id> <status>", in arrival order
@@ -40,6 +41,7 @@ func (s *fakeServer) Register(ctx context.Context, req workerproto.RegisterReque
 	defer s.mu.Unlock()
 	s.id = "wk-test"
 	s.registered++
+	s.lastReg = req
 	return nil
 }
 

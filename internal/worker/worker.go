@@ -184,6 +184,10 @@ func newWorker(cfg Config, d deps) *Worker {
 	return w
 }
 
+// apiHeaderTimeout bounds how long the worker's API waits for a request's headers (and a TLS
+// handshake); tests shorten it.
+var apiHeaderTimeout = 30 * time.Second
+
 // Run serves until ctx is done, then terminates every container it runs and returns.
 func (w *Worker) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", w.cfg.ListenAddr)
@@ -195,7 +199,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		ln = tls.NewListener(ln, w.cfg.TLS.ServerConfig())
 		w.addr = "https://" + ln.Addr().String()
 	}
-	srv := &http.Server{Handler: httpapi.Auth(w.apiToken, w.routes())}
+	// A client that never finishes its headers (or its TLS handshake, which the same timeout
+	// bounds) must not hold a connection forever; streams (exec output) have no write timeout.
+	srv := &http.Server{Handler: httpapi.Auth(w.apiToken, w.routes()), ReadHeaderTimeout: apiHeaderTimeout, IdleTimeout: 2 * time.Minute, ErrorLog: w.log}
 	go func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			w.log.Printf("the worker's API on %s stopped: %v", w.addr, err)
