@@ -181,6 +181,7 @@ func runTokenSet(ctx context.Context, args []string, t cliIO) error {
 	serverURL := fs.String("server-url", "", "the server (default $GUST_SERVER_URL, else the profile's, else the one in use)")
 	activate := fs.Bool("activate", true, "make the profile the active one")
 	verify := fs.Bool("verify", true, "check the token with the server before storing it")
+	tlsFingerprint := fs.String("tls-fingerprint", "", "pin an https server's certificate (SHA-256, as `gust server` prints); default: the profile's own, or the one in use, for the same server")
 	if err := noPositional(fs, args, "token set"); err != nil {
 		return err
 	}
@@ -201,9 +202,10 @@ func runTokenSet(ctx context.Context, args []string, t cliIO) error {
 		return err
 	}
 	p := gust.Profile{ServerURL: url, TokenID: *id, TokenSecret: secret}
+	p.TLSFingerprint, p.TLSCAFile = profileTLS(path, *profile, url, *tlsFingerprint)
 	who := ""
 	if *verify {
-		c, err := gust.NewClient(gust.Config{ServerURL: url, TokenID: *id, TokenSecret: secret})
+		c, err := gust.NewClient(gust.Config{ServerURL: url, TokenID: *id, TokenSecret: secret, TLSFingerprint: p.TLSFingerprint, TLSCAFile: p.TLSCAFile})
 		if err != nil {
 			return err
 		}
@@ -274,4 +276,22 @@ func profileServerURL(path, profile, flagValue string) (string, error) {
 		return "", fmt.Errorf("finding the server for profile %q (give --server-url): %w", profile, err)
 	}
 	return cfg.ServerURL, nil
+}
+
+// profileTLS is how a profile stored by `gust token set` verifies an https server: the flag's
+// fingerprint, else the TLS settings the profile already has, else those in use (environment,
+// active profile), each only when it is for the same server URL.
+func profileTLS(path, profile, url, flagFingerprint string) (fingerprint, caFile string) {
+	if flagFingerprint != "" {
+		return flagFingerprint, ""
+	}
+	if f, err := gust.ReadConfigFile(path); err == nil {
+		if p, ok := f.Profiles[profile]; ok && p.ServerURL == url && (p.TLSFingerprint != "" || p.TLSCAFile != "") {
+			return p.TLSFingerprint, p.TLSCAFile
+		}
+	}
+	if cfg, err := gust.LoadConfig(); err == nil && cfg.ServerURL == url {
+		return cfg.TLSFingerprint, cfg.TLSCAFile
+	}
+	return "", ""
 }

@@ -336,6 +336,25 @@ func TestTokenSet(t *testing.T) {
 		}
 	})
 
+	t.Run("a profile keeps its pinned certificate", func(t *testing.T) {
+		pin := strings.Repeat("ab", 32)
+		path := cliEnv(t, `{"active_profile": "prod", "profiles": {"prod": {"server_url": "https://gust.example:7420", "token": "op", "tls_fingerprint": "`+pin+`"}}}`)
+		if _, _, err := runCLI(t, runTokenSet, newSecret+"\n", "--token-id", newID, "--profile", "prod", "--verify=false"); err != nil {
+			t.Fatal(err)
+		}
+		p := readConfigMap(t, path)["profiles"].(map[string]any)["prod"].(map[string]any)
+		if p["tls_fingerprint"] != pin || p["token_id"] != newID {
+			t.Errorf("profile after token set: %v", p)
+		}
+		// Another server: no pin carried over.
+		if _, _, err := runCLI(t, runTokenSet, newSecret+"\n", "--token-id", newID, "--profile", "other", "--server-url", "https://elsewhere:7420", "--verify=false"); err != nil {
+			t.Fatal(err)
+		}
+		if p := readConfigMap(t, path)["profiles"].(map[string]any)["other"].(map[string]any); p["tls_fingerprint"] != nil {
+			t.Errorf("a pin for another server: %v", p)
+		}
+	})
+
 	t.Run("needs an id and a secret", func(t *testing.T) {
 		cliEnv(t, "")
 		if _, _, err := runCLI(t, runTokenSet, ""); err == nil || !strings.Contains(err.Error(), "--token-id") {
