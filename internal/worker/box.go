@@ -122,7 +122,7 @@ func (w *Worker) makeContainer(ctx context.Context, b *box) (Container, error) {
 	var mounts []container.Mount
 	if spec.Function != nil {
 		var err error
-		if mounts, err = w.functionMounts(spec.Function, spec.Isolation); err != nil {
+		if mounts, err = w.functionMounts(spec.Function); err != nil {
 			return nil, err
 		}
 	} else if c := w.pool.take(spec); c != nil {
