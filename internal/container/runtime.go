@@ -340,9 +340,12 @@ func (r *Runtime) runtimeArgs(opts CreateOptions) []string {
 		return append(args, "--platform=ptrace", "--network=none")
 	}
 	// systrap: runsc's default platform, faster than ptrace to start and to exec here (KVM
-	// hangs in nested VMs). Given a namespace, the sandbox's netstack takes over its
-	// interfaces (the worker's veth and addresses); without one, it has only its loopback.
-	args = append(args, "--platform=systrap")
+	// hangs in nested VMs). --overlay2=none: by default a current runsc keeps the root's
+	// writes in its own overlay, in a file of its own, so they would never reach the
+	// container's writable layer, which bounds its disk and is what a snapshot reads. Given
+	// a namespace, the sandbox's netstack takes over its interfaces (the worker's veth and
+	// addresses); without one, it has only its loopback.
+	args = append(args, "--platform=systrap", "--overlay2=none")
 	if opts.NetNSPath != "" {
 		return append(args, "--network=sandbox")
 	}
