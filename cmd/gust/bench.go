@@ -28,23 +28,49 @@ func runBenchSandbox(ctx context.Context, args []string) error {
 	idle := fs.Int("idle", 100, "idle sandboxes to hold for the density measurement (0 skips it)")
 	isoList := fs.String("isolation", "runc,gvisor", "runtimes to measure")
 	imageCache := fs.String("image-cache", envOr("GUST_IMAGE_CACHE", "/var/lib/gust/layers"), "image layer cache (the base image is built there if missing)")
+	runscs := fs.String("runsc", "", "comma-separated runsc binaries to measure gVisor under, one after the other in this run, "+
+		"e.g. "+container.RunscInstallPath+",/usr/bin/runsc (default: the one gust chooses)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	b, stop, err := startSandboxBench(ctx, *imageCache, *n)
+	isos := strings.Split(*isoList, ",")
+	for i, rs := range strings.Split(*runscs, ",") {
+		rs = strings.TrimSpace(rs)
+		if rs != "" {
+			// Each gust started below, and the bare baseline beside it, runs this runsc.
+			os.Setenv(container.RunscEnv, rs)
+		}
+		if err := benchSandboxWith(ctx, *imageCache, *n, isos, i == 0, *idle); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// benchSandboxWith starts gust and measures each isolation under the runsc it chooses now;
+// first prints the table's head and measures runc and idle sandboxes, which do not depend on
+// the runsc.
+func benchSandboxWith(ctx context.Context, imageCache string, n int, isos []string, first bool, idle int) error {
+	b, stop, err := startSandboxBench(ctx, imageCache, n)
 	if err != nil {
 		return err
 	}
 	defer stop()
-
-	printBenchHeader("sandbox", *n)
-	for _, iso := range strings.Split(*isoList, ",") {
-		if err := b.measureIsolation(strings.TrimSpace(iso)); err != nil {
+	if first {
+		printBenchHeader("sandbox", n)
+	}
+	p, _ := container.FindRunsc()
+	fmt.Printf("runsc: %s\n", container.DescribeRunsc(p))
+	for _, iso := range isos {
+		if iso = strings.TrimSpace(iso); iso == "runc" && !first {
+			continue
+		}
+		if err := b.measureIsolation(iso); err != nil {
 			return err
 		}
 	}
-	if *idle > 0 {
-		if err := benchIdle(b.c, b.appID, b.imageID, *idle); err != nil {
+	if first && idle > 0 {
+		if err := benchIdle(b.c, b.appID, b.imageID, idle); err != nil {
 			return err
 		}
 	}

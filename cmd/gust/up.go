@@ -13,9 +13,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
+	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/server"
 	"github.com/gust-run/gust/internal/store"
@@ -45,6 +47,8 @@ type daemonFlags struct {
 	// both set when the server starts.
 	tlsID *tlsconf.Identity
 	url   string
+	// runsc is --runsc: the runsc binary to run gVisor containers with (see useRunsc).
+	runsc string
 }
 
 func (d *daemonFlags) bind(fs interface {
@@ -66,6 +70,17 @@ func (d *daemonFlags) bind(fs interface {
 	fs.DurationVar(&d.auditRetention, "audit-retention", 90*24*time.Hour, "how long the audit log keeps an entry")
 	d.tls.bind(fs)
 	fs.IntVar(&d.archiveLimitMiB, "archive-limit", image.DefaultArchiveLimit>>20, "the most one archive (add_local files, function code, an OCI image or layer) may expand to, MiB: a gzip bomb is refused there")
+	fs.StringVar(&d.runsc, "runsc", "", "runsc binary for gVisor (env "+container.RunscEnv+"; default: the one `gust install` built in "+container.RunscInstallPath+", else runsc on the PATH)")
+}
+
+// useRunsc makes --runsc the runsc every runtime of this process chooses (container.FindRunsc
+// reads it from the environment), and logs which runsc gVisor containers run under.
+func (d *daemonFlags) useRunsc(logger *log.Logger) {
+	if d.runsc != "" {
+		os.Setenv(container.RunscEnv, d.runsc)
+	}
+	p, from := container.FindRunsc()
+	logger.Printf("gVisor runs under runsc %s, chosen by %s", container.DescribeRunsc(p), from)
 }
 
 func envOr(k, def string) string {
@@ -92,10 +107,11 @@ func runUp(ctx context.Context, args []string) error {
 	}
 	logger := log.New(os.Stderr, "gust: ", log.LstdFlags)
 	if !d.noInstall {
-		if err := ensurePackages(logger); err != nil {
+		if err := ensurePackages(ctx, logger); err != nil {
 			return err
 		}
 	}
+	d.useRunsc(logger)
 	_, httpSrv, _, token, err := startServer(ctx, &d, logger)
 	if err != nil {
 		return err
@@ -267,9 +283,21 @@ func writeClientConfig(url, token string, id *tlsconf.Identity) (string, error) 
 	return path, gust.WriteConfig(path, cfg)
 }
 
-// ensurePackages installs the Debian packages gust runs on when they are missing.
-func ensurePackages(logger *log.Logger) error {
-	need := map[string]string{"runc": "runc", "runsc": "runsc", "debootstrap": "debootstrap"}
+// ensurePackages installs what gust runs on when it is missing: Debian's runc and
+// debootstrap, and a current runsc built from the pinned gVisor module (container.InstallRunsc);
+// Debian's runsc only when that cannot be built.
+func ensurePackages(ctx context.Context, logger *log.Logger) error {
+	need := map[string]string{"runc": "runc", "debootstrap": "debootstrap"}
+	if os.Getenv(container.RunscEnv) == "" {
+		if os.Geteuid() != 0 {
+			if err := container.CheckPinnedRunsc(container.RunscInstallPath); err != nil {
+				logger.Printf("not building runsc (needs root): %v", err)
+			}
+		} else if _, err := container.InstallRunsc(ctx, "", logger.Printf); err != nil {
+			logger.Printf("could not build a current runsc, so gVisor falls back to Debian's (no ls/stat, no network namespaces): %v", err)
+			need["runsc"] = "runsc"
+		}
+	}
 	var missing []string
 	for bin, pkg := range need {
 		if _, err := exec.LookPath(bin); err != nil {
@@ -279,6 +307,7 @@ func ensurePackages(logger *log.Logger) error {
 	if len(missing) == 0 {
 		return nil
 	}
+	sort.Strings(missing)
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("gust needs %s: install them with `sudo apt-get install %s`, or run gust as root", strings.Join(missing, ", "), strings.Join(missing, " "))
 	}

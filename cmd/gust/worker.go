@@ -40,10 +40,11 @@ func runWorker(ctx context.Context, args []string) error {
 	logger := log.New(os.Stderr, "gust worker: ", log.LstdFlags)
 	image.SetArchiveLimit(int64(d.archiveLimitMiB) << 20)
 	if !d.noInstall {
-		if err := ensurePackages(logger); err != nil {
+		if err := ensurePackages(ctx, logger); err != nil {
 			return err
 		}
 	}
+	d.useRunsc(logger)
 	stopPprof, err := startPprof(token, logger)
 	if err != nil {
 		return err

@@ -127,9 +127,14 @@ func (b *Baseline) Exec(argv ...string) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
-// Close removes the baseline's containers and bundle, and says what it could not remove.
+// Close removes the baseline's containers and bundle (and the namespace runsc pinned for its
+// gofers), and says what it could not remove.
 func (b *Baseline) Close() error {
-	if err := errors.Join(b.rt.delete(b.opts.ID, b.opts.Isolation), releaseBundle(b.bundle)); err != nil {
+	errs := []error{b.rt.delete(b.opts.ID, b.opts.Isolation), releaseBundle(b.bundle)}
+	if b.opts.Isolation == IsolationGVisor {
+		errs = append(errs, unmountNullNetNS(b.rt.cfg.runtimeRoot(IsolationGVisor)))
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("baseline: %w", err)
 	}
 	return nil

@@ -60,6 +60,14 @@ type Runtime struct {
 	cfg Config
 	// The user namespaces whose mappings idmap runc containers' mounts (see idmap.go).
 	shift, unshift *userNS
+	// runscCurrent: RunscPath is a current runsc, not Debian's 2022 one (see runsc.go).
+	runscCurrent bool
+
+	// gvisorLive counts gVisor containers started and not yet removed: when it falls to zero,
+	// runsc's shared null network namespace is unmounted, so that nothing stays mounted
+	// while no gVisor container runs.
+	gvisorMu   sync.Mutex
+	gvisorLive int
 }
 
 // New checks the configuration and returns a Runtime.
@@ -75,7 +83,7 @@ func New(cfg Config) (*Runtime, error) {
 		cfg.RuncPath, _ = exec.LookPath("runc")
 	}
 	if cfg.RunscPath == "" {
-		cfg.RunscPath, _ = exec.LookPath("runsc")
+		cfg.RunscPath, _ = FindRunsc()
 	}
 	if cfg.InitBinary == "" {
 		exe, err := os.Executable()
@@ -101,8 +109,11 @@ func New(cfg Config) (*Runtime, error) {
 	if err := reaper.Enable(); err != nil {
 		return nil, fmt.Errorf("runtime: %w", err)
 	}
-	return &Runtime{cfg: cfg, shift: &userNS{m: shiftMap}, unshift: &userNS{m: unshiftMap}}, nil
+	return &Runtime{cfg: cfg, shift: &userNS{m: shiftMap}, unshift: &userNS{m: unshiftMap}, runscCurrent: runscCurrent(cfg.RunscPath)}, nil
 }
+
+// Runsc describes the runsc this runtime runs (path and version), for logs.
+func (r *Runtime) Runsc() string { return DescribeRunsc(r.cfg.RunscPath) }
 
 // Available reports whether an isolation's runtime binary is installed.
 func (r *Runtime) Available(isolation string) error {
@@ -112,7 +123,7 @@ func (r *Runtime) Available(isolation string) error {
 		p, pkg = r.cfg.RunscPath, "runsc"
 	}
 	if p == "" {
-		return fmt.Errorf("%s is not installed on this worker: apt-get install %s", pkg, pkg)
+		return fmt.Errorf("%s is not installed on this worker: run `gust install`", pkg)
 	}
 	return nil
 }
@@ -131,7 +142,7 @@ type CreateOptions struct {
 	CPULimit  float64  // hard cap in cores; 0 is none
 	MemoryMiB int
 	DiskMiB   int
-	NetNSPath string  // join this network namespace (runc only); empty makes a new one with only lo
+	NetNSPath string  // join this network namespace (gVisor: see runtimeArgs); empty makes a new one with only lo
 	Mounts    []Mount // extra read-only bind mounts
 	// ReadyTimeout bounds the wait for gust-init's greeting.
 	ReadyTimeout time.Duration
@@ -190,9 +201,10 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOptions) (_ *Container,
 	cmd := exec.Command(r.binary(opts.Isolation), args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
 	stderrLog, stderrDone := followStderr(errR, opts.ID, opts.Logf)
+	r.gvisorStarting(opts.Isolation)
 	runErr := reaper.Run(cmd)
 	closePipeEnds(inR, outW, errW) // the container holds its own copies now
-	undo.push(func() error { return r.delete(opts.ID, opts.Isolation) })
+	undo.push(func() error { return errors.Join(r.delete(opts.ID, opts.Isolation), r.gvisorGone(opts.Isolation)) })
 	if runErr != nil {
 		closePipeEnds(inW, outR, errR)
 		select {
@@ -316,11 +328,28 @@ func (r *Runtime) runtimeArgs(opts CreateOptions) []string {
 	if opts.Isolation != IsolationGVisor {
 		return []string{"--root", root}
 	}
-	// ptrace is the platform that works everywhere (KVM hangs on nested VMs); raw sockets stay
-	// off; the OCI seccomp profile is applied inside the sandbox too. The sandbox's netstack gets
-	// loopback only (--network=none): this runsc refuses the namespaces we hand it for its
-	// "sandbox" network mode, so gVisor sandboxes have no outside network yet.
-	return []string{"--root", root, "--platform=ptrace", "--oci-seccomp", "--network=none"}
+	// Raw sockets stay off (no --net-raw); the OCI seccomp profile is applied inside the
+	// sandbox too. --host-uds=open lets a process inside connect to a host unix socket that is
+	// bind-mounted in (a function's API socket), and nothing more: it cannot create one on the
+	// host.
+	args := []string{"--root", root, "--oci-seccomp", "--host-uds=open"}
+	if !r.runscCurrent {
+		// Debian's runsc: ptrace, its only platform that works here (KVM hangs in nested VMs);
+		// it refuses the namespaces we hand it for its "sandbox" network mode, so its
+		// sandboxes keep their own loopback only.
+		return append(args, "--platform=ptrace", "--network=none")
+	}
+	// systrap: runsc's default platform, faster than ptrace to start and to exec here (KVM
+	// hangs in nested VMs). --overlay2=none: by default a current runsc keeps the root's
+	// writes in its own overlay, in a file of its own, so they would never reach the
+	// container's writable layer, which bounds its disk and is what a snapshot reads. Given
+	// a namespace, the sandbox's netstack takes over its interfaces (the worker's veth and
+	// addresses); without one, it has only its loopback.
+	args = append(args, "--platform=systrap", "--overlay2=none")
+	if opts.NetNSPath != "" {
+		return append(args, "--network=sandbox")
+	}
+	return append(args, "--network=none")
 }
 
 // delete kills and removes a container's runtime state and cgroups; a container that does not
@@ -357,7 +386,7 @@ func (r *Runtime) Remove(c *Container) error {
 		case <-c.done:
 		case <-time.After(5 * time.Second):
 		}
-		if e := errors.Join(delErr, releaseBundle(c.bundle), r.removeCgroups(c.ID)); e != nil {
+		if e := errors.Join(delErr, releaseBundle(c.bundle), r.removeCgroups(c.ID), r.gvisorGone(c.isolation)); e != nil {
 			err = fmt.Errorf("runtime: removing container %s: %w", c.ID, e)
 		}
 		reaper.Reap()
@@ -388,6 +417,34 @@ func (r *Runtime) CleanupLeftovers(logf func(string, ...any)) {
 			logf("removed leftover container %s", id)
 		}
 	}
+	if err := unmountNullNetNS(r.cfg.runtimeRoot(IsolationGVisor)); err != nil {
+		logf("cleanup of runsc's shared namespace: %v", err)
+	}
+}
+
+// gvisorStarting counts a gVisor container about to start.
+func (r *Runtime) gvisorStarting(isolation string) {
+	if isolation != IsolationGVisor {
+		return
+	}
+	r.gvisorMu.Lock()
+	r.gvisorLive++
+	r.gvisorMu.Unlock()
+}
+
+// gvisorGone counts a gVisor container gone; after the last one it unmounts the namespace
+// runsc pinned for its gofers (made again at the next start, at a cost of a few ms).
+func (r *Runtime) gvisorGone(isolation string) error {
+	if isolation != IsolationGVisor {
+		return nil
+	}
+	r.gvisorMu.Lock()
+	defer r.gvisorMu.Unlock()
+	r.gvisorLive--
+	if r.gvisorLive > 0 {
+		return nil
+	}
+	return unmountNullNetNS(r.cfg.runtimeRoot(IsolationGVisor))
 }
 
 // releaseBundle unmounts a bundle's root, its view of the writable layer and the writable

@@ -122,7 +122,7 @@ func (w *Worker) makeContainer(ctx context.Context, b *box) (Container, error) {
 	var mounts []container.Mount
 	if spec.Function != nil {
 		var err error
-		if mounts, err = w.functionMounts(spec.Function, spec.Isolation); err != nil {
+		if mounts, err = w.functionMounts(spec.Function); err != nil {
 			return nil, err
 		}
 	} else if c := w.pool.take(spec); c != nil {
@@ -149,8 +149,7 @@ func (w *Worker) makeContainer(ctx context.Context, b *box) (Container, error) {
 }
 
 // openBuildNet gives an image build container its network: a namespace of its own whose only
-// way out is the egress proxy. Only runc joins a namespace it is given (runsc runs with
-// --network=none), and the server builds under runc only.
+// way out is the egress proxy. The server builds under runc only.
 func (w *Worker) openBuildNet(b *box) (BuildNet, error) {
 	if b.spec.Isolation != sandbox.IsolationRunc {
 		return nil, fmt.Errorf("an image build container must run under runc, not %s", b.spec.Isolation)

@@ -31,8 +31,9 @@ const (
 const runnerBoot = "import sys; sys.path[:0] = ['" + sdkMount + "', '" + codeMount + "']; import gust._runner as r; sys.exit(r.main())"
 
 // functionMounts returns the read-only mounts of a function container: the SDK, the code, and
-// (under runc) the directory of the worker's API socket.
-func (w *Worker) functionMounts(fn *workerproto.FunctionRun, isolation string) ([]container.Mount, error) {
+// the directory of the worker's API socket (which gVisor lets the container connect to: the
+// runtime runs runsc with --host-uds=open).
+func (w *Worker) functionMounts(fn *workerproto.FunctionRun) ([]container.Mount, error) {
 	sdkDir, err := w.sdk()
 	if err != nil {
 		return nil, fmt.Errorf("unpacking the Python SDK for the runner: %w", err)
@@ -47,8 +48,7 @@ func (w *Worker) functionMounts(fn *workerproto.FunctionRun, isolation string) (
 		w.compile(code)
 	}
 	mounts := []container.Mount{{Source: sdkDir, Destination: sdkMount}, {Source: code, Destination: codeMount}}
-	if w.apiDir != "" && isolation == container.IsolationRunc {
-		// gVisor would need --host-uds=open to connect to it.
+	if w.apiDir != "" {
 		mounts = append(mounts, container.Mount{Source: w.apiDir, Destination: apiSocketMount})
 	}
 	return mounts, nil

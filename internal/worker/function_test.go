@@ -7,7 +7,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/workerproto"
 )
 
@@ -110,7 +109,7 @@ func TestCompileCodeStaysInTree(t *testing.T) {
 				before = dirEntries(t, outside)
 			}}
 			fn := &workerproto.FunctionRun{CodeBlob: "blob" + string(rune('a'+i))}
-			mounts, err := w.functionMounts(fn, container.IsolationRunc)
+			mounts, err := w.functionMounts(fn)
 			if err != nil {
 				t.Fatal(err)
 			}

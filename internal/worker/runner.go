@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/initproto"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/wire"
@@ -63,7 +62,7 @@ func (w *Worker) startRunner(b *box, c Container, fn *workerproto.FunctionRun) e
 		cwd = b.spec.Workdir
 	}
 	extra := map[string]string{"GUST_CONTAINER_ID": b.spec.ID, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-	if w.apiDir != "" && b.spec.Isolation == container.IsolationRunc {
+	if w.apiDir != "" {
 		// The SDK in the container calls other functions through the worker's socket, with
 		// the container's own credential (GUST_TOKEN_ID and GUST_TOKEN_SECRET in its spec).
 		extra["GUST_SERVER_URL"] = "unix://" + apiSocketMount + "/api.sock"

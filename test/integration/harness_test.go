@@ -94,6 +94,13 @@ func start() error {
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build: %v\n%s", err, out)
 	}
+	// The runtimes, as `make test` installs them: the pinned static runsc (built once per
+	// machine, a no-op after), which gust up then chooses as every gust does
+	// (container.FindRunsc; GUST_RUNSC overrides it).
+	install := exec.Command(gust.bin, "install")
+	if out, err := install.CombinedOutput(); err != nil {
+		return fmt.Errorf("gust install: %v\n%s", err, out)
+	}
 	addr := freePort()
 	gust.url = "http://" + addr
 	gust.token = "test-token-" + fmt.Sprint(time.Now().UnixNano())
@@ -237,6 +244,10 @@ func checkNoLeftovers(dataDir string) error {
 		}
 	}
 	createdMu.Unlock()
+	// runsc's sandbox and gofer processes name their state directory under dataDir.
+	if b, _ := exec.Command("pgrep", "-af", dataDir).Output(); len(b) > 0 {
+		problems = append(problems, "processes remain: "+strings.TrimSpace(string(b)))
+	}
 	if len(problems) > 0 {
 		return fmt.Errorf("leftovers after shutdown: %s", strings.Join(problems, "; "))
 	}
