@@ -61,7 +61,7 @@ func runSandboxCreate(ctx context.Context, args []string) error {
 		MemoryMiB: *memory, Workdir: *workdir, Env: env, Name: *name,
 		BlockNetwork: nf.policy().BlockNetwork, OutboundCIDRAllowlist: nf.policy().OutboundCIDRAllowlist,
 		OutboundDomainAllowlist: nf.policy().OutboundDomainAllowlist,
-		Tags: tags, Isolation: o.isolation,
+		Tags:                    tags, Isolation: o.isolation,
 	})
 	if err != nil {
 		return err
