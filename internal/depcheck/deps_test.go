@@ -41,9 +41,11 @@ var allowed = map[string][]string{
 	"internal/auth":       {"internal/errdefs", "internal/ids"},
 	"internal/egress":     {},
 	"internal/tlsconf":    {},
+	"internal/network":    {},
 	"sdk/python":          {},
 	"sdk/go":              {},
 	"test/integration":    {}, // only test files, which are not counted
+	"test/network":        {}, // only test files, which are not counted
 	"internal/depcheck":   {}, // only this test
 	"internal/contract":   {}, // only the SDK contract test
 
@@ -65,7 +67,7 @@ var allowed = map[string][]string{
 
 	// The worker.
 	"internal/worker": {"internal/container", "internal/egress", "internal/errdefs", "internal/gpu", "internal/httpapi", "internal/ids",
-		"internal/image", "internal/initproto", "internal/lifecycle", "internal/reaper", "internal/sandbox",
+		"internal/image", "internal/initproto", "internal/lifecycle", "internal/network", "internal/reaper", "internal/sandbox",
 		"internal/tlsconf", "internal/wire", "internal/workerproto", "sdk/python"},
 
 	// The control plane: the store, its three parts, the API over them, the assembly.
@@ -125,7 +127,7 @@ var rules = []rule{
 		why: "the control plane's parts own their state and meet in internal/server; one reaches another through an interface defined where it is consumed (dispatch.Placer, imagebuild.Fleet) or a callback (fleet.OnContainerEnd)"},
 	{onlyFrom: []string{"cmd/gust"}, to: []string{"internal/server", "internal/worker", "internal/containerinit"},
 		why: "the server, the worker and gust-init are run by the one binary and imported by it alone"},
-	{onlyFrom: []string{}, to: []string{"internal/contract", "internal/depcheck", "test/integration"},
+	{onlyFrom: []string{}, to: []string{"internal/contract", "internal/depcheck", "test/integration", "test/network"},
 		why: "packages that hold only tests are imported by nothing"},
 	{onlyFrom: []string{"internal/server"}, to: []string{"internal/api"},
 		why: "the HTTP API is served by the server that assembles it, and by nothing else"},
