@@ -2,17 +2,19 @@ module github.com/gust-run/gust
 
 go 1.26.0
 
-require github.com/gust-run/gust/sdk/go v0.0.0
+require (
+	github.com/google/nftables v0.3.0
+	github.com/gust-run/gust/sdk/go v0.0.0
+	github.com/miekg/dns v1.1.73
+	github.com/robfig/cron/v3 v3.0.1
+	golang.org/x/time v0.16.0
+)
 
 require (
 	github.com/google/go-cmp v0.7.0 // indirect
-	github.com/google/nftables v0.3.0 // indirect
 	github.com/mdlayher/netlink v1.7.3-0.20250113171957-fbb4dce95f42 // indirect
 	github.com/mdlayher/socket v0.5.0 // indirect
-	github.com/miekg/dns v1.1.73 // indirect
-	github.com/robfig/cron/v3 v3.0.1 // indirect
 	golang.org/x/net v0.57.0 // indirect
-	golang.org/x/time v0.16.0 // indirect
 )
 
 require (

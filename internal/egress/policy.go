@@ -1,12 +1,21 @@
-// Package egress is the only way out of an image build container: the container gets a
-// network namespace of its own with only loopback, and an HTTP forward proxy (plain GET and
-// CONNECT) listens on that loopback, served by the worker, which dials from the machine's
-// namespace. The proxy lets a build reach the hosts its Policy lists (package mirrors, from
-// the worker's --build-egress flag) on ports 80 and 443, and refuses everything else with a
-// 403 that names the host and the flag. It never dials this machine's own addresses,
-// loopback, link-local or cloud metadata addresses, whatever a name resolves to.
+// Package egress holds the worker's ways out for containers whose network is limited by name.
 //
-// Imported by the worker, and by cmd/gust for the flag's default.
+// Image builds: a build container gets a network namespace of its own with only loopback,
+// and an HTTP forward proxy (plain GET and CONNECT) listens on that loopback, served by the
+// worker, which dials from the machine's namespace. The proxy lets a build reach the hosts its
+// Policy lists (package mirrors, from the worker's --build-egress flag) on ports 80 and 443,
+// and refuses everything else with a 403 that names the host and the flag. It never dials
+// this machine's own addresses, loopback, link-local or cloud metadata addresses, whatever a
+// name resolves to.
+//
+// Sandboxes and functions: the Resolver is the DNS server on the containers' bridge gateway
+// that their /etc/resolv.conf names, and the DomainProxy is the transparent proxy that the
+// network's nat rules send a container's TCP 80 and 443 to when its policy is an
+// outbound_domain_allowlist. Both match names with the same Policy, and for such containers
+// refuse private and reserved addresses (checkPublic), so that DNS rebinding cannot lead
+// inside.
+//
+// Imported by the worker, and by cmd/gust for the flags' defaults.
 package egress
 
 import (
