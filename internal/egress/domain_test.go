@@ -564,3 +564,51 @@ func TestDomainProxyLimits(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A keep-alive HTTP connection carries requests for its host, bodies included, and is cut
+// at the first request for another host: that one never reaches the server.
+func TestDomainProxyKeepAlive(t *testing.T) {
+	fx := newProxyFixture(t, []string{"allowed.test", "evil.test"}, map[string][]string{"allowed.test": {"203.0.113.10"}, "evil.test": {"203.0.113.10"}})
+	var seen []string
+	var mu sync.Mutex
+	fx.httpSrv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		seen = append(seen, r.Host+" "+r.Method+" "+string(b)+" ua="+r.Header.Get("User-Agent"))
+		mu.Unlock()
+		io.WriteString(w, "ok "+r.Host)
+	})
+	fx.dst.Store(netip.MustParseAddrPort("203.0.113.10:80"))
+	c, err := net.Dial("tcp", fx.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	for _, req := range []string{
+		"GET /1 HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+		"POST /2 HTTP/1.1\r\nHost: allowed.test:80\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+		"PUT /3 HTTP/1.1\r\nHost: ALLOWED.test\r\nContent-Length: 3\r\nUser-Agent: mine\r\n\r\nabc",
+	} {
+		io.WriteString(c, req)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%q: %v", req, err)
+		}
+		io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%q: %s", req, resp.Status)
+		}
+	}
+	io.WriteString(c, "GET /4 HTTP/1.1\r\nHost: evil.test\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err == nil {
+		t.Fatalf("a request for another host on the connection got %s", resp.Status)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"allowed.test GET  ua=", "allowed.test:80 POST hello world ua=", "ALLOWED.test PUT abc ua=mine"}
+	if strings.Join(seen, "|") != strings.Join(want, "|") {
+		t.Fatalf("the server saw %q, want %q", seen, want)
+	}
+}

@@ -2,6 +2,7 @@ package egress
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -229,14 +230,90 @@ func (p *DomainProxy) handle(down net.Conn) {
 	}
 	defer p.untrack(up)
 	p.allowed.Add(1)
-	if _, err := up.Write(rec.buf); err != nil {
-		return
-	}
 	var both sync.WaitGroup
 	both.Add(2)
-	go func() { defer both.Done(); pipe(up, down) }()
+	go func() {
+		defer both.Done()
+		if k == kindTLS {
+			// TLS: the name is fixed for the connection; what follows is opaque.
+			pipe(up, io.MultiReader(bytes.NewReader(rec.buf), down))
+			return
+		}
+		p.requests(up, down, rec.buf, host, client.ID)
+	}()
 	go func() { defer both.Done(); pipe(down, up) }()
 	both.Wait()
+}
+
+// requests carries an HTTP/1.x connection's requests one by one, checking that each names
+// the host the connection was let through for: a keep-alive connection to an allowed name's
+// server must not carry a request for another site behind the same address. A request for
+// another host ends the connection. After a protocol switch (Upgrade, CONNECT) the rest is
+// carried as it comes.
+func (p *DomainProxy) requests(up, down net.Conn, first []byte, host, who string) {
+	lim := &headLimit{r: io.MultiReader(bytes.NewReader(first), down)}
+	br := bufio.NewReaderSize(lim, 4096)
+	defer closeWrite(up)
+	for {
+		lim.left = maxPeek
+		req, err := http.ReadRequest(br)
+		lim.left = -1
+		if err != nil {
+			return // EOF, or a malformed request: the connection ends either way
+		}
+		h := req.Host
+		if hh, _, err := net.SplitHostPort(h); err == nil {
+			h = hh
+		}
+		if normHost(h) != host {
+			p.refused.Add(1)
+			p.logs.once(who+" switch "+host, "egress: container %s: a request for %q on a connection let through for %s: connection closed", who, h, host)
+			_ = down.Close() // the server's answers may be in flight: no 403 can be slotted in
+			return
+		}
+		if req.Header["User-Agent"] == nil {
+			req.Header["User-Agent"] = []string{""} // Write would add Go's own
+		}
+		switching := req.Method == http.MethodConnect || req.Header.Get("Upgrade") != ""
+		if err := req.Write(up); err != nil {
+			return
+		}
+		if switching {
+			_, _ = io.Copy(up, br) // the connection is the client's and server's now
+			return
+		}
+	}
+}
+
+// headLimit fails a read once more than left bytes are read while left is not negative:
+// the cap on a request head.
+type headLimit struct {
+	r    io.Reader
+	left int
+}
+
+func (l *headLimit) Read(b []byte) (int, error) {
+	if l.left < 0 {
+		return l.r.Read(b)
+	}
+	if l.left == 0 {
+		return 0, fmt.Errorf("a request head of more than %d bytes", maxPeek)
+	}
+	if len(b) > l.left {
+		b = b[:l.left]
+	}
+	n, err := l.r.Read(b)
+	l.left -= n
+	return n, err
+}
+
+// closeWrite ends a connection's writing side, or the connection.
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite() // the peer may be gone
+		return
+	}
+	_ = c.Close() // the peer may be gone
 }
 
 // dialName resolves an allowed host and connects to one of its public addresses.
