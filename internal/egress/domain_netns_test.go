@@ -50,7 +50,7 @@ const (
 	tnPrivate  = "10.214.0.5"
 )
 
-func ipCmd(t *testing.T, args ...string) {
+func ipCmd(t testing.TB, args ...string) {
 	t.Helper()
 	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
@@ -76,7 +76,7 @@ func sweepTestNets() {
 	}
 }
 
-func newTestNet(t *testing.T) *testNet {
+func newTestNet(t testing.TB) *testNet {
 	t.Helper()
 	sweepTestNets()
 	p := strconv.Itoa(os.Getpid())
@@ -121,7 +121,7 @@ func newTestNet(t *testing.T) *testNet {
 }
 
 // in runs f on a thread inside ns, so that the sockets f makes live there.
-func in(t *testing.T, ns *os.File, f func() error) {
+func in(t testing.TB, ns *os.File, f func() error) {
 	t.Helper()
 	if err := inNS(ns, f); err != nil {
 		t.Fatal(err)
@@ -188,7 +188,7 @@ func dialIn(ns *os.File) func(ctx context.Context, network, addr string) (net.Co
 
 // redirect adds, in W, the rule the network manager adds for a domain-allowlisted container:
 // its TCP 80 and 443 go to the proxy's port on the gateway.
-func (n *testNet) redirect(t *testing.T, port uint16) {
+func (n *testNet) redirect(t testing.TB, port uint16) {
 	t.Helper()
 	c, err := nftables.New(nftables.WithNetNSFd(int(n.wns.Fd())))
 	if err != nil {

@@ -153,7 +153,7 @@ type fakeDNS struct {
 	records map[string][]string
 }
 
-func startFakeDNS(t *testing.T, records map[string][]string) *fakeDNS {
+func startFakeDNS(t testing.TB, records map[string][]string) *fakeDNS {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -164,7 +164,7 @@ func startFakeDNS(t *testing.T, records map[string][]string) *fakeDNS {
 	return f
 }
 
-func serveFakeDNS(t *testing.T, f *fakeDNS, pc net.PacketConn) {
+func serveFakeDNS(t testing.TB, f *fakeDNS, pc net.PacketConn) {
 	started := make(chan struct{})
 	srv := &dns.Server{PacketConn: pc, NotifyStartedFunc: func() { close(started) }, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
 		f.queries.Add(1)
