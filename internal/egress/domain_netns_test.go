@@ -351,25 +351,19 @@ func TestDomainProxyNetns(t *testing.T) {
 		}
 		return Client{ID: "sb-netns", Domains: pol, Restricted: true}, true
 	}
-	res := NewResolver(up, lookup, t.Logf)
-	var pc net.PacketConn
-	var dnsLn, proxyLn net.Listener
+	// Started on a thread in W, as the worker starts it in its own namespace.
+	var gw *Gateway
 	in(t, n.wns, func() (err error) {
-		if pc, err = net.ListenPacket("udp4", tnGateway+":53"); err != nil {
-			return err
-		}
-		if dnsLn, err = net.Listen("tcp4", tnGateway+":53"); err != nil {
-			return err
-		}
-		proxyLn, err = net.Listen("tcp4", tnGateway+":0")
+		gw, err = StartGateway(GatewayConfig{Addr: netip.MustParseAddr(tnGateway), Upstream: up, Lookup: lookup, Logf: t.Logf, Dial: dialIn(n.wns)})
 		return err
 	})
-	res.Serve(pc, dnsLn)
-	t.Cleanup(func() { res.Close() })
-	proxy := NewDomainProxy(up, lookup, t.Logf)
-	proxy.Dial = dialIn(n.wns)
-	go proxy.Serve(proxyLn)
-	t.Cleanup(func() { proxy.Close() })
+	t.Cleanup(func() {
+		if err := gw.Close(); err != nil {
+			t.Errorf("Gateway.Close: %v", err)
+		}
+	})
+	proxy := gw.Proxy
+	proxyLn := gw.proxyLn
 	n.redirect(t, uint16(proxyLn.Addr().(*net.TCPAddr).Port))
 
 	ca := filepath.Join(dir, "ca.pem")
