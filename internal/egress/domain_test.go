@@ -533,7 +533,9 @@ func TestDomainProxyLimits(t *testing.T) {
 	}
 
 	// One container's connections are capped.
+	fx.p.mu.Lock()
 	fx.p.maxConns = 2
+	fx.p.mu.Unlock()
 	var held []net.Conn
 	for range 2 {
 		h, _ := net.Dial("tcp", fx.addr)
