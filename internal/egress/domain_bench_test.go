@@ -47,26 +47,7 @@ func BenchmarkDomainProxyThroughput(b *testing.B) {
 	}
 	b.Cleanup(func() { srv.Close() })
 
-	f := &fakeDNS{records: map[string][]string{"allowed.test": {tnInternet}}}
-	var upc net.PacketConn
-	in(b, n.ins, func() (err error) {
-		upc, err = net.ListenPacket("udp4", tnInternet+":53")
-		return err
-	})
-	serveFakeDNS(b, f, upc)
-	up, err := NewUpstream([]string{tnInternet})
-	if err != nil {
-		b.Fatal(err)
-	}
-	up.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := inNS(n.wns, func() (err error) {
-			var d net.Dialer
-			c, err = d.DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}
+	up, _ := n.upstream(b, map[string][]string{"allowed.test": {tnInternet}})
 	pol, _ := ParseDomainAllowlist([]string{"allowed.test"})
 	proxy := NewDomainProxy(up, func(netip.Addr) (Client, bool) { return Client{ID: "bench", Domains: pol, Restricted: true}, true }, b.Logf)
 	proxy.Dial = dialIn(n.wns)

@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -128,62 +127,41 @@ func in(t testing.TB, ns *os.File, f func() error) {
 	}
 }
 
-func inNS(ns *os.File, f func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- err
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- err
-			return
-		}
-		err = f()
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread() // else the thread ends with this goroutine
-		}
-		done <- err
-	}()
-	return <-done
+// dialFrom dials with dial on a thread in ns, so that the connection lives there.
+func dialFrom(ns *os.File, dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := inNS(ns, func() (err error) {
+			c, err = dial(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
 }
 
-// dialIn dials from ns.
+// dialIn is the proxy's own dial, from ns.
 func dialIn(ns *os.File) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		type res struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan res, 1)
-		go func() {
-			runtime.LockOSThread()
-			orig, err := os.Open("/proc/thread-self/ns/net")
-			if err != nil {
-				runtime.UnlockOSThread()
-				ch <- res{nil, err}
-				return
-			}
-			defer orig.Close()
-			if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-				runtime.UnlockOSThread()
-				ch <- res{nil, err}
-				return
-			}
-			c, err := dialPublic(ctx, network, addr)
-			if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-				runtime.UnlockOSThread()
-			}
-			ch <- res{c, err}
-		}()
-		r := <-ch
-		return r.c, r.err
+	return dialFrom(ns, dialPublic)
+}
+
+// upstream serves the internet's resolver in I with records, and returns an Upstream that
+// asks it from W, as the worker asks its upstream resolvers.
+func (n *testNet) upstream(t testing.TB, records map[string][]string) (*Upstream, *fakeDNS) {
+	t.Helper()
+	f := &fakeDNS{records: records}
+	var pc net.PacketConn
+	in(t, n.ins, func() (err error) {
+		pc, err = net.ListenPacket("udp4", tnInternet+":53")
+		return err
+	})
+	serveFakeDNS(t, f, pc)
+	up, err := NewUpstream([]string{tnInternet})
+	if err != nil {
+		t.Fatal(err)
 	}
+	var d net.Dialer
+	up.Dial = dialFrom(n.wns, d.DialContext)
+	return up, f
 }
 
 // redirect adds, in W, the rule the network manager adds for a domain-allowlisted container:
@@ -315,32 +293,10 @@ func TestDomainProxyNetns(t *testing.T) {
 	cert := testCert(t, dir, "allowed.test", "other.test", "rebind.test")
 	leaks := n.internetServers(t, cert)
 
-	// The internet's resolver, in I.
-	f := &fakeDNS{records: map[string][]string{
+	// The internet's resolver, in I, which the worker's side asks from W.
+	up, f := n.upstream(t, map[string][]string{
 		"allowed.test": {tnInternet}, "other.test": {tnInternet}, "rebind.test": {tnPrivate},
-	}}
-	var upc net.PacketConn
-	in(t, n.ins, func() (err error) {
-		upc, err = net.ListenPacket("udp4", tnInternet+":53")
-		return err
 	})
-	serveFakeDNS(t, f, upc)
-
-	// The worker's side, in W: the upstream dialled from W, the resolver and the proxy on the
-	// gateway.
-	up, err := NewUpstream([]string{tnInternet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	up.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := inNS(n.wns, func() (err error) {
-			var d net.Dialer
-			c, err = d.DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}
 	pol, err := ParseDomainAllowlist([]string{"allowed.test", "rebind.test"})
 	if err != nil {
 		t.Fatal(err)

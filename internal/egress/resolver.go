@@ -164,17 +164,11 @@ func filterPublic(m *dns.Msg) string {
 	dropped := ""
 	keep := m.Answer[:0]
 	for _, rr := range m.Answer {
-		var ip net.IP
-		switch r := rr.(type) {
-		case *dns.A:
-			ip = r.A
-		case *dns.AAAA:
-			ip = r.AAAA
+		switch rr.(type) {
 		case *dns.SVCB, *dns.HTTPS:
 			continue
 		}
-		if ip != nil {
-			a, _ := netip.AddrFromSlice(ip)
+		if a, ok := rrAddr(rr); ok {
 			if err := checkPublic(a, own); err != nil {
 				dropped = err.(*addrError).what()
 				continue

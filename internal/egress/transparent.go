@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -505,16 +504,5 @@ func originalDst(c net.Conn) (netip.AddrPort, error) {
 // dialPublic connects to addr from the worker's namespace, refusing (again, at connect time)
 // every address checkPublic refuses.
 func dialPublic(ctx context.Context, network, addr string) (net.Conn, error) {
-	own, err := ownAddrs()
-	if err != nil {
-		return nil, err
-	}
-	d := net.Dialer{Timeout: dialTimeout, Control: func(_, address string, _ syscall.RawConn) error {
-		ap, err := netip.ParseAddrPort(address)
-		if err != nil {
-			return fmt.Errorf("unexpected address %q: %w", address, err)
-		}
-		return checkPublic(ap.Addr(), own)
-	}}
-	return d.DialContext(ctx, network, addr)
+	return dialWith(ctx, network, addr, checkPublic)
 }

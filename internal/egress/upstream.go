@@ -227,18 +227,24 @@ func (u *Upstream) LookupAddrs(ctx context.Context, name string) ([]netip.Addr, 
 func answerAddrs(m *dns.Msg) []netip.Addr {
 	var out []netip.Addr
 	for _, rr := range m.Answer {
-		var ip net.IP
-		switch r := rr.(type) {
-		case *dns.A:
-			ip = r.A
-		case *dns.AAAA:
-			ip = r.AAAA
-		default:
-			continue
-		}
-		if a, ok := netip.AddrFromSlice(ip); ok {
-			out = append(out, a.Unmap())
+		if a, ok := rrAddr(rr); ok {
+			out = append(out, a)
 		}
 	}
 	return out
+}
+
+// rrAddr is the address of an A or AAAA record.
+func rrAddr(rr dns.RR) (netip.Addr, bool) {
+	var ip net.IP
+	switch r := rr.(type) {
+	case *dns.A:
+		ip = r.A
+	case *dns.AAAA:
+		ip = r.AAAA
+	default:
+		return netip.Addr{}, false
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	return a.Unmap(), ok
 }
