@@ -7,6 +7,8 @@ require (
 	github.com/gust-run/gust/sdk/go v0.0.0
 	github.com/miekg/dns v1.1.73
 	github.com/robfig/cron/v3 v3.0.1
+	github.com/vishvananda/netlink v1.3.1
+	github.com/vishvananda/netns v0.0.5
 	golang.org/x/time v0.16.0
 )
 

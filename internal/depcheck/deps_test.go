@@ -40,6 +40,7 @@ var allowed = map[string][]string{
 	"internal/autoscaler": {},
 	"internal/auth":       {"internal/errdefs", "internal/ids"},
 	"internal/egress":     {},
+	"internal/network":    {},
 	"sdk/python":          {},
 	"sdk/go":              {},
 	"test/integration":    {}, // only test files, which are not counted
@@ -64,7 +65,7 @@ var allowed = map[string][]string{
 
 	// The worker.
 	"internal/worker": {"internal/container", "internal/egress", "internal/errdefs", "internal/gpu", "internal/httpapi", "internal/ids",
-		"internal/image", "internal/initproto", "internal/lifecycle", "internal/reaper", "internal/sandbox",
+		"internal/image", "internal/initproto", "internal/lifecycle", "internal/network", "internal/reaper", "internal/sandbox",
 		"internal/wire", "internal/workerproto", "sdk/python"},
 
 	// The control plane: the store, its three parts, the API over them, the assembly.
@@ -81,7 +82,7 @@ var allowed = map[string][]string{
 		"internal/sandbox", "internal/store"},
 
 	// The one binary.
-	"cmd/gust": {"internal/container", "internal/containerinit", "internal/egress", "internal/httpapi", "internal/image", "internal/reaper",
+	"cmd/gust": {"internal/container", "internal/containerinit", "internal/egress", "internal/httpapi", "internal/image", "internal/network", "internal/reaper",
 		"internal/server", "internal/store", "internal/worker", "sdk/go", "sdk/python"},
 }
 

@@ -1,0 +1,236 @@
+package network
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// TestMain runs the root tests in a network namespace of their own, so that they touch
+// nothing of the machine's network.
+func TestMain(m *testing.M) {
+	if os.Geteuid() == 0 && os.Getenv("GUST_NETWORK_TEST_CHILD") == "" && !isShort() {
+		cmd := exec.Command(os.Args[0], os.Args[1:]...)
+		cmd.Env = append(os.Environ(), "GUST_NETWORK_TEST_CHILD=1")
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); ok {
+			os.Exit(ee.ExitCode())
+		}
+		if err != nil {
+			panic(err)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func isShort() bool {
+	for _, a := range os.Args {
+		if strings.HasPrefix(a, "-test.short") {
+			return true
+		}
+	}
+	return false
+}
+
+func TestMergeSpans(t *testing.T) {
+	got := spansOf([]netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("10.1.2.3/32"),
+		netip.MustParsePrefix("11.0.0.0/8"), netip.MustParsePrefix("240.0.0.0/4"),
+	})
+	want := []span{{u32(netip.MustParseAddr("10.0.0.0")), u32(netip.MustParseAddr("11.255.255.255"))},
+		{u32(netip.MustParseAddr("240.0.0.0")), ^uint32(0)}}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("spans %v, want %v", got, want)
+	}
+}
+
+func TestParseCIDR(t *testing.T) {
+	for in, want := range map[string]string{"1.2.3.4": "1.2.3.4/32", "10.1.2.3/8": "10.0.0.0/8", "::1": "", "x": "", "1.2.3.4/40": ""} {
+		p, err := ParseCIDR(in)
+		if (err == nil) != (want != "") || (err == nil && p.String() != want) {
+			t.Errorf("ParseCIDR(%q) = %v, %v; want %q", in, p, err, want)
+		}
+	}
+}
+
+// inNS runs f on a thread in the namespace at path.
+func inNS(t *testing.T, path string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		orig, _ := netns.Get()
+		ns, err := netns.GetFromPath(path)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer ns.Close()
+		if err := netns.Set(ns); err != nil {
+			t.Error(err)
+			return
+		}
+		f()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+	}()
+	<-done
+}
+
+func dialOK(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
+}
+
+// listenIn listens on addr inside a namespace.
+func listenIn(t *testing.T, path, addr string) net.Listener {
+	var ln net.Listener
+	inNS(t, path, func() {
+		var err error
+		if ln, err = net.Listen("tcp4", addr); err != nil {
+			t.Error(err)
+		}
+	})
+	if ln == nil {
+		t.FailNow()
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln
+}
+
+func TestManager(t *testing.T) {
+	if os.Getenv("GUST_NETWORK_TEST_CHILD") == "" {
+		t.Skip("needs root, and runs in a namespace of its own")
+	}
+	if err := netlink.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "lo"}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(Config{Tag: "t1", CIDR: netip.MustParsePrefix("10.231.0.0/24"), PoolSize: 2, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := m.Take("sb-a", Policy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.Take("sb-b", Policy{Block: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := m.PolicyFor(b.Addr()); !ok || !p.Block {
+		t.Errorf("PolicyFor(%s) = %v, %v; want blocked", b.Addr(), p, ok)
+	}
+	// A host listener on the gateway: no container reaches it. The worker reaches a
+	// container's listener.
+	hostLn, err := net.Listen("tcp4", m.Gateway().String()+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostLn.Close()
+	go func() {
+		for {
+			c, err := hostLn.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	lnB := listenIn(t, b.NetNSPath(), b.Addr().String()+":8080")
+	defer lnB.Close()
+	lnA := listenIn(t, a.NetNSPath(), a.Addr().String()+":8080")
+	defer lnA.Close()
+	if !dialOK(a.Addr().String() + ":8080") {
+		t.Error("the worker cannot reach a container's port")
+	}
+	// DNS on the gateway is open to every policy but block.
+	dnsLn, err := net.Listen("tcp4", m.Gateway().String()+":53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dnsLn.Close()
+	go func() {
+		for {
+			c, err := dnsLn.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	inNS(t, b.NetNSPath(), func() {
+		if dialOK(dnsLn.Addr().String()) {
+			t.Error("a blocked container reached DNS on the gateway")
+		}
+	})
+	inNS(t, a.NetNSPath(), func() {
+		if !dialOK(dnsLn.Addr().String()) {
+			t.Error("a container cannot reach DNS on the gateway")
+		}
+		if dialOK(hostLn.Addr().String()) {
+			t.Error("a container reached a host port on the gateway")
+		}
+		if dialOK(b.Addr().String() + ":8080") {
+			t.Error("a container reached another container")
+		}
+	})
+	// Replacing b's policy opens it to a; the bridge still keeps them apart.
+	if err := b.SetPolicy(Policy{}); err != nil {
+		t.Fatal(err)
+	}
+	inNS(t, b.NetNSPath(), func() {
+		if !dialOK(dnsLn.Addr().String()) {
+			t.Error("after its policy was replaced, a container cannot reach DNS on the gateway")
+		}
+		if dialOK(a.Addr().String() + ":8080") {
+			t.Error("a container reached another container")
+		}
+	})
+	for _, l := range []*Lease{a, b} {
+		if err := l.Release(); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	links, _ := netlink.LinkList()
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Name, "gvt1") || l.Attrs().Name == "gbt1" {
+			t.Errorf("left behind: link %s", l.Attrs().Name)
+		}
+	}
+	c, _ := nftables.New()
+	tables, _ := c.ListTables()
+	for _, tb := range tables {
+		if tb.Name == "gust-t1" {
+			t.Errorf("left behind: nftables table %s", tb.Name)
+		}
+	}
+}
