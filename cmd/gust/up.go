@@ -76,6 +76,7 @@ func runUp(ctx context.Context, args []string) error {
 	fs := newFlags("up")
 	d.bind(fs)
 	buildEgress := bindBuildEgress(fs)
+	netFlags := bindNetwork(fs)
 	if err := d.parse(fs, args, os.Stderr); err != nil {
 		return err
 	}
@@ -107,6 +108,7 @@ func runUp(ctx context.Context, args []string) error {
 		ServerURL: url, JoinToken: d.joinToken, ListenAddr: "127.0.0.1:0",
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool,
 		BuildEgress: strings.Split(*buildEgress, ","), Logger: log.New(os.Stderr, "gust worker: ", log.LstdFlags),
+		Network: *netFlags.on, NetworkCIDR: *netFlags.cidr, NetworkAllow: strings.Split(*netFlags.allow, ","),
 	})
 	if err != nil {
 		return err

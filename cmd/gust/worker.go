@@ -24,6 +24,7 @@ func runWorker(ctx context.Context, args []string) error {
 	serverURL := fs.String("server", os.Getenv("GUST_SERVER_URL"), "server URL")
 	listen := fs.String("listen", "127.0.0.1:0", "address of the worker's own API, which the server must reach")
 	buildEgress := bindBuildEgress(fs)
+	netFlags := bindNetwork(fs)
 	if err := d.parse(fs, args, os.Stderr); err != nil {
 		return err
 	}
@@ -49,6 +50,7 @@ func runWorker(ctx context.Context, args []string) error {
 		ServerURL: *serverURL, JoinToken: token, ListenAddr: *listen,
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool,
 		BuildEgress: strings.Split(*buildEgress, ","), Logger: logger,
+		Network: *netFlags.on, NetworkCIDR: *netFlags.cidr, NetworkAllow: strings.Split(*netFlags.allow, ","),
 	})
 	if err != nil {
 		return err
@@ -62,4 +64,22 @@ func bindBuildEgress(fs *flag.FlagSet) *string {
 	return fs.String("build-egress", envOr("GUST_BUILD_EGRESS", strings.Join(egress.DefaultHosts(), ",")),
 		"comma-separated hosts image builds may reach (host: ports 80 and 443; host:port; *.domain), through an HTTP proxy "+
 			"that refuses everything else; \"\" gives builds no network (env GUST_BUILD_EGRESS)")
+}
+
+// networkFlags are the containers' network settings of up and worker.
+type networkFlags struct {
+	on          *bool
+	cidr, allow *string
+}
+
+// bindNetwork adds --network, --network-cidr and --network-allow to up and worker.
+func bindNetwork(fs *flag.FlagSet) networkFlags {
+	return networkFlags{
+		on: fs.Bool("network", envOr("GUST_NETWORK", "true") == "true",
+			"give every sandbox and function container its own network namespace on a bridge, with NAT and its outbound policy; false leaves them loopback only (env GUST_NETWORK)"),
+		cidr: fs.String("network-cidr", envOr("GUST_NETWORK_CIDR", ""),
+			"the containers' private range (default 10.88.0.0/16); two workers on one machine need different ranges (env GUST_NETWORK_CIDR)"),
+		allow: fs.String("network-allow", envOr("GUST_NETWORK_ALLOW", ""),
+			"comma-separated CIDRs containers may reach although they are in the always-denied ranges (a package mirror on a private address) (env GUST_NETWORK_ALLOW)"),
+	}
 }

@@ -34,6 +34,7 @@ var policy = map[string]rule{
 	"POST /v1/sandboxes/{id}/terminate":           {memberOnly, true},
 	"PUT /v1/sandboxes/{id}/tags":                 {memberOnly, true},
 	"POST /v1/sandboxes/{id}/snapshot":            {memberOnly, false},
+	"PUT /v1/sandboxes/{id}/network":              {memberOnly, true},
 	"POST /v1/sandboxes/{id}/execs":               {memberOnly, true},
 	"GET /v1/sandboxes/{id}/execs/{eid}/output":   {memberOnly, true},
 	"GET /v1/sandboxes/{id}/execs/{eid}":          {anyUser, true},

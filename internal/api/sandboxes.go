@@ -23,6 +23,7 @@ func (a *API) sandboxRoutes(rt *router) {
 	rt.handle("POST /v1/sandboxes/{id}/terminate", a.handleSandboxTerminate)
 	rt.handle("PUT /v1/sandboxes/{id}/tags", a.handleSandboxTags)
 	rt.handle("POST /v1/sandboxes/{id}/snapshot", a.handleSandboxSnapshot)
+	rt.handle("PUT /v1/sandboxes/{id}/network", a.handleSandboxNetwork)
 	// Relayed to the sandbox's worker, which answers them.
 	for _, p := range []string{
 		"POST /v1/sandboxes/{id}/execs", "GET /v1/sandboxes/{id}/execs/{eid}/output",
@@ -162,6 +163,31 @@ func (a *API) handleSandboxTags(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sb, err := a.fleet.SetTags(r.Context(), r.PathValue("id"), req.Tags)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, sb.Public())
+}
+
+// handleSandboxNetwork replaces a running sandbox's outbound network policy, whole and
+// atomically: the body is the network part of a create (block_network and the allowlists).
+func (a *API) handleSandboxNetwork(w http.ResponseWriter, r *http.Request) {
+	var req sandbox.NetworkRequest
+	if err := httpapi.DecodeJSON(r, &req, 1<<20); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	p, err := req.Policy(false)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if _, err := a.sandboxOf(r, r.PathValue("id")); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	sb, err := a.fleet.SetNetwork(r.Context(), r.PathValue("id"), p)
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return

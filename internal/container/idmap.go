@@ -172,9 +172,7 @@ func mountView(src, dst string, userns *os.File) error {
 // those would be written as the host range's (v3 capabilities rooted at hostIDBase). gVisor
 // containers run on gVisor's own kernel, whose root is not the host's.
 func userNamespaced(opts CreateOptions) bool {
-	// Image builds are the only containers that join a namespace of the worker's (the egress
-	// one); they stay out, so that the layer they make keeps exact ids and file capabilities.
-	return opts.Isolation != IsolationGVisor && opts.NetNSPath == ""
+	return opts.Isolation != IsolationGVisor && !opts.ExactIDs
 }
 
 // openToSearch makes dir searchable by others (mode 0711) and checks that every directory

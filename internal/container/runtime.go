@@ -131,8 +131,15 @@ type CreateOptions struct {
 	CPULimit  float64  // hard cap in cores; 0 is none
 	MemoryMiB int
 	DiskMiB   int
-	NetNSPath string  // join this network namespace (runc only); empty makes a new one with only lo
-	Mounts    []Mount // extra read-only bind mounts
+	// NetNSPath joins this network namespace (the worker's, with a veth to its bridge); empty
+	// makes a new one with only lo. runc joins it in or out of a user namespace (a namespace
+	// owned by the host's user namespace is fine to join). runsc still runs with
+	// --network=none and ignores it (see runtimeArgs).
+	NetNSPath string
+	// ExactIDs keeps the container out of a user namespace, so that the files it writes keep
+	// their exact ids and file capabilities: image builds, whose upper layer becomes a layer.
+	ExactIDs bool
+	Mounts   []Mount // extra read-only bind mounts
 	// ReadyTimeout bounds the wait for gust-init's greeting.
 	ReadyTimeout time.Duration
 	// OnExit is called once, from the container's reader goroutine, when init has gone.

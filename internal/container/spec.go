@@ -44,6 +44,18 @@ func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
 		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
 		s.Linux.UIDMappings = idMappings()
 		s.Linux.GIDMappings = idMappings()
+		if opts.NetNSPath != "" {
+			// The kernel lets a user namespace mount sysfs only for a network namespace it
+			// owns, and the worker's namespaces are the host's: /sys is the host's, bound
+			// read-only (with its submounts: inside a user namespace they are locked to it, and
+			// a bind without them is refused; runc mounts the cgroups over it as usual). Its
+			// files belong to host root, which is nobody inside.
+			for i, m := range s.Mounts {
+				if m.Destination == "/sys" {
+					s.Mounts[i] = specs.Mount{Destination: "/sys", Type: "bind", Source: "/sys", Options: []string{"rbind", "ro", "nosuid", "noexec", "nodev"}}
+				}
+			}
+		}
 	}
 	for _, m := range opts.Mounts {
 		// Read-only binds the worker adds: a function's code and the Python SDK its runner uses.
@@ -128,9 +140,11 @@ func forGVisor(s *specs.Spec, opts CreateOptions) {
 	// about 30 + 2.5 × this).
 	s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NPROC", Hard: gvisorNProc, Soft: gvisorNProc}}
 	// gVisor implements its own cgroup namespace and /sys; these mounts only confuse it.
+	// runsc runs with --network=none (runtimeArgs), which gives the sandbox loopback only; the
+	// worker's namespace is not handed to it until runsc's --network=sandbox can join it.
 	s.Linux.Namespaces = []specs.LinuxNamespace{
 		{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.IPCNamespace},
-		{Type: specs.UTSNamespace}, {Type: specs.NetworkNamespace, Path: opts.NetNSPath},
+		{Type: specs.UTSNamespace}, {Type: specs.NetworkNamespace},
 	}
 	var mounts []specs.Mount
 	for _, m := range s.Mounts {

@@ -21,7 +21,8 @@ func TestBuildSpec(t *testing.T) {
 	}{
 		{"runc sandbox", CreateOptions{ID: "sb-1", Isolation: IsolationRunc, CPU: 1, CPULimit: 1, MemoryMiB: 512}, false, true, true, true, 100000, true},
 		{"runc function bursts", CreateOptions{ID: "sb-2", Isolation: IsolationRunc, CPU: 0.5, MemoryMiB: 512}, false, true, true, true, -1, true},
-		{"runc build in the egress namespace", CreateOptions{ID: "sb-3", Isolation: IsolationRunc, CPU: 2, CPULimit: 2, MemoryMiB: 2048, NetNSPath: "/proc/1/fd/7"}, false, true, true, true, 200000, false},
+		{"runc build in the egress namespace", CreateOptions{ID: "sb-3", Isolation: IsolationRunc, CPU: 2, CPULimit: 2, MemoryMiB: 2048, NetNSPath: "/proc/1/fd/7", ExactIDs: true}, false, true, true, true, 200000, false},
+		{"runc sandbox in the worker's namespace", CreateOptions{ID: "sb-5", Isolation: IsolationRunc, CPU: 1, CPULimit: 1, MemoryMiB: 512, NetNSPath: "/proc/1/fd/8"}, false, true, true, true, 100000, true},
 		{"gvisor", CreateOptions{ID: "sb-4", Isolation: IsolationGVisor, CPU: 1, CPULimit: 1, MemoryMiB: 512}, true, true, false, false, 100000, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -82,7 +82,7 @@ var allowed = map[string][]string{
 		"internal/sandbox", "internal/store"},
 
 	// The one binary.
-	"cmd/gust": {"internal/container", "internal/containerinit", "internal/egress", "internal/httpapi", "internal/image", "internal/network", "internal/reaper",
+	"cmd/gust": {"internal/container", "internal/containerinit", "internal/egress", "internal/httpapi", "internal/image", "internal/reaper",
 		"internal/server", "internal/store", "internal/worker", "sdk/go", "sdk/python"},
 }
 

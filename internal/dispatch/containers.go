@@ -110,8 +110,13 @@ func (e *Engine) containerRecord(fn function.Function) (sandbox.Sandbox, error) 
 	if iso == "" {
 		iso = e.cfg.DefaultIsolation
 	}
+	net, err := sp.NetworkRequest.Policy(false) // checked when the function was published
+	if err != nil {
+		return sandbox.Sandbox{}, err
+	}
 	return sandbox.Sandbox{
-		AppID: fn.AppID, WorkspaceID: fn.WorkspaceID, ImageID: sp.ImageID, Isolation: iso, Status: sandbox.Pending, Timeout: wire.Duration(sandbox.MaxTimeout),
+		NetworkPolicy: net,
+		AppID:         fn.AppID, WorkspaceID: fn.WorkspaceID, ImageID: sp.ImageID, Isolation: iso, Status: sandbox.Pending, Timeout: wire.Duration(sandbox.MaxTimeout),
 		CPU: sp.CPU, CPULimit: sp.CPULimit, MemoryMiB: sp.MemoryMiB, Env: env, SecretEnv: secretEnv, FunctionID: fn.ID, GPU: sp.GPU,
 		Tags: map[string]string{"function": fn.Name},
 	}, nil

@@ -119,6 +119,7 @@ func containerSpec(sb sandbox.Sandbox, layers []string, fn *workerproto.Function
 	spec := workerproto.ContainerSpec{
 		ID: sb.ID, Isolation: sb.Isolation, ImageLayers: layers, Command: sb.Command, Env: sb.Env, User: sb.User,
 		CPU: sb.CPU, CPULimit: sb.CPU, MemoryMiB: sb.MemoryMiB, BuildEgress: sb.BuildEgress, Timeout: sb.Timeout, Function: fn,
+		Network: sb.NetworkPolicy,
 	}
 	if sb.FunctionID != "" {
 		// A function's cpu is a request it may burst above, unless it set a limit.
@@ -290,6 +291,30 @@ func (f *Fleet) SetTags(ctx context.Context, id string, tags map[string]string) 
 		return sb, err
 	}
 	sb.Tags = tags
+	return sb, f.store.UpdateSandbox(ctx, sb)
+}
+
+// SetNetwork replaces a running sandbox's network policy: on its worker first (one atomic
+// change there), then in its record, under records so that a report cannot be written back
+// over it.
+func (f *Fleet) SetNetwork(ctx context.Context, id string, p sandbox.NetworkPolicy) (sandbox.Sandbox, error) {
+	f.records.Lock()
+	defer f.records.Unlock()
+	sb, err := f.store.GetSandbox(ctx, id)
+	if err != nil {
+		return sb, err
+	}
+	if sb.Status != sandbox.Running {
+		return sb, errdefs.Conflict("sandbox %s is %s: only a running sandbox's network policy can be replaced", id, sb.Status)
+	}
+	client, err := f.Client(sb)
+	if err != nil {
+		return sb, err
+	}
+	if err := client.SetNetwork(ctx, id, p); err != nil {
+		return sb, err
+	}
+	sb.NetworkPolicy = p
 	return sb, f.store.UpdateSandbox(ctx, sb)
 }
 

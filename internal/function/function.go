@@ -144,6 +144,9 @@ type Spec struct {
 	Schedule         *Schedule         `json:"schedule"`
 	// Isolation is the runtime (runc by default; gvisor for untrusted code).
 	Isolation string `json:"isolation,omitempty"`
+	// NetworkRequest is the containers' outbound network: block_network and the allowlists,
+	// as on a sandbox.
+	sandbox.NetworkRequest
 }
 
 // Limits of what a spec may ask for.
@@ -212,6 +215,9 @@ func (s *Spec) Validate(hostCPU float64, hostMemMiB int) error {
 	}
 	if err := s.validateRetries(where); err != nil {
 		return err
+	}
+	if _, err := s.NetworkRequest.Policy(false); err != nil {
+		return errdefs.Invalid("%s: %v", where, err)
 	}
 	if err := s.ValidateEnv(); err != nil {
 		return err

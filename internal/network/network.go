@@ -14,7 +14,7 @@
 // rules send a domain-allowlisted container's TCP 80 and 443 there, and PolicyFor tells them
 // whose connection it is.
 //
-// Imported by the worker and cmd/gust; imports nothing of gust's.
+// Imported by the worker; imports nothing of gust's.
 package network
 
 import (
@@ -37,7 +37,8 @@ import (
 
 // Config configures a Manager.
 type Config struct {
-	// CIDR is the containers' range; the gateway is its first address. Default DefaultCIDR.
+	// CIDR is the containers' range; the gateway is its first address. Unset, it is
+	// DefaultCIDR, or the next /16 up that no interface of the machine uses.
 	CIDR netip.Prefix
 	// Tag names the bridge, the veths and the tables: two workers on one machine need
 	// different tags (Tag derives one from the state directory).
@@ -96,13 +97,14 @@ type Manager struct {
 // New sets up the bridge and the tables, after removing what a predecessor with the same tag
 // left, and starts filling the pool.
 func New(cfg Config) (*Manager, error) {
-	if !cfg.CIDR.IsValid() {
+	auto := !cfg.CIDR.IsValid()
+	if auto {
 		cfg.CIDR = DefaultCIDR
 	}
-	cfg.CIDR = cfg.CIDR.Masked()
 	if !cfg.CIDR.Addr().Is4() || cfg.CIDR.Bits() > 28 {
 		return nil, fmt.Errorf("network: the containers' range %s must be IPv4 and hold at least 16 addresses (/28)", cfg.CIDR)
 	}
+	cfg.CIDR = cfg.CIDR.Masked()
 	if cfg.Tag == "" || len(cfg.Tag) > 8 {
 		return nil, fmt.Errorf("network: the tag %q must be 1-8 characters", cfg.Tag)
 	}
@@ -123,6 +125,14 @@ func New(cfg Config) (*Manager, error) {
 		gateway: cfg.CIDR.Addr().Next(), byAddr: map[netip.Addr]*Lease{}, next: 2,
 	}
 	m.cleanup()
+	if auto {
+		// Another gust (or anything else) on this machine may hold the default range: take the
+		// first of 10.88-10.127.0.0/16 that no interface uses.
+		for i := 0; i < 40 && inUse(cfg.CIDR); i++ {
+			cfg.CIDR = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(89 + i), 0, 0}), 16)
+		}
+		m.cfg.CIDR, m.gateway = cfg.CIDR, cfg.CIDR.Addr().Next()
+	}
 	if err := m.setup(); err != nil {
 		m.cleanup()
 		return nil, err
@@ -175,8 +185,8 @@ func (m *Manager) setup() error {
 	deny := append(DefaultDeny(), m.cfg.Deny...)
 	deny = append(deny, hostAddrs()...)
 	m.nft = &nft{
-		inet: &nftables.Table{Name: "gust-" + m.cfg.Tag, Family: nftables.TableFamilyINet},
-		br:   &nftables.Table{Name: "gust-" + m.cfg.Tag, Family: nftables.TableFamilyBridge},
+		inet:   &nftables.Table{Name: "gust-" + m.cfg.Tag, Family: nftables.TableFamilyINet},
+		br:     &nftables.Table{Name: "gust-" + m.cfg.Tag, Family: nftables.TableFamilyBridge},
 		bridge: m.bridge, vethPrefix: m.veth, gateway: m.gateway, proxyPort: m.cfg.ProxyPort, cidr: m.cfg.CIDR,
 	}
 	if err := m.batch(func(c *nftables.Conn) error { return m.nft.install(c, deny, m.cfg.Allow) }); err != nil {
@@ -193,6 +203,24 @@ func (m *Manager) setup() error {
 		return fmt.Errorf("network: %w", err)
 	}
 	return nil
+}
+
+// CIDR is the containers' range.
+func (m *Manager) CIDR() netip.Prefix { return m.cfg.CIDR }
+
+// inUse says whether an interface of this namespace has an address in p.
+func inUse(p netip.Prefix) bool {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		ones, _ := a.Mask.Size()
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && netip.PrefixFrom(ip, ones).Masked().Overlaps(p) {
+			return true
+		}
+	}
+	return false
 }
 
 // hostAddrs are this machine's own IPv4 addresses (as /32s), which containers never reach

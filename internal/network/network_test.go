@@ -57,15 +57,6 @@ func TestMergeSpans(t *testing.T) {
 	}
 }
 
-func TestParseCIDR(t *testing.T) {
-	for in, want := range map[string]string{"1.2.3.4": "1.2.3.4/32", "10.1.2.3/8": "10.0.0.0/8", "::1": "", "x": "", "1.2.3.4/40": ""} {
-		p, err := ParseCIDR(in)
-		if (err == nil) != (want != "") || (err == nil && p.String() != want) {
-			t.Errorf("ParseCIDR(%q) = %v, %v; want %q", in, p, err, want)
-		}
-	}
-}
-
 // inNS runs f on a thread in the namespace at path.
 func inNS(t *testing.T, path string, f func()) {
 	t.Helper()

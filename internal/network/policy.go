@@ -2,7 +2,6 @@ package network
 
 import (
 	"encoding/binary"
-	"fmt"
 	"net/netip"
 	"sort"
 	"strings"
@@ -119,26 +118,4 @@ func addrOf(v uint32) netip.Addr {
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], v)
 	return netip.AddrFrom4(b)
-}
-
-// ParseCIDR reads an allowlist entry: a CIDR or a single IPv4 address.
-func ParseCIDR(s string) (netip.Prefix, error) {
-	if !strings.Contains(s, "/") {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 address or CIDR", s)
-		}
-		s = a.String() + "/32"
-		if a.Is6() {
-			s = a.String() + "/128"
-		}
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR such as 203.0.113.0/24", s)
-	}
-	if !p.Addr().Is4() {
-		return netip.Prefix{}, fmt.Errorf("%q is IPv6: containers have IPv4 only", s)
-	}
-	return p.Masked(), nil
 }

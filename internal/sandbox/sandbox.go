@@ -107,10 +107,11 @@ type Sandbox struct {
 	CPU         float64           `json:"cpu"`
 	// CPULimit caps a function container's CPU (cpu=(request, limit)); 0 lets it burst. A
 	// sandbox's cpu is always also its cap.
-	CPULimit     float64 `json:"cpu_limit,omitempty"`
-	MemoryMiB    int     `json:"memory"`
-	Workdir      *string `json:"workdir"`
-	BlockNetwork bool    `json:"block_network"`
+	CPULimit  float64 `json:"cpu_limit,omitempty"`
+	MemoryMiB int     `json:"memory"`
+	Workdir   *string `json:"workdir"`
+	// NetworkPolicy is its outbound network: block_network and the allowlists.
+	NetworkPolicy
 	// BuildEgress marks an image build container (the server sets it; clients cannot): its
 	// network namespace has only loopback and its worker's egress proxy, which reaches the
 	// package mirrors the worker allows (--build-egress), so that apt_install and pip_install
@@ -144,19 +145,19 @@ func (s Sandbox) Public() Sandbox {
 
 // CreateRequest is what a client asks for.
 type CreateRequest struct {
-	AppID        string            `json:"app_id"`
-	ImageID      string            `json:"image_id"`
-	Command      []string          `json:"command"`
-	Timeout      *float64          `json:"timeout"`
-	IdleTimeout  *float64          `json:"idle_timeout"`
-	CPU          *float64          `json:"cpu"`
-	Memory       *int              `json:"memory"`
-	Workdir      *string           `json:"workdir"`
-	Env          map[string]string `json:"env"`
-	BlockNetwork bool              `json:"block_network"`
-	Name         *string           `json:"name"`
-	Tags         map[string]string `json:"tags"`
-	Isolation    string            `json:"isolation"`
+	AppID       string            `json:"app_id"`
+	ImageID     string            `json:"image_id"`
+	Command     []string          `json:"command"`
+	Timeout     *float64          `json:"timeout"`
+	IdleTimeout *float64          `json:"idle_timeout"`
+	CPU         *float64          `json:"cpu"`
+	Memory      *int              `json:"memory"`
+	Workdir     *string           `json:"workdir"`
+	Env         map[string]string `json:"env"`
+	NetworkRequest
+	Name      *string           `json:"name"`
+	Tags      map[string]string `json:"tags"`
+	Isolation string            `json:"isolation"`
 }
 
 var (
@@ -169,7 +170,7 @@ var (
 func (r CreateRequest) Validate(defaultIsolation string, hostCPU float64, hostMemMiB int) (Sandbox, error) {
 	sb := Sandbox{
 		AppID: r.AppID, ImageID: r.ImageID, Command: r.Command, Tags: r.Tags, Env: r.Env,
-		BlockNetwork: r.BlockNetwork, Status: Pending, Timeout: wire.Duration(DefaultTimeout),
+		Status: Pending, Timeout: wire.Duration(DefaultTimeout),
 		CPU: DefaultCPU, MemoryMiB: DefaultMemoryMiB, Isolation: defaultIsolation,
 	}
 	if r.AppID == "" {
@@ -236,6 +237,11 @@ func (r CreateRequest) Validate(defaultIsolation string, hostCPU float64, hostMe
 	if sb.Tags == nil {
 		sb.Tags = map[string]string{}
 	}
+	pol, err := r.NetworkRequest.Policy(false)
+	if err != nil {
+		return sb, err
+	}
+	sb.NetworkPolicy = pol
 	iso, err := isolation(r.Isolation, defaultIsolation)
 	sb.Isolation = iso
 	return sb, err

@@ -35,6 +35,7 @@ func (w *Worker) routes() http.Handler {
 	mux.HandleFunc("GET /v1/sandboxes/{id}/files/stat", w.handleStat)
 	mux.HandleFunc("POST /v1/sandboxes/{id}/files/mkdir", w.handleMkdir)
 	mux.HandleFunc("POST /v1/sandboxes/{id}/snapshot", w.handleSnapshot)
+	mux.HandleFunc("PUT /v1/sandboxes/{id}/network", w.handleNetwork)
 	return mux
 }
 

@@ -25,6 +25,9 @@ type box struct {
 	// gone (releaseNet). netEnv points its processes at net's proxy.
 	net    BuildNet
 	netEnv map[string]string
+	// lease is a sandbox's or function container's network namespace on the worker's bridge
+	// (Worker.openNet), released once the container is gone (releaseNet).
+	lease  NetLease
 	runner *runner // function containers only, set once started (starting)
 	execs  map[string]Process
 	// activeExecs and lastActivity hold off idle_timeout.
@@ -125,23 +128,35 @@ func (w *Worker) makeContainer(ctx context.Context, b *box) (Container, error) {
 		if mounts, err = w.functionMounts(spec.Function, spec.Isolation); err != nil {
 			return nil, err
 		}
-	} else if c := w.pool.take(spec); c != nil {
+	} else if c, l := w.pool.take(spec); c != nil {
+		if l != nil {
+			if err := l.SetPolicy(policyOf(spec.Network)); err != nil {
+				w.remove(c, spec.ID)
+				_ = l.Release() // the container that used it is gone; the error above is the one to report
+				return nil, fmt.Errorf("the container's network: %w", err)
+			}
+			b.mu.Lock()
+			b.lease = l
+			b.mu.Unlock()
+		}
 		c.SetOnExit(func() { w.containerExited(b) })
 		return c, nil
 	}
-	netns := ""
+	opts := container.CreateOptions{
+		ID: spec.ID, Isolation: spec.Isolation, Layers: spec.ImageLayers, CPU: spec.CPU, CPULimit: spec.CPULimit,
+		MemoryMiB: spec.MemoryMiB, DiskMiB: w.cfg.DiskMiB,
+		Mounts: mounts, OnExit: func() { w.containerExited(b) }, Logf: w.log.Printf,
+	}
 	if spec.BuildEgress {
 		n, err := w.openBuildNet(b)
 		if err != nil {
 			return nil, err
 		}
-		netns = n.NetNSPath()
+		opts.NetNSPath, opts.ExactIDs = n.NetNSPath(), true
+	} else if err := w.openNet(b, &opts); err != nil {
+		return nil, err
 	}
-	c, err := w.rt.Create(ctx, container.CreateOptions{
-		ID: spec.ID, Isolation: spec.Isolation, Layers: spec.ImageLayers, CPU: spec.CPU, CPULimit: spec.CPULimit,
-		MemoryMiB: spec.MemoryMiB, DiskMiB: w.cfg.DiskMiB, NetNSPath: netns,
-		Mounts: mounts, OnExit: func() { w.containerExited(b) }, Logf: w.log.Printf,
-	})
+	c, err := w.rt.Create(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("creating the container: %w", err)
 	}
@@ -168,17 +183,22 @@ func (w *Worker) openBuildNet(b *box) (BuildNet, error) {
 	return n, nil
 }
 
-// releaseNet closes a container's build network, if it has one, once the container is gone.
+// releaseNet closes a container's network (a build's, or its namespace on the bridge), if it
+// has one, once the container is gone.
 func (w *Worker) releaseNet(b *box) {
 	b.mu.Lock()
-	n := b.net
-	b.net = nil
+	n, l := b.net, b.lease
+	b.net, b.lease = nil, nil
 	b.mu.Unlock()
-	if n == nil {
-		return
+	if n != nil {
+		if err := n.Close(); err != nil {
+			w.log.Printf("container %s: %v", b.spec.ID, err)
+		}
 	}
-	if err := n.Close(); err != nil {
-		w.log.Printf("container %s: %v", b.spec.ID, err)
+	if l != nil {
+		if err := l.Release(); err != nil {
+			w.log.Printf("container %s: %v", b.spec.ID, err)
+		}
 	}
 }
 

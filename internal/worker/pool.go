@@ -8,6 +8,7 @@ import (
 
 	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/ids"
+	"github.com/gust-run/gust/internal/network"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/workerproto"
 )
@@ -23,9 +24,26 @@ type warmPool struct {
 	mu      sync.Mutex
 	key     string   // isolation + layers the pool is warm for
 	layers  []string // of key
-	ready   []Container
+	ready   []warm
 	filling bool
 	closed  bool
+}
+
+// warm is a pooled container and its network namespace (nil without a worker network),
+// whose policy blocks everything until a sandbox takes it.
+type warm struct {
+	c     Container
+	lease NetLease
+}
+
+// drop removes a pooled container and releases its namespace.
+func (p *warmPool) drop(wc warm) {
+	p.w.remove(wc.c, "(warm pool)")
+	if wc.lease != nil {
+		if err := wc.lease.Release(); err != nil {
+			p.w.log.Printf("warm pool: %v", err)
+		}
+	}
 }
 
 func poolKey(isolation string, layers []string) string {
@@ -39,36 +57,40 @@ func poolable(spec workerproto.ContainerSpec) bool {
 		spec.CPU == sandbox.DefaultCPU && spec.CPULimit == spec.CPU && spec.MemoryMiB == sandbox.DefaultMemoryMiB
 }
 
-// take returns a warm container for the spec, or nil. Either way it makes the pool warm for
-// this image from now on.
-func (p *warmPool) take(spec workerproto.ContainerSpec) Container {
+// take returns a warm container for the spec and its network namespace (whose policy the
+// caller sets), or nil. Either way it makes the pool warm for this image from now on.
+func (p *warmPool) take(spec workerproto.ContainerSpec) (Container, NetLease) {
 	if p == nil || p.size == 0 || !poolable(spec) {
-		return nil
+		return nil, nil
 	}
 	layers := spec.ImageLayers
 	key := poolKey(spec.Isolation, layers)
 	p.mu.Lock()
-	var c Container
-	var stale []Container
+	var got *warm
+	var stale []warm
 	if p.key != key {
 		stale, p.ready = p.ready, nil
 		p.key, p.layers = key, layers
 	}
-	for len(p.ready) > 0 && c == nil {
-		c, p.ready = p.ready[0], p.ready[1:]
+	for len(p.ready) > 0 && got == nil {
+		wc := p.ready[0]
+		p.ready = p.ready[1:]
 		select {
-		case <-c.Done(): // died while waiting: drop it
-			stale = append(stale, c)
-			c = nil
+		case <-wc.c.Done(): // died while waiting: drop it
+			stale = append(stale, wc)
 		default:
+			got = &wc
 		}
 	}
 	p.mu.Unlock()
 	for _, s := range stale {
-		p.w.remove(s, "(warm pool)")
+		p.drop(s)
 	}
 	p.fill()
-	return c
+	if got == nil {
+		return nil, nil
+	}
+	return got.c, got.lease
 }
 
 // fill starts containers until the pool is full; one filler runs at a time.
@@ -94,13 +116,7 @@ func (p *warmPool) fill() {
 			}
 			key, layers := p.key, p.layers
 			p.mu.Unlock()
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			c, err := p.w.rt.Create(ctx, container.CreateOptions{
-				ID: ids.New(ids.Warm), Isolation: sandbox.IsolationRunc, Layers: layers,
-				CPU: sandbox.DefaultCPU, CPULimit: sandbox.DefaultCPU, MemoryMiB: sandbox.DefaultMemoryMiB, DiskMiB: p.w.cfg.DiskMiB,
-				Logf: p.w.log.Printf,
-			})
-			cancel()
+			wc, err := p.make(layers)
 			if err != nil {
 				p.w.log.Printf("warm pool: making a container (the pool stays short until the next take): %v", err)
 				return
@@ -108,13 +124,44 @@ func (p *warmPool) fill() {
 			p.mu.Lock()
 			if p.closed || p.key != key {
 				p.mu.Unlock()
-				p.w.remove(c, "(warm pool)")
+				p.drop(wc)
 				continue
 			}
-			p.ready = append(p.ready, c)
+			p.ready = append(p.ready, wc)
 			p.mu.Unlock()
 		}
 	}()
+}
+
+// make starts one pooled container, in a namespace of the worker's network whose policy blocks
+// everything until a sandbox takes it.
+func (p *warmPool) make(layers []string) (warm, error) {
+	id := ids.New(ids.Warm)
+	opts := container.CreateOptions{
+		ID: id, Isolation: sandbox.IsolationRunc, Layers: layers,
+		CPU: sandbox.DefaultCPU, CPULimit: sandbox.DefaultCPU, MemoryMiB: sandbox.DefaultMemoryMiB, DiskMiB: p.w.cfg.DiskMiB,
+		Logf: p.w.log.Printf,
+	}
+	var lease NetLease
+	if p.w.net != nil {
+		l, err := p.w.net.Take(id, network.Policy{Block: true})
+		if err != nil {
+			return warm{}, err
+		}
+		lease = l
+		opts.NetNSPath = l.NetNSPath()
+		opts.Mounts = []container.Mount{{Source: p.w.net.ResolvConf(), Destination: "/etc/resolv.conf"}}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := p.w.rt.Create(ctx, opts)
+	if err != nil {
+		if lease != nil {
+			_ = lease.Release() // nothing joined it; the create's error is the one to report
+		}
+		return warm{}, err
+	}
+	return warm{c, lease}, nil
 }
 
 // close removes every pooled container.
@@ -127,8 +174,8 @@ func (p *warmPool) close() {
 	ready := p.ready
 	p.ready = nil
 	p.mu.Unlock()
-	for _, c := range ready {
-		p.w.remove(c, "(warm pool)")
+	for _, wc := range ready {
+		p.drop(wc)
 	}
 	// A filler may be mid-create: wait for it to notice closed and remove what it made.
 	for i := 0; i < 200; i++ {

@@ -32,6 +32,7 @@ import (
 	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/image"
+	"github.com/gust-run/gust/internal/network"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/workerproto"
 	pythonsdk "github.com/gust-run/gust/sdk/python"
@@ -52,7 +53,14 @@ type Config struct {
 	// BuildEgress lists the hosts image build containers may reach through the worker's
 	// egress proxy (egress.ParsePolicy's forms); nil is egress.DefaultHosts, empty nothing.
 	BuildEgress []string
-	Logger      *log.Logger
+	// Network gives every sandbox and function container a namespace on the worker's bridge
+	// with NAT and its outbound policy (internal/network); off, containers have loopback only.
+	Network bool
+	// NetworkCIDR is the containers' range ("" is network.DefaultCIDR); NetworkAllow are the
+	// operator's exceptions to the always-denied ranges (a mirror on a private address).
+	NetworkCIDR  string
+	NetworkAllow []string
+	Logger       *log.Logger
 }
 
 // Worker runs containers.
@@ -82,6 +90,10 @@ type Worker struct {
 	compile func(dir string)
 	// buildNet makes an image build container's network namespace and proxy.
 	buildNet func(id string) (BuildNet, error)
+	// net gives the other containers their network; nil leaves them loopback only. netMgr is
+	// the real one behind it (nil in tests), for the domain proxy and resolver.
+	net    Network
+	netMgr *network.Manager
 
 	mu    sync.Mutex
 	boxes map[string]*box
@@ -100,6 +112,10 @@ type deps struct {
 	// buildNet makes an image build container's network (New: an egress.Namespace under
 	// cfg.BuildEgress); nil refuses build containers.
 	buildNet func(id string) (BuildNet, error)
+	// net gives containers their network (New: a network.Manager when cfg.Network); nil
+	// leaves them loopback only.
+	net    Network
+	netMgr *network.Manager
 }
 
 // New prepares a worker: it removes what an earlier worker on this state directory left behind.
@@ -129,7 +145,17 @@ func New(cfg Config) (*Worker, error) {
 	} else {
 		logf("image builds reach only %s, through the egress proxy (%s)", policy, egress.Flag)
 	}
+	d := deps{}
+	if cfg.Network {
+		m, err := newNetwork(cfg, logf)
+		if err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+		d.net, d.netMgr = netManager{m}, m
+		logf("containers' network: bridge %s, gateway %s, range %s", m.Bridge(), m.Gateway(), m.CIDR())
+	}
 	return newWorker(cfg, deps{
+		net: d.net, netMgr: d.netMgr,
 		runtime: runtimeAdapter{rt}, layers: layers,
 		server: workerproto.NewServerClient(cfg.ServerURL, cfg.JoinToken),
 		buildNet: func(id string) (BuildNet, error) {
@@ -157,6 +183,7 @@ func newWorker(cfg Config, d deps) *Worker {
 	w := &Worker{
 		cfg: cfg, rt: d.runtime, server: d.server, layers: d.layers, log: cfg.Logger,
 		idleTick: 250 * time.Millisecond, sdk: d.sdk, compile: d.compile, buildNet: d.buildNet,
+		net: d.net, netMgr: d.netMgr,
 		boxes: map[string]*box{}, apiToken: ids.Random(40),
 	}
 	if w.compile == nil {
@@ -199,6 +226,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	} else {
 		w.apiDir = dir
 		defer closeAPI()
+	}
+	if stop := w.startNetServices(); stop != nil {
+		defer stop()
 	}
 	evCtx, stopEvents := context.WithCancel(context.Background())
 	defer stopEvents()
@@ -326,4 +356,9 @@ func (w *Worker) shutdown() {
 	wg.Wait()
 	w.wg.Wait()
 	w.pool.close()
+	if w.netMgr != nil {
+		if err := w.netMgr.Close(); err != nil {
+			w.log.Printf("%v", err)
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/sandbox"
 )
 
 // WorkerClient is the server's one way to call a worker: typed calls for what the server asks
@@ -89,6 +90,11 @@ func (c *WorkerClient) Snapshot(ctx context.Context, containerID string) (Snapsh
 	var snap SnapshotResponse
 	err := c.api.Do(ctx, http.MethodPost, "/v1/sandboxes/"+containerID+"/snapshot", nil, &snap)
 	return snap, err
+}
+
+// SetNetwork replaces a running container's network policy on its worker, atomically.
+func (c *WorkerClient) SetNetwork(ctx context.Context, containerID string, p sandbox.NetworkPolicy) error {
+	return c.api.Do(ctx, http.MethodPut, "/v1/sandboxes/"+containerID+"/network", NetworkUpdate{Network: p}, nil)
 }
 
 // ServerClient is a worker's one way to call the server.

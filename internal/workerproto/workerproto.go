@@ -115,9 +115,11 @@ type ContainerSpec struct {
 	CPULimit  float64 `json:"cpu_limit,omitempty"`
 	MemoryMiB int     `json:"memory"`
 	// BuildEgress gives an image build container the worker's egress proxy, its only way out.
-	BuildEgress bool          `json:"build_egress,omitempty"`
-	Timeout     wire.Duration `json:"timeout"`
-	IdleTimeout wire.Duration `json:"idle_timeout,omitempty"` // 0: none
+	BuildEgress bool `json:"build_egress,omitempty"`
+	// Network is the container's outbound network policy (not for build containers).
+	Network     sandbox.NetworkPolicy `json:"network"`
+	Timeout     wire.Duration         `json:"timeout"`
+	IdleTimeout wire.Duration         `json:"idle_timeout,omitempty"` // 0: none
 	// Function is set on a function container: what its runner runs.
 	Function *FunctionRun `json:"function,omitempty"`
 }
@@ -244,6 +246,12 @@ type OutputLine struct {
 type ExitLine struct {
 	ExitCode int    `json:"exit_code"`
 	Error    string `json:"error,omitempty"`
+}
+
+// NetworkUpdate replaces a running container's network policy (PUT
+// /v1/sandboxes/{id}/network on the worker).
+type NetworkUpdate struct {
+	Network sandbox.NetworkPolicy `json:"network"`
 }
 
 // SnapshotResponse answers the worker's snapshot endpoint: the new layer's directory.
