@@ -33,7 +33,7 @@ func TestParseDomainAllowlist(t *testing.T) {
 		{[]string{"https://pypi.org"}, "without a scheme", true},
 		{[]string{"pypi.org:443"}, "port", true},
 		{[]string{"10.0.0.1"}, "outbound_cidr_allowlist", true},
-		{[]string{"*.com"}, "at least two labels", true},
+		{[]string{"*.com"}, "*.com", false}, // as the API allows: the user's choice
 		{[]string{"*"}, "not a host name", true},
 		{[]string{"a..b"}, "not a host name", true},
 		{[]string{"*.*.github.com"}, "not a host name", true},

@@ -168,8 +168,8 @@ func ParseDomainAllowlist(names []string) (Policy, error) {
 			return Policy{}, fmt.Errorf("%s entry %q: give a host name (pypi.org) or *.domain, without a scheme, path or port (the proxy opens ports 80 and 443)", DomainField, raw)
 		case isAddr(host):
 			return Policy{}, fmt.Errorf("%s entry %q: an address is not a domain; put addresses in outbound_cidr_allowlist", DomainField, raw)
-		case !validName(host) || wildcard && !strings.Contains(host, "."):
-			return Policy{}, fmt.Errorf("%s entry %q is not a host name or *.domain (a wildcard covers the names under a domain of at least two labels)", DomainField, raw)
+		case !validName(host):
+			return Policy{}, fmt.Errorf("%s entry %q is not a host name or *.domain", DomainField, raw)
 		}
 		p.entries = append(p.entries, entry{host: host, wildcard: wildcard})
 		shown = append(shown, s)

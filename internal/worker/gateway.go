@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 
 	"github.com/gust-run/gust/internal/egress"
 	"github.com/gust-run/gust/internal/network"
@@ -45,6 +46,7 @@ func startGateway(n netPolicies, upstreams []string, logf func(format string, ar
 // egressLookup turns the network manager's policy of a container into what the resolver and
 // the domain proxy check. A blocked container, or an address no container has, gets nothing.
 func egressLookup(policyFor func(netip.Addr) (network.Policy, bool), logf func(format string, args ...any)) egress.Lookup {
+	var logged sync.Map // entries already said to be left out
 	return func(src netip.Addr) (egress.Client, bool) {
 		p, ok := policyFor(src)
 		if !ok || p.Block {
@@ -53,12 +55,19 @@ func egressLookup(policyFor func(netip.Addr) (network.Policy, bool), logf func(f
 		c := egress.Client{ID: src.String()}
 		if p.Allowlisted && len(p.Domains) > 0 {
 			c.Restricted = true
-			dom, err := egress.ParseDomainAllowlist(p.Domains)
-			if err != nil {
-				// The API validated the list; one that no longer parses allows nothing.
-				logf("container at %s: %v: it reaches no name", src, err)
+			// The API validated the list; an entry the proxy cannot use (an address) is left
+			// out, which only narrows what the container reaches.
+			var good []string
+			for _, d := range p.Domains {
+				if _, err := egress.ParseDomainAllowlist([]string{d}); err != nil {
+					if _, seen := logged.LoadOrStore(d, true); !seen {
+						logf("container at %s: %v: left out", src, err)
+					}
+					continue
+				}
+				good = append(good, d)
 			}
-			c.Domains = dom
+			c.Domains, _ = egress.ParseDomainAllowlist(good) // each entry parsed above
 		}
 		return c, true
 	}

@@ -14,6 +14,7 @@ func TestEgressLookup(t *testing.T) {
 		"10.88.0.4": {Allowlisted: true, CIDRs: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}},
 		"10.88.0.5": {Allowlisted: true, Domains: []string{"pypi.org", "*.github.com"}},
 		"10.88.0.6": {Allowlisted: true, Domains: []string{"bad entry"}},
+		"10.88.0.7": {Allowlisted: true, Domains: []string{"10.0.0.1", "pypi.org"}},
 	}
 	lookup := egressLookup(func(src netip.Addr) (network.Policy, bool) {
 		p, ok := policies[src.String()]
@@ -32,6 +33,7 @@ func TestEgressLookup(t *testing.T) {
 		{"10.88.0.4", true, false, "anything.example", ""},
 		{"10.88.0.5", true, true, "api.github.com", "example.com"},
 		{"10.88.0.6", true, true, "", "pypi.org"},
+		{"10.88.0.7", true, true, "pypi.org", "10.0.0.1"},
 	} {
 		c, ok := lookup(netip.MustParseAddr(tc.src))
 		if ok != tc.ok || c.Restricted != tc.restricted {

@@ -163,10 +163,20 @@ func newNetwork(cfg Config, logf func(string, ...any)) (*network.Manager, error)
 
 // startNetServices starts what serves containers on the gateway address: the DNS resolver
 // (UDP and TCP 53) and the domain proxy (netMgr.ProxyPort), which asks netMgr.PolicyFor whose
-// connection it has (internal/egress). It returns their stop, or nil.
-func (w *Worker) startNetServices() (stop func()) {
+// connection it has (internal/egress). It returns their stop, or nil without a worker network.
+func (w *Worker) startNetServices() (stop func(), err error) {
 	if w.netMgr == nil {
-		return nil
+		return nil, nil
 	}
-	return nil
+	g, err := startGateway(w.netMgr, w.cfg.DNSUpstream, w.log.Printf)
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		if err := g.Close(); err != nil {
+			w.log.Printf("the containers' resolver and domain proxy: %v", err)
+		}
+		allowed, refused := g.Proxy.Stats()
+		w.log.Printf("domain proxy: %d connections let through, %d refused", allowed, refused)
+	}, nil
 }
