@@ -59,8 +59,11 @@ if __name__ == "__main__":
     print(json.dumps(check_all(sys.argv[1], sys.argv[2])))
 `
 
-// domainCheck is one connection a container with outbound_domain_allowlist=[webName] tries,
-// and what it must get.
+// domainAllowlist is the containers' outbound_domain_allowlist in these tests: rebindName is
+// allowed by name, so that only the address check stands between it and a private address.
+var domainAllowlist = []string{webName, rebindName}
+
+// domainCheck is one connection a container with domainAllowlist tries, and what it must get.
 type domainCheck struct {
 	name         string
 	target       string
@@ -137,7 +140,7 @@ func verifyDomainChecks(t *testing.T, checks []domainCheck, run func(ca, checks 
 // resolves to a private address.
 func TestDomainAllowlistSandbox(t *testing.T) {
 	needGust(t)
-	id := newSandbox(t, map[string]any{"outbound_domain_allowlist": []string{webName}})
+	id := newSandbox(t, map[string]any{"outbound_domain_allowlist": domainAllowlist})
 	verifyDomainChecks(t, domainChecks, func(ca, checks string) map[string]string {
 		out, errOut, code := execIn(t, id, "python3", "-c", checkPy, ca, checks)
 		if code != 0 {
@@ -162,7 +165,7 @@ func TestDomainAllowlistSandbox(t *testing.T) {
 // TestDomainAllowlistFunction: the same for a function's container.
 func TestDomainAllowlistFunction(t *testing.T) {
 	needGust(t)
-	fnID := publishChecker(t, map[string]any{"name": "check_all", "outbound_domain_allowlist": []string{webName}})
+	fnID := publishChecker(t, map[string]any{"name": "check_all", "outbound_domain_allowlist": domainAllowlist})
 	verifyDomainChecks(t, domainChecks, func(ca, checks string) map[string]string {
 		return callChecker(t, fnID, ca, checks)
 	})
