@@ -44,6 +44,7 @@ var allowed = map[string][]string{
 	"sdk/python":          {},
 	"sdk/go":              {},
 	"test/integration":    {}, // only test files, which are not counted
+	"test/network":        {}, // only test files, which are not counted
 	"internal/depcheck":   {}, // only this test
 	"internal/contract":   {}, // only the SDK contract test
 
