@@ -23,6 +23,7 @@ func init() {
 	register(&command{name: "sandbox ls", summary: "list sandboxes", run: runSandboxList})
 	register(&command{name: "sandbox rm", summary: "terminate sandboxes", run: runSandboxRemove})
 	register(&command{name: "sandbox logs", summary: "print (or follow) a sandbox's command output", run: runSandboxLogs})
+	register(&command{name: "sandbox network", summary: "replace a running sandbox's outbound network policy", run: runSandboxNetwork})
 }
 
 // defaultApp is the app that sandboxes made from the CLI belong to, as in the Python SDK.
@@ -39,7 +40,8 @@ func runSandboxCreate(ctx context.Context, args []string) error {
 	memory := fs.Int("memory", 0, "memory limit, MiB (default: the server's)")
 	workdir := fs.String("workdir", "", "working directory of the command and execs")
 	env := kvFlag(fs, "env", "environment variable K=V (repeatable)")
-	blockNet := fs.Bool("block-network", false, "cut the sandbox off the network")
+	var nf netPolicyFlags
+	nf.bind(fs)
 	name := fs.String("name", "", "name, unique among the app's running sandboxes")
 	tags := kvFlag(fs, "tag", "tag k=v (repeatable)")
 	_, cmd, err := parseArgs(fs, args, 0)
@@ -56,8 +58,10 @@ func runSandboxCreate(ctx context.Context, args []string) error {
 	}
 	sb, err := c.CreateSandbox(ctx, gust.SandboxOptions{
 		App: appID, Image: imageID, Command: cmd, Timeout: *timeout, IdleTimeout: *idle, CPU: *cpu,
-		MemoryMiB: *memory, Workdir: *workdir, Env: env, BlockNetwork: *blockNet, Name: *name,
-		Tags: tags, Isolation: o.isolation,
+		MemoryMiB: *memory, Workdir: *workdir, Env: env, Name: *name,
+		BlockNetwork: nf.policy().BlockNetwork, OutboundCIDRAllowlist: nf.policy().OutboundCIDRAllowlist,
+		OutboundDomainAllowlist: nf.policy().OutboundDomainAllowlist,
+		Tags:                    tags, Isolation: o.isolation,
 	})
 	if err != nil {
 		return err
@@ -286,6 +290,59 @@ func runSandboxRemove(ctx context.Context, args []string) error {
 		fmt.Println(id)
 	}
 	return errors.Join(errs...)
+}
+
+// netPolicyFlags are the outbound network flags of `sandbox create` and `sandbox network`.
+type netPolicyFlags struct {
+	block          *bool
+	cidrs, domains *string
+}
+
+func (f *netPolicyFlags) bind(fs *flag.FlagSet) {
+	f.block = fs.Bool("block-network", false, "cut the sandbox off the network (loopback only)")
+	f.cidrs = fs.String("cidr-allowlist", "", "comma-separated IPv4 ranges, the only ones it may reach (\"none\" for an empty list)")
+	f.domains = fs.String("domain-allowlist", "", "comma-separated names (pypi.org, *.github.com) it may reach over HTTP and HTTPS")
+}
+
+func (f *netPolicyFlags) policy() gust.NetworkPolicy {
+	split := func(s string) []string {
+		switch s {
+		case "":
+			return nil
+		case "none":
+			return []string{}
+		}
+		return strings.Split(s, ",")
+	}
+	return gust.NetworkPolicy{BlockNetwork: *f.block, OutboundCIDRAllowlist: split(*f.cidrs), OutboundDomainAllowlist: split(*f.domains)}
+}
+
+func runSandboxNetwork(ctx context.Context, args []string) error {
+	fs := cliFlags("sandbox network", "[flags] SANDBOX_ID",
+		"Replaces a running sandbox's outbound network policy, whole and at once. No flag opens the\nnetwork again (all but what the worker always denies).")
+	var nf netPolicyFlags
+	nf.bind(fs)
+	ids, _, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	if len(ids) != 1 {
+		fs.Usage()
+		return errors.New("sandbox network needs a sandbox id")
+	}
+	c, err := gust.NewClientFromEnv()
+	if err != nil {
+		return err
+	}
+	sb, err := c.Sandbox(ctx, ids[0])
+	if err != nil {
+		return err
+	}
+	if err := sb.SetNetworkAccess(ctx, nf.policy()); err != nil {
+		return err
+	}
+	fmt.Println(sb.ID)
+	return nil
 }
 
 func runSandboxLogs(ctx context.Context, args []string) error {

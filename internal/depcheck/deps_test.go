@@ -126,7 +126,7 @@ var rules = []rule{
 		why: "the control plane's parts own their state and meet in internal/server; one reaches another through an interface defined where it is consumed (dispatch.Placer, imagebuild.Fleet) or a callback (fleet.OnContainerEnd)"},
 	{onlyFrom: []string{"cmd/gust"}, to: []string{"internal/server", "internal/worker", "internal/containerinit"},
 		why: "the server, the worker and gust-init are run by the one binary and imported by it alone"},
-	{onlyFrom: []string{}, to: []string{"internal/contract", "internal/depcheck", "test/integration"},
+	{onlyFrom: []string{}, to: []string{"internal/contract", "internal/depcheck", "test/integration", "test/network"},
 		why: "packages that hold only tests are imported by nothing"},
 	{onlyFrom: []string{"internal/server"}, to: []string{"internal/api"},
 		why: "the HTTP API is served by the server that assembles it, and by nothing else"},

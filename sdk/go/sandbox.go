@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -60,6 +61,10 @@ type SandboxOptions struct {
 	Env         map[string]string // environment of the command and execs
 	// BlockNetwork cuts the sandbox off the network.
 	BlockNetwork bool
+	// OutboundCIDRAllowlist and OutboundDomainAllowlist restrict its outbound network to those
+	// IPv4 ranges and names (TCP 80 and 443 through the worker's proxy); nil for no list.
+	OutboundCIDRAllowlist   []string
+	OutboundDomainAllowlist []string
 	// Name, unique among the app's running sandboxes, finds it again with SandboxFromName.
 	Name string
 	Tags map[string]string
@@ -88,9 +93,12 @@ type Sandbox struct {
 	MemoryMiB    int
 	Workdir      string // "" for the image's default
 	BlockNetwork bool
-	CreatedAt    time.Time
-	StartedAt    time.Time // zero until it started
-	FinishedAt   time.Time // zero until it ended
+	// OutboundCIDRAllowlist and OutboundDomainAllowlist are its allowlists in force (nil: none).
+	OutboundCIDRAllowlist   []string
+	OutboundDomainAllowlist []string
+	CreatedAt               time.Time
+	StartedAt               time.Time // zero until it started
+	FinishedAt              time.Time // zero until it ended
 
 	c *Client
 }
@@ -113,6 +121,8 @@ type sandboxWire struct {
 	Memory       int               `json:"memory"`
 	Workdir      *string           `json:"workdir"`
 	BlockNetwork bool              `json:"block_network"`
+	CIDRs        []string          `json:"outbound_cidr_allowlist"`
+	Domains      []string          `json:"outbound_domain_allowlist"`
 	CreatedAt    time.Time         `json:"created_at"`
 	StartedAt    *time.Time        `json:"started_at"`
 	FinishedAt   *time.Time        `json:"finished_at"`
@@ -123,6 +133,7 @@ func (s *Sandbox) set(w *sandboxWire) {
 		ID: w.ID, AppID: w.AppID, Tags: w.Tags, ImageID: w.ImageID, Command: w.Command,
 		Isolation: w.Isolation, Status: w.Status, ExitCode: w.ExitCode, Timeout: duration(w.Timeout),
 		CPU: w.CPU, MemoryMiB: w.Memory, BlockNetwork: w.BlockNetwork, CreatedAt: w.CreatedAt,
+		OutboundCIDRAllowlist: w.CIDRs, OutboundDomainAllowlist: w.Domains,
 		c: s.c,
 	}
 	if w.Name != nil {
@@ -186,8 +197,8 @@ func (c *Client) CreateSandbox(ctx context.Context, opts SandboxOptions) (*Sandb
 	if len(opts.Env) > 0 {
 		body["env"] = opts.Env
 	}
-	if opts.BlockNetwork {
-		body["block_network"] = true
+	for k, v := range (NetworkPolicy{opts.BlockNetwork, opts.OutboundCIDRAllowlist, opts.OutboundDomainAllowlist}).body() {
+		body[k] = v
 	}
 	if opts.Name != "" {
 		body["name"] = opts.Name
@@ -353,6 +364,36 @@ func (s *Sandbox) SetTags(ctx context.Context, tags map[string]string) error {
 	}
 	return s.fetch(ctx, "set tags of", request{method: http.MethodPut, path: s.path("/tags"),
 		json: map[string]any{"tags": maps.Clone(tags)}})
+}
+
+// NetworkPolicy is a sandbox's outbound network: BlockNetwork (loopback only), or only the
+// allowlists' IPv4 ranges and names when either is non-nil, or else everything but what the
+// worker always denies (its own and the server's addresses, other sandboxes, metadata,
+// private ranges).
+type NetworkPolicy struct {
+	BlockNetwork            bool
+	OutboundCIDRAllowlist   []string
+	OutboundDomainAllowlist []string
+}
+
+func (p NetworkPolicy) body() map[string]any {
+	b := map[string]any{}
+	if p.BlockNetwork {
+		b["block_network"] = true
+	}
+	if p.OutboundCIDRAllowlist != nil {
+		b["outbound_cidr_allowlist"] = slices.Clone(p.OutboundCIDRAllowlist)
+	}
+	if p.OutboundDomainAllowlist != nil {
+		b["outbound_domain_allowlist"] = slices.Clone(p.OutboundDomainAllowlist)
+	}
+	return b
+}
+
+// SetNetworkAccess replaces the running sandbox's outbound network policy, whole and at once
+// (the zero NetworkPolicy opens the network again); connections already open follow it.
+func (s *Sandbox) SetNetworkAccess(ctx context.Context, p NetworkPolicy) error {
+	return s.fetch(ctx, "set the network policy of", request{method: http.MethodPut, path: s.path("/network"), json: p.body()})
 }
 
 // SnapshotFilesystem saves the sandbox's filesystem as it is now, as an image that new

@@ -41,7 +41,9 @@ _IGNORED_OPTIONS = frozenset({
     "_experimental_gpus", "rdma", "name",
 })
 # Modal options gust cannot honour: accepted only when unset.
-_UNSUPPORTED_OPTIONS = frozenset({"volumes", "network_file_systems", "proxy", "block_network", "cloud_bucket_mounts"})
+_UNSUPPORTED_OPTIONS = frozenset({"volumes", "network_file_systems", "proxy", "cloud_bucket_mounts"})
+# The containers' outbound network, as on Sandbox.create: passed to the server as they are.
+_NETWORK_OPTIONS = ("block_network", "outbound_cidr_allowlist", "cidr_allowlist", "outbound_domain_allowlist")
 
 
 class LocalEntrypoint:
@@ -121,7 +123,10 @@ def _options(*, image: Any, secrets: Any, env: Any, gpu: Any, cpu: Any, memory: 
              container_idle_timeout: Any = None, allow_concurrent_inputs: Any = None, extra: Dict[str, Any],
              where: str) -> Dict[str, Any]:
     """Check a decorator's options before anything is sent; return them normalised."""
+    network = _network_options(extra, where)
     for k, v in extra.items():
+        if k in _NETWORK_OPTIONS:
+            continue
         if k in _UNSUPPORTED_OPTIONS:
             if v:
                 raise exc.InvalidError(f"{where}: {k}= is not supported by gust yet")
@@ -176,7 +181,25 @@ def _options(*, image: Any, secrets: Any, env: Any, gpu: Any, cpu: Any, memory: 
             "memory": memory, "timeout": timeout, "retries": Retries._from(retries), "min_containers": min_containers,
             "max_containers": max_containers, "buffer_containers": buffer_containers,
             "scaledown_window": scaledown_window, "max_inputs": max_inputs, "target_inputs": target_inputs,
-            "schedule": schedule, "isolation": isolation}
+            "schedule": schedule, "isolation": isolation, "network": network}
+
+
+def _network_options(opts: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """The network options of a decorator or a sandbox, as the API takes them (checked by the
+    server, which answers Modal's errors for the combinations it refuses)."""
+    out: Dict[str, Any] = {}
+    if opts.get("block_network"):
+        out["block_network"] = True
+    for k in ("outbound_cidr_allowlist", "cidr_allowlist", "outbound_domain_allowlist"):
+        v = opts.get(k)
+        if v is None:
+            continue
+        if isinstance(v, str) or not all(isinstance(x, str) for x in v):
+            raise exc.InvalidError(f"{where}: {k} must be a list of strings, got {v!r}")
+        out[k] = list(v)
+    if out.get("block_network") and any(k in out for k in ("outbound_cidr_allowlist", "cidr_allowlist", "outbound_domain_allowlist")):
+        raise exc.InvalidError(f"{where}: an allowlist cannot be used when `block_network` is enabled")
+    return out
 
 
 def _apply_concurrency(opts: dict, obj: Any) -> None:
@@ -409,6 +432,7 @@ class App:
             spec["cpu_limit"] = o["cpu_limit"]
         if o["isolation"]:
             spec["isolation"] = o["isolation"]
+        spec.update(o.get("network") or {})
         return spec
 
     def _images(self) -> List[Image]:

@@ -33,8 +33,8 @@ _TERMINAL = ("finished", "terminated", "timeout", "failed")
 
 # Modal options gust does not have yet: accepted when empty or false, refused otherwise.
 _UNSUPPORTED = frozenset({
-    "network_file_systems", "volumes", "cloud", "region", "outbound_cidr_allowlist", "outbound_domain_allowlist",
-    "inbound_cidr_allowlist", "cidr_allowlist", "pty", "pty_info", "encrypted_ports", "h2_ports",
+    "network_file_systems", "volumes", "cloud", "region",
+    "inbound_cidr_allowlist", "pty", "pty_info", "encrypted_ports", "h2_ports",
     "unencrypted_ports", "custom_domain", "proxy", "include_oidc_identity_token", "readiness_probe",
     "experimental_options", "_experimental_enable_snapshot", "_experimental_scheduler_placement", "mounts",
 })
@@ -151,6 +151,9 @@ class Sandbox:
                env: Optional[Dict[str, Optional[str]]] = None, secrets: Any = None, timeout: int = 300,
                idle_timeout: Optional[int] = None, workdir: Optional[str] = None, gpu: Optional[str] = None,
                cpu: Any = None, memory: Any = None, block_network: bool = False, isolation: Optional[str] = None,
+               outbound_cidr_allowlist: Optional[Sequence[str]] = None,
+               outbound_domain_allowlist: Optional[Sequence[str]] = None,
+               cidr_allowlist: Optional[Sequence[str]] = None,
                client: Optional[Client] = None, **kwargs: Any) -> "Sandbox":
         """Create a sandbox and return once its command has started.
 
@@ -185,8 +188,7 @@ class Sandbox:
         envd = _env(secrets, env)
         if envd:
             body["env"] = envd
-        if block_network:
-            body["block_network"] = True
+        body.update(_network_body(block_network, outbound_cidr_allowlist, cidr_allowlist, outbound_domain_allowlist))
         if tags:
             body["tags"] = {str(k): str(v) for k, v in tags.items()}
 
@@ -292,6 +294,16 @@ class Sandbox:
             raise exc.InvalidError("tags must be a dict of str to str")
         body = {"tags": {str(k): str(v) for k, v in tags.items()}}
         self._data = self._client.json("PUT", f"/v1/sandboxes/{self._id}/tags", json=body)
+
+    def set_network_access(self, *, block_network: bool = False,
+                           outbound_cidr_allowlist: Optional[Sequence[str]] = None,
+                           outbound_domain_allowlist: Optional[Sequence[str]] = None,
+                           cidr_allowlist: Optional[Sequence[str]] = None) -> None:
+        """Replace the running sandbox's outbound network policy, whole and at once: the options
+        are Sandbox.create's (no option opens the network again). Connections already open
+        follow the new policy."""
+        body = _network_body(block_network, outbound_cidr_allowlist, cidr_allowlist, outbound_domain_allowlist)
+        self._data = self._client.json("PUT", f"/v1/sandboxes/{self._id}/network", json=body)
 
     def get_tags(self) -> Dict[str, str]:
         """The sandbox's tags, as the server has them now."""
@@ -406,3 +418,20 @@ class Sandbox:
 
 def _loads(payload: bytes) -> Any:
     return json.loads(payload) if payload else None
+
+
+def _network_body(block_network: bool, outbound_cidr_allowlist: Any, cidr_allowlist: Any,
+                  outbound_domain_allowlist: Any) -> Dict[str, Any]:
+    """The network part of a create or a policy replacement. The server checks it and answers
+    Modal's errors for the combinations Modal refuses."""
+    body: Dict[str, Any] = {}
+    if block_network:
+        body["block_network"] = True
+    for k, v in (("outbound_cidr_allowlist", outbound_cidr_allowlist), ("cidr_allowlist", cidr_allowlist),
+                 ("outbound_domain_allowlist", outbound_domain_allowlist)):
+        if v is None:
+            continue
+        if isinstance(v, str) or not all(isinstance(x, str) for x in v):
+            raise exc.InvalidError(f"{k} must be a list of strings, got {v!r}")
+        body[k] = builtins.list(v)
+    return body

@@ -456,13 +456,21 @@ class ValidationTest(unittest.TestCase):
                    {"max_containers": 0}, {"min_containers": 3, "max_containers": 2},
                    {"retries": 11}, {"retries": "3"}, {"allow_concurrent_inputs": 0},
                    {"image": "debian"}, {"secrets": [{"K": "V"}]}, {"env": {"K": 1}}, {"schedule": "daily"},
-                   {"volumes": {"/data": object()}}, {"block_network": True}, {"keep_warm": 2, "concurrency_limit": 1}):
+                   {"volumes": {"/data": object()}}, {"block_network": True, "outbound_cidr_allowlist": ["1.2.3.0/24"]},
+                   {"outbound_domain_allowlist": "pypi.org"}, {"keep_warm": 2, "concurrency_limit": 1}):
             self.bad(**kw)
         with self.assertRaises(TypeError):
             self.app.function(no_such_option=1)(square)
         # Modal options that change nothing here are accepted.
         self.app.function(region="us-east", cloud="aws", enable_memory_snapshot=True, serialized=True,
                           _experimental_scheduler_placement=None, volumes={})(square)
+
+    def test_network_options(self):
+        f = self.app.function(block_network=True)(square)
+        self.assertEqual(f._options["network"], {"block_network": True})
+        f = self.app.function(outbound_cidr_allowlist=["203.0.113.0/24"], outbound_domain_allowlist=["pypi.org"])(square)
+        self.assertEqual(f._options["network"], {"outbound_cidr_allowlist": ["203.0.113.0/24"],
+                                                 "outbound_domain_allowlist": ["pypi.org"]})
 
     def test_old_modal_names(self):
         f = self.app.function(concurrency_limit=5, keep_warm=1, container_idle_timeout=120,
