@@ -141,7 +141,7 @@ func dialFrom(ns *os.File, dial func(ctx context.Context, network, addr string) 
 
 // dialIn is the proxy's own dial, from ns.
 func dialIn(ns *os.File) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return dialFrom(ns, dialPublic)
+	return dialFrom(ns, publicDialer(nil))
 }
 
 // upstream serves the internet's resolver in I with records, and returns an Upstream that

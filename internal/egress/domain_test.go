@@ -88,6 +88,9 @@ func TestDomainCheck(t *testing.T) {
 
 func TestCheckPublic(t *testing.T) {
 	own := []netip.Addr{netip.MustParseAddr("198.51.100.7")}
+	// The operator's exceptions open private ranges, never loopback, link-local or this machine.
+	allow := []netip.Prefix{netip.MustParsePrefix("10.9.0.0/16"), netip.MustParsePrefix("127.0.0.0/8"),
+		netip.MustParsePrefix("169.254.0.0/16"), netip.MustParsePrefix("198.51.100.7/32")}
 	for _, tc := range []struct {
 		addr string
 		ok   bool
@@ -117,8 +120,10 @@ func TestCheckPublic(t *testing.T) {
 		{"255.255.255.255", false},
 		{"192.0.0.8", false},
 		{"198.51.100.7", false}, // this machine
+		{"10.9.3.4", true},      // an operator's exception
+		{"10.10.0.1", false},
 	} {
-		err := checkPublic(netip.MustParseAddr(tc.addr), own)
+		err := checkPublic(netip.MustParseAddr(tc.addr), own, allow)
 		if tc.ok != (err == nil) {
 			t.Errorf("checkPublic(%s) = %v, want allowed %v", tc.addr, err, tc.ok)
 		}

@@ -20,6 +20,9 @@ type GatewayConfig struct {
 	Upstream  *Upstream
 	Lookup    Lookup
 	Logf      func(format string, args ...any)
+	// Allow are the operator's exceptions to the private ranges (the worker's --network-allow):
+	// a name that resolves into one may be answered and reached.
+	Allow []netip.Prefix
 	// Dial, when set, replaces the proxy's dial (tests dial from a namespace of their own).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -71,6 +74,8 @@ func StartGateway(cfg GatewayConfig) (_ *Gateway, retErr error) {
 		proxyLn:  proxyLn,
 		served:   make(chan error, 1),
 	}
+	g.Resolver.allow, g.Proxy.allow = cfg.Allow, cfg.Allow
+	g.Proxy.Dial = publicDialer(cfg.Allow)
 	if cfg.Dial != nil {
 		g.Proxy.Dial = cfg.Dial
 	}

@@ -315,8 +315,10 @@ var privatePrefixes = []struct {
 var nat64 = netip.MustParsePrefix("64:ff9b::/96")
 
 // checkPublic refuses what checkAddr refuses and every private or reserved range: the check
-// for containers whose policy is a domain allowlist (DNS rebinding).
-func checkPublic(a netip.Addr, own []netip.Addr) error {
+// for containers whose policy is a domain allowlist (DNS rebinding). allow are the operator's
+// exceptions (the worker's --network-allow): private or reserved ranges a name may lead to,
+// never loopback, link-local or this machine's addresses.
+func checkPublic(a netip.Addr, own []netip.Addr, allow []netip.Prefix) error {
 	a = a.Unmap()
 	if nat64.Contains(a) {
 		b := a.As16()
@@ -324,6 +326,11 @@ func checkPublic(a netip.Addr, own []netip.Addr) error {
 	}
 	if err := checkAddr(a, own); err != nil {
 		return err
+	}
+	for _, p := range allow {
+		if p.Contains(a) {
+			return nil
+		}
 	}
 	for _, p := range privatePrefixes {
 		if p.p.Contains(a) {

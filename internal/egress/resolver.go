@@ -37,6 +37,7 @@ type Resolver struct {
 	upstream *Upstream
 	lookup   Lookup
 	logs     *onceLog
+	allow    []netip.Prefix // the operator's exceptions to checkPublic
 
 	mu      sync.Mutex
 	servers []*dns.Server
@@ -145,7 +146,7 @@ func (r *Resolver) answer(from net.Addr, req *dns.Msg) *dns.Msg {
 	up.RecursionDesired, up.CheckingDisabled = req.RecursionDesired, req.CheckingDisabled
 	up.RecursionAvailable, up.Authoritative = true, false
 	if client.Restricted {
-		if dropped := filterPublic(up); dropped != "" {
+		if dropped := filterPublic(up, r.allow); dropped != "" {
 			r.logs.once("rebind "+client.ID+" "+q.Name, "egress: container %s: %s resolves to %s: left out of the answer (DNS rebinding)", client.ID, q.Name, dropped)
 		}
 	}
@@ -159,7 +160,7 @@ func (r *Resolver) answer(from net.Addr, req *dns.Msg) *dns.Msg {
 
 // filterPublic drops every address record that points somewhere a restricted container may
 // not go, and the records that carry address hints (SVCB, HTTPS); it says what it dropped.
-func filterPublic(m *dns.Msg) string {
+func filterPublic(m *dns.Msg, allow []netip.Prefix) string {
 	own, _ := ownAddrs() // without them the ranges below still hold
 	dropped := ""
 	keep := m.Answer[:0]
@@ -169,7 +170,7 @@ func filterPublic(m *dns.Msg) string {
 			continue
 		}
 		if a, ok := rrAddr(rr); ok {
-			if err := checkPublic(a, own); err != nil {
+			if err := checkPublic(a, own, allow); err != nil {
 				dropped = err.(*addrError).what()
 				continue
 			}

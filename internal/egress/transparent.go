@@ -49,6 +49,7 @@ type DomainProxy struct {
 	upstream *Upstream
 	lookup   Lookup
 	logs     *onceLog
+	allow    []netip.Prefix // the operator's exceptions to checkPublic
 
 	// Dial connects to a checked address; tests replace it to dial from a namespace.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -72,7 +73,7 @@ type DomainProxy struct {
 // container with lookup.
 func NewDomainProxy(upstream *Upstream, lookup Lookup, logf func(format string, args ...any)) *DomainProxy {
 	return &DomainProxy{upstream: upstream, lookup: lookup, logs: newOnceLog(logf),
-		Dial: dialPublic, origDst: originalDst, peekTimeout: defaultPeekTimeout, maxConns: defaultMaxConns, perClient: map[netip.Addr]int{}, conns: map[net.Conn]struct{}{}}
+		Dial: publicDialer(nil), origDst: originalDst, peekTimeout: defaultPeekTimeout, maxConns: defaultMaxConns, perClient: map[netip.Addr]int{}, conns: map[net.Conn]struct{}{}}
 }
 
 // Stats are the connections let through and refused so far.
@@ -328,7 +329,7 @@ func (p *DomainProxy) dialName(ctx context.Context, host string, port uint16) (n
 	var public []netip.Addr
 	var private string
 	for _, a := range addrs {
-		if err := checkPublic(a, own); err != nil {
+		if err := checkPublic(a, own, p.allow); err != nil {
 			private = err.(*addrError).what()
 			continue
 		}
@@ -501,8 +502,11 @@ func originalDst(c net.Conn) (netip.AddrPort, error) {
 	return ap, nil
 }
 
-// dialPublic connects to addr from the worker's namespace, refusing (again, at connect time)
-// every address checkPublic refuses.
-func dialPublic(ctx context.Context, network, addr string) (net.Conn, error) {
-	return dialWith(ctx, network, addr, checkPublic)
+// publicDialer connects from the worker's namespace, refusing (again, at connect time) every
+// address checkPublic refuses but allow.
+func publicDialer(allow []netip.Prefix) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	check := func(a netip.Addr, own []netip.Addr) error { return checkPublic(a, own, allow) }
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return dialWith(ctx, network, addr, check)
+	}
 }

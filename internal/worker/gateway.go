@@ -21,8 +21,9 @@ type netPolicies interface {
 
 // startGateway serves the containers' resolver (port 53) and the domain proxy on the bridge's
 // gateway, resolving through upstreams (the --dns-upstream flag; none: this machine's
-// /etc/resolv.conf).
-func startGateway(n netPolicies, upstreams []string, logf func(format string, args ...any)) (*egress.Gateway, error) {
+// /etc/resolv.conf). allow are the operator's exceptions to the private ranges
+// (--network-allow), which names may then lead to.
+func startGateway(n netPolicies, upstreams []string, allow []netip.Prefix, logf func(format string, args ...any)) (*egress.Gateway, error) {
 	if len(upstreams) == 0 {
 		var err error
 		if upstreams, err = egress.ResolvConfServers("/etc/resolv.conf"); err != nil {
@@ -34,7 +35,7 @@ func startGateway(n netPolicies, upstreams []string, logf func(format string, ar
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	g, err := egress.StartGateway(egress.GatewayConfig{Addr: n.Gateway(), ProxyPort: n.ProxyPort(), Upstream: up,
-		Lookup: egressLookup(n.PolicyFor, logf), Logf: logf})
+		Lookup: egressLookup(n.PolicyFor, logf), Allow: allow, Logf: logf})
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}

@@ -168,7 +168,13 @@ func (w *Worker) startNetServices() (stop func(), err error) {
 	if w.netMgr == nil {
 		return nil, nil
 	}
-	g, err := startGateway(w.netMgr, w.cfg.DNSUpstream, w.log.Printf)
+	var allow []netip.Prefix
+	for _, a := range w.cfg.NetworkAllow {
+		if p, err := sandbox.ParseCIDR(strings.TrimSpace(a)); err == nil { // newNetwork refused bad ones
+			allow = append(allow, p)
+		}
+	}
+	g, err := startGateway(w.netMgr, w.cfg.DNSUpstream, allow, w.log.Printf)
 	if err != nil {
 		return nil, err
 	}
