@@ -361,6 +361,7 @@ type proxyFixture struct {
 	addr    string
 	dst     atomic.Value // netip.AddrPort the connection "was going to"
 	strays  atomic.Int32 // dials to an address not in the map
+	client  atomic.Pointer[Client]
 	tlsSrv  *httptest.Server
 	httpSrv *httptest.Server
 }
@@ -390,8 +391,9 @@ func newProxyFixture(t *testing.T, allow []string, records map[string][]string) 
 		"203.0.113.10:443": fx.tlsSrv.Listener.Addr().String(),
 		"203.0.113.10:80":  fx.httpSrv.Listener.Addr().String(),
 	}
+	fx.client.Store(&Client{ID: "sb-test", Domains: pol, Restricted: true})
 	fx.p = NewDomainProxy(u, func(src netip.Addr) (Client, bool) {
-		return Client{ID: "sb-test", Domains: pol, Restricted: true}, src.IsLoopback()
+		return *fx.client.Load(), src.IsLoopback()
 	}, t.Logf)
 	fx.p.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		to, ok := routes[addr]
@@ -617,5 +619,45 @@ func TestDomainProxyKeepAlive(t *testing.T) {
 	want := []string{"allowed.test GET  ua=", "allowed.test:80 POST hello world ua=", "ALLOWED.test PUT abc ua=mine"}
 	if strings.Join(seen, "|") != strings.Join(want, "|") {
 		t.Fatalf("the server saw %q, want %q", seen, want)
+	}
+}
+
+// A replaced policy ends the proxied connections it no longer allows, and only those.
+func TestDomainProxyRevalidate(t *testing.T) {
+	fx := newProxyFixture(t, []string{"allowed.test", "kept.test"}, map[string][]string{"allowed.test": {"203.0.113.10"}, "kept.test": {"203.0.113.10"}})
+	fx.dst.Store(netip.MustParseAddrPort("203.0.113.10:80"))
+	open := func(host string) (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", fx.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: %v %v", host, resp, err)
+		}
+		io.ReadAll(resp.Body)
+		return c, br
+	}
+	cut, cutR := open("allowed.test")
+	kept, keptR := open("kept.test")
+	if n := fx.p.Revalidate(); n != 0 {
+		t.Fatalf("Revalidate under the same policy ended %d", n)
+	}
+	pol, _ := ParseDomainAllowlist([]string{"kept.test"})
+	fx.client.Store(&Client{ID: "sb-test", Domains: pol, Restricted: true})
+	if n := fx.p.Revalidate(); n != 1 {
+		t.Fatalf("Revalidate after the policy dropped allowed.test ended %d connections, want 1", n)
+	}
+	io.WriteString(cut, "GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+	if _, err := http.ReadResponse(cutR, nil); err == nil {
+		t.Fatal("the connection to allowed.test still answers")
+	}
+	io.WriteString(kept, "GET / HTTP/1.1\r\nHost: kept.test\r\n\r\n")
+	if resp, err := http.ReadResponse(keptR, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the connection to kept.test: %v %v", resp, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"time"
 )
 
 // GatewayConfig says where the containers' resolver and domain proxy serve.
@@ -34,7 +35,14 @@ type Gateway struct {
 	Proxy    *DomainProxy
 	proxyLn  net.Listener
 	served   chan error
+	stop     chan struct{} // ends the sweep
+	swept    chan struct{}
 }
+
+// sweepEvery is how often the gateway ends proxied connections that their container's policy
+// no longer allows (a replaced policy, a container gone); the worker also asks at once after
+// replacing a policy.
+const sweepEvery = 5 * time.Second
 
 // StartGateway listens on the gateway's DNS port (UDP and TCP) and its proxy port, and serves.
 func StartGateway(cfg GatewayConfig) (_ *Gateway, retErr error) {
@@ -73,6 +81,8 @@ func StartGateway(cfg GatewayConfig) (_ *Gateway, retErr error) {
 		Proxy:    NewDomainProxy(cfg.Upstream, cfg.Lookup, cfg.Logf),
 		proxyLn:  proxyLn,
 		served:   make(chan error, 1),
+		stop:     make(chan struct{}),
+		swept:    make(chan struct{}),
 	}
 	g.Resolver.allow, g.Proxy.allow = cfg.Allow, cfg.Allow
 	g.Proxy.Dial = publicDialer(cfg.Allow)
@@ -81,6 +91,19 @@ func StartGateway(cfg GatewayConfig) (_ *Gateway, retErr error) {
 	}
 	g.Resolver.Serve(pc, dnsLn)
 	go func() { g.served <- g.Proxy.Serve(proxyLn) }()
+	go func() {
+		defer close(g.swept)
+		t := time.NewTicker(sweepEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-g.stop:
+				return
+			case <-t.C:
+				g.Proxy.Revalidate()
+			}
+		}
+	}()
 	return g, nil
 }
 
@@ -89,6 +112,8 @@ func (g *Gateway) ProxyAddr() string { return g.proxyLn.Addr().String() }
 
 // Close stops both and ends the proxy's connections.
 func (g *Gateway) Close() error {
+	close(g.stop)
+	<-g.swept
 	err := errors.Join(g.Resolver.Close(), g.Proxy.Close())
 	if serr := <-g.served; !errors.Is(serr, net.ErrClosed) {
 		err = errors.Join(err, serr) // closed before Serve began is no error

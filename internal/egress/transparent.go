@@ -64,6 +64,7 @@ type DomainProxy struct {
 	mu        sync.Mutex
 	perClient map[netip.Addr]int
 	conns     map[net.Conn]struct{} // every accepted and dialled connection still open
+	flows     map[*flow]struct{}    // the connections carried, for Revalidate
 	lns       []net.Listener
 	closed    bool
 	wg        sync.WaitGroup
@@ -73,7 +74,7 @@ type DomainProxy struct {
 // container with lookup.
 func NewDomainProxy(upstream *Upstream, lookup Lookup, logf func(format string, args ...any)) *DomainProxy {
 	return &DomainProxy{upstream: upstream, lookup: lookup, logs: newOnceLog(logf),
-		Dial: publicDialer(nil), origDst: originalDst, peekTimeout: defaultPeekTimeout, maxConns: defaultMaxConns, perClient: map[netip.Addr]int{}, conns: map[net.Conn]struct{}{}}
+		Dial: publicDialer(nil), origDst: originalDst, peekTimeout: defaultPeekTimeout, maxConns: defaultMaxConns, perClient: map[netip.Addr]int{}, conns: map[net.Conn]struct{}{}, flows: map[*flow]struct{}{}}
 }
 
 // Stats are the connections let through and refused so far.
@@ -229,6 +230,15 @@ func (p *DomainProxy) handle(down net.Conn) {
 		return
 	}
 	defer p.untrack(up)
+	f := &flow{src: src, host: host, port: int(dst.Port()), down: down, up: up}
+	p.mu.Lock()
+	p.flows[f] = struct{}{}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.flows, f)
+		p.mu.Unlock()
+	}()
 	p.allowed.Add(1)
 	var both sync.WaitGroup
 	both.Add(2)
@@ -314,6 +324,50 @@ func closeWrite(c net.Conn) {
 		return
 	}
 	_ = c.Close() // the peer may be gone
+}
+
+// flow is a connection the proxy carries.
+type flow struct {
+	src  netip.Addr
+	host string
+	port int
+	down net.Conn // the container's
+	up   net.Conn // to the host
+}
+
+// Revalidate checks every connection carried against its container's policy now, and ends
+// those the policy no longer allows: a replaced policy holds for open connections too. It
+// says how many it ended.
+func (p *DomainProxy) Revalidate() int {
+	p.mu.Lock()
+	flows := make([]*flow, 0, len(p.flows))
+	for f := range p.flows {
+		flows = append(flows, f)
+	}
+	p.mu.Unlock()
+	cut := 0
+	for _, f := range flows {
+		c, ok := p.lookup(f.src)
+		why := ""
+		switch {
+		case !ok:
+			why = "it no longer has a network with a domain allowlist"
+		case !c.Restricted:
+			why = "its policy no longer has a domain allowlist"
+		default:
+			if err := c.Domains.Check(f.host, f.port); err != nil {
+				why = err.Error()
+			}
+		}
+		if why == "" {
+			continue
+		}
+		_ = f.down.Close() // ending the connection is the point
+		_ = f.up.Close()
+		cut++
+		p.logs.printf("egress: container at %s: its connection to %s:%d ended: the policy was replaced: %s", f.src, f.host, f.port, why)
+	}
+	return cut
 }
 
 // dialName resolves an allowed host and connects to one of its public addresses.

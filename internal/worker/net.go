@@ -122,6 +122,9 @@ func (w *Worker) handleNetwork(rw http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(rw, err)
 		return
 	}
+	if g := w.gateway.Load(); g != nil {
+		g.Proxy.Revalidate() // proxied connections follow the new policy too
+	}
 	b.mu.Lock()
 	b.spec.Network = req.Network
 	b.mu.Unlock()
@@ -178,6 +181,7 @@ func (w *Worker) startNetServices() (stop func(), err error) {
 	if err != nil {
 		return nil, err
 	}
+	w.gateway.Store(g)
 	return func() {
 		if err := g.Close(); err != nil {
 			w.log.Printf("the containers' resolver and domain proxy: %v", err)

@@ -97,6 +97,8 @@ type Worker struct {
 	// the real one behind it (nil in tests), for the domain proxy and resolver.
 	net    Network
 	netMgr *network.Manager
+	// gateway serves the containers' resolver and domain proxy (startNetServices).
+	gateway atomic.Pointer[egress.Gateway]
 
 	mu    sync.Mutex
 	boxes map[string]*box
