@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // checkPy runs connection checks from inside a container and says what each got: the status
@@ -246,4 +247,66 @@ func callChecker(t *testing.T, fnID, ca, checks string) map[string]string {
 	}
 	t.Fatal("the call's stream ended without an output")
 	return nil
+}
+
+// keepAlivePy holds one HTTP/1.1 connection to a name open: it sends a request, writes the
+// answer's status to /tmp/ka1, waits for /tmp/ka-go, sends a second request on the same
+// connection and writes what came of it to /tmp/ka2.
+const keepAlivePy = `
+import os, socket, sys, time
+name = sys.argv[1]
+s = socket.create_connection((name, 80), timeout=20)
+def get():
+    s.sendall(("GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % name).encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        b = s.recv(4096)
+        if not b:
+            raise EOFError("connection closed")
+        data += b
+    head, _, rest = data.partition(b"\r\n\r\n")
+    n = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
+    while len(rest) < n:
+        rest += s.recv(4096)
+    return head.split(b"\r\n")[0].decode()
+open("/tmp/ka1", "w").write(get())
+while not os.path.exists("/tmp/ka-go"):
+    time.sleep(0.05)
+try:
+    r = get()
+except Exception as e:
+    r = "%s %s" % (type(e).__name__, e)
+open("/tmp/ka2", "w").write(r)
+`
+
+// waitFile waits for a file in the sandbox and returns its content.
+func waitFile(t *testing.T, id, path string) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if out, _, code := execIn(t, id, "cat", path); code == 0 {
+			return out
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s did not appear in the sandbox", path)
+	return ""
+}
+
+// TestDomainAllowlistReplaced: replacing the policy of a running sandbox ends a proxied
+// connection to a name the new policy leaves out, without waiting for the client to reconnect.
+func TestDomainAllowlistReplaced(t *testing.T) {
+	needGust(t)
+	id := newSandbox(t, map[string]any{"outbound_domain_allowlist": domainAllowlist})
+	execIn(t, id, "sh", "-c", "python3 -c '"+strings.ReplaceAll(keepAlivePy, "'", `'\''`)+"' "+webName+" >/tmp/ka.log 2>&1 &")
+	if got := waitFile(t, id, "/tmp/ka1"); !strings.Contains(got, "200") {
+		t.Fatalf("the first request on the kept-alive connection: %q", got)
+	}
+	if err := api("PUT", "/v1/sandboxes/"+id+"/network", map[string]any{"outbound_domain_allowlist": []string{otherName}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	execIn(t, id, "touch", "/tmp/ka-go")
+	if got := waitFile(t, id, "/tmp/ka2"); strings.Contains(got, "200") {
+		t.Fatalf("after the policy dropped %s, the open connection still answered: %q", webName, got)
+	}
 }
