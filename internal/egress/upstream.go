@@ -51,6 +51,9 @@ const (
 	upstreamTimeout = 3 * time.Second
 )
 
+// ErrNoUpstream is NewUpstream's error when it is given no resolver.
+var ErrNoUpstream = errors.New("egress: no upstream resolver: the worker's /etc/resolv.conf names none; give one with --dns-upstream")
+
 // NewUpstream returns an Upstream over servers (addresses, with or without a port: 53).
 func NewUpstream(servers []string) (*Upstream, error) {
 	u := &Upstream{timeout: upstreamTimeout, cache: map[cacheKey]cached{}}
@@ -67,7 +70,7 @@ func NewUpstream(servers []string) (*Upstream, error) {
 		u.servers = append(u.servers, s)
 	}
 	if len(u.servers) == 0 {
-		return nil, errors.New("egress: no upstream resolver: the worker's /etc/resolv.conf names none; give one with --dns-upstream")
+		return nil, ErrNoUpstream
 	}
 	var d net.Dialer
 	u.Dial = d.DialContext

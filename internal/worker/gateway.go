@@ -27,7 +27,7 @@ func startGateway(n netPolicies, upstreams []string, allow []netip.Prefix, logf 
 	if len(upstreams) == 0 {
 		var err error
 		if upstreams, err = egress.ResolvConfServers("/etc/resolv.conf"); err != nil {
-			return nil, fmt.Errorf("worker: %w", err)
+			logf("%v", err) // no upstream, said below
 		}
 	}
 	up, err := egress.NewUpstream(upstreams)

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/gust-run/gust/internal/container"
+	"github.com/gust-run/gust/internal/egress"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/network"
@@ -178,6 +180,12 @@ func (w *Worker) startNetServices() (stop func(), err error) {
 		}
 	}
 	g, err := startGateway(w.netMgr, w.cfg.DNSUpstream, allow, w.log.Printf)
+	if errors.Is(err, egress.ErrNoUpstream) {
+		// Fail closed rather than not at all: containers get no DNS, and those with a domain
+		// allowlist reach nothing (their web traffic is redirected to a port no one serves).
+		w.log.Printf("containers get no DNS and no domain proxy: %v", err)
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
