@@ -2,6 +2,7 @@ package egress
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -599,6 +600,8 @@ func TestDomainProxyKeepAlive(t *testing.T) {
 		"GET /1 HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
 		"POST /2 HTTP/1.1\r\nHost: allowed.test:80\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
 		"PUT /3 HTTP/1.1\r\nHost: ALLOWED.test\r\nContent-Length: 3\r\nUser-Agent: mine\r\n\r\nabc",
+		// The absolute form's host is the one checked, and the one the server is told.
+		"GET http://allowed.test/4 HTTP/1.1\r\nHost: evil.test\r\n\r\n",
 	} {
 		io.WriteString(c, req)
 		resp, err := http.ReadResponse(br, nil)
@@ -610,13 +613,13 @@ func TestDomainProxyKeepAlive(t *testing.T) {
 			t.Fatalf("%q: %s", req, resp.Status)
 		}
 	}
-	io.WriteString(c, "GET /4 HTTP/1.1\r\nHost: evil.test\r\n\r\n")
+	io.WriteString(c, "GET /5 HTTP/1.1\r\nHost: evil.test\r\n\r\n")
 	if resp, err := http.ReadResponse(br, nil); err == nil {
 		t.Fatalf("a request for another host on the connection got %s", resp.Status)
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	want := []string{"allowed.test GET  ua=", "allowed.test:80 POST hello world ua=", "ALLOWED.test PUT abc ua=mine"}
+	want := []string{"allowed.test GET  ua=", "allowed.test:80 POST hello world ua=", "ALLOWED.test PUT abc ua=mine", "allowed.test GET  ua="}
 	if strings.Join(seen, "|") != strings.Join(want, "|") {
 		t.Fatalf("the server saw %q, want %q", seen, want)
 	}
@@ -659,5 +662,72 @@ func TestDomainProxyRevalidate(t *testing.T) {
 	io.WriteString(kept, "GET / HTTP/1.1\r\nHost: kept.test\r\n\r\n")
 	if resp, err := http.ReadResponse(keptR, nil); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("the connection to kept.test: %v %v", resp, err)
+	}
+}
+
+// readConn is a net.Conn that reads from r (and nothing else is called).
+type readConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c readConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// clientHello is what a Go TLS client sends first for serverName.
+func clientHello(t *testing.T, serverName string) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go tls.Client(a, &tls.Config{ServerName: serverName, InsecureSkipVerify: true}).Handshake()
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	hdr := make([]byte, 5)
+	if _, err := io.ReadFull(b, hdr); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
+	if _, err := io.ReadFull(b, body); err != nil {
+		t.Fatal(err)
+	}
+	return append(hdr, body...)
+}
+
+func TestClientHelloName(t *testing.T) {
+	hello := clientHello(t, "Pypi.ORG")
+	// The same hello split over three records, as a client may send it.
+	body := hello[5:]
+	var split []byte
+	for _, part := range [][]byte{body[:10], body[10:100], body[100:]} {
+		split = append(split, 22, hello[1], hello[2], byte(len(part)>>8), byte(len(part)))
+		split = append(split, part...)
+	}
+	noSNI := clientHello(t, "")
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want string
+		err  string
+	}{
+		{"one record", hello, "pypi.org", ""},
+		{"split over records", split, "pypi.org", ""},
+		{"trailing bytes kept", append(append([]byte{}, hello...), 23, 3, 3, 0, 1, 0), "pypi.org", ""},
+		{"no server name", noSNI, "", "names no server"},
+		{"truncated", hello[:len(hello)/2], "", "not a valid TLS ClientHello"},
+		{"garbage record", []byte{22, 3, 1, 0, 4, 1, 0, 0, 9}, "", "not a valid TLS ClientHello"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recorder{Conn: readConn{r: bytes.NewReader(tc.in)}}
+			k, name, err := peek(rec)
+			if k != kindTLS || name != tc.want || (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("peek = %v %q %v; want %q, error %q", k, name, err, tc.want, tc.err)
+			}
+			// Everything read is kept for the server, and nothing beyond what was sent.
+			if !bytes.HasPrefix(tc.in, rec.buf) {
+				t.Fatalf("the recorder kept %d bytes that were not sent", len(rec.buf))
+			}
+			if err == nil && len(rec.buf) < len(tc.in)-6 {
+				t.Fatalf("the recorder kept %d of the hello's %d bytes", len(rec.buf), len(tc.in))
+			}
+		})
 	}
 }
