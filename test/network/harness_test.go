@@ -447,6 +447,8 @@ func startGust(extra ...string) error {
 	args := append([]string{"up", "--addr", "0.0.0.0" + u, "--data-dir", filepath.Join(gust.dataDir, "data"),
 		"--image-cache", imageCache, "--no-config", "--no-install", "--sandbox-disk", "256"}, extra...)
 	gust.cmd = exec.Command(gust.bin, args...)
+	// If this test process dies, gust stops (and removes its containers) rather than linger.
+	gust.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGINT}
 	gust.cmd.Env = append(os.Environ(), "GUST_TOKEN="+gust.token, "GUST_JOIN_TOKEN=join-"+gust.token, "GUST_HEARTBEAT_TIMEOUT=15s")
 	// The worker resolves (for the containers' resolver and the domain proxy) through inet's DNS.
 	gust.cmd.Env = append(gust.cmd.Env, "GUST_DNS_UPSTREAM="+dnsAddr)
