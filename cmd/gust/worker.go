@@ -89,9 +89,12 @@ func bindNetwork(fs *flag.FlagSet) networkFlags {
 }
 
 // upstreams are --dns-upstream's resolvers; none: the worker reads /etc/resolv.conf.
-func (f networkFlags) upstreams() []string {
+func (f networkFlags) upstreams() []string { return splitUpstreams(*f.dns) }
+
+// splitUpstreams reads a comma-separated list of resolvers.
+func splitUpstreams(list string) []string {
 	var out []string
-	for _, s := range strings.Split(*f.dns, ",") {
+	for _, s := range strings.Split(list, ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			out = append(out, s)
 		}
