@@ -15,19 +15,22 @@ import (
 	"strings"
 	"time"
 
+	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 )
 
 func init() {
-	register(&command{name: "bench network", summary: "benchmark containers' networking: start cost against block_network, egress through NAT against direct", run: runBenchNetwork})
+	register(&command{name: "bench network", summary: "benchmark containers' networking: start cost against block_network, egress through NAT and the domain proxy against direct", run: runBenchNetwork})
 }
 
 // runBenchNetwork starts gust in this process and measures, in one run:
 //   - create → first exec output of sandboxes with networking (the default policy) against the
 //     same with block_network=True, interleaved sample by sample so that both see the same load;
-//   - egress throughput from a sandbox through the bridge and NAT against the same client run
-//     directly on this machine, from a server in a network namespace the benchmark makes (a
-//     "remote" at 198.18.99.1, reached through a veth; nothing leaves the machine).
+//   - egress throughput from a sandbox through the bridge and NAT, and from a sandbox with an
+//     outbound_domain_allowlist through the domain proxy (by name, resolved by a resolver of
+//     the benchmark's own), against the same client run directly on this machine, from a
+//     server in a network namespace the benchmark makes (a "remote" at 198.18.99.1, reached
+//     through a veth; nothing leaves the machine).
 func runBenchNetwork(ctx context.Context, args []string) error {
 	fs := newFlags("bench network")
 	n := fs.Int("n", 30, "samples per measurement")
@@ -36,6 +39,14 @@ func runBenchNetwork(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// The worker resolves through a resolver of the benchmark's own, which knows the remote's
+	// name: the domain proxy resolves it there (nothing leaves the machine).
+	dnsAddr, stopDNS, err := benchResolver(benchRemoteName, benchRemoteAddr)
+	if err != nil {
+		return err
+	}
+	defer stopDNS()
+	os.Setenv("GUST_DNS_UPSTREAM", dnsAddr)
 	b, stop, err := startSandboxBench(ctx, *imageCache, *n)
 	if err != nil {
 		return err
@@ -88,6 +99,9 @@ const (
 	benchRemoteAddr = "198.18.99.1"
 	benchLocalAddr  = "198.18.99.2"
 	benchEgressMiB  = 256
+	// benchRemoteName is the remote's name, which a sandbox with an outbound_domain_allowlist
+	// reaches through the domain proxy.
+	benchRemoteName = "remote.gustbench.test"
 )
 
 // egressScript downloads N MiB from a URL with a plain socket and prints MB/s.
@@ -95,7 +109,7 @@ const egressScript = `
 import socket, sys, time
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 s = socket.create_connection((host, port))
-s.sendall(b"GET /bytes?mib=%d HTTP/1.0\r\nHost: x\r\n\r\n" % n)
+s.sendall(b"GET /bytes?mib=%d HTTP/1.0\r\nHost: %s\r\n\r\n" % (n, host.encode()))
 buf = bytearray(1 << 20)
 total, start = 0, time.monotonic()
 while True:
@@ -150,6 +164,12 @@ func benchEgress(b *sandboxBench) (retErr error) {
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	// Port 80 too: the domain proxy carries web ports only.
+	ln80, err := listenInNS("/run/netns/"+benchRemoteNS, benchRemoteAddr+":80")
+	if err != nil {
+		return err
+	}
+	go func() { _ = srv.Serve(ln80) }()
 
 	id, err := b.c.createWith(map[string]any{"app_id": b.appID, "image_id": b.imageID})
 	if err != nil {
@@ -160,18 +180,38 @@ func benchEgress(b *sandboxBench) (retErr error) {
 			retErr = err
 		}
 	}()
-	const rounds = 3
-	var viaNAT, direct []float64
-	for i := 0; i < rounds; i++ {
-		out, _, code, err := b.c.execOutput(id, "python3", "-c", egressScript, benchRemoteAddr, port, strconv.Itoa(benchEgressMiB))
+	proxied, err := b.c.createWith(map[string]any{"app_id": b.appID, "image_id": b.imageID, "outbound_domain_allowlist": []string{benchRemoteName}})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := b.c.terminate(proxied); err != nil && retErr == nil {
+			retErr = err
+		}
+	}()
+	inSandbox := func(id string, args ...string) (float64, error) {
+		out, _, code, err := b.c.execOutput(id, append([]string{"python3", "-c", egressScript}, args...)...)
 		if err != nil || code != 0 {
-			return fmt.Errorf("egress from the sandbox: exit %d: %v %s", code, err, out)
+			return 0, fmt.Errorf("egress from sandbox %s: exit %d: %v %s", id, code, err, out)
 		}
 		v, err := strconv.ParseFloat(strings.TrimSpace(out), 64)
 		if err != nil {
-			return fmt.Errorf("egress from the sandbox: %q", out)
+			return 0, fmt.Errorf("egress from sandbox %s: %q", id, out)
+		}
+		return v, nil
+	}
+	const rounds = 3
+	var viaNAT, viaProxy, direct []float64
+	for i := 0; i < rounds; i++ {
+		v, err := inSandbox(id, benchRemoteAddr, port, strconv.Itoa(benchEgressMiB))
+		if err != nil {
+			return err
 		}
 		viaNAT = append(viaNAT, v)
+		if v, err = inSandbox(proxied, benchRemoteName, "80", strconv.Itoa(benchEgressMiB)); err != nil {
+			return err
+		}
+		viaProxy = append(viaProxy, v)
 		hostOut, err := exec.Command("python3", "-c", egressScript, benchRemoteAddr, port, strconv.Itoa(benchEgressMiB)).Output()
 		if err != nil {
 			return fmt.Errorf("egress from this machine: %v", err)
@@ -194,8 +234,10 @@ func benchEgress(b *sandboxBench) (retErr error) {
 	}
 	fmt.Printf("\negress throughput, %d MiB over HTTP, median of %d (same Python client both ways)\n", benchEgressMiB, rounds)
 	fmt.Printf("  %-50s %8.0f MB/s\n", "sandbox → bridge → NAT → remote", med(viaNAT))
+	fmt.Printf("  %-50s %8.0f MB/s\n", "sandbox → bridge → domain proxy → remote", med(viaProxy))
 	fmt.Printf("  %-50s %8.0f MB/s\n", "this machine → remote (direct, baseline)", med(direct))
-	fmt.Printf("  %-50s %8.2f×\n", "ratio", med(viaNAT)/med(direct))
+	fmt.Printf("  %-50s %8.2f×\n", "ratio NAT / direct", med(viaNAT)/med(direct))
+	fmt.Printf("  %-50s %8.2f×\n", "ratio domain proxy / direct", med(viaProxy)/med(direct))
 	return nil
 }
 
@@ -302,4 +344,31 @@ func (c *benchClient) execOutput(id string, argv ...string) (stdout, stderr stri
 		}
 	}
 	return out.String(), errOut.String(), code, sc.Err()
+}
+
+// benchResolver answers A queries for name with addr on a loopback UDP port: the worker's
+// upstream during the benchmark. It returns the address and its stop.
+func benchResolver(name, addr string) (string, func(), error) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	ip := net.ParseIP(addr).To4()
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		resp := new(dns.Msg)
+		resp.SetReply(req)
+		q := req.Question[0]
+		switch {
+		case !strings.EqualFold(q.Name, dns.Fqdn(name)):
+			resp.Rcode = dns.RcodeNameError
+		case q.Qtype == dns.TypeA:
+			resp.Answer = append(resp.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: ip})
+		}
+		_ = w.WriteMsg(resp) // a client gone is no matter
+	})}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go func() { _ = srv.ActivateAndServe() }()
+	<-started
+	return pc.LocalAddr().String(), func() { _ = srv.Shutdown() }, nil
 }

@@ -138,6 +138,7 @@ func runUp(ctx context.Context, args []string) error {
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool,
 		BuildEgress: strings.Split(*buildEgress, ","), Logger: log.New(os.Stderr, "gust worker: ", log.LstdFlags),
 		Network: *netFlags.on, NetworkCIDR: *netFlags.cidr, NetworkAllow: strings.Split(*netFlags.allow, ","),
+		DNSUpstream: netFlags.upstreams(),
 	}
 	if d.tlsID != nil {
 		if wcfg.ServerTLS, err = tlsconf.ClientConfig(d.tlsID.Fingerprint, ""); err != nil {

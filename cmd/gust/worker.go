@@ -71,6 +71,7 @@ func runWorker(ctx context.Context, args []string) error {
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool,
 		BuildEgress: strings.Split(*buildEgress, ","), Logger: logger, ServerTLS: stc, TLS: id,
 		Network: *netFlags.on, NetworkCIDR: *netFlags.cidr, NetworkAllow: strings.Split(*netFlags.allow, ","),
+		DNSUpstream: netFlags.upstreams(),
 	})
 	if err != nil {
 		return err
@@ -90,6 +91,7 @@ func bindBuildEgress(fs *flag.FlagSet) *string {
 type networkFlags struct {
 	on          *bool
 	cidr, allow *string
+	dns         *string
 }
 
 // bindNetwork adds --network, --network-cidr and --network-allow to up and worker.
@@ -101,5 +103,21 @@ func bindNetwork(fs *flag.FlagSet) networkFlags {
 			"the containers' private range (default 10.88.0.0/16); two workers on one machine need different ranges (env GUST_NETWORK_CIDR)"),
 		allow: fs.String("network-allow", envOr("GUST_NETWORK_ALLOW", ""),
 			"comma-separated CIDRs containers may reach although they are in the always-denied ranges (a package mirror on a private address) (env GUST_NETWORK_ALLOW)"),
+		dns: fs.String("dns-upstream", envOr("GUST_DNS_UPSTREAM", ""),
+			"comma-separated resolvers (address or address:port) that the containers' resolver forwards to and the domain proxy resolves with; default: this machine's /etc/resolv.conf (env GUST_DNS_UPSTREAM)"),
 	}
+}
+
+// upstreams are --dns-upstream's resolvers; none: the worker reads /etc/resolv.conf.
+func (f networkFlags) upstreams() []string { return splitUpstreams(*f.dns) }
+
+// splitUpstreams reads a comma-separated list of resolvers.
+func splitUpstreams(list string) []string {
+	var out []string
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

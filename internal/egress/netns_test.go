@@ -17,6 +17,17 @@ import (
 // inNamespace runs f on a thread inside the namespace at path, and brings the thread back.
 func inNamespace(t *testing.T, path string, f func()) {
 	t.Helper()
+	target, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	in(t, target, func() error { f(); return nil })
+}
+
+// inNS runs f on a thread inside ns, so that the sockets f makes live there, and brings the
+// thread back.
+func inNS(ns *os.File, f func() error) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -27,27 +38,18 @@ func inNamespace(t *testing.T, path string, f func()) {
 			return
 		}
 		defer orig.Close()
-		target, err := os.Open(path)
-		if err != nil {
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
 			done <- err
 			return
 		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- err
-			return
-		}
-		f()
+		err = f()
 		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
 			runtime.UnlockOSThread() // else the thread ends with this goroutine
 		}
-		done <- nil
+		done <- err
 	}()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	return <-done
 }
 
 func TestNamespace(t *testing.T) {

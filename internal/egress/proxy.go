@@ -217,6 +217,11 @@ func port(s string, def int) int {
 // refuses. The check runs on the address actually dialled, after resolution, so that a name
 // resolving (or rebinding) to this machine or the metadata service cannot get there.
 func dialChecked(ctx context.Context, network, addr string) (net.Conn, error) {
+	return dialWith(ctx, network, addr, checkAddr)
+}
+
+// dialWith connects, refusing at connect time every address that check refuses.
+func dialWith(ctx context.Context, network, addr string, check func(netip.Addr, []netip.Addr) error) (net.Conn, error) {
 	own, err := ownAddrs()
 	if err != nil {
 		return nil, err
@@ -226,7 +231,7 @@ func dialChecked(ctx context.Context, network, addr string) (net.Conn, error) {
 		if err != nil {
 			return fmt.Errorf("unexpected address %q: %w", address, err)
 		}
-		return checkAddr(ap.Addr(), own)
+		return check(ap.Addr(), own)
 	}}
 	return d.DialContext(ctx, network, addr)
 }

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/gust-run/gust/internal/container"
+	"github.com/gust-run/gust/internal/egress"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/network"
@@ -122,6 +124,9 @@ func (w *Worker) handleNetwork(rw http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(rw, err)
 		return
 	}
+	if g := w.gateway.Load(); g != nil {
+		g.Proxy.Revalidate() // proxied connections follow the new policy too
+	}
 	b.mu.Lock()
 	b.spec.Network = req.Network
 	b.mu.Unlock()
@@ -163,10 +168,33 @@ func newNetwork(cfg Config, logf func(string, ...any)) (*network.Manager, error)
 
 // startNetServices starts what serves containers on the gateway address: the DNS resolver
 // (UDP and TCP 53) and the domain proxy (netMgr.ProxyPort), which asks netMgr.PolicyFor whose
-// connection it has (internal/egress). It returns their stop, or nil.
-func (w *Worker) startNetServices() (stop func()) {
+// connection it has (internal/egress). It returns their stop, or nil without a worker network.
+func (w *Worker) startNetServices() (stop func(), err error) {
 	if w.netMgr == nil {
-		return nil
+		return nil, nil
 	}
-	return nil
+	var allow []netip.Prefix
+	for _, a := range w.cfg.NetworkAllow {
+		if p, err := sandbox.ParseCIDR(strings.TrimSpace(a)); err == nil { // newNetwork refused bad ones
+			allow = append(allow, p)
+		}
+	}
+	g, err := startGateway(w.netMgr, w.cfg.DNSUpstream, allow, w.log.Printf)
+	if errors.Is(err, egress.ErrNoUpstream) {
+		// Fail closed rather than not at all: containers get no DNS, and those with a domain
+		// allowlist reach nothing (their web traffic is redirected to a port no one serves).
+		w.log.Printf("containers get no DNS and no domain proxy: %v", err)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	w.gateway.Store(g)
+	return func() {
+		if err := g.Close(); err != nil {
+			w.log.Printf("the containers' resolver and domain proxy: %v", err)
+		}
+		allowed, refused := g.Proxy.Stats()
+		w.log.Printf("domain proxy: %d connections let through, %d refused", allowed, refused)
+	}, nil
 }

@@ -68,7 +68,10 @@ type Config struct {
 	// operator's exceptions to the always-denied ranges (a mirror on a private address).
 	NetworkCIDR  string
 	NetworkAllow []string
-	Logger       *log.Logger
+	// DNSUpstream are the resolvers the containers' resolver forwards to and the domain proxy
+	// resolves with (addresses, optionally :port); empty reads this machine's /etc/resolv.conf.
+	DNSUpstream []string
+	Logger      *log.Logger
 }
 
 // Worker runs containers.
@@ -102,6 +105,8 @@ type Worker struct {
 	// the real one behind it (nil in tests), for the domain proxy and resolver.
 	net    Network
 	netMgr *network.Manager
+	// gateway serves the containers' resolver and domain proxy (startNetServices).
+	gateway atomic.Pointer[egress.Gateway]
 
 	mu    sync.Mutex
 	boxes map[string]*box
@@ -245,8 +250,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.apiDir = dir
 		defer closeAPI()
 	}
-	if stop := w.startNetServices(); stop != nil {
-		defer stop()
+	stopNet, err := w.startNetServices()
+	if err != nil {
+		if cerr := w.netMgr.Close(); cerr != nil { // shutdown, which would close it, does not run
+			w.log.Printf("%v", cerr)
+		}
+		return err
+	}
+	if stopNet != nil {
+		defer stopNet()
 	}
 	evCtx, stopEvents := context.WithCancel(context.Background())
 	defer stopEvents()

@@ -450,6 +450,8 @@ func startGust(extra ...string) error {
 	// If this test process dies, gust stops (and removes its containers) rather than linger.
 	gust.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGINT}
 	gust.cmd.Env = append(os.Environ(), "GUST_TOKEN="+gust.token, "GUST_JOIN_TOKEN=join-"+gust.token, "GUST_HEARTBEAT_TIMEOUT=15s")
+	// The worker resolves (for the containers' resolver and the domain proxy) through inet's DNS.
+	gust.cmd.Env = append(gust.cmd.Env, "GUST_DNS_UPSTREAM="+dnsAddr)
 	pr, pw := io.Pipe()
 	gust.cmd.Stdout, gust.cmd.Stderr = pw, pw
 	go func() {
