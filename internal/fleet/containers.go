@@ -119,6 +119,10 @@ func containerSpec(sb sandbox.Sandbox, layers []string, fn *workerproto.Function
 	spec := workerproto.ContainerSpec{
 		ID: sb.ID, Isolation: sb.Isolation, ImageLayers: layers, Command: sb.Command, Env: sb.Env, User: sb.User,
 		CPU: sb.CPU, CPULimit: sb.CPU, MemoryMiB: sb.MemoryMiB, BuildEgress: sb.BuildEgress, Timeout: sb.Timeout, Function: fn,
+		ReadinessProbe: sb.ReadinessProbe,
+	}
+	for _, p := range sb.Ports {
+		spec.Ports = append(spec.Ports, p.Port)
 	}
 	if sb.FunctionID != "" {
 		// A function's cpu is a request it may burst above, unless it set a limit.

@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"net"
 	"sync"
 	"time"
 
@@ -247,6 +248,18 @@ func (f *Fleet) Client(sb sandbox.Sandbox) (*workerproto.WorkerClient, error) {
 		return nil, errdefs.Unavailable("the worker running sandbox %s is not connected", sb.ID)
 	}
 	return wc.client, nil
+}
+
+// DialPort opens a raw TCP stream to port inside a container on worker workerID, for the
+// ingress's tunnels.
+func (f *Fleet) DialPort(ctx context.Context, workerID, containerID string, port int) (net.Conn, error) {
+	f.mu.Lock()
+	wc := f.workers[workerID]
+	f.mu.Unlock()
+	if wc == nil {
+		return nil, errdefs.Unavailable("the worker running sandbox %s is not connected", containerID)
+	}
+	return wc.client.DialPort(ctx, containerID, port)
 }
 
 // workerTimeout is how long a worker may go without polling for assignments before the fleet

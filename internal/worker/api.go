@@ -35,6 +35,8 @@ func (w *Worker) routes() http.Handler {
 	mux.HandleFunc("GET /v1/sandboxes/{id}/files/stat", w.handleStat)
 	mux.HandleFunc("POST /v1/sandboxes/{id}/files/mkdir", w.handleMkdir)
 	mux.HandleFunc("POST /v1/sandboxes/{id}/snapshot", w.handleSnapshot)
+	mux.HandleFunc("GET /v1/sandboxes/{id}/ports/{port}/connect", w.handleConnect)
+	mux.HandleFunc("GET /v1/sandboxes/{id}/ready", w.handleReady)
 	return mux
 }
 

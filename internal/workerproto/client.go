@@ -23,6 +23,8 @@ import (
 type WorkerClient struct {
 	api   httpapi.Client
 	relay *httputil.ReverseProxy
+	base  *url.URL
+	token string
 }
 
 // workerTransport is shared by every WorkerClient: connections to a worker are kept warm.
@@ -34,7 +36,7 @@ func NewWorkerClient(addr, token string) (*WorkerClient, error) {
 	if err != nil || u.Scheme == "" || u.Host == "" {
 		return nil, errdefs.Invalid("worker addr %q is not a URL such as http://10.0.0.5:7421", addr)
 	}
-	c := &WorkerClient{api: httpapi.Client{BaseURL: addr, Token: token, HTTP: &http.Client{Transport: workerTransport}}}
+	c := &WorkerClient{api: httpapi.Client{BaseURL: addr, Token: token, HTTP: &http.Client{Transport: workerTransport}}, base: u, token: token}
 	c.relay = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)

@@ -115,9 +115,15 @@ type ContainerSpec struct {
 	CPULimit  float64 `json:"cpu_limit,omitempty"`
 	MemoryMiB int     `json:"memory"`
 	// BuildEgress gives an image build container the worker's egress proxy, its only way out.
-	BuildEgress bool          `json:"build_egress,omitempty"`
-	Timeout     wire.Duration `json:"timeout"`
-	IdleTimeout wire.Duration `json:"idle_timeout,omitempty"` // 0: none
+	BuildEgress bool `json:"build_egress,omitempty"`
+	// Ports are the container ports the server may connect to (WorkerClient.DialPort); a function
+	// container's ports are opened at run time (modal.forward), so the worker lets the server
+	// connect to any of its ports.
+	Ports []int `json:"ports,omitempty"`
+	// ReadinessProbe is run by the worker once the container runs (ReadyResponse).
+	ReadinessProbe *sandbox.Probe `json:"readiness_probe,omitempty"`
+	Timeout        wire.Duration  `json:"timeout"`
+	IdleTimeout    wire.Duration  `json:"idle_timeout,omitempty"` // 0: none
 	// Function is set on a function container: what its runner runs.
 	Function *FunctionRun `json:"function,omitempty"`
 }
@@ -245,6 +251,20 @@ type ExitLine struct {
 	ExitCode int    `json:"exit_code"`
 	Error    string `json:"error,omitempty"`
 }
+
+// ReadyResponse answers the worker's GET /v1/sandboxes/{id}/ready?timeout=S: whether the
+// readiness probe passed within the timeout.
+type ReadyResponse struct {
+	Ready bool `json:"ready"`
+}
+
+// MaxReadyWait is the longest one ready request waits; clients ask again for longer waits.
+const MaxReadyWait = 60
+
+// ConnectUpgrade is the Upgrade token of the worker's connect endpoint
+// (GET /v1/sandboxes/{id}/ports/{port}/connect): its 101 answer turns the HTTP connection into
+// a raw TCP stream to that port inside the container.
+const ConnectUpgrade = "gust-tcp"
 
 // SnapshotResponse answers the worker's snapshot endpoint: the new layer's directory.
 type SnapshotResponse struct {
