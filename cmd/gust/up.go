@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gust-run/gust/internal/image"
+	"github.com/gust-run/gust/internal/ingress"
 	"github.com/gust-run/gust/internal/server"
 	"github.com/gust-run/gust/internal/store"
 	"github.com/gust-run/gust/internal/worker"
@@ -36,6 +37,8 @@ type daemonFlags struct {
 	// joinToken is what workers register with (loadJoinToken); set when the server starts.
 	joinToken      string
 	auditRetention time.Duration
+	// ingress configures tunnels (up and server: bindIngress); nil is off.
+	ingress *ingress.Config
 }
 
 func (d *daemonFlags) bind(fs interface {
@@ -76,16 +79,18 @@ func runUp(ctx context.Context, args []string) error {
 	fs := newFlags("up")
 	d.bind(fs)
 	buildEgress := bindBuildEgress(fs)
+	ingressF := bindIngress(fs)
 	if err := d.parse(fs, args, os.Stderr); err != nil {
 		return err
 	}
+	d.ingress = ingressF.config(d.dataDir)
 	logger := log.New(os.Stderr, "gust: ", log.LstdFlags)
 	if !d.noInstall {
 		if err := ensurePackages(logger); err != nil {
 			return err
 		}
 	}
-	_, httpSrv, ln, token, err := startServer(ctx, &d, logger)
+	srv, httpSrv, ln, token, err := startServer(ctx, &d, logger)
 	if err != nil {
 		return err
 	}
@@ -95,6 +100,7 @@ func runUp(ctx context.Context, args []string) error {
 		return err
 	}
 	defer stopPprof()
+	reportIngress(srv, !d.noConfig, logger)
 	url := "http://" + ln.Addr().String()
 	if !d.noConfig {
 		if path, err := writeClientConfig(url, token); err != nil {
@@ -142,7 +148,7 @@ func startServer(ctx context.Context, d *daemonFlags, logger *log.Logger) (*serv
 	// GUST_HEARTBEAT_TIMEOUT (a Go duration) shortens how long an ephemeral app outlives its
 	// client; the tests use it.
 	hb, _ := time.ParseDuration(os.Getenv("GUST_HEARTBEAT_TIMEOUT"))
-	srv, err := server.New(ctx, server.Config{Token: token, JoinToken: join, AuditRetention: d.auditRetention, DefaultIsolation: normIsolation(d.isolation), Images: images, Logger: logger, HeartbeatTimeout: hb}, st)
+	srv, err := server.New(ctx, server.Config{Token: token, JoinToken: join, AuditRetention: d.auditRetention, DefaultIsolation: normIsolation(d.isolation), Images: images, Logger: logger, HeartbeatTimeout: hb, Ingress: d.ingress}, st)
 	if err != nil {
 		return nil, nil, nil, "", err
 	}

@@ -246,6 +246,7 @@ func (f *Fleet) setState(ctx context.Context, reporter, id string, st workerprot
 	}
 	if st.Status.Terminal() {
 		f.release(sb)
+		f.onAnyEnd(sb)
 	}
 	f.notify(id)
 	if sb.FunctionID != "" && st.Status.Terminal() {

@@ -56,6 +56,8 @@ type Fleet struct {
 	log   *log.Logger
 	// onEnd learns of every container that reached a terminal state (the function engine).
 	onEnd func(sandbox.Sandbox)
+	// onAnyEnd learns of every container that ended, sandboxes too (the ingress).
+	onAnyEnd func(sandbox.Sandbox)
 
 	// records serialises each read-change-write of a container's record (setState, SetTags),
 	// so that two changes at once cannot both pass the lifecycle from the same old state, nor
@@ -92,12 +94,17 @@ func New(st Store, cfg Config) *Fleet {
 	if cfg.Logger == nil {
 		cfg.Logger = log.Default()
 	}
-	return &Fleet{store: st, log: cfg.Logger, onEnd: func(sandbox.Sandbox) {},
+	return &Fleet{store: st, log: cfg.Logger, onEnd: func(sandbox.Sandbox) {}, onAnyEnd: func(sandbox.Sandbox) {},
 		workers: map[string]*workerConn{}, changed: map[string]chan struct{}{}}
 }
 
-// OnContainerEnd sets who learns of containers that end. Set it before workers connect.
+// OnContainerEnd sets who learns of function containers that end. Set it before workers
+// connect.
 func (f *Fleet) OnContainerEnd(fn func(sandbox.Sandbox)) { f.onEnd = fn }
+
+// OnAnyEnd sets who learns of every container that ends, sandboxes and function containers,
+// once its end is stored. Set it before workers connect.
+func (f *Fleet) OnAnyEnd(fn func(sandbox.Sandbox)) { f.onAnyEnd = fn }
 
 // FailLeftovers marks failed the containers that a previous run of the server left pending or
 // running: they went with that run.
