@@ -378,3 +378,20 @@ func TestTunnelBadInput(t *testing.T) {
 		}
 	})
 }
+
+// TestPythonTunnels runs testdata/tunnels_sdk.py: Sandbox.create with ports and a readiness
+// probe, wait_until_ready and tunnels() through the Python SDK, and modal.forward in a function
+// container, each reached over HTTPS (trusting gust's CA) and raw TCP.
+func TestPythonTunnels(t *testing.T) {
+	needGust(t)
+	_, caPath := ingressCA(t)
+	dir := filepath.Join(repoRoot(), "sdk", "python")
+	cmd := exec.Command("python3", filepath.Join(repoRoot(), "test", "integration", "testdata", "tunnels_sdk.py"))
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "GUST_SERVER_URL="+gust.url, "GUST_TOKEN="+gust.token, "PYTHONPATH="+dir, "GUST_INGRESS_CA="+caPath)
+	out, err := cmd.CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil {
+		t.Fatalf("tunnels through the Python SDK: %v", err)
+	}
+}
