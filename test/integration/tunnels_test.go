@@ -395,3 +395,42 @@ func TestPythonTunnels(t *testing.T) {
 		t.Fatalf("tunnels through the Python SDK: %v", err)
 	}
 }
+
+// TestCLITunnels drives the CLI (and through it the Go SDK): a sandbox created with a port and
+// a TCP probe, `gust sandbox tunnels` listing its URL, curl fetching it.
+func TestCLITunnels(t *testing.T) {
+	needGust(t)
+	out, err := exec.Command(gust.bin, "sandbox", "create", "--app", "integration", "--unencrypted-port", "8000", "--h2-port", "8001",
+		"--probe-tcp", "8000", "--wait-ready", "--timeout", "120", "--workdir", "/etc", "--", "python3", "-m", "http.server", "8000").Output()
+	if err != nil {
+		t.Fatalf("gust sandbox create: %v: %s", err, out)
+	}
+	id := strings.TrimSpace(string(out))
+	t.Cleanup(func() { api("POST", "/v1/sandboxes/"+id+"/terminate", nil, nil) })
+	createdMu.Lock()
+	created = append(created, id)
+	createdMu.Unlock()
+	out, err = exec.Command(gust.bin, "sandbox", "tunnels", id).CombinedOutput()
+	if err != nil {
+		t.Fatalf("gust sandbox tunnels: %v: %s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "PORT") {
+		t.Fatalf("gust sandbox tunnels printed:\n%s", out)
+	}
+	f := strings.Fields(lines[1]) // 8000 URL HOST:PORT
+	g := strings.Fields(lines[2]) // 8001 URL -
+	if len(f) != 3 || f[0] != "8000" || !strings.HasPrefix(f[2], "127.0.0.1:") || len(g) != 3 || g[0] != "8001" || g[2] != "-" {
+		t.Fatalf("gust sandbox tunnels printed:\n%s", out)
+	}
+	host, port, _ := strings.Cut(strings.TrimPrefix(f[1], "https://"), ":")
+	_, caPath := ingressCA(t)
+	body, err := exec.Command("curl", "-sS", "--max-time", "10", "--cacert", caPath, "--resolve", host+":"+port+":127.0.0.1", f[1]+"/os-release").CombinedOutput()
+	if err != nil || !strings.Contains(string(body), "Debian") {
+		t.Fatalf("curl %s: %v: %s", f[1], err, body)
+	}
+	body, err = exec.Command("curl", "-sS", "--max-time", "10", "http://"+f[2]+"/os-release").CombinedOutput()
+	if err != nil || !strings.Contains(string(body), "Debian") {
+		t.Fatalf("curl over the raw TCP tunnel %s: %v: %s", f[2], err, body)
+	}
+}
