@@ -54,13 +54,14 @@ func (w *Worker) dialContainer(ctx context.Context, b *box, c Container, port in
 	if err != nil {
 		return nil, errdefs.Conflict("sandbox %s is not running: %v", b.spec.ID, err)
 	}
-	return dialIn(ctx, ns, "127.0.0.1:"+strconv.Itoa(port))
+	return DialIn(ctx, ns, "127.0.0.1:"+strconv.Itoa(port))
 }
 
-// dialIn connects to addr from inside the network namespace at nsPath. A socket stays in the
-// namespace it was made in, so only the dial itself runs there, on a locked thread that comes
-// back to the worker's namespace after (or, if it cannot, ends with its goroutine).
-func dialIn(ctx context.Context, nsPath, addr string) (net.Conn, error) {
+// DialIn connects to addr from inside the network namespace at nsPath: the last hop of a
+// tunnel (and `gust bench tunnel`'s direct baseline). A socket stays in the namespace it was
+// made in, so only the dial itself runs there, on a locked thread that comes back to the
+// worker's namespace after (or, if it cannot, ends with its goroutine).
+func DialIn(ctx context.Context, nsPath, addr string) (net.Conn, error) {
 	type result struct {
 		c   net.Conn
 		err error
