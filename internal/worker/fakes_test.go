@@ -141,7 +141,9 @@ type fakeContainer struct {
 
 func (c *fakeContainer) Done() <-chan struct{} { return c.done }
 
-func (c *fakeContainer) NetNS() (string, error) { return "", fmt.Errorf("a fake container has no network namespace") }
+func (c *fakeContainer) NetNS() (string, error) {
+	return "", fmt.Errorf("a fake container has no network namespace")
+}
 
 func (c *fakeContainer) SetOnExit(f func()) {
 	c.mu.Lock()
