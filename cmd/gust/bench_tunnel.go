@@ -25,7 +25,8 @@ func init() {
 }
 
 // tunnelBenchServer runs in the sandbox: HTTP/1.1 on 8000 (/ok: a 2-byte answer; /big/N: N MiB)
-// and raw TCP on 9000 (first byte "b": an endless stream; otherwise an echo).
+// and raw TCP on 9000 (first byte "b": an endless stream; otherwise an echo). 9000 listens
+// before 8000, whose readiness probe then says both are up.
 const tunnelBenchServer = `
 import http.server, socket, socketserver, threading
 BUF = b"x" * (1 << 20)
@@ -55,8 +56,8 @@ def serve(c):
             c.sendall(d)
     except OSError: pass
     c.close()
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); ls.bind(("0.0.0.0", 9000)); ls.listen(64)
 def tcp():
-    ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); ls.bind(("0.0.0.0", 9000)); ls.listen(64)
     while True:
         c, _ = ls.accept()
         threading.Thread(target=serve, args=(c,), daemon=True).start()
@@ -86,7 +87,7 @@ func runBenchTunnel(ctx context.Context, args []string) error {
 	}
 	defer stop()
 	id, err := b.c.createWith(map[string]any{"app_id": b.appID, "image_id": b.imageID, "command": []string{"python3", "-c", tunnelBenchServer},
-		"encrypted_ports": []int{8000}, "unencrypted_ports": []int{9000}, "readiness_probe": map[string]any{"tcp_port": 9000}, "cpu": 1})
+		"encrypted_ports": []int{8000}, "unencrypted_ports": []int{9000}, "readiness_probe": map[string]any{"tcp_port": 8000}, "cpu": 1})
 	if err != nil {
 		return err
 	}
