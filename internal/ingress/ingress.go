@@ -13,7 +13,7 @@
 // (about 103 bits), so they cannot be enumerated. A sandbox's inbound_cidr_allowlist is
 // checked against each client's address before anything is dialled.
 //
-// Imported by internal/api and internal/server.
+// Imported by internal/api and internal/server, and by cmd/gust for its flags' configuration.
 package ingress
 
 import (

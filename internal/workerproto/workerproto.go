@@ -2,8 +2,9 @@
 // both sides send, and the one client each side uses to send them (client.go). Workers
 // register, pull assignments with a long poll, and report container state and function events
 // under /v1/workers on the server; the server calls each worker's own HTTP API for exec and
-// snapshots, and relays clients' exec, file and log requests to it. Imported by the server's
-// packages and by the worker; it imports neither.
+// snapshots, relays clients' exec, file and log requests to it, and opens raw TCP streams to
+// containers' ports for the ingress's tunnels (WorkerClient.DialPort, Splice). Imported by the
+// server's packages and by the worker; it imports neither.
 package workerproto
 
 import (
