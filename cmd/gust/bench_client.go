@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/ingress"
 	"github.com/gust-run/gust/internal/worker"
 )
 
@@ -31,6 +32,7 @@ func startBenchGust(ctx context.Context, imageCache string) (*benchClient, func(
 	}
 	quiet := log.New(io.Discard, "", 0)
 	d := daemonFlags{addr: "127.0.0.1:0", dataDir: filepath.Join(tmp, "data"), imageCache: imageCache, isolation: "runc", diskMiB: 256, token: "bench", warmPool: 2}
+	d.ingress = &ingress.Config{Addr: "127.0.0.1:0", CADir: d.dataDir, Logger: quiet}
 	_, httpSrv, ln, token, err := startServer(ctx, &d, quiet)
 	if err != nil {
 		removeScratch(tmp)

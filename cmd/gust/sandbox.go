@@ -44,6 +44,8 @@ func runSandboxCreate(ctx context.Context, args []string) error {
 	nf.bind(fs)
 	name := fs.String("name", "", "name, unique among the app's running sandboxes")
 	tags := kvFlag(fs, "tag", "tag k=v (repeatable)")
+	tunnels := bindTunnelFlags(fs)
+	wait := fs.Bool("wait-ready", false, "return once the readiness probe passes (or the sandbox runs)")
 	_, cmd, err := parseArgs(fs, args, 0)
 	if err != nil {
 		return err
@@ -56,17 +58,24 @@ func runSandboxCreate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	sb, err := c.CreateSandbox(ctx, gust.SandboxOptions{
+	opts := gust.SandboxOptions{
 		App: appID, Image: imageID, Command: cmd, Timeout: *timeout, IdleTimeout: *idle, CPU: *cpu,
 		MemoryMiB: *memory, Workdir: *workdir, Env: env, Name: *name,
 		BlockNetwork: nf.policy().BlockNetwork, OutboundCIDRAllowlist: nf.policy().OutboundCIDRAllowlist,
 		OutboundDomainAllowlist: nf.policy().OutboundDomainAllowlist,
 		Tags:                    tags, Isolation: o.isolation,
-	})
+	}
+	if err := tunnels.apply(&opts); err != nil {
+		return err
+	}
+	sb, err := c.CreateSandbox(ctx, opts)
 	if err != nil {
 		return err
 	}
 	fmt.Println(sb.ID)
+	if *wait {
+		return sb.WaitUntilReady(ctx, 0)
+	}
 	return nil
 }
 

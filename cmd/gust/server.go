@@ -17,14 +17,17 @@ func runServer(ctx context.Context, args []string) error {
 	var d daemonFlags
 	fs := newFlags("server")
 	d.bind(fs)
+	ingressF := bindIngress(fs)
 	if err := d.parse(fs, args, os.Stderr); err != nil {
 		return err
 	}
+	d.ingress = ingressF.config(d.dataDir)
 	logger := log.New(os.Stderr, "gust server: ", log.LstdFlags)
-	_, httpSrv, _, token, err := startServer(ctx, &d, logger)
+	srv, httpSrv, _, token, err := startServer(ctx, &d, logger)
 	if err != nil {
 		return err
 	}
+	reportIngress(srv, !d.noConfig, logger)
 	defer httpSrv.Close()
 	stopPprof, err := startPprof(token, logger)
 	if err != nil {

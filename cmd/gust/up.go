@@ -19,6 +19,7 @@ import (
 
 	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/image"
+	"github.com/gust-run/gust/internal/ingress"
 	"github.com/gust-run/gust/internal/server"
 	"github.com/gust-run/gust/internal/store"
 	"github.com/gust-run/gust/internal/tlsconf"
@@ -49,6 +50,8 @@ type daemonFlags struct {
 	url   string
 	// runsc is --runsc: the runsc binary to run gVisor containers with (see useRunsc).
 	runsc string
+	// ingress configures tunnels (up and server: bindIngress); nil is off.
+	ingress *ingress.Config
 }
 
 func (d *daemonFlags) bind(fs interface {
@@ -103,9 +106,11 @@ func runUp(ctx context.Context, args []string) error {
 	d.bind(fs)
 	buildEgress := bindBuildEgress(fs)
 	netFlags := bindNetwork(fs)
+	ingressF := bindIngress(fs)
 	if err := d.parse(fs, args, os.Stderr); err != nil {
 		return err
 	}
+	d.ingress = ingressF.config(d.dataDir)
 	logger := log.New(os.Stderr, "gust: ", log.LstdFlags)
 	if !d.noInstall {
 		if err := ensurePackages(ctx, logger); err != nil {
@@ -113,7 +118,7 @@ func runUp(ctx context.Context, args []string) error {
 		}
 	}
 	d.useRunsc(logger)
-	_, httpSrv, _, token, err := startServer(ctx, &d, logger)
+	srv, httpSrv, _, token, err := startServer(ctx, &d, logger)
 	if err != nil {
 		return err
 	}
@@ -123,6 +128,7 @@ func runUp(ctx context.Context, args []string) error {
 		return err
 	}
 	defer stopPprof()
+	reportIngress(srv, !d.noConfig, logger)
 	url := d.url
 	if !d.noConfig {
 		if path, err := writeClientConfig(url, token, d.tlsID); err != nil {
@@ -184,7 +190,7 @@ func startServer(ctx context.Context, d *daemonFlags, logger *log.Logger) (*serv
 	// GUST_HEARTBEAT_TIMEOUT (a Go duration) shortens how long an ephemeral app outlives its
 	// client; the tests use it.
 	hb, _ := time.ParseDuration(os.Getenv("GUST_HEARTBEAT_TIMEOUT"))
-	srv, err := server.New(ctx, server.Config{Token: token, JoinToken: join, AuditRetention: d.auditRetention, DefaultIsolation: normIsolation(d.isolation), Images: images, Logger: logger, HeartbeatTimeout: hb}, st)
+	srv, err := server.New(ctx, server.Config{Token: token, JoinToken: join, AuditRetention: d.auditRetention, DefaultIsolation: normIsolation(d.isolation), Images: images, Logger: logger, HeartbeatTimeout: hb, Ingress: d.ingress}, st)
 	if err != nil {
 		return nil, nil, nil, "", err
 	}

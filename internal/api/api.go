@@ -21,6 +21,7 @@ import (
 	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/imagebuild"
+	"github.com/gust-run/gust/internal/ingress"
 	"github.com/gust-run/gust/internal/store"
 )
 
@@ -32,7 +33,9 @@ type Config struct {
 	JoinToken        string
 	DefaultIsolation string
 	Version          string // shown by /v1/health
-	Logger           *log.Logger
+	// Ingress routes tunnels into sandboxes; nil: sandboxes cannot expose ports.
+	Ingress *ingress.Ingress
+	Logger  *log.Logger
 }
 
 // API serves the HTTP API over the control plane's parts.
@@ -186,6 +189,7 @@ func (rt *router) methodNotAllowed() {
 // routes registers every authenticated route, by area.
 func (a *API) routes(rt *router) {
 	a.sandboxRoutes(rt)
+	a.tunnelRoutes(rt)
 	a.imageRoutes(rt)
 	a.appRoutes(rt)
 	a.functionRoutes(rt)

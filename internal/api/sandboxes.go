@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -58,12 +59,24 @@ func (a *API) handleSandboxCreate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, fmt.Errorf("%w (resolve an image first, e.g. Image.debian_slim())", err))
 		return
 	}
+	if err := a.checkIngress(sb.Ports); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	sb.WorkspaceID, sb.CreatedBy = p.WorkspaceID, p.ContainerID
 	created, err := a.fleet.Create(r.Context(), sb, nil, nil)
 	if err != nil {
 		if r.Context().Err() == nil {
 			httpapi.WriteError(w, err)
 		}
+		return
+	}
+	if err := a.openTunnels(r.Context(), created); err != nil {
+		// No sandbox without the tunnels it asked for.
+		if _, terr := a.fleet.Terminate(context.WithoutCancel(r.Context()), created.ID, sandbox.Terminated, "its tunnels could not be opened"); terr != nil {
+			a.log.Printf("sandbox %s: terminating it after its tunnels failed: %v", created.ID, terr)
+		}
+		httpapi.WriteError(w, err)
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusCreated, created.Public())

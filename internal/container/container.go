@@ -35,6 +35,9 @@ type Container struct {
 	doneOnce      sync.Once
 	viewOnce      sync.Once // UpperDir's idmapped view
 	viewErr       error
+	pidOnce       sync.Once // InitPID
+	pid           int
+	pidErr        error
 
 	mu      sync.Mutex
 	next    uint32

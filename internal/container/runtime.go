@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -204,7 +205,8 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOptions) (_ *Container,
 	}
 
 	args := r.runtimeArgs(opts)
-	args = append(args, "run", "--detach", "--bundle", bundle, opts.ID)
+	// The pid file names init's host pid, whose namespaces the worker enters (NetNS).
+	args = append(args, "run", "--detach", "--pid-file", filepath.Join(bundle, pidFile), "--bundle", bundle, opts.ID)
 	cmd := exec.Command(r.binary(opts.Isolation), args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
 	stderrLog, stderrDone := followStderr(errR, opts.ID, opts.Logf)
@@ -478,6 +480,40 @@ func closePipeEnds(fs ...*os.File) {
 	for _, f := range fs {
 		_ = f.Close()
 	}
+}
+
+// pidFile is where the runtime writes the host pid of the container's init, in its bundle.
+const pidFile = "init.pid"
+
+// InitPID is the host pid of the container's init (under gVisor: of its sandbox process).
+func (c *Container) InitPID() (int, error) {
+	c.pidOnce.Do(func() {
+		b, err := os.ReadFile(filepath.Join(c.bundle, pidFile))
+		if err != nil {
+			c.pidErr = fmt.Errorf("container %s: reading its init's pid: %w", c.ID, err)
+			return
+		}
+		c.pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || c.pid <= 0 {
+			c.pidErr = fmt.Errorf("container %s: its pid file holds %q, not a pid", c.ID, b)
+		}
+	})
+	return c.pid, c.pidErr
+}
+
+// NetNS is the path of the container's network namespace, while it runs. Under gVisor that
+// namespace holds the sandbox process, not the sandbox's own network stack.
+func (c *Container) NetNS() (string, error) {
+	select {
+	case <-c.done:
+		return "", ErrStopped
+	default:
+	}
+	pid, err := c.InitPID()
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("/proc/%d/ns/net", pid), nil
 }
 
 // UpperDir returns a container's writable layer, for snapshots, with the ids its files have

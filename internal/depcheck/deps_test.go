@@ -62,6 +62,9 @@ var allowed = map[string][]string{
 	"internal/containerinit": {"internal/initproto"},
 	"internal/container":     {"internal/initproto", "internal/reaper"},
 
+	// The ingress: tunnels into sandboxes, on the server machine.
+	"internal/ingress": {"internal/errdefs", "internal/ids", "internal/sandbox", "internal/workerproto"},
+
 	// The server↔worker protocol.
 	"internal/workerproto": {"internal/errdefs", "internal/gpu", "internal/httpapi", "internal/sandbox", "internal/tlsconf", "internal/wire"},
 
@@ -78,13 +81,13 @@ var allowed = map[string][]string{
 		"internal/lifecycle", "internal/sandbox", "internal/store", "internal/wire", "internal/workerproto"},
 	"internal/imagebuild": {"internal/auth", "internal/errdefs", "internal/ids", "internal/image", "internal/sandbox", "internal/store", "internal/workerproto"},
 	"internal/api": {"internal/auth", "internal/dispatch", "internal/errdefs", "internal/fleet", "internal/function", "internal/httpapi",
-		"internal/ids", "internal/image", "internal/imagebuild", "internal/sandbox", "internal/store", "internal/wire",
+		"internal/ids", "internal/image", "internal/imagebuild", "internal/ingress", "internal/sandbox", "internal/store", "internal/wire",
 		"internal/workerproto"},
-	"internal/server": {"internal/api", "internal/dispatch", "internal/fleet", "internal/image", "internal/imagebuild",
+	"internal/server": {"internal/api", "internal/dispatch", "internal/fleet", "internal/image", "internal/imagebuild", "internal/ingress",
 		"internal/sandbox", "internal/store"},
 
 	// The one binary.
-	"cmd/gust": {"internal/container", "internal/containerinit", "internal/egress", "internal/httpapi", "internal/image", "internal/reaper",
+	"cmd/gust": {"internal/container", "internal/containerinit", "internal/egress", "internal/httpapi", "internal/image", "internal/ingress", "internal/reaper",
 		"internal/server", "internal/store", "internal/tlsconf", "internal/worker", "sdk/go", "sdk/python"},
 }
 

@@ -120,6 +120,10 @@ func containerSpec(sb sandbox.Sandbox, layers []string, fn *workerproto.Function
 		ID: sb.ID, Isolation: sb.Isolation, ImageLayers: layers, Command: sb.Command, Env: sb.Env, User: sb.User,
 		CPU: sb.CPU, CPULimit: sb.CPU, MemoryMiB: sb.MemoryMiB, BuildEgress: sb.BuildEgress, Timeout: sb.Timeout, Function: fn,
 		Network: sb.NetworkPolicy,
+		ReadinessProbe: sb.ReadinessProbe,
+	}
+	for _, p := range sb.Ports {
+		spec.Ports = append(spec.Ports, p.Port)
 	}
 	if sb.FunctionID != "" {
 		// A function's cpu is a request it may burst above, unless it set a limit.
@@ -243,6 +247,7 @@ func (f *Fleet) setState(ctx context.Context, reporter, id string, st workerprot
 	}
 	if st.Status.Terminal() {
 		f.release(sb)
+		f.onAnyEnd(sb)
 	}
 	f.notify(id)
 	if sb.FunctionID != "" && st.Status.Terminal() {

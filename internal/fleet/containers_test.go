@@ -77,6 +77,11 @@ func TestCreateSandbox(t *testing.T) {
 	if got := env.endedIDs(); len(got) != 0 {
 		t.Fatalf("OnContainerEnd heard of sandboxes %v; it is for function containers", got)
 	}
+	env.mu.Lock()
+	if len(env.anyIDs) != 1 || env.anyIDs[0] != sb.ID || env.anyEnded[0] != sandbox.Terminated {
+		t.Fatalf("OnAnyEnd heard of %v (stored %v), want %s once its end was stored (the ingress closes its tunnels then)", env.anyIDs, env.anyEnded, sb.ID)
+	}
+	env.mu.Unlock()
 
 	// Terminating an ended sandbox returns it as it is and asks the worker nothing.
 	again, err := env.f.Terminate(context.Background(), sb.ID, sandbox.Timeout, "late")

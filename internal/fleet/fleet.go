@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"net"
 	"sync"
 	"time"
 
@@ -55,6 +56,8 @@ type Fleet struct {
 	log   *log.Logger
 	// onEnd learns of every container that reached a terminal state (the function engine).
 	onEnd func(sandbox.Sandbox)
+	// onAnyEnd learns of every container that ended, sandboxes too (the ingress).
+	onAnyEnd func(sandbox.Sandbox)
 
 	// records serialises each read-change-write of a container's record (setState, SetTags),
 	// so that two changes at once cannot both pass the lifecycle from the same old state, nor
@@ -91,12 +94,17 @@ func New(st Store, cfg Config) *Fleet {
 	if cfg.Logger == nil {
 		cfg.Logger = log.Default()
 	}
-	return &Fleet{store: st, log: cfg.Logger, onEnd: func(sandbox.Sandbox) {},
+	return &Fleet{store: st, log: cfg.Logger, onEnd: func(sandbox.Sandbox) {}, onAnyEnd: func(sandbox.Sandbox) {},
 		workers: map[string]*workerConn{}, changed: map[string]chan struct{}{}}
 }
 
-// OnContainerEnd sets who learns of containers that end. Set it before workers connect.
+// OnContainerEnd sets who learns of function containers that end. Set it before workers
+// connect.
 func (f *Fleet) OnContainerEnd(fn func(sandbox.Sandbox)) { f.onEnd = fn }
+
+// OnAnyEnd sets who learns of every container that ends, sandboxes and function containers,
+// once its end is stored. Set it before workers connect.
+func (f *Fleet) OnAnyEnd(fn func(sandbox.Sandbox)) { f.onAnyEnd = fn }
 
 // FailLeftovers marks failed the containers that a previous run of the server left pending or
 // running: they went with that run.
@@ -247,6 +255,18 @@ func (f *Fleet) Client(sb sandbox.Sandbox) (*workerproto.WorkerClient, error) {
 		return nil, errdefs.Unavailable("the worker running sandbox %s is not connected", sb.ID)
 	}
 	return wc.client, nil
+}
+
+// DialPort opens a raw TCP stream to port inside a container on worker workerID, for the
+// ingress's tunnels.
+func (f *Fleet) DialPort(ctx context.Context, workerID, containerID string, port int) (net.Conn, error) {
+	f.mu.Lock()
+	wc := f.workers[workerID]
+	f.mu.Unlock()
+	if wc == nil {
+		return nil, errdefs.Unavailable("the worker running sandbox %s is not connected", containerID)
+	}
+	return wc.client.DialPort(ctx, containerID, port)
 }
 
 // workerTimeout is how long a worker may go without polling for assignments before the fleet

@@ -26,6 +26,9 @@ type testEnv struct {
 
 	mu    sync.Mutex
 	ended []sandbox.Sandbox // what OnContainerEnd was told
+	// anyEnded is what OnAnyEnd was told, with the status the store held at the time.
+	anyEnded []sandbox.Status
+	anyIDs   []string
 }
 
 func newTestEnv(t *testing.T) *testEnv {
@@ -54,6 +57,15 @@ func newTestEnv(t *testing.T) *testEnv {
 		env.mu.Lock()
 		env.ended = append(env.ended, sb)
 		env.mu.Unlock()
+	})
+	env.f.OnAnyEnd(func(sb sandbox.Sandbox) {
+		stored, err := st.GetSandbox(context.Background(), sb.ID)
+		env.mu.Lock()
+		defer env.mu.Unlock()
+		if err != nil {
+			t.Errorf("OnAnyEnd: reading %s: %v", sb.ID, err)
+		}
+		env.anyIDs, env.anyEnded = append(env.anyIDs, sb.ID), append(env.anyEnded, stored.Status)
 	})
 	return env
 }

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -112,6 +113,12 @@ type Sandbox struct {
 	Workdir   *string `json:"workdir"`
 	// NetworkPolicy is its outbound network: block_network and the allowlists.
 	NetworkPolicy
+	// Ports are the container ports exposed through the ingress (tunnels); InboundCIDRAllowlist
+	// limits who may reach them (empty: anyone who reaches the ingress).
+	Ports                []Port   `json:"ports,omitempty"`
+	InboundCIDRAllowlist []string `json:"inbound_cidr_allowlist,omitempty"`
+	// ReadinessProbe says when the sandbox is ready (wait_until_ready); nil: once it runs.
+	ReadinessProbe *Probe `json:"readiness_probe,omitempty"`
 	// BuildEgress marks an image build container (the server sets it; clients cannot): its
 	// network namespace has only loopback and its worker's egress proxy, which reaches the
 	// package mirrors the worker allows (--build-egress), so that apt_install and pip_install
@@ -158,6 +165,12 @@ type CreateRequest struct {
 	Name      *string           `json:"name"`
 	Tags      map[string]string `json:"tags"`
 	Isolation string            `json:"isolation"`
+	// Tunnels into the sandbox, and who may use them.
+	EncryptedPorts       []int    `json:"encrypted_ports"`
+	UnencryptedPorts     []int    `json:"unencrypted_ports"`
+	H2Ports              []int    `json:"h2_ports"`
+	InboundCIDRAllowlist []string `json:"inbound_cidr_allowlist"`
+	ReadinessProbe       *Probe   `json:"readiness_probe"`
 }
 
 var (
@@ -237,14 +250,36 @@ func (r CreateRequest) Validate(defaultIsolation string, hostCPU float64, hostMe
 	if sb.Tags == nil {
 		sb.Tags = map[string]string{}
 	}
-	pol, err := r.NetworkRequest.Policy(false)
+	pol, err := r.NetworkRequest.Policy(len(r.EncryptedPorts)+len(r.UnencryptedPorts)+len(r.H2Ports) > 0)
 	if err != nil {
 		return sb, err
 	}
 	sb.NetworkPolicy = pol
 	iso, err := isolation(r.Isolation, defaultIsolation)
 	sb.Isolation = iso
-	return sb, err
+	if err != nil {
+		return sb, err
+	}
+	if sb.Ports, err = r.validatePorts(); err != nil {
+		return sb, err
+	}
+	if sb.InboundCIDRAllowlist, err = validateInbound(r.InboundCIDRAllowlist, r.BlockNetwork); err != nil {
+		return sb, err
+	}
+	if r.ReadinessProbe != nil {
+		p := *r.ReadinessProbe
+		p.ExecArgv = slices.Clone(p.ExecArgv)
+		if err := p.Validate(); err != nil {
+			return sb, err
+		}
+		sb.ReadinessProbe = &p
+	}
+	// gVisor's loopback lives inside its own network stack, out of the worker's reach, until
+	// gVisor sandboxes get an address of their own on the worker's bridge.
+	if iso == IsolationGVisor && (len(sb.Ports) > 0 || sb.ReadinessProbe != nil && sb.ReadinessProbe.TCPPort != 0) {
+		return sb, errdefs.Invalid("ports and TCP readiness probes are not available on gVisor sandboxes yet (the worker cannot reach a gVisor sandbox's ports): use isolation=\"runc\", or Probe.with_exec")
+	}
+	return sb, nil
 }
 
 // InTimeoutRange reports whether secs is a timeout a container may have: 1 s to MaxTimeout.

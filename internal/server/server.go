@@ -1,7 +1,8 @@
 // Package server assembles gust's control plane from its parts and runs it: the store
 // (internal/store), the fleet of workers (internal/fleet), the function engine
 // (internal/dispatch), the image builder (internal/imagebuild) and the HTTP API over them
-// (internal/api). It holds no logic of its own. Imported by cmd/gust only.
+// (internal/api), and the ingress for tunnels into sandboxes (internal/ingress). It holds no
+// logic of its own. Imported by cmd/gust only.
 package server
 
 import (
@@ -16,6 +17,7 @@ import (
 	"github.com/gust-run/gust/internal/fleet"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/imagebuild"
+	"github.com/gust-run/gust/internal/ingress"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/store"
 )
@@ -37,11 +39,14 @@ type Config struct {
 	// HeartbeatTimeout is how long an ephemeral app (`with app.run()`) outlives its client's
 	// last heartbeat; 0 means a minute.
 	HeartbeatTimeout time.Duration
+	// Ingress, when set, serves tunnels into sandboxes (their encrypted_ports and the like).
+	Ingress *ingress.Config
 }
 
 // Server is the control plane.
 type Server struct {
-	api *api.API
+	api     *api.API
+	ingress *ingress.Ingress
 }
 
 // New assembles a server over a store and starts its loops until ctx ends. Containers that a
@@ -63,8 +68,25 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	if err := eng.Load(ctx); err != nil {
 		return nil, err
 	}
+	var ing *ingress.Ingress
+	if cfg.Ingress != nil {
+		ic := *cfg.Ingress
+		if ic.Logger == nil {
+			ic.Logger = cfg.Logger
+		}
+		var err error
+		if ing, err = ingress.New(ic, fl); err != nil {
+			return nil, err
+		}
+		// A sandbox's tunnels go with it.
+		fl.OnAnyEnd(func(sb sandbox.Sandbox) { ing.Close(sb.ID) })
+		go func() {
+			<-ctx.Done()
+			ing.Stop()
+		}()
+	}
 	builds := imagebuild.New(st, fl, cfg.Images, cfg.Logger)
-	a := api.New(api.Config{Token: cfg.Token, JoinToken: cfg.JoinToken, DefaultIsolation: cfg.DefaultIsolation, Version: Version, Logger: cfg.Logger},
+	a := api.New(api.Config{Token: cfg.Token, JoinToken: cfg.JoinToken, DefaultIsolation: cfg.DefaultIsolation, Version: Version, Logger: cfg.Logger, Ingress: ing},
 		st, fl, eng, builds, cfg.Images)
 	if cfg.AuditRetention == 0 {
 		cfg.AuditRetention = 90 * 24 * time.Hour
@@ -72,8 +94,11 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	go a.RunAudit(ctx, cfg.AuditRetention)
 	go fl.Run(ctx)
 	go eng.Run(ctx)
-	return &Server{api: a}, nil
+	return &Server{api: a, ingress: ing}, nil
 }
+
+// Ingress is the server's ingress for tunnels, or nil.
+func (s *Server) Ingress() *ingress.Ingress { return s.ingress }
 
 // Handler returns the HTTP API.
 func (s *Server) Handler() http.Handler { return s.api.Handler() }

@@ -36,6 +36,8 @@ func (w *Worker) routes() http.Handler {
 	mux.HandleFunc("POST /v1/sandboxes/{id}/files/mkdir", w.handleMkdir)
 	mux.HandleFunc("POST /v1/sandboxes/{id}/snapshot", w.handleSnapshot)
 	mux.HandleFunc("PUT /v1/sandboxes/{id}/network", w.handleNetwork)
+	mux.HandleFunc("GET /v1/sandboxes/{id}/ports/{port}/connect", w.handleConnect)
+	mux.HandleFunc("GET /v1/sandboxes/{id}/ready", w.handleReady)
 	return mux
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -37,8 +38,11 @@ type box struct {
 	// when it ended by itself.
 	endStatus sandbox.Status
 	endReason string
-	// done is closed when the box reaches boxExited; reported, once its end was reported.
-	done, reported chan struct{}
+	// done is closed when the box reaches boxExited; reported, once its end was reported;
+	// ready, once it runs and its readiness probe (if any) has passed.
+	done, reported, ready chan struct{}
+	// conns are the open tunnel connections into the container (ports.go), closed at its end.
+	conns map[net.Conn]struct{}
 	// reportMu orders the box's reports: running (if it got there) before its end.
 	reportMu sync.Mutex
 }
@@ -69,7 +73,7 @@ func (b *box) moveLocked(to boxState) error {
 // create starts a container and reports it running, or failed.
 func (w *Worker) create(spec workerproto.ContainerSpec) {
 	b := &box{spec: spec, state: boxStarting, execs: map[string]Process{}, lastActivity: time.Now(),
-		done: make(chan struct{}), reported: make(chan struct{})}
+		done: make(chan struct{}), reported: make(chan struct{}), ready: make(chan struct{})}
 	w.mu.Lock()
 	if _, dup := w.boxes[spec.ID]; dup {
 		w.mu.Unlock()
@@ -116,6 +120,7 @@ func (w *Worker) create(spec workerproto.ContainerSpec) {
 		return
 	}
 	w.report(spec.ID, workerproto.StateReport{Status: sandbox.Running})
+	w.startProbe(b, c)
 	go w.enforceTimeouts(b)
 }
 
@@ -393,6 +398,7 @@ func (w *Worker) containerExited(b *box) {
 	status, reason := b.endStatus, b.endReason
 	main, c, r := b.execs["main"], b.container, b.runner
 	b.mu.Unlock()
+	b.closeConns()
 	if c != nil {
 		w.remove(c, b.spec.ID)
 		w.releaseNet(b)

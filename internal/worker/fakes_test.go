@@ -141,6 +141,10 @@ type fakeContainer struct {
 
 func (c *fakeContainer) Done() <-chan struct{} { return c.done }
 
+func (c *fakeContainer) NetNS() (string, error) {
+	return "", fmt.Errorf("a fake container has no network namespace")
+}
+
 func (c *fakeContainer) SetOnExit(f func()) {
 	c.mu.Lock()
 	c.onExit = f
@@ -248,6 +252,12 @@ func (p *fakeProcess) script() {
 	case "echo":
 		p.add(container.Chunk{Data: []byte(strings.Join(argv[1:], " ") + "\n")})
 		p.finish(initproto.ExitInfo{ExitCode: 0})
+	case "test-file": // exits 0 if the host file argv[1] exists (readiness probes)
+		code := 0
+		if _, err := os.Stat(argv[1]); err != nil {
+			code = 1
+		}
+		p.finish(initproto.ExitInfo{ExitCode: code})
 	case "exit":
 		code, _ := strconv.Atoi(argv[1]) // the tests write the number
 		select {

@@ -39,6 +39,8 @@ type Container interface {
 	// UpperDir is the container's writable layer as the container sees it (its ids, not the
 	// host range of a user namespace), for snapshots.
 	UpperDir() (string, error)
+	// NetNS is the path of the container's network namespace while it runs.
+	NetNS() (string, error)
 }
 
 // Process is a process in a container, as container.Process is.

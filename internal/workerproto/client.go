@@ -26,6 +26,9 @@ import (
 type WorkerClient struct {
 	api   httpapi.Client
 	relay *httputil.ReverseProxy
+	base  *url.URL
+	token string
+	tls   *tls.Config // an https worker's pinned certificate (DialPort)
 }
 
 // workerTransport is shared by every WorkerClient: connections to a worker are kept warm.
@@ -40,15 +43,17 @@ func NewWorkerClient(addr, token, fingerprint string) (*WorkerClient, error) {
 		return nil, errdefs.Invalid("worker addr %q is not a URL such as http://10.0.0.5:7421", addr)
 	}
 	transport := workerTransport
+	var tc *tls.Config
 	if u.Scheme == "https" {
 		// One transport per worker: each has its own pinned certificate.
-		tc, err := tlsconf.ClientConfig(fingerprint, "")
+		var err error
+		tc, err = tlsconf.ClientConfig(fingerprint, "")
 		if err != nil || fingerprint == "" {
 			return nil, errdefs.Invalid("worker addr %q is https: it needs the fingerprint of the worker's certificate (%v)", addr, err)
 		}
 		transport = &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, TLSClientConfig: tc, TLSHandshakeTimeout: 10 * time.Second}
 	}
-	c := &WorkerClient{api: httpapi.Client{BaseURL: addr, Token: token, HTTP: &http.Client{Transport: transport}}}
+	c := &WorkerClient{api: httpapi.Client{BaseURL: addr, Token: token, HTTP: &http.Client{Transport: transport}}, base: u, token: token, tls: tc}
 	c.relay = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)

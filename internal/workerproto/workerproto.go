@@ -2,8 +2,9 @@
 // both sides send, and the one client each side uses to send them (client.go). Workers
 // register, pull assignments with a long poll, and report container state and function events
 // under /v1/workers on the server; the server calls each worker's own HTTP API for exec and
-// snapshots, and relays clients' exec, file and log requests to it. Imported by the server's
-// packages and by the worker; it imports neither.
+// snapshots, relays clients' exec, file and log requests to it, and opens raw TCP streams to
+// containers' ports for the ingress's tunnels (WorkerClient.DialPort, Splice). Imported by the
+// server's packages and by the worker; it imports neither.
 package workerproto
 
 import (
@@ -127,9 +128,15 @@ type ContainerSpec struct {
 	// BuildEgress gives an image build container the worker's egress proxy, its only way out.
 	BuildEgress bool `json:"build_egress,omitempty"`
 	// Network is the container's outbound network policy (not for build containers).
-	Network     sandbox.NetworkPolicy `json:"network"`
-	Timeout     wire.Duration         `json:"timeout"`
-	IdleTimeout wire.Duration         `json:"idle_timeout,omitempty"` // 0: none
+	Network sandbox.NetworkPolicy `json:"network"`
+	// Ports are the container ports the server may connect to (WorkerClient.DialPort); a function
+	// container's ports are opened at run time (modal.forward), so the worker lets the server
+	// connect to any of its ports.
+	Ports []int `json:"ports,omitempty"`
+	// ReadinessProbe is run by the worker once the container runs (ReadyResponse).
+	ReadinessProbe *sandbox.Probe `json:"readiness_probe,omitempty"`
+	Timeout        wire.Duration  `json:"timeout"`
+	IdleTimeout    wire.Duration  `json:"idle_timeout,omitempty"` // 0: none
 	// Function is set on a function container: what its runner runs.
 	Function *FunctionRun `json:"function,omitempty"`
 }
@@ -263,6 +270,20 @@ type ExitLine struct {
 type NetworkUpdate struct {
 	Network sandbox.NetworkPolicy `json:"network"`
 }
+
+// ReadyResponse answers the worker's GET /v1/sandboxes/{id}/ready?timeout=S: whether the
+// readiness probe passed within the timeout.
+type ReadyResponse struct {
+	Ready bool `json:"ready"`
+}
+
+// MaxReadyWait is the longest one ready request waits; clients ask again for longer waits.
+const MaxReadyWait = 60
+
+// ConnectUpgrade is the Upgrade token of the worker's connect endpoint
+// (GET /v1/sandboxes/{id}/ports/{port}/connect): its 101 answer turns the HTTP connection into
+// a raw TCP stream to that port inside the container.
+const ConnectUpgrade = "gust-tcp"
 
 // SnapshotResponse answers the worker's snapshot endpoint: the new layer's directory.
 type SnapshotResponse struct {

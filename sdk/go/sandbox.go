@@ -70,6 +70,13 @@ type SandboxOptions struct {
 	Tags map[string]string
 	// Isolation is IsolationRunc or IsolationGVisor; "" for the server's default.
 	Isolation string
+	// Ports exposed through the server's ingress (Sandbox.Tunnels): over TLS by host name;
+	// UnencryptedPorts also as raw TCP; H2Ports advertise HTTP/2. InboundCIDRAllowlist limits
+	// the clients that may connect (empty: anyone who reaches the ingress).
+	EncryptedPorts, UnencryptedPorts, H2Ports []int
+	InboundCIDRAllowlist                      []string
+	// ReadinessProbe says when the sandbox is ready (WaitUntilReady): NewTCPProbe, NewExecProbe.
+	ReadinessProbe *Probe
 }
 
 // Sandbox is a container to run commands in. Its exported fields are its state as last fetched
@@ -209,6 +216,7 @@ func (c *Client) CreateSandbox(ctx context.Context, opts SandboxOptions) (*Sandb
 	if opts.Isolation != "" {
 		body["isolation"] = opts.Isolation
 	}
+	opts.addPorts(body)
 	var w sandboxWire
 	if err := c.call(ctx, request{method: http.MethodPost, path: "/v1/sandboxes", json: body}, &w); err != nil {
 		return nil, fmt.Errorf("create sandbox: %w", err)

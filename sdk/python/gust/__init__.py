@@ -42,12 +42,13 @@ from .sandbox_fs import FileInfo, FileType, SandboxFilesystem
 from .schedule import Cron, Period
 from .secret import Secret
 from .stream_type import StreamType
+from .tunnel import Probe, Tunnel, forward
 
 version = __version__
 
 __all__ = [
     "App", "Cls", "ContainerProcess", "Cron", "Error", "FileIO", "FileInfo", "FileType", "Function", "FunctionCall",
-    "Image", "LocalEntrypoint", "Period", "Retries", "Sandbox", "SandboxFilesystem", "Secret", "StreamReader",
-    "StreamType", "StreamWriter", "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit", "functions",
+    "Image", "LocalEntrypoint", "Period", "Probe", "Retries", "Sandbox", "SandboxFilesystem", "Secret", "StreamReader",
+    "StreamType", "StreamWriter", "Tunnel", "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit", "forward", "functions",
     "is_local", "method", "parameter", "version", "__version__",
 ]

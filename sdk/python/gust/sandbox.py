@@ -28,14 +28,14 @@ from .image import Image
 from .io_streams import StreamReader, StreamWriter
 from .sandbox_fs import SandboxFilesystem, _Files
 from .stream_type import StreamType
+from .tunnel import Probe, Tunnel, _check_port, _tunnel
 
 _TERMINAL = ("finished", "terminated", "timeout", "failed")
 
 # Modal options gust does not have yet: accepted when empty or false, refused otherwise.
 _UNSUPPORTED = frozenset({
     "network_file_systems", "volumes", "cloud", "region",
-    "inbound_cidr_allowlist", "pty", "pty_info", "encrypted_ports", "h2_ports",
-    "unencrypted_ports", "custom_domain", "proxy", "include_oidc_identity_token", "readiness_probe",
+    "pty", "pty_info", "custom_domain", "proxy", "include_oidc_identity_token",
     "experimental_options", "_experimental_enable_snapshot", "_experimental_scheduler_placement", "mounts",
 })
 _IGNORED = frozenset({"verbose", "environment_name"})
@@ -91,6 +91,7 @@ class Sandbox:
         self._stdin = StreamWriter(lambda data, eof: self._write_stdin("main", data, eof))
         self._files = _Files(self)
         self._filesystem: Optional[SandboxFilesystem] = None
+        self._tunnels: Dict[int, Tunnel] = {}
 
     def __repr__(self) -> str:
         return f"Sandbox({self._id})"
@@ -151,9 +152,8 @@ class Sandbox:
                env: Optional[Dict[str, Optional[str]]] = None, secrets: Any = None, timeout: int = 300,
                idle_timeout: Optional[int] = None, workdir: Optional[str] = None, gpu: Optional[str] = None,
                cpu: Any = None, memory: Any = None, block_network: bool = False, isolation: Optional[str] = None,
-               outbound_cidr_allowlist: Optional[Sequence[str]] = None,
-               outbound_domain_allowlist: Optional[Sequence[str]] = None,
-               cidr_allowlist: Optional[Sequence[str]] = None,
+    "network_file_systems", "volumes", "cloud", "region",
+    "pty", "pty_info", "custom_domain", "proxy", "include_oidc_identity_token",
                client: Optional[Client] = None, **kwargs: Any) -> "Sandbox":
         """Create a sandbox and return once its command has started.
 
@@ -188,7 +188,8 @@ class Sandbox:
         envd = _env(secrets, env)
         if envd:
             body["env"] = envd
-        body.update(_network_body(block_network, outbound_cidr_allowlist, cidr_allowlist, outbound_domain_allowlist))
+    "network_file_systems", "volumes", "cloud", "region",
+    "pty", "pty_info", "custom_domain", "proxy", "include_oidc_identity_token",
         if tags:
             body["tags"] = {str(k): str(v) for k, v in tags.items()}
 
@@ -278,6 +279,28 @@ class Sandbox:
         if st == "terminated" and raise_on_termination:
             raise exc.SandboxTerminatedError(reason or f"sandbox {self._id} was terminated")
         return self.returncode
+
+    def tunnels(self, timeout: int = 50) -> Dict[int, Tunnel]:
+        """The sandbox's tunnels by container port (its encrypted_ports, unencrypted_ports and
+        h2_ports), waiting up to ``timeout`` seconds while it starts."""
+        if self._tunnels:
+            return self._tunnels
+        d = self._call("GET", "/tunnels", query={"timeout": timeout}, timeout=timeout + 30)
+        self._tunnels = {int(t["container_port"]): _tunnel(t) for t in d.get("tunnels") or []}
+        return self._tunnels
+
+    def wait_until_ready(self, *, timeout: int = 300) -> None:
+        """Wait until the sandbox's readiness_probe passes (without one: until it runs). Raises
+        TimeoutError after ``timeout`` seconds, SandboxTerminatedError if it ends first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            step = max(0.0, min(left, 50.0))
+            d = self._call("GET", "/ready", query={"timeout": f"{step:.3f}"}, timeout=step + 30)
+            if d.get("ready"):
+                return
+            if time.monotonic() >= deadline:
+                raise exc.TimeoutError(f"sandbox {self._id} was not ready within {timeout} s")
 
     def terminate(self, *, wait: bool = False) -> Optional[int]:
         """Stop the sandbox (no-op if it has already finished). With ``wait=True``, return its exit code."""

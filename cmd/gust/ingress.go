@@ -1,0 +1,70 @@
+package main
+
+import (
+	"flag"
+	"log"
+	"os"
+	"path/filepath"
+
+	"github.com/gust-run/gust/internal/ingress"
+	"github.com/gust-run/gust/internal/server"
+	gust "github.com/gust-run/gust/sdk/go"
+)
+
+// ingressFlags configure the ingress of up and server: tunnels into sandboxes.
+type ingressFlags struct {
+	addr, domain, cert, key, tcpHost, publicTCPHost string
+	publicPort                                      int
+}
+
+func bindIngress(fs *flag.FlagSet) *ingressFlags {
+	f := &ingressFlags{}
+	fs.StringVar(&f.addr, "ingress-addr", "127.0.0.1:0", "address of the HTTPS ingress for sandboxes' tunnels (encrypted_ports); \"off\" turns tunnels off")
+	fs.StringVar(&f.domain, "ingress-domain", ingress.DefaultBaseDomain, "base domain of tunnels' host names: point *.DOMAIN at this machine (*.localhost names resolve to loopback in curl and systemd-resolved)")
+	fs.StringVar(&f.cert, "ingress-cert", "", "PEM certificate for *.DOMAIN (with --ingress-key); default: one signed by gust's own CA, DATA_DIR/"+ingress.CAFile)
+	fs.StringVar(&f.key, "ingress-key", "", "PEM key of --ingress-cert")
+	fs.StringVar(&f.tcpHost, "ingress-tcp-host", "127.0.0.1", "address raw TCP tunnels (unencrypted_ports) listen on, each on a port of its own")
+	fs.StringVar(&f.publicTCPHost, "ingress-tcp-public-host", "", "host clients are told for raw TCP tunnels (default: --ingress-tcp-host, or DOMAIN when that is 0.0.0.0)")
+	fs.IntVar(&f.publicPort, "ingress-public-port", 0, "port in tunnels' URLs when a proxy in front listens on another (default: the ingress's own)")
+	return f
+}
+
+// config is the server's ingress configuration, nil when it is off.
+func (f *ingressFlags) config(dataDir string) *ingress.Config {
+	if f.addr == "" || f.addr == "off" {
+		return nil
+	}
+	return &ingress.Config{
+		Addr: f.addr, BaseDomain: f.domain, PublicPort: f.publicPort, TCPHost: f.tcpHost, PublicTCPHost: f.publicTCPHost,
+		CertFile: f.cert, KeyFile: f.key, CADir: dataDir,
+	}
+}
+
+// reportIngress says where the ingress listens, and writes gust's CA next to the client config
+// (when it writes that), so that clients and curl can trust the tunnels.
+func reportIngress(srv *server.Server, writeConfig bool, logger *log.Logger) {
+	in := srv.Ingress()
+	if in == nil {
+		logger.Printf("tunnels are off (--ingress-addr off)")
+		return
+	}
+	logger.Printf("ingress for tunnels listening on %s for *.%s", in.Addr(), in.BaseDomain())
+	ca := in.CA()
+	if ca == nil || !writeConfig {
+		return
+	}
+	cfgPath, err := gust.DefaultConfigPath()
+	if err != nil {
+		logger.Printf("could not write the ingress CA next to the client config: %v", err)
+		return
+	}
+	path := filepath.Join(filepath.Dir(cfgPath), ingress.CAFile)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
+		err = os.WriteFile(path, ca, 0o644)
+	}
+	if err != nil {
+		logger.Printf("could not write the ingress CA to %s: %v", path, err)
+		return
+	}
+	logger.Printf("tunnels' CA written to %s (e.g. curl --cacert %s https://HOST:PORT)", path, path)
+}
