@@ -152,8 +152,12 @@ class Sandbox:
                env: Optional[Dict[str, Optional[str]]] = None, secrets: Any = None, timeout: int = 300,
                idle_timeout: Optional[int] = None, workdir: Optional[str] = None, gpu: Optional[str] = None,
                cpu: Any = None, memory: Any = None, block_network: bool = False, isolation: Optional[str] = None,
-    "network_file_systems", "volumes", "cloud", "region",
-    "pty", "pty_info", "custom_domain", "proxy", "include_oidc_identity_token",
+               outbound_cidr_allowlist: Optional[Sequence[str]] = None,
+               outbound_domain_allowlist: Optional[Sequence[str]] = None,
+               cidr_allowlist: Optional[Sequence[str]] = None,
+               encrypted_ports: Sequence[int] = (), unencrypted_ports: Sequence[int] = (),
+               h2_ports: Sequence[int] = (), inbound_cidr_allowlist: Optional[Sequence[str]] = None,
+               readiness_probe: Optional[Probe] = None,
                client: Optional[Client] = None, **kwargs: Any) -> "Sandbox":
         """Create a sandbox and return once its command has started.
 
@@ -188,8 +192,17 @@ class Sandbox:
         envd = _env(secrets, env)
         if envd:
             body["env"] = envd
-    "network_file_systems", "volumes", "cloud", "region",
-    "pty", "pty_info", "custom_domain", "proxy", "include_oidc_identity_token",
+        body.update(_network_body(block_network, outbound_cidr_allowlist, cidr_allowlist, outbound_domain_allowlist))
+        for field, ports in (("encrypted_ports", encrypted_ports), ("unencrypted_ports", unencrypted_ports),
+                             ("h2_ports", h2_ports)):
+            if ports:
+                body[field] = [_check_port(p, field) for p in ports]
+        if inbound_cidr_allowlist:
+            body["inbound_cidr_allowlist"] = [str(c) for c in inbound_cidr_allowlist]
+        if readiness_probe is not None:
+            if not isinstance(readiness_probe, Probe):
+                raise exc.InvalidError(f"readiness_probe must be a gust.Probe, e.g. Probe.with_tcp(8000), got {readiness_probe!r}")
+            body["readiness_probe"] = readiness_probe._to_json()
         if tags:
             body["tags"] = {str(k): str(v) for k, v in tags.items()}
 
