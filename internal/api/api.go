@@ -21,6 +21,7 @@ import (
 	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/imagebuild"
+	"github.com/gust-run/gust/internal/metering"
 	"github.com/gust-run/gust/internal/store"
 )
 
@@ -32,7 +33,9 @@ type Config struct {
 	JoinToken        string
 	DefaultIsolation string
 	Version          string // shown by /v1/health
-	Logger           *log.Logger
+	// Prices price the usage ledger (metering.DefaultPrices when zero).
+	Prices metering.Prices
+	Logger *log.Logger
 }
 
 // API serves the HTTP API over the control plane's parts.
@@ -52,6 +55,9 @@ type API struct {
 func New(cfg Config, st *store.Store, fl *fleet.Fleet, eng *dispatch.Engine, builds *imagebuild.Builder, layers *image.Builder) *API {
 	if cfg.Logger == nil {
 		cfg.Logger = log.Default()
+	}
+	if cfg.Prices.GPUPerSecond == nil {
+		cfg.Prices = metering.DefaultPrices()
 	}
 	return &API{cfg: cfg, store: st, fleet: fl, engine: eng, builds: builds, layers: layers, log: cfg.Logger,
 		audit: newAuditLog(), limits: &rateLimits{ws: map[string]*rate.Limiter{}}}
@@ -192,6 +198,7 @@ func (a *API) routes(rt *router) {
 	a.secretRoutes(rt)
 	a.workerRoutes(rt)
 	a.tenantRoutes(rt)
+	a.billingRoutes(rt)
 }
 
 // Routes lists every registered "METHOD /path", for the test that checks the OpenAPI file.

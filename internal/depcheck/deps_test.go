@@ -38,6 +38,7 @@ var allowed = map[string][]string{
 	"internal/reaper":     {},
 	"internal/initproto":  {},
 	"internal/autoscaler": {},
+	"internal/metering":   {"internal/errdefs"},
 	"internal/auth":       {"internal/errdefs", "internal/ids"},
 	"internal/egress":     {},
 	"sdk/python":          {},
@@ -60,25 +61,25 @@ var allowed = map[string][]string{
 	"internal/container":     {"internal/initproto", "internal/reaper"},
 
 	// The server↔worker protocol.
-	"internal/workerproto": {"internal/errdefs", "internal/gpu", "internal/httpapi", "internal/sandbox", "internal/wire"},
+	"internal/workerproto": {"internal/errdefs", "internal/gpu", "internal/httpapi", "internal/metering", "internal/sandbox", "internal/wire"},
 
 	// The worker.
 	"internal/worker": {"internal/container", "internal/egress", "internal/errdefs", "internal/gpu", "internal/httpapi", "internal/ids",
-		"internal/image", "internal/initproto", "internal/lifecycle", "internal/reaper", "internal/sandbox",
+		"internal/image", "internal/initproto", "internal/lifecycle", "internal/metering", "internal/reaper", "internal/sandbox",
 		"internal/wire", "internal/workerproto", "sdk/python"},
 
 	// The control plane: the store, its three parts, the API over them, the assembly.
-	"internal/store": {"internal/auth", "internal/errdefs", "internal/function", "internal/ids", "internal/image", "internal/sandbox"},
+	"internal/store": {"internal/auth", "internal/errdefs", "internal/function", "internal/ids", "internal/image", "internal/metering", "internal/sandbox"},
 	"internal/fleet": {"internal/auth", "internal/errdefs", "internal/gpu", "internal/ids", "internal/image", "internal/sandbox",
 		"internal/store", "internal/workerproto"},
 	"internal/dispatch": {"internal/autoscaler", "internal/errdefs", "internal/function", "internal/ids",
 		"internal/lifecycle", "internal/sandbox", "internal/store", "internal/wire", "internal/workerproto"},
-	"internal/imagebuild": {"internal/auth", "internal/errdefs", "internal/ids", "internal/image", "internal/sandbox", "internal/store", "internal/workerproto"},
+	"internal/imagebuild": {"internal/auth", "internal/errdefs", "internal/ids", "internal/image", "internal/metering", "internal/sandbox", "internal/store", "internal/workerproto"},
 	"internal/api": {"internal/auth", "internal/dispatch", "internal/errdefs", "internal/fleet", "internal/function", "internal/httpapi",
-		"internal/ids", "internal/image", "internal/imagebuild", "internal/sandbox", "internal/store", "internal/wire",
+		"internal/ids", "internal/image", "internal/imagebuild", "internal/metering", "internal/sandbox", "internal/store", "internal/wire",
 		"internal/workerproto"},
 	"internal/server": {"internal/api", "internal/dispatch", "internal/fleet", "internal/image", "internal/imagebuild",
-		"internal/sandbox", "internal/store"},
+		"internal/metering", "internal/sandbox", "internal/store"},
 
 	// The one binary.
 	"cmd/gust": {"internal/container", "internal/containerinit", "internal/egress", "internal/httpapi", "internal/image", "internal/reaper",
@@ -91,7 +92,7 @@ var (
 	workerSide   = []string{"internal/worker", "internal/container", "internal/containerinit"}
 	protocols    = []string{"internal/workerproto", "internal/initproto", "internal/httpapi"}
 	models       = []string{"internal/sandbox", "internal/function", "internal/image", "internal/gpu", "internal/wire",
-		"internal/ids", "internal/lifecycle", "internal/errdefs", "internal/autoscaler"}
+		"internal/ids", "internal/lifecycle", "internal/errdefs", "internal/autoscaler", "internal/metering"}
 	parts = []string{"internal/fleet", "internal/dispatch", "internal/imagebuild"}
 )
 

@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/gust-run/gust/internal/fleet"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/imagebuild"
+	"github.com/gust-run/gust/internal/metering"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/store"
 )
@@ -34,6 +36,9 @@ type Config struct {
 	DefaultIsolation string
 	Images           *image.Builder
 	Logger           *log.Logger
+	// Prices price the usage ledger; nil reads the price file named by GUST_PRICES, else
+	// uses metering.DefaultPrices (Modal's list prices).
+	Prices *metering.Prices
 	// HeartbeatTimeout is how long an ephemeral app (`with app.run()`) outlives its client's
 	// last heartbeat; 0 means a minute.
 	HeartbeatTimeout time.Duration
@@ -54,6 +59,16 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	if cfg.DefaultIsolation == "" {
 		cfg.DefaultIsolation = sandbox.IsolationRunc
 	}
+	prices := metering.DefaultPrices()
+	if cfg.Prices != nil {
+		prices = *cfg.Prices
+	} else if path := os.Getenv("GUST_PRICES"); path != "" {
+		p, err := metering.LoadPrices(path)
+		if err != nil {
+			return nil, fmt.Errorf("GUST_PRICES: %w", err)
+		}
+		prices = p
+	}
 	fl := fleet.New(st, fleet.Config{Logger: cfg.Logger})
 	if err := fl.FailLeftovers(ctx); err != nil {
 		return nil, err
@@ -64,7 +79,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 		return nil, err
 	}
 	builds := imagebuild.New(st, fl, cfg.Images, cfg.Logger)
-	a := api.New(api.Config{Token: cfg.Token, JoinToken: cfg.JoinToken, DefaultIsolation: cfg.DefaultIsolation, Version: Version, Logger: cfg.Logger},
+	a := api.New(api.Config{Token: cfg.Token, JoinToken: cfg.JoinToken, DefaultIsolation: cfg.DefaultIsolation, Version: Version, Prices: prices, Logger: cfg.Logger},
 		st, fl, eng, builds, cfg.Images)
 	if cfg.AuditRetention == 0 {
 		cfg.AuditRetention = 90 * 24 * time.Hour

@@ -93,6 +93,7 @@ func (w *Worker) create(spec workerproto.ContainerSpec) {
 	}
 	b.container = c
 	b.mu.Unlock()
+	w.meter.start(spec, c)
 
 	if err := w.startMain(ctx, b, c); err != nil {
 		w.failStart(b, c, err)
@@ -228,6 +229,7 @@ func (w *Worker) failStart(b *box, c Container, cause error) {
 	}
 	b.mu.Unlock()
 	if c != nil {
+		w.meter.finish(id)
 		w.remove(c, id)
 	}
 	w.releaseNet(b)
@@ -349,7 +351,8 @@ func (w *Worker) terminate(id string, status sandbox.Status, reason string) {
 		if r != nil {
 			w.stopRunner(b, r)
 		}
-		w.remove(c, id) // containerExited also runs from the container's OnExit
+		w.meter.finish(id) // before its cgroup goes
+		w.remove(c, id)    // containerExited also runs from the container's OnExit
 		<-c.Done()
 	}
 	// Without a container (still being made), this ends the box at once; create removes the
@@ -375,6 +378,7 @@ func (w *Worker) containerExited(b *box) {
 	main, c, r := b.execs["main"], b.container, b.runner
 	b.mu.Unlock()
 	if c != nil {
+		w.meter.finish(b.spec.ID)
 		w.remove(c, b.spec.ID)
 		w.releaseNet(b)
 	}

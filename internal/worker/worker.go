@@ -52,7 +52,10 @@ type Config struct {
 	// BuildEgress lists the hosts image build containers may reach through the worker's
 	// egress proxy (egress.ParsePolicy's forms); nil is egress.DefaultHosts, empty nothing.
 	BuildEgress []string
-	Logger      *log.Logger
+	// MeterInterval is how often each container's usage is reported (0: 10 s, or
+	// GUST_METER_INTERVAL).
+	MeterInterval time.Duration
+	Logger        *log.Logger
 }
 
 // Worker runs containers.
@@ -69,6 +72,7 @@ type Worker struct {
 
 	pool   *warmPool
 	events *eventQueue // function events for the server
+	meter  *usageMeter // the usage ledger's samples (meter.go); nil meters nothing
 
 	// idleTick is how often idle_timeout is checked.
 	idleTick time.Duration
@@ -173,6 +177,9 @@ func newWorker(cfg Config, d deps) *Worker {
 	}
 	w.pool = &warmPool{w: w, size: cfg.WarmPool}
 	w.events = newEventQueue(d.server, cfg.Logger)
+	if us, ok := d.server.(usageSender); ok {
+		w.meter = newUsageMeter(cfg.StateDir, cfg.MeterInterval, us, cfg.Logger.Printf)
+	}
 	return w
 }
 
@@ -203,6 +210,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	evCtx, stopEvents := context.WithCancel(context.Background())
 	defer stopEvents()
 	go w.events.run(evCtx)
+	if w.meter != nil {
+		go w.meter.run(evCtx)
+	}
 
 	for ctx.Err() == nil {
 		if err := w.register(ctx); err != nil {
@@ -326,4 +336,5 @@ func (w *Worker) shutdown() {
 	wg.Wait()
 	w.wg.Wait()
 	w.pool.close()
+	w.meter.flushFor(3 * time.Second)
 }
