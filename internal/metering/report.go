@@ -366,9 +366,13 @@ func slicesSorted(m map[string]string) []string {
 // the intervals recorded, up to MeteredUntil; Estimated adds the time since at the rate of
 // what was requested, while Running.
 type Live struct {
-	ID             string            `json:"id"`
-	Running        bool              `json:"running"`
-	Containers     int               `json:"containers"`
+	ID         string `json:"id"`
+	Running    bool   `json:"running"`
+	Containers int    `json:"containers"`
+	// Intervals counts the intervals recorded; Closed says every container's last one is
+	// among them (the figure is final for the containers that ended).
+	Intervals      int               `json:"intervals"`
+	Closed         bool              `json:"closed"`
 	MeteredUntil   *time.Time        `json:"metered_until"`
 	WallSeconds    float64           `json:"wall_seconds"`
 	CPUSeconds     float64           `json:"cpu_seconds"`
@@ -384,8 +388,11 @@ func LiveCost(id string, recs []Record, p Prices, running map[string]Interval, n
 	costs := Costs{}
 	last := map[string]time.Time{}
 	seen := map[string]bool{}
+	final := map[string]bool{}
 	for _, r := range recs {
 		seen[r.ContainerID] = true
+		final[r.ContainerID] = final[r.ContainerID] || r.Final
+		l.Intervals++
 		costs.Add(p.Cost(r.Interval))
 		l.WallSeconds += r.Seconds()
 		l.CPUSeconds += r.CPUSeconds
@@ -413,6 +420,10 @@ func LiveCost(id string, recs []Record, p Prices, running map[string]Interval, n
 		}
 	}
 	l.Containers = len(seen)
+	l.Closed = len(final) > 0
+	for cid := range seen {
+		l.Closed = l.Closed && final[cid]
+	}
 	l.Cost, l.EstimatedCost = Money(costs.Total()), Money(est.Total())
 	for k, v := range costs {
 		l.CostByResource[k] = Money(v)

@@ -127,6 +127,8 @@ type LiveCost struct {
 	ID             string            `json:"id"`
 	Running        bool              `json:"running"`
 	Containers     int               `json:"containers"`
+	Intervals      int               `json:"intervals"`
+	Closed         bool              `json:"closed"` // every container's last interval is recorded
 	MeteredUntil   *time.Time        `json:"metered_until"`
 	WallSeconds    float64           `json:"wall_seconds"`
 	CPUSeconds     float64           `json:"cpu_seconds"`

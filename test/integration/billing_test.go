@@ -1,0 +1,347 @@
+package integration
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The usage ledger against real containers: CPU seconds read from the cgroup, wall time
+// against the server's own clock, costs at the server's rates, attribution to apps, functions
+// and tags, and a kill -9 of gust that neither loses nor double-counts an interval.
+
+// meteredGust starts a gust of its own with short meter intervals (2 s intervals, 0.5 s
+// samples) on dir, and points the API helpers at it.
+func meteredGust(t *testing.T, dir, addr string) (*os.Process, []string) {
+	t.Helper()
+	t.Setenv("GUST_METER_INTERVAL", "2s")
+	t.Setenv("GUST_METER_TICK", "500ms")
+	args := []string{"up", "--addr", addr, "--data-dir", dir, "--image-cache", imageCache, "--no-config", "--no-install",
+		"--sandbox-disk", "256", "--warm-pool", "0"}
+	cmd := startGust(t, "http://"+addr, args...)
+	return cmd.Process, args
+}
+
+type liveCost struct {
+	ID            string  `json:"id"`
+	Running       bool    `json:"running"`
+	Containers    int     `json:"containers"`
+	Intervals     int     `json:"intervals"`
+	Closed        bool    `json:"closed"`
+	WallSeconds   float64 `json:"wall_seconds"`
+	CPUSeconds    float64 `json:"cpu_seconds"`
+	Cost          string  `json:"cost"`
+	EstimatedCost string  `json:"estimated_cost"`
+	MeteredUntil  *string `json:"metered_until"`
+}
+
+type usageRow struct {
+	ID                       string            `json:"id"`
+	Containers               int               `json:"containers"`
+	WallSeconds              float64           `json:"wall_seconds"`
+	CPUSeconds               float64           `json:"cpu_seconds"`
+	BillableCPUCoreSeconds   float64           `json:"billable_cpu_core_seconds"`
+	BillableMemoryGiBSeconds float64           `json:"billable_memory_gib_seconds"`
+	Cost                     string            `json:"cost"`
+	CostByResource           map[string]string `json:"cost_by_resource"`
+}
+
+type rates struct {
+	CPU    float64 `json:"cpu_per_core_second"`
+	Memory float64 `json:"memory_per_gib_second"`
+}
+
+func usageBy(t *testing.T, by string) map[string]usageRow {
+	t.Helper()
+	var out struct {
+		Rows []usageRow `json:"rows"`
+	}
+	if err := api("GET", "/v1/usage?by="+by+"&since="+time.Now().Add(-time.Hour).UTC().Format(time.RFC3339), nil, &out); err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]usageRow{}
+	for _, r := range out.Rows {
+		m[r.ID] = r
+	}
+	return m
+}
+
+// waitFinalUsage waits until a container's usage is recorded to its end: not running, its
+// last interval recorded, and no change between two reads a tick apart.
+func waitFinalUsage(t *testing.T, path string, secs int) liveCost {
+	t.Helper()
+	var last liveCost
+	for i := 0; i < secs*4; i++ {
+		var l liveCost
+		if err := api("GET", path, nil, &l); err != nil {
+			t.Fatal(err)
+		}
+		if !l.Running && l.Closed && l.WallSeconds > 0 && l.WallSeconds == last.WallSeconds && l.Cost == last.Cost {
+			return l
+		}
+		last = l
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("%s: usage did not settle in %d s: %+v", path, secs, last)
+	return last
+}
+
+func parseCost(t *testing.T, s string) float64 {
+	t.Helper()
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		t.Fatalf("cost %q: %v", s, err)
+	}
+	return v
+}
+
+// TestMeteringSandboxAccuracy runs a sandbox that burns 4 CPU-seconds on one core, then sleeps
+// 4 s: the ledger's CPU seconds are within 5% of the burn, its wall seconds within one second
+// of the server's own start and finish, and its cost is the rates applied to its billable
+// units; the app's and the sandbox's tags reach the report.
+func TestMeteringSandboxAccuracy(t *testing.T) {
+	needGust(t)
+	dir := t.TempDir()
+	proc, _ := meteredGust(t, dir, freePort())
+	defer func() {
+		proc.Signal(os.Interrupt)
+		proc.Wait()
+		if err := checkNoLeftovers(dir); err != nil {
+			t.Error(err)
+		}
+	}()
+	imageID, err := resolveImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var app struct {
+		AppID string `json:"app_id"`
+	}
+	if err := api("POST", "/v1/apps/lookup", map[string]any{"name": "metering", "create_if_missing": true}, &app); err != nil {
+		t.Fatal(err)
+	}
+	if err := api("PUT", "/v1/apps/"+app.AppID+"/tags", map[string]any{"tags": map[string]string{"team": "ml"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Burn by CPU time, not wall time, so that a busy machine changes the wall time only.
+	burn := "import time\nwhile time.process_time() < 4: pass\ntime.sleep(4)\nprint(time.process_time())"
+	var sb struct {
+		ID string `json:"sandbox_id"`
+	}
+	for i := 0; ; i++ {
+		err := api("POST", "/v1/sandboxes", map[string]any{"app_id": app.AppID, "image_id": imageID, "cpu": 1, "memory": 512,
+			"command": []string{"python3", "-c", burn}, "tags": map[string]string{"customer": "acme"}}, &sb)
+		if err == nil {
+			break
+		}
+		if i > 100 {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // the worker registers
+	}
+	createdMu.Lock()
+	created = append(created, sb.ID)
+	createdMu.Unlock()
+	// Live: while it runs, the estimate grows.
+	time.Sleep(3 * time.Second)
+	var during liveCost
+	if err := api("GET", "/v1/sandboxes/"+sb.ID+"/usage", nil, &during); err != nil {
+		t.Fatal(err)
+	}
+	if !during.Running || parseCost(t, during.EstimatedCost) <= 0 {
+		t.Errorf("while running: %+v", during)
+	}
+	st := waitSandbox(t, sb.ID, 60)
+	if st.Status != "finished" {
+		t.Fatalf("sandbox ended %q", st.Status)
+	}
+	l := waitFinalUsage(t, "/v1/sandboxes/"+sb.ID+"/usage", 30)
+	var rec struct {
+		StartedAt  time.Time `json:"started_at"`
+		FinishedAt time.Time `json:"finished_at"`
+	}
+	if err := api("GET", "/v1/sandboxes/"+sb.ID, nil, &rec); err != nil {
+		t.Fatal(err)
+	}
+	wall := rec.FinishedAt.Sub(rec.StartedAt).Seconds()
+	t.Logf("ledger: %.2f wall s, %.3f CPU s, $%s; server clock: %.2f s", l.WallSeconds, l.CPUSeconds, l.Cost, wall)
+	if math.Abs(l.WallSeconds-wall) > 1 {
+		t.Errorf("ledger wall seconds %.2f, the server's clock %.2f: more than 1 s apart", l.WallSeconds, wall)
+	}
+	// 4 s of burn, and the interpreter's start (a few hundredths).
+	if l.CPUSeconds < 4*0.95 || l.CPUSeconds > 4*1.05+0.1 {
+		t.Errorf("ledger CPU seconds %.3f, burned 4 (within 5%%)", l.CPUSeconds)
+	}
+	var r rates
+	if err := api("GET", "/v1/billing/rates", nil, &r); err != nil {
+		t.Fatal(err)
+	}
+	row, ok := usageBy(t, "sandbox")[sb.ID]
+	if !ok {
+		t.Fatalf("no usage row for %s", sb.ID)
+	}
+	// Billable: at least the request (1 core, 0.5 GiB) for every second, and the CPU used.
+	if row.BillableCPUCoreSeconds < row.WallSeconds-0.01 || row.BillableCPUCoreSeconds < row.CPUSeconds-0.01 ||
+		row.BillableCPUCoreSeconds > row.WallSeconds+0.5 || math.Abs(row.BillableMemoryGiBSeconds-row.WallSeconds/2) > 0.25 {
+		t.Errorf("billable %+v", row)
+	}
+	want := row.BillableCPUCoreSeconds*r.CPU + row.BillableMemoryGiBSeconds*r.Memory
+	if got := parseCost(t, row.Cost); math.Abs(got-want) > 1e-8 || parseCost(t, l.Cost) != got {
+		t.Errorf("cost %v (live %s), rates say %v", got, l.Cost, want)
+	}
+	// The report: the app's row for today carries both tags and the same cost.
+	var rep struct {
+		Rows []struct {
+			ObjectID       string            `json:"object_id"`
+			Description    string            `json:"description"`
+			Cost           string            `json:"cost"`
+			Tags           map[string]string `json:"tags"`
+			CostByResource map[string]string `json:"cost_by_resource"`
+		} `json:"rows"`
+	}
+	start := time.Now().UTC().Add(-2 * time.Hour).Format(time.RFC3339)
+	end := time.Now().UTC().Add(2 * time.Hour).Format(time.RFC3339)
+	if err := api("GET", "/v1/billing/report?resolution=h&tag_names=*&start="+start+"&end="+end, nil, &rep); err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, rr := range rep.Rows {
+		if rr.ObjectID != app.AppID {
+			continue
+		}
+		total += parseCost(t, rr.Cost)
+		if rr.Tags["team"] != "ml" || rr.Tags["customer"] != "acme" || rr.Description != "metering" || rr.CostByResource["cpu"] == "" {
+			t.Errorf("report row %+v", rr)
+		}
+	}
+	if math.Abs(total-parseCost(t, row.Cost)) > 1e-8 {
+		t.Errorf("report total %v, usage %s (%+v)", total, row.Cost, rep.Rows)
+	}
+	if _, ok := usageBy(t, "tag")["customer=acme"]; !ok {
+		t.Errorf("no usage under tag customer=acme")
+	}
+}
+
+// TestMeteringFunctionUsage: a function call's container is metered to its function, its app
+// and its app's tags.
+func TestMeteringFunctionUsage(t *testing.T) {
+	needGust(t)
+	dir := t.TempDir()
+	proc, _ := meteredGust(t, dir, freePort())
+	defer func() {
+		proc.Signal(os.Interrupt)
+		proc.Wait()
+		if err := checkNoLeftovers(dir); err != nil {
+			t.Error(err)
+		}
+	}()
+	imageID, err := resolveImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := publish(t, "metering-fn", "ephemeral", map[string]any{"name": "add", "image_id": imageID})
+	if err := api("PUT", "/v1/apps/"+app.AppID+"/tags", map[string]any{"tags": map[string]string{"project": "p1"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var r callResult
+	for i := 0; ; i++ {
+		r = readStream(t, post(t, "/v1/functions/"+app.Functions["add"]+"/calls", map[string]any{"kind": "remote", "stream": true,
+			"inputs": []map[string]any{{"args": jsonArgs(2, 3), "format": "json"}}}))
+		if len(r.Outputs) == 1 || i > 50 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if v := r.value(t, 0); v != 5.0 {
+		t.Fatalf("add(2, 3) = %v", v)
+	}
+	// Stopping the app ends its container: its last interval is recorded.
+	if err := api("POST", "/v1/apps/"+app.AppID+"/stop", map[string]any{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	l := waitFinalUsage(t, "/v1/apps/"+app.AppID+"/usage", 60)
+	if l.Containers < 1 || parseCost(t, l.Cost) <= 0 {
+		t.Fatalf("app usage %+v", l)
+	}
+	fn, ok := usageBy(t, "function")[app.Functions["add"]]
+	if !ok || fn.WallSeconds <= 0 || math.Abs(fn.WallSeconds-l.WallSeconds) > 1e-6 {
+		t.Errorf("function usage %+v, app usage %+v", fn, l)
+	}
+	if tag, ok := usageBy(t, "tag")["project=p1"]; !ok || math.Abs(tag.WallSeconds-l.WallSeconds) > 1e-6 {
+		t.Errorf("tag project=p1: %+v (app %+v)", tag, l)
+	}
+}
+
+// TestMeteringSurvivesKill kills gust with SIGKILL while a sandbox runs, starts it again on
+// the same data directory, and checks the sandbox's metered time: what the killed worker had
+// measured arrives once (its spool), nothing is lost beyond the last sample, and nothing is
+// counted twice.
+func TestMeteringSurvivesKill(t *testing.T) {
+	needGust(t)
+	dir := t.TempDir()
+	addr := freePort()
+	proc, args := meteredGust(t, dir, addr)
+	imageID, err := resolveImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var app struct {
+		AppID string `json:"app_id"`
+	}
+	if err := api("POST", "/v1/apps/lookup", map[string]any{"name": "metering-kill", "create_if_missing": true}, &app); err != nil {
+		t.Fatal(err)
+	}
+	var sb struct {
+		ID        string    `json:"sandbox_id"`
+		StartedAt time.Time `json:"started_at"`
+	}
+	for i := 0; ; i++ {
+		err := api("POST", "/v1/sandboxes", map[string]any{"app_id": app.AppID, "image_id": imageID, "command": []string{"sleep", "600"}}, &sb)
+		if err == nil {
+			break
+		}
+		if i > 100 {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	createdMu.Lock()
+	created = append(created, sb.ID)
+	createdMu.Unlock()
+	// Mid-interval (intervals of 2 s): the open one has samples that only the spool holds.
+	time.Sleep(5200 * time.Millisecond)
+	var before liveCost
+	api("GET", "/v1/sandboxes/"+sb.ID+"/usage", nil, &before)
+	killed := time.Now()
+	proc.Kill()
+	proc.Wait()
+	ran := killed.Sub(sb.StartedAt).Seconds()
+
+	second := startGust(t, "http://"+addr, args...)
+	defer func() {
+		second.Process.Signal(os.Interrupt)
+		second.Wait()
+		if err := checkNoLeftovers(dir); err != nil {
+			t.Error(err)
+		}
+	}()
+	l := waitFinalUsage(t, "/v1/sandboxes/"+sb.ID+"/usage", 30)
+	t.Logf("ran %.2f s before the kill; recorded before it %.2f s, after the restart %.2f s", ran, before.WallSeconds, l.WallSeconds)
+	// Its last interval can only have come from the killed worker's spool.
+	if before.WallSeconds <= 0 || l.WallSeconds < before.WallSeconds || before.Closed || !l.Closed || l.Intervals != before.Intervals+1 {
+		t.Errorf("before the kill %+v; after the restart %+v", before, l)
+	}
+	// At most one sample (0.5 s) and the metering's start are lost; nothing is counted twice.
+	if l.WallSeconds > ran+0.5 || l.WallSeconds < ran-1.5 {
+		t.Errorf("metered %.2f s of a sandbox that ran %.2f s before gust was killed", l.WallSeconds, ran)
+	}
+	// The spool was sent and emptied.
+	b, err := os.ReadFile(filepath.Join(dir, "containers", "usage", "spool.json"))
+	if err != nil || !strings.Contains(string(b), `"pending":null`) && !strings.Contains(string(b), `"pending":[]`) {
+		t.Errorf("spool after the restart: %s %v", b, err)
+	}
+}
