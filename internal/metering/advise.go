@@ -104,6 +104,10 @@ func Advise(recs []Record, p, reserved Prices, from, to time.Time) []Advice {
 	for k, g := range groups {
 		a := adviseOne(g, p, reserved, from, to)
 		a.Kind, a.ID, a.Name, a.ResourceClass = k.kind, k.id, names[k], k.class
+		if k.kind == "app" && a.Floor > 0 {
+			// Sandboxes have no min_containers: the floor is capacity held for them.
+			a.Setting = fmt.Sprintf("reserved capacity for %d sandbox(es)", a.Floor)
+		}
 		a.Summary = summarize(a)
 		out = append(out, a)
 	}

@@ -3,6 +3,7 @@ package integration
 import (
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -343,5 +344,101 @@ func TestMeteringSurvivesKill(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(dir, "containers", "usage", "spool.json"))
 	if err != nil || !strings.Contains(string(b), `"pending":null`) && !strings.Contains(string(b), `"pending":[]`) {
 		t.Errorf("spool after the restart: %s %v", b, err)
+	}
+}
+
+// TestMeteringAdvisor runs a short real workload and checks the advisor's recommendation: an
+// app whose sandbox runs through most of the window should reserve one container; an app
+// with one short sandbox should stay serverless. The CLI says the same.
+func TestMeteringAdvisor(t *testing.T) {
+	needGust(t)
+	dir := t.TempDir()
+	proc, _ := meteredGust(t, dir, freePort())
+	defer func() {
+		proc.Signal(os.Interrupt)
+		proc.Wait()
+		if err := checkNoLeftovers(dir); err != nil {
+			t.Error(err)
+		}
+	}()
+	imageID, err := resolveImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	apps := map[string]string{}
+	for _, name := range []string{"steady", "bursty"} {
+		var app struct {
+			AppID string `json:"app_id"`
+		}
+		if err := api("POST", "/v1/apps/lookup", map[string]any{"name": name, "create_if_missing": true}, &app); err != nil {
+			t.Fatal(err)
+		}
+		apps[name] = app.AppID
+	}
+	create := func(app string, cmd ...string) string {
+		var sb struct {
+			ID string `json:"sandbox_id"`
+		}
+		for i := 0; ; i++ {
+			err := api("POST", "/v1/sandboxes", map[string]any{"app_id": app, "image_id": imageID, "command": cmd}, &sb)
+			if err == nil {
+				break
+			}
+			if i > 100 {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		createdMu.Lock()
+		created = append(created, sb.ID)
+		createdMu.Unlock()
+		return sb.ID
+	}
+	since := time.Now().UTC()
+	steady := create(apps["steady"], "sleep", "10")
+	bursty := create(apps["bursty"], "true")
+	waitSandbox(t, bursty, 30)
+	waitSandbox(t, steady, 60)
+	waitFinalUsage(t, "/v1/sandboxes/"+steady+"/usage", 30)
+	waitFinalUsage(t, "/v1/sandboxes/"+bursty+"/usage", 30)
+	until := time.Now().UTC()
+	var out struct {
+		Advice []struct {
+			Kind           string  `json:"kind"`
+			ID             string  `json:"id"`
+			DutyCycle      float64 `json:"duty_cycle"`
+			Recommendation string  `json:"recommendation"`
+			Floor          int     `json:"floor"`
+			MonthlySaving  float64 `json:"monthly_saving"`
+			Summary        string  `json:"summary"`
+		} `json:"advice"`
+	}
+	q := "/v1/billing/advise?since=" + since.Format(time.RFC3339Nano) + "&until=" + until.Format(time.RFC3339Nano)
+	if err := api("GET", q, nil, &out); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, a := range out.Advice {
+		t.Logf("%s", a.Summary)
+		got[a.ID] = a.Recommendation
+		switch a.ID {
+		case apps["steady"]:
+			if a.DutyCycle < 0.6 || a.Recommendation != "reserve" || a.Floor != 1 || a.MonthlySaving <= 0 {
+				t.Errorf("steady: %+v", a)
+			}
+		case apps["bursty"]:
+			if a.DutyCycle > 0.3 || a.Recommendation != "serverless" || a.Floor != 0 {
+				t.Errorf("bursty: %+v", a)
+			}
+		}
+	}
+	if got[apps["steady"]] == "" || got[apps["bursty"]] == "" {
+		t.Fatalf("advice for %v, want both apps", got)
+	}
+	cli := exec.Command(gust.bin, "billing", "advise", "--since", since.Format(time.RFC3339Nano), "--until", until.Format(time.RFC3339Nano))
+	cli.Env = append(os.Environ(), "GUST_SERVER_URL="+gust.url, "GUST_TOKEN="+gust.token)
+	b, err := cli.CombinedOutput()
+	if err != nil || !strings.Contains(string(b), "Reserve 1 container") || !strings.Contains(string(b), "Stay serverless") {
+		t.Errorf("gust billing advise: %v\n%s", err, b)
 	}
 }
