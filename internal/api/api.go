@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/gust-run/gust/internal/budget"
 	"github.com/gust-run/gust/internal/dispatch"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/fleet"
@@ -35,7 +36,9 @@ type Config struct {
 	Version          string // shown by /v1/health
 	// Prices price the usage ledger (metering.DefaultPrices when zero).
 	Prices metering.Prices
-	Logger *log.Logger
+	// Budgets holds the workspaces' spending limits (nil: budgets cannot be set).
+	Budgets *budget.Checker
+	Logger  *log.Logger
 }
 
 // API serves the HTTP API over the control plane's parts.

@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/gust-run/gust/internal/auth"
+	"github.com/gust-run/gust/internal/budget"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/metering"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/store"
@@ -30,6 +32,9 @@ func (a *API) billingRoutes(rt *router) {
 	rt.handle("GET /v1/apps/{id}/usage", a.handleAppUsage)
 	rt.handle("GET /v1/apps/{id}/tags", a.handleAppTagsGet)
 	rt.handle("PUT /v1/apps/{id}/tags", a.handleAppTagsPut)
+	rt.handle("POST /v1/billing/budgets", a.handleBudgetSet)
+	rt.handle("GET /v1/billing/budgets", a.handleBudgetList)
+	rt.handle("DELETE /v1/billing/budgets/{id}", a.handleBudgetDelete)
 }
 
 // maxUsageBody bounds one usage report.
@@ -388,4 +393,96 @@ func (a *API) handleAppTagsPut(w http.ResponseWriter, r *http.Request) {
 		req.Tags = map[string]string{}
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"app_id": app.ID, "tags": req.Tags})
+}
+
+// budgets is the checker, or an error when the server runs without one.
+func (a *API) budgets() (*budget.Checker, error) {
+	if a.cfg.Budgets == nil {
+		return nil, errdefs.Unavailable("this server does not keep budgets")
+	}
+	return a.cfg.Budgets, nil
+}
+
+// handleBudgetSet sets a budget: a new one, or a new limit for the budget of the same scope
+// and target.
+func (a *API) handleBudgetSet(w http.ResponseWriter, r *http.Request) {
+	bc, err := a.budgets()
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	var b metering.Budget
+	if err := httpapi.DecodeJSON(r, &b, 64<<10); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if err := b.Validate(); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	ws := principal(r).WorkspaceID
+	if b.Scope == metering.ScopeApp {
+		if _, err := a.appOf(r, b.Target); err != nil {
+			httpapi.WriteError(w, err)
+			return
+		}
+	}
+	have, err := a.store.ListBudgets(r.Context(), ws)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	b.ID, b.WorkspaceID, b.CreatedAt = ids.New(ids.Budget), ws, time.Now().UTC()
+	status := http.StatusCreated
+	for _, h := range have {
+		if h.Scope == b.Scope && h.Target == b.Target {
+			b.ID, b.CreatedAt, status = h.ID, h.CreatedAt, http.StatusOK
+		}
+	}
+	if err := a.store.PutBudget(r.Context(), b); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	bc.Changed(ws)
+	sts, err := bc.Statuses(r.Context(), ws)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	for _, s := range sts {
+		if s.ID == b.ID {
+			httpapi.WriteJSON(w, status, s)
+			return
+		}
+	}
+	httpapi.WriteJSON(w, status, b)
+}
+
+func (a *API) handleBudgetList(w http.ResponseWriter, r *http.Request) {
+	bc, err := a.budgets()
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	sts, err := bc.Statuses(r.Context(), principal(r).WorkspaceID)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"budgets": sts})
+}
+
+func (a *API) handleBudgetDelete(w http.ResponseWriter, r *http.Request) {
+	bc, err := a.budgets()
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	ws := principal(r).WorkspaceID
+	if err := a.store.DeleteBudget(r.Context(), ws, r.PathValue("id")); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	bc.Changed(ws)
+	w.WriteHeader(http.StatusNoContent)
 }

@@ -75,10 +75,11 @@ var allowed = map[string][]string{
 	"internal/dispatch": {"internal/autoscaler", "internal/errdefs", "internal/function", "internal/ids",
 		"internal/lifecycle", "internal/sandbox", "internal/store", "internal/wire", "internal/workerproto"},
 	"internal/imagebuild": {"internal/auth", "internal/errdefs", "internal/ids", "internal/image", "internal/metering", "internal/sandbox", "internal/store", "internal/workerproto"},
-	"internal/api": {"internal/auth", "internal/dispatch", "internal/errdefs", "internal/fleet", "internal/function", "internal/httpapi",
+	"internal/budget":     {"internal/auth", "internal/errdefs", "internal/metering", "internal/sandbox", "internal/store"},
+	"internal/api": {"internal/auth", "internal/budget", "internal/dispatch", "internal/errdefs", "internal/fleet", "internal/function", "internal/httpapi",
 		"internal/ids", "internal/image", "internal/imagebuild", "internal/metering", "internal/sandbox", "internal/store", "internal/wire",
 		"internal/workerproto"},
-	"internal/server": {"internal/api", "internal/dispatch", "internal/fleet", "internal/image", "internal/imagebuild",
+	"internal/server": {"internal/api", "internal/budget", "internal/dispatch", "internal/fleet", "internal/image", "internal/imagebuild",
 		"internal/metering", "internal/sandbox", "internal/store"},
 
 	// The one binary.
@@ -88,7 +89,7 @@ var allowed = map[string][]string{
 
 // Groups the rules speak of.
 var (
-	controlPlane = []string{"internal/api", "internal/fleet", "internal/dispatch", "internal/imagebuild", "internal/server", "internal/store"}
+	controlPlane = []string{"internal/api", "internal/budget", "internal/fleet", "internal/dispatch", "internal/imagebuild", "internal/server", "internal/store"}
 	workerSide   = []string{"internal/worker", "internal/container", "internal/containerinit"}
 	protocols    = []string{"internal/workerproto", "internal/initproto", "internal/httpapi"}
 	models       = []string{"internal/sandbox", "internal/function", "internal/image", "internal/gpu", "internal/wire",

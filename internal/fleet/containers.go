@@ -36,6 +36,9 @@ func (f *Fleet) Create(ctx context.Context, sb sandbox.Sandbox, fn *workerproto.
 	if app.WorkspaceID != sb.WorkspaceID && sb.WorkspaceID != auth.SystemWorkspace {
 		return sb, errdefs.NotFound("app %q not found", sb.AppID)
 	}
+	if err := f.admit(ctx, sb); err != nil {
+		return sb, err
+	}
 	im, err := f.store.GetImage(ctx, sb.ImageID)
 	if err != nil {
 		return sb, fmt.Errorf("%w (resolve an image first, e.g. Image.debian_slim())", err)

@@ -55,6 +55,8 @@ type Fleet struct {
 	log   *log.Logger
 	// onEnd learns of every container that reached a terminal state (the function engine).
 	onEnd func(sandbox.Sandbox)
+	// admit may refuse a new container before it is placed (a spent budget).
+	admit func(context.Context, sandbox.Sandbox) error
 
 	// records serialises each read-change-write of a container's record (setState, SetTags),
 	// so that two changes at once cannot both pass the lifecycle from the same old state, nor
@@ -91,12 +93,16 @@ func New(st Store, cfg Config) *Fleet {
 	if cfg.Logger == nil {
 		cfg.Logger = log.Default()
 	}
-	return &Fleet{store: st, log: cfg.Logger, onEnd: func(sandbox.Sandbox) {},
+	return &Fleet{store: st, log: cfg.Logger, onEnd: func(sandbox.Sandbox) {}, admit: func(context.Context, sandbox.Sandbox) error { return nil },
 		workers: map[string]*workerConn{}, changed: map[string]chan struct{}{}}
 }
 
 // OnContainerEnd sets who learns of containers that end. Set it before workers connect.
 func (f *Fleet) OnContainerEnd(fn func(sandbox.Sandbox)) { f.onEnd = fn }
+
+// OnAdmit sets who may refuse a new container before it is placed (budget.Checker.Admit).
+// Set it before workers connect.
+func (f *Fleet) OnAdmit(fn func(context.Context, sandbox.Sandbox) error) { f.admit = fn }
 
 // FailLeftovers marks failed the containers that a previous run of the server left pending or
 // running: they went with that run.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gust-run/gust/internal/api"
+	"github.com/gust-run/gust/internal/budget"
 	"github.com/gust-run/gust/internal/dispatch"
 	"github.com/gust-run/gust/internal/fleet"
 	"github.com/gust-run/gust/internal/image"
@@ -78,14 +79,21 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	if err := eng.Load(ctx); err != nil {
 		return nil, err
 	}
+	budgets := budget.New(st, prices, cfg.Logger)
+	fl.OnAdmit(budgets.Admit)
 	builds := imagebuild.New(st, fl, cfg.Images, cfg.Logger)
-	a := api.New(api.Config{Token: cfg.Token, JoinToken: cfg.JoinToken, DefaultIsolation: cfg.DefaultIsolation, Version: Version, Prices: prices, Logger: cfg.Logger},
+	a := api.New(api.Config{Token: cfg.Token, JoinToken: cfg.JoinToken, DefaultIsolation: cfg.DefaultIsolation, Version: Version, Prices: prices, Budgets: budgets, Logger: cfg.Logger},
 		st, fl, eng, builds, cfg.Images)
 	if cfg.AuditRetention == 0 {
 		cfg.AuditRetention = 90 * 24 * time.Hour
 	}
 	go a.RunAudit(ctx, cfg.AuditRetention)
 	go fl.Run(ctx)
+	go budgets.Run(ctx, 10*time.Second, func(ctx context.Context, id, reason string) {
+		if _, err := fl.Terminate(ctx, id, sandbox.Terminated, reason); err != nil {
+			cfg.Logger.Printf("stopping %s (%s): %v", id, reason, err)
+		}
+	})
 	go eng.Run(ctx)
 	return &Server{api: a}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/metering"
 )
 
@@ -183,4 +184,65 @@ func (s *Store) WorkerName(ctx context.Context, id string) (string, error) {
 		return "", fmt.Errorf("store: worker %s: %w", id, err)
 	}
 	return name, nil
+}
+
+const budgetsSchema = `
+CREATE TABLE IF NOT EXISTS budgets (
+	id TEXT PRIMARY KEY,
+	workspace_id TEXT NOT NULL,
+	doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS budgets_ws ON budgets(workspace_id);
+`
+
+// PutBudget records a budget (a new one, or a change to one of the same ID).
+func (s *Store) PutBudget(ctx context.Context, b metering.Budget) error {
+	doc, err := json.Marshal(b)
+	if err != nil {
+		return fmt.Errorf("store: encode budget %s: %w", b.ID, err)
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO budgets(id, workspace_id, doc) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc`,
+		b.ID, b.WorkspaceID, string(doc)); err != nil {
+		return fmt.Errorf("store: put budget %s: %w", b.ID, err)
+	}
+	return nil
+}
+
+// ListBudgets returns the budgets of workspace ws ("" every workspace's), oldest first.
+func (s *Store) ListBudgets(ctx context.Context, ws string) ([]metering.Budget, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT doc FROM budgets WHERE ? = '' OR workspace_id = ? ORDER BY rowid`, ws, ws)
+	if err != nil {
+		return nil, fmt.Errorf("store: list budgets: %w", err)
+	}
+	defer closeRows(rows)
+	out := []metering.Budget{}
+	for rows.Next() {
+		var doc string
+		var b metering.Budget
+		if err := rows.Scan(&doc); err != nil {
+			return nil, fmt.Errorf("store: list budgets: %w", err)
+		}
+		if err := json.Unmarshal([]byte(doc), &b); err != nil {
+			return nil, fmt.Errorf("store: list budgets: corrupt record: %w", err)
+		}
+		out = append(out, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list budgets: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteBudget removes a budget of workspace ws.
+func (s *Store) DeleteBudget(ctx context.Context, ws, id string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM budgets WHERE id = ? AND workspace_id = ?`, id, ws)
+	if err != nil {
+		return fmt.Errorf("store: delete budget %s: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("store: delete budget %s: %w", id, err)
+	} else if n == 0 {
+		return errdefs.NotFound("budget %q not found", id)
+	}
+	return nil
 }
