@@ -174,6 +174,7 @@ func runBillingReport(ctx context.Context, args []string, t cliIO) error {
 	if err != nil {
 		return err
 	}
+	warnBudgets(ctx, c, t)
 	if *asJSON {
 		return printJSON(t.out, rows)
 	}
@@ -290,6 +291,7 @@ func runUsageReport(ctx context.Context, args []string, t cliIO) error {
 	if err != nil {
 		return err
 	}
+	warnBudgets(ctx, c, t)
 	if *format == "json" {
 		return printJSON(t.out, rows)
 	}
@@ -414,4 +416,78 @@ func runBillingAdvise(ctx context.Context, args []string, t cliIO) error {
 		fmt.Fprintf(t.out, "- %s\n", a.Summary)
 	}
 	return nil
+}
+
+func init() {
+	register(&command{name: "billing budget", summary: "set, list or delete monthly budgets (workspace, app or tag)", run: withTerm(runBillingBudget)})
+}
+
+func runBillingBudget(ctx context.Context, args []string, t cliIO) error {
+	if len(args) == 0 || (args[0] != "set" && args[0] != "list" && args[0] != "delete") {
+		return errors.New("usage: gust billing budget set --scope workspace|app|tag [--target ID|KEY=VALUE] --limit DOLLARS [--warn-at 0.8] [--stop-running] | list [--json] | delete BUDGET_ID")
+	}
+	sub, args := args[0], args[1:]
+	c, _, err := loadClient()
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "set":
+		fs := t.flags("billing budget set", "--scope workspace|app|tag [--target ID|KEY=VALUE] --limit DOLLARS [--warn-at F] [--stop-running]",
+			"Sets a monthly budget (owners). Near it (--warn-at of the limit) the audit log and the CLI warn; at it, new containers in its scope\nare refused, and with --stop-running the running ones are stopped. A budget of the same scope and target is replaced.")
+		scope := fs.String("scope", "workspace", "workspace, app or tag")
+		target := fs.String("target", "", "the app ID (scope app) or KEY=VALUE (scope tag)")
+		limit := fs.Float64("limit", 0, "dollars per calendar month (UTC)")
+		warnAt := fs.Float64("warn-at", 0, "share of the limit at which to warn (default 0.8)")
+		stopRunning := fs.Bool("stop-running", false, "stop running containers in its scope once it is spent")
+		if err := noPositional(fs, args, "billing budget set"); err != nil {
+			return err
+		}
+		b, err := c.SetBudget(ctx, gust.Budget{Scope: *scope, Target: *target, MonthlyLimit: *limit, WarnAt: *warnAt, StopRunning: *stopRunning})
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(t.out, "%s: %s %s, $%.2f a month (warn at %.0f%%), $%.4f spent this month: %s\n",
+			b.ID, b.Scope, b.Target, b.MonthlyLimit, 100*b.WarnAt, b.Spent, b.State)
+		return err
+	case "delete":
+		if len(args) != 1 {
+			return errors.New("usage: gust billing budget delete BUDGET_ID")
+		}
+		return c.DeleteBudget(ctx, args[0])
+	}
+	fs := t.flags("billing budget list", "[--json]", "Lists the workspace's budgets and what each has spent this month.")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := noPositional(fs, args, "billing budget list"); err != nil {
+		return err
+	}
+	bs, err := c.Budgets(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(t.out, bs)
+	}
+	table := [][]string{{"BUDGET", "SCOPE", "TARGET", "LIMIT/MO", "SPENT", "USED", "STATE", "STOP RUNNING"}}
+	for _, b := range bs {
+		table = append(table, []string{b.ID, b.Scope, orDash(b.Target), fmt.Sprintf("$%.2f", b.MonthlyLimit), fmt.Sprintf("$%.4f", b.Spent),
+			fmt.Sprintf("%.0f%%", 100*b.Spent/b.MonthlyLimit), b.State, strconv.FormatBool(b.StopRunning)})
+	}
+	return printTable(t, table)
+}
+
+// warnBudgets tells the user, on stderr, of budgets near or at their limit.
+func warnBudgets(ctx context.Context, c *gust.Client, t cliIO) {
+	bs, err := c.Budgets(ctx)
+	if err != nil {
+		return // a read-only view: the report matters more than the warning
+	}
+	for _, b := range bs {
+		switch b.State {
+		case "warning":
+			fmt.Fprintf(t.err, "warning: budget %s (%s %s) has spent $%.4f of $%.2f this month (%.0f%%)\n", b.ID, b.Scope, b.Target, b.Spent, b.MonthlyLimit, 100*b.Spent/b.MonthlyLimit)
+		case "exceeded":
+			fmt.Fprintf(t.err, "warning: budget %s (%s %s) is spent ($%.4f of $%.2f): new containers in its scope are refused\n", b.ID, b.Scope, b.Target, b.Spent, b.MonthlyLimit)
+		}
+	}
 }

@@ -11,7 +11,7 @@ func TestBudgetSpend(t *testing.T) {
 	month := MonthStart(now)
 	recs := []Record{
 		rec("ap-1", "sb-1", 0, month.Add(time.Hour), 10, 1, map[string]string{"team": "a"}), // $10
-		rec("ap-2", "sb-2", 0, month.Add(time.Hour), 5, 1, nil),                            // $5
+		rec("ap-2", "sb-2", 0, month.Add(time.Hour), 5, 1, nil),                             // $5
 		// Straddles the month's start: only its 4 s in March count.
 		rec("ap-1", "sb-3", 0, month.Add(-6*time.Second), 10, 1, map[string]string{"team": "a"}),
 	}

@@ -252,3 +252,49 @@ func (c *Client) Advise(ctx context.Context, opts AdviseOptions) ([]*Advice, err
 	}
 	return out.Advice, nil
 }
+
+// Budget is a monthly spending limit on the workspace, an app (Target: its ID) or a tag
+// (Target: "key=value"), with what its scope spent this month and its State: ok, warning
+// (past WarnAt of the limit) or exceeded (new containers in its scope are refused).
+type Budget struct {
+	ID           string    `json:"budget_id,omitempty"`
+	WorkspaceID  string    `json:"workspace_id,omitempty"`
+	Scope        string    `json:"scope"`
+	Target       string    `json:"target,omitempty"`
+	MonthlyLimit float64   `json:"monthly_limit"`
+	WarnAt       float64   `json:"warn_at,omitempty"`
+	StopRunning  bool      `json:"stop_running,omitempty"`
+	CreatedAt    time.Time `json:"created_at,omitzero"`
+	Month        time.Time `json:"month,omitzero"`
+	Spent        float64   `json:"spent,omitempty"`
+	State        string    `json:"state,omitempty"`
+}
+
+// SetBudget sets a budget (owners only); one of the same scope and target is replaced.
+func (c *Client) SetBudget(ctx context.Context, b Budget) (*Budget, error) {
+	body := map[string]any{"scope": b.Scope, "target": b.Target, "monthly_limit": b.MonthlyLimit, "warn_at": b.WarnAt, "stop_running": b.StopRunning}
+	var out Budget
+	if err := c.call(ctx, request{method: http.MethodPost, path: "/v1/billing/budgets", json: body}, &out); err != nil {
+		return nil, fmt.Errorf("setting a budget: %w", err)
+	}
+	return &out, nil
+}
+
+// Budgets lists the workspace's budgets and what each has spent this month.
+func (c *Client) Budgets(ctx context.Context) ([]*Budget, error) {
+	var out struct {
+		Budgets []*Budget `json:"budgets"`
+	}
+	if err := c.call(ctx, request{method: http.MethodGet, path: "/v1/billing/budgets"}, &out); err != nil {
+		return nil, fmt.Errorf("budgets: %w", err)
+	}
+	return out.Budgets, nil
+}
+
+// DeleteBudget removes a budget (owners only).
+func (c *Client) DeleteBudget(ctx context.Context, id string) error {
+	if err := c.call(ctx, request{method: http.MethodDelete, path: "/v1/billing/budgets/" + url.PathEscape(id)}, nil); err != nil {
+		return fmt.Errorf("deleting budget %s: %w", id, err)
+	}
+	return nil
+}

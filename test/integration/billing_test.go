@@ -225,6 +225,48 @@ func TestMeteringSandboxAccuracy(t *testing.T) {
 	if _, ok := usageBy(t, "tag")["customer=acme"]; !ok {
 		t.Errorf("no usage under tag customer=acme")
 	}
+
+	// A budget the app has spent refuses its new sandboxes, naming the budget; another app's
+	// still start.
+	var b struct {
+		ID    string `json:"budget_id"`
+		State string `json:"state"`
+	}
+	if err := api("POST", "/v1/billing/budgets", map[string]any{"scope": "app", "target": app.AppID, "monthly_limit": 0.0001}, &b); err != nil {
+		t.Fatal(err)
+	}
+	if b.State != "exceeded" {
+		t.Errorf("budget state %q, want exceeded", b.State)
+	}
+	err = api("POST", "/v1/sandboxes", map[string]any{"app_id": app.AppID, "image_id": imageID, "command": []string{"true"}}, nil)
+	if ae, ok := err.(*apiError); !ok || ae.Status != 403 || !strings.Contains(ae.Body, b.ID) || !strings.Contains(ae.Body, "quota_exceeded") {
+		t.Errorf("a sandbox under a spent budget: %v", err)
+	}
+	var other struct {
+		AppID string `json:"app_id"`
+	}
+	if err := api("POST", "/v1/apps/lookup", map[string]any{"name": "metering-other", "create_if_missing": true}, &other); err != nil {
+		t.Fatal(err)
+	}
+	var fine struct {
+		ID string `json:"sandbox_id"`
+	}
+	if err := api("POST", "/v1/sandboxes", map[string]any{"app_id": other.AppID, "image_id": imageID, "command": []string{"true"}}, &fine); err != nil {
+		t.Errorf("another app's sandbox: %v", err)
+	} else {
+		createdMu.Lock()
+		created = append(created, fine.ID)
+		createdMu.Unlock()
+		waitSandbox(t, fine.ID, 30)
+	}
+	cli := exec.Command(gust.bin, "billing", "budget", "list")
+	cli.Env = append(os.Environ(), "GUST_SERVER_URL="+gust.url, "GUST_TOKEN="+gust.token)
+	if out, err := cli.CombinedOutput(); err != nil || !strings.Contains(string(out), b.ID) || !strings.Contains(string(out), "exceeded") {
+		t.Errorf("gust billing budget list: %v\n%s", err, out)
+	}
+	if err := api("DELETE", "/v1/billing/budgets/"+b.ID, nil, nil); err != nil {
+		t.Error(err)
+	}
 }
 
 // TestMeteringFunctionUsage: a function call's container is metered to its function, its app

@@ -179,3 +179,25 @@ class Workspace:
     @property
     def object_id(self) -> str:
         return self._whoami().get("workspace_id", "")
+
+
+def budgets(*, client: Optional[Client] = None) -> List[dict]:
+    """The workspace's monthly budgets: ``scope`` (workspace, app or tag), ``target``,
+    ``monthly_limit``, ``spent`` this month and ``state`` (ok, warning or exceeded)."""
+    return (client or get_client()).json("GET", "/v1/billing/budgets").get("budgets") or []
+
+
+def set_budget(*, scope: str, monthly_limit: float, target: str = "", warn_at: Optional[float] = None,
+               stop_running: bool = False, client: Optional[Client] = None) -> dict:
+    """Set a monthly budget (owners only) on the workspace, an app (``target``: its id) or a tag
+    (``target``: ``"key=value"``). At the limit, new containers in its scope are refused; with
+    ``stop_running``, running ones are stopped too."""
+    body = {"scope": scope, "target": target, "monthly_limit": monthly_limit, "stop_running": stop_running}
+    if warn_at is not None:
+        body["warn_at"] = warn_at
+    return (client or get_client()).json("POST", "/v1/billing/budgets", json=body)
+
+
+def delete_budget(budget_id: str, *, client: Optional[Client] = None) -> None:
+    """Remove a budget (owners only)."""
+    (client or get_client()).request("DELETE", f"/v1/billing/budgets/{budget_id}")
