@@ -52,6 +52,7 @@ type API struct {
 	log    *log.Logger
 	audit  *auditLog
 	limits *rateLimits
+	meters *apiMetrics // the operator's metrics (metrics.go)
 }
 
 // New returns the API over the control plane's parts.
@@ -62,8 +63,10 @@ func New(cfg Config, st *store.Store, fl *fleet.Fleet, eng *dispatch.Engine, bui
 	if cfg.Prices.GPUPerSecond == nil {
 		cfg.Prices = metering.DefaultPrices()
 	}
-	return &API{cfg: cfg, store: st, fleet: fl, engine: eng, builds: builds, layers: layers, log: cfg.Logger,
+	a := &API{cfg: cfg, store: st, fleet: fl, engine: eng, builds: builds, layers: layers, log: cfg.Logger,
 		audit: newAuditLog(), limits: &rateLimits{ws: map[string]*rate.Limiter{}}}
+	a.meters = newAPIMetrics(a)
+	return a
 }
 
 // Handler returns the HTTP API. Every answer that no route gives (an unknown path, a wrong

@@ -35,6 +35,7 @@ func (a *API) billingRoutes(rt *router) {
 	rt.handle("POST /v1/billing/budgets", a.handleBudgetSet)
 	rt.handle("GET /v1/billing/budgets", a.handleBudgetList)
 	rt.handle("DELETE /v1/billing/budgets/{id}", a.handleBudgetDelete)
+	rt.handle("GET /v1/metrics", a.handleMetrics)
 }
 
 // maxUsageBody bounds one usage report.
@@ -68,6 +69,7 @@ func (a *API) handleWorkerUsage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	owners := map[string]bool{wid: true} // worker IDs that reporter speaks for
+	skipped := 0
 	seen := map[string]*metering.Record{}
 	recs := make([]metering.Record, 0, len(req.Intervals))
 	for _, iv := range req.Intervals {
@@ -82,13 +84,18 @@ func (a *API) handleWorkerUsage(w http.ResponseWriter, r *http.Request) {
 				// that the rest of the batch is recorded.
 				a.log.Printf("usage from worker %s for container %s: %v (skipped)", wid, iv.ContainerID, err)
 				seen[iv.ContainerID] = nil
+				skipped++
 				continue
 			}
 			rec := a.attribute(ctx, sb)
+			if iv.Seq == 0 && sb.StartedAt != nil {
+				a.meters.startLat.WithLabelValues(rec.Kind).Observe(sb.StartedAt.Sub(sb.CreatedAt).Seconds())
+			}
 			base = &rec
 			seen[iv.ContainerID] = base
 		}
 		if base == nil {
+			skipped++
 			continue
 		}
 		rec := *base
@@ -98,10 +105,12 @@ func (a *API) handleWorkerUsage(w http.ResponseWriter, r *http.Request) {
 		}
 		recs = append(recs, rec)
 	}
-	if _, err := a.store.RecordUsage(ctx, recs); err != nil {
+	fresh, err := a.store.RecordUsage(ctx, recs)
+	if err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
+	a.meters.recorded(fresh, len(recs), skipped, a.cfg.Prices, time.Now())
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -100,6 +100,7 @@ var policy = map[string]rule{
 	"POST /v1/billing/budgets":        {ownerOnly, false},
 	"GET /v1/billing/budgets":         {anyUser, false},
 	"DELETE /v1/billing/budgets/{id}": {ownerOnly, false},
+	"GET /v1/metrics":                 {adminOnly, false}, // the operator's Prometheus metrics
 }
 
 // allows reports whether p may call a route with rule ru; wid is the route's worker ID, if any.

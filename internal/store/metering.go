@@ -43,41 +43,41 @@ CREATE TABLE IF NOT EXISTS worker_names (
 `
 
 // RecordUsage records intervals, each once: those recorded already are skipped. It returns
-// how many were new.
-func (s *Store) RecordUsage(ctx context.Context, recs []metering.Record) (int, error) {
+// the ones that were new.
+func (s *Store) RecordUsage(ctx context.Context, recs []metering.Record) ([]metering.Record, error) {
 	if len(recs) == 0 {
-		return 0, nil
+		return nil, nil
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, fmt.Errorf("store: record usage: %w", err)
+		return nil, fmt.Errorf("store: record usage: %w", err)
 	}
 	defer rollback(tx)
 	st, err := tx.PrepareContext(ctx, `INSERT INTO usage_intervals(container_id, seq, workspace_id, app_id, function_id, start_ns, end_ns, final, doc)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(container_id, seq) DO NOTHING`)
 	if err != nil {
-		return 0, fmt.Errorf("store: record usage: %w", err)
+		return nil, fmt.Errorf("store: record usage: %w", err)
 	}
 	defer closeStmt(st)
-	n := 0
+	var fresh []metering.Record
 	for _, r := range recs {
 		doc, err := json.Marshal(r)
 		if err != nil {
-			return 0, fmt.Errorf("store: encode usage %s/%d: %w", r.ContainerID, r.Seq, err)
+			return nil, fmt.Errorf("store: encode usage %s/%d: %w", r.ContainerID, r.Seq, err)
 		}
 		res, err := st.ExecContext(ctx, r.ContainerID, r.Seq, r.WorkspaceID, r.AppID, r.FunctionID,
 			r.Start.UnixNano(), r.End.UnixNano(), r.Final, string(doc))
 		if err != nil {
-			return 0, fmt.Errorf("store: record usage %s/%d: %w", r.ContainerID, r.Seq, err)
+			return nil, fmt.Errorf("store: record usage %s/%d: %w", r.ContainerID, r.Seq, err)
 		}
-		if k, err := res.RowsAffected(); err == nil {
-			n += int(k)
+		if k, err := res.RowsAffected(); err == nil && k > 0 {
+			fresh = append(fresh, r)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("store: record usage: %w", err)
+		return nil, fmt.Errorf("store: record usage: %w", err)
 	}
-	return n, nil
+	return fresh, nil
 }
 
 // UsageFilter selects recorded intervals: those of a workspace ("" every workspace's, the

@@ -19,13 +19,13 @@ func TestUsageIdempotent(t *testing.T) {
 		return metering.Record{Interval: metering.Interval{ContainerID: c, Seq: seq, Start: s, End: s.Add(10 * time.Second), BillableCPU: 10},
 			WorkspaceID: ws, AppID: "ap-1", Kind: metering.KindSandbox, Tags: map[string]string{"k": "v"}}
 	}
-	n, err := st.RecordUsage(ctx, []metering.Record{mk("sb-1", 0, "ws-a"), mk("sb-1", 1, "ws-a"), mk("sb-2", 0, "ws-b")})
-	if err != nil || n != 3 {
-		t.Fatalf("first: %d %v", n, err)
+	fresh, err := st.RecordUsage(ctx, []metering.Record{mk("sb-1", 0, "ws-a"), mk("sb-1", 1, "ws-a"), mk("sb-2", 0, "ws-b")})
+	if err != nil || len(fresh) != 3 {
+		t.Fatalf("first: %d %v", len(fresh), err)
 	}
-	n, err = st.RecordUsage(ctx, []metering.Record{mk("sb-1", 1, "ws-a"), mk("sb-1", 2, "ws-a"), mk("sb-1", 0, "ws-a")})
-	if err != nil || n != 1 {
-		t.Fatalf("again: %d new, %v; want 1 (seq 2)", n, err)
+	fresh, err = st.RecordUsage(ctx, []metering.Record{mk("sb-1", 1, "ws-a"), mk("sb-1", 2, "ws-a"), mk("sb-1", 0, "ws-a")})
+	if err != nil || len(fresh) != 1 || fresh[0].Seq != 2 {
+		t.Fatalf("again: %d new, %v; want 1 (seq 2)", len(fresh), err)
 	}
 	recs, err := st.ListUsage(ctx, UsageFilter{WorkspaceID: "ws-a"})
 	if err != nil || len(recs) != 3 {

@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"io"
 	"math"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -316,6 +318,22 @@ func TestMeteringFunctionUsage(t *testing.T) {
 	}
 	if tag, ok := usageBy(t, "tag")["project=p1"]; !ok || math.Abs(tag.WallSeconds-l.WallSeconds) > 1e-6 {
 		t.Errorf("tag project=p1: %+v (app %+v)", tag, l)
+	}
+
+	// The operator's metrics: the ledger recorded intervals, the function container started.
+	req := authed("GET", "/v1/metrics")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`gust_ledger_intervals_total{result="recorded"}`, `gust_container_start_seconds_count{kind="function"} 1`,
+		`gust_containers{kind="sandbox",state="running"}`, "gust_worker_cpu_cores{", "gust_ledger_lag_seconds_bucket", `gust_usage_cost_dollars_total{resource="cpu",workspace="ws-default"}`} {
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("metrics (HTTP %d) lack %s:\n%s", resp.StatusCode, want, body)
+			break
+		}
 	}
 }
 
