@@ -366,7 +366,7 @@ func runBillingCost(ctx context.Context, args []string, t cliIO) error {
 }
 
 func runBillingAdvise(ctx context.Context, args []string, t cliIO) error {
-	fs := t.flags("billing advise", "[--since T] [--until T] [--reserved RES=PRICE/PERIOD ...] [--reserved-factor F] [--json]",
+	fs := t.flags("billing advise", "[--since T] [--until T] [--reserved RES=PRICE/PERIOD ...] [--reserved-factor F] [--json] [--plot usage.png]",
 		"Reads the ledger over a window (default the last 7 days) and says, for each function (and each app's sandboxes) and resource class:\nits duty cycle (busy seconds over wall seconds), concurrency p50/p95/peak, what it cost, what reserved capacity would cost,\nthe break-even utilisation, and whether to stay serverless, reserve, or split (min_containers=N as the reserved floor),\nwith the monthly saving. Reserved prices: --reserved H100=2.50/h, cpu=0.03/h, memory=0.004/h (per GiB); others are the\nserverless price × --reserved-factor (default 0.5).")
 	since := fs.String("since", "", "start of the window (default 7 days before --until)")
 	until := fs.String("until", "", "end of the window (default now)")
@@ -374,6 +374,7 @@ func runBillingAdvise(ctx context.Context, args []string, t cliIO) error {
 	fs.Var(&reserved, "reserved", "a reserved price, RES=PRICE/PERIOD with period s, h or mo (repeat)")
 	factor := fs.Float64("reserved-factor", 0, "reserved over serverless price for resources --reserved does not name (default 0.5)")
 	asJSON := fs.Bool("json", false, "print JSON")
+	plotPath := fs.String("plot", "", "also draw concurrency over time with the recommended floor to this file (.png, .svg or .pdf)")
 	if err := noPositional(fs, args, "billing advise"); err != nil {
 		return err
 	}
@@ -390,9 +391,22 @@ func runBillingAdvise(ctx context.Context, args []string, t cliIO) error {
 	if err != nil {
 		return err
 	}
-	adv, err := c.Advise(ctx, gust.AdviseOptions{Since: s, Until: u, Reserved: reserved, ReservedFactor: *factor})
+	adv, err := c.Advise(ctx, gust.AdviseOptions{Since: s, Until: u, Reserved: reserved, ReservedFactor: *factor, Timeline: *plotPath != ""})
 	if err != nil {
 		return err
+	}
+	if *plotPath != "" && len(adv) > 0 {
+		start := s
+		if start.IsZero() && len(adv[0].Timeline) > 0 {
+			start = adv[0].Timeline[0].At
+		}
+		if err := plotAdvice(*plotPath, adv, start); err != nil {
+			return fmt.Errorf("--plot %s: %w", *plotPath, err)
+		}
+		fmt.Fprintf(t.err, "wrote %s\n", *plotPath)
+		for _, a := range adv {
+			a.Timeline = nil
+		}
 	}
 	if *asJSON {
 		return printJSON(t.out, adv)

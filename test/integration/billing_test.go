@@ -495,10 +495,14 @@ func TestMeteringAdvisor(t *testing.T) {
 	if got[apps["steady"]] == "" || got[apps["bursty"]] == "" {
 		t.Fatalf("advice for %v, want both apps", got)
 	}
-	cli := exec.Command(gust.bin, "billing", "advise", "--since", since.Format(time.RFC3339Nano), "--until", until.Format(time.RFC3339Nano))
+	png := filepath.Join(t.TempDir(), "usage.png")
+	cli := exec.Command(gust.bin, "billing", "advise", "--since", since.Format(time.RFC3339Nano), "--until", until.Format(time.RFC3339Nano), "--plot", png)
 	cli.Env = append(os.Environ(), "GUST_SERVER_URL="+gust.url, "GUST_TOKEN="+gust.token)
 	b, err := cli.CombinedOutput()
 	if err != nil || !strings.Contains(string(b), "Reserve 1 container") || !strings.Contains(string(b), "Stay serverless") {
 		t.Errorf("gust billing advise: %v\n%s", err, b)
+	}
+	if img, err := os.ReadFile(png); err != nil || len(img) < 1000 || string(img[1:4]) != "PNG" {
+		t.Errorf("--plot wrote %d bytes (%v), not a chart", len(img), err)
 	}
 }
