@@ -261,6 +261,19 @@ func sinceFlag(s string, now time.Time) (time.Time, error) {
 	return parseWhen(s, now)
 }
 
+// windowClient reads --since and --until and loads the client.
+func windowClient(since, until string) (s, u time.Time, c *gust.Client, err error) {
+	now := time.Now()
+	if s, err = sinceFlag(since, now); err != nil {
+		return
+	}
+	if u, err = sinceFlag(until, now); err != nil {
+		return
+	}
+	c, _, err = loadClient()
+	return
+}
+
 func runUsageReport(ctx context.Context, args []string, t cliIO) error {
 	fs := t.flags("usage", "[--since T] [--until T] [--by app|function|sandbox|tag|day] [--format table|json|csv]",
 		"Shows the raw usage of each group over a window (default the last 30 days): wall seconds, CPU seconds used, billable core- and GiB-seconds, GPU seconds, peak memory and cost.\nT is a date (2026-01-02, RFC 3339, today, yesterday, \"3 days ago\") or a duration before now (24h, 7d).")
@@ -274,16 +287,7 @@ func runUsageReport(ctx context.Context, args []string, t cliIO) error {
 	if *format != "table" && *format != "json" && *format != "csv" {
 		return fmt.Errorf("--format must be table, json or csv, got %q", *format)
 	}
-	now := time.Now()
-	s, err := sinceFlag(*since, now)
-	if err != nil {
-		return err
-	}
-	u, err := sinceFlag(*until, now)
-	if err != nil {
-		return err
-	}
-	c, _, err := loadClient()
+	s, u, c, err := windowClient(*since, *until)
 	if err != nil {
 		return err
 	}
@@ -378,16 +382,7 @@ func runBillingAdvise(ctx context.Context, args []string, t cliIO) error {
 	if err := noPositional(fs, args, "billing advise"); err != nil {
 		return err
 	}
-	now := time.Now()
-	s, err := sinceFlag(*since, now)
-	if err != nil {
-		return err
-	}
-	u, err := sinceFlag(*until, now)
-	if err != nil {
-		return err
-	}
-	c, _, err := loadClient()
+	s, u, c, err := windowClient(*since, *until)
 	if err != nil {
 		return err
 	}

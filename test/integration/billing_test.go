@@ -132,42 +132,27 @@ func TestMeteringSandboxAccuracy(t *testing.T) {
 	}
 	// Burn by CPU time, not wall time, so that a busy machine changes the wall time only.
 	burn := "import time\nwhile time.process_time() < 4: pass\ntime.sleep(4)\nprint(time.process_time())"
-	var sb struct {
-		ID string `json:"sandbox_id"`
-	}
-	for i := 0; ; i++ {
-		err := api("POST", "/v1/sandboxes", map[string]any{"app_id": app.AppID, "image_id": imageID, "cpu": 1, "memory": 512,
-			"command": []string{"python3", "-c", burn}, "tags": map[string]string{"customer": "acme"}}, &sb)
-		if err == nil {
-			break
-		}
-		if i > 100 {
-			t.Fatal(err)
-		}
-		time.Sleep(100 * time.Millisecond) // the worker registers
-	}
-	createdMu.Lock()
-	created = append(created, sb.ID)
-	createdMu.Unlock()
+	sbID, _ := meteredSandbox(t, map[string]any{"app_id": app.AppID, "image_id": imageID, "cpu": 1, "memory": 512,
+		"command": []string{"python3", "-c", burn}, "tags": map[string]string{"customer": "acme"}})
 	// Live: while it runs, the estimate grows.
 	time.Sleep(3 * time.Second)
 	var during liveCost
-	if err := api("GET", "/v1/sandboxes/"+sb.ID+"/usage", nil, &during); err != nil {
+	if err := api("GET", "/v1/sandboxes/"+sbID+"/usage", nil, &during); err != nil {
 		t.Fatal(err)
 	}
 	if !during.Running || parseCost(t, during.EstimatedCost) <= 0 {
 		t.Errorf("while running: %+v", during)
 	}
-	st := waitSandbox(t, sb.ID, 60)
+	st := waitSandbox(t, sbID, 60)
 	if st.Status != "finished" {
 		t.Fatalf("sandbox ended %q", st.Status)
 	}
-	l := waitFinalUsage(t, "/v1/sandboxes/"+sb.ID+"/usage", 30)
+	l := waitFinalUsage(t, "/v1/sandboxes/"+sbID+"/usage", 30)
 	var rec struct {
 		StartedAt  time.Time `json:"started_at"`
 		FinishedAt time.Time `json:"finished_at"`
 	}
-	if err := api("GET", "/v1/sandboxes/"+sb.ID, nil, &rec); err != nil {
+	if err := api("GET", "/v1/sandboxes/"+sbID, nil, &rec); err != nil {
 		t.Fatal(err)
 	}
 	wall := rec.FinishedAt.Sub(rec.StartedAt).Seconds()
@@ -183,9 +168,9 @@ func TestMeteringSandboxAccuracy(t *testing.T) {
 	if err := api("GET", "/v1/billing/rates", nil, &r); err != nil {
 		t.Fatal(err)
 	}
-	row, ok := usageBy(t, "sandbox")[sb.ID]
+	row, ok := usageBy(t, "sandbox")[sbID]
 	if !ok {
-		t.Fatalf("no usage row for %s", sb.ID)
+		t.Fatalf("no usage row for %s", sbID)
 	}
 	// Billable: at least the request (1 core, 0.5 GiB) for every second, and the CPU used.
 	if row.BillableCPUCoreSeconds < row.WallSeconds-0.01 || row.BillableCPUCoreSeconds < row.CPUSeconds-0.01 ||
@@ -356,28 +341,12 @@ func TestMeteringSurvivesKill(t *testing.T) {
 	if err := api("POST", "/v1/apps/lookup", map[string]any{"name": "metering-kill", "create_if_missing": true}, &app); err != nil {
 		t.Fatal(err)
 	}
-	var sb struct {
-		ID        string    `json:"sandbox_id"`
-		StartedAt time.Time `json:"started_at"`
-	}
-	for i := 0; ; i++ {
-		err := api("POST", "/v1/sandboxes", map[string]any{"app_id": app.AppID, "image_id": imageID, "command": []string{"sleep", "600"}}, &sb)
-		if err == nil {
-			break
-		}
-		if i > 100 {
-			t.Fatal(err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	createdMu.Lock()
-	created = append(created, sb.ID)
-	createdMu.Unlock()
-	before := midInterval(t, sb.ID)
+	sbID, startedAt := meteredSandbox(t, map[string]any{"app_id": app.AppID, "image_id": imageID, "command": []string{"sleep", "600"}})
+	before := midInterval(t, sbID)
 	killed := time.Now()
 	proc.Kill()
 	proc.Wait()
-	ran := killed.Sub(sb.StartedAt).Seconds()
+	ran := killed.Sub(startedAt).Seconds()
 
 	second := startGust(t, "http://"+addr, args...)
 	defer func() {
@@ -387,7 +356,7 @@ func TestMeteringSurvivesKill(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	l := waitFinalUsage(t, "/v1/sandboxes/"+sb.ID+"/usage", 30)
+	l := waitFinalUsage(t, "/v1/sandboxes/"+sbID+"/usage", 30)
 	t.Logf("ran %.2f s before the kill; recorded before it %.2f s, after the restart %.2f s", ran, before.WallSeconds, l.WallSeconds)
 	// Its last interval can only have come from the killed worker's spool.
 	if before.WallSeconds <= 0 || l.WallSeconds < before.WallSeconds+0.4 || before.Closed || !l.Closed || l.Intervals != before.Intervals+1 {
@@ -433,23 +402,8 @@ func TestMeteringAdvisor(t *testing.T) {
 		apps[name] = app.AppID
 	}
 	create := func(app string, cmd ...string) string {
-		var sb struct {
-			ID string `json:"sandbox_id"`
-		}
-		for i := 0; ; i++ {
-			err := api("POST", "/v1/sandboxes", map[string]any{"app_id": app, "image_id": imageID, "command": cmd}, &sb)
-			if err == nil {
-				break
-			}
-			if i > 100 {
-				t.Fatal(err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		createdMu.Lock()
-		created = append(created, sb.ID)
-		createdMu.Unlock()
-		return sb.ID
+		id, _ := meteredSandbox(t, map[string]any{"app_id": app, "image_id": imageID, "command": cmd})
+		return id
 	}
 	since := time.Now().UTC()
 	steady := create(apps["steady"], "sleep", "10")
@@ -544,30 +498,14 @@ func TestMeteringSurvivesWorkerKill(t *testing.T) {
 	if err := api("POST", "/v1/apps/lookup", map[string]any{"name": "metering-worker-kill", "create_if_missing": true}, &app); err != nil {
 		t.Fatal(err)
 	}
-	var sb struct {
-		ID        string    `json:"sandbox_id"`
-		StartedAt time.Time `json:"started_at"`
-	}
-	for i := 0; ; i++ {
-		err := api("POST", "/v1/sandboxes", map[string]any{"app_id": app.AppID, "image_id": imageID, "command": []string{"sleep", "600"}}, &sb)
-		if err == nil {
-			break
-		}
-		if i > 200 {
-			t.Fatal(err)
-		}
-		time.Sleep(100 * time.Millisecond) // the worker registers
-	}
-	createdMu.Lock()
-	created = append(created, sb.ID)
-	createdMu.Unlock()
-	before := midInterval(t, sb.ID)
+	sbID, startedAt := meteredSandbox(t, map[string]any{"app_id": app.AppID, "image_id": imageID, "command": []string{"sleep", "600"}})
+	before := midInterval(t, sbID)
 	killed := time.Now()
 	w.Process.Kill()
 	w.Wait()
-	ran := killed.Sub(sb.StartedAt).Seconds()
+	ran := killed.Sub(startedAt).Seconds()
 	w = startWorker()
-	l := waitFinalUsage(t, "/v1/sandboxes/"+sb.ID+"/usage", 60)
+	l := waitFinalUsage(t, "/v1/sandboxes/"+sbID+"/usage", 60)
 	t.Logf("ran %.2f s before the worker was killed; recorded before it %.2f s (%d intervals), after its restart %.2f s (%d)",
 		ran, before.WallSeconds, before.Intervals, l.WallSeconds, l.Intervals)
 	if before.WallSeconds <= 0 || before.Closed || !l.Closed || l.Intervals != before.Intervals+1 || l.WallSeconds < before.WallSeconds+0.4 {
@@ -602,4 +540,28 @@ func midInterval(t *testing.T, id string) liveCost {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// meteredSandbox creates a sandbox on the gust at gust.url, waiting for its worker to
+// register, and has the harness check it leaves nothing behind.
+func meteredSandbox(t *testing.T, fields map[string]any) (id string, startedAt time.Time) {
+	t.Helper()
+	var sb struct {
+		ID        string    `json:"sandbox_id"`
+		StartedAt time.Time `json:"started_at"`
+	}
+	for i := 0; ; i++ {
+		err := api("POST", "/v1/sandboxes", fields, &sb)
+		if err == nil {
+			break
+		}
+		if i > 200 {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // the worker registers
+	}
+	createdMu.Lock()
+	created = append(created, sb.ID)
+	createdMu.Unlock()
+	return sb.ID, sb.StartedAt
 }
