@@ -18,15 +18,27 @@ import (
 // and tags, and a kill -9 of gust that neither loses nor double-counts an interval.
 
 // meteredGust starts a gust of its own with short meter intervals (2 s intervals, 0.5 s
-// samples) on dir, and points the API helpers at it.
-func meteredGust(t *testing.T, dir, addr string) (*os.Process, []string) {
+// samples) on dir, and points the API helpers at it; it returns the process, its arguments and
+// the base image. The test's end stops it and checks it left nothing behind.
+func meteredGust(t *testing.T, dir, addr string) (*os.Process, []string, string) {
 	t.Helper()
 	t.Setenv("GUST_METER_INTERVAL", "2s")
 	t.Setenv("GUST_METER_TICK", "500ms")
 	args := []string{"up", "--addr", addr, "--data-dir", dir, "--image-cache", imageCache, "--no-config", "--no-install",
 		"--sandbox-disk", "256", "--warm-pool", "0"}
 	cmd := startGust(t, "http://"+addr, args...)
-	return cmd.Process, args
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt) // a test that killed it has already waited for it
+		cmd.Wait()
+		if err := checkNoLeftovers(dir); err != nil {
+			t.Error(err)
+		}
+	})
+	imageID, err := resolveImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Process, args, imageID
 }
 
 type liveCost struct {
@@ -108,19 +120,7 @@ func parseCost(t *testing.T, s string) float64 {
 // units; the app's and the sandbox's tags reach the report.
 func TestMeteringSandboxAccuracy(t *testing.T) {
 	needGust(t)
-	dir := t.TempDir()
-	proc, _ := meteredGust(t, dir, freePort())
-	defer func() {
-		proc.Signal(os.Interrupt)
-		proc.Wait()
-		if err := checkNoLeftovers(dir); err != nil {
-			t.Error(err)
-		}
-	}()
-	imageID, err := resolveImage()
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, imageID := meteredGust(t, t.TempDir(), freePort())
 	var app struct {
 		AppID string `json:"app_id"`
 	}
@@ -212,6 +212,23 @@ func TestMeteringSandboxAccuracy(t *testing.T) {
 	if _, ok := usageBy(t, "tag")["customer=acme"]; !ok {
 		t.Errorf("no usage under tag customer=acme")
 	}
+	// The CLI says the same: Modal's report as CSV with the tags, raw usage as JSON.
+	for _, args := range [][]string{
+		{"billing", "report", "--start", start, "--end", end, "-r", "h", "-t", "*", "--show-resources", "--csv"},
+		{"usage", "--since", "1h", "--by", "sandbox", "--format", "json"},
+		{"billing", "cost", sbID},
+	} {
+		cli := exec.Command(gust.bin, args...)
+		cli.Env = append(os.Environ(), "GUST_SERVER_URL="+gust.url, "GUST_TOKEN="+gust.token)
+		out, err := cli.CombinedOutput()
+		want := app.AppID
+		if args[0] == "usage" || args[1] == "cost" {
+			want = sbID
+		}
+		if err != nil || !strings.Contains(string(out), want) || !strings.Contains(string(out), row.Cost) {
+			t.Errorf("gust %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
 
 	// A budget the app has spent refuses its new sandboxes, naming the budget; another app's
 	// still start.
@@ -225,7 +242,7 @@ func TestMeteringSandboxAccuracy(t *testing.T) {
 	if b.State != "exceeded" {
 		t.Errorf("budget state %q, want exceeded", b.State)
 	}
-	err = api("POST", "/v1/sandboxes", map[string]any{"app_id": app.AppID, "image_id": imageID, "command": []string{"true"}}, nil)
+	err := api("POST", "/v1/sandboxes", map[string]any{"app_id": app.AppID, "image_id": imageID, "command": []string{"true"}}, nil)
 	if ae, ok := err.(*apiError); !ok || ae.Status != 403 || !strings.Contains(ae.Body, b.ID) || !strings.Contains(ae.Body, "quota_exceeded") {
 		t.Errorf("a sandbox under a spent budget: %v", err)
 	}
@@ -260,19 +277,7 @@ func TestMeteringSandboxAccuracy(t *testing.T) {
 // and its app's tags.
 func TestMeteringFunctionUsage(t *testing.T) {
 	needGust(t)
-	dir := t.TempDir()
-	proc, _ := meteredGust(t, dir, freePort())
-	defer func() {
-		proc.Signal(os.Interrupt)
-		proc.Wait()
-		if err := checkNoLeftovers(dir); err != nil {
-			t.Error(err)
-		}
-	}()
-	imageID, err := resolveImage()
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, imageID := meteredGust(t, t.TempDir(), freePort())
 	app := publish(t, "metering-fn", "ephemeral", map[string]any{"name": "add", "image_id": imageID})
 	if err := api("PUT", "/v1/apps/"+app.AppID+"/tags", map[string]any{"tags": map[string]string{"project": "p1"}}, nil); err != nil {
 		t.Fatal(err)
@@ -330,11 +335,7 @@ func TestMeteringSurvivesKill(t *testing.T) {
 	needGust(t)
 	dir := t.TempDir()
 	addr := freePort()
-	proc, args := meteredGust(t, dir, addr)
-	imageID, err := resolveImage()
-	if err != nil {
-		t.Fatal(err)
-	}
+	proc, args, imageID := meteredGust(t, dir, addr)
 	var app struct {
 		AppID string `json:"app_id"`
 	}
@@ -378,19 +379,7 @@ func TestMeteringSurvivesKill(t *testing.T) {
 // with one short sandbox should stay serverless. The CLI says the same.
 func TestMeteringAdvisor(t *testing.T) {
 	needGust(t)
-	dir := t.TempDir()
-	proc, _ := meteredGust(t, dir, freePort())
-	defer func() {
-		proc.Signal(os.Interrupt)
-		proc.Wait()
-		if err := checkNoLeftovers(dir); err != nil {
-			t.Error(err)
-		}
-	}()
-	imageID, err := resolveImage()
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, imageID := meteredGust(t, t.TempDir(), freePort())
 	apps := map[string]string{}
 	for _, name := range []string{"steady", "bursty"} {
 		var app struct {
