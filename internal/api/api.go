@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/gust-run/gust/internal/budget"
 	"github.com/gust-run/gust/internal/dispatch"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/fleet"
@@ -22,6 +23,7 @@ import (
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/imagebuild"
 	"github.com/gust-run/gust/internal/ingress"
+	"github.com/gust-run/gust/internal/metering"
 	"github.com/gust-run/gust/internal/store"
 )
 
@@ -35,6 +37,10 @@ type Config struct {
 	Version          string // shown by /v1/health
 	// Ingress routes tunnels into sandboxes; nil: sandboxes cannot expose ports.
 	Ingress *ingress.Ingress
+	// Prices price the usage ledger (metering.DefaultPrices when zero).
+	Prices metering.Prices
+	// Budgets holds the workspaces' spending limits (nil: budgets cannot be set).
+	Budgets *budget.Checker
 	Logger  *log.Logger
 }
 
@@ -49,6 +55,7 @@ type API struct {
 	log    *log.Logger
 	audit  *auditLog
 	limits *rateLimits
+	meters *apiMetrics // the operator's metrics (metrics.go)
 }
 
 // New returns the API over the control plane's parts.
@@ -56,8 +63,13 @@ func New(cfg Config, st *store.Store, fl *fleet.Fleet, eng *dispatch.Engine, bui
 	if cfg.Logger == nil {
 		cfg.Logger = log.Default()
 	}
-	return &API{cfg: cfg, store: st, fleet: fl, engine: eng, builds: builds, layers: layers, log: cfg.Logger,
+	if cfg.Prices.GPUPerSecond == nil {
+		cfg.Prices = metering.DefaultPrices()
+	}
+	a := &API{cfg: cfg, store: st, fleet: fl, engine: eng, builds: builds, layers: layers, log: cfg.Logger,
 		audit: newAuditLog(), limits: &rateLimits{ws: map[string]*rate.Limiter{}}}
+	a.meters = newAPIMetrics(a)
+	return a
 }
 
 // Handler returns the HTTP API. Every answer that no route gives (an unknown path, a wrong
@@ -196,6 +208,7 @@ func (a *API) routes(rt *router) {
 	a.secretRoutes(rt)
 	a.workerRoutes(rt)
 	a.tenantRoutes(rt)
+	a.billingRoutes(rt)
 }
 
 // Routes lists every registered "METHOD /path", for the test that checks the OpenAPI file.

@@ -76,7 +76,7 @@ func (a *API) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n := httpapi.StartNDJSON(w)
-	im, err := a.builds.Build(r.Context(), req, &httpapi.LogWriter{N: n})
+	im, err := a.builds.Build(imagebuild.BilledTo(r.Context(), principal(r).WorkspaceID), req, &httpapi.LogWriter{N: n})
 	if err == nil {
 		// Images are cached by what they are built from; this workspace may now use this one.
 		err = a.store.GrantImage(r.Context(), principal(r).WorkspaceID, im.ID)

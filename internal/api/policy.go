@@ -91,6 +91,22 @@ var policy = map[string]rule{
 	"POST /v1/workers/{wid}/events":               {workerOnly, false},
 	"GET /v1/workers/{wid}/assignments":           {workerOnly, false},
 	"POST /v1/workers/{wid}/sandboxes/{id}/state": {workerOnly, false},
+
+	// The usage ledger (billing.go): workers report; any user of a workspace reads its costs;
+	// a container may read the cost of the sandboxes it made, to stop a runaway.
+	"POST /v1/workers/{wid}/usage":    {workerOnly, false},
+	"GET /v1/billing/rates":           {anyUser, false},
+	"GET /v1/billing/report":          {anyUser, false},
+	"GET /v1/billing/advise":          {anyUser, false},
+	"GET /v1/usage":                   {anyUser, false},
+	"GET /v1/sandboxes/{id}/usage":    {anyUser, true},
+	"GET /v1/apps/{id}/usage":         {anyUser, false},
+	"GET /v1/apps/{id}/tags":          {anyUser, true},
+	"PUT /v1/apps/{id}/tags":          {memberOnly, false},
+	"POST /v1/billing/budgets":        {ownerOnly, false},
+	"GET /v1/billing/budgets":         {anyUser, false},
+	"DELETE /v1/billing/budgets/{id}": {ownerOnly, false},
+	"GET /v1/metrics":                 {adminOnly, false}, // the operator's Prometheus metrics
 }
 
 // allows reports whether p may call a route with rule ru; wid is the route's worker ID, if any.

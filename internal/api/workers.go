@@ -38,6 +38,11 @@ func (a *API) handleWorkerRegister(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
+	// The usage ledger lets a restarted worker report what its earlier IDs owed (billing.go).
+	if err := a.store.PutWorkerName(r.Context(), resp.WorkerID, req.Name, time.Now()); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	// A new credential at each registration; the worker's earlier ones go.
 	if err := a.store.DeleteWorkerTokens(r.Context(), req.Name); err != nil {
 		httpapi.WriteError(w, err)

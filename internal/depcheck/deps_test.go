@@ -38,6 +38,7 @@ var allowed = map[string][]string{
 	"internal/reaper":     {},
 	"internal/initproto":  {},
 	"internal/autoscaler": {},
+	"internal/metering":   {"internal/errdefs"},
 	"internal/auth":       {"internal/errdefs", "internal/ids"},
 	"internal/egress":     {},
 	"internal/tlsconf":    {},
@@ -66,25 +67,26 @@ var allowed = map[string][]string{
 	"internal/ingress": {"internal/errdefs", "internal/ids", "internal/sandbox", "internal/workerproto"},
 
 	// The server↔worker protocol.
-	"internal/workerproto": {"internal/errdefs", "internal/gpu", "internal/httpapi", "internal/sandbox", "internal/tlsconf", "internal/wire"},
+	"internal/workerproto": {"internal/errdefs", "internal/gpu", "internal/httpapi", "internal/metering", "internal/sandbox", "internal/tlsconf", "internal/wire"},
 
 	// The worker.
 	"internal/worker": {"internal/container", "internal/egress", "internal/errdefs", "internal/gpu", "internal/httpapi", "internal/ids",
-		"internal/image", "internal/initproto", "internal/lifecycle", "internal/network", "internal/reaper", "internal/sandbox",
+		"internal/image", "internal/initproto", "internal/lifecycle", "internal/metering", "internal/network", "internal/reaper", "internal/sandbox",
 		"internal/tlsconf", "internal/wire", "internal/workerproto", "sdk/python"},
 
 	// The control plane: the store, its three parts, the API over them, the assembly.
-	"internal/store": {"internal/auth", "internal/errdefs", "internal/function", "internal/ids", "internal/image", "internal/sandbox"},
+	"internal/store": {"internal/auth", "internal/errdefs", "internal/function", "internal/ids", "internal/image", "internal/metering", "internal/sandbox"},
 	"internal/fleet": {"internal/auth", "internal/errdefs", "internal/gpu", "internal/ids", "internal/image", "internal/sandbox",
 		"internal/store", "internal/workerproto"},
 	"internal/dispatch": {"internal/autoscaler", "internal/errdefs", "internal/function", "internal/ids",
 		"internal/lifecycle", "internal/sandbox", "internal/store", "internal/wire", "internal/workerproto"},
-	"internal/imagebuild": {"internal/auth", "internal/errdefs", "internal/ids", "internal/image", "internal/sandbox", "internal/store", "internal/workerproto"},
-	"internal/api": {"internal/auth", "internal/dispatch", "internal/errdefs", "internal/fleet", "internal/function", "internal/httpapi",
-		"internal/ids", "internal/image", "internal/imagebuild", "internal/ingress", "internal/sandbox", "internal/store", "internal/wire",
+	"internal/imagebuild": {"internal/auth", "internal/errdefs", "internal/ids", "internal/image", "internal/metering", "internal/sandbox", "internal/store", "internal/workerproto"},
+	"internal/budget":     {"internal/auth", "internal/errdefs", "internal/metering", "internal/sandbox", "internal/store"},
+	"internal/api": {"internal/auth", "internal/budget", "internal/dispatch", "internal/errdefs", "internal/fleet", "internal/function", "internal/httpapi",
+		"internal/ids", "internal/image", "internal/imagebuild", "internal/ingress", "internal/metering", "internal/sandbox", "internal/store", "internal/wire",
 		"internal/workerproto"},
-	"internal/server": {"internal/api", "internal/dispatch", "internal/fleet", "internal/image", "internal/imagebuild", "internal/ingress",
-		"internal/sandbox", "internal/store"},
+	"internal/server": {"internal/api", "internal/budget", "internal/dispatch", "internal/fleet", "internal/image", "internal/imagebuild", "internal/ingress",
+		"internal/metering", "internal/sandbox", "internal/store"},
 
 	// The one binary.
 	"cmd/gust": {"internal/container", "internal/containerinit", "internal/egress", "internal/httpapi", "internal/image", "internal/ingress", "internal/reaper",
@@ -93,11 +95,11 @@ var allowed = map[string][]string{
 
 // Groups the rules speak of.
 var (
-	controlPlane = []string{"internal/api", "internal/fleet", "internal/dispatch", "internal/imagebuild", "internal/server", "internal/store"}
+	controlPlane = []string{"internal/api", "internal/budget", "internal/fleet", "internal/dispatch", "internal/imagebuild", "internal/server", "internal/store"}
 	workerSide   = []string{"internal/worker", "internal/container", "internal/containerinit"}
 	protocols    = []string{"internal/workerproto", "internal/initproto", "internal/httpapi"}
 	models       = []string{"internal/sandbox", "internal/function", "internal/image", "internal/gpu", "internal/wire",
-		"internal/ids", "internal/lifecycle", "internal/errdefs", "internal/autoscaler"}
+		"internal/ids", "internal/lifecycle", "internal/errdefs", "internal/autoscaler", "internal/metering"}
 	parts = []string{"internal/fleet", "internal/dispatch", "internal/imagebuild"}
 )
 

@@ -36,6 +36,9 @@ func (f *Fleet) Create(ctx context.Context, sb sandbox.Sandbox, fn *workerproto.
 	if app.WorkspaceID != sb.WorkspaceID && sb.WorkspaceID != auth.SystemWorkspace {
 		return sb, errdefs.NotFound("app %q not found", sb.AppID)
 	}
+	if err := f.admit(ctx, sb); err != nil {
+		return sb, err
+	}
 	im, err := f.store.GetImage(ctx, sb.ImageID)
 	if err != nil {
 		return sb, fmt.Errorf("%w (resolve an image first, e.g. Image.debian_slim())", err)
@@ -119,7 +122,7 @@ func containerSpec(sb sandbox.Sandbox, layers []string, fn *workerproto.Function
 	spec := workerproto.ContainerSpec{
 		ID: sb.ID, Isolation: sb.Isolation, ImageLayers: layers, Command: sb.Command, Env: sb.Env, User: sb.User,
 		CPU: sb.CPU, CPULimit: sb.CPU, MemoryMiB: sb.MemoryMiB, BuildEgress: sb.BuildEgress, Timeout: sb.Timeout, Function: fn,
-		Network: sb.NetworkPolicy,
+		Network:        sb.NetworkPolicy,
 		ReadinessProbe: sb.ReadinessProbe,
 	}
 	for _, p := range sb.Ports {

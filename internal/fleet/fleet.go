@@ -58,6 +58,8 @@ type Fleet struct {
 	onEnd func(sandbox.Sandbox)
 	// onAnyEnd learns of every container that ended, sandboxes too (the ingress).
 	onAnyEnd func(sandbox.Sandbox)
+	// admit may refuse a new container before it is placed (a spent budget).
+	admit func(context.Context, sandbox.Sandbox) error
 
 	// records serialises each read-change-write of a container's record (setState, SetTags),
 	// so that two changes at once cannot both pass the lifecycle from the same old state, nor
@@ -95,6 +97,7 @@ func New(st Store, cfg Config) *Fleet {
 		cfg.Logger = log.Default()
 	}
 	return &Fleet{store: st, log: cfg.Logger, onEnd: func(sandbox.Sandbox) {}, onAnyEnd: func(sandbox.Sandbox) {},
+		admit:   func(context.Context, sandbox.Sandbox) error { return nil },
 		workers: map[string]*workerConn{}, changed: map[string]chan struct{}{}}
 }
 
@@ -105,6 +108,10 @@ func (f *Fleet) OnContainerEnd(fn func(sandbox.Sandbox)) { f.onEnd = fn }
 // OnAnyEnd sets who learns of every container that ends, sandboxes and function containers,
 // once its end is stored. Set it before workers connect.
 func (f *Fleet) OnAnyEnd(fn func(sandbox.Sandbox)) { f.onAnyEnd = fn }
+
+// OnAdmit sets who may refuse a new container before it is placed (budget.Checker.Admit).
+// Set it before workers connect.
+func (f *Fleet) OnAdmit(fn func(context.Context, sandbox.Sandbox) error) { f.admit = fn }
 
 // FailLeftovers marks failed the containers that a previous run of the server left pending or
 // running: they went with that run.

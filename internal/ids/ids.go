@@ -25,6 +25,7 @@ const (
 	Warm         Kind = "warm" // a warm-pool container before a sandbox takes it
 	Token        Kind = "tk"
 	Workspace    Kind = "ws"
+	Budget       Kind = "bg" // a monthly spending limit (internal/budget)
 )
 
 // New returns a new ID of the kind.

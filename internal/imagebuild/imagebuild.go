@@ -56,6 +56,19 @@ func New(st Store, fleet Fleet, layers *image.Builder, logger *log.Logger) *Buil
 	return &Builder{store: st, fleet: fleet, layers: layers, log: logger}
 }
 
+type billedToKey struct{}
+
+// BilledTo returns a context whose builds the usage ledger bills to workspace ws (the one
+// that asked), rather than to the system workspace that runs them.
+func BilledTo(ctx context.Context, ws string) context.Context {
+	return context.WithValue(ctx, billedToKey{}, ws)
+}
+
+func billedTo(ctx context.Context) string {
+	ws, _ := ctx.Value(billedToKey{}).(string)
+	return ws
+}
+
 // Kind "from_id": steps over an existing image.
 const KindFromID = "from_id"
 

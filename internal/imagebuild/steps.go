@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gust-run/gust/internal/auth"
+	"github.com/gust-run/gust/internal/metering"
 
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/ids"
@@ -195,6 +196,9 @@ func (b *Builder) buildContainer(ctx context.Context, parent image.Image, n int)
 	cpu, hostMem := b.fleet.Capacity()
 	req := sandbox.CreateRequest{AppID: app.ID, ImageID: parent.ID, Timeout: &timeout, Isolation: sandbox.IsolationRunc,
 		Memory: &memory, CPU: &cpu, Tags: map[string]string{"image_build": parent.ID}}
+	if ws := billedTo(ctx); ws != "" {
+		req.Tags[metering.BilledToTag] = ws // the usage ledger bills the build to the workspace that asked
+	}
 	if memory > hostMem {
 		req.Memory = nil
 	}

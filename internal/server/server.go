@@ -7,17 +7,20 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log"
 	"net/http"
 	"os"
 	"time"
 
 	"github.com/gust-run/gust/internal/api"
+	"github.com/gust-run/gust/internal/budget"
 	"github.com/gust-run/gust/internal/dispatch"
 	"github.com/gust-run/gust/internal/fleet"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/imagebuild"
 	"github.com/gust-run/gust/internal/ingress"
+	"github.com/gust-run/gust/internal/metering"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/store"
 )
@@ -36,6 +39,9 @@ type Config struct {
 	DefaultIsolation string
 	Images           *image.Builder
 	Logger           *log.Logger
+	// Prices price the usage ledger; nil reads the price file named by GUST_PRICES, else
+	// uses metering.DefaultPrices (Modal's list prices).
+	Prices *metering.Prices
 	// HeartbeatTimeout is how long an ephemeral app (`with app.run()`) outlives its client's
 	// last heartbeat; 0 means a minute.
 	HeartbeatTimeout time.Duration
@@ -58,6 +64,16 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	}
 	if cfg.DefaultIsolation == "" {
 		cfg.DefaultIsolation = sandbox.IsolationRunc
+	}
+	prices := metering.DefaultPrices()
+	if cfg.Prices != nil {
+		prices = *cfg.Prices
+	} else if path := os.Getenv("GUST_PRICES"); path != "" {
+		p, err := metering.LoadPrices(path)
+		if err != nil {
+			return nil, fmt.Errorf("GUST_PRICES: %w", err)
+		}
+		prices = p
 	}
 	fl := fleet.New(st, fleet.Config{Logger: cfg.Logger})
 	if err := fl.FailLeftovers(ctx); err != nil {
@@ -85,14 +101,21 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 			ing.Stop()
 		}()
 	}
+	budgets := budget.New(st, prices, cfg.Logger)
+	fl.OnAdmit(budgets.Admit)
 	builds := imagebuild.New(st, fl, cfg.Images, cfg.Logger)
-	a := api.New(api.Config{Token: cfg.Token, JoinToken: cfg.JoinToken, DefaultIsolation: cfg.DefaultIsolation, Version: Version, Logger: cfg.Logger, Ingress: ing},
+	a := api.New(api.Config{Token: cfg.Token, JoinToken: cfg.JoinToken, DefaultIsolation: cfg.DefaultIsolation, Version: Version, Prices: prices, Budgets: budgets, Logger: cfg.Logger, Ingress: ing},
 		st, fl, eng, builds, cfg.Images)
 	if cfg.AuditRetention == 0 {
 		cfg.AuditRetention = 90 * 24 * time.Hour
 	}
 	go a.RunAudit(ctx, cfg.AuditRetention)
 	go fl.Run(ctx)
+	go budgets.Run(ctx, 10*time.Second, func(ctx context.Context, id, reason string) {
+		if _, err := fl.Terminate(ctx, id, sandbox.Terminated, reason); err != nil {
+			cfg.Logger.Printf("stopping %s (%s): %v", id, reason, err)
+		}
+	})
 	go eng.Run(ctx)
 	return &Server{api: a, ingress: ing}, nil
 }

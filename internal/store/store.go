@@ -138,7 +138,7 @@ func openSQLite(path string, key SecretKey) (*Store, error) {
 	}
 	// One writer at a time is SQLite's model; a single connection avoids SQLITE_BUSY churn.
 	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(schema + functionsSchema + workspacesSchema); err != nil {
+	if _, err := db.Exec(schema + functionsSchema + workspacesSchema + meteringSchema + budgetsSchema); err != nil {
 		_ = db.Close() // best effort: the schema error is the one to report
 		return nil, fmt.Errorf("store: create schema in %s: %w", path, err)
 	}

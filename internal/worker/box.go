@@ -100,6 +100,7 @@ func (w *Worker) create(spec workerproto.ContainerSpec) {
 	}
 	b.container = c
 	b.mu.Unlock()
+	w.meter.start(spec, c)
 
 	if err := w.startMain(ctx, b, c); err != nil {
 		w.failStart(b, c, err)
@@ -252,6 +253,7 @@ func (w *Worker) failStart(b *box, c Container, cause error) {
 	}
 	b.mu.Unlock()
 	if c != nil {
+		w.meter.finish(id)
 		w.remove(c, id)
 	}
 	w.releaseNet(b)
@@ -373,7 +375,8 @@ func (w *Worker) terminate(id string, status sandbox.Status, reason string) {
 		if r != nil {
 			w.stopRunner(b, r)
 		}
-		w.remove(c, id) // containerExited also runs from the container's OnExit
+		w.meter.finish(id) // before its cgroup goes
+		w.remove(c, id)    // containerExited also runs from the container's OnExit
 		<-c.Done()
 	}
 	// Without a container (still being made), this ends the box at once; create removes the
@@ -400,6 +403,7 @@ func (w *Worker) containerExited(b *box) {
 	b.mu.Unlock()
 	b.closeConns()
 	if c != nil {
+		w.meter.finish(b.spec.ID)
 		w.remove(c, b.spec.ID)
 		w.releaseNet(b)
 	}

@@ -71,7 +71,10 @@ type Config struct {
 	// DNSUpstream are the resolvers the containers' resolver forwards to and the domain proxy
 	// resolves with (addresses, optionally :port); empty reads this machine's /etc/resolv.conf.
 	DNSUpstream []string
-	Logger      *log.Logger
+	// MeterInterval is how often each container's usage is reported (0: 10 s, or
+	// GUST_METER_INTERVAL).
+	MeterInterval time.Duration
+	Logger        *log.Logger
 }
 
 // Worker runs containers.
@@ -88,6 +91,7 @@ type Worker struct {
 
 	pool   *warmPool
 	events *eventQueue // function events for the server
+	meter  *usageMeter // the usage ledger's samples (meter.go); nil meters nothing
 
 	// idleTick is how often idle_timeout is checked.
 	idleTick time.Duration
@@ -213,6 +217,9 @@ func newWorker(cfg Config, d deps) *Worker {
 	}
 	w.pool = &warmPool{w: w, size: cfg.WarmPool}
 	w.events = newEventQueue(d.server, cfg.Logger)
+	if us, ok := d.server.(usageSender); ok {
+		w.meter = newUsageMeter(cfg.StateDir, cfg.MeterInterval, us, cfg.Logger.Printf)
+	}
 	return w
 }
 
@@ -263,6 +270,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	evCtx, stopEvents := context.WithCancel(context.Background())
 	defer stopEvents()
 	go w.events.run(evCtx)
+	if w.meter != nil {
+		go w.meter.run(evCtx)
+	}
 
 	for ctx.Err() == nil {
 		if err := w.register(ctx); err != nil {
@@ -394,4 +404,5 @@ func (w *Worker) shutdown() {
 			w.log.Printf("%v", err)
 		}
 	}
+	w.meter.flushFor(3 * time.Second)
 }

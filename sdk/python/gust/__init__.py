@@ -23,7 +23,7 @@ GUST_TOKEN_SECRET (or GUST_TOKEN), or the config file that ``gust up`` and ``gus
 write (~/.config/gust/config.json; GUST_PROFILE picks a profile).
 """
 
-from . import exception, functions
+from . import billing, exception, functions
 from ._container import current_function_call_id, current_input_id, is_local
 from ._partial import concurrent, enter, exit, method, parameter
 from ._version import __version__
@@ -43,12 +43,13 @@ from .schedule import Cron, Period
 from .secret import Secret
 from .stream_type import StreamType
 from .tunnel import Probe, Tunnel, forward
+from .billing import Workspace
 
 version = __version__
 
 __all__ = [
     "App", "Cls", "ContainerProcess", "Cron", "Error", "FileIO", "FileInfo", "FileType", "Function", "FunctionCall",
     "Image", "LocalEntrypoint", "Period", "Probe", "Retries", "Sandbox", "SandboxFilesystem", "Secret", "StreamReader",
-    "StreamType", "StreamWriter", "Tunnel", "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit", "forward", "functions",
+    "StreamType", "StreamWriter", "Tunnel", "Workspace", "billing", "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit", "forward", "functions",
     "is_local", "method", "parameter", "version", "__version__",
 ]

@@ -251,7 +251,31 @@ class App:
         self._app_id = data["app_id"]
         self._client = client
         self._name = data.get("name") or self._name
+        self._push_tags(client)
         return self._app_id
+
+    def _push_tags(self, client: Client) -> None:
+        """App(tags=...): merged into the server's tags once the app is known."""
+        if self._tags and self._app_id and _container.is_local():  # a container's credential may not tag apps
+            have = client.json("GET", f"/v1/apps/{self._app_id}/tags").get("tags") or {}
+            if any(have.get(k) != v for k, v in self._tags.items()):
+                client.json("PUT", f"/v1/apps/{self._app_id}/tags", json={"tags": {**have, **self._tags}})
+
+    def set_tags(self, tags: Dict[str, str], *, client: Optional[Client] = None) -> None:
+        """Attach key-value metadata to the app, merged with the tags it has on the server; usage
+        recorded from now on carries them (billing reports, ``tag_names``)."""
+        for k, v in (tags or {}).items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise exc.InvalidError(f"tags must map strings to strings, got {k!r}: {v!r}")
+        client = client or get_client()
+        self._tags.update(tags or {})
+        self._resolve(client)
+        self._push_tags(client)
+
+    def get_tags(self, *, client: Optional[Client] = None) -> Dict[str, str]:
+        """The app's tags, as the server has them."""
+        client = client or get_client()
+        return client.json("GET", f"/v1/apps/{self._resolve(client)}/tags").get("tags") or {}
 
     def _resolve(self, client: Client) -> str:
         if self._app_id is None or self._client is not client:
@@ -467,6 +491,7 @@ class App:
             o._handle.set(client, ids[n])
         with self._lock:
             self._app_id, self._client, self._data = data.get("app_id"), client, data
+        self._push_tags(client)
         output.log(f"{'Deployed' if mode == 'deployed' else 'Running'} app {data.get('app_name') or name} "
                    f"({data.get('app_id')}): {', '.join(n for n, _ in objects)}")
         return data

@@ -1,0 +1,557 @@
+package integration
+
+import (
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The usage ledger against real containers: CPU seconds read from the cgroup, wall time
+// against the server's own clock, costs at the server's rates, attribution to apps, functions
+// and tags, and a kill -9 of gust that neither loses nor double-counts an interval.
+
+// meteredGust starts a gust of its own with short meter intervals (2 s intervals, 0.5 s
+// samples) on dir, and points the API helpers at it; it returns the process, its arguments and
+// the base image. The test's end stops it and checks it left nothing behind.
+func meteredGust(t *testing.T, dir, addr string) (*os.Process, []string, string) {
+	t.Helper()
+	t.Setenv("GUST_METER_INTERVAL", "2s")
+	t.Setenv("GUST_METER_TICK", "500ms")
+	args := []string{"up", "--addr", addr, "--data-dir", dir, "--image-cache", imageCache, "--no-config", "--no-install",
+		"--sandbox-disk", "256", "--warm-pool", "0"}
+	cmd := startGust(t, "http://"+addr, args...)
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt) // a test that killed it has already waited for it
+		cmd.Wait()
+		if err := checkNoLeftovers(dir); err != nil {
+			t.Error(err)
+		}
+	})
+	imageID, err := resolveImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Process, args, imageID
+}
+
+type liveCost struct {
+	ID            string  `json:"id"`
+	Running       bool    `json:"running"`
+	Containers    int     `json:"containers"`
+	Intervals     int     `json:"intervals"`
+	Closed        bool    `json:"closed"`
+	WallSeconds   float64 `json:"wall_seconds"`
+	CPUSeconds    float64 `json:"cpu_seconds"`
+	Cost          string  `json:"cost"`
+	EstimatedCost string  `json:"estimated_cost"`
+	MeteredUntil  *string `json:"metered_until"`
+}
+
+type usageRow struct {
+	ID                       string            `json:"id"`
+	Containers               int               `json:"containers"`
+	WallSeconds              float64           `json:"wall_seconds"`
+	CPUSeconds               float64           `json:"cpu_seconds"`
+	BillableCPUCoreSeconds   float64           `json:"billable_cpu_core_seconds"`
+	BillableMemoryGiBSeconds float64           `json:"billable_memory_gib_seconds"`
+	Cost                     string            `json:"cost"`
+	CostByResource           map[string]string `json:"cost_by_resource"`
+}
+
+type rates struct {
+	CPU    float64 `json:"cpu_per_core_second"`
+	Memory float64 `json:"memory_per_gib_second"`
+}
+
+func usageBy(t *testing.T, by string) map[string]usageRow {
+	t.Helper()
+	var out struct {
+		Rows []usageRow `json:"rows"`
+	}
+	if err := api("GET", "/v1/usage?by="+by+"&since="+time.Now().Add(-time.Hour).UTC().Format(time.RFC3339), nil, &out); err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]usageRow{}
+	for _, r := range out.Rows {
+		m[r.ID] = r
+	}
+	return m
+}
+
+// waitFinalUsage waits until a container's usage is recorded to its end: not running, its
+// last interval recorded, and no change between two reads a tick apart.
+func waitFinalUsage(t *testing.T, path string, secs int) liveCost {
+	t.Helper()
+	var last liveCost
+	for i := 0; i < secs*4; i++ {
+		var l liveCost
+		if err := api("GET", path, nil, &l); err != nil {
+			t.Fatal(err)
+		}
+		if !l.Running && l.Closed && l.WallSeconds > 0 && l.WallSeconds == last.WallSeconds && l.Cost == last.Cost {
+			return l
+		}
+		last = l
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("%s: usage did not settle in %d s: %+v", path, secs, last)
+	return last
+}
+
+func parseCost(t *testing.T, s string) float64 {
+	t.Helper()
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		t.Fatalf("cost %q: %v", s, err)
+	}
+	return v
+}
+
+// TestMeteringSandboxAccuracy runs a sandbox that burns 4 CPU-seconds on one core, then sleeps
+// 4 s: the ledger's CPU seconds are within 5% of the burn, its wall seconds within one second
+// of the server's own start and finish, and its cost is the rates applied to its billable
+// units; the app's and the sandbox's tags reach the report.
+func TestMeteringSandboxAccuracy(t *testing.T) {
+	needGust(t)
+	_, _, imageID := meteredGust(t, t.TempDir(), freePort())
+	var app struct {
+		AppID string `json:"app_id"`
+	}
+	if err := api("POST", "/v1/apps/lookup", map[string]any{"name": "metering", "create_if_missing": true}, &app); err != nil {
+		t.Fatal(err)
+	}
+	if err := api("PUT", "/v1/apps/"+app.AppID+"/tags", map[string]any{"tags": map[string]string{"team": "ml"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Burn by CPU time, not wall time, so that a busy machine changes the wall time only.
+	burn := "import time\nwhile time.process_time() < 4: pass\ntime.sleep(4)\nprint(time.process_time())"
+	sbID, _ := meteredSandbox(t, map[string]any{"app_id": app.AppID, "image_id": imageID, "cpu": 1, "memory": 512,
+		"command": []string{"python3", "-c", burn}, "tags": map[string]string{"customer": "acme"}})
+	// Live: while it runs, the estimate grows.
+	time.Sleep(3 * time.Second)
+	var during liveCost
+	if err := api("GET", "/v1/sandboxes/"+sbID+"/usage", nil, &during); err != nil {
+		t.Fatal(err)
+	}
+	if !during.Running || parseCost(t, during.EstimatedCost) <= 0 {
+		t.Errorf("while running: %+v", during)
+	}
+	st := waitSandbox(t, sbID, 60)
+	if st.Status != "finished" {
+		t.Fatalf("sandbox ended %q", st.Status)
+	}
+	l := waitFinalUsage(t, "/v1/sandboxes/"+sbID+"/usage", 30)
+	var rec struct {
+		StartedAt  time.Time `json:"started_at"`
+		FinishedAt time.Time `json:"finished_at"`
+	}
+	if err := api("GET", "/v1/sandboxes/"+sbID, nil, &rec); err != nil {
+		t.Fatal(err)
+	}
+	wall := rec.FinishedAt.Sub(rec.StartedAt).Seconds()
+	t.Logf("ledger: %.2f wall s, %.3f CPU s, $%s; server clock: %.2f s", l.WallSeconds, l.CPUSeconds, l.Cost, wall)
+	if math.Abs(l.WallSeconds-wall) > 1 {
+		t.Errorf("ledger wall seconds %.2f, the server's clock %.2f: more than 1 s apart", l.WallSeconds, wall)
+	}
+	// 4 s of burn, and the interpreter's start (a few hundredths).
+	if l.CPUSeconds < 4*0.95 || l.CPUSeconds > 4*1.05+0.1 {
+		t.Errorf("ledger CPU seconds %.3f, burned 4 (within 5%%)", l.CPUSeconds)
+	}
+	var r rates
+	if err := api("GET", "/v1/billing/rates", nil, &r); err != nil {
+		t.Fatal(err)
+	}
+	row, ok := usageBy(t, "sandbox")[sbID]
+	if !ok {
+		t.Fatalf("no usage row for %s", sbID)
+	}
+	// Billable: at least the request (1 core, 0.5 GiB) for every second, and the CPU used.
+	if row.BillableCPUCoreSeconds < row.WallSeconds-0.01 || row.BillableCPUCoreSeconds < row.CPUSeconds-0.01 ||
+		row.BillableCPUCoreSeconds > row.WallSeconds+0.5 || math.Abs(row.BillableMemoryGiBSeconds-row.WallSeconds/2) > 0.25 {
+		t.Errorf("billable %+v", row)
+	}
+	want := row.BillableCPUCoreSeconds*r.CPU + row.BillableMemoryGiBSeconds*r.Memory
+	if got := parseCost(t, row.Cost); math.Abs(got-want) > 1e-8 || parseCost(t, l.Cost) != got {
+		t.Errorf("cost %v (live %s), rates say %v", got, l.Cost, want)
+	}
+	// The report: the app's row for today carries both tags and the same cost.
+	var rep struct {
+		Rows []struct {
+			ObjectID       string            `json:"object_id"`
+			Description    string            `json:"description"`
+			Cost           string            `json:"cost"`
+			Tags           map[string]string `json:"tags"`
+			CostByResource map[string]string `json:"cost_by_resource"`
+		} `json:"rows"`
+	}
+	start := time.Now().UTC().Add(-2 * time.Hour).Format(time.RFC3339)
+	end := time.Now().UTC().Add(2 * time.Hour).Format(time.RFC3339)
+	if err := api("GET", "/v1/billing/report?resolution=h&tag_names=*&start="+start+"&end="+end, nil, &rep); err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, rr := range rep.Rows {
+		if rr.ObjectID != app.AppID {
+			continue
+		}
+		total += parseCost(t, rr.Cost)
+		if rr.Tags["team"] != "ml" || rr.Tags["customer"] != "acme" || rr.Description != "metering" || rr.CostByResource["cpu"] == "" {
+			t.Errorf("report row %+v", rr)
+		}
+	}
+	if math.Abs(total-parseCost(t, row.Cost)) > 1e-8 {
+		t.Errorf("report total %v, usage %s (%+v)", total, row.Cost, rep.Rows)
+	}
+	if _, ok := usageBy(t, "tag")["customer=acme"]; !ok {
+		t.Errorf("no usage under tag customer=acme")
+	}
+	// The CLI says the same: Modal's report as CSV with the tags, raw usage as JSON.
+	for _, args := range [][]string{
+		{"billing", "report", "--start", start, "--end", end, "-r", "h", "-t", "*", "--show-resources", "--csv"},
+		{"usage", "--since", "1h", "--by", "sandbox", "--format", "json"},
+		{"billing", "cost", sbID},
+	} {
+		cli := exec.Command(gust.bin, args...)
+		cli.Env = append(os.Environ(), "GUST_SERVER_URL="+gust.url, "GUST_TOKEN="+gust.token)
+		out, err := cli.CombinedOutput()
+		// The report's rows are hourly (the sandbox may straddle two hours): its app is there.
+		want, cost := app.AppID, ""
+		if args[0] == "usage" || args[1] == "cost" {
+			want, cost = sbID, row.Cost
+		}
+		if err != nil || !strings.Contains(string(out), want) || !strings.Contains(string(out), cost) {
+			t.Errorf("gust %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+
+	// A budget the app has spent refuses its new sandboxes, naming the budget; another app's
+	// still start.
+	var b struct {
+		ID    string `json:"budget_id"`
+		State string `json:"state"`
+	}
+	if err := api("POST", "/v1/billing/budgets", map[string]any{"scope": "app", "target": app.AppID, "monthly_limit": 0.0001}, &b); err != nil {
+		t.Fatal(err)
+	}
+	if b.State != "exceeded" {
+		t.Errorf("budget state %q, want exceeded", b.State)
+	}
+	err := api("POST", "/v1/sandboxes", map[string]any{"app_id": app.AppID, "image_id": imageID, "command": []string{"true"}}, nil)
+	if ae, ok := err.(*apiError); !ok || ae.Status != 403 || !strings.Contains(ae.Body, b.ID) || !strings.Contains(ae.Body, "quota_exceeded") {
+		t.Errorf("a sandbox under a spent budget: %v", err)
+	}
+	var other struct {
+		AppID string `json:"app_id"`
+	}
+	if err := api("POST", "/v1/apps/lookup", map[string]any{"name": "metering-other", "create_if_missing": true}, &other); err != nil {
+		t.Fatal(err)
+	}
+	var fine struct {
+		ID string `json:"sandbox_id"`
+	}
+	if err := api("POST", "/v1/sandboxes", map[string]any{"app_id": other.AppID, "image_id": imageID, "command": []string{"true"}}, &fine); err != nil {
+		t.Errorf("another app's sandbox: %v", err)
+	} else {
+		createdMu.Lock()
+		created = append(created, fine.ID)
+		createdMu.Unlock()
+		waitSandbox(t, fine.ID, 30)
+	}
+	cli := exec.Command(gust.bin, "billing", "budget", "list")
+	cli.Env = append(os.Environ(), "GUST_SERVER_URL="+gust.url, "GUST_TOKEN="+gust.token)
+	if out, err := cli.CombinedOutput(); err != nil || !strings.Contains(string(out), b.ID) || !strings.Contains(string(out), "exceeded") {
+		t.Errorf("gust billing budget list: %v\n%s", err, out)
+	}
+	if err := api("DELETE", "/v1/billing/budgets/"+b.ID, nil, nil); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestMeteringFunctionUsage: a function call's container is metered to its function, its app
+// and its app's tags.
+func TestMeteringFunctionUsage(t *testing.T) {
+	needGust(t)
+	_, _, imageID := meteredGust(t, t.TempDir(), freePort())
+	app := publish(t, "metering-fn", "ephemeral", map[string]any{"name": "add", "image_id": imageID})
+	if err := api("PUT", "/v1/apps/"+app.AppID+"/tags", map[string]any{"tags": map[string]string{"project": "p1"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var r callResult
+	for i := 0; ; i++ {
+		r = readStream(t, post(t, "/v1/functions/"+app.Functions["add"]+"/calls", map[string]any{"kind": "remote", "stream": true,
+			"inputs": []map[string]any{{"args": jsonArgs(2, 3), "format": "json"}}}))
+		if len(r.Outputs) == 1 || i > 50 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if v := r.value(t, 0); v != 5.0 {
+		t.Fatalf("add(2, 3) = %v", v)
+	}
+	// Stopping the app ends its container: its last interval is recorded.
+	if err := api("POST", "/v1/apps/"+app.AppID+"/stop", map[string]any{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	l := waitFinalUsage(t, "/v1/apps/"+app.AppID+"/usage", 60)
+	if l.Containers < 1 || parseCost(t, l.Cost) <= 0 {
+		t.Fatalf("app usage %+v", l)
+	}
+	fn, ok := usageBy(t, "function")[app.Functions["add"]]
+	if !ok || fn.WallSeconds <= 0 || math.Abs(fn.WallSeconds-l.WallSeconds) > 1e-6 {
+		t.Errorf("function usage %+v, app usage %+v", fn, l)
+	}
+	if tag, ok := usageBy(t, "tag")["project=p1"]; !ok || math.Abs(tag.WallSeconds-l.WallSeconds) > 1e-6 {
+		t.Errorf("tag project=p1: %+v (app %+v)", tag, l)
+	}
+
+	// The operator's metrics: the ledger recorded intervals, the function container started.
+	req := authed("GET", "/v1/metrics")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`gust_ledger_intervals_total{result="recorded"}`, `gust_container_start_seconds_count{kind="function"} 1`,
+		`gust_containers{kind="sandbox",state="running"}`, "gust_worker_cpu_cores{", "gust_ledger_lag_seconds_bucket", `gust_usage_cost_dollars_total{resource="cpu",workspace="ws-default"}`} {
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("metrics (HTTP %d) lack %s:\n%s", resp.StatusCode, want, body)
+			break
+		}
+	}
+}
+
+// TestMeteringSurvivesKill kills gust with SIGKILL while a sandbox runs, starts it again on
+// the same data directory, and checks the sandbox's metered time: what the killed worker had
+// measured arrives once (its spool), nothing is lost beyond the last sample, and nothing is
+// counted twice.
+func TestMeteringSurvivesKill(t *testing.T) {
+	needGust(t)
+	dir := t.TempDir()
+	addr := freePort()
+	proc, args, imageID := meteredGust(t, dir, addr)
+	var app struct {
+		AppID string `json:"app_id"`
+	}
+	if err := api("POST", "/v1/apps/lookup", map[string]any{"name": "metering-kill", "create_if_missing": true}, &app); err != nil {
+		t.Fatal(err)
+	}
+	sbID, startedAt := meteredSandbox(t, map[string]any{"app_id": app.AppID, "image_id": imageID, "command": []string{"sleep", "600"}})
+	before := midInterval(t, sbID)
+	killed := time.Now()
+	proc.Kill()
+	proc.Wait()
+	ran := killed.Sub(startedAt).Seconds()
+
+	second := startGust(t, "http://"+addr, args...)
+	defer func() {
+		second.Process.Signal(os.Interrupt)
+		second.Wait()
+		if err := checkNoLeftovers(dir); err != nil {
+			t.Error(err)
+		}
+	}()
+	l := waitFinalUsage(t, "/v1/sandboxes/"+sbID+"/usage", 30)
+	t.Logf("ran %.2f s before the kill; recorded before it %.2f s, after the restart %.2f s", ran, before.WallSeconds, l.WallSeconds)
+	// Its last interval can only have come from the killed worker's spool.
+	if before.WallSeconds <= 0 || l.WallSeconds < before.WallSeconds+0.4 || before.Closed || !l.Closed || l.Intervals != before.Intervals+1 {
+		t.Errorf("before the kill %+v; after the restart %+v", before, l)
+	}
+	// At most one sample (0.5 s) and the metering's start are lost; nothing is counted twice.
+	if l.WallSeconds > ran+0.5 || l.WallSeconds < ran-1.5 {
+		t.Errorf("metered %.2f s of a sandbox that ran %.2f s before gust was killed", l.WallSeconds, ran)
+	}
+	// The spool was sent and emptied.
+	b, err := os.ReadFile(filepath.Join(dir, "containers", "usage", "spool.json"))
+	if err != nil || !strings.Contains(string(b), `"pending":null`) && !strings.Contains(string(b), `"pending":[]`) {
+		t.Errorf("spool after the restart: %s %v", b, err)
+	}
+}
+
+// TestMeteringAdvisor runs a short real workload and checks the advisor's recommendation: an
+// app whose sandbox runs through most of the window should reserve one container; an app
+// with one short sandbox should stay serverless. The CLI says the same.
+func TestMeteringAdvisor(t *testing.T) {
+	needGust(t)
+	_, _, imageID := meteredGust(t, t.TempDir(), freePort())
+	apps := map[string]string{}
+	for _, name := range []string{"steady", "bursty"} {
+		var app struct {
+			AppID string `json:"app_id"`
+		}
+		if err := api("POST", "/v1/apps/lookup", map[string]any{"name": name, "create_if_missing": true}, &app); err != nil {
+			t.Fatal(err)
+		}
+		apps[name] = app.AppID
+	}
+	create := func(app string, cmd ...string) string {
+		id, _ := meteredSandbox(t, map[string]any{"app_id": app, "image_id": imageID, "command": cmd})
+		return id
+	}
+	since := time.Now().UTC()
+	steady := create(apps["steady"], "sleep", "10")
+	bursty := create(apps["bursty"], "true")
+	waitSandbox(t, bursty, 30)
+	waitSandbox(t, steady, 60)
+	waitFinalUsage(t, "/v1/sandboxes/"+steady+"/usage", 30)
+	waitFinalUsage(t, "/v1/sandboxes/"+bursty+"/usage", 30)
+	until := time.Now().UTC()
+	var out struct {
+		Advice []struct {
+			Kind           string  `json:"kind"`
+			ID             string  `json:"id"`
+			DutyCycle      float64 `json:"duty_cycle"`
+			Recommendation string  `json:"recommendation"`
+			Floor          int     `json:"floor"`
+			MonthlySaving  float64 `json:"monthly_saving"`
+			Summary        string  `json:"summary"`
+		} `json:"advice"`
+	}
+	q := "/v1/billing/advise?since=" + since.Format(time.RFC3339Nano) + "&until=" + until.Format(time.RFC3339Nano)
+	if err := api("GET", q, nil, &out); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, a := range out.Advice {
+		t.Logf("%s", a.Summary)
+		got[a.ID] = a.Recommendation
+		switch a.ID {
+		case apps["steady"]:
+			if a.DutyCycle < 0.6 || a.Recommendation != "reserve" || a.Floor != 1 || a.MonthlySaving <= 0 {
+				t.Errorf("steady: %+v", a)
+			}
+		case apps["bursty"]:
+			if a.DutyCycle > 0.3 || a.Recommendation != "serverless" || a.Floor != 0 {
+				t.Errorf("bursty: %+v", a)
+			}
+		}
+	}
+	if got[apps["steady"]] == "" || got[apps["bursty"]] == "" {
+		t.Fatalf("advice for %v, want both apps", got)
+	}
+	png := filepath.Join(t.TempDir(), "usage.png")
+	cli := exec.Command(gust.bin, "billing", "advise", "--since", since.Format(time.RFC3339Nano), "--until", until.Format(time.RFC3339Nano), "--plot", png)
+	cli.Env = append(os.Environ(), "GUST_SERVER_URL="+gust.url, "GUST_TOKEN="+gust.token)
+	b, err := cli.CombinedOutput()
+	if err != nil || !strings.Contains(string(b), "Reserve 1 container") || !strings.Contains(string(b), "Stay serverless") {
+		t.Errorf("gust billing advise: %v\n%s", err, b)
+	}
+	if img, err := os.ReadFile(png); err != nil || len(img) < 1000 || string(img[1:4]) != "PNG" {
+		t.Errorf("--plot wrote %d bytes (%v), not a chart", len(img), err)
+	}
+}
+
+// TestMeteringSurvivesWorkerKill runs the server and a worker apart, kills the worker with
+// SIGKILL mid-interval while a sandbox runs, and starts it again: the new worker (a new ID,
+// the same name) delivers what the old one owed, once.
+func TestMeteringSurvivesWorkerKill(t *testing.T) {
+	needGust(t)
+	t.Setenv("GUST_METER_INTERVAL", "2s")
+	t.Setenv("GUST_METER_TICK", "500ms")
+	sdir, wdir := t.TempDir(), t.TempDir()
+	addr := freePort()
+	url := "http://" + addr
+	srv := startGust(t, url, "server", "--addr", addr, "--data-dir", sdir, "--image-cache", imageCache, "--no-config")
+	startWorker := func() *exec.Cmd {
+		w := exec.Command(gust.bin, "worker", "--server", url, "--data-dir", wdir, "--image-cache", imageCache, "--no-install",
+			"--sandbox-disk", "256", "--warm-pool", "0")
+		w.Env = append(os.Environ(), "GUST_JOIN_TOKEN="+gust.joinToken)
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	w := startWorker()
+	defer func() {
+		w.Process.Signal(os.Interrupt)
+		w.Wait()
+		srv.Process.Signal(os.Interrupt)
+		srv.Wait()
+		if err := checkNoLeftovers(wdir); err != nil {
+			t.Error(err)
+		}
+	}()
+	imageID, err := resolveImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var app struct {
+		AppID string `json:"app_id"`
+	}
+	if err := api("POST", "/v1/apps/lookup", map[string]any{"name": "metering-worker-kill", "create_if_missing": true}, &app); err != nil {
+		t.Fatal(err)
+	}
+	sbID, startedAt := meteredSandbox(t, map[string]any{"app_id": app.AppID, "image_id": imageID, "command": []string{"sleep", "600"}})
+	before := midInterval(t, sbID)
+	killed := time.Now()
+	w.Process.Kill()
+	w.Wait()
+	ran := killed.Sub(startedAt).Seconds()
+	w = startWorker()
+	l := waitFinalUsage(t, "/v1/sandboxes/"+sbID+"/usage", 60)
+	t.Logf("ran %.2f s before the worker was killed; recorded before it %.2f s (%d intervals), after its restart %.2f s (%d)",
+		ran, before.WallSeconds, before.Intervals, l.WallSeconds, l.Intervals)
+	if before.WallSeconds <= 0 || before.Closed || !l.Closed || l.Intervals != before.Intervals+1 || l.WallSeconds < before.WallSeconds+0.4 {
+		t.Errorf("before the kill %+v; after the restart %+v", before, l)
+	}
+	if l.WallSeconds > ran+0.5 || l.WallSeconds < ran-1.5 {
+		t.Errorf("metered %.2f s of a sandbox that ran %.2f s before its worker was killed", l.WallSeconds, ran)
+	}
+}
+
+// midInterval waits until a running sandbox has two intervals recorded, then a second more
+// (two samples of 0.5 s into the next 2 s interval): a kill now falls mid-interval, where the
+// open interval's samples are held only by the worker and its spool. It returns the usage then.
+func midInterval(t *testing.T, id string) liveCost {
+	t.Helper()
+	for i := 0; ; i++ {
+		var l liveCost
+		if err := api("GET", "/v1/sandboxes/"+id+"/usage", nil, &l); err != nil {
+			t.Fatal(err)
+		}
+		if l.Intervals >= 2 {
+			break
+		}
+		if i > 200 {
+			t.Fatalf("no two intervals recorded in 20 s: %+v", l)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	var l liveCost
+	if err := api("GET", "/v1/sandboxes/"+id+"/usage", nil, &l); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// meteredSandbox creates a sandbox on the gust at gust.url, waiting for its worker to
+// register, and has the harness check it leaves nothing behind.
+func meteredSandbox(t *testing.T, fields map[string]any) (id string, startedAt time.Time) {
+	t.Helper()
+	var sb struct {
+		ID        string    `json:"sandbox_id"`
+		StartedAt time.Time `json:"started_at"`
+	}
+	for i := 0; ; i++ {
+		err := api("POST", "/v1/sandboxes", fields, &sb)
+		if err == nil {
+			break
+		}
+		if i > 200 {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // the worker registers
+	}
+	createdMu.Lock()
+	created = append(created, sb.ID)
+	createdMu.Unlock()
+	return sb.ID, sb.StartedAt
+}
