@@ -25,6 +25,8 @@ const (
 	Warm         Kind = "warm" // a warm-pool container before a sandbox takes it
 	Token        Kind = "tk"
 	Workspace    Kind = "ws"
+	Dict         Kind = "di" // Modal's prefixes for Dicts and Queues
+	Queue        Kind = "qu"
 )
 
 // New returns a new ID of the kind.
