@@ -70,6 +70,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 		cfg.AuditRetention = 90 * 24 * time.Hour
 	}
 	go a.RunAudit(ctx, cfg.AuditRetention)
+	go a.RunKV(ctx)
 	go fl.Run(ctx)
 	go eng.Run(ctx)
 	return &Server{api: a}, nil
