@@ -18,6 +18,8 @@ const (
 	KindTooLarge     = "too_large"
 	KindUnavailable  = "unavailable"
 	KindInternal     = "internal"
+	// KindResourceExhausted: a bounded object is full for now (a Queue partition).
+	KindResourceExhausted = "resource_exhausted"
 )
 
 // Sentinels for errors.Is: errors.Is(err, gust.ErrNotFound) holds for an *APIError of kind
@@ -30,6 +32,8 @@ var (
 	ErrTooLarge     = &kindError{KindTooLarge}
 	ErrUnavailable  = &kindError{KindUnavailable}
 	ErrInternal     = &kindError{KindInternal}
+	// ErrResourceExhausted: a Queue partition is full (Modal's queue.Full).
+	ErrResourceExhausted = &kindError{KindResourceExhausted}
 )
 
 // kindError is the type of the sentinels.
@@ -69,6 +73,8 @@ var kindStatus = map[string]int{
 	KindTooLarge:     http.StatusRequestEntityTooLarge,
 	KindUnavailable:  http.StatusServiceUnavailable,
 	KindInternal:     http.StatusInternalServerError,
+
+	KindResourceExhausted: http.StatusTooManyRequests,
 }
 
 // kindForStatus maps an HTTP status to an error kind, for answers without an error body.
