@@ -1,13 +1,19 @@
 package integration
 
 import (
+	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	sdk "github.com/gust-run/gust/sdk/go"
 )
 
 // Dicts and Queues, end to end: a Modal program whose functions (real containers) share a
@@ -175,5 +181,115 @@ func mustJSON(t *testing.T, body string, v any) {
 	t.Helper()
 	if err := json.Unmarshal([]byte(body), v); err != nil {
 		t.Fatalf("decoding %q: %v", body, err)
+	}
+}
+
+// TestDictQueueGoSDKAndCLI: the Go SDK's Dict and Queue (a blocked Get woken by a Put), and
+// the CLI's `gust dict ...` and `gust queue ...` over what Python would have pickled.
+func TestDictQueueGoSDKAndCLI(t *testing.T) {
+	needGust(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := sdk.NewClientFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dname, qname := "cli-dict-"+time.Now().Format("150405.000"), "cli-queue-"+time.Now().Format("150405.000")
+	d, err := c.DictFromName(ctx, dname, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.DeleteDict(context.Background(), dname, true)
+	list, _ := hex.DecodeString("8004950b000000000000005d94284b018c016194652e") // pickle.dumps([1, 'a'], protocol=4)
+	if created, err := d.Put(ctx, sdk.PickleString("greeting"), sdk.PickleString("hello world"), false); err != nil || !created {
+		t.Fatalf("put: %v %v", created, err)
+	}
+	if created, err := d.Put(ctx, sdk.PickleString("greeting"), sdk.PickleString("other"), true); err != nil || created {
+		t.Fatalf("put with skipIfExists over an existing key: %v %v", created, err)
+	}
+	if err := d.Update(ctx, []sdk.DictEntry{{Key: sdk.PickleString("list"), Value: list}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := d.Len(ctx); err != nil || n != 2 {
+		t.Fatalf("len: %d %v", n, err)
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(gust.bin, args...)
+		cmd.Env = append(os.Environ(), "GUST_SERVER_URL="+gust.url, "GUST_TOKEN="+gust.token)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("gust %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	if out := run("dict", "get", dname, "greeting"); strings.TrimSpace(out) != "hello world" {
+		t.Errorf("gust dict get: %q", out)
+	}
+	if out := run("dict", "get", dname, "missing"); strings.TrimSpace(out) != "None" {
+		t.Errorf("gust dict get of a missing key: %q", out)
+	}
+	if out := run("dict", "items", dname); !strings.Contains(out, "greeting") || !strings.Contains(out, "[1, 'a']") {
+		t.Errorf("gust dict items: %q", out)
+	}
+	if out := run("dict", "list"); !strings.Contains(out, dname) {
+		t.Errorf("gust dict list: %q", out)
+	}
+	run("dict", "clear", "--yes", dname)
+	if n, _ := d.Len(ctx); n != 0 {
+		t.Errorf("len after gust dict clear: %d", n)
+	}
+
+	run("queue", "create", qname)
+	q, err := c.QueueFromName(ctx, qname, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan [][]byte, 1)
+	go func() {
+		vals, err := q.Get(ctx, 2, sdk.QueueGetOptions{Timeout: 30 * time.Second})
+		if err != nil {
+			t.Error(err)
+		}
+		got <- vals
+	}()
+	time.Sleep(200 * time.Millisecond)
+	putAt := time.Now()
+	if err := q.Put(ctx, [][]byte{sdk.PickleString("first")}, sdk.QueuePutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case vals := <-got:
+		if len(vals) != 1 || string(vals[0]) != string(sdk.PickleString("first")) {
+			t.Fatalf("blocked get: %q", vals)
+		}
+		t.Logf("Go SDK: put -> blocked get returned in %v", time.Since(putAt))
+	case <-time.After(10 * time.Second):
+		t.Fatal("a blocked Get was not woken by the Put")
+	}
+	if _, err := q.Get(ctx, 1, sdk.QueueGetOptions{Timeout: 100 * time.Millisecond}); !errors.Is(err, sdk.ErrQueueEmpty) {
+		t.Fatalf("get on an empty queue with a timeout: %v", err)
+	}
+	for _, v := range []string{"a", "b", "c"} {
+		if err := q.Put(ctx, [][]byte{sdk.PickleString(v)}, sdk.QueuePutOptions{Partition: "p"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out := run("queue", "len", qname, "--partition", "p"); strings.TrimSpace(out) != "3" {
+		t.Errorf("gust queue len: %q", out)
+	}
+	if out := run("queue", "peek", qname, "2", "-p", "p"); out != "a\nb\n" {
+		t.Errorf("gust queue peek: %q", out)
+	}
+	if out := run("queue", "list"); !strings.Contains(out, qname) {
+		t.Errorf("gust queue list: %q", out)
+	}
+	run("queue", "clear", qname, "--all", "--yes")
+	if out := run("queue", "len", qname, "--total"); strings.TrimSpace(out) != "0" {
+		t.Errorf("gust queue len --total after clear: %q", out)
+	}
+	run("queue", "delete", "--yes", qname)
+	if _, err := c.QueueFromName(ctx, qname, false); !errors.Is(err, sdk.ErrNotFound) {
+		t.Fatalf("after gust queue delete: %v", err)
 	}
 }
