@@ -293,3 +293,36 @@ func TestDictQueueGoSDKAndCLI(t *testing.T) {
 		t.Fatalf("after gust queue delete: %v", err)
 	}
 }
+
+// TestDictQueueQuota: a workspace's kv_store_mib bounds what its Dicts and Queues hold.
+func TestDictQueueQuota(t *testing.T) {
+	needGust(t)
+	cred, ws := newWorkspace(t, "dq-quota")
+	if err := api("PUT", "/v1/workspaces/"+ws+"/quotas", map[string]any{"sandboxes": 0, "cpu": 0, "memory_mib": 0, "gpus": 0,
+		"image_disk_mib": 0, "requests_per_second": 0, "kv_store_mib": 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	code, body := apiAs(t, cred, "POST", "/v1/queues", map[string]any{"name": "q"})
+	if code != 201 {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	var q struct {
+		ID string `json:"queue_id"`
+	}
+	mustJSON(t, body, &q)
+	item := make([]byte, 600<<10)
+	if code, body := apiAs(t, cred, "POST", "/v1/queues/"+q.ID+"/put", map[string]any{"values": [][]byte{item}}); code != 204 {
+		t.Fatalf("first put under the quota: %d %s", code, body)
+	}
+	code, body = apiAs(t, cred, "POST", "/v1/queues/"+q.ID+"/put", map[string]any{"values": [][]byte{item}})
+	if code != 403 || !strings.Contains(body, "quota_exceeded") || !strings.Contains(body, "kv_store_mib") {
+		t.Fatalf("put over the quota: %d %s", code, body)
+	}
+	// Taking the item out frees the room.
+	if code, body := apiAs(t, cred, "POST", "/v1/queues/"+q.ID+"/get", map[string]any{}); code != 200 {
+		t.Fatalf("get: %d %s", code, body)
+	}
+	if code, body := apiAs(t, cred, "POST", "/v1/queues/"+q.ID+"/put", map[string]any{"values": [][]byte{item}}); code != 204 {
+		t.Fatalf("put after a get: %d %s", code, body)
+	}
+}
