@@ -30,23 +30,39 @@ func runBenchQueue(ctx context.Context, args []string) error {
 	n := fs.Int("n", 500, "samples per latency measurement")
 	clients := fs.Int("clients", 8, "concurrent clients of the throughput measurement")
 	dur := fs.Duration("duration", 3*time.Second, "how long each throughput measurement runs")
+	containers := fs.Int("containers", 0, "also measure this many puts across two function containers (needs root, runc and the base image; 0 skips it)")
+	imageCache := fs.String("image-cache", envOr("GUST_IMAGE_CACHE", "/var/lib/gust/layers"), "image layer cache, for --containers (the base image is built there if missing)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp("", "gust-bench-queue-")
-	if err != nil {
-		return err
+	var url, token string
+	var bc *benchClient
+	if *containers > 0 {
+		// Server and worker: the functions need one.
+		var stop func()
+		var err error
+		if bc, stop, err = startBenchGust(ctx, *imageCache); err != nil {
+			return err
+		}
+		defer stop()
+		url, token = bc.url, bc.token
+	} else {
+		// The server alone: Dicts and Queues need no worker.
+		tmp, err := os.MkdirTemp("", "gust-bench-queue-")
+		if err != nil {
+			return err
+		}
+		defer removeScratch(tmp)
+		d := daemonFlags{addr: "127.0.0.1:0", dataDir: filepath.Join(tmp, "data"), imageCache: filepath.Join(tmp, "layers"), isolation: "runc", token: "bench"}
+		sctx, stopServer := context.WithCancel(ctx)
+		defer stopServer()
+		_, httpSrv, ln, tok, err := startServer(sctx, &d, log.New(io.Discard, "", 0))
+		if err != nil {
+			return err
+		}
+		defer closeBenchServer(httpSrv)
+		url, token = "http://"+ln.Addr().String(), tok
 	}
-	defer removeScratch(tmp)
-	d := daemonFlags{addr: "127.0.0.1:0", dataDir: filepath.Join(tmp, "data"), imageCache: filepath.Join(tmp, "layers"), isolation: "runc", token: "bench"}
-	sctx, stopServer := context.WithCancel(ctx)
-	defer stopServer()
-	_, httpSrv, ln, token, err := startServer(sctx, &d, log.New(io.Discard, "", 0))
-	if err != nil {
-		return err
-	}
-	defer closeBenchServer(httpSrv)
-	url := "http://" + ln.Addr().String()
 	c, err := gust.NewClient(gust.Config{ServerURL: url, Token: token})
 	if err != nil {
 		return err
@@ -174,6 +190,9 @@ func runBenchQueue(ctx context.Context, args []string) error {
 			return fmt.Errorf("%s: %w", m.name, err)
 		}
 		fmt.Printf("%-44s %10.0f ops/s with %d clients\n", m.name, ops, *clients)
+	}
+	if *containers > 0 {
+		return benchQueueContainers(ctx, bc, c, *containers)
 	}
 	return nil
 }
