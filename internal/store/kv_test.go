@@ -402,3 +402,30 @@ func TestEphemeralExpiry(t *testing.T) {
 		t.Fatalf("a named Queue must not expire: %v", err)
 	}
 }
+
+// TestQueuePagesBounded: a get of many large items answers at most about 16 MiB; the rest
+// stays for the next get, in order.
+func TestQueuePagesBounded(t *testing.T) {
+	st, ctx := open(t), context.Background()
+	q, _ := st.LookupQueue(ctx, "ws-a", "q", "", true)
+	var vals [][]byte
+	for i := range 20 {
+		v := bytes.Repeat([]byte{byte(i)}, QueueMaxItemBytes)
+		vals = append(vals, v)
+	}
+	if err := st.QueuePut(ctx, "ws-a", q.ID, "", vals, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	items, err := st.QueueItems(ctx, "ws-a", q.ID, "", "", 0)
+	if err != nil || len(items) != 16 {
+		t.Fatalf("iterate: %d items, %v; want 16 (16 MiB)", len(items), err)
+	}
+	first, err := st.QueueGet(ctx, "ws-a", q.ID, "", 20, 0)
+	if err != nil || len(first) != 16 {
+		t.Fatalf("get 20: %d items, %v; want 16", len(first), err)
+	}
+	rest, err := st.QueueGet(ctx, "ws-a", q.ID, "", 20, 0)
+	if err != nil || len(rest) != 4 || rest[0][0] != 16 {
+		t.Fatalf("next get: %d items, %v", len(rest), err)
+	}
+}

@@ -23,6 +23,9 @@ const (
 	QueueMaxPartitionTTL  = 24 * time.Hour
 	QueueLenCap           = 100_000 // what len() counts at most, as Modal caps it
 	queueIteratePageItems = 100
+	// queuePageBytes bounds what one get or iterate answers (at least one item): 5,000 items
+	// of 1 MiB must not become one 5 GiB answer in the server's memory.
+	queuePageBytes = 16 << 20
 )
 
 // QueueItem is an item that Queue.iterate() reads without taking it.
@@ -358,6 +361,9 @@ func (s *Store) queueTake(ctx context.Context, ws, id, partition string, n int) 
 		}
 		size += int64(len(v))
 		vals = append(vals, v)
+		if size >= queuePageBytes {
+			break // the rest waits for the next get
+		}
 	}
 	err = rows.Err()
 	closeRows(rows)
@@ -495,13 +501,15 @@ func (s *Store) queueItems(ctx context.Context, ws, id, partition string, from i
 	}
 	defer closeRows(rows)
 	out := []QueueItem{}
-	for rows.Next() {
+	size := 0
+	for rows.Next() && size < queuePageBytes {
 		var seq int64
 		var it QueueItem
 		if err := rows.Scan(&seq, &it.Value); err != nil {
 			return nil, fmt.Errorf("store: Queue %s: iterate: %w", id, err)
 		}
 		it.ID = strconv.FormatInt(seq, 10)
+		size += len(it.Value)
 		out = append(out, it)
 	}
 	if err := rows.Err(); err != nil {
