@@ -163,6 +163,24 @@ func TestDictQueueCrossWorkspace(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "not found") {
 		t.Errorf("gust dict items from the other workspace: %v %s", err, out)
 	}
+	// The Python SDK from B: not found, through the Dict's and the Queue's methods.
+	py := exec.Command("python3", "-c", `
+import sys, gust
+from gust.exception import NotFoundError
+for f in (lambda: gust.Dict.from_id(sys.argv[1]).get("k"), lambda: gust.Dict.from_id(sys.argv[1]).update(k=2),
+          lambda: gust.Queue.from_id(sys.argv[2]).get(block=False), lambda: gust.Queue.from_id(sys.argv[2]).put(1),
+          lambda: gust.Dict.from_name("xws-dict").len()):
+    try:
+        f()
+        print("REACHED")
+    except NotFoundError:
+        print("not found")
+`, d.ID, q.ID)
+	py.Env = append(os.Environ(), "GUST_SERVER_URL="+gust.url, "GUST_TOKEN=", "GUST_TOKEN_ID="+strings.Split(cred, ":")[0],
+		"GUST_TOKEN_SECRET="+strings.Split(cred, ":")[1], "PYTHONPATH="+filepath.Join(repoRoot(), "sdk", "python"))
+	if out, err := py.CombinedOutput(); err != nil || strings.Count(string(out), "not found") != 5 {
+		t.Errorf("the Python SDK from the other workspace: %v\n%s", err, out)
+	}
 	// A's contents are intact.
 	var got struct {
 		Found bool   `json:"found"`
