@@ -257,13 +257,18 @@ func verdict(ok bool, target string) string {
 // deployBenchApp writes the benchmark app to a scratch directory and deploys it with python3
 // and the SDK built into this binary, as `gust deploy` would.
 func deployBenchApp(ctx context.Context, bc *benchClient) error {
+	return deployPythonApp(ctx, bc, benchAppName, benchApp)
+}
+
+// deployPythonApp deploys the Python source src as the app name, as deployBenchApp does.
+func deployPythonApp(ctx context.Context, bc *benchClient, name, src string) error {
 	dir, err := os.MkdirTemp("", "gust-bench-app-")
 	if err != nil {
 		return err
 	}
 	defer removeScratch(dir)
 	file := filepath.Join(dir, "bench_app.py")
-	if err := os.WriteFile(file, []byte(benchApp), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
 		return err
 	}
 	sdk, err := pythonSDKDir()
@@ -271,7 +276,7 @@ func deployBenchApp(ctx context.Context, bc *benchClient) error {
 		return err
 	}
 	environ := withEnv(os.Environ(), "GUST_SERVER_URL="+bc.url, "GUST_TOKEN="+bc.token)
-	path, argv, env, err := pythonCommand(sdk, []string{"deploy", file, "--name", benchAppName}, environ)
+	path, argv, env, err := pythonCommand(sdk, []string{"deploy", file, "--name", name}, environ)
 	if err != nil {
 		return err
 	}

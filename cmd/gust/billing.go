@@ -220,7 +220,7 @@ func runBillingReport(ctx context.Context, args []string, t cliIO) error {
 		}
 		return nil
 	}
-	if err := printTable(t, table); err != nil {
+	if err := printRows(t, table); err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(t.out, "\nTotal: $%s over %d row(s)\n", total.FloatString(6), len(rows))
@@ -236,7 +236,8 @@ func sortedKeys(m map[string]bool) []string {
 	return out
 }
 
-func printTable(t cliIO, table [][]string) error {
+// printRows writes rows (the first is the header) as aligned columns.
+func printRows(t cliIO, table [][]string) error {
 	tw := tabwriter.NewWriter(t.out, 0, 0, 2, ' ', 0)
 	for _, line := range table {
 		fmt.Fprintln(tw, strings.Join(line, "\t"))
@@ -309,7 +310,7 @@ func runUsageReport(ctx context.Context, args []string, t cliIO) error {
 	if *format == "csv" {
 		return csv.NewWriter(t.out).WriteAll(table)
 	}
-	return printTable(t, table)
+	return printRows(t, table)
 }
 
 func runBillingCost(ctx context.Context, args []string, t cliIO) error {
@@ -417,7 +418,7 @@ func runBillingAdvise(ctx context.Context, args []string, t cliIO) error {
 			fmt.Sprintf("%.0f%%", 100*a.BreakEvenUtilization), fmt.Sprintf("$%.2f", a.ServerlessMonthly), a.Recommendation,
 			orDash(a.Setting), fmt.Sprintf("$%.2f", a.MonthlySaving)})
 	}
-	if err := printTable(t, table); err != nil {
+	if err := printRows(t, table); err != nil {
 		return err
 	}
 	fmt.Fprintln(t.out)
@@ -482,7 +483,7 @@ func runBillingBudget(ctx context.Context, args []string, t cliIO) error {
 		table = append(table, []string{b.ID, b.Scope, orDash(b.Target), fmt.Sprintf("$%.2f", b.MonthlyLimit), fmt.Sprintf("$%.4f", b.Spent),
 			fmt.Sprintf("%.0f%%", 100*b.Spent/b.MonthlyLimit), b.State, strconv.FormatBool(b.StopRunning)})
 	}
-	return printTable(t, table)
+	return printRows(t, table)
 }
 
 // warnBudgets tells the user, on stderr, of budgets near or at their limit.

@@ -99,6 +99,7 @@ func newQuotaFlags(fs *flag.FlagSet) *quotaFlags {
 	fs.IntVar(&qf.q.GPUs, "gpus", 0, "GPUs reserved at once (0: unlimited)")
 	fs.Int64Var(&qf.q.ImageDiskMiB, "image-disk-mib", 0, "disk for the workspace's images, MiB (0: unlimited)")
 	fs.Float64Var(&qf.q.RequestsPerSecond, "requests-per-second", 0, "API requests per second (0: unlimited)")
+	fs.Int64Var(&qf.q.KVStoreMiB, "kv-store-mib", 0, "contents of Dicts and Queues, MiB (0: unlimited)")
 	return qf
 }
 
@@ -121,6 +122,8 @@ func (qf *quotaFlags) apply(q *gust.Quotas) (bool, error) {
 			q.ImageDiskMiB, neg = qf.q.ImageDiskMiB, qf.q.ImageDiskMiB < 0
 		case "requests-per-second":
 			q.RequestsPerSecond, neg = qf.q.RequestsPerSecond, qf.q.RequestsPerSecond < 0
+		case "kv-store-mib":
+			q.KVStoreMiB, neg = qf.q.KVStoreMiB, qf.q.KVStoreMiB < 0
 		default:
 			return
 		}
@@ -133,7 +136,7 @@ func (qf *quotaFlags) apply(q *gust.Quotas) (bool, error) {
 }
 
 func runWorkspaceQuotas(ctx context.Context, args []string, t cliIO) error {
-	fs := t.flags("workspace quotas", "[WORKSPACE_ID] [--sandboxes N] [--cpu X] [--memory-mib N] [--gpus N] [--image-disk-mib N] [--requests-per-second N]",
+	fs := t.flags("workspace quotas", "[WORKSPACE_ID] [--sandboxes N] [--cpu X] [--memory-mib N] [--gpus N] [--image-disk-mib N] [--requests-per-second N] [--kv-store-mib N]",
 		"Shows a workspace's quotas (default: yours); 0 means unlimited. With flags, sets those quotas and keeps\n"+
 			"the others (you need the operator's credentials).")
 	qf := newQuotaFlags(fs)
@@ -195,5 +198,6 @@ func printQuotas(w io.Writer, id string, q *gust.Quotas) error {
 	fmt.Fprintf(tw, "gpus\t%s\n", num(float64(q.GPUs)))
 	fmt.Fprintf(tw, "image_disk_mib\t%s\n", num(float64(q.ImageDiskMiB)))
 	fmt.Fprintf(tw, "requests_per_second\t%s\n", num(q.RequestsPerSecond))
+	fmt.Fprintf(tw, "kv_store_mib\t%s\n", num(float64(q.KVStoreMiB)))
 	return tw.Flush()
 }

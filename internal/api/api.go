@@ -206,6 +206,8 @@ func (a *API) routes(rt *router) {
 	a.appRoutes(rt)
 	a.functionRoutes(rt)
 	a.secretRoutes(rt)
+	a.dictRoutes(rt)
+	a.queueRoutes(rt)
 	a.workerRoutes(rt)
 	a.tenantRoutes(rt)
 	a.billingRoutes(rt)

@@ -23,6 +23,9 @@ var (
 	ErrQuota = errors.New("quota_exceeded")
 	// ErrRateLimited: the workspace's request rate quota is spent for now.
 	ErrRateLimited = errors.New("rate_limited")
+	// ErrResourceExhausted: a bounded object is full for now (a Queue partition); Modal's
+	// clients raise queue.Full for it.
+	ErrResourceExhausted = errors.New("resource_exhausted")
 )
 
 // Invalid returns an error of kind ErrInvalid with a formatted message.
@@ -82,6 +85,8 @@ func Kind(err error) (string, int) {
 		return "quota_exceeded", http.StatusForbidden
 	case errors.Is(err, ErrRateLimited):
 		return "rate_limited", http.StatusTooManyRequests
+	case errors.Is(err, ErrResourceExhausted):
+		return "resource_exhausted", http.StatusTooManyRequests
 	}
 	return "internal", http.StatusInternalServerError
 }
@@ -89,7 +94,7 @@ func Kind(err error) (string, int) {
 // FromKind maps an API kind name back to its error kind (used when a response from a worker is
 // relayed).
 func FromKind(kind string) error {
-	for _, k := range []error{ErrInvalid, ErrNotFound, ErrConflict, ErrTooLarge, ErrUnauthorized, ErrUnavailable, ErrForbidden, ErrQuota, ErrRateLimited} {
+	for _, k := range []error{ErrInvalid, ErrNotFound, ErrConflict, ErrTooLarge, ErrUnauthorized, ErrUnavailable, ErrForbidden, ErrQuota, ErrRateLimited, ErrResourceExhausted} {
 		if k.Error() == kind {
 			return k
 		}

@@ -26,6 +26,8 @@ const (
 	Token        Kind = "tk"
 	Workspace    Kind = "ws"
 	Budget       Kind = "bg" // a monthly spending limit (internal/budget)
+	Dict         Kind = "di" // Modal's prefixes for Dicts and Queues
+	Queue        Kind = "qu"
 )
 
 // New returns a new ID of the kind.

@@ -110,6 +110,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 		cfg.AuditRetention = 90 * 24 * time.Hour
 	}
 	go a.RunAudit(ctx, cfg.AuditRetention)
+	go a.RunKV(ctx)
 	go fl.Run(ctx)
 	go budgets.Run(ctx, 10*time.Second, func(ctx context.Context, id, reason string) {
 		if _, err := fl.Terminate(ctx, id, sandbox.Terminated, reason); err != nil {

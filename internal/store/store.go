@@ -38,6 +38,8 @@ type Store struct {
 	// (holdKey), RotateSecretKey for writing.
 	keyMu sync.RWMutex
 	seal  *sealer
+
+	kvWaits notifier // wakes Queue gets and puts blocked on a partition (queues.go)
 }
 
 // Option configures OpenSQLite.
@@ -144,6 +146,10 @@ func openSQLite(path string, key SecretKey) (*Store, error) {
 	}
 	s := &Store{db: db, seal: seal}
 	if err := s.migrateToWorkspaces(context.Background()); err != nil {
+		_ = db.Close() // best effort: the migration's error is the one to report
+		return nil, err
+	}
+	if err := s.migrateKV(context.Background()); err != nil {
 		_ = db.Close() // best effort: the migration's error is the one to report
 		return nil, err
 	}

@@ -26,6 +26,8 @@ const (
 	KindQuotaExceeded = "quota_exceeded"
 	// KindRateLimited: the workspace's request rate quota is spent for now (HTTP 429).
 	KindRateLimited = "rate_limited"
+	// KindResourceExhausted: a bounded object is full for now (a Queue partition).
+	KindResourceExhausted = "resource_exhausted"
 )
 
 // Sentinels for errors.Is: errors.Is(err, gust.ErrNotFound) holds for an *APIError of kind
@@ -42,9 +44,10 @@ var (
 	ErrForbidden     = &kindError{KindForbidden}
 	ErrQuotaExceeded = &kindError{KindQuotaExceeded}
 	ErrRateLimited   = &kindError{KindRateLimited}
-	// ErrResourceExhausted (Modal's ResourceExhaustedError) matches both ErrQuotaExceeded and
-	// ErrRateLimited: errors.Is(err, gust.ErrResourceExhausted) catches either.
-	ErrResourceExhausted = &kindError{"resource_exhausted"}
+	// ErrResourceExhausted (Modal's ResourceExhaustedError) matches a full Queue partition
+	// (Modal's queue.Full) and both ErrQuotaExceeded and ErrRateLimited:
+	// errors.Is(err, gust.ErrResourceExhausted) catches any of them.
+	ErrResourceExhausted = &kindError{KindResourceExhausted}
 )
 
 // kindError is the type of the sentinels.
@@ -70,15 +73,15 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("HTTP %d %s", e.Status, http.StatusText(e.Status))
 }
 
-// Is reports whether target is the sentinel of e's kind (or ErrResourceExhausted, for a quota
-// or rate limit).
+// Is reports whether target is the sentinel of e's kind (or ErrResourceExhausted, for a full
+// Queue, a quota or a rate limit).
 func (e *APIError) Is(target error) bool {
 	k, ok := target.(*kindError)
 	if !ok {
 		return false
 	}
 	if k == ErrResourceExhausted {
-		return e.Kind == KindQuotaExceeded || e.Kind == KindRateLimited
+		return e.Kind == KindResourceExhausted || e.Kind == KindQuotaExceeded || e.Kind == KindRateLimited
 	}
 	return k.kind == e.Kind
 }
@@ -94,6 +97,8 @@ var kindStatus = map[string]int{
 	KindForbidden:     http.StatusForbidden,
 	KindQuotaExceeded: http.StatusForbidden,
 	KindRateLimited:   http.StatusTooManyRequests,
+
+	KindResourceExhausted: http.StatusTooManyRequests,
 }
 
 // kindForStatus maps an HTTP status to an error kind, for answers without an error body.

@@ -155,6 +155,7 @@ type Quotas struct {
 	GPUs              int     `json:"gpus"`       // GPUs reserved at once
 	ImageDiskMiB      int64   `json:"image_disk_mib"`
 	RequestsPerSecond float64 `json:"requests_per_second"`
+	KVStoreMiB        int64   `json:"kv_store_mib"` // contents of Dicts and Queues
 }
 
 // GetQuotas returns the quotas of the workspace id.

@@ -29,6 +29,7 @@ from ._partial import concurrent, enter, exit, method, parameter
 from ._version import __version__
 from .app import App, LocalEntrypoint
 from .cls import Cls
+from .dict import Dict
 from .container_process import ContainerProcess
 from .exception import Error
 from .file_io import FileIO
@@ -36,6 +37,7 @@ from .functions import Function, FunctionCall
 from .image import Image
 from .io_streams import StreamReader, StreamWriter
 from .output import enable_output
+from .queue import Queue
 from .retries import Retries
 from .sandbox import Sandbox
 from .sandbox_fs import FileInfo, FileType, SandboxFilesystem
@@ -48,8 +50,8 @@ from .billing import Workspace
 version = __version__
 
 __all__ = [
-    "App", "Cls", "ContainerProcess", "Cron", "Error", "FileIO", "FileInfo", "FileType", "Function", "FunctionCall",
-    "Image", "LocalEntrypoint", "Period", "Probe", "Retries", "Sandbox", "SandboxFilesystem", "Secret", "StreamReader",
+    "App", "Cls", "ContainerProcess", "Cron", "Dict", "Error", "FileIO", "FileInfo", "FileType", "Function", "FunctionCall",
+    "Image", "LocalEntrypoint", "Period", "Probe", "Queue", "Retries", "Sandbox", "SandboxFilesystem", "Secret", "StreamReader",
     "StreamType", "StreamWriter", "Tunnel", "Workspace", "billing", "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit", "forward", "functions",
     "is_local", "method", "parameter", "version", "__version__",
 ]

@@ -54,6 +54,10 @@ class RequestSizeError(InvalidError):
     """A request or the data it asks for is too large (HTTP 413)."""
 
 
+class ResourceExhaustedError(Error):
+    """A bounded resource is full for now, e.g. a Queue partition (``Queue.put`` raises ``queue.Full``)."""
+
+
 class NotFoundError(Error):
     """The requested object does not exist."""
 
@@ -160,6 +164,7 @@ _BY_KIND = {
     "conflict": ConflictError,
     "too_large": RequestSizeError,
     "unavailable": ServiceError,
+    "resource_exhausted": ResourceExhaustedError,
     "internal": InternalError,
     "forbidden": PermissionDeniedError,
     "quota_exceeded": ResourceExhaustedError,
