@@ -57,6 +57,10 @@ func (a *API) handleSandboxCreate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, fmt.Errorf("%w (resolve an image first, e.g. Image.debian_slim())", err))
 		return
 	}
+	if err := a.fleet.CheckGPU(sb.GPU, sb.Isolation); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	sb.WorkspaceID, sb.CreatedBy = p.WorkspaceID, p.ContainerID
 	created, err := a.fleet.Create(r.Context(), sb, nil, nil)
 	if err != nil {

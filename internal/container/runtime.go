@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/gust-run/gust/internal/reaper"
@@ -60,6 +61,9 @@ type Runtime struct {
 	cfg Config
 	// The user namespaces whose mappings idmap runc containers' mounts (see idmap.go).
 	shift, unshift *userNS
+	// nvproxy caches GVisorGPU's answer.
+	nvproxyOnce sync.Once
+	nvproxy     bool
 }
 
 // New checks the configuration and returns a Runtime.
@@ -133,6 +137,11 @@ type CreateOptions struct {
 	DiskMiB   int
 	NetNSPath string  // join this network namespace (runc only); empty makes a new one with only lo
 	Mounts    []Mount // extra read-only bind mounts
+	// EditSpec, if set, changes the OCI spec before the user namespace is added: the worker
+	// puts a GPU container's devices and driver files in through CDI.
+	EditSpec func(*specs.Spec) error
+	// NVProxy runs a gVisor container with runsc's GPU proxy (GVisorGPU must be true).
+	NVProxy bool
 	// ReadyTimeout bounds the wait for gust-init's greeting.
 	ReadyTimeout time.Duration
 	// OnExit is called once, from the container's reader goroutine, when init has gone.
@@ -251,7 +260,10 @@ func (r *Runtime) layOutBundle(bundle string, opts CreateOptions, undo *cleanupS
 		return err
 	}
 
-	spec := buildSpec(&r.cfg, opts, rootfs)
+	spec, err := buildSpec(&r.cfg, opts, rootfs)
+	if err != nil {
+		return fmt.Errorf("runtime: spec of %s: %w", opts.ID, err)
+	}
 	b, err := json.Marshal(spec)
 	if err != nil {
 		return fmt.Errorf("runtime: encode spec: %w", err)
@@ -320,7 +332,24 @@ func (r *Runtime) runtimeArgs(opts CreateOptions) []string {
 	// off; the OCI seccomp profile is applied inside the sandbox too. The sandbox's netstack gets
 	// loopback only (--network=none): this runsc refuses the namespaces we hand it for its
 	// "sandbox" network mode, so gVisor sandboxes have no outside network yet.
-	return []string{"--root", root, "--platform=ptrace", "--oci-seccomp", "--network=none"}
+	args := []string{"--root", root, "--platform=ptrace", "--oci-seccomp", "--network=none"}
+	if opts.NVProxy {
+		args = append(args, "--nvproxy")
+	}
+	return args
+}
+
+// GVisorGPU reports whether the runsc in use has its GPU proxy (nvproxy, in gVisor since
+// 2023): only then may GPU containers run under gVisor. Debian 12's runsc has not.
+func (r *Runtime) GVisorGPU() bool {
+	r.nvproxyOnce.Do(func() {
+		if r.cfg.RunscPath == "" {
+			return
+		}
+		out, err := reaper.CombinedOutput(exec.Command(r.cfg.RunscPath, "flags"))
+		r.nvproxy = err == nil && strings.Contains(string(out), "nvproxy")
+	})
+	return r.nvproxy
 }
 
 // delete kills and removes a container's runtime state and cgroups; a container that does not

@@ -58,13 +58,15 @@ var allowed = map[string][]string{
 	// Containers: gust-init inside, the runtime outside.
 	"internal/containerinit": {"internal/initproto"},
 	"internal/container":     {"internal/initproto", "internal/reaper"},
+	// The machine's GPUs: discovery, CDI injection, sampling (the worker's).
+	"internal/nvidia": {"internal/gpu", "internal/reaper"},
 
 	// The server↔worker protocol.
 	"internal/workerproto": {"internal/errdefs", "internal/gpu", "internal/httpapi", "internal/sandbox", "internal/wire"},
 
 	// The worker.
 	"internal/worker": {"internal/container", "internal/egress", "internal/errdefs", "internal/gpu", "internal/httpapi", "internal/ids",
-		"internal/image", "internal/initproto", "internal/lifecycle", "internal/reaper", "internal/sandbox",
+		"internal/image", "internal/initproto", "internal/lifecycle", "internal/nvidia", "internal/reaper", "internal/sandbox",
 		"internal/wire", "internal/workerproto", "sdk/python"},
 
 	// The control plane: the store, its three parts, the API over them, the assembly.

@@ -113,7 +113,8 @@ func (e *Engine) containerRecord(fn function.Function) (sandbox.Sandbox, error) 
 	return sandbox.Sandbox{
 		AppID: fn.AppID, WorkspaceID: fn.WorkspaceID, ImageID: sp.ImageID, Isolation: iso, Status: sandbox.Pending, Timeout: wire.Duration(sandbox.MaxTimeout),
 		CPU: sp.CPU, CPULimit: sp.CPULimit, MemoryMiB: sp.MemoryMiB, Env: env, SecretEnv: secretEnv, FunctionID: fn.ID, GPU: sp.GPU,
-		Tags: map[string]string{"function": fn.Name},
+		GPUWait: sp.Timeout, // a container waits for busy GPUs as long as an input may run
+		Tags:    map[string]string{"function": fn.Name},
 	}, nil
 }
 

@@ -263,3 +263,11 @@ func (r Request) MaxCount() int {
 	}
 	return n
 }
+
+// Usage is what sampling saw of a container's GPUs while it ran (nvidia-smi, every few
+// seconds): the most memory in use at once, over all its GPUs, and their mean utilisation.
+type Usage struct {
+	PeakMemoryMiB      int     `json:"peak_memory_mib"`
+	MeanUtilizationPct float64 `json:"mean_utilization_pct"`
+	Samples            int     `json:"samples"`
+}

@@ -32,6 +32,7 @@ import (
 	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/image"
+	"github.com/gust-run/gust/internal/nvidia"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/workerproto"
 	pythonsdk "github.com/gust-run/gust/sdk/python"
@@ -52,7 +53,9 @@ type Config struct {
 	// BuildEgress lists the hosts image build containers may reach through the worker's
 	// egress proxy (egress.ParsePolicy's forms); nil is egress.DefaultHosts, empty nothing.
 	BuildEgress []string
-	Logger      *log.Logger
+	// GPU says where to find the machine's GPUs (and, for tests, declares them).
+	GPU    nvidia.Config
+	Logger *log.Logger
 }
 
 // Worker runs containers.
@@ -82,6 +85,8 @@ type Worker struct {
 	compile func(dir string)
 	// buildNet makes an image build container's network namespace and proxy.
 	buildNet func(id string) (BuildNet, error)
+	// gpus are the machine's GPUs; nil without.
+	gpus *gpuSet
 
 	mu    sync.Mutex
 	boxes map[string]*box
@@ -100,6 +105,8 @@ type deps struct {
 	// buildNet makes an image build container's network (New: an egress.Namespace under
 	// cfg.BuildEgress); nil refuses build containers.
 	buildNet func(id string) (BuildNet, error)
+	// gpus are the machine's GPUs (New: nvidia.Discover under cfg.GPU); nil is none.
+	gpus *gpuSet
 }
 
 // New prepares a worker: it removes what an earlier worker on this state directory left behind.
@@ -129,8 +136,11 @@ func New(cfg Config) (*Worker, error) {
 	} else {
 		logf("image builds reach only %s, through the egress proxy (%s)", policy, egress.Flag)
 	}
+	if cfg.GPU.StateDir == "" {
+		cfg.GPU.StateDir = cfg.StateDir
+	}
 	return newWorker(cfg, deps{
-		runtime: runtimeAdapter{rt}, layers: layers,
+		runtime: runtimeAdapter{rt}, layers: layers, gpus: newGPUSet(cfg.GPU, rt.GVisorGPU(), logf),
 		server: workerproto.NewServerClient(cfg.ServerURL, cfg.JoinToken),
 		buildNet: func(id string) (BuildNet, error) {
 			return egress.Start(policy, func(format string, args ...any) { logf("container %s: "+format, append([]any{id}, args...)...) })
@@ -156,7 +166,7 @@ func newWorker(cfg Config, d deps) *Worker {
 	d.runtime.CleanupLeftovers(cfg.Logger.Printf)
 	w := &Worker{
 		cfg: cfg, rt: d.runtime, server: d.server, layers: d.layers, log: cfg.Logger,
-		idleTick: 250 * time.Millisecond, sdk: d.sdk, compile: d.compile, buildNet: d.buildNet,
+		idleTick: 250 * time.Millisecond, sdk: d.sdk, compile: d.compile, buildNet: d.buildNet, gpus: d.gpus,
 		boxes: map[string]*box{}, apiToken: ids.Random(40),
 	}
 	if w.compile == nil {
@@ -230,7 +240,8 @@ func sleep(ctx context.Context, d time.Duration) {
 
 func (w *Worker) register(ctx context.Context) error {
 	req := workerproto.RegisterRequest{
-		Name: w.cfg.Name, Addr: w.addr, CPU: float64(runtime.NumCPU()), MemoryMiB: hostMemoryMiB(), GPUs: detectGPUs(),
+		Name: w.cfg.Name, Addr: w.addr, CPU: float64(runtime.NumCPU()), MemoryMiB: hostMemoryMiB(),
+		GPUs: w.gpus.devices(), GVisorGPU: w.gpus.gvisorOK(),
 		WorkerID: w.server.WorkerID(), APIToken: w.apiToken,
 	}
 	for _, iso := range []string{container.IsolationRunc, container.IsolationGVisor} {
