@@ -42,6 +42,7 @@ func runSandboxCreate(ctx context.Context, args []string) error {
 	blockNet := fs.Bool("block-network", false, "cut the sandbox off the network")
 	name := fs.String("name", "", "name, unique among the app's running sandboxes")
 	tags := kvFlag(fs, "tag", "tag k=v (repeatable)")
+	gpu := fs.String("gpu", "", "GPUs in order of preference, comma-separated: H100, A100-80GB:2, any")
 	_, cmd, err := parseArgs(fs, args, 0)
 	if err != nil {
 		return err
@@ -57,7 +58,7 @@ func runSandboxCreate(ctx context.Context, args []string) error {
 	sb, err := c.CreateSandbox(ctx, gust.SandboxOptions{
 		App: appID, Image: imageID, Command: cmd, Timeout: *timeout, IdleTimeout: *idle, CPU: *cpu,
 		MemoryMiB: *memory, Workdir: *workdir, Env: env, BlockNetwork: *blockNet, Name: *name,
-		Tags: tags, Isolation: o.isolation,
+		Tags: tags, Isolation: o.isolation, GPU: splitList(*gpu),
 	})
 	if err != nil {
 		return err

@@ -49,6 +49,7 @@ func runWorker(ctx context.Context, args []string) error {
 		ServerURL: *serverURL, JoinToken: token, ListenAddr: *listen,
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool,
 		BuildEgress: strings.Split(*buildEgress, ","), Logger: logger,
+		TestGPUs: os.Getenv("GUST_TEST_GPUS"), DeviceRoot: os.Getenv("GUST_TEST_DEVICE_ROOT"), // tests only
 	})
 	if err != nil {
 		return err

@@ -53,9 +53,11 @@ type Config struct {
 	// BuildEgress lists the hosts image build containers may reach through the worker's
 	// egress proxy (egress.ParsePolicy's forms); nil is egress.DefaultHosts, empty nothing.
 	BuildEgress []string
-	// GPU says where to find the machine's GPUs (and, for tests, declares them).
-	GPU    nvidia.Config
-	Logger *log.Logger
+	// TestGPUs declares GPUs instead of asking nvidia-smi ("H100:2,A100-80GB"), and DeviceRoot
+	// is where their /dev/nvidia* nodes and driver files are ("" is /): for tests only
+	// (GUST_TEST_GPUS, GUST_TEST_DEVICE_ROOT). Empty finds the machine's GPUs.
+	TestGPUs, DeviceRoot string
+	Logger               *log.Logger
 }
 
 // Worker runs containers.
@@ -136,11 +138,9 @@ func New(cfg Config) (*Worker, error) {
 	} else {
 		logf("image builds reach only %s, through the egress proxy (%s)", policy, egress.Flag)
 	}
-	if cfg.GPU.StateDir == "" {
-		cfg.GPU.StateDir = cfg.StateDir
-	}
+	gpus := newGPUSet(nvidia.Config{Root: cfg.DeviceRoot, TestGPUs: cfg.TestGPUs, StateDir: cfg.StateDir}, rt.GVisorGPU(), logf)
 	return newWorker(cfg, deps{
-		runtime: runtimeAdapter{rt}, layers: layers, gpus: newGPUSet(cfg.GPU, rt.GVisorGPU(), logf),
+		runtime: runtimeAdapter{rt}, layers: layers, gpus: gpus,
 		server: workerproto.NewServerClient(cfg.ServerURL, cfg.JoinToken),
 		buildNet: func(id string) (BuildNet, error) {
 			return egress.Start(policy, func(format string, args ...any) { logf("container %s: "+format, append([]any{id}, args...)...) })

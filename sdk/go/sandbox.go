@@ -65,6 +65,9 @@ type SandboxOptions struct {
 	Tags map[string]string
 	// Isolation is IsolationRunc or IsolationGVisor; "" for the server's default.
 	Isolation string
+	// GPU is what the sandbox needs, in order of preference: "H100", "A100-80GB:2", "any";
+	// nil for none. The create waits while such GPUs exist but others hold them.
+	GPU []string
 }
 
 // Sandbox is a container to run commands in. Its exported fields are its state as last fetched
@@ -197,6 +200,13 @@ func (c *Client) CreateSandbox(ctx context.Context, opts SandboxOptions) (*Sandb
 	}
 	if opts.Isolation != "" {
 		body["isolation"] = opts.Isolation
+	}
+	switch len(opts.GPU) {
+	case 0:
+	case 1:
+		body["gpu"] = opts.GPU[0]
+	default:
+		body["gpu"] = opts.GPU
 	}
 	var w sandboxWire
 	if err := c.call(ctx, request{method: http.MethodPost, path: "/v1/sandboxes", json: body}, &w); err != nil {
