@@ -102,7 +102,12 @@ func (j *Injector) Source() string {
 // (device nodes with their device cgroup rules, driver files, environment) and the
 // environment its processes get. The spec is checked for driver changes each time, so that
 // a driver upgraded under a running worker is what new containers get.
-func (j *Injector) Edit(uuids []string) (func(*specs.Spec) error, map[string]string, error) {
+//
+// With bindNodes the device nodes are bound from their host paths rather than listed in
+// linux.devices (their cgroup rules stay): runc, in a user namespace where it cannot mknod,
+// would bind each from the host path equal to its path inside, which is wrong for a CDI spec
+// whose hostPath differs (and for a test's fake tree). gVisor's GPU proxy wants them listed.
+func (j *Injector) Edit(uuids []string, bindNodes bool) (func(*specs.Spec) error, map[string]string, error) {
 	if len(uuids) == 0 {
 		return nil, nil, nil
 	}
@@ -132,9 +137,33 @@ func (j *Injector) Edit(uuids []string) (func(*specs.Spec) error, map[string]str
 	list := strings.Join(uuids, ",")
 	env := map[string]string{"NVIDIA_VISIBLE_DEVICES": list, "CUDA_VISIBLE_DEVICES": list}
 	cache := j.cache
+	hostPaths := map[string]string{} // device node path inside → on the host
+	for _, n := range names {
+		d := cache.GetDevice(n)
+		for _, e := range []*cdispec.ContainerEdits{&d.ContainerEdits, &d.GetSpec().ContainerEdits} {
+			for _, dn := range e.DeviceNodes {
+				hostPaths[dn.Path] = dn.Path
+				if dn.HostPath != "" {
+					hostPaths[dn.Path] = dn.HostPath
+				}
+			}
+		}
+	}
 	edit := func(s *specs.Spec) error {
 		if _, err := cache.InjectDevices(s, names...); err != nil {
 			return fmt.Errorf("injecting GPUs %s: %w", list, err)
+		}
+		if bindNodes && s.Linux != nil {
+			kept := s.Linux.Devices[:0]
+			for _, d := range s.Linux.Devices {
+				host, ours := hostPaths[d.Path]
+				if !ours {
+					kept = append(kept, d)
+					continue
+				}
+				s.Mounts = append(s.Mounts, specs.Mount{Destination: d.Path, Type: "bind", Source: host, Options: []string{"bind", "nosuid", "noexec"}})
+			}
+			s.Linux.Devices = kept
 		}
 		if s.Process != nil {
 			s.Process.Env = setEnv(s.Process.Env, env)

@@ -127,7 +127,7 @@ func TestInjectGenerated(t *testing.T) {
 		t.Fatalf("source %q, want the generated spec", j.Source())
 	}
 	uuid := inv.GPUs[1].UUID
-	edit, env, err := j.Edit([]string{uuid})
+	edit, env, err := j.Edit([]string{uuid}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,6 +189,30 @@ func TestInjectGenerated(t *testing.T) {
 		t.Fatalf("exec env %v", env)
 	}
 
+	// Bound rather than listed (runc in a user namespace): the nodes come from the tree, the
+	// cgroup rules stay.
+	edit, _, err = j.Edit([]string{uuid}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = baseSpec()
+	if err := edit(s); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Linux.Devices) != 0 {
+		t.Fatalf("bound nodes are still listed: %v", s.Linux.Devices)
+	}
+	binds := map[string]string{}
+	for _, m := range s.Mounts {
+		binds[m.Destination] = m.Source
+	}
+	if binds["/dev/nvidia1"] != filepath.Join(root, "dev/nvidia1") || binds["/dev/nvidiactl"] != filepath.Join(root, "dev/nvidiactl") || binds["/dev/nvidia0"] != "" {
+		t.Fatalf("device binds %v", binds)
+	}
+	if len(s.Linux.Resources.Devices) != 5 {
+		t.Fatalf("device rules %v, want deny-all and four allows", s.Linux.Resources.Devices)
+	}
+
 	// The driver changes under the worker: new containers get the new libraries.
 	lib := filepath.Join(root, "usr/lib/x86_64-linux-gnu")
 	if err := os.Remove(filepath.Join(lib, "libcuda.so.1")); err != nil {
@@ -203,7 +227,7 @@ func TestInjectGenerated(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "proc/driver/nvidia/version"), []byte("NVRM version: 560.1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	edit, _, err = j.Edit([]string{uuid})
+	edit, _, err = j.Edit([]string{uuid}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +247,7 @@ func TestInjectGenerated(t *testing.T) {
 		t.Fatalf("the generated spec on disk was not rewritten: %v", err)
 	}
 
-	if _, _, err := j.Edit([]string{"GPU-not-here"}); err == nil {
+	if _, _, err := j.Edit([]string{"GPU-not-here"}, false); err == nil {
 		t.Fatal("a GPU that is not the worker's was injected")
 	}
 }
@@ -247,7 +271,7 @@ func TestInjectMachineSpec(t *testing.T) {
 	}
 	// GPU 0 by its UUID, GPU 1 by its index (the spec names it only so).
 	for i, wantMinor := range []int64{0, 1} {
-		edit, env, err := j.Edit([]string{inv.GPUs[i].UUID})
+		edit, env, err := j.Edit([]string{inv.GPUs[i].UUID}, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -279,10 +303,10 @@ func TestNoGPUs(t *testing.T) {
 	if j != nil || err != nil {
 		t.Fatalf("an inventory without GPUs made an injector: %v %v", j, err)
 	}
-	if edit, env, err := j.Edit(nil); edit != nil || env != nil || err != nil {
+	if edit, env, err := j.Edit(nil, false); edit != nil || env != nil || err != nil {
 		t.Fatal("no GPUs asked still edited the spec")
 	}
-	if _, _, err := j.Edit([]string{"GPU-x"}); err == nil {
+	if _, _, err := j.Edit([]string{"GPU-x"}, false); err == nil {
 		t.Fatal("a GPU on a worker without any was accepted")
 	}
 }

@@ -85,7 +85,7 @@ func (w *Worker) gpuOptions(b *box) (edit func(*specs.Spec) error, nvproxy bool,
 	for i, d := range spec.GPUs {
 		uuids[i] = d.UUID
 	}
-	edit, env, err := w.gpus.inj.Edit(uuids)
+	edit, env, err := w.gpus.inj.Edit(uuids, spec.Isolation != sandbox.IsolationGVisor)
 	if err != nil {
 		return nil, false, err
 	}
