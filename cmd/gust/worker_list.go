@@ -50,12 +50,23 @@ func printWorkers(w io.Writer, ws []gust.Worker, waiting []gust.GPUWait, now tim
 			gpus = fmt.Sprintf("%d (%d in use)", len(wk.GPUs), used)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%g\t%d MiB\t%s\t%d\t%s\n", wk.ID, wk.Name, wk.CPU, wk.MemoryMiB, strings.Join(wk.Isolation, ","), wk.Containers, gpus)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	header := false
+	for _, wk := range ws {
 		for _, g := range wk.GPUs {
+			if !header {
+				fmt.Fprintln(tw, "\nWORKER\tGPU\tTYPE\tMODEL\tMEMORY\tUUID\tDRIVER\tCUDA\tMIG\tSTATE")
+				header = true
+			}
 			state := "free"
 			if g.InUse {
 				state = "in use"
 			}
-			fmt.Fprintf(tw, "  gpu %d\t%s\t%s\t%d MiB\t%s\tdriver %s, CUDA %s, MIG %s\t%s\n", g.Index, orDash(g.Type), g.Model, g.MemoryMiB, g.UUID, orDash(g.Driver), orDash(g.CUDA), orDash(g.MIG), state)
+			fmt.Fprintf(tw, "%s\tgpu %d\t%s\t%s\t%d MiB\t%s\t%s\t%s\t%s\t%s\n", wk.Name, g.Index, orDash(g.Type), g.Model, g.MemoryMiB, g.UUID, orDash(g.Driver), orDash(g.CUDA), orDash(g.MIG), state)
 		}
 	}
 	if err := tw.Flush(); err != nil {
