@@ -46,6 +46,7 @@ func runSandboxCreate(ctx context.Context, args []string) error {
 	tags := kvFlag(fs, "tag", "tag k=v (repeatable)")
 	tunnels := bindTunnelFlags(fs)
 	wait := fs.Bool("wait-ready", false, "return once the readiness probe passes (or the sandbox runs)")
+	gpu := fs.String("gpu", "", "GPUs in order of preference, comma-separated: H100, A100-80GB:2, any")
 	_, cmd, err := parseArgs(fs, args, 0)
 	if err != nil {
 		return err
@@ -63,7 +64,7 @@ func runSandboxCreate(ctx context.Context, args []string) error {
 		MemoryMiB: *memory, Workdir: *workdir, Env: env, Name: *name,
 		BlockNetwork: nf.policy().BlockNetwork, OutboundCIDRAllowlist: nf.policy().OutboundCIDRAllowlist,
 		OutboundDomainAllowlist: nf.policy().OutboundDomainAllowlist,
-		Tags:                    tags, Isolation: o.isolation,
+		Tags:                    tags, Isolation: o.isolation, GPU: splitList(*gpu),
 	}
 	if err := tunnels.apply(&opts); err != nil {
 		return err

@@ -72,6 +72,7 @@ func runWorker(ctx context.Context, args []string) error {
 		BuildEgress: strings.Split(*buildEgress, ","), Logger: logger, ServerTLS: stc, TLS: id,
 		Network: *netFlags.on, NetworkCIDR: *netFlags.cidr, NetworkAllow: strings.Split(*netFlags.allow, ","),
 		DNSUpstream: netFlags.upstreams(),
+		TestGPUs:    os.Getenv("GUST_TEST_GPUS"), DeviceRoot: os.Getenv("GUST_TEST_DEVICE_ROOT"), // tests only
 	})
 	if err != nil {
 		return err

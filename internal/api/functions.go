@@ -51,6 +51,9 @@ type functionDoc struct {
 
 func (a *API) functionDoc(fn function.Function) functionDoc {
 	state, st := a.engine.Describe(fn)
+	if why := a.fleet.WaitReason(fn.ID); why != "" {
+		st.Reason = why // its containers wait for GPUs that others hold
+	}
 	return functionDoc{ID: fn.ID, AppID: fn.AppID, Name: fn.Name, Kind: fn.Spec.Kind, Mode: fn.Mode, State: state,
 		Methods: fn.Spec.Methods, IsGenerator: fn.Spec.IsGenerator, Spec: fn.Spec.Public(), Stats: st, CreatedAt: fn.CreatedAt}
 }
@@ -176,7 +179,11 @@ func (a *API) checkCall(fn function.Function, req callRequest) ([]workerproto.In
 	if len(args) == 0 && req.Kind != dispatch.CallMap {
 		return nil, errdefs.Invalid("a %s call needs one input", req.Kind)
 	}
-	if err := a.fleet.CheckGPU(sp.GPU); err != nil {
+	iso := sp.Isolation
+	if iso == "" {
+		iso = a.cfg.DefaultIsolation
+	}
+	if err := a.fleet.CheckGPU(sp.GPU, iso); err != nil {
 		return nil, err
 	}
 	return args, nil

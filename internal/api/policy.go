@@ -110,6 +110,7 @@ var policy = map[string]rule{
 	"GET /v1/workspaces/{id}/quotas":              {anyUser, false},
 	"PUT /v1/workspaces/{id}/quotas":              {adminOnly, false},
 	"GET /v1/audit":                               {ownerOnly, false},
+	"GET /v1/workers":                             {anyUser, false},
 	"POST /v1/workers/register":                   {joinOnly, false},
 	"POST /v1/workers/{wid}/events":               {workerOnly, false},
 	"GET /v1/workers/{wid}/assignments":           {workerOnly, false},

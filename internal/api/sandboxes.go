@@ -63,6 +63,10 @@ func (a *API) handleSandboxCreate(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
+	if err := a.fleet.CheckGPU(sb.GPU, sb.Isolation); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	sb.WorkspaceID, sb.CreatedBy = p.WorkspaceID, p.ContainerID
 	created, err := a.fleet.Create(r.Context(), sb, nil, nil)
 	if err != nil {

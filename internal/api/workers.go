@@ -15,10 +15,18 @@ import (
 // The workers' protocol (internal/workerproto): registration, the assignments long poll,
 // container state reports and function events.
 func (a *API) workerRoutes(rt *router) {
+	rt.handle("GET /v1/workers", a.handleWorkerList)
 	rt.handle("POST /v1/workers/register", a.handleWorkerRegister)
 	rt.handle("POST /v1/workers/{wid}/events", a.handleWorkerEvents)
 	rt.handle("GET /v1/workers/{wid}/assignments", a.handleWorkerAssignments)
 	rt.handle("POST /v1/workers/{wid}/sandboxes/{id}/state", a.handleWorkerState)
+}
+
+// handleWorkerList shows the workers, their GPUs (which are in use), and the caller's
+// containers that wait for GPUs, with why.
+func (a *API) handleWorkerList(w http.ResponseWriter, r *http.Request) {
+	workers, waiting := a.fleet.Workers(principal(r).WorkspaceID)
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"workers": workers, "waiting": waiting})
 }
 
 func (a *API) handleWorkerRegister(w http.ResponseWriter, r *http.Request) {

@@ -32,7 +32,10 @@ func (r *Runtime) NewBaseline(isolation string, layers []string, argv []string) 
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("baseline bundle: %w", err), releaseBundle(bundle))
 	}
-	spec := buildSpec(&r.cfg, opts, rootfs)
+	spec, err := buildSpec(&r.cfg, opts, rootfs)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("baseline spec: %w", err), releaseBundle(bundle))
+	}
 	spec.Process.Args = argv
 	b, err := json.Marshal(spec)
 	if err == nil {

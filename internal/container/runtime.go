@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/gust-run/gust/internal/reaper"
@@ -69,6 +70,9 @@ type Runtime struct {
 	// while no gVisor container runs.
 	gvisorMu   sync.Mutex
 	gvisorLive int
+	// nvproxy caches GVisorGPU's answer.
+	nvproxyOnce sync.Once
+	nvproxy     bool
 }
 
 // New checks the configuration and returns a Runtime.
@@ -152,6 +156,11 @@ type CreateOptions struct {
 	// their exact ids and file capabilities: image builds, whose upper layer becomes a layer.
 	ExactIDs bool
 	Mounts   []Mount // extra read-only bind mounts
+	// EditSpec, if set, changes the OCI spec before the user namespace is added: the worker
+	// puts a GPU container's devices and driver files in through CDI.
+	EditSpec func(*specs.Spec) error
+	// NVProxy runs a gVisor container with runsc's GPU proxy (GVisorGPU must be true).
+	NVProxy bool
 	// ReadyTimeout bounds the wait for gust-init's greeting.
 	ReadyTimeout time.Duration
 	// OnExit is called once, from the container's reader goroutine, when init has gone.
@@ -272,7 +281,10 @@ func (r *Runtime) layOutBundle(bundle string, opts CreateOptions, undo *cleanupS
 		return err
 	}
 
-	spec := buildSpec(&r.cfg, opts, rootfs)
+	spec, err := buildSpec(&r.cfg, opts, rootfs)
+	if err != nil {
+		return fmt.Errorf("runtime: spec of %s: %w", opts.ID, err)
+	}
 	b, err := json.Marshal(spec)
 	if err != nil {
 		return fmt.Errorf("runtime: encode spec: %w", err)
@@ -342,6 +354,9 @@ func (r *Runtime) runtimeArgs(opts CreateOptions) []string {
 	// bind-mounted in (a function's API socket), and nothing more: it cannot create one on the
 	// host.
 	args := []string{"--root", root, "--oci-seccomp", "--host-uds=open"}
+	if opts.NVProxy {
+		args = append(args, "--nvproxy")
+	}
 	if !r.runscCurrent {
 		// Debian's runsc: ptrace, its only platform that works here (KVM hangs in nested VMs);
 		// it refuses the namespaces we hand it for its "sandbox" network mode, so its
@@ -359,6 +374,19 @@ func (r *Runtime) runtimeArgs(opts CreateOptions) []string {
 		return append(args, "--network=sandbox")
 	}
 	return append(args, "--network=none")
+}
+
+// GVisorGPU reports whether the runsc in use has its GPU proxy (nvproxy, in gVisor since
+// 2023): only then may GPU containers run under gVisor. Debian 12's runsc has not.
+func (r *Runtime) GVisorGPU() bool {
+	r.nvproxyOnce.Do(func() {
+		if r.cfg.RunscPath == "" {
+			return
+		}
+		out, err := reaper.CombinedOutput(exec.Command(r.cfg.RunscPath, "flags"))
+		r.nvproxy = err == nil && strings.Contains(string(out), "nvproxy")
+	})
+	return r.nvproxy
 }
 
 // delete kills and removes a container's runtime state and cgroups; a container that does not

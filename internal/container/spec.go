@@ -33,10 +33,19 @@ var readonlyPaths = []string{
 const gvisorNProc = 256
 
 // buildSpec returns the OCI runtime spec for a container.
-func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
+func buildSpec(c *Config, opts CreateOptions, rootfs string) (*specs.Spec, error) {
 	s := baseSpec(c, opts, rootfs)
 	if opts.Isolation == IsolationGVisor {
 		forGVisor(s, opts)
+	}
+	// The worker's edits (GPU devices through CDI) come before the user namespace: CDI would
+	// otherwise ask for idmapped binds of the driver's files, which this runc cannot make and
+	// which read-only root-owned files do not need. runc binds device nodes into a user
+	// namespace itself.
+	if opts.EditSpec != nil {
+		if err := opts.EditSpec(s); err != nil {
+			return nil, err
+		}
 	}
 	if userNamespaced(opts) {
 		// Root inside is hostIDBase outside: an escape lands as an unprivileged user that owns
@@ -61,7 +70,7 @@ func buildSpec(c *Config, opts CreateOptions, rootfs string) *specs.Spec {
 		// Read-only binds the worker adds: a function's code and the Python SDK its runner uses.
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: m.Destination, Type: "bind", Source: m.Source, Options: []string{"rbind", "ro", "nosuid", "nodev"}})
 	}
-	return s
+	return s, nil
 }
 
 // resources are a container's cgroup limits.
@@ -76,10 +85,11 @@ func resources(c *Config, opts CreateOptions) *specs.LinuxResources {
 		quota = int64(opts.CPULimit * float64(period))
 	}
 	shares := uint64(max(2, opts.CPU*1024))
+	pids := int64(c.PidsLimit)
 	return &specs.LinuxResources{
 		Memory:  &specs.LinuxMemory{Limit: &memBytes, Swap: &memBytes},
 		CPU:     &specs.LinuxCPU{Period: &period, Quota: &quota, Shares: &shares},
-		Pids:    &specs.LinuxPids{Limit: int64(c.PidsLimit)},
+		Pids:    &specs.LinuxPids{Limit: &pids},
 		Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 	}
 }

@@ -26,7 +26,10 @@ func TestBuildSpec(t *testing.T) {
 		{"gvisor", CreateOptions{ID: "sb-4", Isolation: IsolationGVisor, CPU: 1, CPULimit: 1, MemoryMiB: 512}, true, true, false, false, 100000, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := buildSpec(cfg, tc.opts, "/rootfs")
+			s, err := buildSpec(cfg, tc.opts, "/rootfs")
+			if err != nil {
+				t.Fatal(err)
+			}
 			hasNProc := len(s.Process.Rlimits) == 1 && s.Process.Rlimits[0].Type == "RLIMIT_NPROC" && s.Process.Rlimits[0].Hard == gvisorNProc
 			if hasNProc != tc.nproc {
 				t.Errorf("RLIMIT_NPROC set = %v, want %v", hasNProc, tc.nproc)
@@ -71,8 +74,8 @@ func TestBuildSpec(t *testing.T) {
 			if q := *s.Linux.Resources.CPU.Quota; q != tc.quota {
 				t.Errorf("cpu quota %d, want %d", q, tc.quota)
 			}
-			if *s.Linux.Resources.Memory.Limit != int64(tc.opts.MemoryMiB)<<20 || s.Linux.Resources.Pids.Limit != 1024 {
-				t.Errorf("memory %d, pids %d", *s.Linux.Resources.Memory.Limit, s.Linux.Resources.Pids.Limit)
+			if *s.Linux.Resources.Memory.Limit != int64(tc.opts.MemoryMiB)<<20 || *s.Linux.Resources.Pids.Limit != 1024 {
+				t.Errorf("memory %d, pids %d", *s.Linux.Resources.Memory.Limit, *s.Linux.Resources.Pids.Limit)
 			}
 		})
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/gpu"
 	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/sandbox"
@@ -89,6 +90,7 @@ func TestSDKAgainstServer(t *testing.T) {
 	})
 
 	t.Run("sandbox", func(t *testing.T) { env.sandboxSteps(ctx, t, app, im.ID) })
+	t.Run("gpus", func(t *testing.T) { env.gpuSteps(ctx, t, app, im.ID) })
 	t.Run("secrets", func(t *testing.T) { secretSteps(ctx, t, c) })
 	t.Run("dicts and queues", func(t *testing.T) { dictQueueSteps(ctx, t, c) })
 	t.Run("functions", func(t *testing.T) { env.functionSteps(ctx, t, im.ID) })
@@ -562,7 +564,7 @@ func startWorker(t *testing.T, serverURL string) *fakeWorker {
 	api := httptest.NewServer(w.routes())
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := w.server.Register(ctx, workerproto.RegisterRequest{Name: "fake", APIToken: fakeAPIToken, Addr: api.URL, CPU: 4, MemoryMiB: 8192,
-		Isolation: []string{sandbox.IsolationRunc}}); err != nil {
+		Isolation: []string{sandbox.IsolationRunc}, GPUs: []gpu.Device{fakeGPU}}); err != nil {
 		cancel()
 		api.Close()
 		t.Fatal(err)
@@ -801,4 +803,46 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// fakeGPU is the fake worker's one GPU.
+var fakeGPU = gpu.Device{Index: 0, UUID: "GPU-contract-0", Model: "NVIDIA L4", Type: "L4", MemoryMiB: 23034, Driver: "550.54", CUDA: "12.4", MIG: "Disabled"}
+
+// gpuSteps: the SDK reads the workers and their GPUs, and a sandbox asking for a GPU reaches
+// the worker with the device, its type and count; the GPU is in use until it ends.
+func (env *testEnv) gpuSteps(ctx context.Context, t *testing.T, app *gust.App, imageID string) {
+	c := env.client
+	workers, waiting, err := c.Workers(ctx)
+	if err != nil || len(workers) != 1 || len(waiting) != 0 {
+		t.Fatalf("workers %+v, waiting %+v, %v", workers, waiting, err)
+	}
+	want := gust.GPU{Index: 0, UUID: fakeGPU.UUID, Model: fakeGPU.Model, Type: "L4", MemoryMiB: 23034, Driver: "550.54", CUDA: "12.4", MIG: "Disabled"}
+	if w := workers[0]; w.Name != "fake" || len(w.GPUs) != 1 || w.GPUs[0] != want {
+		t.Fatalf("worker %+v, want its GPU %+v", w, want)
+	}
+	sb, err := c.CreateSandbox(ctx, gust.SandboxOptions{App: app.ID, Image: imageID, GPU: []string{"H100", "l4"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.worker.mu.Lock()
+	spec := env.worker.specs[sb.ID]
+	env.worker.mu.Unlock()
+	if spec.GPUType != "L4" || spec.GPUCount != 1 || len(spec.GPUs) != 1 || spec.GPUs[0].UUID != fakeGPU.UUID {
+		t.Fatalf("the worker got gpu %q×%d %v", spec.GPUType, spec.GPUCount, spec.GPUs)
+	}
+	if workers, _, _ := c.Workers(ctx); !workers[0].GPUs[0].InUse {
+		t.Fatal("the GPU is not shown in use")
+	}
+	if _, err := c.CreateSandbox(ctx, gust.SandboxOptions{App: app.ID, Image: imageID, GPU: []string{"H1000"}}); !errors.Is(err, gust.ErrInvalid) {
+		t.Fatalf("an unknown GPU type: %v, want invalid", err)
+	}
+	if _, err := c.CreateSandbox(ctx, gust.SandboxOptions{App: app.ID, Image: imageID, GPU: []string{"B200"}}); !errors.Is(err, gust.ErrUnavailable) {
+		t.Fatalf("a GPU no worker has: %v, want unavailable", err)
+	}
+	if err := sb.Terminate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if workers, _, _ := c.Workers(ctx); workers[0].GPUs[0].InUse {
+		t.Fatal("the GPU was not given back")
+	}
 }

@@ -62,6 +62,8 @@ var allowed = map[string][]string{
 	// Containers: gust-init inside, the runtime outside.
 	"internal/containerinit": {"internal/initproto"},
 	"internal/container":     {"internal/initproto", "internal/reaper"},
+	// The machine's GPUs: discovery, CDI injection, sampling (the worker's).
+	"internal/nvidia": {"internal/gpu", "internal/reaper"},
 
 	// The ingress: tunnels into sandboxes, on the server machine.
 	"internal/ingress": {"internal/errdefs", "internal/ids", "internal/sandbox", "internal/workerproto"},
@@ -71,7 +73,7 @@ var allowed = map[string][]string{
 
 	// The worker.
 	"internal/worker": {"internal/container", "internal/egress", "internal/errdefs", "internal/gpu", "internal/httpapi", "internal/ids",
-		"internal/image", "internal/initproto", "internal/lifecycle", "internal/metering", "internal/network", "internal/reaper", "internal/sandbox",
+		"internal/image", "internal/initproto", "internal/lifecycle", "internal/metering", "internal/network", "internal/nvidia", "internal/reaper", "internal/sandbox",
 		"internal/tlsconf", "internal/wire", "internal/workerproto", "sdk/python"},
 
 	// The control plane: the store, its three parts, the API over them, the assembly.

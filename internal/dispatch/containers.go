@@ -22,13 +22,20 @@ func startBackoff(n int) time.Duration {
 // startContainer creates one function container. A failure fails the function's queued
 // inputs with the reason (a missing GPU or image will not fix itself) and backs off.
 func (e *Engine) startContainer(c *fnContainer) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	e.mu.Lock()
 	fs := e.fns[c.fnID]
 	var fn function.Function
 	if fs != nil {
 		fn = fs.fn
 	}
+	drained := c.state != containerStarting
+	c.cancel = cancel
 	e.mu.Unlock()
+	if drained {
+		cancel()
+	}
 	if fs == nil {
 		e.containerGone(c.id)
 		return
@@ -36,7 +43,7 @@ func (e *Engine) startContainer(c *fnContainer) {
 	sb, err := e.containerRecord(fn)
 	if err == nil {
 		sb.ID = c.id
-		_, err = e.placer.Create(context.Background(), sb, &workerproto.FunctionRun{
+		_, err = e.placer.Create(ctx, sb, &workerproto.FunctionRun{
 			FunctionID: fn.ID, Module: fn.Code.Module, Name: fn.Name, Kind: fn.Spec.Kind,
 			MaxInputs: fn.Spec.MaxInputs, CodeBlob: fn.Code.Blob, Timeout: fn.Spec.Timeout,
 		}, func(workerID string) {
@@ -54,6 +61,11 @@ func (e *Engine) startContainer(c *fnContainer) {
 		if stale {
 			e.terminate(c.id, "its function was stopped while the container started")
 		}
+		return
+	}
+	if ctx.Err() != nil {
+		// Drained while it started (scaled down, or its function stopped): not a failure.
+		e.containerGone(c.id)
 		return
 	}
 	e.startFailed(fs, c, err)
@@ -118,7 +130,8 @@ func (e *Engine) containerRecord(fn function.Function) (sandbox.Sandbox, error) 
 		NetworkPolicy: net,
 		AppID:         fn.AppID, WorkspaceID: fn.WorkspaceID, ImageID: sp.ImageID, Isolation: iso, Status: sandbox.Pending, Timeout: wire.Duration(sandbox.MaxTimeout),
 		CPU: sp.CPU, CPULimit: sp.CPULimit, MemoryMiB: sp.MemoryMiB, Env: env, SecretEnv: secretEnv, FunctionID: fn.ID, GPU: sp.GPU,
-		Tags: map[string]string{"function": fn.Name},
+		GPUWait: sp.Timeout, // a container waits for busy GPUs as long as an input may run
+		Tags:    map[string]string{"function": fn.Name},
 	}, nil
 }
 

@@ -55,6 +55,8 @@ type fakePlacer struct {
 	sends    []sent
 	stopped  []string
 	changed  chan struct{}
+	// blockCreate makes Create wait, as for GPUs other containers hold, until its ctx ends.
+	blockCreate bool
 }
 
 func newFakePlacer() *fakePlacer {
@@ -70,12 +72,16 @@ func (p *fakePlacer) FreeMemoryMiB() int {
 
 func (p *fakePlacer) Create(ctx context.Context, sb sandbox.Sandbox, fn *workerproto.FunctionRun, placed func(string)) (sandbox.Sandbox, error) {
 	p.mu.Lock()
-	err := p.startErr
+	err, block := p.startErr, p.blockCreate
 	if err == nil {
 		p.created = append(p.created, sb)
 	}
 	p.mu.Unlock()
 	defer p.signal()
+	if block {
+		<-ctx.Done()
+		return sb, ctx.Err()
+	}
 	if err != nil {
 		return sb, err
 	}

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"context"
 	"time"
 
 	"github.com/gust-run/gust/internal/function"
@@ -151,12 +152,18 @@ type fnContainer struct {
 	state     containerState
 	inflight  map[string]*queuedInput // held and running
 	idleSince time.Time
+	// cancel ends its start (Placer.Create): a container drained while it starts, above all
+	// one waiting for GPUs that other containers hold, stops waiting.
+	cancel context.CancelFunc
 }
 
 // drain stops sending a container inputs; it reports whether it was not draining already.
 func (e *Engine) drain(c *fnContainer) bool {
 	if !containerMachine.Can(c.state, containerDraining) {
 		return false
+	}
+	if c.state == containerStarting && c.cancel != nil {
+		c.cancel()
 	}
 	c.state = containerDraining
 	return true

@@ -22,12 +22,12 @@ func TestConcurrentEnds(t *testing.T) {
 		env := newTestEnv(t)
 		wid := env.register(t, "a")
 		for range 3 { // three other containers that stay
-			if _, err := env.f.place(env.newSandbox()); err != nil {
+			if _, _, err := env.f.place(env.newSandbox()); err != nil {
 				t.Fatal(err)
 			}
 		}
 		sb := env.insert(t, wid, "fu-1", sandbox.Running)
-		if _, err := env.f.place(sb); err != nil { // counted like the others
+		if _, _, err := env.f.place(sb); err != nil { // counted like the others
 			t.Fatal(err)
 		}
 		var wg sync.WaitGroup

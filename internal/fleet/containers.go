@@ -45,12 +45,18 @@ func (f *Fleet) Create(ctx context.Context, sb sandbox.Sandbox, fn *workerproto.
 	}
 	own := sb.Env
 	withImageDefaults(&sb, im)
-	wc, err := f.place(sb)
-	if err != nil {
-		return sb, err
-	}
 	if sb.ID == "" {
 		sb.ID = ids.New(ids.Sandbox)
+	}
+	// A container whose GPUs are all held waits for one to be given back: a sandbox up to
+	// its timeout, a function container up to its input timeout (GPUWait).
+	wait := sb.GPUWait.D()
+	if wait <= 0 {
+		wait = sb.Timeout.D()
+	}
+	wc, gpus, err := f.placeWaiting(ctx, sb, wait)
+	if err != nil {
+		return sb, err
 	}
 	sb.WorkerID = wc.id
 	if placed != nil {
@@ -63,6 +69,10 @@ func (f *Fleet) Create(ctx context.Context, sb sandbox.Sandbox, fn *workerproto.
 	}
 	changed := f.Watch(sb.ID)
 	spec := containerSpec(sb, im.Layers, fn)
+	spec.GPUs = gpus
+	if len(gpus) > 0 {
+		spec.GPUType, spec.GPUCount = gpus[0].TypeOf(), len(gpus)
+	}
 	spec.Env = withSecretEnv(spec.Env, sb.SecretEnv, own)
 	sb.SecretEnv = nil
 	if fn != nil {
@@ -333,6 +343,9 @@ func endRecord(sb *sandbox.Sandbox, st workerproto.StateReport, now time.Time) e
 	}
 	sb.FinishedAt = &now
 	sb.ExitCode, sb.Error = st.ExitCode, st.Error
+	if st.GPU != nil {
+		sb.GPUUsage = st.GPU
+	}
 	return nil
 }
 

@@ -73,6 +73,10 @@ type Fleet struct {
 	workers map[string]*workerConn
 	// changed is closed and replaced whenever a container's state changes, waking waiters.
 	changed map[string]chan struct{}
+	// gpuFreed is closed and replaced when GPUs are given back or a worker registers, waking
+	// the containers in waiting, which say why they wait.
+	gpuFreed chan struct{}
+	waiting  map[string]Waiting
 }
 
 // workerConn is a registered worker and its queue of assignments.
@@ -86,6 +90,9 @@ type workerConn struct {
 	// containers must fit in what is left.
 	running     int
 	reservedMiB int
+	// gpuHolder holds the container that holds each of its GPUs (by devKey): a GPU is one
+	// container's at a time.
+	gpuHolder map[string]string
 	// The long poll is the worker's heartbeat: polls in progress, and when one last ended.
 	polling  int
 	lastPoll time.Time
@@ -98,7 +105,8 @@ func New(st Store, cfg Config) *Fleet {
 	}
 	return &Fleet{store: st, log: cfg.Logger, onEnd: func(sandbox.Sandbox) {}, onAnyEnd: func(sandbox.Sandbox) {},
 		admit:   func(context.Context, sandbox.Sandbox) error { return nil },
-		workers: map[string]*workerConn{}, changed: map[string]chan struct{}{}}
+		workers: map[string]*workerConn{}, changed: map[string]chan struct{}{},
+		gpuFreed: make(chan struct{}), waiting: map[string]Waiting{}}
 }
 
 // OnContainerEnd sets who learns of function containers that end. Set it before workers
@@ -162,6 +170,7 @@ func (f *Fleet) Register(req workerproto.RegisterRequest) (workerproto.RegisterR
 	f.mu.Lock()
 	if wc := f.workers[req.WorkerID]; wc != nil && req.WorkerID != "" {
 		wc.reg, wc.client, wc.lastPoll = req, client, time.Now()
+		f.wakeGPUWaitersLocked()
 		f.mu.Unlock()
 		return workerproto.RegisterResponse{WorkerID: wc.id}, nil
 	}
@@ -174,11 +183,12 @@ func (f *Fleet) Register(req workerproto.RegisterRequest) (workerproto.RegisterR
 		}
 	}
 	f.workers[wc.id] = wc
+	f.wakeGPUWaitersLocked()
 	f.mu.Unlock()
 	for _, old := range gone {
 		f.workerLost(old, "its worker restarted")
 	}
-	f.log.Printf("worker %s registered (%s at %s, %v cpu, %d MiB, runtimes %v)", wc.id, req.Name, req.Addr, req.CPU, req.MemoryMiB, req.Isolation)
+	f.log.Printf("worker %s registered (%s at %s, %v cpu, %d MiB, runtimes %v, %d GPUs)", wc.id, req.Name, req.Addr, req.CPU, req.MemoryMiB, req.Isolation, len(req.GPUs))
 	return workerproto.RegisterResponse{WorkerID: wc.id}, nil
 }
 

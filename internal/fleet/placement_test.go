@@ -98,7 +98,7 @@ func TestPick(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := pick(tt.workers, tt.sb)
+			got, _, err := pick(tt.workers, tt.sb)
 			if tt.wantErr != "" {
 				if err == nil {
 					t.Fatalf("picked %s, want an error", got.reg.Name)
@@ -128,14 +128,14 @@ func TestPlaceCounts(t *testing.T) {
 	a := env.register(t, "a")
 	b := env.register(t, "b")
 	sb := env.newSandbox()
-	first, err := env.f.place(sb)
+	first, _, err := env.f.place(sb)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if first.id != a {
 		t.Fatalf("first container went to %s, want %s (a tie goes to the first name)", first.id, a)
 	}
-	second, err := env.f.place(sb)
+	second, _, err := env.f.place(sb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func TestFreeMemoryMiB(t *testing.T) {
 	}
 	fn := env.newSandbox()
 	fn.FunctionID, fn.MemoryMiB = "fu-1", 1024
-	if _, err := env.f.place(fn); err != nil {
+	if _, _, err := env.f.place(fn); err != nil {
 		t.Fatal(err)
 	}
 	if got := env.f.FreeMemoryMiB(); got != 7168 {
@@ -241,7 +241,7 @@ func TestCheckGPU(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			err := env.f.CheckGPU(mustGPU(t, tt.req...))
+			err := env.f.CheckGPU(mustGPU(t, tt.req...), sandbox.IsolationRunc)
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)

@@ -135,11 +135,16 @@ type Sandbox struct {
 	// FunctionID is set on a function's containers, which the autoscaler starts and stops;
 	// they are not listed among sandboxes.
 	FunctionID string `json:"function_id,omitempty"`
-	// GPUs the container needs, as "TYPE:COUNT" choices in order of preference (functions only).
-	GPU        gpu.Request `json:"gpu,omitempty"`
-	CreatedAt  time.Time   `json:"created_at"`
-	StartedAt  *time.Time  `json:"started_at"`
-	FinishedAt *time.Time  `json:"finished_at"`
+	// GPUs the container needs, as "TYPE:COUNT" choices in order of preference.
+	GPU gpu.Request `json:"gpu,omitempty"`
+	// GPUWait bounds how long placement waits for GPUs that other containers hold; 0 is the
+	// container's Timeout. A function container's is its input timeout. Not stored.
+	GPUWait wire.Duration `json:"-"`
+	// GPUUsage is what sampling saw of its GPUs, once it ended (nil without samples).
+	GPUUsage   *gpu.Usage `json:"gpu_usage,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	StartedAt  *time.Time `json:"started_at"`
+	FinishedAt *time.Time `json:"finished_at"`
 }
 
 // Public returns a copy fit for clients: environment values may hold secrets, so they are
@@ -171,6 +176,9 @@ type CreateRequest struct {
 	H2Ports              []int    `json:"h2_ports"`
 	InboundCIDRAllowlist []string `json:"inbound_cidr_allowlist"`
 	ReadinessProbe       *Probe   `json:"readiness_probe"`
+	// GPU is null, "H100", "A100-80GB:2", "any", or a list in order of preference; unknown
+	// types are refused as the request is read.
+	GPU gpu.Request `json:"gpu"`
 }
 
 var (
@@ -184,7 +192,7 @@ func (r CreateRequest) Validate(defaultIsolation string, hostCPU float64, hostMe
 	sb := Sandbox{
 		AppID: r.AppID, ImageID: r.ImageID, Command: r.Command, Tags: r.Tags, Env: r.Env,
 		Status: Pending, Timeout: wire.Duration(DefaultTimeout),
-		CPU: DefaultCPU, MemoryMiB: DefaultMemoryMiB, Isolation: defaultIsolation,
+		CPU: DefaultCPU, MemoryMiB: DefaultMemoryMiB, Isolation: defaultIsolation, GPU: r.GPU,
 	}
 	if r.AppID == "" {
 		return sb, errdefs.Invalid("app_id is required: look up or create an app first (App.lookup(name, create_if_missing=True))")

@@ -45,6 +45,8 @@ type box struct {
 	conns map[net.Conn]struct{}
 	// reportMu orders the box's reports: running (if it got there) before its end.
 	reportMu sync.Mutex
+	// gpu is what sampling saw of its GPUs (sampleGPUs).
+	gpu gpuUsage
 }
 
 // keepFinished is how long a finished container's output stays readable on the worker.
@@ -123,6 +125,7 @@ func (w *Worker) create(spec workerproto.ContainerSpec) {
 	w.report(spec.ID, workerproto.StateReport{Status: sandbox.Running})
 	w.startProbe(b, c)
 	go w.enforceTimeouts(b)
+	go w.sampleGPUs(b)
 }
 
 // makeContainer takes a warm container from the pool, or has the runtime make one.
@@ -148,10 +151,15 @@ func (w *Worker) makeContainer(ctx context.Context, b *box) (Container, error) {
 		c.SetOnExit(func() { w.containerExited(b) })
 		return c, nil
 	}
+	gpuEdit, nvproxy, err := w.gpuOptions(b)
+	if err != nil {
+		return nil, err
+	}
 	opts := container.CreateOptions{
 		ID: spec.ID, Isolation: spec.Isolation, Layers: spec.ImageLayers, CPU: spec.CPU, CPULimit: spec.CPULimit,
 		MemoryMiB: spec.MemoryMiB, DiskMiB: w.cfg.DiskMiB,
 		Mounts: mounts, OnExit: func() { w.containerExited(b) }, Logf: w.log.Printf,
+		EditSpec: gpuEdit, NVProxy: nvproxy,
 	}
 	if spec.BuildEgress {
 		n, err := w.openBuildNet(b)
@@ -410,6 +418,7 @@ func (w *Worker) containerExited(b *box) {
 	// Without c, the runtime may still be joining the namespace: create releases it once the
 	// runtime hands the container over, or failStart once it has failed.
 	st := endReport(status, reason, main)
+	st.GPU = b.gpu.report()
 	w.forgetLater(b.spec.ID)
 	if r != nil {
 		why := ""

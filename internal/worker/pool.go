@@ -53,7 +53,7 @@ func poolKey(isolation string, layers []string) string {
 // poolable reports whether a container can be a pooled one: a plain sandbox with the pool's
 // spec.
 func poolable(spec workerproto.ContainerSpec) bool {
-	return spec.Function == nil && spec.Isolation == sandbox.IsolationRunc && !spec.BuildEgress &&
+	return spec.Function == nil && spec.Isolation == sandbox.IsolationRunc && !spec.BuildEgress && len(spec.GPUs) == 0 &&
 		spec.CPU == sandbox.DefaultCPU && spec.CPULimit == spec.CPU && spec.MemoryMiB == sandbox.DefaultMemoryMiB
 }
 

@@ -34,6 +34,7 @@ import (
 	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/network"
+	"github.com/gust-run/gust/internal/nvidia"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/tlsconf"
 	"github.com/gust-run/gust/internal/workerproto"
@@ -74,7 +75,11 @@ type Config struct {
 	// MeterInterval is how often each container's usage is reported (0: 10 s, or
 	// GUST_METER_INTERVAL).
 	MeterInterval time.Duration
-	Logger        *log.Logger
+	// TestGPUs declares GPUs instead of asking nvidia-smi ("H100:2,A100-80GB"), and DeviceRoot
+	// is where their /dev/nvidia* nodes and driver files are ("" is /): for tests only
+	// (GUST_TEST_GPUS, GUST_TEST_DEVICE_ROOT). Empty finds the machine's GPUs.
+	TestGPUs, DeviceRoot string
+	Logger               *log.Logger
 }
 
 // Worker runs containers.
@@ -111,6 +116,8 @@ type Worker struct {
 	netMgr *network.Manager
 	// gateway serves the containers' resolver and domain proxy (startNetServices).
 	gateway atomic.Pointer[egress.Gateway]
+	// gpus are the machine's GPUs; nil without.
+	gpus *gpuSet
 
 	mu    sync.Mutex
 	boxes map[string]*box
@@ -133,6 +140,8 @@ type deps struct {
 	// leaves them loopback only.
 	net    Network
 	netMgr *network.Manager
+	// gpus are the machine's GPUs (New: nvidia.Discover under cfg.GPU); nil is none.
+	gpus *gpuSet
 }
 
 // New prepares a worker: it removes what an earlier worker on this state directory left behind.
@@ -162,6 +171,7 @@ func New(cfg Config) (*Worker, error) {
 	} else {
 		logf("image builds reach only %s, through the egress proxy (%s)", policy, egress.Flag)
 	}
+	gpus := newGPUSet(nvidia.Config{Root: cfg.DeviceRoot, TestGPUs: cfg.TestGPUs, StateDir: cfg.StateDir}, rt.GVisorGPU(), logf)
 	d := deps{}
 	if cfg.Network {
 		m, err := newNetwork(cfg, logf)
@@ -172,7 +182,7 @@ func New(cfg Config) (*Worker, error) {
 		logf("containers' network: bridge %s, gateway %s, range %s", m.Bridge(), m.Gateway(), m.CIDR())
 	}
 	return newWorker(cfg, deps{
-		net: d.net, netMgr: d.netMgr,
+		net: d.net, netMgr: d.netMgr, gpus: gpus,
 		runtime: runtimeAdapter{rt}, layers: layers,
 		server: workerproto.NewServerClient(cfg.ServerURL, cfg.JoinToken, cfg.ServerTLS),
 		buildNet: func(id string) (BuildNet, error) {
@@ -199,7 +209,7 @@ func newWorker(cfg Config, d deps) *Worker {
 	d.runtime.CleanupLeftovers(cfg.Logger.Printf)
 	w := &Worker{
 		cfg: cfg, rt: d.runtime, server: d.server, layers: d.layers, log: cfg.Logger,
-		idleTick: 250 * time.Millisecond, sdk: d.sdk, compile: d.compile, buildNet: d.buildNet,
+		idleTick: 250 * time.Millisecond, sdk: d.sdk, compile: d.compile, buildNet: d.buildNet, gpus: d.gpus,
 		net: d.net, netMgr: d.netMgr,
 		boxes: map[string]*box{}, apiToken: ids.Random(40),
 	}
@@ -300,7 +310,8 @@ func sleep(ctx context.Context, d time.Duration) {
 
 func (w *Worker) register(ctx context.Context) error {
 	req := workerproto.RegisterRequest{
-		Name: w.cfg.Name, Addr: w.addr, CPU: float64(runtime.NumCPU()), MemoryMiB: hostMemoryMiB(), GPUs: detectGPUs(),
+		Name: w.cfg.Name, Addr: w.addr, CPU: float64(runtime.NumCPU()), MemoryMiB: hostMemoryMiB(),
+		GPUs: w.gpus.devices(), GVisorGPU: w.gpus.gvisorOK(),
 		WorkerID: w.server.WorkerID(), APIToken: w.apiToken,
 	}
 	if w.cfg.TLS != nil {

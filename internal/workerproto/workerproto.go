@@ -26,6 +26,9 @@ type RegisterRequest struct {
 	MemoryMiB int          `json:"memory"`
 	Isolation []string     `json:"isolation"` // runtimes installed on the worker
 	GPUs      []gpu.Device `json:"gpus,omitempty"`
+	// GVisorGPU says the worker's runsc has its GPU proxy (nvproxy): GPU containers may run
+	// under gVisor there. Without it gpu= is refused with isolation gvisor.
+	GVisorGPU bool `json:"gvisor_gpu,omitempty"`
 	// WorkerID is the ID this worker had, when it registers again after losing the server for
 	// a moment: it keeps the ID and its containers. A restarted worker has none.
 	WorkerID string `json:"worker_id,omitempty"`
@@ -139,6 +142,11 @@ type ContainerSpec struct {
 	IdleTimeout    wire.Duration  `json:"idle_timeout,omitempty"` // 0: none
 	// Function is set on a function container: what its runner runs.
 	Function *FunctionRun `json:"function,omitempty"`
+	// GPUType and GPUCount are the GPUs the container was given ("H100", 2), for metering;
+	// GPUs are the devices themselves, the container's alone while it runs.
+	GPUType  string       `json:"gpu_type,omitempty"`
+	GPUCount int          `json:"gpu_count,omitempty"`
+	GPUs     []gpu.Device `json:"gpus,omitempty"`
 }
 
 // FunctionRun is what a function container's runner needs.
@@ -229,6 +237,8 @@ type StateReport struct {
 	Status   sandbox.Status `json:"status"`
 	ExitCode *int           `json:"exit_code"`
 	Error    *string        `json:"error"`
+	// GPU is what sampling saw of the container's GPUs, on its end (nil without samples).
+	GPU *gpu.Usage `json:"gpu,omitempty"`
 }
 
 // ExecRequest starts a process in a running container (POST /v1/sandboxes/{id}/execs on the

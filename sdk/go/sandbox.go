@@ -77,6 +77,9 @@ type SandboxOptions struct {
 	InboundCIDRAllowlist                      []string
 	// ReadinessProbe says when the sandbox is ready (WaitUntilReady): NewTCPProbe, NewExecProbe.
 	ReadinessProbe *Probe
+	// GPU is what the sandbox needs, in order of preference: "H100", "A100-80GB:2", "any";
+	// nil for none. The create waits while such GPUs exist but others hold them.
+	GPU []string
 }
 
 // Sandbox is a container to run commands in. Its exported fields are its state as last fetched
@@ -217,6 +220,13 @@ func (c *Client) CreateSandbox(ctx context.Context, opts SandboxOptions) (*Sandb
 		body["isolation"] = opts.Isolation
 	}
 	opts.addPorts(body)
+	switch len(opts.GPU) {
+	case 0:
+	case 1:
+		body["gpu"] = opts.GPU[0]
+	default:
+		body["gpu"] = opts.GPU
+	}
 	var w sandboxWire
 	if err := c.call(ctx, request{method: http.MethodPost, path: "/v1/sandboxes", json: body}, &w); err != nil {
 		return nil, fmt.Errorf("create sandbox: %w", err)

@@ -29,7 +29,7 @@ from .secret import Secret
 DEFAULT_SANDBOX_APP = "sandboxes"
 
 # GPU types as Modal spells them (matched case-insensitively), each with an optional ":count".
-GPU_TYPES = ("T4", "L4", "A10G", "A100", "A100-40GB", "A100-80GB", "L40S", "H100", "H200", "B200", "ANY")
+GPU_TYPES = ("T4", "L4", "A10", "A10G", "A100", "A100-40GB", "A100-80GB", "L40S", "H100", "H200", "B200", "ANY")
 
 # Modal options that change nothing on gust: accepted so Modal programs run unchanged.
 _IGNORED_OPTIONS = frozenset({

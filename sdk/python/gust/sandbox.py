@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
 from . import exception as exc
 from . import output
 from ._http import DEFAULT_TIMEOUT, Client, get_client
-from .app import DEFAULT_SANDBOX_APP, App
+from .app import DEFAULT_SANDBOX_APP, App, _parse_gpu
 from .container_process import ContainerProcess, _OutputPump
 from .file_io import FileIO
 from .image import Image
@@ -150,7 +150,7 @@ class Sandbox:
     def create(*args: str, app: Optional[Union[App, str]] = None, name: Optional[str] = None,
                tags: Optional[Dict[str, str]] = None, image: Optional[Image] = None,
                env: Optional[Dict[str, Optional[str]]] = None, secrets: Any = None, timeout: int = 300,
-               idle_timeout: Optional[int] = None, workdir: Optional[str] = None, gpu: Optional[str] = None,
+               idle_timeout: Optional[int] = None, workdir: Optional[str] = None, gpu: Any = None,
                cpu: Any = None, memory: Any = None, block_network: bool = False, isolation: Optional[str] = None,
                outbound_cidr_allowlist: Optional[Sequence[str]] = None,
                outbound_domain_allowlist: Optional[Sequence[str]] = None,
@@ -170,8 +170,7 @@ class Sandbox:
                     raise exc.InvalidError(f"gust sandboxes do not support {k}= yet")
             elif k not in _IGNORED:
                 raise TypeError(f"Sandbox.create() got an unexpected keyword argument '{k}'")
-        if gpu:
-            raise exc.InvalidError("gust sandboxes have no GPUs yet: remove gpu= (GPUs are for functions)")
+        gpu = _parse_gpu(gpu)  # an unknown GPU type is refused here, before anything is sent
         _check_args(args)
         if workdir is not None and not workdir.startswith("/"):
             raise exc.InvalidError(f"workdir must be an absolute path, got: {workdir}")
@@ -187,7 +186,7 @@ class Sandbox:
 
         body: Dict[str, Any] = {"command": builtins.list(args), "timeout": timeout}
         optional = {"idle_timeout": idle_timeout, "cpu": _limit(cpu), "memory": _limit(memory),
-                    "workdir": workdir, "name": name, "isolation": isolation}
+                    "workdir": workdir, "name": name, "isolation": isolation, "gpu": gpu}
         body.update({k: v for k, v in optional.items() if v is not None})
         envd = _env(secrets, env)
         if envd:

@@ -286,7 +286,9 @@ class CreateValidationTest(unittest.TestCase):
         with self.assertRaises(TypeError):
             Sandbox.create(app=gust.App("x"), no_such_option=1)
         with self.assertRaises(exception.InvalidError):
-            Sandbox.create(gpu="H100")
+            Sandbox.create(gpu="H1000")  # unknown GPU types are refused before anything is sent
+        with self.assertRaises(exception.InvalidError):
+            Sandbox.create(gpu=["H100", "B2000"])
         with self.assertRaises(exception.InvalidError):
             Sandbox.create(volumes={"/data": object()})
         with self.assertRaises(exception.InvalidError):

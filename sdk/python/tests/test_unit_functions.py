@@ -443,7 +443,7 @@ class ValidationTest(unittest.TestCase):
 
     def test_gpu(self):
         for ok, spelled in (("h100", "H100"), ("A100-80GB:2", "A100-80GB:2"), ("any", "ANY"), ("t4:8", "T4:8"),
-                            (["H100", "a100"], ["H100", "A100"])):
+                            ("a10", "A10"), (["H100", "a100"], ["H100", "A100"])):
             f = self.app.function(gpu=ok)(square)
             self.assertEqual(f._options["gpu"], spelled)
         for bad in ("H101", "H100:0", "H100:9", "H100:x", "", [], ["H100", 3], 5):
