@@ -93,6 +93,8 @@ func toJSON(v any) any {
 		return toJSON([]any(x))
 	case gust.PySet:
 		return toJSON([]any(x))
+	case gust.PyFrozenSet:
+		return toJSON([]any(x))
 	case gust.PyDict:
 		m := map[string]any{}
 		for _, p := range x {

@@ -38,13 +38,14 @@ func PickleString(s string) []byte {
 	return append(out, body...)
 }
 
-// PyTuple, PyDict and PySet are how Unpickle returns Python's tuples, dicts (in order) and
-// sets; lists are []any, None is nil, ints are int64 or *big.Int.
+// PyTuple, PyDict, PySet and PyFrozenSet are how Unpickle returns Python's tuples, dicts (in
+// order), sets and frozensets; lists are []any, None is nil, ints are int64 or *big.Int.
 type (
-	PyTuple []any
-	PyDict  []PyPair
-	PySet   []any
-	PyPair  struct{ Key, Value any }
+	PyTuple     []any
+	PyDict      []PyPair
+	PySet       []any
+	PyFrozenSet []any
+	PyPair      struct{ Key, Value any }
 )
 
 type pyMark struct{}
@@ -195,7 +196,7 @@ func Unpickle(b []byte) (any, error) {
 			if err != nil {
 				return nil, err
 			}
-			stack = append(stack, PySet(items))
+			stack = append(stack, PyFrozenSet(items))
 		case 'a', 'e', 's', 'u', 0x90: // APPEND, APPENDS, SETITEM, SETITEMS, ADDITEMS
 			var items []any
 			if op[0] == 'a' || op[0] == 's' {
@@ -332,6 +333,11 @@ func PyRepr(v any) string {
 			return "set()"
 		}
 		return "{" + joinRepr(x) + "}"
+	case PyFrozenSet:
+		if len(x) == 0 {
+			return "frozenset()"
+		}
+		return "frozenset({" + joinRepr(x) + "})"
 	case PyDict:
 		parts := make([]string, len(x))
 		for i, p := range x {
