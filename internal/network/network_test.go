@@ -278,3 +278,48 @@ func TestManager(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkTake measures what a create waits for: a namespace from a full pool with its
+// policy set (one nftables batch), against making one on the spot (an empty pool).
+func BenchmarkTake(b *testing.B) {
+	if os.Getenv("GUST_NETWORK_TEST_CHILD") == "" {
+		b.Skip("needs root, and runs in a namespace of its own")
+	}
+	m, err := New(Config{Tag: "tb", CIDR: netip.MustParsePrefix("10.232.0.0/16"), PoolSize: 4})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	b.Run("from the pool", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				m.mu.Lock()
+				n := len(m.ready)
+				m.mu.Unlock()
+				if n > 0 {
+					break
+				}
+			}
+			b.StartTimer()
+			l, err := m.Take("sb-x", Policy{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			l.Release()
+			b.StartTimer()
+		}
+	})
+	b.Run("made on the spot", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			l, err := m.make()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			l.Release()
+			b.StartTimer()
+		}
+	})
+}
