@@ -17,6 +17,8 @@ import (
 
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
+
+	"github.com/gust-run/gust/internal/reaper"
 )
 
 func init() {
@@ -123,7 +125,8 @@ print("%.1f" % (total / el / 1e6))
 
 func benchEgress(b *sandboxBench) (retErr error) {
 	run := func(args ...string) error {
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		// Through the reaper: gust in this process reaps children that are not its own.
+		if out, err := reaper.CombinedOutput(exec.Command(args[0], args[1:]...)); err != nil {
 			return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
 		}
 		return nil
@@ -212,9 +215,9 @@ func benchEgress(b *sandboxBench) (retErr error) {
 			return err
 		}
 		viaProxy = append(viaProxy, v)
-		hostOut, err := exec.Command("python3", "-c", egressScript, benchRemoteAddr, port, strconv.Itoa(benchEgressMiB)).Output()
+		hostOut, err := reaper.CombinedOutput(exec.Command("python3", "-c", egressScript, benchRemoteAddr, port, strconv.Itoa(benchEgressMiB)))
 		if err != nil {
-			return fmt.Errorf("egress from this machine: %v", err)
+			return fmt.Errorf("egress from this machine: %v: %s", err, hostOut)
 		}
 		if v, err = strconv.ParseFloat(strings.TrimSpace(string(hostOut)), 64); err != nil {
 			return fmt.Errorf("egress from this machine: %q", hostOut)

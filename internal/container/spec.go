@@ -64,6 +64,8 @@ func buildSpec(c *Config, opts CreateOptions, rootfs string) (*specs.Spec, error
 					s.Mounts[i] = specs.Mount{Destination: "/sys", Type: "bind", Source: "/sys", Options: []string{"rbind", "ro", "nosuid", "noexec", "nodev"}}
 				}
 			}
+			// The host's interfaces are not the container's business (its own are in netlink).
+			s.Linux.MaskedPaths = append(append([]string(nil), s.Linux.MaskedPaths...), "/sys/class/net", "/sys/devices/virtual/net")
 		}
 	}
 	for _, m := range opts.Mounts {

@@ -313,11 +313,9 @@ func (f *Fleet) SetTags(ctx context.Context, id string, tags map[string]string) 
 }
 
 // SetNetwork replaces a running sandbox's network policy: on its worker first (one atomic
-// change there), then in its record, under records so that a report cannot be written back
-// over it.
+// change there), then in its record. The worker's call runs outside records, which every state
+// report takes; the record is read again after it, so that a report meanwhile is kept.
 func (f *Fleet) SetNetwork(ctx context.Context, id string, p sandbox.NetworkPolicy) (sandbox.Sandbox, error) {
-	f.records.Lock()
-	defer f.records.Unlock()
 	sb, err := f.store.GetSandbox(ctx, id)
 	if err != nil {
 		return sb, err
@@ -330,6 +328,11 @@ func (f *Fleet) SetNetwork(ctx context.Context, id string, p sandbox.NetworkPoli
 		return sb, err
 	}
 	if err := client.SetNetwork(ctx, id, p); err != nil {
+		return sb, err
+	}
+	f.records.Lock()
+	defer f.records.Unlock()
+	if sb, err = f.store.GetSandbox(ctx, id); err != nil {
 		return sb, err
 	}
 	sb.NetworkPolicy = p

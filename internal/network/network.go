@@ -169,7 +169,11 @@ func (m *Manager) setup() error {
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
 		return fmt.Errorf("network: enabling IPv4 forwarding: %w", err)
 	}
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: m.bridge}}
+	// A fixed MAC: without one the bridge takes the lowest of its ports', which changes as
+	// containers come and go, and containers' cached gateway entry goes stale meanwhile.
+	sum := sha256.Sum256([]byte("gust-bridge-" + m.cfg.Tag))
+	mac := net.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], sum[4]}
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: m.bridge, HardwareAddr: mac}}
 	if err := netlink.LinkAdd(br); err != nil {
 		return fmt.Errorf("network: making bridge %s: %w", m.bridge, err)
 	}

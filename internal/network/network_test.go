@@ -84,7 +84,7 @@ func inNS(t *testing.T, path string, f func()) {
 }
 
 func dialOK(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err == nil {
 		c.Close()
 	}
@@ -191,6 +191,59 @@ func TestManager(t *testing.T) {
 			t.Error("a container reached another container")
 		}
 	})
+	// A container may not borrow another's address to get its policy: the bridge drops packets
+	// whose source is not their port's. b (blocked) sends UDP with a's address to DNS on the
+	// gateway, which a may reach (a reply would go to a, so only a one-way packet shows it).
+	udp, err := net.ListenPacket("udp4", m.Gateway().String()+":53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	got := make(chan string, 8)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, _, err := udp.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			got <- string(buf[:n])
+		}
+	}()
+	send := func(path string, from netip.Addr, msg string) {
+		inNS(t, path, func() {
+			c, err := net.DialUDP("udp4", &net.UDPAddr{IP: from.AsSlice()}, net.UDPAddrFromAddrPort(netip.AddrPortFrom(m.Gateway(), 53)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			c.Write([]byte(msg))
+			c.Close()
+		})
+	}
+	inNS(t, b.NetNSPath(), func() {
+		eth, err := netlink.LinkByName("eth0")
+		if err == nil {
+			err = netlink.AddrAdd(eth, &netlink.Addr{IPNet: &net.IPNet{IP: a.Addr().AsSlice(), Mask: net.CIDRMask(32, 32)}})
+		}
+		if err != nil {
+			t.Error(err)
+		}
+	})
+	send(b.NetNSPath(), a.Addr(), "spoofed")
+	send(a.NetNSPath(), a.Addr(), "genuine")
+	for i := 0; i < 2; i++ {
+		select {
+		case msg := <-got:
+			if msg == "spoofed" {
+				t.Error("a container's packet with another container's address got through")
+			}
+		case <-time.After(2 * time.Second):
+			if i == 0 {
+				t.Error("a container's own DNS packet did not arrive")
+			}
+		}
+	}
 	// Replacing b's policy opens it to a; the bridge still keeps them apart.
 	if err := b.SetPolicy(Policy{}); err != nil {
 		t.Fatal(err)
@@ -224,4 +277,49 @@ func TestManager(t *testing.T) {
 			t.Errorf("left behind: nftables table %s", tb.Name)
 		}
 	}
+}
+
+// BenchmarkTake measures what a create waits for: a namespace from a full pool with its
+// policy set (one nftables batch), against making one on the spot (an empty pool).
+func BenchmarkTake(b *testing.B) {
+	if os.Getenv("GUST_NETWORK_TEST_CHILD") == "" {
+		b.Skip("needs root, and runs in a namespace of its own")
+	}
+	m, err := New(Config{Tag: "tb", CIDR: netip.MustParsePrefix("10.232.0.0/16"), PoolSize: 4})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	b.Run("from the pool", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				m.mu.Lock()
+				n := len(m.ready)
+				m.mu.Unlock()
+				if n > 0 {
+					break
+				}
+			}
+			b.StartTimer()
+			l, err := m.Take("sb-x", Policy{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			l.Release()
+			b.StartTimer()
+		}
+	})
+	b.Run("made on the spot", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			l, err := m.make()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			l.Release()
+			b.StartTimer()
+		}
+	})
 }

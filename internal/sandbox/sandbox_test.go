@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -156,5 +157,50 @@ func TestTransitions(t *testing.T) {
 	}
 	if Running.CanTransition(Pending) {
 		t.Fatal("running went back to pending")
+	}
+}
+
+func TestNetworkRequestPolicy(t *testing.T) {
+	list := func(s ...string) *[]string { return &s }
+	for _, tc := range []struct {
+		name  string
+		req   NetworkRequest
+		ports bool
+		want  NetworkPolicy
+		bad   bool
+	}{
+		{name: "open", req: NetworkRequest{}, want: NetworkPolicy{}},
+		{name: "blocked", req: NetworkRequest{BlockNetwork: true}, want: NetworkPolicy{BlockNetwork: true}},
+		{name: "cidrs normalised and deduplicated", req: NetworkRequest{OutboundCIDRAllowlist: list("203.0.113.7/24", "203.0.113.0/24", "198.51.100.1")},
+			want: NetworkPolicy{OutboundCIDRAllowlist: []string{"203.0.113.0/24", "198.51.100.1/32"}, Allowlisted: true}},
+		{name: "older name", req: NetworkRequest{CIDRAllowlist: list("203.0.113.0/24")},
+			want: NetworkPolicy{OutboundCIDRAllowlist: []string{"203.0.113.0/24"}, Allowlisted: true}},
+		{name: "empty allowlist allows nothing", req: NetworkRequest{OutboundCIDRAllowlist: list()}, want: NetworkPolicy{Allowlisted: true}},
+		{name: "domains", req: NetworkRequest{OutboundDomainAllowlist: list("PyPI.org.", "*.github.com")},
+			want: NetworkPolicy{OutboundDomainAllowlist: []string{"pypi.org", "*.github.com"}, Allowlisted: true}},
+		{name: "block with cidrs", req: NetworkRequest{BlockNetwork: true, CIDRAllowlist: list("1.2.3.4")}, bad: true},
+		{name: "block with domains", req: NetworkRequest{BlockNetwork: true, OutboundDomainAllowlist: list("pypi.org")}, bad: true},
+		{name: "block with ports", req: NetworkRequest{BlockNetwork: true}, ports: true, bad: true},
+		{name: "both names", req: NetworkRequest{CIDRAllowlist: list("1.2.3.4"), OutboundCIDRAllowlist: list("1.2.3.4")}, bad: true},
+		{name: "ipv6", req: NetworkRequest{OutboundCIDRAllowlist: list("2001:db8::/32")}, bad: true},
+		{name: "not a cidr", req: NetworkRequest{OutboundCIDRAllowlist: list("1.2.3.0/33")}, bad: true},
+		{name: "bad domain", req: NetworkRequest{OutboundDomainAllowlist: list("a b.com")}, bad: true},
+		{name: "wildcard inside", req: NetworkRequest{OutboundDomainAllowlist: list("a.*.com")}, bad: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.req.Policy(tc.ports)
+			if tc.bad {
+				if !errors.Is(err, errdefs.ErrInvalid) {
+					t.Fatalf("got %v, %v; want an invalid error", got, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+		})
 	}
 }

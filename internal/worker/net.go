@@ -68,10 +68,12 @@ func policyOf(p sandbox.NetworkPolicy) network.Policy {
 }
 
 // openNet gives a sandbox or function container its network namespace, with its policy set,
-// and the options that make the runtime join it.
+// and the options that make the runtime join it. A container with block_network gets none: the
+// runtime makes it a namespace with only loopback, which costs nothing and leaves it no
+// interface at all (its policy can then not be opened later; a networked one can be blocked).
 func (w *Worker) openNet(b *box, opts *container.CreateOptions) error {
-	if w.net == nil {
-		return nil // no worker network: the runtime makes a namespace with loopback only
+	if w.net == nil || b.spec.Network.BlockNetwork {
+		return nil // the runtime makes a namespace with loopback only
 	}
 	l, err := w.net.Take(b.spec.ID, policyOf(b.spec.Network))
 	if err != nil {
@@ -117,7 +119,11 @@ func (w *Worker) handleNetwork(rw http.ResponseWriter, r *http.Request) {
 	l := b.lease
 	b.mu.Unlock()
 	if l == nil {
-		httpapi.WriteError(rw, errdefs.Conflict("container %s has no network of its own on this worker (the worker runs without --network, or the container is an image build)", b.spec.ID))
+		if req.Network.BlockNetwork {
+			httpapi.WriteJSON(rw, http.StatusOK, req) // loopback only already
+			return
+		}
+		httpapi.WriteError(rw, errdefs.Conflict("sandbox %s has no network interface to open: it was created with block_network=True (or its worker runs with --network=false); create it without block_network and block it later with a policy replacement instead", b.spec.ID))
 		return
 	}
 	if err := l.SetPolicy(policyOf(req.Network)); err != nil {

@@ -15,8 +15,8 @@ import (
 
 // warmPool keeps containers started ahead of demand for the image most recently asked for, so
 // that creating a sandbox takes one from the pool instead of waiting for the runtime. Only
-// sandboxes with the default resources, the runc runtime and their own network are served
-// from it (poolable): their spec is the pool's. The pool refills in the background after each take.
+// sandboxes with the default resources, the runc runtime and a network (not block_network) are
+// served from it (poolable): their spec is the pool's. The pool refills in the background after each take.
 type warmPool struct {
 	w    *Worker
 	size int
@@ -53,7 +53,7 @@ func poolKey(isolation string, layers []string) string {
 // poolable reports whether a container can be a pooled one: a plain sandbox with the pool's
 // spec.
 func poolable(spec workerproto.ContainerSpec) bool {
-	return spec.Function == nil && spec.Isolation == sandbox.IsolationRunc && !spec.BuildEgress && len(spec.GPUs) == 0 &&
+	return spec.Function == nil && spec.Isolation == sandbox.IsolationRunc && !spec.BuildEgress && len(spec.GPUs) == 0 && !spec.Network.BlockNetwork &&
 		spec.CPU == sandbox.DefaultCPU && spec.CPULimit == spec.CPU && spec.MemoryMiB == sandbox.DefaultMemoryMiB
 }
 

@@ -6,9 +6,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // hostAddr is an address of this machine other than loopback: where the server's port would
@@ -124,7 +127,8 @@ tunnel("connect-mirror", "deb.debian.org", 443)
 		t.Errorf("the build's http_proxy: %q", results["proxy"])
 	}
 	// The build container is gone, and its namespace with it: gust holds no descriptor of a
-	// network namespace any more.
+	// namespace with only loopback any more (the namespaces it keeps ready for sandboxes have
+	// a veth, eth0).
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		held := netnsFDs(gust.cmd.Process.Pid)
@@ -138,16 +142,53 @@ tunnel("connect-mirror", "deb.debian.org", 443)
 	}
 }
 
-// netnsFDs lists the network namespaces a process holds open.
+// netnsFDs lists the network namespaces with only loopback (an image build's) that a process
+// holds open.
 func netnsFDs(pid int) []string {
 	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
 	var out []string
 	for _, fd := range fds {
-		if l, err := os.Readlink(fd); err == nil && strings.HasPrefix(l, "net:[") {
+		if l, err := os.Readlink(fd); err == nil && strings.HasPrefix(l, "net:[") && loopbackOnly(fd) {
 			out = append(out, fd+" → "+l)
 		}
 	}
 	return out
+}
+
+// loopbackOnly says whether the network namespace at path has no interface but lo.
+func loopbackOnly(path string) bool {
+	ch := make(chan bool, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			ch <- true
+			return
+		}
+		defer orig.Close()
+		ns, err := os.Open(path)
+		if err != nil {
+			ch <- false // gone meanwhile
+			return
+		}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- true
+			return
+		}
+		ifs, _ := net.Interfaces()
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		for _, i := range ifs {
+			if i.Name != "lo" {
+				ch <- false
+				return
+			}
+		}
+		ch <- true
+	}()
+	return <-ch
 }
 
 // shellQuote quotes s for sh.

@@ -27,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"math/big"
 	"net"
 	"net/http"
@@ -297,7 +298,7 @@ func serveHTTP(addr string, tlsOn bool, cert tls.Certificate) error {
 			return
 		}
 		fmt.Fprintf(w, "hello from %s host=%s", addr, r.Host)
-	}), ReadHeaderTimeout: 10 * time.Second}
+	}), ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)} // probes close TLS unread
 	go srv.Serve(l)
 	return nil
 }

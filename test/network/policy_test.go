@@ -165,6 +165,12 @@ func TestReplacePolicy(t *testing.T) {
 	if err := api("PUT", "/v1/sandboxes/"+id+"/network", map[string]any{"block_network": true, "cidr_allowlist": []string{"1.2.3.4"}}, nil); err == nil {
 		t.Error("block_network with an allowlist was accepted")
 	}
+	// A sandbox created with block_network has no interface to open.
+	blocked := newSandbox(t, map[string]any{"block_network": true})
+	err := api("PUT", "/v1/sandboxes/"+blocked+"/network", map[string]any{}, nil)
+	if ae, ok := err.(*apiError); !ok || ae.Status != 409 {
+		t.Errorf("opening a block_network sandbox: %v, want a 409", err)
+	}
 }
 
 // TestNoLeftoversAfterCycles creates and terminates sandboxes and checks that nothing of

@@ -336,7 +336,8 @@ class Sandbox:
                            cidr_allowlist: Optional[Sequence[str]] = None) -> None:
         """Replace the running sandbox's outbound network policy, whole and at once: the options
         are Sandbox.create's (no option opens the network again). Connections already open
-        follow the new policy."""
+        follow the new policy. A sandbox created with block_network=True has no interface to
+        open (ConflictError): create it without, and block it with this method instead."""
         body = _network_body(block_network, outbound_cidr_allowlist, cidr_allowlist, outbound_domain_allowlist)
         self._data = self._client.json("PUT", f"/v1/sandboxes/{self._id}/network", json=body)
 
