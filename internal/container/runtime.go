@@ -181,6 +181,11 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOptions) (_ *Container,
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
+	if opts.Isolation == IsolationGVisor && !r.runscCurrent {
+		// Debian's runsc cannot run its netstack in a namespace it is given: its sandboxes
+		// keep a loopback of their own (see runtimeArgs).
+		opts.NetNSPath = ""
+	}
 	var undo cleanupStack
 	defer func() {
 		if retErr == nil {

@@ -152,11 +152,13 @@ func forGVisor(s *specs.Spec, opts CreateOptions) {
 	// about 30 + 2.5 × this).
 	s.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NPROC", Hard: gvisorNProc, Soft: gvisorNProc}}
 	// gVisor implements its own cgroup namespace and /sys; these mounts only confuse it.
-	// runsc runs with --network=none (runtimeArgs), which gives the sandbox loopback only; the
-	// worker's namespace is not handed to it until runsc's --network=sandbox can join it.
+	// Given the worker's namespace, runsc runs its netstack there (--network=sandbox, see
+	// runtimeArgs): the veth's address and routes become the sandbox's, and the worker's
+	// nftables rules on the host side apply as to any container. Without one it makes an empty
+	// namespace and the sandbox has loopback only (--network=none).
 	s.Linux.Namespaces = []specs.LinuxNamespace{
 		{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.IPCNamespace},
-		{Type: specs.UTSNamespace}, {Type: specs.NetworkNamespace},
+		{Type: specs.UTSNamespace}, {Type: specs.NetworkNamespace, Path: opts.NetNSPath},
 	}
 	var mounts []specs.Mount
 	for _, m := range s.Mounts {

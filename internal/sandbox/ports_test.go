@@ -32,8 +32,8 @@ func TestValidatePortsAndProbe(t *testing.T) {
 		{"exactly the most", func(r *CreateRequest) { r.EncryptedPorts = many[:MaxPorts] }, true},
 		{"block_network with ports", func(r *CreateRequest) { r.EncryptedPorts, r.BlockNetwork = []int{8000}, true }, false},
 		{"block_network with an allowlist", func(r *CreateRequest) { r.InboundCIDRAllowlist, r.BlockNetwork = []string{"10.0.0.0/8"}, true }, false},
-		{"gvisor with ports", func(r *CreateRequest) { r.EncryptedPorts, r.Isolation = []int{8000}, IsolationGVisor }, false},
-		{"gvisor with a TCP probe", func(r *CreateRequest) { r.ReadinessProbe, r.Isolation = &Probe{TCPPort: 8000}, IsolationGVisor }, false},
+		{"gvisor with ports", func(r *CreateRequest) { r.EncryptedPorts, r.Isolation = []int{8000}, IsolationGVisor }, true},
+		{"gvisor with a TCP probe", func(r *CreateRequest) { r.ReadinessProbe, r.Isolation = &Probe{TCPPort: 8000}, IsolationGVisor }, true},
 		{"gvisor with an exec probe", func(r *CreateRequest) {
 			r.ReadinessProbe, r.Isolation = &Probe{ExecArgv: []string{"true"}}, IsolationGVisor
 		}, true},

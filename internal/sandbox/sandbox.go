@@ -282,11 +282,6 @@ func (r CreateRequest) Validate(defaultIsolation string, hostCPU float64, hostMe
 		}
 		sb.ReadinessProbe = &p
 	}
-	// gVisor's loopback lives inside its own network stack, out of the worker's reach, until
-	// gVisor sandboxes get an address of their own on the worker's bridge.
-	if iso == IsolationGVisor && (len(sb.Ports) > 0 || sb.ReadinessProbe != nil && sb.ReadinessProbe.TCPPort != 0) {
-		return sb, errdefs.Invalid("ports and TCP readiness probes are not available on gVisor sandboxes yet (the worker cannot reach a gVisor sandbox's ports): use isolation=\"runc\", or Probe.with_exec")
-	}
 	return sb, nil
 }
 

@@ -88,8 +88,8 @@ func (w *Worker) openNet(b *box, opts *container.CreateOptions) error {
 }
 
 // ContainerAddr is a running container's address on the worker's bridge, for dialling its
-// ports from the worker (tunnels); false when it has none (no worker network, or gVisor until
-// runsc joins the namespace).
+// ports from the worker (tunnels; the only way into a gVisor sandbox, whose loopback lives in
+// its own netstack); false when it has none (no worker network, or block_network).
 func (w *Worker) ContainerAddr(id string) (netip.Addr, bool) {
 	b := w.box(id)
 	if b == nil {
@@ -97,7 +97,7 @@ func (w *Worker) ContainerAddr(id string) (netip.Addr, bool) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.lease == nil || b.spec.Isolation == sandbox.IsolationGVisor {
+	if b.lease == nil {
 		return netip.Addr{}, false
 	}
 	return b.lease.Addr(), true

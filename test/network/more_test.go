@@ -253,17 +253,25 @@ func TestKilledAndRestarted(t *testing.T) {
 	}
 }
 
-// TestGVisorStarts checks that gVisor sandboxes still start while runsc runs with
-// --network=none (it does not join the worker's namespace yet): loopback only, whatever the
-// policy.
-func TestGVisorStarts(t *testing.T) {
+// TestGVisorNetwork checks that a gVisor sandbox gets the worker's network: runsc runs its
+// netstack in the pooled namespace (--network=sandbox), so the same host-side rules apply: the
+// fake internet is reached, metadata and private ranges are not, and a blocked one has nothing.
+func TestGVisorNetwork(t *testing.T) {
 	needGust(t)
 	id := newSandbox(t, map[string]any{"isolation": "gvisor"})
 	out, _, code := execIn(t, id, "echo", "hi")
 	if code != 0 || strings.TrimSpace(out) != "hi" {
 		t.Fatalf("echo in a gVisor sandbox: %q, exit %d", out, code)
 	}
-	if got := probe(t, id, metaAddr+":80", privateAddrs[0]+":80"); got[metaAddr+":80"] || got[privateAddrs[0]+":80"] {
+	got := probe(t, id, webAddr+":80", metaAddr+":80", privateAddrs[0]+":80")
+	if !got[webAddr+":80"] {
+		t.Errorf("a gVisor sandbox did not reach %s: %v\n%s", webAddr, got, gustLog())
+	}
+	if got[metaAddr+":80"] || got[privateAddrs[0]+":80"] {
 		t.Fatalf("a gVisor sandbox reached a denied address: %v", got)
+	}
+	blocked := newSandbox(t, map[string]any{"isolation": "gvisor", "block_network": true})
+	if got := probe(t, blocked, webAddr+":80"); got[webAddr+":80"] {
+		t.Fatalf("a blocked gVisor sandbox reached %s", webAddr)
 	}
 }
