@@ -28,13 +28,6 @@ import (
 // connect endpoint (an HTTP upgrade that becomes a raw TCP stream), and clients wait for a
 // container's readiness probe through the ready endpoint.
 
-// addressed is a Container with an address of its own on the worker's bridge: its ports are
-// dialled there. Containers without one (today: all) are dialled on 127.0.0.1 inside their
-// network namespace.
-type addressed interface {
-	Addr() netip.Addr
-}
-
 // dialTimeout bounds a connection to a container's port.
 const dialTimeout = 5 * time.Second
 
@@ -42,14 +35,19 @@ const dialTimeout = 5 * time.Second
 func (w *Worker) dialContainer(ctx context.Context, b *box, c Container, port int) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	if a, ok := c.(addressed); ok && a.Addr().IsValid() {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", netip.AddrPortFrom(a.Addr(), uint16(port)).String())
-	}
 	if b.spec.Isolation == sandbox.IsolationGVisor {
-		// gVisor's loopback lives in its own network stack, which no host socket can enter.
-		return nil, errdefs.Invalid("sandbox %s runs under gVisor, whose ports the worker cannot reach yet; use isolation=runc for tunnels and TCP probes", b.spec.ID)
+		// gVisor's loopback lives in its own network stack, which no host socket can enter:
+		// its ports are reached at its address on the worker's bridge (runsc runs its
+		// netstack in the container's namespace), so the server must listen beyond loopback.
+		a, ok := w.ContainerAddr(b.spec.ID)
+		if !ok {
+			return nil, errdefs.Invalid("sandbox %s runs under gVisor without a network address (block_network, or a worker without --network), so the worker cannot reach its ports; use isolation=runc", b.spec.ID)
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", netip.AddrPortFrom(a, uint16(port)).String())
 	}
+	// runc: dial 127.0.0.1 inside the container's namespace, which reaches a server bound to
+	// loopback as well as one bound to every address.
 	ns, err := c.NetNS()
 	if err != nil {
 		return nil, errdefs.Conflict("sandbox %s is not running: %v", b.spec.ID, err)
