@@ -541,7 +541,7 @@ func resolveImage() (string, error) {
 // stopGust stops gust with SIGINT and removes its data.
 func stopGust() error {
 	if gust.cmd == nil || gust.cmd.Process == nil {
-		return nil
+		return os.RemoveAll(gust.dataDir)
 	}
 	gust.cmd.Process.Signal(os.Interrupt)
 	done := make(chan error, 1)
@@ -549,6 +549,8 @@ func stopGust() error {
 	select {
 	case err := <-done:
 		if err != nil {
+			// It stopped (or failed to start) on its own: it unmounted what it mounted.
+			os.RemoveAll(gust.dataDir)
 			return fmt.Errorf("gust exited with %v", err)
 		}
 	case <-time.After(60 * time.Second):
