@@ -381,11 +381,16 @@ func (r *Runtime) runtimeArgs(opts CreateOptions) []string {
 	return append(args, "--network=none")
 }
 
-// GVisorGPU reports whether the runsc in use has its GPU proxy (nvproxy, in gVisor since
-// 2023): only then may GPU containers run under gVisor. Debian 12's runsc has not.
+// NVProxyEnv turns on GPUs under gVisor (runsc --nvproxy) where the runsc in use has it. Off
+// by default: the GPU proxy has not been checked on a real GPU with gust yet.
+const NVProxyEnv = "GUST_GVISOR_NVPROXY"
+
+// GVisorGPU reports whether GPU containers may run under gVisor: the operator turned it on
+// (NVProxyEnv=1) and the runsc in use has its GPU proxy (nvproxy, in gVisor since 2023;
+// Debian 12's runsc has not).
 func (r *Runtime) GVisorGPU() bool {
 	r.nvproxyOnce.Do(func() {
-		if r.cfg.RunscPath == "" {
+		if r.cfg.RunscPath == "" || os.Getenv(NVProxyEnv) != "1" {
 			return
 		}
 		out, err := reaper.CombinedOutput(exec.Command(r.cfg.RunscPath, "flags"))

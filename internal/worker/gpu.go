@@ -9,6 +9,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/gpu"
 	"github.com/gust-run/gust/internal/nvidia"
 	"github.com/gust-run/gust/internal/sandbox"
@@ -49,7 +50,7 @@ func newGPUSet(cfg nvidia.Config, gvisor bool, logf func(string, ...any)) *gpuSe
 	if inv.Test {
 		note = " (a declared test inventory: GUST_TEST_GPUS)"
 	}
-	proxy := "refused: this runsc has no GPU proxy (nvproxy)"
+	proxy := "refused (runsc's GPU proxy, nvproxy, is off: " + container.NVProxyEnv + "=1 turns it on where the runsc has it)"
 	if gvisor {
 		proxy = "through runsc's GPU proxy (--nvproxy)"
 	}

@@ -18,18 +18,24 @@ func TestGVisorRunsc(t *testing.T) {
 }
 
 // TestGVisorCoreutils: ls and stat work in a gVisor sandbox (Debian's 2022 runsc answered
-// bookworm coreutils' statx with EINVAL), and the sandbox has only its loopback.
+// bookworm coreutils' statx with EINVAL); with block_network it has only its loopback, and
+// otherwise the worker's veth too (runsc runs its netstack in the container's namespace).
 func TestGVisorCoreutils(t *testing.T) {
 	needGust(t)
-	id := createRaw(t, map[string]any{"isolation": "gvisor"})
+	id := createRaw(t, map[string]any{"isolation": "gvisor", "block_network": true})
 	out, errOut, code := execRaw(t, id, "sh", "-c", "ls -la /etc/ && stat -c '%n %s %U' /etc/passwd && ls -l /proc/self/fd")
 	if code != 0 || !strings.Contains(out, "passwd") || !strings.Contains(out, "/etc/passwd ") || !strings.Contains(out, " root\n") {
 		t.Fatalf("ls/stat under gVisor: exit %d: %q %q", code, out, errOut)
 	}
-	// No namespace was given: loopback only.
+	// block_network: no namespace was given, loopback only.
 	out, errOut, code = execRaw(t, id, "sh", "-c", "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '")
 	if code != 0 || strings.TrimSpace(out) != "lo" {
 		t.Fatalf("interfaces of a gVisor sandbox without a network: exit %d: %q %q", code, out, errOut)
+	}
+	networked := createRaw(t, map[string]any{"isolation": "gvisor"})
+	out, errOut, code = execRaw(t, networked, "sh", "-c", "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' | sort")
+	if code != 0 || strings.Fields(out)[0] != "eth0" || !strings.Contains(out, "lo") {
+		t.Fatalf("interfaces of a gVisor sandbox on the worker's network: exit %d: %q %q", code, out, errOut)
 	}
 }
 

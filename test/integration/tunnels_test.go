@@ -340,20 +340,20 @@ func TestTunnelBadInput(t *testing.T) {
 		many[i] = 8000 + i
 	}
 	for name, fields := range map[string]map[string]any{
-		"port 0":                {"encrypted_ports": []int{0}},
-		"port 65536":            {"unencrypted_ports": []int{65536}},
-		"negative port":         {"h2_ports": []int{-1}},
-		"duplicate":             {"encrypted_ports": []int{8000, 8000}},
-		"duplicate across":      {"encrypted_ports": []int{8000}, "unencrypted_ports": []int{8000}},
-		"too many":              {"encrypted_ports": many},
-		"block_network + ports": {"encrypted_ports": []int{8000}, "block_network": true},
-		"gvisor + ports":        {"encrypted_ports": []int{8000}, "isolation": "gvisor"},
-		"bad cidr":              {"encrypted_ports": []int{8000}, "inbound_cidr_allowlist": []string{"10.0.0.0/33"}},
-		"probe both":            {"readiness_probe": map[string]any{"tcp_port": 8000, "exec_argv": []string{"true"}}},
-		"probe neither":         {"readiness_probe": map[string]any{}},
-		"probe bad port":        {"readiness_probe": map[string]any{"tcp_port": 70000}},
-		"probe bad interval":    {"readiness_probe": map[string]any{"tcp_port": 8000, "interval_ms": 1}},
-		"ports as strings":      {"encrypted_ports": []string{"8000"}},
+		"port 0":                  {"encrypted_ports": []int{0}},
+		"port 65536":              {"unencrypted_ports": []int{65536}},
+		"negative port":           {"h2_ports": []int{-1}},
+		"duplicate":               {"encrypted_ports": []int{8000, 8000}},
+		"duplicate across":        {"encrypted_ports": []int{8000}, "unencrypted_ports": []int{8000}},
+		"too many":                {"encrypted_ports": many},
+		"block_network + ports":   {"encrypted_ports": []int{8000}, "block_network": true},
+		"gvisor, blocked + ports": {"encrypted_ports": []int{8000}, "isolation": "gvisor", "block_network": true},
+		"bad cidr":                {"encrypted_ports": []int{8000}, "inbound_cidr_allowlist": []string{"10.0.0.0/33"}},
+		"probe both":              {"readiness_probe": map[string]any{"tcp_port": 8000, "exec_argv": []string{"true"}}},
+		"probe neither":           {"readiness_probe": map[string]any{}},
+		"probe bad port":          {"readiness_probe": map[string]any{"tcp_port": 70000}},
+		"probe bad interval":      {"readiness_probe": map[string]any{"tcp_port": 8000, "interval_ms": 1}},
+		"ports as strings":        {"encrypted_ports": []string{"8000"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			req := map[string]any{"app_id": gust.appID, "image_id": gust.imageID}
@@ -432,5 +432,33 @@ func TestCLITunnels(t *testing.T) {
 	body, err = exec.Command("curl", "-sS", "--max-time", "10", "http://"+f[2]+"/os-release").CombinedOutput()
 	if err != nil || !strings.Contains(string(body), "Debian") {
 		t.Fatalf("curl over the raw TCP tunnel %s: %v: %s", f[2], err, body)
+	}
+}
+
+// TestTunnelsGVisor reaches a gVisor sandbox's port through the ingress: gVisor's loopback
+// lives in its own netstack, so the worker dials the sandbox's address on its bridge (runsc
+// runs its netstack in the container's namespace), and the TCP probe does the same.
+func TestTunnelsGVisor(t *testing.T) {
+	needGust(t)
+	id := createRaw(t, map[string]any{
+		"command":         []string{"python3", "-c", tunnelServer, "0"},
+		"isolation":       "gvisor",
+		"encrypted_ports": []int{8000},
+		"readiness_probe": map[string]any{"tcp_port": 8000},
+	})
+	if !waitReady(t, id, 60) {
+		t.Fatalf("the gVisor sandbox's server was not ready within 60 s\n%s", gustLog())
+	}
+	tu := tunnelsOf(t, id)[8000]
+	pool, _ := ingressCA(t)
+	url := fmt.Sprintf("https://%s:%d/", tu.Host, tu.Port)
+	resp, err := tunnelClient(pool, net.JoinHostPort("127.0.0.1", strconv.Itoa(tu.Port))).Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "hello from the sandbox\n" {
+		t.Fatalf("GET %s = %d %q", url, resp.StatusCode, b)
 	}
 }
