@@ -141,7 +141,8 @@ func (u *usageMeter) start(spec workerproto.ContainerSpec, c Container) {
 		u.logf("container %s: not metered: %v", spec.ID, err)
 		return
 	}
-	m := metering.NewMeter(spec.ID, spec.CPU, float64(spec.MemoryMiB)/1024, "", 0, s)
+	// The GPUs placed on it (the server chose the type among the request's preferences).
+	m := metering.NewMeter(spec.ID, spec.CPU, float64(spec.MemoryMiB)/1024, spec.GPUType, spec.GPUCount, s)
 	u.mu.Lock()
 	if _, dup := u.boxes[spec.ID]; !dup {
 		u.boxes[spec.ID] = &meteredBox{m: m, reader: r, last: s}

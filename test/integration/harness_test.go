@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -82,6 +83,7 @@ func freePort() string {
 }
 
 func start() error {
+	holdCache()
 	tmp, err := os.MkdirTemp("", "gust-it-")
 	if err != nil {
 		return err
@@ -207,15 +209,46 @@ func stop() error {
 		return fmt.Errorf("gust did not stop within 60 s of SIGINT")
 	}
 	defer os.RemoveAll(gust.dataDir)
-	// Snapshot and code layers this run made live in the shared layer cache; only the base is
-	// shared.
-	snaps, _ := filepath.Glob(filepath.Join(imageCache, "snap-*"))
-	code, _ := filepath.Glob(filepath.Join(imageCache, "code-*")) // functions' unpacked code
-	snaps = append(snaps, code...)
-	for _, s := range snaps {
-		os.RemoveAll(s)
+	// Snapshot and code layers runs made live in the shared layer cache; only the base is
+	// meant to be shared. They go only when no other run holds the cache: another run's
+	// functions still read their code there.
+	if releaseCache() {
+		snaps, _ := filepath.Glob(filepath.Join(imageCache, "snap-*"))
+		code, _ := filepath.Glob(filepath.Join(imageCache, "code-*")) // functions' unpacked code
+		snaps = append(snaps, code...)
+		for _, s := range snaps {
+			os.RemoveAll(s)
+		}
 	}
 	return checkNoLeftovers(filepath.Join(gust.dataDir, "data"))
+}
+
+// cacheLock is held shared (flock) by every test run using imageCache, so that a run cleans
+// the cache only when it is the last one using it.
+var cacheLock *os.File
+
+func holdCache() {
+	if err := os.MkdirAll(imageCache, 0o755); err != nil {
+		return
+	}
+	f, err := os.OpenFile(filepath.Join(filepath.Dir(imageCache), ".runs.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return
+	}
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_SH) != nil {
+		f.Close()
+		return
+	}
+	cacheLock = f
+}
+
+// releaseCache reports whether this run was the only one holding the cache (and may clean it).
+func releaseCache() bool {
+	if cacheLock == nil {
+		return false
+	}
+	defer func() { cacheLock.Close(); cacheLock = nil }()
+	return syscall.Flock(int(cacheLock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil
 }
 
 // checkNoLeftovers fails if gust left containers, mounts or cgroups behind.
