@@ -41,7 +41,7 @@ func startBenchGust(ctx context.Context, imageCache string) (*benchClient, func(
 	url := "http://" + ln.Addr().String()
 	w, err := worker.New(worker.Config{ServerURL: url, JoinToken: d.joinToken, ListenAddr: "127.0.0.1:0",
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool, Logger: quiet,
-		Network:     true, // as `gust up` runs: every container on the bridge
+		Network:     envOr("GUST_NETWORK", "true") == "true", // as `gust up` runs: every container on the bridge
 		DNSUpstream: splitUpstreams(os.Getenv("GUST_DNS_UPSTREAM"))})
 	if err != nil {
 		closeBenchServer(httpSrv)

@@ -23,13 +23,12 @@ GUST_TOKEN_SECRET (or GUST_TOKEN), or the config file that ``gust up`` and ``gus
 write (~/.config/gust/config.json; GUST_PROFILE picks a profile).
 """
 
-from . import billing, exception, functions
+from . import exception, functions
 from ._container import current_function_call_id, current_input_id, is_local
 from ._partial import concurrent, enter, exit, method, parameter
 from ._version import __version__
 from .app import App, LocalEntrypoint
 from .cls import Cls
-from .dict import Dict
 from .container_process import ContainerProcess
 from .exception import Error
 from .file_io import FileIO
@@ -37,17 +36,31 @@ from .functions import Function, FunctionCall
 from .image import Image
 from .io_streams import StreamReader, StreamWriter
 from .output import enable_output
-from .queue import Queue
 from .retries import Retries
 from .sandbox import Sandbox
 from .sandbox_fs import FileInfo, FileType, SandboxFilesystem
 from .schedule import Cron, Period
 from .secret import Secret
 from .stream_type import StreamType
-from .tunnel import Probe, Tunnel, forward
-from .billing import Workspace
 
 version = __version__
+
+# Imported on first use, not with the package: every function container imports gust as it
+# starts, and these (asyncio, decimal, ...) would add to each cold start.
+_LAZY = {"Dict": ("dict", "Dict"), "Queue": ("queue", "Queue"), "billing": ("billing", None),
+         "Workspace": ("billing", "Workspace"), "Probe": ("tunnel", "Probe"), "Tunnel": ("tunnel", "Tunnel"),
+         "forward": ("tunnel", "forward")}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'gust' has no attribute {name!r}")
+    import importlib
+    module, attr = _LAZY[name]
+    mod = importlib.import_module("." + module, __name__)
+    value = mod if attr is None else getattr(mod, attr)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "App", "Cls", "ContainerProcess", "Cron", "Dict", "Error", "FileIO", "FileInfo", "FileType", "Function", "FunctionCall",

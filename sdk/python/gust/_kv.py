@@ -3,7 +3,6 @@ kept alive by a heartbeat, and the ``objects`` manager (``create``, ``list``, ``
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as _dt
 import re
@@ -214,9 +213,11 @@ class _Ephemeral:
             pass  # the server drops it once the heartbeats stop
 
     async def __aenter__(self) -> Any:
+        import asyncio  # here, not at the top: every function container imports gust at start
         return await asyncio.to_thread(self.__enter__)
 
     async def __aexit__(self, *a: Any) -> None:
+        import asyncio
         await asyncio.to_thread(self.__exit__, *a)
 
 
