@@ -119,17 +119,32 @@ func (a *API) handleSandboxGet(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	deadline := time.NewTimer(wire.Seconds(min(wait, 300)).D())
+	sb, timedOut, err := a.awaitSandbox(r, id, wait, a.sandboxOf, func(sb sandbox.Sandbox) bool {
+		return wait == 0 || sb.Status.Terminal()
+	})
+	if timedOut {
+		sb, err = a.sandboxOf(r, id)
+	}
+	if r.Context().Err() != nil {
+		return // the client went
+	}
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, sb.Public())
+}
+
+// awaitSandbox reads sandbox id with read until done holds (timedOut false), secs pass
+// (timedOut true, with the last record read) or the client goes; at most 300 s.
+func (a *API) awaitSandbox(r *http.Request, id string, secs float64, read func(*http.Request, string) (sandbox.Sandbox, error),
+	done func(sandbox.Sandbox) bool) (sb sandbox.Sandbox, timedOut bool, err error) {
+	deadline := time.NewTimer(wire.Seconds(min(secs, 300)).D())
 	defer deadline.Stop()
 	for {
-		sb, err := a.sandboxOf(r, id)
-		if err != nil {
-			httpapi.WriteError(w, err)
-			return
-		}
-		if wait == 0 || sb.Status.Terminal() {
-			httpapi.WriteJSON(w, http.StatusOK, sb.Public())
-			return
+		sb, err := read(r, id)
+		if err != nil || done(sb) {
+			return sb, false, err
 		}
 		// Watch, then look again: a change between the two reads must not be missed.
 		changed := a.fleet.Watch(id)
@@ -139,9 +154,9 @@ func (a *API) handleSandboxGet(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-changed:
 		case <-deadline.C:
-			wait = 0
+			return sb, true, nil
 		case <-r.Context().Done():
-			return
+			return sb, false, r.Context().Err()
 		}
 	}
 }

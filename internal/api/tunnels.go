@@ -5,14 +5,12 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
-	"time"
 
 	"github.com/gust-run/gust/internal/auth"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/ingress"
 	"github.com/gust-run/gust/internal/sandbox"
-	"github.com/gust-run/gust/internal/wire"
 )
 
 // Tunnels into sandboxes (internal/ingress): a sandbox's declared ports are routed once it
@@ -80,41 +78,27 @@ func (a *API) handleTunnels(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	deadline := time.NewTimer(wire.Seconds(min(secs, 300)).D())
-	defer deadline.Stop()
-	for {
-		sb, err := a.ownSandbox(r, id)
-		if err != nil {
-			httpapi.WriteError(w, err)
-			return
+	sb, timedOut, err := a.awaitSandbox(r, id, secs, a.ownSandbox, func(sb sandbox.Sandbox) bool {
+		return sb.Status == sandbox.Running || sb.Status.Terminal()
+	})
+	switch {
+	case r.Context().Err() != nil:
+		return // the client went
+	case err != nil:
+		httpapi.WriteError(w, err)
+	case timedOut:
+		httpapi.WriteError(w, errdefs.Unavailable("sandbox %s did not start within %v s, so it has no tunnels yet; ask again", id, secs))
+	case sb.Status.Terminal():
+		httpapi.WriteError(w, notRunning(sb))
+	default:
+		var ts []ingress.Tunnel
+		if a.cfg.Ingress != nil {
+			ts = a.cfg.Ingress.Tunnels(id)
 		}
-		switch {
-		case sb.Status == sandbox.Running:
-			var ts []ingress.Tunnel
-			if a.cfg.Ingress != nil {
-				ts = a.cfg.Ingress.Tunnels(id)
-			}
-			if ts == nil {
-				ts = []ingress.Tunnel{}
-			}
-			httpapi.WriteJSON(w, http.StatusOK, tunnelsResponse{Tunnels: ts})
-			return
-		case sb.Status.Terminal():
-			httpapi.WriteError(w, notRunning(sb))
-			return
+		if ts == nil {
+			ts = []ingress.Tunnel{}
 		}
-		changed := a.fleet.Watch(id)
-		if again, err := a.store.GetSandbox(r.Context(), id); err == nil && again.Status != sb.Status {
-			continue
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			httpapi.WriteError(w, errdefs.Unavailable("sandbox %s did not start within %v s, so it has no tunnels yet; ask again", id, secs))
-			return
-		case <-r.Context().Done():
-			return
-		}
+		httpapi.WriteJSON(w, http.StatusOK, tunnelsResponse{Tunnels: ts})
 	}
 }
 
