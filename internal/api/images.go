@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -172,7 +173,13 @@ func (a *API) handleImagePrune(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := a.layers.Prune(inUse, grace)
 	if err == nil {
-		err = a.store.ForgetBlobs(r.Context(), a.layers.HasBlob)
+		err = a.store.ForgetBlobs(r.Context(), func(sum string) bool {
+			if id, ok := store.SnapshotOfGrant(sum); ok {
+				_, err := a.store.GetImage(r.Context(), id)
+				return !errors.Is(err, errdefs.ErrNotFound)
+			}
+			return a.layers.HasBlob(sum)
+		})
 	}
 	if err != nil {
 		httpapi.WriteError(w, err)

@@ -239,11 +239,32 @@ func (a *API) handleSandboxSnapshot(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, notRunning(sb))
 		return
 	}
-	im, err := a.builds.SnapshotImage(ctx, sb)
+	// A snapshot's layer is disk the workspace keeps, so it counts against image_disk_mib like
+	// its uploads: a workspace already at its quota is refused before the work, and one that
+	// the new layer takes over it gets no image (the layer goes with the next prune).
+	ws, err := a.store.GetWorkspace(ctx, sb.WorkspaceID)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	quota := int64(ws.Quotas.ImageDiskMiB) << 20
+	if err := a.store.CheckBlobRoom(ctx, ws.ID, 0, quota); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	im, size, err := a.builds.SnapshotImage(ctx, sb)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	err = a.store.GrantBlob(ctx, ws.ID, store.SnapshotGrant(im.ID), size, quota)
 	if err == nil {
-		err = a.store.GrantImage(ctx, sb.WorkspaceID, im.ID)
+		err = a.store.GrantImage(ctx, ws.ID, im.ID)
 	}
 	if err != nil {
+		if derr := a.store.DeleteImage(context.WithoutCancel(ctx), im.ID); derr != nil {
+			a.log.Printf("snapshot refused but its image record %s stays: %v", im.ID, derr)
+		}
 		httpapi.WriteError(w, err)
 		return
 	}

@@ -162,18 +162,19 @@ func (b *Builder) snapshot(ctx context.Context, client *workerproto.WorkerClient
 }
 
 // SnapshotImage makes a new image of a running sandbox: its image's layers and its changes.
-func (b *Builder) SnapshotImage(ctx context.Context, sb sandbox.Sandbox) (image.Image, error) {
+// It also returns the bytes the new layer adds, which the sandbox's workspace is charged.
+func (b *Builder) SnapshotImage(ctx context.Context, sb sandbox.Sandbox) (image.Image, int64, error) {
 	parent, err := b.store.GetImage(ctx, sb.ImageID)
 	if err != nil {
-		return image.Image{}, err
+		return image.Image{}, 0, err
 	}
 	client, err := b.fleet.Client(sb)
 	if err != nil {
-		return image.Image{}, err
+		return image.Image{}, 0, err
 	}
 	snap, err := b.snapshot(ctx, client, sb.ID)
 	if err != nil {
-		return image.Image{}, err
+		return image.Image{}, 0, err
 	}
 	pid := parent.ID
 	im := image.Image{
@@ -181,7 +182,7 @@ func (b *Builder) SnapshotImage(ctx context.Context, sb sandbox.Sandbox) (image.
 		Layers: append(append([]string(nil), parent.Layers...), snap.Layer), SizeBytes: parent.SizeBytes + snap.SizeBytes,
 		CreatedAt: time.Now().UTC(), Env: parent.Env, Workdir: parent.Workdir, User: parent.User,
 	}
-	return im, b.store.PutImage(ctx, im)
+	return im, snap.SizeBytes, b.store.PutImage(ctx, im)
 }
 
 // buildContainer starts the container a step runs in: the parent image, 2 GiB where the

@@ -481,6 +481,10 @@ func (s *Store) ReleaseImage(ctx context.Context, ws, imageID string) (othersUse
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM image_owners WHERE workspace_id = ? AND image_id = ?`, ws, imageID); err != nil {
 		return false, fmt.Errorf("store: release image %s: %w", imageID, err)
 	}
+	// A snapshot this workspace made stops counting against its quota with the image.
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM blob_owners WHERE workspace_id = ? AND sum = ?`, ws, SnapshotGrant(imageID)); err != nil {
+		return false, fmt.Errorf("store: release image %s: %w", imageID, err)
+	}
 	var n int
 	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM image_owners WHERE image_id = ?`, imageID).Scan(&n); err != nil {
 		return false, fmt.Errorf("store: release image %s: %w", imageID, err)
@@ -512,33 +516,66 @@ func (s *Store) WorkspaceUsage(ctx context.Context, ws string) (Usage, error) {
 	return u, nil
 }
 
-// GrantBlob records that workspace ws uploaded a blob of size bytes, unless that would take it
-// over quota bytes of blobs (0: no limit).
+// SnapshotGrant is the key under which a snapshot image's new layer is charged to the
+// workspace that made it (blob_owners holds uploads by content sum and snapshots by this).
+func SnapshotGrant(imageID string) string { return snapshotGrantPrefix + imageID }
+
+const snapshotGrantPrefix = "snapshot:"
+
+// SnapshotOfGrant is the snapshot image a blob_owners key charges for, if it is one.
+func SnapshotOfGrant(sum string) (imageID string, ok bool) {
+	return strings.CutPrefix(sum, snapshotGrantPrefix)
+}
+
+// GrantBlob records that workspace ws keeps a blob (an upload, or a snapshot's layer) of size
+// bytes, unless that would take it over quota bytes (0: no limit).
 func (s *Store) GrantBlob(ctx context.Context, ws, sum string, size, quota int64) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: grant blob: %w", err)
 	}
 	defer rollback(tx)
-	var owned, used int64
+	var owned int64
 	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM blob_owners WHERE workspace_id = ? AND sum = ?`, ws, sum).Scan(&owned); err != nil {
 		return fmt.Errorf("store: grant blob: %w", err)
 	}
 	if owned > 0 {
 		return nil
 	}
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(size), 0) FROM blob_owners WHERE workspace_id = ?`, ws).Scan(&used); err != nil {
-		return fmt.Errorf("store: grant blob: %w", err)
-	}
-	if quota > 0 && used+size > quota {
-		return errdefs.WithKind(errdefs.ErrQuota, fmt.Sprintf("quota image_disk_mib is %d for this workspace and %d MiB of uploads are kept; this one adds %.1f MiB (delete images and prune, or ask the operator for more)",
-			quota>>20, used>>20, float64(size)/(1<<20)))
+	if err := checkBlobRoom(ctx, tx, ws, size, quota); err != nil {
+		return err
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO blob_owners(workspace_id, sum, size) VALUES (?, ?, ?)`, ws, sum, size); err != nil {
 		return fmt.Errorf("store: grant blob: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store: grant blob: %w", err)
+	}
+	return nil
+}
+
+// CheckBlobRoom says whether workspace ws may keep size more bytes of blobs under quota
+// (0: no limit); with size 0, whether it is already at its quota.
+func (s *Store) CheckBlobRoom(ctx context.Context, ws string, size, quota int64) error {
+	return checkBlobRoom(ctx, s.db, ws, size, quota)
+}
+
+// rowQuerier is a *sql.DB or a *sql.Tx.
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
+func checkBlobRoom(ctx context.Context, q rowQuerier, ws string, size, quota int64) error {
+	if quota <= 0 {
+		return nil
+	}
+	var used int64
+	if err := q.QueryRowContext(ctx, `SELECT COALESCE(SUM(size), 0) FROM blob_owners WHERE workspace_id = ?`, ws).Scan(&used); err != nil {
+		return fmt.Errorf("store: blob quota: %w", err)
+	}
+	if used+size > quota || size == 0 && used >= quota {
+		return errdefs.WithKind(errdefs.ErrQuota, fmt.Sprintf("quota image_disk_mib is %d for this workspace and %d MiB of uploads and snapshots are kept; this one adds %.1f MiB (delete images and prune, or ask the operator for more)",
+			quota>>20, used>>20, float64(size)/(1<<20)))
 	}
 	return nil
 }

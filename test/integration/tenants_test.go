@@ -224,36 +224,18 @@ func TestContainerCredentialScope(t *testing.T) {
 func TestTokenRevokedAndQuota(t *testing.T) {
 	needGust(t)
 	b, wsID := newWorkspace(t, "quota")
-	var app struct {
-		ID string `json:"app_id"`
-	}
-	code, body := apiAs(t, b, "POST", "/v1/apps/lookup", map[string]any{"name": "q", "create_if_missing": true})
-	if code != 200 || json.Unmarshal([]byte(body), &app) != nil {
-		t.Fatalf("%d %s", code, body)
-	}
 	if err := api("PUT", "/v1/workspaces/"+wsID+"/quotas", map[string]any{"sandboxes": 1}, nil); err != nil {
 		t.Fatal(err)
 	}
-	// B may not use A's image: it resolves its own (a cache hit, granted to B).
-	var im struct {
-		ID string `json:"image_id"`
-	}
-	code, body = apiAs(t, b, "POST", "/v1/images", map[string]any{"kind": "debian_slim"})
-	lines := strings.Split(strings.TrimSpace(body), "\n")
-	var last struct {
-		Image json.RawMessage `json:"image"`
-	}
-	if code != 200 || json.Unmarshal([]byte(lines[len(lines)-1]), &last) != nil || json.Unmarshal(last.Image, &im) != nil || im.ID == "" {
-		t.Fatalf("B resolving debian_slim: %d %s", code, body)
-	}
-	code, body = apiAs(t, b, "POST", "/v1/sandboxes", map[string]any{"app_id": app.ID, "image_id": im.ID})
+	appID, imageID := workspaceAppImage(t, b)
+	code, body := apiAs(t, b, "POST", "/v1/sandboxes", map[string]any{"app_id": appID, "image_id": imageID})
 	var first struct {
 		ID string `json:"sandbox_id"`
 	}
 	if code != 201 || json.Unmarshal([]byte(body), &first) != nil {
 		t.Fatalf("B's first sandbox: %d %s", code, body)
 	}
-	code, body = apiAs(t, b, "POST", "/v1/sandboxes", map[string]any{"app_id": app.ID, "image_id": im.ID})
+	code, body = apiAs(t, b, "POST", "/v1/sandboxes", map[string]any{"app_id": appID, "image_id": imageID})
 	if code != 403 || !strings.Contains(body, "quota_exceeded") || !strings.Contains(body, "quota sandboxes is 1") {
 		t.Fatalf("B's second sandbox over a quota of 1: %d %s", code, body)
 	}
@@ -279,5 +261,105 @@ func TestTokenRevokedAndQuota(t *testing.T) {
 			t.Fatalf("a revoked token still works after %v", time.Since(start))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// workspaceAppImage gives workspace cred an app and the debian_slim image: B may not use A's
+// image, so it resolves its own (a cache hit, granted to B).
+func workspaceAppImage(t *testing.T, cred string) (appID, imageID string) {
+	t.Helper()
+	var app struct {
+		ID string `json:"app_id"`
+	}
+	code, body := apiAs(t, cred, "POST", "/v1/apps/lookup", map[string]any{"name": "q", "create_if_missing": true})
+	if code != 200 || json.Unmarshal([]byte(body), &app) != nil {
+		t.Fatalf("%d %s", code, body)
+	}
+	var im struct {
+		ID string `json:"image_id"`
+	}
+	code, body = apiAs(t, cred, "POST", "/v1/images", map[string]any{"kind": "debian_slim"})
+	lines := strings.Split(strings.TrimSpace(body), "\n")
+	var last struct {
+		Image json.RawMessage `json:"image"`
+	}
+	if code != 200 || json.Unmarshal([]byte(lines[len(lines)-1]), &last) != nil || json.Unmarshal(last.Image, &im) != nil || im.ID == "" {
+		t.Fatalf("resolving debian_slim: %d %s", code, body)
+	}
+	return app.ID, im.ID
+}
+
+// TestSnapshotQuota: a snapshot's layer counts against the workspace's image_disk_mib, as its
+// uploads do. Before, a workspace could keep any amount of disk by snapshotting sandboxes.
+func TestSnapshotQuota(t *testing.T) {
+	needGust(t)
+	b, wsID := newWorkspace(t, "snapquota")
+	appID, imageID := workspaceAppImage(t, b)
+	setQuota := func(mib int) {
+		t.Helper()
+		if err := api("PUT", "/v1/workspaces/"+wsID+"/quotas", map[string]any{"image_disk_mib": mib}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 3 MiB of random bytes (no compression or sharing makes them smaller), then a marker.
+	code, body := apiAs(t, b, "POST", "/v1/sandboxes", map[string]any{"app_id": appID, "image_id": imageID,
+		"command": []string{"sh", "-c", "head -c 3145728 /dev/urandom > /root/big && touch /root/done && sleep 600"}})
+	var sb struct {
+		ID string `json:"sandbox_id"`
+	}
+	if code != 201 || json.Unmarshal([]byte(body), &sb) != nil {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	t.Cleanup(func() { apiAs(t, b, "POST", "/v1/sandboxes/"+sb.ID+"/terminate", nil) })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, _ := apiAs(t, b, "GET", "/v1/sandboxes/"+sb.ID+"/files/stat?path=/root/done", nil)
+		if code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sandbox never wrote its file (last answer %d)", code)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	images := func() int {
+		code, body := apiAs(t, b, "GET", "/v1/images", nil)
+		if code != 200 {
+			t.Fatalf("list images: %d %s", code, body)
+		}
+		return strings.Count(body, `"image_id"`)
+	}
+	before := images()
+
+	setQuota(2)
+	code, body = apiAs(t, b, "POST", "/v1/sandboxes/"+sb.ID+"/snapshot", nil)
+	if code != 403 || !strings.Contains(body, "quota_exceeded") || !strings.Contains(body, "image_disk_mib is 2") {
+		t.Fatalf("a 3 MiB snapshot under a 2 MiB quota: %d %s", code, body)
+	}
+	if n := images(); n != before {
+		t.Fatalf("the refused snapshot left an image: %d images, %d before", n, before)
+	}
+
+	// Unlimited: the snapshot is made and charged; at the quota, the next is refused up front.
+	setQuota(0)
+	var im struct {
+		ID string `json:"image_id"`
+	}
+	code, body = apiAs(t, b, "POST", "/v1/sandboxes/"+sb.ID+"/snapshot", nil)
+	if code != 201 || json.Unmarshal([]byte(body), &im) != nil {
+		t.Fatalf("snapshot without a quota: %d %s", code, body)
+	}
+	setQuota(3)
+	code, body = apiAs(t, b, "POST", "/v1/sandboxes/"+sb.ID+"/snapshot", nil)
+	if code != 403 || !strings.Contains(body, "image_disk_mib is 3") {
+		t.Fatalf("a second snapshot with 3 MiB kept under a 3 MiB quota: %d %s", code, body)
+	}
+	// Deleting the snapshot gives its room back.
+	if code, body := apiAs(t, b, "DELETE", "/v1/images/"+im.ID, nil); code != 204 {
+		t.Fatalf("delete the snapshot: %d %s", code, body)
+	}
+	setQuota(5)
+	if code, body := apiAs(t, b, "POST", "/v1/sandboxes/"+sb.ID+"/snapshot", nil); code != 201 {
+		t.Fatalf("snapshot after the first was deleted, under 5 MiB: %d %s", code, body)
 	}
 }
