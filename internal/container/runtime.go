@@ -227,7 +227,11 @@ func (r *Runtime) Create(ctx context.Context, opts CreateOptions) (_ *Container,
 	r.gvisorStarting(opts.Isolation)
 	runErr := reaper.Run(cmd)
 	closePipeEnds(inR, outW, errW) // the container holds its own copies now
-	undo.push(func() error { return errors.Join(r.delete(opts.ID, opts.Isolation), r.gvisorGone(opts.Isolation)) })
+	// The runtimes remove their cgroups on delete, except when a sandbox died on its own while
+	// booting; removeCgroups makes sure, as Remove does.
+	undo.push(func() error {
+		return errors.Join(r.delete(opts.ID, opts.Isolation), r.removeCgroups(opts.ID), r.gvisorGone(opts.Isolation))
+	})
 	if runErr != nil {
 		closePipeEnds(inW, outR, errR)
 		select {
