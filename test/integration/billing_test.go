@@ -463,6 +463,7 @@ func TestMeteringSurvivesWorkerKill(t *testing.T) {
 		w := exec.Command(gust.bin, "worker", "--server", url, "--data-dir", wdir, "--image-cache", imageCache, "--no-install",
 			"--sandbox-disk", "256", "--warm-pool", "0")
 		w.Env = append(os.Environ(), "GUST_JOIN_TOKEN="+gust.joinToken)
+		dieWithTest(w)
 		if err := w.Start(); err != nil {
 			t.Fatal(err)
 		}

@@ -604,6 +604,7 @@ func startGust(t *testing.T, url string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(gust.bin, args...)
 	cmd.Env = append(os.Environ(), "GUST_TOKEN="+gust.token, "GUST_JOIN_TOKEN="+gust.joinToken)
+	dieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

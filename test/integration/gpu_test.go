@@ -66,6 +66,7 @@ func startGPUGust(t *testing.T, gpus string, devices int) {
 		"--no-config", "--no-install", "--sandbox-disk", "256", "--warm-pool", "0")
 	cmd.Env = append(os.Environ(), "GUST_TOKEN="+gust.token, "GUST_JOIN_TOKEN="+gust.joinToken, "GUST_TEST_GPUS="+gpus, "GUST_TEST_DEVICE_ROOT="+root)
 	cmd.Stdout, cmd.Stderr = logOut, logOut
+	dieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

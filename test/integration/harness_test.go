@@ -123,6 +123,7 @@ func start() error {
 			}
 		}
 	}()
+	dieWithTest(gust.cmd)
 	if err := gust.cmd.Start(); err != nil {
 		return err
 	}
@@ -285,6 +286,15 @@ func checkNoLeftovers(dataDir string) error {
 		return fmt.Errorf("leftovers after shutdown: %s", strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// dieWithTest makes a gust the tests start shut down (SIGINT: it removes its containers) when
+// the test binary dies, killed by a timeout or by hand, instead of living on.
+func dieWithTest(cmd *exec.Cmd) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGINT
 }
 
 // logMu guards gust.log, written by the output reader and read by failing tests.

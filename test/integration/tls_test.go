@@ -59,6 +59,7 @@ func startDaemon(t *testing.T, env []string, args ...string) (*exec.Cmd, *locked
 	cmd := exec.Command(gust.bin, args...)
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr, cmd.Env = out, out, env
+	dieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
