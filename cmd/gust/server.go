@@ -48,7 +48,7 @@ func runServer(ctx context.Context, args []string) error {
 	} else if !tlsconf.Loopback(d.addr) {
 		logger.Printf("warning: serving plain HTTP beyond loopback (--tls=off): tokens cross the network in clear")
 	}
-	logger.Printf("gust %s server listening on %s; workers join with: GUST_JOIN_TOKEN=<token in %s/join-token> gust worker --server %s%s (or --token-file FILE)", server.Version, d.url, d.dataDir, d.url, pin)
+	logger.Printf("gust %s server listening on %s; workers join with: GUST_JOIN_TOKEN=<token in %s/join-token> gust worker --server %s%s (or --token-file FILE)", server.Version, d.url, d.dataDir, remoteURL(d.url, d.addr), pin)
 	<-ctx.Done()
 	return nil
 }

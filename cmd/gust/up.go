@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -202,13 +203,38 @@ func startServer(ctx context.Context, d *daemonFlags, logger *log.Logger) (*serv
 	if err != nil {
 		return nil, nil, nil, "", fmt.Errorf("listen on %s: %w (is another gust running? use --addr)", d.addr, err)
 	}
-	d.url = scheme(d.tlsID) + ln.Addr().String()
+	d.url = scheme(d.tlsID) + dialableAddr(ln.Addr())
 	if d.tlsID != nil {
 		ln = tls.NewListener(ln, d.tlsID.ServerConfig())
 	}
 	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	go httpSrv.Serve(ln)
 	return srv, httpSrv, ln, token, nil
+}
+
+// dialableAddr is where clients on this machine reach a listener: one bound to every address
+// (0.0.0.0, ::) is reached at 127.0.0.1, which is what the client config and the local worker
+// must hold (a URL naming 0.0.0.0 or [::] is not an address to give anyone).
+func dialableAddr(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsUnspecified() {
+		return a.String()
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(tcp.Port))
+}
+
+// remoteURL is the server's URL as a worker on another machine writes it: this machine's name
+// in place of loopback when the server listens on every address.
+func remoteURL(url string, listen string) string {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil || host != "" && !net.ParseIP(host).IsUnspecified() {
+		return url
+	}
+	name, err := os.Hostname()
+	if err != nil || name == "" {
+		return url
+	}
+	return strings.Replace(url, "127.0.0.1", name, 1)
 }
 
 // dataDirLock holds the data directory's shared lock for as long as the server runs (see

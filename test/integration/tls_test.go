@@ -283,3 +283,54 @@ func clientFor(t *testing.T, path string, env []string) *sdk.Client {
 	}
 	return c
 }
+
+// TestTLSUpAllAddresses: `gust up --addr 0.0.0.0:PORT` serves TLS (auto: beyond loopback), its
+// own worker pins it, and the client config it writes names https://127.0.0.1:PORT with the
+// fingerprint (not 0.0.0.0); a sandbox and an exec run through it from the Go SDK.
+func TestTLSUpAllAddresses(t *testing.T) {
+	needGust(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	_, port, _ := strings.Cut(freePort(), ":")
+	cfgPath := filepath.Join(dir, "config.json")
+	env := cleanEnv("GUST_TOKEN="+gust.token, "GUST_JOIN_TOKEN="+gust.joinToken, "GUST_CONFIG="+cfgPath)
+	up, out := startDaemon(t, env, "up", "--addr", "0.0.0.0:"+port, "--data-dir", filepath.Join(dir, "data"),
+		"--image-cache", imageCache, "--no-install", "--sandbox-disk", "256", "--warm-pool", "0")
+	defer stopDaemon(up)
+	var p sdk.Profile
+	for i := 0; ; i++ {
+		f, err := sdk.ReadConfigFile(cfgPath)
+		if err == nil {
+			p = f.Profiles[sdk.DefaultProfile]
+			break
+		}
+		if i > 200 {
+			t.Fatalf("gust up wrote no client config: %v\n%s", err, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if p.ServerURL != "https://127.0.0.1:"+port || len(p.TLSFingerprint) != 64 {
+		t.Fatalf("client config profile: %+v\n%s", p, out)
+	}
+	c := clientFor(t, cfgPath, env)
+	app, err := c.LookupApp(ctx, "tls-up", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := c.DebianSlim(ctx, sdk.ImageOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.CreateSandbox(ctx, sdk.SandboxOptions{App: app.ID, Image: img.ID})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	stdout, _, code, err := sb.Run(ctx, sdk.ExecOptions{Command: []string{"echo", "all addresses"}})
+	if err != nil || code != 0 || string(stdout) != "all addresses\n" {
+		t.Fatalf("exec through gust up on 0.0.0.0: %q %d %v\n%s", stdout, code, err, out)
+	}
+	if err := sb.Terminate(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
