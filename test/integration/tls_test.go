@@ -98,18 +98,7 @@ func TestTLSSplit(t *testing.T) {
 		"--image-cache", imageCache, "--no-install")
 
 	// The client config: the https URL and the certificate's fingerprint.
-	var p sdk.Profile
-	for i := 0; ; i++ {
-		f, err := sdk.ReadConfigFile(cfgPath)
-		if err == nil {
-			p = f.Profiles[sdk.DefaultProfile]
-			break
-		}
-		if i > 200 {
-			t.Fatalf("the server wrote no client config: %v\n%s", err, serverOut)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	p := waitClientConfig(t, cfgPath, serverOut)
 	if p.ServerURL != url || len(p.TLSFingerprint) != 64 {
 		t.Fatalf("client config profile: %+v", p)
 	}
@@ -298,18 +287,7 @@ func TestTLSUpAllAddresses(t *testing.T) {
 	up, out := startDaemon(t, env, "up", "--addr", "0.0.0.0:"+port, "--data-dir", filepath.Join(dir, "data"),
 		"--image-cache", imageCache, "--no-install", "--sandbox-disk", "256", "--warm-pool", "0")
 	defer stopDaemon(up)
-	var p sdk.Profile
-	for i := 0; ; i++ {
-		f, err := sdk.ReadConfigFile(cfgPath)
-		if err == nil {
-			p = f.Profiles[sdk.DefaultProfile]
-			break
-		}
-		if i > 200 {
-			t.Fatalf("gust up wrote no client config: %v\n%s", err, out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	p := waitClientConfig(t, cfgPath, out)
 	if p.ServerURL != "https://127.0.0.1:"+port || len(p.TLSFingerprint) != 64 {
 		t.Fatalf("client config profile: %+v\n%s", p, out)
 	}
@@ -332,5 +310,21 @@ func TestTLSUpAllAddresses(t *testing.T) {
 	}
 	if err := sb.Terminate(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// waitClientConfig waits up to 10 s for a starting gust (its output: out) to write the client
+// config at path, and returns its default profile.
+func waitClientConfig(t *testing.T, path string, out *lockedBuffer) sdk.Profile {
+	t.Helper()
+	for i := 0; ; i++ {
+		f, err := sdk.ReadConfigFile(path)
+		if err == nil {
+			return f.Profiles[sdk.DefaultProfile]
+		}
+		if i > 200 {
+			t.Fatalf("gust wrote no client config: %v\n%s", err, out)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
