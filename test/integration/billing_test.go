@@ -56,6 +56,7 @@ type liveCost struct {
 
 type usageRow struct {
 	ID                       string            `json:"id"`
+	Name                     string            `json:"name"`
 	Containers               int               `json:"containers"`
 	WallSeconds              float64           `json:"wall_seconds"`
 	CPUSeconds               float64           `json:"cpu_seconds"`
@@ -554,4 +555,129 @@ func meteredSandbox(t *testing.T, fields map[string]any) (id string, startedAt t
 	created = append(created, sb.ID)
 	createdMu.Unlock()
 	return sb.ID, sb.StartedAt
+}
+
+// burnModule is the code of TestMeteringFunctionBurn's function: it burns CPU time (not wall
+// time, so that a busy machine stretches the wall time only) on one core, then sleeps, and
+// says what it measured of itself.
+const burnModule = `
+import time
+
+def burn(cpu_secs, idle_secs):
+    c0, t0 = time.process_time(), time.monotonic()
+    while time.process_time() - c0 < cpu_secs:
+        pass
+    burn_wall = time.monotonic() - t0
+    time.sleep(idle_secs)
+    return {"process_cpu": time.process_time(), "burn_wall": burn_wall}
+`
+
+// TestMeteringFunctionBurn checks the ledger against a known CPU burn in a function container
+// and in a sandbox at once:
+//   - a function with cpu=0.25 (a request it may burst above) burns 4 CPU-seconds on one core,
+//     then idles 4 s. Its container's CPU seconds are within 5% (+0.15 s for gust-init and the
+//     interpreter's exit) of what the process measured of itself, and its billable core-seconds
+//     follow the per-second rule, max(request, use) each second: at least the burn plus 0.25 ×
+//     the seconds outside it (less one second for the two ticks the burn straddles), which a
+//     rule taking the larger of the totals (max(0.25 × wall, used)) falls short of; and at most
+//     used + 0.25 × wall. Billable memory is the request for every second (memory is capped
+//     at the request, so it never exceeds it).
+//   - a sandbox with cpu=0.5 (its cap too) burns 2 CPU-seconds (about 4 s of wall time under
+//     its quota): CPU seconds within 5% of 2, billable core-seconds 0.5 × wall.
+//
+// Wall seconds agree with the server's record of each container's start and end within 1 s.
+func TestMeteringFunctionBurn(t *testing.T) {
+	needGust(t)
+	_, _, imageID := meteredGust(t, t.TempDir(), freePort())
+	blob := uploadCode(t, map[string]string{"burnmod.py": burnModule})
+	var app fnApp
+	if err := api("POST", "/v1/apps/publish", map[string]any{"name": "metering-burn", "mode": "ephemeral",
+		"code":      map[string]string{"blob": blob, "module": "burnmod"},
+		"functions": []map[string]any{{"name": "burn", "image_id": imageID, "cpu": 0.25, "memory": 256}}}, &app); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	t.Cleanup(func() { api("POST", "/v1/apps/"+app.AppID+"/stop", map[string]any{}, nil) })
+
+	// The sandbox burns beside the function.
+	sbID, _ := meteredSandbox(t, map[string]any{"app_id": app.AppID, "image_id": imageID, "cpu": 0.5, "memory": 256,
+		"command": []string{"python3", "-c", "import time\nwhile time.process_time() < 2: pass\nprint(time.process_time())"}})
+
+	var r callResult
+	for i := 0; ; i++ {
+		r = readStream(t, post(t, "/v1/functions/"+app.Functions["burn"]+"/calls", map[string]any{"kind": "remote", "stream": true,
+			"inputs": []map[string]any{{"args": jsonArgs(4, 4), "format": "json"}}}))
+		if len(r.Outputs) == 1 || i > 50 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	self, ok := r.value(t, 0).(map[string]any)
+	if !ok {
+		t.Fatalf("burn returned %v", r.value(t, 0))
+	}
+	procCPU, burnWall := self["process_cpu"].(float64), self["burn_wall"].(float64)
+	if err := api("POST", "/v1/apps/"+app.AppID+"/stop", map[string]any{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if st := waitSandbox(t, sbID, 60); st.Status != "finished" && st.Status != "terminated" {
+		t.Fatalf("the sandbox ended %q", st.Status)
+	}
+	waitFinalUsage(t, "/v1/apps/"+app.AppID+"/usage", 60)
+
+	var fnRow, sbRow usageRow
+	var fnContainer string
+	for id, row := range usageBy(t, "sandbox") {
+		switch {
+		case id == sbID:
+			sbRow = row
+		case strings.HasSuffix(row.Name, "(function burn)"):
+			fnRow, fnContainer = row, id
+		}
+	}
+	if fnContainer == "" || sbRow.ID == "" {
+		t.Fatalf("usage rows: function container %q, sandbox %+v", fnContainer, sbRow)
+	}
+	// External clock: the server's record of each container's life.
+	for id, row := range map[string]usageRow{fnContainer: fnRow, sbID: sbRow} {
+		var rec struct {
+			StartedAt  time.Time `json:"started_at"`
+			FinishedAt time.Time `json:"finished_at"`
+		}
+		if err := api("GET", "/v1/sandboxes/"+id, nil, &rec); err != nil {
+			t.Fatal(err)
+		}
+		wall := rec.FinishedAt.Sub(rec.StartedAt).Seconds()
+		if math.Abs(row.WallSeconds-wall) > 1 {
+			t.Errorf("%s: ledger wall seconds %.2f, the server's clock %.2f", id, row.WallSeconds, wall)
+		}
+	}
+
+	w, used, billed := fnRow.WallSeconds, fnRow.CPUSeconds, fnRow.BillableCPUCoreSeconds
+	lower := 4 + 0.25*(w-burnWall-1)
+	flat := math.Max(0.25*w, used)
+	t.Logf("function: wall %.2f s, burn %.2f s of wall; CPU %.3f s (the process measured %.3f); billable %.3f core-s (per-second lower bound %.3f, totals-rule %.3f); memory %.3f GiB-s",
+		w, burnWall, used, procCPU, billed, lower, flat, fnRow.BillableMemoryGiBSeconds)
+	if used < procCPU*0.95 || used > procCPU*1.05+0.15 {
+		t.Errorf("function CPU seconds %.3f, the process measured %.3f (want within 5%%)", used, procCPU)
+	}
+	if used < 4*0.95 {
+		t.Errorf("function CPU seconds %.3f, it burned 4", used)
+	}
+	if billed < lower || billed > used+0.25*w+0.01 {
+		t.Errorf("function billable %.3f core-s: want per second max(0.25, use): between %.3f and %.3f", billed, lower, used+0.25*w)
+	}
+	if lower <= flat {
+		t.Logf("the run was too short to tell the per-second rule from the totals rule (%.3f vs %.3f)", lower, flat)
+	}
+	if mem := fnRow.BillableMemoryGiBSeconds; math.Abs(mem-0.25*w) > 0.01*w+0.01 {
+		t.Errorf("function billable memory %.3f GiB-s, want the request (0.25 GiB) × %.2f s", mem, w)
+	}
+
+	t.Logf("sandbox: wall %.2f s, CPU %.3f s, billable %.3f core-s", sbRow.WallSeconds, sbRow.CPUSeconds, sbRow.BillableCPUCoreSeconds)
+	if sbRow.CPUSeconds < 2*0.95 || sbRow.CPUSeconds > 2*1.05+0.1 {
+		t.Errorf("sandbox CPU seconds %.3f, it burned 2 (within 5%%)", sbRow.CPUSeconds)
+	}
+	if b := sbRow.BillableCPUCoreSeconds; b < 0.5*sbRow.WallSeconds-0.01 || b > 0.5*sbRow.WallSeconds+0.15 || b < sbRow.CPUSeconds-0.01 {
+		t.Errorf("sandbox billable %.3f core-s, want its request (0.5) × %.2f s", b, sbRow.WallSeconds)
+	}
 }
