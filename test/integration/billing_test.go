@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"encoding/json"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -679,5 +681,104 @@ func TestMeteringFunctionBurn(t *testing.T) {
 	}
 	if b := sbRow.BillableCPUCoreSeconds; b < 0.5*sbRow.WallSeconds-0.01 || b > 0.5*sbRow.WallSeconds+0.15 || b < sbRow.CPUSeconds-0.01 {
 		t.Errorf("sandbox billable %.3f core-s, want its request (0.5) × %.2f s", b, sbRow.WallSeconds)
+	}
+}
+
+// TestMeteringImageBuild: an image build that workspace B asks for runs in a build container
+// (in the system workspace) and is metered to B: B's usage has the build container under
+// "image-builds" with its CPU burn, B's billing report prices it, and the operator's own
+// workspace does not see it.
+func TestMeteringImageBuild(t *testing.T) {
+	needGust(t)
+	meteredGust(t, t.TempDir(), freePort())
+	cred, _ := newWorkspace(t, "builds")
+	marker := fmt.Sprint(time.Now().UnixNano())
+	// A CPU-second (of CPU time, whatever the machine's load), and a marker so that no cached
+	// layer answers.
+	spec := map[string]any{"kind": "debian_slim", "steps": []map[string]any{
+		{"type": "run_commands", "commands": []string{"echo " + marker + " > /marker",
+			`python3 -c "import time` + "\n" + `while time.process_time() < 1: pass"`}}}}
+	var imageID string
+	for i := 0; imageID == "" && i < 100; i++ {
+		code, body := apiAs(t, cred, "POST", "/v1/images", spec)
+		if code == 503 || strings.Contains(body, "no worker") {
+			time.Sleep(200 * time.Millisecond) // the worker registers
+			continue
+		}
+		if code != 200 {
+			t.Fatalf("build: HTTP %d: %s", code, body)
+		}
+		for _, line := range strings.Split(body, "\n") {
+			var l struct {
+				Image *struct {
+					ID string `json:"image_id"`
+				} `json:"image"`
+				Error *struct{ Message string } `json:"error"`
+			}
+			json.Unmarshal([]byte(line), &l)
+			if l.Error != nil {
+				t.Fatalf("build failed: %s", l.Error.Message)
+			}
+			if l.Image != nil {
+				imageID = l.Image.ID
+			}
+		}
+		if imageID == "" {
+			t.Fatalf("the build stream ended without an image: %s", body)
+		}
+	}
+	since := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	rowsAs := func(cred, by string) map[string]usageRow {
+		code, body := apiAs(t, cred, "GET", "/v1/usage?by="+by+"&since="+since, nil)
+		if code != 200 {
+			t.Fatalf("usage: HTTP %d: %s", code, body)
+		}
+		var out struct {
+			Rows []usageRow `json:"rows"`
+		}
+		if err := json.Unmarshal([]byte(body), &out); err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]usageRow{}
+		for _, r := range out.Rows {
+			m[r.ID] = r
+		}
+		return m
+	}
+	// The build container's final interval arrives within an interval or two.
+	var builds usageRow
+	for i := 0; ; i++ {
+		prev := builds
+		builds = rowsAs(cred, "app")["image-builds"]
+		if builds.Containers > 0 && builds.WallSeconds == prev.WallSeconds && builds.Cost == prev.Cost {
+			break
+		}
+		if i > 60 {
+			t.Fatalf("no settled image-builds usage in B's workspace: %+v", builds)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("B's image builds: %d container(s), %.2f wall s, %.3f CPU s, $%s", builds.Containers, builds.WallSeconds, builds.CPUSeconds, builds.Cost)
+	if builds.CPUSeconds < 0.95 || builds.WallSeconds < 1 || parseCost(t, builds.Cost) <= 0 || builds.CostByResource["cpu"] == "" {
+		t.Errorf("B's image builds: %+v (the step burned about 1 CPU-second)", builds)
+	}
+	var buildContainers []string
+	for id, r := range rowsAs(cred, "sandbox") {
+		if r.Name == "image build" {
+			buildContainers = append(buildContainers, id)
+		}
+	}
+	if len(buildContainers) == 0 {
+		t.Fatalf("no build container in B's usage by sandbox")
+	}
+	for _, id := range buildContainers {
+		if _, ok := usageBy(t, "sandbox")[id]; ok {
+			t.Errorf("build container %s of B's build shows in the operator's workspace", id)
+		}
+	}
+	until := time.Now().Add(2 * time.Hour).UTC().Format(time.RFC3339)
+	code, body := apiAs(t, cred, "GET", "/v1/billing/report?resolution=h&start="+since+"&end="+until, nil)
+	if code != 200 || !strings.Contains(body, `"object_id":"image-builds"`) {
+		t.Errorf("B's billing report: HTTP %d: %s", code, body)
 	}
 }
