@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -212,7 +213,12 @@ func (a *API) handleBillingReport(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	start, end, err = metering.ReportWindow(start, end, time.Now(), res)
+	loc, err := metering.ParseTZ(q.Get("tz"))
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	start, end, err = metering.ReportWindow(start, end, time.Now(), res, loc)
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -222,8 +228,8 @@ func (a *API) handleBillingReport(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	rows := metering.Report(recs, a.cfg.Prices, start, end, res, tagNames(r))
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"start": start, "end": end, "resolution": res, "rows": rows})
+	rows := metering.Report(recs, a.cfg.Prices, start, end, res, tagNames(r), loc)
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"start": start, "end": end, "resolution": res, "tz": loc.String(), "rows": rows})
 }
 
 // window reads since and until (default: the last 30 days up to now).
@@ -260,13 +266,18 @@ func (a *API) handleUsage(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
+	loc, err := metering.ParseTZ(r.URL.Query().Get("tz"))
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	recs, err := a.store.ListUsage(r.Context(), store.UsageFilter{WorkspaceID: principal(r).WorkspaceID, From: since, To: until})
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
-	rows := metering.Summarize(recs, a.cfg.Prices, since, until, by)
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"since": since, "until": until, "by": by, "rows": rows})
+	rows := metering.Summarize(recs, a.cfg.Prices, since, until, by, loc)
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"since": since, "until": until, "by": by, "tz": loc.String(), "rows": rows})
 }
 
 func (a *API) handleBillingAdvise(w http.ResponseWriter, r *http.Request) {
@@ -287,6 +298,11 @@ func (a *API) handleBillingAdvise(w http.ResponseWriter, r *http.Request) {
 	}
 	reserved := a.cfg.Prices.Scaled(factor)
 	reserved.Source = "serverless rates × " + strconv.FormatFloat(factor, 'g', -1, 64)
+	// The operator's reserved prices (the price file's "reserved"), then the request's.
+	for _, res := range slices.Sorted(maps.Keys(a.cfg.Prices.Reserved)) {
+		reserved = reserved.With(res, a.cfg.Prices.Reserved[res])
+		reserved.Source += ", " + res + " from the price file"
+	}
 	for _, v := range q["reserved"] {
 		res, perSec, err := metering.ParseRate(v)
 		if err != nil {

@@ -113,6 +113,12 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	}
 	go a.RunAudit(ctx, cfg.AuditRetention)
 	go a.RunKV(ctx)
+	// Storage is read every 5 minutes (GUST_STORAGE_METER_PERIOD, a Go duration, for tests).
+	storagePeriod := 5 * time.Minute
+	if d, err := time.ParseDuration(os.Getenv("GUST_STORAGE_METER_PERIOD")); err == nil && d > 0 {
+		storagePeriod = d
+	}
+	go a.RunStorageMeter(ctx, storagePeriod)
 	go fl.Run(ctx)
 	go budgets.Run(ctx, 10*time.Second, func(ctx context.Context, id, reason string) {
 		if _, err := fl.Terminate(ctx, id, sandbox.Terminated, reason); err != nil {
@@ -125,6 +131,9 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 
 // Ingress is the server's ingress for tunnels, or nil.
 func (s *Server) Ingress() *ingress.Ingress { return s.ingress }
+
+// MeterStorage adds a source of stored objects (volumes) to the usage ledger (api.MeterStorage).
+func (s *Server) MeterStorage(src api.StorageSource) { s.api.MeterStorage(src) }
 
 // MetricsHandler serves the operator's metrics (Prometheus's text format) without asking for a
 // token: for a separate address (--metrics-addr) that the operator keeps to their monitoring.
