@@ -105,8 +105,8 @@ func LoadPrices(path string) (Prices, error) {
 		return p, fmt.Errorf("prices: %w", err)
 	}
 	var f struct {
-		CPU    *float64           `json:"cpu_per_core_second"`
-		Memory *float64           `json:"memory_per_gib_second"`
+		CPU     *float64           `json:"cpu_per_core_second"`
+		Memory  *float64           `json:"memory_per_gib_second"`
 		GPU     map[string]float64 `json:"gpu_per_second"`
 		Storage map[string]float64 `json:"storage_per_gib_second"`
 		// Reserved prices as the advisor's --reserved writes them: {"H100": "2.50/h"}.
