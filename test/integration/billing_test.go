@@ -22,12 +22,12 @@ import (
 // meteredGust starts a gust of its own with short meter intervals (2 s intervals, 0.5 s
 // samples) on dir, and points the API helpers at it; it returns the process, its arguments and
 // the base image. The test's end stops it and checks it left nothing behind.
-func meteredGust(t *testing.T, dir, addr string) (*os.Process, []string, string) {
+func meteredGust(t *testing.T, dir, addr string, extra ...string) (*os.Process, []string, string) {
 	t.Helper()
 	t.Setenv("GUST_METER_INTERVAL", "2s")
 	t.Setenv("GUST_METER_TICK", "500ms")
-	args := []string{"up", "--addr", addr, "--data-dir", dir, "--image-cache", imageCache, "--no-config", "--no-install",
-		"--sandbox-disk", "256", "--warm-pool", "0"}
+	args := append([]string{"up", "--addr", addr, "--data-dir", dir, "--image-cache", imageCache, "--no-config", "--no-install",
+		"--sandbox-disk", "256", "--warm-pool", "0"}, extra...)
 	cmd := startGust(t, "http://"+addr, args...)
 	t.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt) // a test that killed it has already waited for it
@@ -64,6 +64,7 @@ type usageRow struct {
 	CPUSeconds               float64           `json:"cpu_seconds"`
 	BillableCPUCoreSeconds   float64           `json:"billable_cpu_core_seconds"`
 	BillableMemoryGiBSeconds float64           `json:"billable_memory_gib_seconds"`
+	StorageGiBSeconds        float64           `json:"storage_gib_seconds"`
 	Cost                     string            `json:"cost"`
 	CostByResource           map[string]string `json:"cost_by_resource"`
 }
@@ -780,5 +781,191 @@ func TestMeteringImageBuild(t *testing.T) {
 	code, body := apiAs(t, cred, "GET", "/v1/billing/report?resolution=h&start="+since+"&end="+until, nil)
 	if code != 200 || !strings.Contains(body, `"object_id":"image-builds"`) {
 		t.Errorf("B's billing report: HTTP %d: %s", code, body)
+	}
+}
+
+// slowModule is TestMeteringOperatorSurface's function: it sleeps.
+const slowModule = `
+import time
+
+def slow(s):
+    time.sleep(s)
+    return s
+`
+
+// metricValue reads one sample of a Prometheus text exposition: the first line that starts
+// with prefix (a name and, optionally, the start of its labels); -1 when there is none.
+func metricValue(body, prefix string) float64 {
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, prefix) {
+			f := strings.Fields(line)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err == nil {
+				return v
+			}
+		}
+	}
+	return -1
+}
+
+// TestMeteringOperatorSurface runs gust with --prices and --metrics-addr (and storage read
+// every second) and checks what an operator sees: the price file's rates (storage and
+// reserved prices too) in the API, the CLI and the advisor; the metrics at /metrics on the
+// separate address without a token (and /v1/metrics still refusing one without), with the
+// age of a function's queue while inputs wait, exec latency counted per exec, and GPUs in
+// use; image uploads metered as GiB-seconds of storage at the file's price; and --tz moving
+// days to the zone's.
+func TestMeteringOperatorSurface(t *testing.T) {
+	needGust(t)
+	t.Setenv("GUST_STORAGE_METER_PERIOD", "1s")
+	dir := t.TempDir()
+	prices := filepath.Join(dir, "prices.json")
+	if err := os.WriteFile(prices, []byte(`{"cpu_per_core_second": 0.00002, "storage_per_gib_second": {"image": 0.001},
+		"reserved": {"cpu": "0.02/h"}, "source": "test rates"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := freePort()
+	_, _, imageID := meteredGust(t, filepath.Join(dir, "data"), freePort(), "--prices", prices, "--metrics-addr", metricsAddr)
+	scrape := func() string {
+		resp, err := http.Get("http://" + metricsAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("/metrics on --metrics-addr: HTTP %d: %s", resp.StatusCode, b)
+		}
+		return string(b)
+	}
+
+	// The price file.
+	var r struct {
+		CPU      float64            `json:"cpu_per_core_second"`
+		Storage  map[string]float64 `json:"storage_per_gib_second"`
+		Reserved map[string]float64 `json:"reserved_per_second"`
+		Source   string             `json:"source"`
+	}
+	if err := api("GET", "/v1/billing/rates", nil, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.CPU != 0.00002 || r.Storage["image"] != 0.001 || math.Abs(r.Reserved["cpu"]-0.02/3600) > 1e-12 || r.Source != "test rates" {
+		t.Errorf("rates from --prices: %+v", r)
+	}
+	cli := func(args ...string) string {
+		t.Helper()
+		c := exec.Command(gust.bin, args...)
+		c.Env = append(os.Environ(), "GUST_SERVER_URL="+gust.url, "GUST_TOKEN="+gust.token)
+		out, err := c.CombinedOutput()
+		if err != nil {
+			t.Errorf("gust %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	if out := cli("billing", "rates"); !strings.Contains(out, "storage image") || !strings.Contains(out, "reserved cpu") || !strings.Contains(out, "test rates") {
+		t.Errorf("gust billing rates:\n%s", out)
+	}
+
+	// A function with one container and three 2-second inputs: one runs, one is held on the
+	// worker, one waits in the queue.
+	blob := uploadCode(t, map[string]string{"slowmod.py": slowModule})
+	var app fnApp
+	if err := api("POST", "/v1/apps/publish", map[string]any{"name": "metering-queue", "mode": "ephemeral",
+		"code":      map[string]string{"blob": blob, "module": "slowmod"},
+		"functions": []map[string]any{{"name": "slow", "image_id": imageID, "max_containers": 1}}}, &app); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	t.Cleanup(func() { api("POST", "/v1/apps/"+app.AppID+"/stop", map[string]any{}, nil) })
+	done := make(chan callResult, 1)
+	go func() {
+		done <- readStream(t, post(t, "/v1/functions/"+app.Functions["slow"]+"/calls", map[string]any{"kind": "map", "stream": true,
+			"inputs": []map[string]any{{"args": jsonArgs(2), "format": "json"}, {"args": jsonArgs(2), "format": "json"}, {"args": jsonArgs(2), "format": "json"}}}))
+	}()
+	oldest := 0.0
+	label := `gust_function_queue_age_seconds{function="` + app.Functions["slow"] + `"`
+	for i := 0; i < 40 && oldest < 1; i++ {
+		oldest = math.Max(oldest, metricValue(scrape(), label))
+		time.Sleep(100 * time.Millisecond)
+	}
+	if oldest < 1 {
+		t.Errorf("queue age of a function whose third input waits for its one container: %.2f s at most, want 1 s or more", oldest)
+	}
+	if r := <-done; len(r.Outputs) != 3 {
+		t.Errorf("the map returned %d outputs", len(r.Outputs))
+	}
+	if age := metricValue(scrape(), label); age != 0 {
+		t.Errorf("queue age %.2f s with nothing queued", age)
+	}
+
+	// Exec latency: one observation per exec.
+	sbID, _ := meteredSandbox(t, map[string]any{"app_id": app.AppID, "image_id": imageID, "command": []string{"sleep", "30"}})
+	before := metricValue(scrape(), "gust_exec_start_seconds_count")
+	for range 3 {
+		for i := 0; ; i++ {
+			err := api("POST", "/v1/sandboxes/"+sbID+"/execs", map[string]any{"command": []string{"true"}, "stream": false}, nil)
+			if err == nil {
+				break
+			}
+			if i > 100 {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond) // still starting
+		}
+	}
+	body := scrape()
+	if after := metricValue(body, "gust_exec_start_seconds_count"); after != max(before, 0)+3 {
+		t.Errorf("exec latency observations: %v before 3 execs, %v after", before, after)
+	}
+	if metricValue(body, "gust_worker_gpus_in_use{") != 0 {
+		t.Errorf("no gust_worker_gpus_in_use of 0 for a worker without GPUs:\n%s", body)
+	}
+	if resp, err := http.Get(gust.url + "/v1/metrics"); err != nil || resp.StatusCode != 401 {
+		t.Errorf("/v1/metrics without a token: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	api("POST", "/v1/sandboxes/"+sbID+"/terminate", map[string]any{}, nil)
+
+	// Storage: the workspace's uploads (the function's code) are metered each second.
+	var stored usageRow
+	for i := 0; i < 40 && stored.StorageGiBSeconds == 0; i++ {
+		time.Sleep(250 * time.Millisecond)
+		stored = usageBy(t, "app")["ws-default/image"]
+	}
+	cost := parseCost(t, stored.Cost)
+	t.Logf("image uploads: %g GiB-s, $%s", stored.StorageGiBSeconds, stored.Cost)
+	if stored.StorageGiBSeconds <= 0 || stored.Containers != 0 || math.Abs(cost-stored.StorageGiBSeconds*0.001) > 2e-9 {
+		t.Errorf("storage usage %+v, want GiB-seconds at $0.001 each", stored)
+	}
+	// --tz: days are the zone's; a bad zone is a 400 that names the forms.
+	plus14 := time.Now().In(time.FixedZone("+14", 14*3600)).Format("2006-01-02")
+	var days []usageRow
+	if err := json.Unmarshal([]byte(cli("usage", "--since", "1h", "--by", "day", "--tz", "+14:00", "--format", "json")), &days); err != nil || len(days) == 0 {
+		t.Fatalf("gust usage --by day --tz +14:00: %v", err)
+	}
+	for _, d := range days {
+		if d.ID != plus14 {
+			t.Errorf("day %q at +14:00, want %s", d.ID, plus14)
+		}
+	}
+	if out := cli("billing", "report", "--for", "today", "--tz", "local", "-r", "h", "--csv"); !strings.Contains(out, "ws-default/image") {
+		t.Errorf("gust billing report --for today --tz local:\n%s", out)
+	}
+	if err := api("GET", "/v1/usage?tz=Mars/Base", nil, nil); err == nil || !strings.Contains(err.Error(), "400") || !strings.Contains(err.Error(), "IANA") {
+		t.Errorf("tz=Mars/Base: %v", err)
+	}
+
+	// The advisor prices reserved CPU from the price file.
+	var adv struct {
+		Reserved struct {
+			CPU    float64 `json:"cpu_per_core_second"`
+			Source string  `json:"source"`
+		} `json:"reserved"`
+	}
+	if err := api("GET", "/v1/billing/advise", nil, &adv); err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(adv.Reserved.CPU-0.02/3600) > 1e-12 || !strings.Contains(adv.Reserved.Source, "price file") {
+		t.Errorf("advisor's reserved prices: %+v", adv.Reserved)
 	}
 }
