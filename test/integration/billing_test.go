@@ -951,6 +951,17 @@ func TestMeteringOperatorSurface(t *testing.T) {
 	if out := cli("billing", "report", "--for", "today", "--tz", "local", "-r", "h", "--csv"); !strings.Contains(out, "ws-default/image") {
 		t.Errorf("gust billing report --for today --tz local:\n%s", out)
 	}
+	// The Python SDK's tz= says the same.
+	py := exec.Command("python3", "-c", `import datetime as dt, gust
+now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+print("days", [r["id"] for r in gust.billing.usage(since=now - dt.timedelta(hours=1), by="day", tz="+14:00")])
+rows = gust.billing.workspace_billing_report(start=now - dt.timedelta(hours=2), end=now + dt.timedelta(hours=2), resolution="h", tz="local")
+print("storage row", any(r["object_id"] == "ws-default/image" for r in rows))`)
+	sdkDir := filepath.Join(repoRoot(), "sdk", "python")
+	py.Env = append(os.Environ(), "GUST_SERVER_URL="+gust.url, "GUST_TOKEN="+gust.token, "PYTHONPATH="+sdkDir)
+	if out, err := py.CombinedOutput(); err != nil || !strings.Contains(string(out), "days ['"+plus14+"']") || !strings.Contains(string(out), "storage row True") {
+		t.Errorf("Python usage(tz=) and workspace_billing_report(tz=): %v\n%s", err, out)
+	}
 	if err := api("GET", "/v1/usage?tz=Mars/Base", nil, nil); err == nil || !strings.Contains(err.Error(), "400") || !strings.Contains(err.Error(), "IANA") {
 		t.Errorf("tz=Mars/Base: %v", err)
 	}
