@@ -72,6 +72,7 @@ func (a *API) handleWorkerUsage(w http.ResponseWriter, r *http.Request) {
 	owners := map[string]bool{wid: true} // worker IDs that reporter speaks for
 	skipped := 0
 	seen := map[string]*metering.Record{}
+	ended := map[string]sandbox.Sandbox{} // containers whose records have ended
 	recs := make([]metering.Record, 0, len(req.Intervals))
 	for _, iv := range req.Intervals {
 		base, ok := seen[iv.ContainerID]
@@ -88,6 +89,9 @@ func (a *API) handleWorkerUsage(w http.ResponseWriter, r *http.Request) {
 				skipped++
 				continue
 			}
+			if sb.Status.Terminal() && sb.FinishedAt != nil {
+				ended[sb.ID] = sb
+			}
 			rec := a.attribute(ctx, sb)
 			if iv.Seq == 0 && sb.StartedAt != nil {
 				a.meters.startLat.WithLabelValues(rec.Kind).Observe(sb.StartedAt.Sub(sb.CreatedAt).Seconds())
@@ -98,6 +102,14 @@ func (a *API) handleWorkerUsage(w http.ResponseWriter, r *http.Request) {
 		if base == nil {
 			skipped++
 			continue
+		}
+		if sb, ok := ended[iv.ContainerID]; ok && !iv.Final && iv.End.After(sb.FinishedAt.Add(orphanGrace)) {
+			// Metered running well after its record ended: an orphan (the server restarted
+			// and failed it while its worker ran on). Stop it, once per report.
+			delete(ended, iv.ContainerID)
+			if a.fleet.StopOrphan(wid, sb.ID, sb.Status) {
+				a.log.Printf("container %s still runs on worker %s after its record ended (%s): stopping it", sb.ID, wid, sb.Status)
+			}
 		}
 		rec := *base
 		rec.Interval = iv
@@ -114,6 +126,10 @@ func (a *API) handleWorkerUsage(w http.ResponseWriter, r *http.Request) {
 	a.meters.recorded(fresh, len(recs), skipped, a.cfg.Prices, time.Now())
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// orphanGrace is how long after its record ended a container may still be metered running
+// before the server stops it: an interval cut just before a normal end may arrive after it.
+const orphanGrace = 2 * time.Second
 
 // speaksFor reports whether a worker named reporter may report for a container that ran on
 // worker owner: its own, or one it had before it restarted under a new ID (same name).

@@ -980,3 +980,71 @@ print("storage row", any(r["object_id"] == "ws-default/image" for r in rows))`)
 		t.Errorf("advisor's reserved prices: %+v", adv.Reserved)
 	}
 }
+
+// TestMeteringSurvivesServerRestart runs the server and a worker apart and kills the server
+// with SIGKILL mid-interval while a sandbox runs, then starts it again on the same data: the
+// worker keeps metering and delivers what it measured while the server was away, and the
+// ledger holds the sandbox's life once: its intervals, added up, span from its start to its
+// last recorded end without a gap of more than a tick or any overlap.
+func TestMeteringSurvivesServerRestart(t *testing.T) {
+	needGust(t)
+	t.Setenv("GUST_METER_INTERVAL", "2s")
+	t.Setenv("GUST_METER_TICK", "500ms")
+	sdir, wdir := t.TempDir(), t.TempDir()
+	addr := freePort()
+	url := "http://" + addr
+	serverArgs := []string{"server", "--addr", addr, "--data-dir", sdir, "--image-cache", imageCache, "--no-config"}
+	srv := startGust(t, url, serverArgs...)
+	w := exec.Command(gust.bin, "worker", "--server", url, "--data-dir", wdir, "--image-cache", imageCache, "--no-install",
+		"--sandbox-disk", "256", "--warm-pool", "0")
+	w.Env = append(os.Environ(), "GUST_JOIN_TOKEN="+gust.joinToken)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		w.Process.Signal(os.Interrupt)
+		w.Wait()
+		srv.Process.Signal(os.Interrupt)
+		srv.Wait()
+		if err := checkNoLeftovers(wdir); err != nil {
+			t.Error(err)
+		}
+	}()
+	imageID, err := resolveImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var app struct {
+		AppID string `json:"app_id"`
+	}
+	if err := api("POST", "/v1/apps/lookup", map[string]any{"name": "metering-server-restart", "create_if_missing": true}, &app); err != nil {
+		t.Fatal(err)
+	}
+	sbID, startedAt := meteredSandbox(t, map[string]any{"app_id": app.AppID, "image_id": imageID, "command": []string{"sleep", "600"}})
+	before := midInterval(t, sbID)
+	srv.Process.Kill()
+	srv.Wait()
+	time.Sleep(3 * time.Second) // the worker meters on, with nobody to report to
+	srv = startGust(t, url, serverArgs...)
+	// The restarted server fails what the last run left running; the worker ends it and sends
+	// its final interval.
+	l := waitFinalUsage(t, "/v1/sandboxes/"+sbID+"/usage", 60)
+	if l.MeteredUntil == nil {
+		t.Fatalf("no metered_until: %+v", l)
+	}
+	until, err := time.Parse(time.RFC3339Nano, *l.MeteredUntil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	span := until.Sub(startedAt).Seconds()
+	t.Logf("recorded before the kill %.2f s (%d intervals); after the restart %.2f s in %d intervals, spanning %.2f s from the start",
+		before.WallSeconds, before.Intervals, l.WallSeconds, l.Intervals, span)
+	// Nothing twice: the intervals add up to no more than the span they cover. Nothing lost:
+	// at least the span less the metering's start (a tick) — and past the 3 s without a server.
+	if l.WallSeconds > span+0.01 || l.WallSeconds < span-1 {
+		t.Errorf("intervals add up to %.2f s over a span of %.2f s", l.WallSeconds, span)
+	}
+	if !l.Closed || l.WallSeconds < before.WallSeconds+3 {
+		t.Errorf("before the kill %+v; after the restart %+v: the 3 s without a server are missing", before, l)
+	}
+}
