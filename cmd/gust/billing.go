@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/gust-run/gust/internal/metering"
 	gust "github.com/gust-run/gust/sdk/go"
 )
 
@@ -67,6 +69,13 @@ func runBillingRates(ctx context.Context, args []string, t cliIO) error {
 	for _, g := range gpus {
 		fmt.Fprintf(tw, "gpu %s\t$%.6f\t$%.4f\n", g, r.GPUPerSecond[g], r.GPUPerSecond[g]*3600)
 	}
+	for _, cl := range sortedKeys(boolKeys(r.StoragePerGiBSecond)) {
+		v := r.StoragePerGiBSecond[cl]
+		fmt.Fprintf(tw, "storage %s (per GiB)\t$%.10f\t$%.4f/month\n", cl, v, v*30*86400)
+	}
+	for _, res := range sortedKeys(boolKeys(r.Reserved)) {
+		fmt.Fprintf(tw, "reserved %s (advisor)\t$%.8f\t$%.4f\n", res, r.Reserved[res], r.Reserved[res]*3600)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -75,10 +84,14 @@ func runBillingRates(ctx context.Context, args []string, t cliIO) error {
 }
 
 // parseWhen reads a date the way Modal's CLI does: ISO (2026-01-02, or a full RFC 3339 time),
-// now, today, yesterday, or "N days ago" / "N hours ago"; dates are UTC.
-func parseWhen(s string, now time.Time) (time.Time, error) {
+// now, today, yesterday, or "N days ago" / "N hours ago"; dates and times without a zone are
+// loc's (--tz; nil is UTC).
+func parseWhen(s string, now time.Time, loc *time.Location) (time.Time, error) {
+	if loc == nil {
+		loc = time.UTC
+	}
 	s = strings.TrimSpace(strings.ToLower(s))
-	day := now.UTC().Truncate(24 * time.Hour)
+	day := midnight(now, loc)
 	switch s {
 	case "now":
 		return now.UTC(), nil
@@ -94,25 +107,39 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 			case "day":
 				return day.AddDate(0, 0, -n), nil
 			case "hour":
-				return now.UTC().Truncate(time.Hour).Add(-time.Duration(n) * time.Hour), nil
+				l := now.In(loc)
+				return time.Date(l.Year(), l.Month(), l.Day(), l.Hour(), 0, 0, 0, loc).Add(-time.Duration(n) * time.Hour), nil
 			case "week":
 				return day.AddDate(0, 0, -7*n), nil
 			}
 		}
 	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02"} {
-		if t, err := time.Parse(layout, strings.ToUpper(s)); err == nil {
+	if t, err := time.Parse(time.RFC3339Nano, strings.ToUpper(s)); err == nil {
+		return t.UTC(), nil
+	}
+	for _, layout := range []string{"2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, strings.ToUpper(s), loc); err == nil {
 			return t.UTC(), nil
 		}
 	}
 	return time.Time{}, fmt.Errorf("%q is not a date: use 2026-01-02, an RFC 3339 time, today, yesterday or \"3 days ago\"", s)
 }
 
-// forRange is a convenience range: today, yesterday, this week, last week, this month, last month.
-func forRange(s string, now time.Time) (time.Time, time.Time, error) {
-	day := now.UTC().Truncate(24 * time.Hour)
+// midnight is the start of now's day in loc.
+func midnight(now time.Time, loc *time.Location) time.Time {
+	y, m, d := now.In(loc).Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, loc)
+}
+
+// forRange is a convenience range: today, yesterday, this week, last week, this month, last
+// month, in loc's days (nil: UTC).
+func forRange(s string, now time.Time, loc *time.Location) (time.Time, time.Time, error) {
+	if loc == nil {
+		loc = time.UTC
+	}
+	day := midnight(now, loc)
 	week := day.AddDate(0, 0, -((int(day.Weekday()) + 6) % 7)) // Monday
-	month := time.Date(day.Year(), day.Month(), 1, 0, 0, 0, 0, time.UTC)
+	month := time.Date(day.Year(), day.Month(), 1, 0, 0, 0, 0, loc)
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "today":
 		return day, day.AddDate(0, 0, 1), nil
@@ -133,7 +160,7 @@ func forRange(s string, now time.Time) (time.Time, time.Time, error) {
 func runBillingReport(ctx context.Context, args []string, t cliIO) error {
 	fs := t.flags("billing report", "--start DATE [--end DATE] | --for RANGE [-r d|h] [-t TAG ...] [--show-resources] [--json|--csv]",
 		"Reports the workspace's costs by app (and image builds) per day or hour, as Modal's `modal billing report`.\nThe start is inclusive and rounded down to its interval; the end (default now) is exclusive, and only full intervals are reported.")
-	start := fs.String("start", "", "start date: 2026-01-02, an RFC 3339 time, today, yesterday or \"3 days ago\" (UTC)")
+	start := fs.String("start", "", "start date: 2026-01-02, an RFC 3339 time, today, yesterday or \"3 days ago\" (UTC, or --tz)")
 	end := fs.String("end", "", "end date (exclusive; default now)")
 	forR := fs.String("for", "", "a range instead: today, yesterday, this week, last week, this month, last month")
 	var res string
@@ -145,22 +172,26 @@ func runBillingReport(ctx context.Context, args []string, t cliIO) error {
 	showRes := fs.Bool("show-resources", false, "break each cost down by resource (cpu, memory, each GPU type)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	asCSV := fs.Bool("csv", false, "print CSV")
+	tz := fs.String("tz", "", tzHelp)
 	if err := noPositional(fs, args, "billing report"); err != nil {
 		return err
 	}
+	loc, tzName, err := cliTZ(*tz)
+	if err != nil {
+		return err
+	}
 	now := time.Now()
-	opts := gust.BillingReportOptions{Resolution: res, TagNames: tags}
-	var err error
+	opts := gust.BillingReportOptions{Resolution: res, TagNames: tags, TZ: tzName}
 	switch {
 	case *forR != "" && (*start != "" || *end != ""):
 		return errors.New("give either --for or --start/--end, not both")
 	case *forR != "":
-		opts.Start, opts.End, err = forRange(*forR, now)
+		opts.Start, opts.End, err = forRange(*forR, now, loc)
 	case *start == "":
 		return errors.New("--start or --for is required, e.g. --for \"this month\" or --start 2026-01-01")
 	default:
-		if opts.Start, err = parseWhen(*start, now); err == nil && *end != "" {
-			opts.End, err = parseWhen(*end, now)
+		if opts.Start, err = parseWhen(*start, now, loc); err == nil && *end != "" {
+			opts.End, err = parseWhen(*end, now, loc)
 		}
 	}
 	if err != nil {
@@ -199,7 +230,7 @@ func runBillingReport(ctx context.Context, args []string, t cliIO) error {
 	table := [][]string{header}
 	total := new(big.Rat)
 	for _, r := range rows {
-		line := []string{r.ObjectID, r.Description, r.EnvironmentName, r.IntervalStart.UTC().Format(time.RFC3339), r.Cost}
+		line := []string{r.ObjectID, r.Description, r.EnvironmentName, r.IntervalStart.In(loc).Format(time.RFC3339), r.Cost}
 		if v, ok := new(big.Rat).SetString(r.Cost); ok {
 			total.Add(total, v)
 		}
@@ -245,9 +276,9 @@ func printRows(t cliIO, table [][]string) error {
 	return tw.Flush()
 }
 
-// sinceFlag reads --since/--until: a date as parseWhen reads it, or a duration before now
-// ("24h", "7d").
-func sinceFlag(s string, now time.Time) (time.Time, error) {
+// sinceFlag reads --since/--until: a date as parseWhen reads it (in loc), or a duration before
+// now ("24h", "7d").
+func sinceFlag(s string, now time.Time, loc *time.Location) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
 	}
@@ -259,16 +290,16 @@ func sinceFlag(s string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
 		return now.Add(-d), nil
 	}
-	return parseWhen(s, now)
+	return parseWhen(s, now, loc)
 }
 
-// windowClient reads --since and --until and loads the client.
-func windowClient(since, until string) (s, u time.Time, c *gust.Client, err error) {
+// windowClient reads --since and --until (dates in loc; nil is UTC) and loads the client.
+func windowClient(since, until string, loc *time.Location) (s, u time.Time, c *gust.Client, err error) {
 	now := time.Now()
-	if s, err = sinceFlag(since, now); err != nil {
+	if s, err = sinceFlag(since, now, loc); err != nil {
 		return
 	}
-	if u, err = sinceFlag(until, now); err != nil {
+	if u, err = sinceFlag(until, now, loc); err != nil {
 		return
 	}
 	c, _, err = loadClient()
@@ -276,23 +307,28 @@ func windowClient(since, until string) (s, u time.Time, c *gust.Client, err erro
 }
 
 func runUsageReport(ctx context.Context, args []string, t cliIO) error {
-	fs := t.flags("usage", "[--since T] [--until T] [--by app|function|sandbox|tag|day] [--format table|json|csv]",
+	fs := t.flags("usage", "[--since T] [--until T] [--by app|function|sandbox|tag|day] [--format table|json|csv] [--tz TZ]",
 		"Shows the raw usage of each group over a window (default the last 30 days): wall seconds, CPU seconds used, billable core- and GiB-seconds, GPU seconds, peak memory and cost.\nT is a date (2026-01-02, RFC 3339, today, yesterday, \"3 days ago\") or a duration before now (24h, 7d).")
 	since := fs.String("since", "", "start of the window (default 30 days before --until)")
 	until := fs.String("until", "", "end of the window (default now)")
 	by := fs.String("by", "app", "group by app, function, sandbox, tag or day")
 	format := fs.String("format", "table", "table, json or csv")
+	tz := fs.String("tz", "", tzHelp+"; --by day groups by its days")
 	if err := noPositional(fs, args, "usage"); err != nil {
 		return err
 	}
 	if *format != "table" && *format != "json" && *format != "csv" {
 		return fmt.Errorf("--format must be table, json or csv, got %q", *format)
 	}
-	s, u, c, err := windowClient(*since, *until)
+	loc, tzName, err := cliTZ(*tz)
 	if err != nil {
 		return err
 	}
-	rows, err := c.Usage(ctx, gust.UsageOptions{Since: s, Until: u, By: *by})
+	s, u, c, err := windowClient(*since, *until, loc)
+	if err != nil {
+		return err
+	}
+	rows, err := c.Usage(ctx, gust.UsageOptions{Since: s, Until: u, By: *by, TZ: tzName})
 	if err != nil {
 		return err
 	}
@@ -301,11 +337,11 @@ func runUsageReport(ctx context.Context, args []string, t cliIO) error {
 		return printJSON(t.out, rows)
 	}
 	table := [][]string{{strings.ToUpper(*by), "NAME", "CONTAINERS", "WALL_SECONDS", "CPU_SECONDS", "BILLABLE_CPU_CORE_SECONDS",
-		"BILLABLE_MEMORY_GIB_SECONDS", "GPU_SECONDS", "MEMORY_PEAK_BYTES", "COST"}}
+		"BILLABLE_MEMORY_GIB_SECONDS", "GPU_SECONDS", "STORAGE_GIB_SECONDS", "MEMORY_PEAK_BYTES", "COST"}}
 	for _, r := range rows {
 		table = append(table, []string{r.ID, r.Name, strconv.Itoa(r.Containers), fmt.Sprintf("%.1f", r.WallSeconds), fmt.Sprintf("%.2f", r.CPUSeconds),
 			fmt.Sprintf("%.1f", r.BillableCPUCoreSeconds), fmt.Sprintf("%.1f", r.BillableMemoryGiBSeconds), fmt.Sprintf("%.1f", r.GPUSeconds),
-			strconv.FormatInt(r.MemoryPeakBytes, 10), r.Cost})
+			fmt.Sprintf("%.1f", r.StorageGiBSeconds), strconv.FormatInt(r.MemoryPeakBytes, 10), r.Cost})
 	}
 	if *format == "csv" {
 		return csv.NewWriter(t.out).WriteAll(table)
@@ -383,7 +419,7 @@ func runBillingAdvise(ctx context.Context, args []string, t cliIO) error {
 	if err := noPositional(fs, args, "billing advise"); err != nil {
 		return err
 	}
-	s, u, c, err := windowClient(*since, *until)
+	s, u, c, err := windowClient(*since, *until, nil)
 	if err != nil {
 		return err
 	}
@@ -500,4 +536,53 @@ func warnBudgets(ctx context.Context, c *gust.Client, t cliIO) {
 			fmt.Fprintf(t.err, "warning: budget %s (%s %s) is spent ($%.4f of $%.2f): new containers in its scope are refused\n", b.ID, b.Scope, b.Target, b.Spent, b.MonthlyLimit)
 		}
 	}
+}
+
+func boolKeys(m map[string]float64) map[string]bool {
+	out := make(map[string]bool, len(m))
+	for k := range m {
+		out[k] = true
+	}
+	return out
+}
+
+const tzHelp = "time zone of dates and days: local, an offset (5, -4, +05:30) or an IANA name (America/New_York); default UTC"
+
+// cliTZ reads --tz: the zone to read dates in, and the name to send the server, which cannot
+// know the client's "local".
+func cliTZ(s string) (*time.Location, string, error) {
+	if strings.EqualFold(strings.TrimSpace(s), "local") {
+		s = localZoneName()
+	}
+	loc, err := metering.ParseTZ(s)
+	if err != nil {
+		return nil, "", fmt.Errorf("--tz: %w", err)
+	}
+	if loc == time.UTC {
+		return loc, "", nil
+	}
+	return loc, s, nil
+}
+
+// localZoneName is this machine's zone as the server can read it: $TZ or /etc/localtime's
+// IANA name, else today's offset.
+func localZoneName() string {
+	if tz := strings.TrimPrefix(os.Getenv("TZ"), ":"); tz != "" {
+		if _, err := time.LoadLocation(tz); err == nil {
+			return tz
+		}
+	}
+	if target, err := os.Readlink("/etc/localtime"); err == nil {
+		if _, name, ok := strings.Cut(target, "zoneinfo/"); ok {
+			if _, err := time.LoadLocation(name); err == nil {
+				return name
+			}
+		}
+	}
+	_, off := time.Now().Zone()
+	sign := "+"
+	if off < 0 {
+		sign, off = "-", -off
+	}
+	return fmt.Sprintf("%s%02d:%02d", sign, off/3600, off%3600/60)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,22 +41,54 @@ func TestParseWhen(t *testing.T) {
 		"yesterday":            time.Date(2026, 3, 17, 0, 0, 0, 0, time.UTC),
 		"3 days ago":           time.Date(2026, 3, 15, 0, 0, 0, 0, time.UTC),
 	} {
-		if got, err := parseWhen(in, now); err != nil || !got.Equal(want) {
+		if got, err := parseWhen(in, now, nil); err != nil || !got.Equal(want) {
 			t.Errorf("%s: %v %v", in, got, err)
 		}
 	}
-	if _, err := parseWhen("soon", now); err == nil {
+	if _, err := parseWhen("soon", now, nil); err == nil {
 		t.Error("soon accepted")
 	}
-	s, e, err := forRange("last month", now)
+	s, e, err := forRange("last month", now, nil)
 	if err != nil || !s.Equal(time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)) || !e.Equal(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)) {
 		t.Errorf("last month: %v %v %v", s, e, err)
 	}
-	s, e, _ = forRange("this week", now)
+	s, e, _ = forRange("this week", now, nil)
 	if !s.Equal(time.Date(2026, 3, 16, 0, 0, 0, 0, time.UTC)) || !e.Equal(time.Date(2026, 3, 23, 0, 0, 0, 0, time.UTC)) {
 		t.Errorf("this week: %v %v", s, e)
 	}
-	if d, err := sinceFlag("7d", now); err != nil || !d.Equal(now.Add(-7*24*time.Hour)) {
+	if d, err := sinceFlag("7d", now, nil); err != nil || !d.Equal(now.Add(-7*24*time.Hour)) {
 		t.Errorf("7d: %v %v", d, err)
+	}
+}
+
+// TestTZ: --tz makes dates, ranges and "today" the zone's; local becomes a name or offset the
+// server can read.
+func TestTZ(t *testing.T) {
+	now := time.Date(2026, 3, 18, 2, 30, 0, 0, time.UTC) // still the 17th in New York (UTC-4)
+	loc, name, err := cliTZ("-4")
+	if err != nil || name != "-4" {
+		t.Fatalf("-4: %v %q %v", loc, name, err)
+	}
+	if got, _ := parseWhen("today", now, loc); !got.Equal(time.Date(2026, 3, 17, 4, 0, 0, 0, time.UTC)) {
+		t.Errorf("today at -4: %v", got)
+	}
+	if got, _ := parseWhen("2026-01-02", now, loc); !got.Equal(time.Date(2026, 1, 2, 4, 0, 0, 0, time.UTC)) {
+		t.Errorf("a date at -4: %v", got)
+	}
+	if got, _ := parseWhen("2026-01-02T00:00:00Z", now, loc); !got.Equal(time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("an RFC 3339 time keeps its zone: %v", got)
+	}
+	s, e, _ := forRange("yesterday", now, loc)
+	if !s.Equal(time.Date(2026, 3, 16, 4, 0, 0, 0, time.UTC)) || !e.Equal(time.Date(2026, 3, 17, 4, 0, 0, 0, time.UTC)) {
+		t.Errorf("yesterday at -4: %v %v", s, e)
+	}
+	if _, name, err := cliTZ("local"); err != nil || strings.EqualFold(name, "local") {
+		t.Errorf("local: %q %v", name, err)
+	}
+	if _, name, err := cliTZ(""); err != nil || name != "" {
+		t.Errorf("default: %q %v", name, err)
+	}
+	if _, _, err := cliTZ("Mars/Base"); err == nil {
+		t.Error("Mars/Base accepted")
 	}
 }

@@ -18,6 +18,7 @@ func runServer(ctx context.Context, args []string) error {
 	fs := newFlags("server")
 	d.bind(fs)
 	ingressF := bindIngress(fs)
+	d.billing = bindBilling(fs)
 	if err := d.parse(fs, args, os.Stderr); err != nil {
 		return err
 	}

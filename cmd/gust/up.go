@@ -53,6 +53,8 @@ type daemonFlags struct {
 	runsc string
 	// ingress configures tunnels (up and server: bindIngress); nil is off.
 	ingress *ingress.Config
+	// billing is the server's price file and metrics address (up and server: bindBilling).
+	billing *billingFlags
 }
 
 func (d *daemonFlags) bind(fs interface {
@@ -108,6 +110,7 @@ func runUp(ctx context.Context, args []string) error {
 	buildEgress := bindBuildEgress(fs)
 	netFlags := bindNetwork(fs)
 	ingressF := bindIngress(fs)
+	d.billing = bindBilling(fs)
 	if err := d.parse(fs, args, os.Stderr); err != nil {
 		return err
 	}
@@ -192,9 +195,18 @@ func startServer(ctx context.Context, d *daemonFlags, logger *log.Logger) (*serv
 	// GUST_HEARTBEAT_TIMEOUT (a Go duration) shortens how long an ephemeral app outlives its
 	// client; the tests use it.
 	hb, _ := time.ParseDuration(os.Getenv("GUST_HEARTBEAT_TIMEOUT"))
-	srv, err := server.New(ctx, server.Config{Token: token, JoinToken: join, AuditRetention: d.auditRetention, DefaultIsolation: normIsolation(d.isolation), Images: images, Logger: logger, HeartbeatTimeout: hb, Ingress: d.ingress}, st)
+	cfg := server.Config{Token: token, JoinToken: join, AuditRetention: d.auditRetention, DefaultIsolation: normIsolation(d.isolation), Images: images, Logger: logger, HeartbeatTimeout: hb, Ingress: d.ingress}
+	if d.billing != nil {
+		cfg.PriceFile = d.billing.prices
+	}
+	srv, err := server.New(ctx, cfg, st)
 	if err != nil {
 		return nil, nil, nil, "", err
+	}
+	if d.billing != nil {
+		if err := serveMetrics(ctx, d.billing.metricsAddr, srv.MetricsHandler(), logger); err != nil {
+			return nil, nil, nil, "", fmt.Errorf("--metrics-addr: %w", err)
+		}
 	}
 	if d.tlsID, err = d.tls.identity(d.dataDir, "server", d.addr, false); err != nil {
 		return nil, nil, nil, "", err

@@ -56,6 +56,8 @@ type API struct {
 	audit  *auditLog
 	limits *rateLimits
 	meters *apiMetrics // the operator's metrics (metrics.go)
+	// storage is what the storage meter reads (storage_meter.go).
+	storage storageMeter
 }
 
 // New returns the API over the control plane's parts.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -71,6 +72,7 @@ func (a *API) handleWorkerUsage(w http.ResponseWriter, r *http.Request) {
 	owners := map[string]bool{wid: true} // worker IDs that reporter speaks for
 	skipped := 0
 	seen := map[string]*metering.Record{}
+	ended := map[string]sandbox.Sandbox{} // containers whose records have ended
 	recs := make([]metering.Record, 0, len(req.Intervals))
 	for _, iv := range req.Intervals {
 		base, ok := seen[iv.ContainerID]
@@ -87,6 +89,9 @@ func (a *API) handleWorkerUsage(w http.ResponseWriter, r *http.Request) {
 				skipped++
 				continue
 			}
+			if sb.Status.Terminal() && sb.FinishedAt != nil {
+				ended[sb.ID] = sb
+			}
 			rec := a.attribute(ctx, sb)
 			if iv.Seq == 0 && sb.StartedAt != nil {
 				a.meters.startLat.WithLabelValues(rec.Kind).Observe(sb.StartedAt.Sub(sb.CreatedAt).Seconds())
@@ -97,6 +102,14 @@ func (a *API) handleWorkerUsage(w http.ResponseWriter, r *http.Request) {
 		if base == nil {
 			skipped++
 			continue
+		}
+		if sb, ok := ended[iv.ContainerID]; ok && !iv.Final && iv.End.After(sb.FinishedAt.Add(orphanGrace)) {
+			// Metered running well after its record ended: an orphan (the server restarted
+			// and failed it while its worker ran on). Stop it, once per report.
+			delete(ended, iv.ContainerID)
+			if a.fleet.StopOrphan(wid, sb.ID, sb.Status) {
+				a.log.Printf("container %s still runs on worker %s after its record ended (%s): stopping it", sb.ID, wid, sb.Status)
+			}
 		}
 		rec := *base
 		rec.Interval = iv
@@ -113,6 +126,10 @@ func (a *API) handleWorkerUsage(w http.ResponseWriter, r *http.Request) {
 	a.meters.recorded(fresh, len(recs), skipped, a.cfg.Prices, time.Now())
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// orphanGrace is how long after its record ended a container may still be metered running
+// before the server stops it: an interval cut just before a normal end may arrive after it.
+const orphanGrace = 2 * time.Second
 
 // speaksFor reports whether a worker named reporter may report for a container that ran on
 // worker owner: its own, or one it had before it restarted under a new ID (same name).
@@ -212,7 +229,12 @@ func (a *API) handleBillingReport(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	start, end, err = metering.ReportWindow(start, end, time.Now(), res)
+	loc, err := metering.ParseTZ(q.Get("tz"))
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	start, end, err = metering.ReportWindow(start, end, time.Now(), res, loc)
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -222,8 +244,8 @@ func (a *API) handleBillingReport(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	rows := metering.Report(recs, a.cfg.Prices, start, end, res, tagNames(r))
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"start": start, "end": end, "resolution": res, "rows": rows})
+	rows := metering.Report(recs, a.cfg.Prices, start, end, res, tagNames(r), loc)
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"start": start, "end": end, "resolution": res, "tz": loc.String(), "rows": rows})
 }
 
 // window reads since and until (default: the last 30 days up to now).
@@ -260,13 +282,18 @@ func (a *API) handleUsage(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
+	loc, err := metering.ParseTZ(r.URL.Query().Get("tz"))
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	recs, err := a.store.ListUsage(r.Context(), store.UsageFilter{WorkspaceID: principal(r).WorkspaceID, From: since, To: until})
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
-	rows := metering.Summarize(recs, a.cfg.Prices, since, until, by)
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"since": since, "until": until, "by": by, "rows": rows})
+	rows := metering.Summarize(recs, a.cfg.Prices, since, until, by, loc)
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"since": since, "until": until, "by": by, "tz": loc.String(), "rows": rows})
 }
 
 func (a *API) handleBillingAdvise(w http.ResponseWriter, r *http.Request) {
@@ -287,6 +314,11 @@ func (a *API) handleBillingAdvise(w http.ResponseWriter, r *http.Request) {
 	}
 	reserved := a.cfg.Prices.Scaled(factor)
 	reserved.Source = "serverless rates × " + strconv.FormatFloat(factor, 'g', -1, 64)
+	// The operator's reserved prices (the price file's "reserved"), then the request's.
+	for _, res := range slices.Sorted(maps.Keys(a.cfg.Prices.Reserved)) {
+		reserved = reserved.With(res, a.cfg.Prices.Reserved[res])
+		reserved.Source += ", " + res + " from the price file"
+	}
 	for _, v := range q["reserved"] {
 		res, perSec, err := metering.ParseRate(v)
 		if err != nil {

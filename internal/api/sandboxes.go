@@ -34,7 +34,11 @@ func (a *API) sandboxRoutes(rt *router) {
 		"DELETE /v1/sandboxes/{id}/files", "GET /v1/sandboxes/{id}/files/list",
 		"GET /v1/sandboxes/{id}/files/stat", "POST /v1/sandboxes/{id}/files/mkdir",
 	} {
-		rt.handle(p, a.forward)
+		h := a.forward
+		if p == "POST /v1/sandboxes/{id}/execs" {
+			h = a.meters.timeExec(a.forward) // exec latency, for the operator's metrics
+		}
+		rt.handle(p, h)
 	}
 }
 

@@ -91,7 +91,7 @@ var allowed = map[string][]string{
 		"internal/metering", "internal/sandbox", "internal/store"},
 
 	// The one binary.
-	"cmd/gust": {"internal/container", "internal/containerinit", "internal/egress", "internal/httpapi", "internal/image", "internal/ingress", "internal/reaper",
+	"cmd/gust": {"internal/container", "internal/containerinit", "internal/egress", "internal/httpapi", "internal/image", "internal/ingress", "internal/metering", "internal/reaper",
 		"internal/server", "internal/store", "internal/tlsconf", "internal/worker", "sdk/go", "sdk/python"},
 }
 

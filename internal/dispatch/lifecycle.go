@@ -54,11 +54,14 @@ type queuedInput struct {
 	seq       uint64       // order of assignment, so held inputs start in the order sent
 	// cancelled: its output, when it comes, is dropped (it was cancelled while assigned).
 	cancelled bool
+	// queuedAt is when it last joined the queue (its creation, or its retry's release): the
+	// operator's metrics show the oldest one's age.
+	queuedAt time.Time
 }
 
 func newQueuedInput(in function.Input, call function.Call) *queuedInput {
 	qi := &queuedInput{in: workerproto.Input{ID: in.ID, CallID: call.ID, Args: in.Args, Format: in.Format, Method: call.Method},
-		callID: call.ID, index: in.Index, fnID: in.FunctionID, state: inputQueued}
+		callID: call.ID, index: in.Index, fnID: in.FunctionID, state: inputQueued, queuedAt: in.CreatedAt}
 	if call.Params != nil {
 		qi.in.Params = &workerproto.Payload{Data: call.Params.Data, Format: call.Params.Format}
 	}

@@ -80,6 +80,7 @@ func (e *Engine) releaseDelayed(fs *fnState, now time.Time) {
 	kept := fs.delayed[:0]
 	for _, qi := range fs.delayed {
 		if now.After(qi.notBefore) && e.move(qi, inputQueued) {
+			qi.queuedAt = now
 			fs.queue = append(fs.queue, qi)
 		} else {
 			kept = append(kept, qi)

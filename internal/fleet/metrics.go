@@ -6,6 +6,7 @@ type WorkerStat struct {
 	CPU         float64
 	MemoryMiB   int
 	GPUs        int
+	GPUsInUse   int
 	Containers  int
 	ReservedMiB int
 }
@@ -17,7 +18,7 @@ func (f *Fleet) WorkerStats() []WorkerStat {
 	out := make([]WorkerStat, 0, len(f.workers))
 	for _, wc := range f.workers {
 		out = append(out, WorkerStat{ID: wc.id, Name: wc.reg.Name, CPU: wc.reg.CPU, MemoryMiB: wc.reg.MemoryMiB, GPUs: len(wc.reg.GPUs),
-			Containers: wc.running, ReservedMiB: wc.reservedMiB})
+			GPUsInUse: len(wc.gpuHolder), Containers: wc.running, ReservedMiB: wc.reservedMiB})
 	}
 	return out
 }

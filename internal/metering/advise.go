@@ -82,7 +82,7 @@ func Advise(recs []Record, p, reserved Prices, from, to time.Time) []Advice {
 	names := map[key]string{}
 	for _, r := range recs {
 		part, ok := r.clip(from, to)
-		if !ok || part.Seconds() == 0 {
+		if !ok || part.Seconds() == 0 || part.Kind == KindStorage { // storage has no concurrency to reserve
 			continue
 		}
 		k := key{"app", part.AppID, "cpu"}

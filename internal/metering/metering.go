@@ -44,6 +44,11 @@ type Interval struct {
 	BillableMemory float64 `json:"billable_memory_gib_seconds"`
 	// Final marks a container's last interval: it ended.
 	Final bool `json:"final,omitempty"`
+	// StorageClass, StorageBytes and StorageGiBSeconds meter a stored object instead of a
+	// container (storage.go): its class, its size at the reading, and GiB × seconds.
+	StorageClass      string  `json:"storage_class,omitempty"`
+	StorageBytes      int64   `json:"storage_bytes,omitempty"`
+	StorageGiBSeconds float64 `json:"storage_gib_seconds,omitempty"`
 }
 
 // Seconds is the interval's wall time.
@@ -65,7 +70,7 @@ func (iv Interval) Validate() error {
 	case iv.Start.IsZero() || iv.End.Before(iv.Start) || d > MaxIntervalSeconds:
 		return errdefs.Invalid("usage interval %s/%d: end must follow start by at most %d s", iv.ContainerID, iv.Seq, MaxIntervalSeconds)
 	case bad(iv.CPURequest) || bad(iv.MemoryGiB) || bad(iv.CPUSeconds) ||
-		bad(iv.BillableCPU) || bad(iv.BillableMemory) || iv.MemoryPeak < 0:
+		bad(iv.BillableCPU) || bad(iv.BillableMemory) || iv.MemoryPeak < 0 || bad(iv.StorageGiBSeconds) || iv.StorageBytes < 0:
 		return errdefs.Invalid("usage interval %s/%d: figures must be finite and not negative", iv.ContainerID, iv.Seq)
 	case iv.GPUCount < 0 || iv.GPUCount > 64:
 		return errdefs.Invalid("usage interval %s/%d: gpu_count must be 0 to 64", iv.ContainerID, iv.Seq)

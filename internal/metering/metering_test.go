@@ -206,11 +206,11 @@ func TestReportBucketing(t *testing.T) {
 		// On the 3rd: outside a report that ends on the 3rd.
 		rec("ap-2", "sb-4", 0, day.Add(49*time.Hour), 10, 1, nil),
 	}
-	start, end, err := ReportWindow(day.Add(3*time.Hour), day.Add(48*time.Hour+5*time.Minute), t0, Daily)
+	start, end, err := ReportWindow(day.Add(3*time.Hour), day.Add(48*time.Hour+5*time.Minute), t0, Daily, nil)
 	if err != nil || !start.Equal(day) || !end.Equal(day.Add(48*time.Hour)) {
 		t.Fatalf("window %v %v %v", start, end, err)
 	}
-	rows := Report(recs, p, start, end, Daily, []string{"team"})
+	rows := Report(recs, p, start, end, Daily, []string{"team"}, nil)
 	got := map[string]string{}
 	for _, r := range rows {
 		got[r.ObjectID+"@"+r.IntervalStart.Format("01-02")] = r.Cost
@@ -234,14 +234,14 @@ func TestReportBucketing(t *testing.T) {
 		}
 	}
 	// Hourly: sb-2's two minutes fall in two hours.
-	rows = Report(recs[1:2], p, day, day.Add(48*time.Hour), Hourly, []string{"*"})
+	rows = Report(recs[1:2], p, day, day.Add(48*time.Hour), Hourly, []string{"*"}, nil)
 	if len(rows) != 2 || rows[0].Cost != "120.0" || rows[1].Cost != "120.0" || rows[0].Tags["team"] != "a" {
 		t.Errorf("hourly rows %+v", rows)
 	}
 	if rows[0].CostByResource["cpu"] != "120.0" {
 		t.Errorf("by resource %v", rows[0].CostByResource)
 	}
-	if _, _, err := ReportWindow(time.Time{}, time.Time{}, t0, Daily); err == nil {
+	if _, _, err := ReportWindow(time.Time{}, time.Time{}, t0, Daily, nil); err == nil {
 		t.Error("no start accepted")
 	}
 	if _, err := ParseResolution("w"); err == nil {
@@ -256,19 +256,19 @@ func TestSummarize(t *testing.T) {
 		rec("ap-1", "sb-1", 1, t0.Add(10*time.Second), 10, 1, map[string]string{"team": "a"}),
 		rec("ap-2", "sb-2", 0, t0, 10, 3, nil),
 	}
-	rows := Summarize(recs, p, t0.Add(-time.Hour), t0.Add(time.Hour), ByApp)
+	rows := Summarize(recs, p, t0.Add(-time.Hour), t0.Add(time.Hour), ByApp, nil)
 	if len(rows) != 2 || rows[0].ID != "ap-2" || rows[0].Cost != "30.0" || rows[1].WallSeconds != 20 || rows[1].Containers != 1 {
 		t.Errorf("by app: %+v", rows)
 	}
-	rows = Summarize(recs, p, t0.Add(-time.Hour), t0.Add(15*time.Second), BySandbox)
+	rows = Summarize(recs, p, t0.Add(-time.Hour), t0.Add(15*time.Second), BySandbox, nil)
 	if len(rows) != 2 || rows[1].ID != "sb-1" || rows[1].WallSeconds != 15 || rows[1].BillableCPUSeconds != 15 {
 		t.Errorf("by sandbox, clipped: %+v", rows)
 	}
-	rows = Summarize(recs, p, t0.Add(-time.Hour), time.Time{}, ByTag)
+	rows = Summarize(recs, p, t0.Add(-time.Hour), time.Time{}, ByTag, nil)
 	if len(rows) != 2 || rows[0].ID != "(untagged)" || rows[1].ID != "team=a" {
 		t.Errorf("by tag: %+v", rows)
 	}
-	rows = Summarize(recs, p, t0.Add(-time.Hour), time.Time{}, ByDay)
+	rows = Summarize(recs, p, t0.Add(-time.Hour), time.Time{}, ByDay, nil)
 	if len(rows) != 1 || rows[0].ID != "2026-03-01" || rows[0].Cost != "50.0" {
 		t.Errorf("by day: %+v", rows)
 	}

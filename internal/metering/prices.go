@@ -18,6 +18,13 @@ type Prices struct {
 	CPUPerCoreSecond   float64            `json:"cpu_per_core_second"`
 	MemoryPerGiBSecond float64            `json:"memory_per_gib_second"`
 	GPUPerSecond       map[string]float64 `json:"gpu_per_second"`
+	// StoragePerGiBSecond prices each storage class (StorageVolume, StorageImage,
+	// StorageDictQueu) per GiB held for a second.
+	StoragePerGiBSecond map[string]float64 `json:"storage_per_gib_second"`
+	// Reserved are the operator's reserved-capacity prices for the advisor, per second by
+	// resource ("cpu", "memory" per GiB, a GPU type), as the price file's "reserved" gives them;
+	// resources it leaves out are the serverless price × the advisor's reserved factor.
+	Reserved map[string]float64 `json:"reserved_per_second,omitempty"`
 	// Source says where the figures come from, for `gust billing rates`.
 	Source string `json:"source,omitempty"`
 }
@@ -44,7 +51,11 @@ func DefaultPrices() Prices {
 			"L4":        0.000222,
 			"T4":        0.000164,
 		},
-		Source: DefaultSource,
+		// Volumes at Modal's $0.09 per GiB-month (30 days; as third-party summaries of its
+		// pricing page give it, its free allowance left out); image layers and Dicts/Queues
+		// are free there.
+		StoragePerGiBSecond: map[string]float64{StorageVolume: 0.09 / (30 * 86400), StorageImage: 0, StorageDictQueu: 0},
+		Source:              DefaultSource,
 	}
 }
 
@@ -72,6 +83,16 @@ func (p Prices) Validate() error {
 			return errdefs.Invalid("prices: gpu_per_second[%q] must be a number of dollars, 0 or more", t)
 		}
 	}
+	for c, r := range p.StoragePerGiBSecond {
+		if !ok(r) {
+			return errdefs.Invalid("prices: storage_per_gib_second[%q] must be a number of dollars, 0 or more", c)
+		}
+	}
+	for res, r := range p.Reserved {
+		if !ok(r) {
+			return errdefs.Invalid("prices: reserved[%q] must be a price of 0 or more", res)
+		}
+	}
 	return nil
 }
 
@@ -84,13 +105,29 @@ func LoadPrices(path string) (Prices, error) {
 		return p, fmt.Errorf("prices: %w", err)
 	}
 	var f struct {
-		CPU    *float64           `json:"cpu_per_core_second"`
-		Memory *float64           `json:"memory_per_gib_second"`
-		GPU    map[string]float64 `json:"gpu_per_second"`
-		Source string             `json:"source"`
+		CPU     *float64           `json:"cpu_per_core_second"`
+		Memory  *float64           `json:"memory_per_gib_second"`
+		GPU     map[string]float64 `json:"gpu_per_second"`
+		Storage map[string]float64 `json:"storage_per_gib_second"`
+		// Reserved prices as the advisor's --reserved writes them: {"H100": "2.50/h"}.
+		Reserved map[string]string `json:"reserved"`
+		Source   string            `json:"source"`
 	}
 	if err := json.Unmarshal(b, &f); err != nil {
-		return p, fmt.Errorf("prices: %s is not a price file (JSON with cpu_per_core_second, memory_per_gib_second, gpu_per_second): %w", path, err)
+		return p, fmt.Errorf("prices: %s is not a price file (JSON with cpu_per_core_second, memory_per_gib_second, gpu_per_second, storage_per_gib_second, reserved): %w", path, err)
+	}
+	for c, r := range f.Storage {
+		p.StoragePerGiBSecond[c] = r
+	}
+	for res, v := range f.Reserved {
+		name, perSec, err := ParseRate(res + "=" + v)
+		if err != nil {
+			return p, fmt.Errorf("prices: %s: reserved: %w", path, err)
+		}
+		if p.Reserved == nil {
+			p.Reserved = map[string]float64{}
+		}
+		p.Reserved[name] = perSec
 	}
 	if f.CPU != nil {
 		p.CPUPerCoreSecond = *f.CPU
@@ -110,9 +147,13 @@ func LoadPrices(path string) (Prices, error) {
 
 // Scaled is p with every price multiplied by k.
 func (p Prices) Scaled(k float64) Prices {
-	out := Prices{CPUPerCoreSecond: p.CPUPerCoreSecond * k, MemoryPerGiBSecond: p.MemoryPerGiBSecond * k, GPUPerSecond: map[string]float64{}, Source: p.Source}
+	out := Prices{CPUPerCoreSecond: p.CPUPerCoreSecond * k, MemoryPerGiBSecond: p.MemoryPerGiBSecond * k, GPUPerSecond: map[string]float64{},
+		StoragePerGiBSecond: map[string]float64{}, Source: p.Source}
 	for t, r := range p.GPUPerSecond {
 		out.GPUPerSecond[t] = r * k
+	}
+	for c, r := range p.StoragePerGiBSecond {
+		out.StoragePerGiBSecond[c] = r * k
 	}
 	return out
 }
@@ -195,6 +236,9 @@ func (c Costs) Add(o Costs) {
 
 // Cost prices one interval.
 func (p Prices) Cost(iv Interval) Costs {
+	if iv.StorageClass != "" {
+		return Costs{StorageResource(iv.StorageClass): iv.StorageGiBSeconds * p.StorageRate(iv.StorageClass)}
+	}
 	c := Costs{ResourceCPU: iv.BillableCPU * p.CPUPerCoreSecond, ResourceMemory: iv.BillableMemory * p.MemoryPerGiBSecond}
 	if iv.GPUCount > 0 && iv.GPUType != "" {
 		c[GPUResource(iv.GPUType)] = float64(iv.GPUCount) * iv.Seconds() * p.GPURate(iv.GPUType)

@@ -43,8 +43,11 @@ type Record struct {
 // object is the report object a record is billed under (Modal's object_id, description): its
 // app, or image builds.
 func (r Record) object() (id, description string) {
-	if r.Kind == KindImageBuild {
+	switch r.Kind {
+	case KindImageBuild:
 		return ImageBuildsObject, "image builds"
+	case KindStorage:
+		return r.ContainerID, r.AppName
 	}
 	return r.AppID, r.AppName
 }
@@ -75,6 +78,7 @@ func (r Record) clip(from, to time.Time) (Record, bool) {
 	r.CPUSeconds *= f
 	r.BillableCPU *= f
 	r.BillableMemory *= f
+	r.StorageGiBSeconds *= f
 	return r, true
 }
 
@@ -107,7 +111,77 @@ func (r Resolution) Width() time.Duration {
 }
 
 // Floor is the start of the bucket t falls in (UTC).
-func (r Resolution) Floor(t time.Time) time.Time { return t.UTC().Truncate(r.Width()) }
+func (r Resolution) Floor(t time.Time) time.Time { return r.FloorIn(t, time.UTC) }
+
+// FloorIn is the start of the bucket t falls in, with days and hours as loc's clocks read
+// them (nil is UTC); it is returned in UTC.
+func (r Resolution) FloorIn(t time.Time, loc *time.Location) time.Time {
+	if loc == nil {
+		loc = time.UTC
+	}
+	l := t.In(loc)
+	y, m, d := l.Date()
+	if r == Hourly {
+		return time.Date(y, m, d, l.Hour(), 0, 0, 0, loc).UTC()
+	}
+	return time.Date(y, m, d, 0, 0, 0, 0, loc).UTC()
+}
+
+// next is the start of the bucket after the one starting at b: a day in loc may be 23 or
+// 25 hours long.
+func (r Resolution) next(b time.Time, loc *time.Location) time.Time {
+	if r == Hourly || loc == nil || loc == time.UTC {
+		return b.Add(r.Width())
+	}
+	return r.FloorIn(b.Add(36*time.Hour), loc)
+}
+
+// ParseTZ reads a time zone for reports' days and hours: "" or UTC, an offset from UTC in
+// hours (5, -4, +05:30, -0330), or an IANA name (America/New_York, from the system's zone
+// database). "local" is the client's own zone, which only the client knows: it sends its name
+// or offset instead.
+func ParseTZ(s string) (*time.Location, error) {
+	s = strings.TrimSpace(s)
+	switch strings.ToUpper(s) {
+	case "", "UTC", "Z", "GMT":
+		return time.UTC, nil
+	case "LOCAL":
+		return nil, errdefs.Invalid("tz \"local\" is the client's zone: send its IANA name (Europe/Paris) or offset (+01:00)")
+	}
+	if s[0] == '+' || s[0] == '-' || (s[0] >= '0' && s[0] <= '9') {
+		sign, rest := 1, s
+		if rest[0] == '+' || rest[0] == '-' {
+			if rest[0] == '-' {
+				sign = -1
+			}
+			rest = rest[1:]
+		}
+		hh, mm, colon := strings.Cut(rest, ":")
+		if !colon && len(rest) == 4 {
+			hh, mm = rest[:2], rest[2:]
+		}
+		h, err1 := strconv.Atoi(hh)
+		m := 0
+		var err2 error
+		if mm != "" {
+			m, err2 = strconv.Atoi(mm)
+		}
+		if err1 != nil || err2 != nil || len(hh) > 2 || h > 14 || m < 0 || m > 59 {
+			return nil, errdefs.Invalid("tz %q: an offset is hours from UTC, -12 to +14, as 5, -4, +05:30 or -0330", s)
+		}
+		off := sign * (h*3600 + m*60)
+		name := fmt.Sprintf("%+03d:%02d", sign*h, m)
+		if sign < 0 && h == 0 {
+			name = fmt.Sprintf("-00:%02d", m)
+		}
+		return time.FixedZone(name, off), nil
+	}
+	loc, err := time.LoadLocation(s)
+	if err != nil {
+		return nil, errdefs.Invalid("tz %q is not a time zone: use UTC, an offset (5, -4, +05:30) or an IANA name (America/New_York)", s)
+	}
+	return loc, nil
+}
 
 // ReportRow is one row of a billing report, with Modal's fields (WorkspaceBillingReportItem):
 // an object's cost over one interval. Costs are decimal strings, as Python's Decimal reads them.
@@ -136,14 +210,14 @@ func Money(v float64) string {
 
 // ReportWindow rounds a report's range as Modal does: start down to its bucket, end (exclusive;
 // zero is now) down to a bucket, so that only full intervals are reported.
-func ReportWindow(start, end, now time.Time, res Resolution) (time.Time, time.Time, error) {
+func ReportWindow(start, end, now time.Time, res Resolution, loc *time.Location) (time.Time, time.Time, error) {
 	if start.IsZero() {
 		return start, end, errdefs.Invalid("start is required (an RFC 3339 time or a date such as 2026-01-01)")
 	}
 	if end.IsZero() {
 		end = now
 	}
-	s, e := res.Floor(start), res.Floor(end)
+	s, e := res.FloorIn(start, loc), res.FloorIn(end, loc)
 	if !e.After(s) && !end.After(start) {
 		return s, e, errdefs.Invalid("end (%s) must be after start (%s)", end.Format(time.RFC3339), start.Format(time.RFC3339))
 	}
@@ -153,7 +227,9 @@ func ReportWindow(start, end, now time.Time, res Resolution) (time.Time, time.Ti
 // Report buckets records into Modal's billing report rows over [start, end): one row per
 // object and interval, its cost broken down by resource, and the tags named in tagNames ("*":
 // all) that the object had in that interval. Rows are ordered by interval, then object.
-func Report(recs []Record, p Prices, start, end time.Time, res Resolution, tagNames []string) []ReportRow {
+// Buckets are days or hours on loc's clocks (nil: UTC); their starts are given in UTC. Stored
+// objects priced at nothing (image uploads and Dicts by default) have no rows.
+func Report(recs []Record, p Prices, start, end time.Time, res Resolution, tagNames []string, loc *time.Location) []ReportRow {
 	type key struct {
 		obj    string
 		bucket time.Time
@@ -169,10 +245,12 @@ func Report(recs []Record, p Prices, start, end time.Time, res Resolution, tagNa
 		want[t] = true
 	}
 	rows := map[key]*acc{}
-	w := res.Width()
 	for _, r := range recs {
-		for b := res.Floor(r.Start); b.Before(end) && !b.After(r.End); b = b.Add(w) {
-			part, ok := r.clip(maxTime(b, start), minTime(b.Add(w), end))
+		if r.Kind == KindStorage && p.StorageRate(r.StorageClass) == 0 {
+			continue
+		}
+		for b := res.FloorIn(r.Start, loc); b.Before(end) && !b.After(r.End); b = res.next(b, loc) {
+			part, ok := r.clip(maxTime(b, start), minTime(res.next(b, loc), end))
 			if !ok {
 				continue
 			}
@@ -261,6 +339,7 @@ type UsageRow struct {
 	BillableCPUSeconds float64           `json:"billable_cpu_core_seconds"`
 	BillableMemGiBSecs float64           `json:"billable_memory_gib_seconds"`
 	GPUSeconds         float64           `json:"gpu_seconds"`
+	StorageGiBSeconds  float64           `json:"storage_gib_seconds"`
 	MemoryPeakBytes    int64             `json:"memory_peak_bytes"`
 	Cost               string            `json:"cost"`
 	CostByResource     map[string]string `json:"cost_by_resource"`
@@ -270,13 +349,20 @@ type UsageRow struct {
 
 // Summarize totals records over [since, until) (until zero: open) into one row per group,
 // dearest first. A record with several tags counts under each; one without under "(untagged)".
-func Summarize(recs []Record, p Prices, since, until time.Time, by Group) []UsageRow {
+// Days (ByDay) are loc's (nil: UTC).
+func Summarize(recs []Record, p Prices, since, until time.Time, by Group, loc *time.Location) []UsageRow {
 	rows := map[string]*UsageRow{}
 	add := func(id, name string, r Record) {
 		u := rows[id]
 		if u == nil {
 			u = &UsageRow{ID: id, Name: name, costs: Costs{}, containers: map[string]bool{}}
 			rows[id] = u
+		}
+		u.costs.Add(p.Cost(r.Interval))
+		if r.Kind == KindStorage {
+			// A stored object is no container: only its GiB-seconds and cost count.
+			u.StorageGiBSeconds += r.StorageGiBSeconds
+			return
 		}
 		u.containers[r.ContainerID] = true
 		u.WallSeconds += r.Seconds()
@@ -285,13 +371,16 @@ func Summarize(recs []Record, p Prices, since, until time.Time, by Group) []Usag
 		u.BillableMemGiBSecs += r.BillableMemory
 		u.GPUSeconds += float64(r.GPUCount) * r.Seconds()
 		u.MemoryPeakBytes = max(u.MemoryPeakBytes, r.MemoryPeak)
-		u.costs.Add(p.Cost(r.Interval))
 	}
 	for _, r := range recs {
 		if by == ByDay {
-			for b := Daily.Floor(r.Start); !b.After(r.End); b = b.Add(24 * time.Hour) {
-				if part, ok := r.clip(maxTime(b, since), minTime(b.Add(24*time.Hour), until)); ok {
-					add(b.Format("2006-01-02"), "", part)
+			for b := Daily.FloorIn(r.Start, loc); !b.After(r.End); b = Daily.next(b, loc) {
+				if part, ok := r.clip(maxTime(b, since), minTime(Daily.next(b, loc), until)); ok {
+					day := b
+					if loc != nil {
+						day = b.In(loc)
+					}
+					add(day.Format("2006-01-02"), "", part)
 				}
 				if r.Seconds() == 0 {
 					break
@@ -313,7 +402,9 @@ func Summarize(recs []Record, p Prices, since, until time.Time, by Group) []Usag
 			}
 			add(part.FunctionID, part.FunctionName, part)
 		case BySandbox:
-			add(part.ContainerID, sandboxName(part), part)
+			if part.Kind != KindStorage {
+				add(part.ContainerID, sandboxName(part), part)
+			}
 		case ByTag:
 			if len(part.Tags) == 0 {
 				add("(untagged)", "", part)

@@ -6,6 +6,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log"
@@ -39,9 +40,10 @@ type Config struct {
 	DefaultIsolation string
 	Images           *image.Builder
 	Logger           *log.Logger
-	// Prices price the usage ledger; nil reads the price file named by GUST_PRICES, else
-	// uses metering.DefaultPrices (Modal's list prices).
-	Prices *metering.Prices
+	// Prices price the usage ledger; nil reads PriceFile, else the price file named by
+	// GUST_PRICES, else uses metering.DefaultPrices (Modal's list prices).
+	Prices    *metering.Prices
+	PriceFile string
 	// HeartbeatTimeout is how long an ephemeral app (`with app.run()`) outlives its client's
 	// last heartbeat; 0 means a minute.
 	HeartbeatTimeout time.Duration
@@ -68,10 +70,10 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	prices := metering.DefaultPrices()
 	if cfg.Prices != nil {
 		prices = *cfg.Prices
-	} else if path := os.Getenv("GUST_PRICES"); path != "" {
+	} else if path := cmp.Or(cfg.PriceFile, os.Getenv("GUST_PRICES")); path != "" {
 		p, err := metering.LoadPrices(path)
 		if err != nil {
-			return nil, fmt.Errorf("GUST_PRICES: %w", err)
+			return nil, fmt.Errorf("the price file: %w", err)
 		}
 		prices = p
 	}
@@ -111,6 +113,12 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	}
 	go a.RunAudit(ctx, cfg.AuditRetention)
 	go a.RunKV(ctx)
+	// Storage is read every 5 minutes (GUST_STORAGE_METER_PERIOD, a Go duration, for tests).
+	storagePeriod := 5 * time.Minute
+	if d, err := time.ParseDuration(os.Getenv("GUST_STORAGE_METER_PERIOD")); err == nil && d > 0 {
+		storagePeriod = d
+	}
+	go a.RunStorageMeter(ctx, storagePeriod)
 	go fl.Run(ctx)
 	go budgets.Run(ctx, 10*time.Second, func(ctx context.Context, id, reason string) {
 		if _, err := fl.Terminate(ctx, id, sandbox.Terminated, reason); err != nil {
@@ -123,6 +131,13 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 
 // Ingress is the server's ingress for tunnels, or nil.
 func (s *Server) Ingress() *ingress.Ingress { return s.ingress }
+
+// MeterStorage adds a source of stored objects (volumes) to the usage ledger (api.MeterStorage).
+func (s *Server) MeterStorage(src api.StorageSource) { s.api.MeterStorage(src) }
+
+// MetricsHandler serves the operator's metrics (Prometheus's text format) without asking for a
+// token: for a separate address (--metrics-addr) that the operator keeps to their monitoring.
+func (s *Server) MetricsHandler() http.Handler { return s.api.MetricsHandler() }
 
 // Handler returns the HTTP API.
 func (s *Server) Handler() http.Handler { return s.api.Handler() }

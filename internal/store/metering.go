@@ -246,3 +246,36 @@ func (s *Store) DeleteBudget(ctx context.Context, ws, id string) error {
 	}
 	return nil
 }
+
+// StoredBytes returns what each workspace keeps stored, by storage class and workspace: its
+// image uploads (metering.StorageImage) and its Dicts' and Queues' contents
+// (metering.StorageDictQueu). Workspaces that keep nothing are left out.
+func (s *Store) StoredBytes(ctx context.Context) (map[string]map[string]int64, error) {
+	out := map[string]map[string]int64{metering.StorageImage: {}, metering.StorageDictQueu: {}}
+	for class, q := range map[string]string{
+		metering.StorageImage:    `SELECT workspace_id, SUM(size) FROM blob_owners GROUP BY workspace_id`,
+		metering.StorageDictQueu: `SELECT workspace_id, SUM(n) FROM (SELECT workspace_id, bytes AS n FROM dicts UNION ALL SELECT workspace_id, bytes FROM queues) GROUP BY workspace_id`,
+	} {
+		rows, err := s.db.QueryContext(ctx, q)
+		if err != nil {
+			return nil, fmt.Errorf("store: stored bytes: %w", err)
+		}
+		for rows.Next() {
+			var ws string
+			var n int64
+			if err := rows.Scan(&ws, &n); err != nil {
+				closeRows(rows)
+				return nil, fmt.Errorf("store: stored bytes: %w", err)
+			}
+			if n > 0 {
+				out[class][ws] = n
+			}
+		}
+		err = rows.Err()
+		closeRows(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: stored bytes: %w", err)
+		}
+	}
+	return out, nil
+}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -20,11 +22,17 @@ import (
 // of request and use, per sample) cut every interval (10 s by default, GUST_METER_INTERVAL),
 // and the intervals go to the server, which records each (container, seq) once.
 //
-// What the worker owes survives a crash: the unsent intervals and each open interval are kept
-// in a spool file (StateDir/usage/spool.json), rewritten at each tick that changed them. A
-// worker that starts again sends the spool's intervals, and closes each open one at its last
-// saved sample (the container went with the old worker): at most one tick of resolution is
-// lost, and nothing is counted twice.
+// What the worker owes survives a crash. Intervals are cut on a wall-clock grid (multiples of
+// the interval since the Unix epoch), so every container's interval ends at the same tick, and
+// the spool (StateDir/usage/spool.json: the unsent intervals and each open one) is rewritten
+// only then, or when a container starts or ends: once an interval, not once a tick. Each tick
+// writes instead a heartbeat (StateDir/usage/alive: the tick's time, 21 bytes in place),
+// after the spool when the spool changed. A worker that starts again sends the spool's
+// intervals, and closes each open one at the heartbeat (the container went with the old
+// worker; it was running then), billing the time since its last saved sample at its request:
+// at most one tick of wall time is lost, the CPU used above the request since the last cut is
+// not known, and nothing is counted twice (the server records each (container, seq) once, and
+// an interval is spooled before it is sent).
 
 // usageReader is a container whose cgroup can be read (container.Container).
 type usageReader interface {
@@ -75,8 +83,11 @@ type usageMeter struct {
 	mu      sync.Mutex
 	boxes   map[string]*meteredBox
 	pending []metering.Interval
-	dirty   bool
+	dirty   bool // the spool must be rewritten: a cut, a start, an end
 	wake    chan struct{}
+	alive   *os.File // the heartbeat; nil keeps none
+	// saves counts spool rewrites (a test and the benchmark read it).
+	saves int
 }
 
 // spoolFile is what the spool holds.
@@ -97,14 +108,20 @@ func newUsageMeter(stateDir string, interval time.Duration, send usageSender, lo
 		} else {
 			u.spool = filepath.Join(dir, "spool.json")
 			u.recover()
+			f, err := os.OpenFile(filepath.Join(dir, "alive"), os.O_RDWR|os.O_CREATE, 0o600)
+			if err != nil {
+				logf("usage heartbeat: %v; a crash loses up to an interval of usage", err)
+			}
+			u.alive = f
 		}
 	}
 	return u
 }
 
 // recover takes what a previous worker on this state directory owed: its unsent intervals,
-// and its open ones closed at their last saved sample.
+// and its open ones closed at its last heartbeat (or their last saved sample, if later).
 func (u *usageMeter) recover() {
+	alive := readHeartbeat(filepath.Join(filepath.Dir(u.spool), "alive"))
 	b, err := os.ReadFile(u.spool)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
@@ -120,6 +137,13 @@ func (u *usageMeter) recover() {
 	u.pending = f.Pending
 	for _, iv := range f.Open {
 		iv.Final = true
+		if alive.After(iv.End) && alive.Sub(iv.End).Seconds() < metering.MaxIntervalSeconds-iv.Seconds() {
+			// Running until the heartbeat, at its request: what it used is unknown.
+			dt := alive.Sub(iv.End).Seconds()
+			iv.BillableCPU += iv.CPURequest * dt
+			iv.BillableMemory += iv.MemoryGiB * dt
+			iv.End = alive
+		}
 		u.pending = append(u.pending, iv)
 	}
 	if len(u.pending) > 0 {
@@ -219,6 +243,7 @@ func (u *usageMeter) sampleAll() {
 	}
 	u.mu.Unlock()
 	now := u.now()
+	slot := now.UnixNano() / int64(u.interval)
 	var cut []metering.Interval
 	for _, mb := range boxes {
 		s, err := sample(mb.reader, now)
@@ -229,7 +254,9 @@ func (u *usageMeter) sampleAll() {
 		if u.boxes[mb.m.ContainerID] == mb { // not finished meanwhile
 			mb.m.Add(s)
 			mb.last = s
-			if now.Sub(mb.m.Open().Start) >= u.interval {
+			// Cut on the grid: every container at the same tick, so the spool is written
+			// once an interval.
+			if slot > mb.m.Open().Start.UnixNano()/int64(u.interval) {
 				if iv, ok := mb.m.Cut(false); ok {
 					cut = append(cut, iv)
 				}
@@ -239,26 +266,55 @@ func (u *usageMeter) sampleAll() {
 	}
 	u.mu.Lock()
 	u.pending = append(u.pending, cut...)
-	u.dirty = u.dirty || len(boxes) > 0
+	u.dirty = u.dirty || len(cut) > 0
 	u.mu.Unlock()
-	u.save()
+	// The heartbeat only after the spool holds every container that ended before this tick:
+	// recovery bills the spool's open intervals up to it.
+	if u.save() && len(boxes) > 0 {
+		u.heartbeat(now)
+	}
 	if len(cut) > 0 {
 		u.kick()
 	}
 }
 
-// save rewrites the spool when something changed.
-func (u *usageMeter) save() {
+// heartbeat records that the worker metered its open containers at t: 20 digits of Unix
+// nanoseconds and a newline, written in place (one small write, no rename).
+func (u *usageMeter) heartbeat(t time.Time) {
+	if u.alive == nil {
+		return
+	}
+	if _, err := u.alive.WriteAt([]byte(fmt.Sprintf("%020d\n", t.UnixNano())), 0); err != nil {
+		u.logf("usage heartbeat: %v", err)
+	}
+}
+
+// readHeartbeat reads a heartbeat file; zero when there is none or it is unreadable.
+func readHeartbeat(path string) time.Time {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) < 20 {
+		return time.Time{}
+	}
+	n, err := strconv.ParseInt(string(b[:20]), 10, 64)
+	if err != nil || n <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// save rewrites the spool when something changed; false when it could not.
+func (u *usageMeter) save() bool {
 	u.mu.Lock()
 	if !u.dirty || u.spool == "" {
 		u.mu.Unlock()
-		return
+		return true
 	}
 	f := spoolFile{Pending: append([]metering.Interval(nil), u.pending...)}
 	for _, mb := range u.boxes {
 		f.Open = append(f.Open, mb.m.Open())
 	}
 	u.dirty = false
+	u.saves++
 	u.mu.Unlock()
 	b, err := json.Marshal(f)
 	if err == nil {
@@ -269,7 +325,12 @@ func (u *usageMeter) save() {
 	}
 	if err != nil {
 		u.logf("usage spool: %v", err)
+		u.mu.Lock()
+		u.dirty = true // try again at the next tick
+		u.mu.Unlock()
+		return false
 	}
+	return true
 }
 
 // sender sends pending intervals in batches, retrying until the server has them.
@@ -305,7 +366,10 @@ func (u *usageMeter) sender(ctx context.Context) {
 			backoff = 200 * time.Millisecond
 			u.mu.Lock()
 			u.pending = u.pending[n:]
-			u.dirty = true
+			// The spool may keep what was sent until its next rewrite (the next cut): sent
+			// again after a crash, the server records it once. With nothing open, there is
+			// no next cut: rewrite it now.
+			u.dirty = u.dirty || len(u.boxes) == 0
 			u.mu.Unlock()
 			u.save()
 		}

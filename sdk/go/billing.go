@@ -14,7 +14,11 @@ type Rates struct {
 	CPUPerCoreSecond   float64            `json:"cpu_per_core_second"`
 	MemoryPerGiBSecond float64            `json:"memory_per_gib_second"`
 	GPUPerSecond       map[string]float64 `json:"gpu_per_second"`
-	Source             string             `json:"source"`
+	// StoragePerGiBSecond prices stored data per class ("volume", "image", "dict_queue").
+	StoragePerGiBSecond map[string]float64 `json:"storage_per_gib_second"`
+	// Reserved are the operator's reserved prices for the advisor, per second by resource.
+	Reserved map[string]float64 `json:"reserved_per_second,omitempty"`
+	Source   string             `json:"source"`
 }
 
 // Rates returns the prices the server bills usage at.
@@ -42,11 +46,13 @@ type BillingReportItem struct {
 // BillingReportOptions select a report, as modal.billing.workspace_billing_report does:
 // Start (required) is rounded down to its interval; only full intervals before End (zero:
 // now) are reported. Resolution is "d" (the default) or "h". TagNames are the tag keys to
-// include, or "*" for all.
+// include, or "*" for all. TZ, when set, makes days and hours those of a time zone: an IANA
+// name (America/New_York) or an offset (5, -4, +05:30); intervals still start at UTC times.
 type BillingReportOptions struct {
 	Start, End time.Time
 	Resolution string
 	TagNames   []string
+	TZ         string
 }
 
 // BillingReport returns the workspace's costs by object and interval.
@@ -63,6 +69,9 @@ func (c *Client) BillingReport(ctx context.Context, opts BillingReportOptions) (
 	}
 	for _, t := range opts.TagNames {
 		q.Add("tag_names", t)
+	}
+	if opts.TZ != "" {
+		q.Set("tz", opts.TZ)
 	}
 	var out struct {
 		Rows []*BillingReportItem `json:"rows"`
@@ -83,16 +92,19 @@ type UsageRow struct {
 	BillableCPUCoreSeconds   float64           `json:"billable_cpu_core_seconds"`
 	BillableMemoryGiBSeconds float64           `json:"billable_memory_gib_seconds"`
 	GPUSeconds               float64           `json:"gpu_seconds"`
+	StorageGiBSeconds        float64           `json:"storage_gib_seconds"` // stored data (volumes, image uploads, Dicts)
 	MemoryPeakBytes          int64             `json:"memory_peak_bytes"`
 	Cost                     string            `json:"cost"`
 	CostByResource           map[string]string `json:"cost_by_resource"`
 }
 
 // UsageOptions select raw usage: [Since, Until) (zero: the last 30 days up to now), grouped By
-// "app" (the default), "function", "sandbox", "tag" or "day".
+// "app" (the default), "function", "sandbox", "tag" or "day"; days are TZ's (as in
+// BillingReportOptions; default UTC).
 type UsageOptions struct {
 	Since, Until time.Time
 	By           string
+	TZ           string
 }
 
 func window(q url.Values, since, until time.Time) {
@@ -110,6 +122,9 @@ func (c *Client) Usage(ctx context.Context, opts UsageOptions) ([]*UsageRow, err
 	window(q, opts.Since, opts.Until)
 	if opts.By != "" {
 		q.Set("by", opts.By)
+	}
+	if opts.TZ != "" {
+		q.Set("tz", opts.TZ)
 	}
 	var out struct {
 		Rows []*UsageRow `json:"rows"`

@@ -69,13 +69,26 @@ def _row(r: dict) -> WorkspaceBillingReportItem:
         cost_by_resource={k: Decimal(v) for k, v in (r.get("cost_by_resource") or {}).items()})
 
 
+def _tz(tz: Optional[str]) -> Optional[str]:
+    """A time zone for the API: ``"local"`` becomes this machine's offset from UTC now."""
+    if tz is None or str(tz).strip().lower() != "local":
+        return tz
+    import time as _time
+    off = _time.localtime().tm_gmtoff
+    sign = "-" if off < 0 else "+"
+    off = abs(off)
+    return f"{sign}{off // 3600:02d}:{off % 3600 // 60:02d}"
+
+
 def workspace_billing_report(*, start: Any, end: Any = None, resolution: str = "d",
-                             tag_names: Optional[Sequence[str]] = None,
+                             tag_names: Optional[Sequence[str]] = None, tz: Optional[str] = None,
                              client: Optional[Client] = None) -> List[WorkspaceBillingReportItem]:
     """Costs of the workspace by object (app) and interval, as Modal's report: ``start`` is
     rounded down to its interval; only full intervals before ``end`` (default now) are reported.
     ``resolution`` is ``"d"`` or ``"h"``; ``tag_names`` lists the tag keys to include, or
-    ``["*"]`` for all."""
+    ``["*"]`` for all. ``tz`` (gust's; Modal's report has only UTC days) makes the days and
+    hours those of a zone: ``"local"``, an offset (``"-4"``, ``"+05:30"``) or an IANA name;
+    ``interval_start`` stays in UTC."""
     if resolution not in ("d", "h"):
         raise exc.InvalidError(f"resolution must be 'd' or 'h', not {resolution!r}")
     if start is None:
@@ -83,6 +96,8 @@ def workspace_billing_report(*, start: Any, end: Any = None, resolution: str = "
     q: Dict[str, Any] = {"start": _when("start", start), "end": _when("end", end), "resolution": resolution}
     if tag_names:
         q["tag_names"] = list(tag_names)
+    if tz is not None:
+        q["tz"] = _tz(tz)
     data = (client or get_client()).json("GET", "/v1/billing/report", query=q)
     return [_row(r) for r in data.get("rows") or []]
 
@@ -93,11 +108,14 @@ def rates(*, client: Optional[Client] = None) -> dict:
     return (client or get_client()).json("GET", "/v1/billing/rates")
 
 
-def usage(*, since: Any = None, until: Any = None, by: str = "app", client: Optional[Client] = None) -> List[dict]:
+def usage(*, since: Any = None, until: Any = None, by: str = "app", tz: Optional[str] = None,
+          client: Optional[Client] = None) -> List[dict]:
     """Raw usage over [since, until) (default the last 30 days) grouped ``by`` app, function,
-    sandbox, tag or day: seconds, CPU seconds, billable core- and GiB-seconds, GPU seconds,
-    peak memory, and ``cost`` (a Decimal)."""
+    sandbox, tag or day (``tz``'s days, default UTC): seconds, CPU seconds, billable core- and
+    GiB-seconds, GPU seconds, stored GiB-seconds, peak memory, and ``cost`` (a Decimal)."""
     q = {"since": _when("since", since), "until": _when("until", until), "by": by}
+    if tz is not None:
+        q["tz"] = _tz(tz)
     rows = (client or get_client()).json("GET", "/v1/usage", query=q).get("rows") or []
     for r in rows:
         r["cost"] = Decimal(r["cost"])
@@ -145,10 +163,10 @@ class WorkspaceBillingManager:
         self._client = client
 
     def report(self, *, start: Any, end: Any = None, resolution: str = "d",
-               tag_names: Optional[Sequence[str]] = None) -> List[WorkspaceBillingReportItem]:
+               tag_names: Optional[Sequence[str]] = None, tz: Optional[str] = None) -> List[WorkspaceBillingReportItem]:
         """The workspace's cost report; each row has ``cost_by_resource``."""
         return workspace_billing_report(start=start, end=end, resolution=resolution, tag_names=tag_names,
-                                        client=self._client)
+                                        tz=tz, client=self._client)
 
     def rates(self) -> dict:
         """The price table."""

@@ -31,6 +31,12 @@ class BillingTest(unittest.TestCase):
         self.assertEqual(r["tags"], {"team": "a"})
         self.assertEqual(billing._parse_time("2026-03-01T10:00:00.123456789Z").microsecond, 123456)
 
+    def test_tz(self):
+        self.assertIsNone(billing._tz(None))
+        self.assertEqual(billing._tz("America/New_York"), "America/New_York")
+        local = billing._tz("local")
+        self.assertRegex(local, r"^[+-]\d\d:\d\d$")
+
     def test_bad_resolution(self):
         with self.assertRaises(exception.InvalidError):
             billing.workspace_billing_report(start=dt.datetime(2026, 1, 1), resolution="w")
