@@ -159,6 +159,7 @@ func runUp(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	srv.SetLocalWorker(w)
 	logger.Printf("gust %s listening on %s (data in %s)", server.Version, url, d.dataDir)
 	err = w.Run(ctx) // returns after ctx ends and every sandbox is gone
 	logger.Printf("stopped")

@@ -205,3 +205,76 @@ func TestCAKeptAcrossStarts(t *testing.T) {
 		t.Error("an invalid base domain was accepted")
 	}
 }
+
+// copyDialer stands in for the fleet with a container that echoes every byte, and passes
+// the client's EOF back as its own.
+type copyDialer struct{ ln net.Listener }
+
+func newCopyDialer(t *testing.T) copyDialer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(c, c)
+				c.(*net.TCPConn).CloseWrite()
+				c.Close()
+			}()
+		}
+	}()
+	return copyDialer{ln}
+}
+
+func (d copyDialer) DialPort(ctx context.Context, workerID, containerID string, port int) (net.Conn, error) {
+	var nd net.Dialer
+	return nd.DialContext(ctx, "tcp", d.ln.Addr().String())
+}
+
+// TestTLSBulkBothWays sends 8 MiB through an HTTPS tunnel and reads it back whole and in
+// order (the copy to the client gathers TLS records into large writes), then half-closes.
+func TestTLSBulkBothWays(t *testing.T) {
+	dir := t.TempDir()
+	in, err := New(Config{Addr: "127.0.0.1:0", CADir: dir, Logger: log.New(io.Discard, "", 0)}, newCopyDialer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(in.Stop)
+	pem, err := os.ReadFile(filepath.Join(dir, CAFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	tuns, err := in.Open(Target{SandboxID: "sb-1", WorkerID: "wk-1"}, []sandbox.Port{{Port: 8000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tls.Dial("tcp", in.Addr().String(), &tls.Config{ServerName: tuns[0].Host, RootCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	want := make([]byte, 8<<20)
+	for i := range want {
+		want[i] = byte(i*7 + i>>13)
+	}
+	go func() {
+		c.Write(want)
+		c.CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading the echo: %v after %d bytes", err, len(got))
+	}
+	if len(got) != len(want) || string(got) != string(want) {
+		t.Fatalf("echoed %d bytes of %d, or not the same bytes", len(got), len(want))
+	}
+}
