@@ -314,6 +314,15 @@ func (n *nft) setPolicy(c *nftables.Conn, a netip.Addr, was, p Policy) error {
 		c.AddRule(&nftables.Rule{Table: n.inet, Chain: f, Exprs: drop})
 		return nil
 	}
+	// This container's own exceptions (a build's mirrors) come before the denied ranges.
+	for _, cidr := range p.Except {
+		if !cidr.Addr().Is4() {
+			continue
+		}
+		c.AddRule(&nftables.Rule{Table: n.inet, Chain: f, Exprs: []expr.Any{daddr(1),
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: maskOf(cidr), Xor: []byte{0, 0, 0, 0}},
+			cmpEq(ip4(cidr.Masked().Addr())), verdict(expr.VerdictAccept)}})
+	}
 	// Denied ranges, less the operator's exceptions, first: no policy reaches them.
 	c.AddRule(&nftables.Rule{Table: n.inet, Chain: f, Exprs: []expr.Any{
 		daddr(1), &expr.Lookup{SourceRegister: 1, SetName: n.deny.Name, SetID: n.deny.ID},
