@@ -446,7 +446,7 @@ func (m *Manager) make() (_ *Lease, retErr error) {
 	}
 	veth := &netlink.Veth{
 		LinkAttrs: netlink.LinkAttrs{Name: l.veth, MasterIndex: br.Attrs().Index, MTU: br.Attrs().MTU},
-		PeerName:  "eth0", PeerNamespace: netlink.NsFd(int(ns)),
+		PeerName:  "eth0", PeerNamespace: netlink.NsFd(int(ns)), PeerHardwareAddr: MACOf(addr),
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
 		return nil, fmt.Errorf("network: veth %s: %w", l.veth, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // TestMain runs the root tests in a network namespace of their own, so that they touch
@@ -244,6 +245,48 @@ func TestManager(t *testing.T) {
 			}
 		}
 	}
+	// ARP and MAC spoofing towards the worker: b tells the gateway that a's address is at b's
+	// MAC, then impersonates a outright (a's MAC as the frame's source and the ARP sender). The
+	// worker's neighbour entry for a, and the bridge's forwarding entry for a's MAC, stay a's.
+	aMAC, bMAC := macIn(t, a.NetNSPath()), macIn(t, b.NetNSPath())
+	if !dialOK(a.Addr().String() + ":8080") { // the worker learns a's MAC
+		t.Error("the worker cannot reach a container's port")
+	}
+	time.Sleep(1200 * time.Millisecond) // past the entry's locktime, so that a reply could change it
+	inNS(t, b.NetNSPath(), func() {
+		sendARPReply(t, bMAC, bMAC, a.Addr(), m.Gateway())
+		sendARPReply(t, aMAC, aMAC, a.Addr(), m.Gateway())
+	})
+	time.Sleep(300 * time.Millisecond)
+	br, err := netlink.LinkByName(m.Bridge())
+	if err != nil {
+		t.Fatal(err)
+	}
+	neighs, err := netlink.NeighList(br.Attrs().Index, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range neighs {
+		if n.IP.Equal(a.Addr().AsSlice()) && n.HardwareAddr.String() != aMAC.String() {
+			t.Errorf("ARP spoofing: the worker now sends %s's packets to %s (a's MAC is %s)", a.Addr(), n.HardwareAddr, aMAC)
+		}
+	}
+	vethA, err := netlink.LinkByName(a.veth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fdb, err := netlink.NeighList(0, unix.AF_BRIDGE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range fdb {
+		if n.HardwareAddr.String() == aMAC.String() && n.LinkIndex != vethA.Attrs().Index {
+			t.Errorf("MAC spoofing: the bridge forwards %s (a's MAC) to link %d, not a's port %s", aMAC, n.LinkIndex, a.veth)
+		}
+	}
+	if !dialOK(a.Addr().String() + ":8080") {
+		t.Error("after b's spoofing, the worker cannot reach a")
+	}
 	// Replacing b's policy opens it to a; the bridge still keeps them apart.
 	if err := b.SetPolicy(Policy{}); err != nil {
 		t.Fatal(err)
@@ -323,3 +366,51 @@ func BenchmarkTake(b *testing.B) {
 		}
 	})
 }
+
+// macIn is eth0's MAC address in a namespace.
+func macIn(t *testing.T, path string) net.HardwareAddr {
+	var mac net.HardwareAddr
+	inNS(t, path, func() {
+		eth, err := netlink.LinkByName("eth0")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		mac = eth.Attrs().HardwareAddr
+	})
+	if mac == nil {
+		t.FailNow()
+	}
+	return mac
+}
+
+// sendARPReply broadcasts, from eth0 of the calling thread's namespace, an ARP reply "spa is
+// at sha" to tpa in a frame whose source MAC is src.
+func sendARPReply(t *testing.T, src, sha net.HardwareAddr, spa, tpa netip.Addr) {
+	eth, err := netlink.LinkByName("eth0")
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ARP)))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer unix.Close(fd)
+	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	f := append(append(append([]byte{}, bcast...), src...), 0x08, 0x06)
+	f = append(f, 0, 1, 0x08, 0, 6, 4, 0, 2)
+	f = append(append(f, sha...), spa.AsSlice()...)
+	f = append(append(f, bcast...), tpa.AsSlice()...)
+	var addr [8]byte
+	copy(addr[:], bcast)
+	for range 3 {
+		if err := unix.Sendto(fd, f, 0, &unix.SockaddrLinklayer{Ifindex: eth.Attrs().Index, Halen: 6, Addr: addr}); err != nil {
+			t.Error(err)
+			return
+		}
+	}
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
