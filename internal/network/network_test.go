@@ -414,3 +414,43 @@ func sendARPReply(t *testing.T, src, sha net.HardwareAddr, spa, tpa netip.Addr) 
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// TestForwardingRestored: IPv4 forwarding off before two workers start is on while either
+// runs and off again once both stopped; one that was on already stays on.
+func TestForwardingRestored(t *testing.T) {
+	if os.Getenv("GUST_NETWORK_TEST_CHILD") == "" {
+		t.Skip("needs root, and runs in a namespace of its own")
+	}
+	read := func() string {
+		b, err := os.ReadFile(ipForward)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	run := t.TempDir()
+	for _, start := range []string{"0", "1"} {
+		if err := os.WriteFile(ipForward, []byte(start), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m1, err := New(Config{Tag: "tf1", CIDR: netip.MustParsePrefix("10.232.0.0/24"), PoolSize: 1, RunDir: run, ResolvDir: t.TempDir(), Logf: t.Logf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m2, err := New(Config{Tag: "tf2", CIDR: netip.MustParsePrefix("10.233.0.0/24"), PoolSize: 1, RunDir: run, ResolvDir: t.TempDir(), Logf: t.Logf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := read(); got != "1" {
+			t.Errorf("from %s: forwarding %s while workers run", start, got)
+		}
+		m1.Close()
+		if got := read(); got != "1" {
+			t.Errorf("from %s: forwarding %s after one of two workers stopped", start, got)
+		}
+		m2.Close()
+		if got := read(); got != start {
+			t.Errorf("forwarding %s after the last worker stopped, was %s before", got, start)
+		}
+	}
+}
