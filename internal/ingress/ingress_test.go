@@ -24,6 +24,16 @@ import (
 type echoDialer struct{ ln net.Listener }
 
 func newEchoDialer(t *testing.T) *echoDialer {
+	return &echoDialer{ln: serveLocal(t, func(c net.Conn) {
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			io.WriteString(c, "echo "+sc.Text()+"\n")
+		}
+	})}
+}
+
+// serveLocal serves each connection to a loopback listener with handle (then closes it).
+func serveLocal(t *testing.T, handle func(net.Conn)) net.Listener {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -37,14 +47,11 @@ func newEchoDialer(t *testing.T) *echoDialer {
 			}
 			go func() {
 				defer c.Close()
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					io.WriteString(c, "echo "+sc.Text()+"\n")
-				}
+				handle(c)
 			}()
 		}
 	}()
-	return &echoDialer{ln: ln}
+	return ln
 }
 
 func (d *echoDialer) DialPort(ctx context.Context, workerID, containerID string, port int) (net.Conn, error) {
@@ -54,8 +61,14 @@ func (d *echoDialer) DialPort(ctx context.Context, workerID, containerID string,
 
 func newTestIngress(t *testing.T) (*Ingress, *x509.CertPool) {
 	t.Helper()
+	return newTestIngressWith(t, newEchoDialer(t))
+}
+
+// newTestIngressWith starts an ingress over d with gust's own CA, and returns the CA.
+func newTestIngressWith(t *testing.T, d Dialer) (*Ingress, *x509.CertPool) {
+	t.Helper()
 	dir := t.TempDir()
-	in, err := New(Config{Addr: "127.0.0.1:0", CADir: dir, Logger: log.New(io.Discard, "", 0)}, newEchoDialer(t))
+	in, err := New(Config{Addr: "127.0.0.1:0", CADir: dir, Logger: log.New(io.Discard, "", 0)}, d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,25 +224,10 @@ func TestCAKeptAcrossStarts(t *testing.T) {
 type copyDialer struct{ ln net.Listener }
 
 func newCopyDialer(t *testing.T) copyDialer {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-				c.Close()
-			}()
-		}
-	}()
-	return copyDialer{ln}
+	return copyDialer{serveLocal(t, func(c net.Conn) {
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
+	})}
 }
 
 func (d copyDialer) DialPort(ctx context.Context, workerID, containerID string, port int) (net.Conn, error) {
@@ -240,18 +238,7 @@ func (d copyDialer) DialPort(ctx context.Context, workerID, containerID string, 
 // TestTLSBulkBothWays sends 8 MiB through an HTTPS tunnel and reads it back whole and in
 // order (the copy to the client gathers TLS records into large writes), then half-closes.
 func TestTLSBulkBothWays(t *testing.T) {
-	dir := t.TempDir()
-	in, err := New(Config{Addr: "127.0.0.1:0", CADir: dir, Logger: log.New(io.Discard, "", 0)}, newCopyDialer(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(in.Stop)
-	pem, err := os.ReadFile(filepath.Join(dir, CAFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
+	in, pool := newTestIngressWith(t, newCopyDialer(t))
 	tuns, err := in.Open(Target{SandboxID: "sb-1", WorkerID: "wk-1"}, []sandbox.Port{{Port: 8000}})
 	if err != nil {
 		t.Fatal(err)
