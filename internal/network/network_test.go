@@ -123,7 +123,7 @@ func TestManager(t *testing.T) {
 	if err := netlink.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "lo"}}); err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(Config{Tag: "t1", CIDR: netip.MustParsePrefix("10.231.0.0/24"), PoolSize: 2, Logf: t.Logf})
+	m, err := New(Config{Tag: "t1", CIDR: netip.MustParsePrefix("10.231.0.0/24"), PoolSize: 2, ResolvDir: t.TempDir(), RunDir: t.TempDir(), Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +328,7 @@ func BenchmarkTake(b *testing.B) {
 	if os.Getenv("GUST_NETWORK_TEST_CHILD") == "" {
 		b.Skip("needs root, and runs in a namespace of its own")
 	}
-	m, err := New(Config{Tag: "tb", CIDR: netip.MustParsePrefix("10.232.0.0/16"), PoolSize: 4})
+	m, err := New(Config{Tag: "tb", CIDR: netip.MustParsePrefix("10.232.0.0/16"), PoolSize: 4, ResolvDir: b.TempDir(), RunDir: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)
 	}
