@@ -33,7 +33,7 @@ func startBenchGust(ctx context.Context, imageCache string) (*benchClient, func(
 	quiet := log.New(io.Discard, "", 0)
 	d := daemonFlags{addr: "127.0.0.1:0", dataDir: filepath.Join(tmp, "data"), imageCache: imageCache, isolation: "runc", diskMiB: 256, token: "bench", warmPool: 2}
 	d.ingress = &ingress.Config{Addr: "127.0.0.1:0", CADir: d.dataDir, Logger: quiet}
-	_, httpSrv, ln, token, err := startServer(ctx, &d, quiet)
+	srv, httpSrv, ln, token, err := startServer(ctx, &d, quiet)
 	if err != nil {
 		removeScratch(tmp)
 		return nil, nil, err
@@ -47,6 +47,9 @@ func startBenchGust(ctx context.Context, imageCache string) (*benchClient, func(
 		closeBenchServer(httpSrv)
 		removeScratch(tmp)
 		return nil, nil, err
+	}
+	if os.Getenv("GUST_BENCH_REMOTE_WORKER") == "" { // set: tunnels go through the worker's API, as to another machine
+		srv.SetLocalWorker(w)
 	}
 	wctx, stopWorker := context.WithCancel(context.Background())
 	workerDone := make(chan error, 1)

@@ -146,7 +146,7 @@ func runUp(ctx context.Context, args []string) error {
 	wcfg := worker.Config{
 		ServerURL: url, JoinToken: d.joinToken, ListenAddr: "127.0.0.1:0",
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool,
-		BuildEgress: strings.Split(*buildEgress, ","), Logger: log.New(os.Stderr, "gust worker: ", log.LstdFlags),
+		BuildEgress: buildEgress.hosts(), BuildMirrors: buildEgress.mirrorList(), Logger: log.New(os.Stderr, "gust worker: ", log.LstdFlags),
 		TestGPUs: os.Getenv("GUST_TEST_GPUS"), DeviceRoot: os.Getenv("GUST_TEST_DEVICE_ROOT"), // tests only
 		Network: *netFlags.on, NetworkCIDR: *netFlags.cidr, NetworkAllow: strings.Split(*netFlags.allow, ","),
 		DNSUpstream: netFlags.upstreams(),
@@ -163,6 +163,7 @@ func runUp(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	srv.SetLocalWorker(w)
 	logger.Printf("gust %s listening on %s (data in %s)", server.Version, url, d.dataDir)
 	err = w.Run(ctx) // returns after ctx ends and every sandbox is gone
 	logger.Printf("stopped")

@@ -69,7 +69,7 @@ func runWorker(ctx context.Context, args []string) error {
 	w, err := worker.New(worker.Config{
 		ServerURL: *serverURL, JoinToken: token, ListenAddr: *listen,
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool,
-		BuildEgress: strings.Split(*buildEgress, ","), Logger: logger, ServerTLS: stc, TLS: id,
+		BuildEgress: buildEgress.hosts(), BuildMirrors: buildEgress.mirrorList(), Logger: logger, ServerTLS: stc, TLS: id,
 		Network: *netFlags.on, NetworkCIDR: *netFlags.cidr, NetworkAllow: strings.Split(*netFlags.allow, ","),
 		DNSUpstream: netFlags.upstreams(),
 		TestGPUs:    os.Getenv("GUST_TEST_GPUS"), DeviceRoot: os.Getenv("GUST_TEST_DEVICE_ROOT"), // tests only
@@ -80,13 +80,25 @@ func runWorker(ctx context.Context, args []string) error {
 	return w.Run(ctx)
 }
 
-// bindBuildEgress adds --build-egress to up and worker, which run image builds: the hosts a
-// build container may reach through the worker's egress proxy.
-func bindBuildEgress(fs *flag.FlagSet) *string {
-	return fs.String("build-egress", envOr("GUST_BUILD_EGRESS", strings.Join(egress.DefaultHosts(), ",")),
-		"comma-separated hosts image builds may reach (host: ports 80 and 443; host:port; *.domain), through an HTTP proxy "+
-			"that refuses everything else; \"\" gives builds no network (env GUST_BUILD_EGRESS)")
+// buildNetFlags are up's and worker's settings for image builds' network.
+type buildNetFlags struct{ egress, mirrors *string }
+
+// bindBuildEgress adds --build-mirrors and --build-egress to up and worker, which run image
+// builds: with --network (the default) builds run on the bridge under the default policy and
+// reach the mirrors too; without it, only the --build-egress hosts through an HTTP proxy.
+func bindBuildEgress(fs *flag.FlagSet) buildNetFlags {
+	return buildNetFlags{
+		egress: fs.String("build-egress", envOr("GUST_BUILD_EGRESS", strings.Join(egress.DefaultHosts(), ",")),
+			"with --network=false: comma-separated hosts image builds may reach (host: ports 80 and 443; host:port; *.domain), through an HTTP proxy "+
+				"that refuses everything else; \"\" gives builds no network (env GUST_BUILD_EGRESS)"),
+		mirrors: fs.String("build-mirrors", envOr("GUST_BUILD_MIRRORS", ""),
+			"comma-separated addresses or CIDRs of package mirrors that image builds reach although every container is denied them "+
+				"(private ranges); builds otherwise get sandboxes' default policy (env GUST_BUILD_MIRRORS)"),
+	}
 }
+
+func (f buildNetFlags) hosts() []string      { return strings.Split(*f.egress, ",") }
+func (f buildNetFlags) mirrorList() []string { return strings.Split(*f.mirrors, ",") }
 
 // networkFlags are the containers' network settings of up and worker.
 type networkFlags struct {

@@ -1,6 +1,10 @@
 package container
 
 import (
+	"path/filepath"
+	"strings"
+	"sync"
+
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -65,7 +69,7 @@ func buildSpec(c *Config, opts CreateOptions, rootfs string) (*specs.Spec, error
 				}
 			}
 			// The host's interfaces are not the container's business (its own are in netlink).
-			s.Linux.MaskedPaths = append(append([]string(nil), s.Linux.MaskedPaths...), "/sys/class/net", "/sys/devices/virtual/net")
+			s.Linux.MaskedPaths = append(append(append([]string(nil), s.Linux.MaskedPaths...), "/sys/class/net", "/sys/devices/virtual/net"), hostNICDirs()...)
 		}
 	}
 	for _, m := range opts.Mounts {
@@ -178,3 +182,26 @@ func forGVisor(s *specs.Spec, opts CreateOptions) {
 		}
 	}
 }
+
+// hostNICDirs are the sysfs directories that list the machine's physical network interfaces
+// (…/virtio2/net, …/0000:00:1f.6/net: the parents of /sys/class/net's links outside
+// /sys/devices/virtual), masked in containers that see the host's /sys. Read once: NICs are
+// not hot-plugged under a running worker, as a rule.
+var hostNICDirs = sync.OnceValue(func() []string {
+	links, _ := filepath.Glob("/sys/class/net/*")
+	seen := map[string]bool{}
+	var out []string
+	for _, l := range links {
+		dev, err := filepath.EvalSymlinks(l)
+		if err != nil {
+			continue
+		}
+		dir := filepath.Dir(dev)
+		if strings.HasPrefix(dir, "/sys/devices/virtual/") || filepath.Base(dir) != "net" || seen[dir] {
+			continue
+		}
+		seen[dir] = true
+		out = append(out, dir)
+	}
+	return out
+})

@@ -14,6 +14,7 @@ import (
 	"log"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gust-run/gust/internal/auth"
@@ -68,6 +69,9 @@ type Fleet struct {
 	// quotas serialises the quota check and the record of a new container, so that two
 	// creates at once cannot both fit under a workspace's quota. Taken before records and mu.
 	quotas sync.Mutex
+
+	// local is the worker in this process (`gust up`), whose ports the ingress dials directly.
+	local atomic.Pointer[localWorker]
 
 	mu      sync.Mutex
 	workers map[string]*workerConn
@@ -274,9 +278,26 @@ func (f *Fleet) Client(sb sandbox.Sandbox) (*workerproto.WorkerClient, error) {
 	return wc.client, nil
 }
 
+// LocalWorker is a worker that runs in the server's own process (`gust up`).
+type LocalWorker interface {
+	// WorkerID is the ID it registered under ("" before).
+	WorkerID() string
+	// DialPort connects to a declared port of one of its running containers.
+	DialPort(ctx context.Context, containerID string, port int) (net.Conn, error)
+}
+
+type localWorker struct{ LocalWorker }
+
+// SetLocal names the worker that runs in this process: tunnels to its containers are
+// dialled in the process instead of through its API (no TLS, no extra TCP hop and relay).
+func (f *Fleet) SetLocal(w LocalWorker) { f.local.Store(&localWorker{w}) }
+
 // DialPort opens a raw TCP stream to port inside a container on worker workerID, for the
 // ingress's tunnels.
 func (f *Fleet) DialPort(ctx context.Context, workerID, containerID string, port int) (net.Conn, error) {
+	if l := f.local.Load(); l != nil && workerID != "" && l.WorkerID() == workerID {
+		return l.DialPort(ctx, containerID, port)
+	}
 	f.mu.Lock()
 	wc := f.workers[workerID]
 	f.mu.Unlock()

@@ -21,6 +21,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/netip"
@@ -360,7 +361,8 @@ func (i *Ingress) serveTLS() {
 // handleTLS routes one HTTPS client by the name it asks for.
 func (i *Ingress) handleTLS(conn net.Conn, base, h2 *tls.Config) {
 	var r *route
-	tc := tls.Server(conn, &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	wc := &coalescer{Conn: conn}
+	tc := tls.Server(wc, &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		r = i.lookup(hello.ServerName)
 		if r == nil {
 			return nil, fmt.Errorf("no tunnel is named %q", hello.ServerName)
@@ -380,7 +382,87 @@ func (i *Ingress) handleTLS(conn net.Conn, base, h2 *tls.Config) {
 		conn.Close()
 		return
 	}
-	i.pipe(r, tc)
+	i.pipe(r, tc, func(dst, src net.Conn) (int64, error) { return copyToTLS(tc, wc, src) })
+}
+
+// copyToTLS copies a container's bytes to its HTTPS client in large writes: tls.Conn writes
+// each 16 KiB record with a system call of its own, and the kernel's wake-ups (costly on a
+// VM) dominated the tunnel's throughput; here the records of one read go out in one write.
+func copyToTLS(tc *tls.Conn, wc *coalescer, src net.Conn) (int64, error) {
+	buf := make([]byte, 16<<10) // grows while reads fill it: an idle websocket keeps little
+	var total int64
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			wc.hold()
+			_, werr := tc.Write(buf[:n])
+			if ferr := wc.release(); werr == nil {
+				werr = ferr
+			}
+			if werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+			if n == len(buf) && len(buf) < copyBuf {
+				buf = make([]byte, 2*len(buf))
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// copyBuf is how much copyToTLS reads from a container at a time.
+const copyBuf = 256 << 10
+
+// coalescer is a TLS connection's transport that, between hold and release, gathers what
+// tls.Conn writes (one call per record) and sends it in one write. tls.Conn may also write
+// from its reading side (an alert) meanwhile: that joins the held bytes, in order.
+type coalescer struct {
+	net.Conn
+	mu   sync.Mutex
+	held bool
+	buf  *[]byte // from heldBufs while held
+}
+
+// heldBufs are coalescers' buffers, lent only while held.
+var heldBufs = sync.Pool{New: func() any { b := make([]byte, 0, copyBuf+copyBuf/16); return &b }}
+
+func (c *coalescer) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.held {
+		*c.buf = append(*c.buf, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *coalescer) hold() {
+	c.mu.Lock()
+	c.held = true
+	c.buf = heldBufs.Get().(*[]byte)
+	c.mu.Unlock()
+}
+
+// release sends what was gathered since hold.
+func (c *coalescer) release() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.held = false
+	b := c.buf
+	c.buf = nil
+	var err error
+	if len(*b) > 0 {
+		_, err = c.Conn.Write(*b)
+	}
+	*b = (*b)[:0]
+	heldBufs.Put(b)
+	return err
 }
 
 // lookup finds the route of a host name under the base domain.
@@ -406,7 +488,7 @@ func (i *Ingress) serveTCP(r *route) {
 			conn.Close()
 			continue
 		}
-		go i.pipe(r, conn)
+		go i.pipe(r, conn, nil)
 	}
 }
 
@@ -414,7 +496,7 @@ func (i *Ingress) serveTCP(r *route) {
 const dialTimeout = 10 * time.Second
 
 // pipe connects a client to its route's container port and copies bytes both ways.
-func (i *Ingress) pipe(r *route, client net.Conn) {
+func (i *Ingress) pipe(r *route, client net.Conn, toClient workerproto.CopyFunc) {
 	if tc, ok := client.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
@@ -432,7 +514,7 @@ func (i *Ingress) pipe(r *route, client net.Conn) {
 		up.Close()
 		return
 	}
-	workerproto.Splice(client, up)
+	workerproto.SpliceWith(client, up, toClient)
 	i.untrack(r.t, client, up)
 }
 

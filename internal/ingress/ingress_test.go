@@ -24,6 +24,16 @@ import (
 type echoDialer struct{ ln net.Listener }
 
 func newEchoDialer(t *testing.T) *echoDialer {
+	return &echoDialer{ln: serveLocal(t, func(c net.Conn) {
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			io.WriteString(c, "echo "+sc.Text()+"\n")
+		}
+	})}
+}
+
+// serveLocal serves each connection to a loopback listener with handle (then closes it).
+func serveLocal(t *testing.T, handle func(net.Conn)) net.Listener {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -37,14 +47,11 @@ func newEchoDialer(t *testing.T) *echoDialer {
 			}
 			go func() {
 				defer c.Close()
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					io.WriteString(c, "echo "+sc.Text()+"\n")
-				}
+				handle(c)
 			}()
 		}
 	}()
-	return &echoDialer{ln: ln}
+	return ln
 }
 
 func (d *echoDialer) DialPort(ctx context.Context, workerID, containerID string, port int) (net.Conn, error) {
@@ -54,8 +61,14 @@ func (d *echoDialer) DialPort(ctx context.Context, workerID, containerID string,
 
 func newTestIngress(t *testing.T) (*Ingress, *x509.CertPool) {
 	t.Helper()
+	return newTestIngressWith(t, newEchoDialer(t))
+}
+
+// newTestIngressWith starts an ingress over d with gust's own CA, and returns the CA.
+func newTestIngressWith(t *testing.T, d Dialer) (*Ingress, *x509.CertPool) {
+	t.Helper()
 	dir := t.TempDir()
-	in, err := New(Config{Addr: "127.0.0.1:0", CADir: dir, Logger: log.New(io.Discard, "", 0)}, newEchoDialer(t))
+	in, err := New(Config{Addr: "127.0.0.1:0", CADir: dir, Logger: log.New(io.Discard, "", 0)}, d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,5 +216,52 @@ func TestCAKeptAcrossStarts(t *testing.T) {
 	}
 	if _, err := New(Config{Addr: "127.0.0.1:0", CADir: dir, BaseDomain: "bad_domain!", Logger: quiet}, nil); err == nil {
 		t.Error("an invalid base domain was accepted")
+	}
+}
+
+// copyDialer stands in for the fleet with a container that echoes every byte, and passes
+// the client's EOF back as its own.
+type copyDialer struct{ ln net.Listener }
+
+func newCopyDialer(t *testing.T) copyDialer {
+	return copyDialer{serveLocal(t, func(c net.Conn) {
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
+	})}
+}
+
+func (d copyDialer) DialPort(ctx context.Context, workerID, containerID string, port int) (net.Conn, error) {
+	var nd net.Dialer
+	return nd.DialContext(ctx, "tcp", d.ln.Addr().String())
+}
+
+// TestTLSBulkBothWays sends 8 MiB through an HTTPS tunnel and reads it back whole and in
+// order (the copy to the client gathers TLS records into large writes), then half-closes.
+func TestTLSBulkBothWays(t *testing.T) {
+	in, pool := newTestIngressWith(t, newCopyDialer(t))
+	tuns, err := in.Open(Target{SandboxID: "sb-1", WorkerID: "wk-1"}, []sandbox.Port{{Port: 8000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tls.Dial("tcp", in.Addr().String(), &tls.Config{ServerName: tuns[0].Host, RootCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	want := make([]byte, 8<<20)
+	for i := range want {
+		want[i] = byte(i*7 + i>>13)
+	}
+	go func() {
+		c.Write(want)
+		c.CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading the echo: %v after %d bytes", err, len(got))
+	}
+	if len(got) != len(want) || string(got) != string(want) {
+		t.Fatalf("echoed %d bytes of %d, or not the same bytes", len(got), len(want))
 	}
 }

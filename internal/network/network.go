@@ -55,7 +55,10 @@ type Config struct {
 	// ResolvDir is where resolv.conf for containers is written; it must be searchable by a
 	// container's unprivileged root (/run/gust/net-<tag> by default).
 	ResolvDir string
-	Logf      func(format string, args ...any)
+	// RunDir is where the workers of a network namespace agree on IPv4 forwarding
+	// (forward.go); default /run/gust.
+	RunDir string
+	Logf   func(format string, args ...any)
 }
 
 // DefaultCIDR is the containers' default range.
@@ -76,12 +79,15 @@ func Tag(stateDir string) string {
 
 // Manager owns the bridge, the rules and the namespaces.
 type Manager struct {
-	cfg     Config
-	bridge  string
-	veth    string // veth name prefix
-	gateway netip.Addr
-	resolv  string
-	nft     *nft
+	cfg Config
+	// forwarding: setup turned IPv4 forwarding on (or found it on) for this worker, and
+	// Close must say so (restoreForward).
+	forwarding bool
+	bridge     string
+	veth       string // veth name prefix
+	gateway    netip.Addr
+	resolv     string
+	nft        *nft
 
 	mu      sync.Mutex
 	free    []uint32 // free host numbers within the range, lowest last
@@ -120,6 +126,9 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.ResolvDir == "" {
 		cfg.ResolvDir = "/run/gust/net-" + cfg.Tag
 	}
+	if cfg.RunDir == "" {
+		cfg.RunDir = "/run/gust"
+	}
 	m := &Manager{
 		cfg: cfg, bridge: "gb" + cfg.Tag, veth: "gv" + cfg.Tag,
 		gateway: cfg.CIDR.Addr().Next(), byAddr: map[netip.Addr]*Lease{}, next: 2,
@@ -135,6 +144,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if err := m.setup(); err != nil {
 		m.cleanup()
+		m.restoreForward()
 		return nil, err
 	}
 	m.fill()
@@ -166,9 +176,10 @@ func (m *Manager) PolicyFor(src netip.Addr) (Policy, bool) {
 }
 
 func (m *Manager) setup() error {
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+	if err := enableForward(m.cfg.RunDir, m.cfg.Tag); err != nil {
 		return fmt.Errorf("network: enabling IPv4 forwarding: %w", err)
 	}
+	m.forwarding = true
 	// A fixed MAC: without one the bridge takes the lowest of its ports', which changes as
 	// containers come and go, and containers' cached gateway entry goes stale meanwhile.
 	sum := sha256.Sum256([]byte("gust-bridge-" + m.cfg.Tag))
@@ -295,7 +306,23 @@ func (m *Manager) Close() error {
 		l.close()
 	}
 	m.cleanup()
+	m.restoreForward()
 	return nil
+}
+
+// restoreForward undoes setup's enableForward (see forward.go).
+func (m *Manager) restoreForward() {
+	if !m.forwarding {
+		return
+	}
+	m.forwarding = false
+	restored, err := releaseForward(m.cfg.RunDir, m.cfg.Tag)
+	switch {
+	case err != nil:
+		m.cfg.Logf("network: IPv4 forwarding: %v", err)
+	case restored:
+		m.cfg.Logf("network: IPv4 forwarding restored to its value before gust")
+	}
 }
 
 // Lease is one container's namespace and address.
@@ -446,7 +473,7 @@ func (m *Manager) make() (_ *Lease, retErr error) {
 	}
 	veth := &netlink.Veth{
 		LinkAttrs: netlink.LinkAttrs{Name: l.veth, MasterIndex: br.Attrs().Index, MTU: br.Attrs().MTU},
-		PeerName:  "eth0", PeerNamespace: netlink.NsFd(int(ns)),
+		PeerName:  "eth0", PeerNamespace: netlink.NsFd(int(ns)), PeerHardwareAddr: MACOf(addr),
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
 		return nil, fmt.Errorf("network: veth %s: %w", l.veth, err)

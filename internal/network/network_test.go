@@ -14,6 +14,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // TestMain runs the root tests in a network namespace of their own, so that they touch
@@ -122,7 +123,7 @@ func TestManager(t *testing.T) {
 	if err := netlink.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "lo"}}); err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(Config{Tag: "t1", CIDR: netip.MustParsePrefix("10.231.0.0/24"), PoolSize: 2, Logf: t.Logf})
+	m, err := New(Config{Tag: "t1", CIDR: netip.MustParsePrefix("10.231.0.0/24"), PoolSize: 2, ResolvDir: t.TempDir(), RunDir: t.TempDir(), Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,6 +245,48 @@ func TestManager(t *testing.T) {
 			}
 		}
 	}
+	// ARP and MAC spoofing towards the worker: b tells the gateway that a's address is at b's
+	// MAC, then impersonates a outright (a's MAC as the frame's source and the ARP sender). The
+	// worker's neighbour entry for a, and the bridge's forwarding entry for a's MAC, stay a's.
+	aMAC, bMAC := macIn(t, a.NetNSPath()), macIn(t, b.NetNSPath())
+	if !dialOK(a.Addr().String() + ":8080") { // the worker learns a's MAC
+		t.Error("the worker cannot reach a container's port")
+	}
+	time.Sleep(1200 * time.Millisecond) // past the entry's locktime, so that a reply could change it
+	inNS(t, b.NetNSPath(), func() {
+		sendARPReply(t, bMAC, bMAC, a.Addr(), m.Gateway())
+		sendARPReply(t, aMAC, aMAC, a.Addr(), m.Gateway())
+	})
+	time.Sleep(300 * time.Millisecond)
+	br, err := netlink.LinkByName(m.Bridge())
+	if err != nil {
+		t.Fatal(err)
+	}
+	neighs, err := netlink.NeighList(br.Attrs().Index, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range neighs {
+		if n.IP.Equal(a.Addr().AsSlice()) && n.HardwareAddr.String() != aMAC.String() {
+			t.Errorf("ARP spoofing: the worker now sends %s's packets to %s (a's MAC is %s)", a.Addr(), n.HardwareAddr, aMAC)
+		}
+	}
+	vethA, err := netlink.LinkByName(a.veth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fdb, err := netlink.NeighList(0, unix.AF_BRIDGE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range fdb {
+		if n.HardwareAddr.String() == aMAC.String() && n.LinkIndex != vethA.Attrs().Index {
+			t.Errorf("MAC spoofing: the bridge forwards %s (a's MAC) to link %d, not a's port %s", aMAC, n.LinkIndex, a.veth)
+		}
+	}
+	if !dialOK(a.Addr().String() + ":8080") {
+		t.Error("after b's spoofing, the worker cannot reach a")
+	}
 	// Replacing b's policy opens it to a; the bridge still keeps them apart.
 	if err := b.SetPolicy(Policy{}); err != nil {
 		t.Fatal(err)
@@ -285,7 +328,7 @@ func BenchmarkTake(b *testing.B) {
 	if os.Getenv("GUST_NETWORK_TEST_CHILD") == "" {
 		b.Skip("needs root, and runs in a namespace of its own")
 	}
-	m, err := New(Config{Tag: "tb", CIDR: netip.MustParsePrefix("10.232.0.0/16"), PoolSize: 4})
+	m, err := New(Config{Tag: "tb", CIDR: netip.MustParsePrefix("10.232.0.0/16"), PoolSize: 4, ResolvDir: b.TempDir(), RunDir: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -322,4 +365,92 @@ func BenchmarkTake(b *testing.B) {
 			b.StartTimer()
 		}
 	})
+}
+
+// macIn is eth0's MAC address in a namespace.
+func macIn(t *testing.T, path string) net.HardwareAddr {
+	var mac net.HardwareAddr
+	inNS(t, path, func() {
+		eth, err := netlink.LinkByName("eth0")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		mac = eth.Attrs().HardwareAddr
+	})
+	if mac == nil {
+		t.FailNow()
+	}
+	return mac
+}
+
+// sendARPReply broadcasts, from eth0 of the calling thread's namespace, an ARP reply "spa is
+// at sha" to tpa in a frame whose source MAC is src.
+func sendARPReply(t *testing.T, src, sha net.HardwareAddr, spa, tpa netip.Addr) {
+	eth, err := netlink.LinkByName("eth0")
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ARP)))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer unix.Close(fd)
+	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	f := append(append(append([]byte{}, bcast...), src...), 0x08, 0x06)
+	f = append(f, 0, 1, 0x08, 0, 6, 4, 0, 2)
+	f = append(append(f, sha...), spa.AsSlice()...)
+	f = append(append(f, bcast...), tpa.AsSlice()...)
+	var addr [8]byte
+	copy(addr[:], bcast)
+	for range 3 {
+		if err := unix.Sendto(fd, f, 0, &unix.SockaddrLinklayer{Ifindex: eth.Attrs().Index, Halen: 6, Addr: addr}); err != nil {
+			t.Error(err)
+			return
+		}
+	}
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// TestForwardingRestored: IPv4 forwarding off before two workers start is on while either
+// runs and off again once both stopped; one that was on already stays on.
+func TestForwardingRestored(t *testing.T) {
+	if os.Getenv("GUST_NETWORK_TEST_CHILD") == "" {
+		t.Skip("needs root, and runs in a namespace of its own")
+	}
+	read := func() string {
+		b, err := os.ReadFile(ipForward)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	run := t.TempDir()
+	for _, start := range []string{"0", "1"} {
+		if err := os.WriteFile(ipForward, []byte(start), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m1, err := New(Config{Tag: "tf1", CIDR: netip.MustParsePrefix("10.232.0.0/24"), PoolSize: 1, RunDir: run, ResolvDir: t.TempDir(), Logf: t.Logf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m2, err := New(Config{Tag: "tf2", CIDR: netip.MustParsePrefix("10.233.0.0/24"), PoolSize: 1, RunDir: run, ResolvDir: t.TempDir(), Logf: t.Logf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := read(); got != "1" {
+			t.Errorf("from %s: forwarding %s while workers run", start, got)
+		}
+		m1.Close()
+		if got := read(); got != "1" {
+			t.Errorf("from %s: forwarding %s after one of two workers stopped", start, got)
+		}
+		m2.Close()
+		if got := read(); got != start {
+			t.Errorf("forwarding %s after the last worker stopped, was %s before", got, start)
+		}
+	}
 }

@@ -3,6 +3,7 @@ package network
 import (
 	"encoding/binary"
 	"fmt"
+	"net"
 	"net/netip"
 
 	"github.com/google/nftables"
@@ -31,9 +32,12 @@ import (
 // already open.
 //
 // The bridge table drops every frame the bridge would forward from one container's port to
-// another (containers never talk to each other, ARP included), and every IPv4 frame whose
+// another (containers never talk to each other, ARP included), every IPv4 frame whose
 // source address is not its port's (set ports: iifname . ip saddr), so a container cannot
-// borrow another's policy.
+// borrow another's policy, every frame whose source MAC is not its port's (set macs: iifname
+// . ether saddr; a container's MAC is fixed by its address, MACOf), and every ARP packet but
+// "my address is at my MAC", so a container cannot take another's traffic from the worker by
+// ARP or by teaching the bridge its MAC.
 
 const (
 	setDeny    = "deny"
@@ -43,6 +47,7 @@ const (
 	mapFilt    = "filt"
 	mapNat     = "nat"
 	setPorts   = "ports"
+	setMACs    = "macs"
 )
 
 // nft holds the table objects for building batches.
@@ -51,7 +56,7 @@ type nft struct {
 	deny, allow        *nftables.Set
 	blocked, proxied   *nftables.Set
 	filt, nat          *nftables.Set
-	ports              *nftables.Set
+	ports, macs        *nftables.Set
 	bridge, vethPrefix string
 	gateway            netip.Addr
 	proxyPort          uint16
@@ -149,12 +154,13 @@ func (n *nft) install(c *nftables.Conn, deny, allow []netip.Prefix) error {
 	n.filt = &nftables.Set{Table: n.inet, Name: mapFilt, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeVerdict, IsMap: true}
 	n.nat = &nftables.Set{Table: n.inet, Name: mapNat, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeVerdict, IsMap: true}
 	n.ports = &nftables.Set{Table: n.br, Name: setPorts, KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr), Concatenation: true}
+	n.macs = &nftables.Set{Table: n.br, Name: setMACs, KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr), Concatenation: true}
 	for _, s := range []struct {
 		set   *nftables.Set
 		elems []nftables.SetElement
 	}{
 		{n.deny, intervalElems(spansOf(deny))}, {n.allow, intervalElems(spansOf(allow))},
-		{n.blocked, nil}, {n.proxied, nil}, {n.filt, nil}, {n.nat, nil}, {n.ports, nil},
+		{n.blocked, nil}, {n.proxied, nil}, {n.filt, nil}, {n.nat, nil}, {n.ports, nil}, {n.macs, nil},
 	} {
 		if err := c.AddSet(s.set, s.elems); err != nil {
 			return fmt.Errorf("nftables set %s: %w", s.set.Name, err)
@@ -216,7 +222,38 @@ func (n *nft) install(c *nftables.Conn, deny, allow []netip.Prefix) error {
 		&expr.Payload{DestRegister: 12, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 		&expr.Lookup{SourceRegister: 8, SetName: n.ports.Name, SetID: n.ports.ID, Invert: true},
 		verdict(expr.VerdictDrop)}})
+	// No frame from a port but with its container's own MAC (else the bridge would learn
+	// another container's MAC on this port and send it that container's traffic), and no ARP
+	// but "my address is at my MAC" (else the worker's neighbour table would).
+	fromVeth := []expr.Any{metaIn(1), cmpEq(ifnamePrefix(n.vethPrefix))}
+	isARP := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2}, cmpEq(be16(unix.ETH_P_ARP))}
+	notIn := func(set *nftables.Set, load expr.Any) []expr.Any {
+		return []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 8}, load,
+			&expr.Lookup{SourceRegister: 8, SetName: set.Name, SetID: set.ID, Invert: true}, verdict(expr.VerdictDrop)}
+	}
+	for _, e := range [][]expr.Any{
+		join(fromVeth, notIn(n.macs, &expr.Payload{DestRegister: 12, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6})),
+		// Ethernet and IPv4 ARP only (htype 1, ptype 0x0800, hlen 6, plen 4): the offsets below.
+		join(fromVeth, isARP, []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 0, Len: 6},
+			cmpNeq([]byte{0, 1, 8, 0, 6, 4}), verdict(expr.VerdictDrop)}),
+		join(fromVeth, isARP, notIn(n.ports, &expr.Payload{DestRegister: 12, Base: expr.PayloadBaseNetworkHeader, Offset: 14, Len: 4})),
+		join(fromVeth, isARP, notIn(n.macs, &expr.Payload{DestRegister: 12, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 6})),
+	} {
+		c.AddRule(&nftables.Rule{Table: n.br, Chain: brPre, Exprs: e})
+	}
 	return nil
+}
+
+// macKey is a macs element: a port and its container's MAC (padded to 32-bit registers).
+func macKey(veth string, mac net.HardwareAddr) []byte {
+	return append(append(ifname(veth), mac...), make([]byte, 8-len(mac))...)
+}
+
+// MACOf is the MAC address a container's eth0 gets: fixed by its address, locally
+// administered (02:67:...), so that the bridge table can tell it from another's.
+func MACOf(a netip.Addr) net.HardwareAddr {
+	b := a.As4()
+	return net.HardwareAddr{0x02, 0x67, b[0], b[1], b[2], b[3]}
 }
 
 func maskOf(p netip.Prefix) []byte {
@@ -250,6 +287,9 @@ func (n *nft) addContainer(c *nftables.Conn, a netip.Addr, veth string) error {
 	if err := c.SetAddElements(n.blocked, []nftables.SetElement{{Key: ip4(a)}}); err != nil {
 		return err
 	}
+	if err := c.SetAddElements(n.macs, []nftables.SetElement{{Key: macKey(veth, MACOf(a))}}); err != nil {
+		return err
+	}
 	return c.SetAddElements(n.ports, []nftables.SetElement{{Key: append(ifname(veth), ip4(a)...)}})
 }
 
@@ -261,6 +301,7 @@ func (n *nft) removeContainer(c *nftables.Conn, a netip.Addr, veth string, was P
 		c.SetDeleteElements(n.filt, []nftables.SetElement{{Key: ip4(a)}}),
 		c.SetDeleteElements(n.nat, []nftables.SetElement{{Key: ip4(a)}}),
 		c.SetDeleteElements(n.ports, []nftables.SetElement{{Key: append(ifname(veth), ip4(a)...)}}),
+		c.SetDeleteElements(n.macs, []nftables.SetElement{{Key: macKey(veth, MACOf(a))}}),
 	}
 	if was.Block {
 		errs = append(errs, c.SetDeleteElements(n.blocked, []nftables.SetElement{{Key: ip4(a)}}))
@@ -313,6 +354,15 @@ func (n *nft) setPolicy(c *nftables.Conn, a netip.Addr, was, p Policy) error {
 	if p.Block {
 		c.AddRule(&nftables.Rule{Table: n.inet, Chain: f, Exprs: drop})
 		return nil
+	}
+	// This container's own exceptions (a build's mirrors) come before the denied ranges.
+	for _, cidr := range p.Except {
+		if !cidr.Addr().Is4() {
+			continue
+		}
+		c.AddRule(&nftables.Rule{Table: n.inet, Chain: f, Exprs: []expr.Any{daddr(1),
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: maskOf(cidr), Xor: []byte{0, 0, 0, 0}},
+			cmpEq(ip4(cidr.Masked().Addr())), verdict(expr.VerdictAccept)}})
 	}
 	// Denied ranges, less the operator's exceptions, first: no policy reaches them.
 	c.AddRule(&nftables.Rule{Table: n.inet, Chain: f, Exprs: []expr.Any{

@@ -15,27 +15,40 @@ import (
 //     worker's domain proxy, which allows Domains by name. DNS to the gateway stays open.
 //
 // The always-denied ranges (Config.Deny, less Config.Allow) win over every policy.
+//
+// Except are exceptions to the always-denied ranges for this container alone, reached
+// whatever the rest of the policy says: an image build's package mirrors on private addresses
+// (the worker's --build-mirrors). Sandboxes and functions never get any.
 type Policy struct {
 	Block       bool
 	Allowlisted bool
 	CIDRs       []netip.Prefix
 	Domains     []string
+	Except      []netip.Prefix
 }
 
 // String describes a policy for logs.
 func (p Policy) String() string {
+	var plus string
+	if len(p.Except) > 0 && !p.Block {
+		var ex []string
+		for _, c := range p.Except {
+			ex = append(ex, c.String())
+		}
+		plus = " (and " + strings.Join(ex, ",") + ")"
+	}
 	switch {
 	case p.Block:
 		return "blocked"
 	case !p.Allowlisted:
-		return "open"
+		return "open" + plus
 	}
 	var parts []string
 	for _, c := range p.CIDRs {
 		parts = append(parts, c.String())
 	}
 	parts = append(parts, p.Domains...)
-	return "only " + strings.Join(parts, ",")
+	return "only " + strings.Join(parts, ",") + plus
 }
 
 // proxied says whether the container's web traffic goes to the domain proxy.

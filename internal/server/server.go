@@ -55,6 +55,7 @@ type Config struct {
 type Server struct {
 	api     *api.API
 	ingress *ingress.Ingress
+	fleet   *fleet.Fleet
 }
 
 // New assembles a server over a store and starts its loops until ctx ends. Containers that a
@@ -126,8 +127,12 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 		}
 	})
 	go eng.Run(ctx)
-	return &Server{api: a, ingress: ing}, nil
+	return &Server{api: a, ingress: ing, fleet: fl}, nil
 }
+
+// SetLocalWorker names the worker that runs in this process (`gust up`): the ingress reaches
+// its containers' ports directly.
+func (s *Server) SetLocalWorker(w fleet.LocalWorker) { s.fleet.SetLocal(w) }
 
 // Ingress is the server's ingress for tunnels, or nil.
 func (s *Server) Ingress() *ingress.Ingress { return s.ingress }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/initproto"
+	"github.com/gust-run/gust/internal/network"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/workerproto"
 )
@@ -161,7 +162,16 @@ func (w *Worker) makeContainer(ctx context.Context, b *box) (Container, error) {
 		Mounts: mounts, OnExit: func() { w.containerExited(b) }, Logf: w.log.Printf,
 		EditSpec: gpuEdit, NVProxy: nvproxy,
 	}
-	if spec.BuildEgress {
+	if spec.BuildEgress && w.net != nil {
+		// On the bridge, as sandboxes are: the default policy, plus the operator's mirrors.
+		if spec.Isolation != sandbox.IsolationRunc {
+			return nil, fmt.Errorf("an image build container must run under runc, not %s", spec.Isolation)
+		}
+		if err := w.openNetWith(b, &opts, network.Policy{Except: w.buildMirrors}); err != nil {
+			return nil, err
+		}
+		opts.ExactIDs = true
+	} else if spec.BuildEgress {
 		n, err := w.openBuildNet(b)
 		if err != nil {
 			return nil, err

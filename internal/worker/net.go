@@ -75,7 +75,12 @@ func (w *Worker) openNet(b *box, opts *container.CreateOptions) error {
 	if w.net == nil || b.spec.Network.BlockNetwork {
 		return nil // the runtime makes a namespace with loopback only
 	}
-	l, err := w.net.Take(b.spec.ID, policyOf(b.spec.Network))
+	return w.openNetWith(b, opts, policyOf(b.spec.Network))
+}
+
+// openNetWith takes a namespace on the bridge under policy p for the container.
+func (w *Worker) openNetWith(b *box, opts *container.CreateOptions, p network.Policy) error {
+	l, err := w.net.Take(b.spec.ID, p)
 	if err != nil {
 		return fmt.Errorf("the container's network: %w", err)
 	}

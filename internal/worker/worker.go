@@ -20,9 +20,11 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +58,11 @@ type Config struct {
 	// BuildEgress lists the hosts image build containers may reach through the worker's
 	// egress proxy (egress.ParsePolicy's forms); nil is egress.DefaultHosts, empty nothing.
 	BuildEgress []string
+	// BuildMirrors are addresses image builds reach although the network denies them to every
+	// other container (a package mirror on a private address). With Network, builds run on
+	// the bridge under the default policy plus these; without it, through the egress proxy
+	// under BuildEgress.
+	BuildMirrors []string
 	// ServerTLS verifies an https server (tlsconf.ClientConfig: its pinned fingerprint or a
 	// CA file); nil means the system's CAs.
 	ServerTLS *tls.Config
@@ -114,6 +121,8 @@ type Worker struct {
 	// the real one behind it (nil in tests), for the domain proxy and resolver.
 	net    Network
 	netMgr *network.Manager
+	// buildMirrors are Config.BuildMirrors, parsed: image builds on the bridge reach them.
+	buildMirrors []netip.Prefix
 	// gateway serves the containers' resolver and domain proxy (startNetServices).
 	gateway atomic.Pointer[egress.Gateway]
 	// gpus are the machine's GPUs; nil without.
@@ -140,6 +149,8 @@ type deps struct {
 	// leaves them loopback only.
 	net    Network
 	netMgr *network.Manager
+	// buildMirrors are Config.BuildMirrors, parsed: image builds on the bridge reach them.
+	buildMirrors []netip.Prefix
 	// gpus are the machine's GPUs (New: nvidia.Discover under cfg.GPU); nil is none.
 	gpus *gpuSet
 }
@@ -166,9 +177,16 @@ func New(cfg Config) (*Worker, error) {
 		cfg.Logger = log.New(os.Stderr, "worker: ", log.LstdFlags)
 	}
 	logf := cfg.Logger.Printf
-	if policy.String() == "" {
+	mirrors, err := parseCIDRs("--build-mirrors", cfg.BuildMirrors)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	switch {
+	case cfg.Network:
+		logf("image builds run on the containers' network with the default policy%s", mirrorsNote(mirrors))
+	case policy.String() == "":
 		logf("image builds have no network (%s is empty)", egress.Flag)
-	} else {
+	default:
 		logf("image builds reach only %s, through the egress proxy (%s)", policy, egress.Flag)
 	}
 	gpus := newGPUSet(nvidia.Config{Root: cfg.DeviceRoot, TestGPUs: cfg.TestGPUs, StateDir: cfg.StateDir}, rt.GVisorGPU(), logf)
@@ -182,7 +200,7 @@ func New(cfg Config) (*Worker, error) {
 		logf("containers' network: bridge %s, gateway %s, range %s", m.Bridge(), m.Gateway(), m.CIDR())
 	}
 	return newWorker(cfg, deps{
-		net: d.net, netMgr: d.netMgr, gpus: gpus,
+		net: d.net, netMgr: d.netMgr, gpus: gpus, buildMirrors: mirrors,
 		runtime: runtimeAdapter{rt}, layers: layers,
 		server: workerproto.NewServerClient(cfg.ServerURL, cfg.JoinToken, cfg.ServerTLS),
 		buildNet: func(id string) (BuildNet, error) {
@@ -210,7 +228,7 @@ func newWorker(cfg Config, d deps) *Worker {
 	w := &Worker{
 		cfg: cfg, rt: d.runtime, server: d.server, layers: d.layers, log: cfg.Logger,
 		idleTick: 250 * time.Millisecond, sdk: d.sdk, compile: d.compile, buildNet: d.buildNet, gpus: d.gpus,
-		net: d.net, netMgr: d.netMgr,
+		net: d.net, netMgr: d.netMgr, buildMirrors: d.buildMirrors,
 		boxes: map[string]*box{}, apiToken: ids.Random(40),
 	}
 	if w.compile == nil {
@@ -416,4 +434,32 @@ func (w *Worker) shutdown() {
 		}
 	}
 	w.meter.flushFor(3 * time.Second)
+}
+
+// mirrorsNote names the build mirrors for the worker's log.
+func mirrorsNote(ms []netip.Prefix) string {
+	if len(ms) == 0 {
+		return " (no private mirrors: --build-mirrors is empty)"
+	}
+	var s []string
+	for _, m := range ms {
+		s = append(s, m.String())
+	}
+	return ", and the mirrors " + strings.Join(s, ", ")
+}
+
+// parseCIDRs reads a flag's comma-separated addresses and CIDRs (blanks skipped).
+func parseCIDRs(flag string, list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := sandbox.ParseCIDR(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", flag, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }

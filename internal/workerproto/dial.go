@@ -97,11 +97,27 @@ func hostPort(host, def string) string {
 // Splice copies bytes both ways between a and b until both directions end, passing each
 // side's EOF on as a half-close, then closes both. Between two TCP connections the kernel
 // moves the bytes (splice(2)).
-func Splice(a, b net.Conn) {
+//
+// A connection that wraps another only to be told of its closing (NetConn, as *tls.Conn has,
+// here without buffered bytes of its own) is copied through the one it wraps, so that the
+// wrapper does not cost the kernel's splice.
+func Splice(a, b net.Conn) { SpliceWith(a, b, nil) }
+
+// CopyFunc copies src to dst until src's EOF, as io.Copy.
+type CopyFunc func(dst, src net.Conn) (int64, error)
+
+// SpliceWith is Splice whose copy from b to a is bToA (nil: as Splice copies), for a
+// side that a plain io.Copy serves badly (a TLS connection: see the ingress).
+func SpliceWith(a, b net.Conn, bToA CopyFunc) {
 	done := make(chan struct{}, 2)
-	half := func(dst, src net.Conn) {
-		_, err := io.Copy(dst, src)
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok && err == nil {
+	plain := func(dst, src net.Conn) (int64, error) { return io.Copy(dst, src) }
+	half := func(dst, src net.Conn, copyFn CopyFunc) {
+		if copyFn == nil {
+			copyFn = plain
+		}
+		rdst := rawConn(dst)
+		_, err := copyFn(rdst, rawConn(src))
+		if cw, ok := rdst.(interface{ CloseWrite() error }); ok && err == nil {
 			_ = cw.CloseWrite()
 		} else {
 			// No half-close (or the copy failed): end both directions.
@@ -110,9 +126,30 @@ func Splice(a, b net.Conn) {
 		}
 		done <- struct{}{}
 	}
-	go half(a, b)
-	half(b, a)
+	go half(a, b, bToA)
+	half(b, a, nil)
+	<-done // each half sends one: wait for the other, which may still be copying after a half-close
 	<-done
 	a.Close()
 	b.Close()
+}
+
+// Unwrapper is a connection that only watches another: reading and writing it is reading and
+// writing the one NetConn returns.
+type Unwrapper interface {
+	NetConn() net.Conn
+}
+
+// rawConn is the TCP connection under c's watchers, or c.
+func rawConn(c net.Conn) net.Conn {
+	for {
+		u, ok := c.(Unwrapper)
+		if !ok {
+			return c
+		}
+		if _, isTLS := c.(*tls.Conn); isTLS {
+			return c // its NetConn carries ciphertext
+		}
+		c = u.NetConn()
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -465,4 +466,33 @@ except OSError as e:
 			t.Fatalf("want %q (refused with the profile's EPERM), got:\n%s", want, out)
 		}
 	}
+}
+
+// TestEscapeHostNICNames: a runc sandbox on the worker's network sees the host's /sys (it
+// cannot mount its own there), but not the machine's network interfaces: /sys/class/net,
+// /sys/devices/virtual/net and each physical NIC's net directory are masked.
+func TestEscapeHostNICNames(t *testing.T) {
+	needGust(t)
+	links, _ := filepath.Glob("/sys/class/net/*")
+	dirs := []string{"/sys/class/net", "/sys/devices/virtual/net"}
+	for _, l := range links {
+		if dev, err := filepath.EvalSymlinks(l); err == nil && !strings.HasPrefix(dev, "/sys/devices/virtual/") {
+			dirs = append(dirs, filepath.Dir(dev))
+		}
+	}
+	id := createRaw(t, map[string]any{"isolation": "runc"})
+	out, errOut, code := execRaw(t, id, append([]string{"python3", "-c", `
+import os, sys
+for d in sys.argv[1:]:
+    print(d, sorted(os.listdir(d)) if os.path.isdir(d) else "none")
+`}, dirs...)...)
+	if code != 0 {
+		t.Fatalf("listing: %s %s", out, errOut)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.HasSuffix(line, " []") && !strings.HasSuffix(line, " none") {
+			t.Errorf("the sandbox sees the machine's interfaces: %s", line)
+		}
+	}
+	t.Logf("%s", out)
 }

@@ -198,8 +198,9 @@ func TestImageCLIAndGC(t *testing.T) {
 	}
 }
 
-// TestImageAptInstall installs a Debian package in a build container, whose only way out is
-// the worker's egress proxy to the allowed mirrors (apt finds it through http_proxy).
+// TestImageAptInstall installs a Debian package in a build container, which reaches the
+// mirror on the containers' bridge under the default policy (or, on a worker with
+// --network=false, through the egress proxy, which apt finds through http_proxy).
 func TestImageAptInstall(t *testing.T) {
 	needGust(t)
 	id, logs, errMsg := buildImage(t, map[string]any{"kind": "debian_slim", "steps": []map[string]any{{"type": "apt_install", "packages": []string{"jq"}}}})

@@ -139,9 +139,11 @@ func verifyDomainChecks(t *testing.T, checks []domainCheck, run func(ca, checks 
 // TestDomainAllowlistSandbox: a sandbox with outbound_domain_allowlist reaches its names over
 // HTTPS and HTTP, and nothing else: not other names, not bare addresses, not a name that
 // resolves to a private address.
-func TestDomainAllowlistSandbox(t *testing.T) {
+func TestDomainAllowlistSandbox(t *testing.T) { isolations(t, testDomainAllowlistSandbox) }
+
+func testDomainAllowlistSandbox(t *testing.T, iso string) {
 	needGust(t)
-	id := newSandbox(t, map[string]any{"outbound_domain_allowlist": domainAllowlist})
+	id := newSandbox(t, with(map[string]any{"outbound_domain_allowlist": domainAllowlist}, iso))
 	verifyDomainChecks(t, domainChecks, func(ca, checks string) map[string]string {
 		out, errOut, code := execIn(t, id, "python3", "-c", checkPy, ca, checks)
 		if code != 0 {

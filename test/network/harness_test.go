@@ -60,6 +60,10 @@ const (
 	rebindName = "rebind.gust.test"
 )
 
+// mirrorAddr is a package mirror on a private address, which gust is started to let image
+// builds reach (--build-mirrors) and which every sandbox is still denied.
+const mirrorAddr = "192.168.77.7"
+
 // privateAddrs are inet listeners in ranges every policy denies.
 var privateAddrs = []string{"10.200.0.5", "172.16.5.5", "192.168.5.5", "100.64.5.5"}
 
@@ -179,7 +183,7 @@ func setupInet() error {
 		{"ip", "-n", inet.name, "addr", "add", inetUplink + "/24", "dev", "gndup1"},
 		{"ip", "-n", inet.name, "link", "set", "gndup1", "up"},
 	}
-	for _, a := range append([]string{webAddr, otherAddr, dnsAddr, metaAddr}, privateAddrs...) {
+	for _, a := range append([]string{webAddr, otherAddr, dnsAddr, metaAddr, mirrorAddr}, privateAddrs...) {
 		steps = append(steps, []string{"ip", "-n", inet.name, "addr", "add", a + "/32", "dev", "lo"})
 	}
 	for _, s := range steps {
@@ -206,7 +210,7 @@ func setupInet() error {
 	if err := serveHTTP(metaAddr+":80", false, cert); err != nil {
 		return err
 	}
-	for _, a := range privateAddrs {
+	for _, a := range append([]string{mirrorAddr}, privateAddrs...) {
 		if err := serveHTTP(a+":80", false, cert); err != nil {
 			return err
 		}
@@ -448,7 +452,7 @@ func startGust(extra ...string) error {
 	args := append([]string{"up", "--addr", "0.0.0.0" + u, "--data-dir", filepath.Join(gust.dataDir, "data"),
 		"--image-cache", imageCache, "--no-config", "--no-install", "--sandbox-disk", "256",
 		// Plain HTTP on 0.0.0.0: the namespace is the test's own (TLS is TestTLSSplit's subject).
-		"--tls", "off"}, extra...)
+		"--tls", "off", "--build-mirrors", mirrorAddr}, extra...)
 	gust.cmd = exec.Command(gust.bin, args...)
 	// If this test process dies, gust stops (and removes its containers) rather than linger.
 	gust.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGINT}

@@ -49,7 +49,26 @@ func alwaysDenied(t *testing.T, gw string) []string {
 	return out
 }
 
-func TestPolicies(t *testing.T) {
+// isolations runs f once per runtime: gVisor sandboxes join the same namespace (runsc's
+// netstack in it), so the same rules must hold for them.
+func isolations(t *testing.T, f func(t *testing.T, iso string)) {
+	for _, iso := range []string{"runc", "gvisor"} {
+		t.Run(iso, func(t *testing.T) { f(t, iso) })
+	}
+}
+
+// with is m (copied) with the isolation set.
+func with(m map[string]any, iso string) map[string]any {
+	out := map[string]any{"isolation": iso}
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func TestPolicies(t *testing.T) { isolations(t, testPolicies) }
+
+func testPolicies(t *testing.T, iso string) {
 	needGust(t)
 	// A listener in another sandbox, which no sandbox reaches.
 	peer := newSandbox(t, nil)
@@ -71,7 +90,7 @@ func TestPolicies(t *testing.T) {
 		{"allowlist naming a private range", map[string]any{"outbound_cidr_allowlist": []string{"10.0.0.0/8", webAddr}}, []string{web}, []string{other, privateAddrs[0] + ":80"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			id := newSandbox(t, tc.create)
+			id := newSandbox(t, with(tc.create, iso))
 			var targets []string
 			targets = append(targets, tc.allowed...)
 			targets = append(targets, tc.denied...)
@@ -124,9 +143,11 @@ func TestRefusedCombinations(t *testing.T) {
 	}
 }
 
-func TestReplacePolicy(t *testing.T) {
+func TestReplacePolicy(t *testing.T) { isolations(t, testReplacePolicy) }
+
+func testReplacePolicy(t *testing.T, iso string) {
 	needGust(t)
-	id := newSandbox(t, nil)
+	id := newSandbox(t, with(nil, iso))
 	web, other := webAddr+":80", otherAddr+":80"
 	steps := []struct {
 		policy  map[string]any
@@ -166,7 +187,7 @@ func TestReplacePolicy(t *testing.T) {
 		t.Error("block_network with an allowlist was accepted")
 	}
 	// A sandbox created with block_network has no interface to open.
-	blocked := newSandbox(t, map[string]any{"block_network": true})
+	blocked := newSandbox(t, with(map[string]any{"block_network": true}, iso))
 	err := api("PUT", "/v1/sandboxes/"+blocked+"/network", map[string]any{}, nil)
 	if ae, ok := err.(*apiError); !ok || ae.Status != 409 {
 		t.Errorf("opening a block_network sandbox: %v, want a 409", err)
