@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/time/rate"
 
@@ -56,6 +57,8 @@ type API struct {
 	audit  *auditLog
 	limits *rateLimits
 	meters *apiMetrics // the operator's metrics (metrics.go)
+	// variantMu makes two with_options for the same options make one variant.
+	variantMu sync.Mutex
 }
 
 // New returns the API over the control plane's parts.
