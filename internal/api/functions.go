@@ -44,6 +44,7 @@ type functionDoc struct {
 	Kind        string                     `json:"kind"`
 	Mode        string                     `json:"mode"`
 	State       function.State             `json:"state"`
+	VariantOf   string                     `json:"variant_of,omitempty"` // with_options: the function it was made from
 	Methods     map[string]function.Method `json:"methods,omitempty"`
 	IsGenerator bool                       `json:"is_generator"`
 	Spec        function.Spec              `json:"spec"`
@@ -56,7 +57,7 @@ func (a *API) functionDoc(fn function.Function) functionDoc {
 	if why := a.fleet.WaitReason(fn.ID); why != "" {
 		st.Reason = why // its containers wait for GPUs that others hold
 	}
-	return functionDoc{ID: fn.ID, AppID: fn.AppID, Name: fn.Name, Kind: fn.Spec.Kind, Mode: fn.Mode, State: state,
+	return functionDoc{ID: fn.ID, AppID: fn.AppID, Name: fn.Name, Kind: fn.Spec.Kind, Mode: fn.Mode, State: state, VariantOf: fn.VariantOf,
 		Methods: fn.Spec.Methods, IsGenerator: fn.Spec.IsGenerator, Spec: fn.Spec.Public(), Stats: st, CreatedAt: fn.CreatedAt}
 }
 

@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import _code, _compat, _container, _local_files, output
+from . import _code, _container, _local_files, output
 from . import exception as exc
 from ._http import Client, get_client
 from .cls import Cls, class_methods
@@ -489,7 +489,7 @@ class App:
         blob = _local_files.upload(client, tar)
         for attempt in (0, 1):
             code = {"blob": blob, "module": module}
-            if _compat.active():
+            if "gust._compat" in sys.modules and sys.modules["gust._compat"].active():
                 code["modal_compat"] = True  # the containers resolve `import modal` to gust too
             body = {"name": name or "", "mode": mode, "code": code,
                     "functions": [self._spec(n, o, client) for n, o in objects], "heartbeat": heartbeat}
@@ -616,7 +616,7 @@ def _default_image() -> Image:
 # with_options: Modal's Function.with_options / Cls.with_options (and Cls.with_concurrency).
 _WITH_OPTIONS = frozenset({"cpu", "memory", "gpu", "env", "secrets", "volumes", "retries", "timeout", "min_containers",
                            "max_containers", "buffer_containers", "scaledown_window", "concurrency_limit",
-                           "container_idle_timeout", "allow_concurrent_inputs", "max_inputs", "target_inputs"})
+                           "container_idle_timeout", "allow_concurrent_inputs"})
 
 
 def _variant_options(kwargs: Dict[str, Any], where: str) -> Dict[str, Any]:

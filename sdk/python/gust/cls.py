@@ -113,9 +113,12 @@ class Cls:
 
     def with_concurrency(self, *, max_inputs: int, target_inputs: Optional[int] = None) -> "Cls":
         """The class with ``@gust.concurrent`` limits changed (Modal's ``Cls.with_concurrency``)."""
-        from .app import _variant_options
-        return self._variant(_variant_options({"max_inputs": max_inputs, "target_inputs": target_inputs},
-                                              "Cls.with_concurrency()"))
+        from ._partial import concurrent
+        concurrent(max_inputs=max_inputs, target_inputs=target_inputs)  # the same checks
+        opts = {"max_inputs": max_inputs}
+        if target_inputs is not None:
+            opts["target_inputs"] = target_inputs
+        return self._variant(opts)
 
     def _variant(self, opts: Dict[str, Any]) -> "Cls":
         from .functions import _VariantHandle
