@@ -30,7 +30,8 @@ class Image:
 
     @classmethod
     def debian_slim(cls, python_version: Optional[str] = None, force_build: bool = False) -> "Image":
-        """Debian (bookworm) with Python. ``python_version`` may be None or the host's version."""
+        """Debian with Python from Debian's packages: ``python_version`` None or "3.11" (bookworm)
+        or "3.13" (trixie); the server refuses others with the list of what it offers."""
         spec: dict = {"kind": "debian_slim"}
         if python_version is not None:
             spec["python_version"] = str(python_version)
