@@ -25,6 +25,7 @@ func deployArgs(args []string) ([]string, error) {
 			"when idle) until `gust app stop`. They are found with Function.from_name in Python or\n"+
 			"FunctionFromName in Go. It runs python3 with the gust Python SDK built into this binary.")
 	name := fs.String("name", "", "app name (default: the name given to gust.App in FILE)")
+	compat := fs.Bool("modal-compat", false, "`import modal` (and modal.*) resolves to gust, here and in the app's containers")
 	pos, _, err := parseArgs(fs, args, -1)
 	if err != nil {
 		return nil, err
@@ -33,7 +34,11 @@ func deployArgs(args []string) ([]string, error) {
 		fs.Usage()
 		return nil, errors.New("gust deploy needs one Python file, e.g. `gust deploy app.py`")
 	}
-	argv := []string{"deploy", pos[0]}
+	argv := []string{"deploy"}
+	if *compat {
+		argv = append(argv, "--modal-compat")
+	}
+	argv = append(argv, pos[0])
 	if *name != "" {
 		argv = append(argv, "--name", *name)
 	}

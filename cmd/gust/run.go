@@ -17,13 +17,15 @@ func init() {
 	register(&command{name: "run", summary: "run a Python app's local entrypoint or function (ephemeral app)", run: runRun})
 }
 
-const runUsage = `usage: gust run FILE[::NAME] [ARGS...]
+const runUsage = `usage: gust run [--detach] [--modal-compat] FILE[::NAME] [ARGS...]
 
 Runs a Python app as an ephemeral app: publishes FILE's functions, runs its local entrypoint
 (or the function or entrypoint NAME) with ARGS, streams the functions' output, and stops the
 app when it ends. It runs python3 with the gust Python SDK built into this binary, so nothing
 needs installing; GUST_SERVER_URL and GUST_TOKEN (or the config file of ` + "`gust up`" + `) say
-which server to use.`
+which server to use. --modal-compat makes ` + "`import modal`" + ` (and modal.exception, modal.queue
+...) resolve to gust, here and in the app's containers ("modal_compat": true in the client config
+does the same).`
 
 func runRun(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {

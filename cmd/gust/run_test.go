@@ -153,6 +153,7 @@ func TestDeployArgs(t *testing.T) {
 		{args: []string{"app.py"}, want: []string{"deploy", "app.py"}},
 		{args: []string{"app.py", "--name", "prod"}, want: []string{"deploy", "app.py", "--name", "prod"}},
 		{args: []string{"--name=prod", "app.py"}, want: []string{"deploy", "app.py", "--name", "prod"}},
+		{args: []string{"--modal-compat", "app.py"}, want: []string{"deploy", "--modal-compat", "app.py"}},
 		{args: nil, wantErr: "needs one Python file"},
 		{args: []string{"a.py", "b.py"}, wantErr: "needs one Python file"},
 		{args: []string{"a.py", "--bogus"}, wantErr: "flag provided but not defined"},

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/time/rate"
 
@@ -58,6 +59,8 @@ type API struct {
 	meters *apiMetrics // the operator's metrics (metrics.go)
 	// storage is what the storage meter reads (storage_meter.go).
 	storage storageMeter
+	// variantMu makes two with_options for the same options make one variant.
+	variantMu sync.Mutex
 }
 
 // New returns the API over the control plane's parts.

@@ -247,7 +247,7 @@ func (a *API) handleAppStop(w http.ResponseWriter, r *http.Request) {
 	want := idSet(req.Functions)
 	var fnIDs []string
 	for _, fn := range fns {
-		if len(want) == 0 || want[fn.ID] {
+		if len(want) == 0 || want[fn.ID] || want[fn.VariantOf] { // variants stop with their function
 			fnIDs = append(fnIDs, fn.ID)
 		}
 	}

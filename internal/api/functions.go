@@ -12,6 +12,7 @@ import (
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/function"
 	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/ids"
 	"github.com/gust-run/gust/internal/wire"
 	"github.com/gust-run/gust/internal/workerproto"
 )
@@ -27,6 +28,7 @@ func (a *API) functionRoutes(rt *router) {
 	rt.handle("POST /v1/functions/lookup", a.handleFunctionLookup)
 	rt.handle("GET /v1/functions/{id}", a.handleFunctionGet)
 	rt.handle("POST /v1/functions/{id}/autoscaler", a.handleFunctionAutoscaler)
+	rt.handle("POST /v1/functions/{id}/variants", a.handleFunctionVariant)
 	rt.handle("POST /v1/functions/{id}/calls", a.handleCallCreate)
 	rt.handle("POST /v1/calls/{id}/inputs", a.handleCallInputs)
 	rt.handle("GET /v1/calls/{id}/stream", a.handleCallStream)
@@ -42,6 +44,7 @@ type functionDoc struct {
 	Kind        string                     `json:"kind"`
 	Mode        string                     `json:"mode"`
 	State       function.State             `json:"state"`
+	VariantOf   string                     `json:"variant_of,omitempty"` // with_options: the function it was made from
 	Methods     map[string]function.Method `json:"methods,omitempty"`
 	IsGenerator bool                       `json:"is_generator"`
 	Spec        function.Spec              `json:"spec"`
@@ -54,7 +57,7 @@ func (a *API) functionDoc(fn function.Function) functionDoc {
 	if why := a.fleet.WaitReason(fn.ID); why != "" {
 		st.Reason = why // its containers wait for GPUs that others hold
 	}
-	return functionDoc{ID: fn.ID, AppID: fn.AppID, Name: fn.Name, Kind: fn.Spec.Kind, Mode: fn.Mode, State: state,
+	return functionDoc{ID: fn.ID, AppID: fn.AppID, Name: fn.Name, Kind: fn.Spec.Kind, Mode: fn.Mode, State: state, VariantOf: fn.VariantOf,
 		Methods: fn.Spec.Methods, IsGenerator: fn.Spec.IsGenerator, Spec: fn.Spec.Public(), Stats: st, CreatedAt: fn.CreatedAt}
 }
 
@@ -337,4 +340,69 @@ func (a *API) callOf(r *http.Request, id string) (dispatch.CallInfo, error) {
 		return dispatch.CallInfo{}, errdefs.NotFound("function call %q not found", id)
 	}
 	return info, err
+}
+
+// handleFunctionVariant answers Modal's Function.with_options and Cls.with_options: the
+// function with some options changed, as a function of its own (function.VariantOptions).
+// The same options on the same function give the same variant, made once.
+func (a *API) handleFunctionVariant(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Options function.VariantOptions `json:"options"`
+	}
+	if err := httpapi.DecodeJSON(r, &req, 1<<20); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	parent, err := a.functionOf(r, a.engine.Active)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if parent.State != function.StateActive {
+		httpapi.WriteError(w, errdefs.Conflict("function %s is %s: with_options needs a running function", parent.ID, parent.State))
+		return
+	}
+	ctx := r.Context()
+	sp := req.Options.Apply(parent.Spec)
+	sp.ApplyDefaults()
+	cpu, mem := a.fleet.Capacity()
+	if err := sp.Validate(cpu, mem); err != nil {
+		httpapi.WriteError(w, fmt.Errorf("with_options: %w", err))
+		return
+	}
+	for _, sec := range req.Options.Secrets {
+		if sec.Name != "" {
+			if _, err := a.store.GetSecret(ctx, parent.WorkspaceID, sec.Name); err != nil {
+				httpapi.WriteError(w, fmt.Errorf("with_options: %w", err))
+				return
+			}
+		}
+	}
+	name := req.Options.VariantName(parent.Name, parent.ID)
+	a.variantMu.Lock()
+	defer a.variantMu.Unlock()
+	fns, err := a.store.ListFunctions(ctx, parent.AppID, true)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	for _, fn := range fns {
+		if fn.VariantOf != "" && fn.Name == name && fn.State == function.StateActive {
+			httpapi.WriteJSON(w, http.StatusOK, a.functionDoc(fn))
+			return
+		}
+	}
+	root := parent.ID
+	if parent.VariantOf != "" {
+		root = parent.VariantOf // a variant of a variant stops with the function they both come from
+	}
+	v := function.Function{ID: ids.New(ids.Function), AppID: parent.AppID, WorkspaceID: parent.WorkspaceID, Name: name,
+		Mode: parent.Mode, State: function.StateActive, Spec: sp, Code: parent.Code, Heartbeat: parent.Heartbeat,
+		VariantOf: root, CreatedAt: time.Now().UTC()}
+	if _, err := a.store.InsertFunctions(ctx, []function.Function{v}, false); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	a.engine.Publish([]function.Function{v}, nil)
+	httpapi.WriteJSON(w, http.StatusOK, a.functionDoc(v))
 }

@@ -70,6 +70,7 @@ var policy = map[string]rule{
 	"POST /v1/functions/lookup":                   {anyUser, true},
 	"GET /v1/functions/{id}":                      {anyUser, true},
 	"POST /v1/functions/{id}/autoscaler":          {memberOnly, false},
+	"POST /v1/functions/{id}/variants":            {memberOnly, true}, // with_options, also from inside a function
 	"POST /v1/functions/{id}/calls":               {memberOnly, true},
 	"POST /v1/calls/{id}/inputs":                  {memberOnly, true},
 	"GET /v1/calls/{id}/stream":                   {anyUser, true},

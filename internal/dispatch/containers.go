@@ -44,8 +44,8 @@ func (e *Engine) startContainer(c *fnContainer) {
 	if err == nil {
 		sb.ID = c.id
 		_, err = e.placer.Create(ctx, sb, &workerproto.FunctionRun{
-			FunctionID: fn.ID, Module: fn.Code.Module, Name: fn.Name, Kind: fn.Spec.Kind,
-			MaxInputs: fn.Spec.MaxInputs, CodeBlob: fn.Code.Blob, Timeout: fn.Spec.Timeout,
+			FunctionID: fn.ID, Module: fn.Code.Module, Name: fn.Spec.Name, Kind: fn.Spec.Kind,
+			MaxInputs: fn.Spec.MaxInputs, CodeBlob: fn.Code.Blob, Timeout: fn.Spec.Timeout, ModalCompat: fn.Code.ModalCompat,
 		}, func(workerID string) {
 			e.mu.Lock()
 			c.workerID = workerID

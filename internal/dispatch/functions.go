@@ -108,7 +108,7 @@ func (e *Engine) Heartbeat(appID string, fnIDs []string) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, fs := range e.fns {
-		if fs.fn.AppID == appID && (len(want) == 0 || want[fs.fn.ID]) {
+		if fs.fn.AppID == appID && (len(want) == 0 || want[fs.fn.ID] || want[fs.fn.VariantOf]) {
 			fs.lastBeat = now
 			alive++
 		}

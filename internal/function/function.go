@@ -386,6 +386,9 @@ func (s Spec) Public() Spec {
 type Code struct {
 	Blob   string `json:"blob"`
 	Module string `json:"module"`
+	// ModalCompat makes `import modal` in the code resolve to gust in the container (the
+	// client ran with `gust run --modal-compat` or modal_compat in its config).
+	ModalCompat bool `json:"modal_compat,omitempty"`
 }
 
 // Function is a published function.
@@ -400,7 +403,11 @@ type Function struct {
 	Code        Code   `json:"code"`
 	// Heartbeat is set on an ephemeral function whose client promised heartbeats
 	// (`with app.run()`): without one for a while (a minute by default) it is stopped.
-	Heartbeat bool      `json:"heartbeat,omitempty"`
+	Heartbeat bool `json:"heartbeat,omitempty"`
+	// VariantOf is the function a variant was made from (with_options): it stops with it
+	// and its client's heartbeats keep it too. Its Name is the parent's with a suffix, and
+	// its Spec.Name the parent's, which the runner looks up in the code.
+	VariantOf string    `json:"variant_of,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 }
 

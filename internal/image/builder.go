@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -38,6 +39,34 @@ var debianSlim = baseDefinition{
 	Packages: []string{"python3", "python3-pip", "python-is-python3", "ca-certificates", "procps"},
 }
 
+// pythonReleases maps each python_version gust offers to the Debian release whose python3 it
+// is: gust takes Python from Debian's packages rather than building it, so the versions are
+// those Debian ships. The default (bookworm's 3.11) keeps its hash from before others existed.
+var pythonReleases = map[string]baseDefinition{
+	BasePythonVersion: debianSlim,
+	"3.13":            {Distro: "trixie", Variant: "minbase", Version: 1, Packages: debianSlim.Packages},
+}
+
+// PythonVersions lists the python_version values gust offers, oldest first.
+func PythonVersions() []string {
+	out := make([]string, 0, len(pythonReleases))
+	for v := range pythonReleases {
+		out = append(out, v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// base returns the base definition of a python_version ("" is the default); ok is false for
+// one gust does not offer.
+func base(pythonVersion string) (baseDefinition, bool) {
+	if pythonVersion == "" {
+		return debianSlim, true
+	}
+	d, ok := pythonReleases[pythonVersion]
+	return d, ok
+}
+
 // Builder makes layers under Dir. Two requests for the same layer at once build it once.
 type Builder struct {
 	Dir string
@@ -60,16 +89,27 @@ func NewBuilder(dir string) (*Builder, error) {
 	return &Builder{Dir: dir, inflight: map[string]*build{}}, nil
 }
 
-// CheckPythonVersion says whether this host can provide a Python version.
+// CheckPythonVersion says whether gust offers a Python version.
 func CheckPythonVersion(v string) error {
-	if v == "" || v == BasePythonVersion {
+	if _, ok := base(v); ok {
 		return nil
 	}
-	return errdefs.Invalid("python_version %q is not available: gust images are Debian bookworm, which provides Python %s; use python_version=%q or omit it", v, BasePythonVersion, BasePythonVersion)
+	offered := make([]string, 0, len(pythonReleases))
+	for _, pv := range PythonVersions() {
+		offered = append(offered, fmt.Sprintf("%s (Debian %s)", pv, pythonReleases[pv].Distro))
+	}
+	return errdefs.Invalid("python_version %q is not available: gust images take Python from Debian's releases, which offer %s; "+
+		"use one of those, or omit python_version for %s", v, strings.Join(offered, ", "), BasePythonVersion)
 }
 
-// DebianSlimHash is the content hash that names the base layer.
+// DebianSlimHash is the content hash that names the default base layer.
 func DebianSlimHash() string { return hashOf(debianSlim) }
+
+// BaseHash names the base layer of a python_version checked by CheckPythonVersion.
+func BaseHash(pythonVersion string) string {
+	d, _ := base(pythonVersion)
+	return hashOf(d)
+}
 
 func hashOf(v baseDefinition) string {
 	b, _ := json.Marshal(v) // strings, a list of them and an int: it cannot fail
@@ -91,10 +131,20 @@ func (b *Builder) CheckSnapshotLayer(p string) error {
 	return nil
 }
 
-// EnsureDebianSlim returns the base layer's directory, building it with debootstrap if it is not
-// cached. Build output goes to logs as it is produced.
+// EnsureDebianSlim returns the default base layer's directory (see EnsureBase).
 func (b *Builder) EnsureDebianSlim(ctx context.Context, logs io.Writer) (string, error) {
-	hash := DebianSlimHash()
+	return b.EnsureBase(ctx, "", logs)
+}
+
+// EnsureBase returns the directory of the base layer of a python_version (checked by
+// CheckPythonVersion), building it with debootstrap of its Debian release if it is not cached.
+// Build output goes to logs as it is produced.
+func (b *Builder) EnsureBase(ctx context.Context, pythonVersion string, logs io.Writer) (string, error) {
+	def, ok := base(pythonVersion)
+	if !ok {
+		return "", CheckPythonVersion(pythonVersion)
+	}
+	hash := hashOf(def)
 	dir := b.LayerPath(hash)
 	if _, err := os.Stat(filepath.Join(dir, "usr")); err == nil {
 		return dir, nil
@@ -105,7 +155,7 @@ func (b *Builder) EnsureDebianSlim(ctx context.Context, logs io.Writer) (string,
 		bl = &build{done: make(chan struct{}), logs: &broadcast{}}
 		b.inflight[hash] = bl
 		go func() {
-			bl.err = b.debootstrap(dir, bl.logs)
+			bl.err = b.debootstrap(def, dir, bl.logs)
 			bl.logs.close()
 			close(bl.done)
 			b.mu.Lock()
@@ -127,8 +177,10 @@ func (b *Builder) EnsureDebianSlim(ctx context.Context, logs io.Writer) (string,
 
 // DebootstrapArgs are the arguments that build the base into dir; the benchmark runs the same
 // command to compare gust's cold build with the machine's own debootstrap.
-func DebootstrapArgs(dir string) []string {
-	args := []string{"--variant=" + debianSlim.Variant, "--include=" + strings.Join(debianSlim.Packages, ","), debianSlim.Distro, dir}
+func DebootstrapArgs(dir string) []string { return debootstrapArgs(debianSlim, dir) }
+
+func debootstrapArgs(def baseDefinition, dir string) []string {
+	args := []string{"--variant=" + def.Variant, "--include=" + strings.Join(def.Packages, ","), def.Distro, dir}
 	if m := os.Getenv("GUST_DEBIAN_MIRROR"); m != "" {
 		args = append(args, m)
 	}
@@ -137,7 +189,7 @@ func DebootstrapArgs(dir string) []string {
 
 // debootstrap builds the base into a temporary directory and renames it into place, so a failed
 // or interrupted build leaves no partial layer.
-func (b *Builder) debootstrap(dir string, logs io.Writer) error {
+func (b *Builder) debootstrap(def baseDefinition, dir string, logs io.Writer) error {
 	start := time.Now()
 	if _, err := exec.LookPath("debootstrap"); err != nil {
 		return errdefs.Unavailable("debootstrap is not installed: run `apt-get install debootstrap` (gust up installs it when it starts)")
@@ -146,8 +198,8 @@ func (b *Builder) debootstrap(dir string, logs io.Writer) error {
 	if err := os.RemoveAll(tmp); err != nil {
 		return fmt.Errorf("image: removing an interrupted base build: %w", err)
 	}
-	logf(logs, "Building base image: debootstrap --variant=%s %s with %s\n", debianSlim.Variant, debianSlim.Distro, strings.Join(debianSlim.Packages, ", "))
-	cmd := exec.Command("debootstrap", DebootstrapArgs(tmp)...)
+	logf(logs, "Building base image: debootstrap --variant=%s %s with %s\n", def.Variant, def.Distro, strings.Join(def.Packages, ", "))
+	cmd := exec.Command("debootstrap", debootstrapArgs(def, tmp)...)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	copied := make(chan struct{})

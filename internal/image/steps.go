@@ -31,6 +31,10 @@ type Step struct {
 	ExtraIndexURL string            `json:"extra_index_url,omitempty"`
 	FindLinks     string            `json:"find_links,omitempty"`
 	Pre           bool              `json:"pre,omitempty"`
+	// uv_pip_install: requirements files already in the image (absolute paths), and Modal's
+	// extra_options, passed to the installer as they are (shell words, like run_commands).
+	Requirements []string `json:"requirements,omitempty"`
+	ExtraOptions string   `json:"extra_options,omitempty"`
 	// add_local: an uploaded tar (POST /v1/blobs) placed at Remote. With Copy false it is
 	// Modal's mount-at-start: it must come after every step that runs commands.
 	User   string `json:"user,omitempty"` // user: who later steps and sandboxes run as
@@ -54,13 +58,18 @@ func (s Step) Validate(i int) error {
 		if len(s.Commands) == 0 {
 			return errdefs.Invalid("step %d (run_commands) has no commands", i)
 		}
-	case "apt_install", "pip_install":
-		if len(s.Packages) == 0 {
+	case "apt_install", "pip_install", "uv_pip_install":
+		if len(s.Packages) == 0 && (s.Type != "uv_pip_install" || len(s.Requirements) == 0) {
 			return errdefs.Invalid("step %d (%s) names no packages", i, s.Type)
 		}
 		for _, p := range s.Packages {
 			if !pkgRE.MatchString(p) {
 				return errdefs.Invalid("step %d (%s): %q is not a package name", i, s.Type, p)
+			}
+		}
+		for _, r := range s.Requirements {
+			if !path.IsAbs(r) {
+				return errdefs.Invalid("step %d (%s): requirements file %q must be an absolute path in the image", i, s.Type, r)
 			}
 		}
 	case "entrypoint":
@@ -84,7 +93,7 @@ func (s Step) Validate(i int) error {
 			return errdefs.Invalid("step %d (add_local): remote path %q must be absolute", i, s.Remote)
 		}
 	default:
-		return errdefs.Invalid("step %d: unknown step type %q; gust builds run_commands, apt_install, pip_install, env, workdir, user, entrypoint and add_local", i, s.Type)
+		return errdefs.Invalid("step %d: unknown step type %q; gust builds run_commands, apt_install, pip_install, uv_pip_install, env, workdir, user, entrypoint and add_local", i, s.Type)
 	}
 	for k := range s.Env {
 		if !envKeyRE.MatchString(k) {
@@ -98,8 +107,8 @@ func (s Step) Validate(i int) error {
 // env. None can hold one (the kernel and the shell end a string there), so a step with one
 // would build something else than it says.
 func (s Step) checkNUL(i int) error {
-	texts := append([]string{s.Path, s.Remote, s.User, s.IndexURL, s.ExtraIndexURL, s.FindLinks}, s.Commands...)
-	texts = append(texts, s.Packages...)
+	texts := append([]string{s.Path, s.Remote, s.User, s.IndexURL, s.ExtraIndexURL, s.FindLinks, s.ExtraOptions}, s.Commands...)
+	texts = append(append(texts, s.Packages...), s.Requirements...)
 	for k, v := range s.Env {
 		texts = append(texts, k, v)
 	}
@@ -121,8 +130,8 @@ func (s Step) Describe() string {
 	switch s.Type {
 	case "run_commands":
 		return "run_commands(" + quoteAll(s.Commands) + ")"
-	case "apt_install", "pip_install":
-		return s.Type + "(" + quoteAll(s.Packages) + ")"
+	case "apt_install", "pip_install", "uv_pip_install":
+		return s.Type + "(" + quoteAll(append(append([]string(nil), s.Packages...), s.Requirements...)) + ")"
 	case "workdir":
 		return "workdir(" + shellQuote(s.Path) + ")"
 	case "add_local":
@@ -139,22 +148,40 @@ func (s Step) ShellCommands() []string {
 			quoteAll(s.Packages) + " && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin"}
 	case "pip_install":
 		// Debian marks its Python externally managed; an image is the place to install anyway.
-		cmd := "python -m pip install --no-cache-dir --break-system-packages"
-		if s.IndexURL != "" {
-			cmd += " --index-url " + shellQuote(s.IndexURL)
-		}
-		if s.ExtraIndexURL != "" {
-			cmd += " --extra-index-url " + shellQuote(s.ExtraIndexURL)
-		}
-		if s.FindLinks != "" {
-			cmd += " --find-links " + shellQuote(s.FindLinks)
-		}
-		if s.Pre {
-			cmd += " --pre"
-		}
-		return []string{cmd + " " + quoteAll(s.Packages)}
+		return []string{"python -m pip install --no-cache-dir --break-system-packages" + s.installArgs()}
+	case "uv_pip_install":
+		// Modal's images have uv; gust's (Debian's python3 and pip) need not. With uv in the
+		// image it installs, else pip does, and the build log says which.
+		args := s.installArgs()
+		return []string{"if command -v uv >/dev/null 2>&1; then uv pip install --system --break-system-packages" + args +
+			"; else echo 'gust: uv is not in the image: uv_pip_install installs with pip instead' && " +
+			"python -m pip install --no-cache-dir --break-system-packages" + args + "; fi"}
 	}
 	return s.Commands
+}
+
+// installArgs are the arguments pip and uv pip share: indexes, --pre, requirements files,
+// extra options and the packages, each after a space.
+func (s Step) installArgs() string {
+	var b strings.Builder
+	for _, f := range []struct{ flag, v string }{{"--index-url", s.IndexURL}, {"--extra-index-url", s.ExtraIndexURL}, {"--find-links", s.FindLinks}} {
+		if f.v != "" {
+			b.WriteString(" " + f.flag + " " + shellQuote(f.v))
+		}
+	}
+	if s.Pre {
+		b.WriteString(" --pre")
+	}
+	for _, r := range s.Requirements {
+		b.WriteString(" -r " + shellQuote(r))
+	}
+	if s.ExtraOptions != "" {
+		b.WriteString(" " + s.ExtraOptions)
+	}
+	if len(s.Packages) > 0 {
+		b.WriteString(" " + quoteAll(s.Packages))
+	}
+	return b.String()
 }
 
 // ValidateSteps checks every step and their order.

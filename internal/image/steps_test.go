@@ -23,6 +23,12 @@ func TestStepValidate(t *testing.T) {
 		{"env bad key", Step{Type: "env", Env: map[string]string{"A B": "1"}}, false},
 		{"relative workdir", Step{Type: "workdir", Path: "app"}, false},
 		{"unknown", Step{Type: "copy"}, false},
+		{"uv", Step{Type: "uv_pip_install", Packages: []string{"numpy==1.26.4"}}, true},
+		{"uv requirements only", Step{Type: "uv_pip_install", Requirements: []string{"/r.txt"}}, true},
+		{"uv nothing", Step{Type: "uv_pip_install"}, false},
+		{"uv relative requirements", Step{Type: "uv_pip_install", Requirements: []string{"r.txt"}}, false},
+		{"uv NUL in options", Step{Type: "uv_pip_install", Packages: []string{"a"}, ExtraOptions: "--x\x00"}, false},
+		{"pip requirements only", Step{Type: "pip_install", Requirements: []string{"/r.txt"}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -53,5 +59,26 @@ func TestShellCommandsQuote(t *testing.T) {
 	cmd := s.ShellCommands()[0]
 	if !strings.Contains(cmd, "'numpy<2'") || !strings.Contains(cmd, "--find-links '/w heels'") {
 		t.Fatalf("not quoted: %s", cmd)
+	}
+}
+
+func TestUVPipInstallFallsBackToPip(t *testing.T) {
+	s := Step{Type: "uv_pip_install", Packages: []string{"numpy<2"}, IndexURL: "http://127.0.0.1:1/simple",
+		Requirements: []string{"/req.txt"}, ExtraOptions: "--no-deps", Pre: true}
+	cmds := s.ShellCommands()
+	if len(cmds) != 1 {
+		t.Fatalf("want one command, got %q", cmds)
+	}
+	cmd := cmds[0]
+	for _, want := range []string{"command -v uv", "uv pip install --system", "python -m pip install",
+		"uv_pip_install installs with pip instead", "--index-url http://127.0.0.1:1/simple", "-r /req.txt", "--no-deps", "'numpy<2'", "--pre"} {
+		if !strings.Contains(cmd, want) {
+			t.Errorf("command lacks %q: %s", want, cmd)
+		}
+	}
+	pip := Step{Type: "pip_install", Packages: []string{"numpy<2"}}
+	uv := Step{Type: "uv_pip_install", Packages: []string{"numpy<2"}}
+	if ChainHash("p", pip) == ChainHash("p", uv) {
+		t.Fatal("uv_pip_install and pip_install of the same packages share a cache key")
 	}
 }

@@ -124,7 +124,7 @@ func (b *Builder) Build(ctx context.Context, req Request, logs io.Writer) (image
 	case KindFromID:
 		im, err = b.store.GetImage(ctx, req.ImageID)
 	case image.KindDebianSlim:
-		im, err = b.baseImage(ctx, logs)
+		im, err = b.baseImage(ctx, req.PythonVersion, logs)
 	case image.KindScratch:
 		im, err = b.scratchImage(ctx)
 	case image.KindRegistry:
@@ -152,7 +152,7 @@ func (b *Builder) Cached(ctx context.Context, req Request) (im image.Image, ok b
 		}
 		hash = base.Hash
 	case image.KindDebianSlim:
-		hash = image.DebianSlimHash()
+		hash = image.BaseHash(req.PythonVersion)
 	case image.KindScratch:
 		hash = "scratch"
 	default:
@@ -192,9 +192,10 @@ func (b *Builder) scratchImage(ctx context.Context) (image.Image, error) {
 	return im, b.store.PutImage(ctx, im)
 }
 
-// baseImage returns Image.debian_slim(), building it with debootstrap the first time.
-func (b *Builder) baseImage(ctx context.Context, logs io.Writer) (image.Image, error) {
-	hash := image.DebianSlimHash()
+// baseImage returns Image.debian_slim(python_version=...), building it with debootstrap the
+// first time.
+func (b *Builder) baseImage(ctx context.Context, pythonVersion string, logs io.Writer) (image.Image, error) {
+	hash := image.BaseHash(pythonVersion)
 	id := "im-" + hash[:24]
 	im, ok, err := b.store.ImageByHash(ctx, hash)
 	if err != nil {
@@ -209,7 +210,7 @@ func (b *Builder) baseImage(ctx context.Context, logs io.Writer) (image.Image, e
 		cachedBefore = false
 		logf(logs, "Building image %s\n", id)
 	}
-	dir, err := b.layers.EnsureDebianSlim(ctx, logs)
+	dir, err := b.layers.EnsureBase(ctx, pythonVersion, logs)
 	if err != nil {
 		return image.Image{}, fmt.Errorf("building image %s: %w", id, err)
 	}

@@ -49,11 +49,13 @@ type runnerConfig struct {
 	Name      string `json:"name"`
 	Kind      string `json:"kind"`
 	MaxInputs int    `json:"max_inputs"`
+	// ModalCompat: the runner makes `import modal` resolve to gust before importing Module.
+	ModalCompat bool `json:"modal_compat,omitempty"`
 }
 
 // startRunner starts the runner as the container's main process and follows its output.
 func (w *Worker) startRunner(b *box, c Container, fn *workerproto.FunctionRun) error {
-	cfg, err := json.Marshal(runnerConfig{Module: fn.Module, Name: fn.Name, Kind: fn.Kind, MaxInputs: fn.MaxInputs})
+	cfg, err := json.Marshal(runnerConfig{Module: fn.Module, Name: fn.Name, Kind: fn.Kind, MaxInputs: fn.MaxInputs, ModalCompat: fn.ModalCompat})
 	if err != nil {
 		return fmt.Errorf("encoding the runner's configuration: %w", err)
 	}

@@ -158,6 +158,8 @@ type FunctionRun struct {
 	MaxInputs  int           `json:"max_inputs"`
 	CodeBlob   string        `json:"code_blob"` // sha256 of the code tar, in the server's blob store
 	Timeout    wire.Duration `json:"timeout"`   // per input
+	// ModalCompat: `import modal` in the code resolves to gust (Code.ModalCompat).
+	ModalCompat bool `json:"modal_compat,omitempty"`
 }
 
 // Input is one function input for a runner (see docs/functions.md, "Runner").

@@ -115,7 +115,8 @@ type Function struct {
 	State       string                    `json:"state"` // "active" or "stopped"
 	Methods     map[string]FunctionMethod `json:"methods"`
 	IsGenerator bool                      `json:"is_generator"`
-	Spec        json.RawMessage           `json:"spec"` // the FunctionSpec as published, without secret values
+	Spec        json.RawMessage           `json:"spec"`                 // the FunctionSpec as published, without secret values
+	VariantOf   string                    `json:"variant_of,omitempty"` // WithOptions: the function it was made from
 	Stats       FunctionStats             `json:"stats"`
 	CreatedAt   time.Time                 `json:"created_at"`
 
@@ -165,6 +166,46 @@ func (f *Function) Method(name string, params map[string]any) *Function {
 	m := *f
 	m.method, m.params = name, params
 	return &m
+}
+
+// FunctionOptions are the options WithOptions changes; nil and empty fields keep the
+// function's values.
+type FunctionOptions struct {
+	CPU              *float64          `json:"cpu,omitempty"`
+	CPULimit         *float64          `json:"cpu_limit,omitempty"`
+	MemoryMiB        *int              `json:"memory,omitempty"`
+	GPU              any               `json:"gpu,omitempty"` // "H100", "A100-80GB:2" or a list of such
+	TimeoutSeconds   *float64          `json:"timeout,omitempty"`
+	Env              map[string]string `json:"env,omitempty"` // merged over the function's
+	Secrets          []string          `json:"-"`             // stored secrets' names, added to the function's
+	MinContainers    *int              `json:"min_containers,omitempty"`
+	MaxContainers    *int              `json:"max_containers,omitempty"`
+	BufferContainers *int              `json:"buffer_containers,omitempty"`
+	ScaledownWindow  *float64          `json:"scaledown_window,omitempty"` // seconds
+	MaxInputs        *int              `json:"max_inputs,omitempty"`
+	TargetInputs     *int              `json:"target_inputs,omitempty"`
+}
+
+// WithOptions returns the function (or class) with some options changed, as Modal's
+// Function.with_options and Cls.with_options: a variant with containers of its own, made on
+// the server (the same options give the same variant). Calls through it run with those
+// options; f is unchanged. A Method of f keeps its method and parameters.
+func (f *Function) WithOptions(ctx context.Context, opts FunctionOptions) (*Function, error) {
+	type wireOptions struct {
+		FunctionOptions
+		Secrets []map[string]string `json:"secrets,omitempty"`
+	}
+	o := wireOptions{FunctionOptions: opts}
+	for _, name := range opts.Secrets {
+		o.Secrets = append(o.Secrets, map[string]string{"name": name})
+	}
+	v := &Function{}
+	if err := f.c.call(ctx, request{method: http.MethodPost, path: "/v1/functions/" + pathEscape(f.ID) + "/variants",
+		json: map[string]any{"options": o}}, v); err != nil {
+		return nil, fmt.Errorf("function %s with options: %w", f.label(), err)
+	}
+	v.Stdout, v.Stderr, v.method, v.params, v.c = f.Stdout, f.Stderr, f.method, f.params, f.c
+	return v, nil
 }
 
 func (f *Function) label() string {

@@ -498,3 +498,37 @@ func TestRemoteReusesConnection(t *testing.T) {
 		t.Errorf("5 calls used %d connections", len(addrs))
 	}
 }
+
+func TestWithOptions(t *testing.T) {
+	f, c := newFakeAPI(t)
+	fn, _, _ := testFunction(t, f, c)
+	var got map[string]any
+	f.handle("POST /v1/functions/fu-1/variants", func(w http.ResponseWriter, r *http.Request) {
+		got = decodeBody(t, r)
+		if opts, _ := got["options"].(map[string]any); len(opts) == 0 {
+			writeErr(w, http.StatusBadRequest, "invalid", "with_options: no options")
+			return
+		}
+		doc := functionJSON("fu-2", "f~abc")
+		doc["variant_of"] = "fu-1"
+		writeJSON(w, http.StatusOK, doc)
+	})
+	mem, timeout := 512, 30.0
+	m := fn.Method("predict", map[string]any{"size": 3})
+	v, err := m.WithOptions(t.Context(), FunctionOptions{MemoryMiB: &mem, TimeoutSeconds: &timeout, GPU: "A100",
+		Env: map[string]string{"A": "1"}, Secrets: []string{"openai"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"options": map[string]any{"memory": 512.0, "timeout": 30.0, "gpu": "A100",
+		"env": map[string]any{"A": "1"}, "secrets": []any{map[string]any{"name": "openai"}}}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("request body %v, want %v", got, want)
+	}
+	if v.ID != "fu-2" || v.VariantOf != "fu-1" || v.method != "predict" || v.params["size"] != 3 || v.c != c {
+		t.Fatalf("variant %+v", v)
+	}
+	if _, err := fn.WithOptions(t.Context(), FunctionOptions{}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("want ErrInvalid, got %v", err)
+	}
+}

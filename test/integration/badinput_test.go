@@ -45,7 +45,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown isolation", "POST", "/v1/sandboxes", js(map[string]any{"app_id": gust.appID, "image_id": gust.imageID, "isolation": "kvm"}), 400, "isolation"},
 		{"unknown field", "POST", "/v1/sandboxes", js(map[string]any{"app_id": gust.appID, "image_id": gust.imageID, "gpus": 8}), 400, "gpus"},
 		{"not json", "POST", "/v1/sandboxes", []byte("{nope"), 400, "JSON"},
-		{"bad python version", "POST", "/v1/images", js(map[string]any{"kind": "debian_slim", "python_version": "3.13"}), 400, "3.11"},
+		{"bad python version", "POST", "/v1/images", js(map[string]any{"kind": "debian_slim", "python_version": "3.12"}), 400, "3.13 (Debian trixie)"},
 		{"exec in terminated sandbox", "POST", "/v1/sandboxes/" + dead + "/execs", js(map[string]any{"command": []string{"true"}}), 409, "terminated"},
 		{"exec without command", "POST", "/v1/sandboxes/" + live + "/execs", js(map[string]any{"command": []string{}}), 400, "command"},
 		{"exec in unknown sandbox", "POST", "/v1/sandboxes/sb-nope/execs", js(map[string]any{"command": []string{"true"}}), 404, "sb-nope"},

@@ -128,6 +128,7 @@ func TestTenantCrossWorkspaceGoSDK(t *testing.T) {
 		{"POST", "/v1/functions/lookup", map[string]any{"app_name": appName, "name": "slow"}},
 		{"POST", "/v1/functions/" + fnID + "/calls", map[string]any{"kind": "spawn", "inputs": []map[string]any{{"args": jsonArgs(1), "format": "json"}}}},
 		{"POST", "/v1/functions/" + fnID + "/autoscaler", map[string]any{"min_containers": 3}},
+		{"POST", "/v1/functions/" + fnID + "/variants", map[string]any{"options": map[string]any{"memory": 512}}},
 		{"GET", "/v1/calls/" + call.ID, nil},
 		{"GET", "/v1/calls/" + call.ID + "/stream", nil},
 		{"POST", "/v1/calls/" + call.ID + "/inputs", map[string]any{"inputs": []map[string]any{{"args": jsonArgs(1), "format": "json"}}}},

@@ -25,7 +25,7 @@ write (~/.config/gust/config.json; GUST_PROFILE picks a profile).
 
 from . import exception, functions
 from ._container import current_function_call_id, current_input_id, is_local
-from ._partial import concurrent, enter, exit, method, parameter
+from ._partial import batched, concurrent, enter, exit, method, parameter
 from ._version import __version__
 from .app import App, LocalEntrypoint
 from .cls import Cls
@@ -65,6 +65,6 @@ def __getattr__(name: str):
 __all__ = [
     "App", "Cls", "ContainerProcess", "Cron", "Dict", "Error", "FileIO", "FileInfo", "FileType", "Function", "FunctionCall",
     "Image", "LocalEntrypoint", "Period", "Probe", "Queue", "Retries", "Sandbox", "SandboxFilesystem", "Secret", "StreamReader",
-    "StreamType", "StreamWriter", "Tunnel", "Workspace", "billing", "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit", "forward", "functions",
+    "StreamType", "StreamWriter", "Tunnel", "Workspace", "batched", "billing", "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit", "forward", "functions",
     "is_local", "method", "parameter", "version", "__version__",
 ]

@@ -27,15 +27,18 @@ import typing
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import _code, output
+from . import _code, _compat, output
 from . import exception as exc
 from ._partial import MISSING
 from .app import App, LocalEntrypoint
 from .cls import Cls
 from .functions import Function
 
-USAGE = """usage: gust run FILE[::NAME] [--detach] [--flag value ...]
-       gust deploy FILE[::APP] [--name NAME]"""
+USAGE = """usage: gust run [--detach] [--modal-compat] FILE[::NAME] [--flag value ...]
+       gust deploy [--modal-compat] FILE[::APP] [--name NAME]
+
+--modal-compat: `import modal` (and modal.exception, modal.queue ...) resolves to gust, here and
+in the app's containers; "modal_compat": true in the client config does the same."""
 
 
 class UsageError(Exception):
@@ -286,12 +289,16 @@ def _run(args: List[str]) -> int:
             return 0
         elif opt in ("-q", "--quiet"):
             pass
+        elif opt == "--modal-compat":
+            _compat.install()
         else:
             raise UsageError(f"unknown option {opt}")
     if not args:
         raise UsageError("run needs a FILE")
     target, flags = args[0], args[1:]
     path, _, name = target.partition("::")
+    if _compat.wanted():
+        _compat.install()
     ok, module = _user_code(lambda: import_file(path))
     if not ok:
         return module
@@ -351,6 +358,8 @@ def _deploy(args: List[str]) -> int:
         elif a in ("-h", "--help"):
             print(USAGE)
             return 0
+        elif a == "--modal-compat":
+            _compat.install()
         elif a.startswith("-"):
             raise UsageError(f"unknown option {a}")
         else:
@@ -358,6 +367,8 @@ def _deploy(args: List[str]) -> int:
     if len(positional) != 1:
         raise UsageError("deploy needs one FILE")
     path, _, app_var = positional[0].partition("::")
+    if _compat.wanted():
+        _compat.install()
     ok, module = _user_code(lambda: import_file(path))
     if not ok:
         return module

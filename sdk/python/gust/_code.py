@@ -124,6 +124,11 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
+def tar(files: Dict[str, bytes]) -> bytes:
+    """A deterministic tar of files (arcname → contents), with their directories."""
+    return _tar(files)
+
+
 def _tar(files: Dict[str, bytes]) -> bytes:
     dirs = set()
     for arc in files:
@@ -147,6 +152,12 @@ def _tar(files: Dict[str, bytes]) -> bytes:
 def package(objects: Sequence[Tuple[str, Any, Any]]) -> Tuple[bytes, str]:
     """The code tar and the module the runner imports, for ``objects``: (spec name, the object
     the decorator returned, the user's function or class)."""
+    files, module = package_files(objects)
+    return _tar(files), module
+
+
+def package_files(objects: Sequence[Tuple[str, Any, Any]]) -> Tuple[Dict[str, bytes], str]:
+    """The files of the code tar (arcname → contents) and the module to import (see package)."""
     entry_name, entry_file = entrypoint(objects)
     root = import_root(entry_name, entry_file)
     mods = local_modules(root, entry_name)
@@ -170,6 +181,6 @@ def package(objects: Sequence[Tuple[str, Any, Any]]) -> Tuple[bytes, str]:
     files = {arc: _read(path) for arc, (_, path) in mods.items()}
     modules = {m for _, m, _ in binds}
     if len(modules) == 1 and all(s == a for s, _, a in binds):
-        return _tar(files), modules.pop()
+        return files, modules.pop()
     files[SHIM_MODULE + ".py"] = _shim(binds)
-    return _tar(files), SHIM_MODULE
+    return files, SHIM_MODULE

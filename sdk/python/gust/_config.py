@@ -13,7 +13,8 @@ file, then the file's top-level (legacy) fields.
 - The file: the one named by ``GUST_CONFIG``, else ``$XDG_CONFIG_HOME/gust/config.json``, else
   ``~/.config/gust/config.json``. Either the legacy form ``{"server_url": ..., "token": ...}`` or
   ``{"active_profile": "default", "profiles": {"default": {"server_url": ..., "token_id": ...,
-  "token_secret": ...}, ...}}`` (a profile may hold ``token`` instead of the pair).
+  "token_secret": ...}, ...}}`` (a profile may hold ``token`` instead of the pair). ``"modal_compat":
+  true`` (top level or in the profile) makes ``gust run`` resolve ``import modal`` to gust.
 - The profile: ``GUST_PROFILE``, else ``active_profile``, else ``default``, else the only one.
 
 Credentials are taken whole from the first place that has any: an id and a secret never come
@@ -48,6 +49,7 @@ class Config:
     profile: Optional[str] = None  # the profile used, if any
     tls_fingerprint: Optional[str] = None  # pins an https server's certificate (hex SHA-256)
     tls_ca_file: Optional[str] = None  # else: trust the CAs in this PEM file
+    modal_compat: bool = False  # `import modal` resolves to gust under `gust run` (see _compat.py)
 
     @property
     def has_credentials(self) -> bool:
@@ -180,9 +182,12 @@ def load(env: Optional[Mapping[str, str]] = None) -> Config:
             ca_file = _str(prof, "tls_ca_file", where_prof)
     if fingerprint:
         fingerprint = parse_fingerprint(fingerprint)
+    compat = prof.get("modal_compat", data.get("modal_compat", False))
+    if not isinstance(compat, bool):
+        raise InvalidError(f"modal_compat in {path} must be true or false, got {compat!r}")
     return Config(server_url=normalize_url(url), token=token, config_path=read_path,
                   token_id=tid, token_secret=secret, profile=profile,
-                  tls_fingerprint=fingerprint, tls_ca_file=ca_file)
+                  tls_fingerprint=fingerprint, tls_ca_file=ca_file, modal_compat=compat)
 
 
 def parse_fingerprint(s: str) -> str:

@@ -127,3 +127,68 @@ def concurrent(_f: Any = None, *, max_inputs: int, target_inputs: Optional[int] 
         return obj
 
     return deco(_f) if _f is not None else deco
+
+
+# Modal's bounds on dynamic batching.
+MAX_MAX_BATCH_SIZE = 1000
+MAX_BATCH_WAIT_MS = 10 * 60 * 1000
+
+
+def batched(_f: Any = None, *, max_batch_size: int, wait_ms: int) -> Callable:
+    """Dynamic batching, as Modal's ``@modal.batched``: callers send single inputs (``f.remote(x)``,
+    ``f.map(xs)``); the container gathers up to ``max_batch_size`` of them, waiting at most
+    ``wait_ms`` after the first, and calls the function once with a list per parameter. It must
+    return a list with one result per input; an exception fails every input of the batch.
+
+    Goes under ``@app.function()``, or on a method of an ``@app.cls`` class (instead of
+    ``@gust.method()``)."""
+    for name, v in (("max_batch_size", max_batch_size), ("wait_ms", wait_ms)):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise exc.InvalidError(f"{name} must be an integer, got {v!r}")
+    if max_batch_size < 1:
+        raise exc.InvalidError("max_batch_size must be a positive integer.")
+    if max_batch_size > MAX_MAX_BATCH_SIZE:
+        raise exc.InvalidError(f"max_batch_size cannot be greater than {MAX_MAX_BATCH_SIZE}.")
+    if wait_ms < 0:
+        raise exc.InvalidError("wait_ms must be a non-negative integer.")
+    if wait_ms >= MAX_BATCH_WAIT_MS:
+        raise exc.InvalidError(f"wait_ms cannot be greater than or equal to {MAX_BATCH_WAIT_MS}.")
+
+    def deco(f: Any) -> Any:
+        if getattr(f, "_gust_raw_f", None) is not None or getattr(f, "_gust_raw_cls", None) is not None:
+            raise exc.InvalidError("@gust.batched goes under @app.function() (or on a method of an @app.cls class), "
+                                   "not above it")
+        if not callable(f) or isinstance(f, type):
+            raise exc.InvalidError(f"@gust.batched must decorate a function, got {f!r}")
+        check_batched_signature(f)
+        f._gust_batched = (max_batch_size, wait_ms)
+        f._gust_method = True  # in a class, a batched method is a remote method
+        f._gust_is_generator = False
+        return f
+
+    return deco(_f) if _f is not None else deco
+
+
+def check_batched_signature(f: Callable) -> None:
+    """Modal's rules for a batched function: not a generator; at least one parameter (besides
+    a method's self); no defaults, no *args or **kwargs."""
+    import inspect
+    name = getattr(f, "__qualname__", getattr(f, "__name__", repr(f)))
+    if inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f):
+        raise exc.InvalidError(f"Modal batched function {name} cannot be a generator (batched generators are not supported)")
+    params = list(inspect.signature(f).parameters.values())
+    if "." in name and "<locals>" not in name.split(".")[-2:-1] and params and params[0].name == "self":
+        params = params[1:]
+    if not params:
+        raise exc.InvalidError(f"Modal batched function {name} must take at least one argument")
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise exc.InvalidError(f"Modal batched function {name} does not accept variadic arguments")
+        if p.default is not p.empty:
+            raise exc.InvalidError(f"Modal batched function {name} does not accept default arguments")
+
+
+def batch_params(f: Callable) -> list:
+    """The parameter names a batched function takes lists for (a method's self left out)."""
+    import inspect
+    return [p.name for p in inspect.signature(f).parameters.values()]

@@ -433,6 +433,7 @@ class _Runner:
         self._instance_order: List[Tuple[Any, _Instance]] = []
         self._instances_lock = threading.Lock()
         self._pid = os.getpid()
+        self._batcher: Optional[_Batcher] = None  # made for the first input of a @batched function
 
     # ---------------------------------------------------------------- protocol channel
 
@@ -749,7 +750,12 @@ class _Runner:
             if isinstance(msg.get("call_id"), str):
                 _call_ids[iid] = msg["call_id"]
         try:
-            if self._is_async(msg.get("method")):
+            conf = self._batch_conf(msg.get("method"))
+            if conf is not None:
+                if self._batcher is None:
+                    self._batcher = _Batcher(self)
+                self._batcher.add((msg.get("method"), self._params_key(msg.get("params"))), conf, msg)
+            elif self._is_async(msg.get("method")):
                 asyncio.run_coroutine_threadsafe(self._run_async_safe(msg), self._get_loop())
             else:
                 # Never on this thread: it must stay free to see a shutdown while inputs run.
@@ -760,6 +766,78 @@ class _Runner:
                 self._pending -= 1
                 self._cond.notify_all()
             raise
+
+    # ---------------------------------------------------------------- @batched
+
+    def _batch_conf(self, method: Any) -> Optional[Tuple[int, int]]:
+        """(max_batch_size, wait_ms) of a @batched function or method, else None."""
+        if self._kind == "function":
+            return getattr(self._fn, "_gust_batched", None)
+        if not isinstance(method, str) or method.startswith("__") or self._cls is None:
+            return None
+        return getattr(getattr(self._cls, method, None), "_gust_batched", None)
+
+    def run_batch(self, msgs: List[dict]) -> None:
+        """Run one batch: a list per parameter in, a result per input out. An input whose
+        arguments do not fit the function fails alone; an exception of the function, or a
+        result that is not a list of one value per input, fails the whole batch."""
+        from ._partial import batch_params
+        token = _current.set(msgs[0]["id"])  # the batch's logs go with its first input
+        for m in msgs:
+            self._begin(m["id"])
+        outs: Dict[str, dict] = {}
+        fmts = {m["id"]: m.get("format") or "pickle" for m in msgs}
+        valid: List[dict] = []
+        try:
+            try:
+                instance = self._instance(msgs[0].get("params")) if self._kind == "class" else None
+                fn = self._target(instance, msgs[0].get("method"))
+                name = getattr(fn, "__qualname__", "") or getattr(fn, "__name__", "function")
+                sig = inspect.signature(fn)
+                names = batch_params(fn)
+                cols: Dict[str, list] = {n: [] for n in names}
+                for m in msgs:
+                    iid, fmt = m["id"], fmts[m["id"]]
+                    try:
+                        args, kwargs = decode_args(b64d(m.get("args")), fmt) if m.get("args") else ((), {})
+                        bound = sig.bind(*args, **kwargs)
+                    except BaseException as e:  # noqa: BLE001
+                        err = _exc.InvalidError(f"Modal batched function {name} takes {len(names)} argument(s) "
+                                                f"({', '.join(names)}), one per input: {e}") if isinstance(e, TypeError) else e
+                        outs[iid] = self._failure(iid, err, fmt)
+                        continue
+                    for n in names:
+                        cols[n].append(bound.arguments[n])
+                    valid.append(m)
+                if valid:
+                    res = fn(**cols)
+                    if inspect.isawaitable(res):
+                        res = asyncio.run_coroutine_threadsafe(_await_in(msgs[0]["id"], res), self._get_loop()).result()
+                    if not isinstance(res, list):
+                        raise _exc.InvalidError(f"Output of batched function {name} must be a list, got {type(res).__name__}.")
+                    if len(res) != len(valid):
+                        raise _exc.InvalidError(f"Output of batched function {name} must be a list of equal length as its "
+                                                f"inputs: {len(res)} results for {len(valid)} inputs.")
+                    for m, r in zip(valid, res):
+                        try:
+                            outs[m["id"]] = self._success(m["id"], b64e(serialize(r, fmts[m["id"]])), fmts[m["id"]])
+                        except BaseException as e:  # noqa: BLE001 - one unserialisable result
+                            outs[m["id"]] = self._failure(m["id"], e, fmts[m["id"]])
+            except BaseException as e:  # noqa: BLE001 - the batch fails, every input of it
+                for m in msgs:
+                    if m["id"] not in outs:
+                        outs[m["id"]] = self._failure(m["id"], e, fmts[m["id"]])
+                del e
+        finally:
+            for m in msgs:
+                self._end_safely(m["id"], outs.get(m["id"]), fmts[m["id"]])
+            _current.reset(token)
+
+    def _run_batch_safe(self, msgs: List[dict]) -> None:
+        try:
+            self.run_batch(msgs)
+        except BaseException:  # noqa: BLE001
+            self.runner_log(f"gust runner: internal error running a batch:\n{traceback.format_exc()}")
 
     def _begin(self, iid: str) -> None:
         with self._lock:
@@ -995,6 +1073,8 @@ class _Runner:
     def shutdown(self) -> int:
         self._stopping = True
         token = _current.set(None)
+        if self._batcher is not None:
+            self._batcher.flush()  # gathered inputs run now rather than wait out wait_ms
         deadline = time.monotonic() + _GRACE_S
         with self._cond:
             while self._pending > 0:
@@ -1047,6 +1127,9 @@ class _Runner:
                 raise _exc.InvalidError("the runner's config must be a JSON object")
             del sys.argv[1:]  # user code may parse sys.argv at import
             self._max_inputs = max(1, int(config.get("max_inputs") or 1))
+            if config.get("modal_compat"):
+                from . import _compat
+                _compat.install()  # before the user's module, which may `import modal`
             self.load(config)
         except BaseException as e:  # noqa: BLE001 - SystemExit at import too
             for w in self._writers:
@@ -1060,6 +1143,51 @@ class _Runner:
         self.drain_pipes()
         self.send({"type": "ready"})
         return self.serve()
+
+
+class _Batcher:
+    """Gathers the inputs of a @batched function into batches: one per method and class
+    parameters, sent to the runner's pool when it holds max_batch_size inputs or wait_ms has
+    passed since its first input, whichever comes first."""
+
+    def __init__(self, runner: "_Runner"):
+        self._runner = runner
+        self._cond = threading.Condition()
+        self._groups: Dict[Any, Tuple[float, List[dict], int]] = {}  # key → (deadline, inputs, max size)
+        threading.Thread(target=self._loop, name="gust-batcher", daemon=True).start()
+
+    def add(self, key: Any, conf: Tuple[int, int], msg: dict) -> None:
+        max_size, wait_ms = conf
+        with self._cond:
+            deadline, msgs, _ = self._groups.get(key) or (time.monotonic() + wait_ms / 1000.0, [], max_size)
+            msgs.append(msg)
+            if len(msgs) >= max_size:
+                self._groups.pop(key, None)
+                self._submit(msgs)
+                return
+            self._groups[key] = (deadline, msgs, max_size)
+            self._cond.notify()
+
+    def flush(self) -> None:
+        with self._cond:
+            groups, self._groups = self._groups, {}
+            for _, msgs, _ in groups.values():
+                self._submit(msgs)
+
+    def _submit(self, msgs: List[dict]) -> None:
+        assert self._runner._executor is not None
+        self._runner._executor.submit(self._runner._run_batch_safe, msgs)
+
+    def _loop(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for key, (deadline, msgs, _) in list(self._groups.items()):
+                    if deadline <= now:
+                        self._groups.pop(key)
+                        self._submit(msgs)
+                wait = min((d for d, _, _ in self._groups.values()), default=None)
+                self._cond.wait(None if wait is None else max(0.0, wait - time.monotonic()))
 
 
 class _InstanceError(Exception):

@@ -202,8 +202,16 @@ def _network_options(opts: Dict[str, Any], where: str) -> Dict[str, Any]:
     return out
 
 
-def _apply_concurrency(opts: dict, obj: Any) -> None:
+def _apply_concurrency(opts: dict, obj: Any, batched: Any = None) -> None:
     conc = getattr(obj, "_gust_concurrency", None)
+    if batched is not None:
+        # The container gathers a batch from the inputs it holds at once: it must be sent
+        # up to max_batch_size of them, and the autoscaler plans a batch per container.
+        if conc is not None or opts.get("max_inputs", 1) > 1:
+            raise exc.InvalidError(f"{getattr(obj, '__name__', obj)}: @gust.batched and @gust.concurrent (or "
+                                   "allow_concurrent_inputs) cannot be used together")
+        opts["max_inputs"] = opts["target_inputs"] = batched[0]
+        return
     if conc is not None:
         opts["max_inputs"], opts["target_inputs"] = conc
 
@@ -355,7 +363,7 @@ class App:
                     f"@app.function() cannot be used on the method {'.'.join(parts)}: put @app.cls() on the "
                     "class and @gust.method() on the method")
             fn_opts = dict(opts)
-            _apply_concurrency(fn_opts, f)
+            _apply_concurrency(fn_opts, f, getattr(f, "_gust_batched", None))
             gen = bool(is_generator) if is_generator is not None else _is_generator_function(f)
             fname = name or f.__name__
             fn = Function(_Handle(fname), f, is_generator=gen, app=self, options=fn_opts)
@@ -393,8 +401,13 @@ class App:
                     raise exc.InvalidError(
                         f"class {c.__name__}: __init__ arguments are not supported; declare parameters as class "
                         "attributes with gust.parameter(), e.g. size: int = gust.parameter(default=3)")
+            batched = {n: m for n, m in class_methods(c).items() if getattr(m, "_gust_batched", None)}
+            if len(batched) > 1:
+                raise exc.InvalidError(f"Modal class {c.__name__} can only have one batched function.")
+            if batched and len(class_methods(c)) > 1:
+                raise exc.InvalidError(f"Modal class {c.__name__} with a modal batched function cannot have other modal methods.")
             cls_opts = dict(opts)
-            _apply_concurrency(cls_opts, c)
+            _apply_concurrency(cls_opts, c, next(iter(batched.values()))._gust_batched if batched else None)
             obj = Cls(_Handle(c.__name__), c, app=self, options=cls_opts)
             self._classes[c.__name__] = obj
             return obj
@@ -475,7 +488,10 @@ class App:
         self._alias_main(raws, module)
         blob = _local_files.upload(client, tar)
         for attempt in (0, 1):
-            body = {"name": name or "", "mode": mode, "code": {"blob": blob, "module": module},
+            code = {"blob": blob, "module": module}
+            if "gust._compat" in sys.modules and sys.modules["gust._compat"].active():
+                code["modal_compat"] = True  # the containers resolve `import modal` to gust too
+            body = {"name": name or "", "mode": mode, "code": code,
                     "functions": [self._spec(n, o, client) for n, o in objects], "heartbeat": heartbeat}
             try:
                 data = client.json("POST", "/v1/apps/publish", json=body, timeout=600)
@@ -595,3 +611,69 @@ def _default_image() -> Image:
     if _default_image_obj is None:
         _default_image_obj = Image.debian_slim()
     return _default_image_obj
+
+
+# with_options: Modal's Function.with_options / Cls.with_options (and Cls.with_concurrency).
+_WITH_OPTIONS = frozenset({"cpu", "memory", "gpu", "env", "secrets", "volumes", "retries", "timeout", "min_containers",
+                           "max_containers", "buffer_containers", "scaledown_window", "concurrency_limit",
+                           "container_idle_timeout", "allow_concurrent_inputs"})
+
+
+def _variant_options(kwargs: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """Check with_options(...)'s arguments and spell the ones given as the server's variant
+    options (POST /v1/functions/{id}/variants). Options left out keep the function's values."""
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    for k in list(given):
+        if k in _IGNORED_OPTIONS:
+            given.pop(k)
+        elif k not in _WITH_OPTIONS:
+            raise TypeError(f"{where} got an unexpected keyword argument '{k}'")
+    if given.pop("volumes", None):
+        raise exc.InvalidError(f"{where}: volumes= is not supported by gust's with_options yet; mount volumes in the decorator")
+    if "concurrency_limit" in given:
+        given.setdefault("max_containers", given.pop("concurrency_limit"))
+    if "container_idle_timeout" in given:
+        given.setdefault("scaledown_window", given.pop("container_idle_timeout"))
+    if "allow_concurrent_inputs" in given:
+        given.setdefault("max_inputs", given.pop("allow_concurrent_inputs"))
+    out: Dict[str, Any] = {}
+    if "cpu" in given:
+        cpu, limit = _pair("cpu", given["cpu"])
+        out["cpu"] = _check_number("cpu", cpu, low=0.01, hint="cores, e.g. cpu=2")
+        if limit is not None:
+            out["cpu_limit"] = _check_number("cpu limit", limit, low=0.01)
+            if limit < cpu:
+                raise exc.InvalidError(f"{where}: cpu=(request, limit): the limit {limit} is less than the request {cpu}")
+    if "memory" in given:
+        req, limit = _pair("memory", given["memory"])
+        out["memory"] = _check_number("memory", limit if limit is not None else req, low=16, integer=True,
+                                      hint="MiB, e.g. memory=4096")
+    if "gpu" in given:
+        out["gpu"] = _parse_gpu(given["gpu"])
+    if "timeout" in given:
+        out["timeout"] = _check_number("timeout", given["timeout"], low=1, hint="seconds per input")
+    if "retries" in given:
+        out["retries"] = Retries._from(given["retries"])._to_spec()
+    for k in ("min_containers", "buffer_containers"):
+        if k in given:
+            out[k] = _check_number(k, given[k], low=0, integer=True)
+    for k in ("max_containers", "max_inputs", "target_inputs"):
+        if k in given:
+            out[k] = _check_number(k, given[k], low=1, integer=True)
+    if "scaledown_window" in given:
+        out["scaledown_window"] = _check_number("scaledown_window", given["scaledown_window"], low=1,
+                                                hint="seconds an idle container is kept")
+    if "env" in given:
+        env = {k: v for k, v in given["env"].items() if v is not None}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise exc.InvalidError(f"{where}: env must map strings to strings")
+        if env:
+            out["env"] = env
+    if "secrets" in given:
+        secs = list(given["secrets"])
+        for s in secs:
+            if not isinstance(s, Secret):
+                raise exc.InvalidError(f"{where}: secrets must be gust.Secret objects, got {s!r}")
+        if secs:
+            out["secrets"] = [s._to_spec() for s in secs]
+    return out

@@ -104,7 +104,28 @@ class Cls:
         self._options["max_inputs"], self._options["target_inputs"] = max_inputs, target_inputs
 
     def with_options(self, **kwargs: Any) -> "Cls":
-        raise exc.InvalidError("Cls.with_options is not supported by gust yet: set the options in @app.cls(...)")
+        """The class with some options changed (Modal's ``Cls.with_options``): cpu, memory,
+        gpu, env, secrets, retries, timeout, min/max/buffer_containers, scaledown_window.
+        ``Model.with_options(gpu="A100")(size=3).predict.remote(x)`` runs in containers of
+        their own with those options; the class itself is unchanged."""
+        from .app import _variant_options
+        return self._variant(_variant_options(kwargs, "Cls.with_options()"))
+
+    def with_concurrency(self, *, max_inputs: int, target_inputs: Optional[int] = None) -> "Cls":
+        """The class with ``@gust.concurrent`` limits changed (Modal's ``Cls.with_concurrency``)."""
+        from ._partial import concurrent
+        concurrent(max_inputs=max_inputs, target_inputs=target_inputs)  # the same checks
+        opts = {"max_inputs": max_inputs}
+        if target_inputs is not None:
+            opts["target_inputs"] = target_inputs
+        return self._variant(opts)
+
+    def _variant(self, opts: Dict[str, Any]) -> "Cls":
+        from .functions import _VariantHandle
+        c = Cls(_VariantHandle(self._handle, opts), self._raw_cls, app=self._app)
+        if self._raw_cls is None:
+            c._method_fns, c._parameters = None, None
+        return c
 
     # Instances.
 

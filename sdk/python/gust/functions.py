@@ -158,6 +158,56 @@ class _Handle:
         raise exc.NotFoundError(f"the app of this container has no running function {self.name!r}")
 
 
+class _VariantHandle:
+    """The handle of ``with_options(...)``: the base function with some options changed, made
+    on the server on first use as a function of its own (POST /v1/functions/{id}/variants),
+    so its containers have those resources and its usage is metered at them."""
+
+    def __init__(self, base: Any, options: Dict[str, Any]):
+        self.base = base  # a _Handle, or another _VariantHandle (options merged over it)
+        self.options = options
+        self.name = base.name
+        self.lookup = getattr(base, "lookup", None)
+        self.function_id: Optional[str] = None
+        self.client: Optional[Client] = None
+        self.data: Optional[dict] = None
+        self._for: Optional[str] = None  # the base function id the variant was made from
+        self._lock = threading.Lock()
+
+    def root(self) -> Tuple[Any, Dict[str, Any]]:
+        """The plain handle underneath, and every option on the way, later ones winning."""
+        if isinstance(self.base, _VariantHandle):
+            h, opts = self.base.root()
+            merged = dict(opts)
+            for k, v in self.options.items():
+                if k == "env":
+                    merged["env"] = {**merged.get("env", {}), **v}
+                elif k == "secrets":
+                    merged["secrets"] = list(merged.get("secrets", [])) + list(v)
+                else:
+                    merged[k] = v
+            return h, merged
+        return self.base, dict(self.options)
+
+    def set(self, client: Client, function_id: Optional[str] = None, data: Optional[dict] = None) -> None:
+        self.client, self.data = client, data
+        self.function_id = function_id or (data or {}).get("function_id")
+
+    def clear(self) -> None:
+        self.function_id, self.client, self.data, self._for = None, None, None, None
+
+    def resolve(self) -> Tuple[Client, str]:
+        base, opts = self.root()
+        client, base_id = base.resolve()
+        if self.function_id is None or self._for != base_id:  # the base was published again
+            with self._lock:
+                if self.function_id is None or self._for != base_id:
+                    data = client.json("POST", f"/v1/functions/{base_id}/variants", json={"options": opts})
+                    self.set(client, data=data)
+                    self._for = base_id
+        return self.client, self.function_id  # type: ignore[return-value]
+
+
 def _is_generator_function(f: Any) -> bool:
     explicit = getattr(f, "_gust_is_generator", None)
     if explicit is not None:
@@ -275,6 +325,18 @@ class Function:
     def keep_warm(self, warm_pool_size: int) -> None:
         """Keep this many containers warm (Modal's older name for ``update_autoscaler(min_containers=)``)."""
         self.update_autoscaler(min_containers=warm_pool_size)
+
+    def with_options(self, **kwargs: Any) -> "Function":
+        """The function with some options changed (Modal's ``with_options``): cpu, memory, gpu,
+        env, secrets, retries, timeout, min/max/buffer_containers, scaledown_window. Calls
+        through the returned handle run in containers of their own with those options; the
+        function itself is unchanged."""
+        if self._method is not None:
+            raise exc.InvalidError("with_options goes on the class: Model.with_options(...)().method.remote()")
+        from .app import _variant_options
+        opts = _variant_options(kwargs, "Function.with_options()")
+        return Function(_VariantHandle(self._handle, opts), self._raw_f, is_generator=self._is_generator,
+                        app=self._app)
 
     def _gust_set_concurrency(self, max_inputs: int, target_inputs: Optional[int]) -> None:
         if self._options is None:

@@ -30,7 +30,8 @@ class Image:
 
     @classmethod
     def debian_slim(cls, python_version: Optional[str] = None, force_build: bool = False) -> "Image":
-        """Debian (bookworm) with Python. ``python_version`` may be None or the host's version."""
+        """Debian with Python from Debian's packages: ``python_version`` None or "3.11" (bookworm)
+        or "3.13" (trixie); the server refuses others with the list of what it offers."""
         spec: dict = {"kind": "debian_slim"}
         if python_version is not None:
             spec["python_version"] = str(python_version)
@@ -113,17 +114,88 @@ class Image:
             step["pre"] = True
         return self._forced(self._with_step(step), force_build)
 
+    def uv_pip_install(self, *packages, requirements=None, find_links: Optional[str] = None,
+                       index_url: Optional[str] = None, extra_index_url: Optional[str] = None, pre: bool = False,
+                       extra_options: str = "", force_build: bool = False, uv_version: Optional[str] = None,
+                       secrets=None, gpu=None) -> "Image":
+        """Install Python packages with uv, as Modal's ``uv_pip_install``. gust's images come
+        without uv: where the image has none, pip installs the same packages, and the build log
+        says so. ``requirements`` are local files, copied into the image first."""
+        if gpu is not None:
+            raise exc.InvalidError("uv_pip_install(gpu=...) is not supported: this gust has no GPUs for builds")
+        pkgs = _flatten(packages, "uv_pip_install")
+        if isinstance(requirements, (str, os.PathLike)):
+            requirements = [requirements]
+        image, remotes = self, []
+        for req in requirements or ():
+            path, remote = _build_file(req, "requirements", "uv_pip_install")
+            image, remotes = image.add_local_file(path, remote, copy=True), remotes + [remote]
+        if not pkgs and not remotes:
+            return self
+        step: dict = {"type": "uv_pip_install"}
+        if pkgs:
+            step["packages"] = pkgs
+        if remotes:
+            step["requirements"] = remotes
+        for key, val in (("index_url", index_url), ("extra_index_url", extra_index_url), ("find_links", find_links),
+                         ("extra_options", extra_options)):
+            if val:
+                step[key] = str(val)
+        if pre:
+            step["pre"] = True
+        step_env = {}
+        for s in list(secrets or ()):
+            step_env.update(_secret_env(s))
+        if step_env:
+            step["env"] = step_env
+        return self._forced(image._with_step(step), force_build)
+
+    def run_function(self, raw_f, *, secrets=(), volumes=None, network_file_systems=None, gpu=None, cpu=None,
+                     memory=None, timeout: float = 3600, cloud=None, region=None, force_build: bool = False,
+                     args=(), kwargs=None, include_source=None) -> "Image":
+        """Run a Python function in the image as a build step and keep its changes to the
+        filesystem (Modal's ``run_function``), e.g. to download model weights at build time.
+
+        The function's code is shipped as a function's is (its module and the local modules it
+        imports), with ``args``/``kwargs`` pickled; the step is cached by that code, the
+        arguments and the image beneath, like other steps. It runs as ``python3`` in the build
+        container, from /root, with the secrets' values in its environment."""
+        if gpu is not None:
+            raise exc.InvalidError("run_function(gpu=...) is not supported: this gust has no GPUs for builds")
+        if volumes or network_file_systems:
+            raise exc.InvalidError("run_function(volumes=...) is not supported by gust yet: fetch the data in the function")
+        raw = getattr(raw_f, "_gust_raw_f", None) or raw_f
+        if not callable(raw) or isinstance(raw, type):
+            raise exc.InvalidError(f"run_function needs a function, got {raw_f!r}")
+        if getattr(raw_f, "_gust_raw_f", None) is not None:
+            raise exc.InvalidError("run_function takes a plain function, not one decorated with @app.function()")
+        if "<locals>" in (getattr(raw, "__qualname__", "") or "").split("."):
+            raise exc.InvalidError(f"run_function: {raw.__qualname__} must be defined at the top level of its module "
+                                   "(the build container imports it from there)")
+        import pickle
+        try:
+            payload = pickle.dumps((tuple(args), dict(kwargs or {})), protocol=4)
+        except Exception as e:  # noqa: BLE001 - pickle raises many kinds
+            raise exc.InvalidError(f"run_function: args and kwargs must be picklable: {e}") from None
+        _check_number_arg("timeout", timeout)
+        env = {}
+        for s in list(secrets or ()):
+            env.update(_secret_env(s))
+        step = {"type": "_run_function", "fn": raw, "payload": payload, "timeout": int(timeout), "env": env}
+        return self._forced(self._with_step(step), force_build)
+
+    def build(self, app=None) -> "Image":
+        """Build the image now rather than when a function first needs it (Modal's
+        ``Image.build(app)``); inside a container it does nothing."""
+        if _container.is_local():
+            self.hydrate()
+        return self
+
     def pip_install_from_requirements(self, requirements_txt, find_links: Optional[str] = None,
                                       *, index_url: Optional[str] = None, extra_index_url: Optional[str] = None,
                                       pre: bool = False, force_build: bool = False, secrets=None, gpu=None) -> "Image":
         """pip install -r a local requirements file (copied into the image first)."""
-        path = os.path.abspath(str(requirements_txt))
-        if not os.path.isfile(path):
-            raise exc.InvalidError(f"pip_install_from_requirements: {requirements_txt!r} is not a file")
-        import hashlib
-        with open(path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()[:16]
-        remote = f"/.gust-build/requirements-{digest}.txt"
+        path, remote = _build_file(requirements_txt, "requirements", "pip_install_from_requirements")
         cmd = "python -m pip install --no-cache-dir --break-system-packages"
         for flag, val in (("--index-url", index_url), ("--extra-index-url", extra_index_url), ("--find-links", find_links)):
             if val:
@@ -239,6 +311,50 @@ class Image:
         return f"Image.{(self._spec or {}).get('kind', 'unknown')}()"
 
 
+def _refused(name: str, hint: str):
+    """A Modal Image constructor or step gust does not offer: a clear error, not AttributeError."""
+    def refuse(*args, **kwargs):
+        raise exc.InvalidError(f"Image.{name} is not supported by gust: {hint}")
+    refuse.__name__ = name
+    refuse.__doc__ = f"Not supported by gust: {hint}"
+    return staticmethod(refuse)
+
+
+_CONDA = ("gust images are Debian with Python from Debian's packages, without conda or micromamba; "
+          "use Image.debian_slim().pip_install(...) or .apt_install(...), or Image.from_registry() of an image that has them")
+_CLOUD_REGISTRY = ("gust pulls from registries without cloud credentials; push the image to a registry the gust "
+                   "server reaches and use Image.from_registry(...)")
+for _name, _hint in (
+        ("micromamba", _CONDA), ("micromamba_install", _CONDA), ("conda", _CONDA), ("conda_install", _CONDA),
+        ("conda_update_from_environment", _CONDA),
+        ("from_aws_ecr", _CLOUD_REGISTRY), ("from_gcp_artifact_registry", _CLOUD_REGISTRY),
+        ("pip_install_private_repos", "clone the repositories with .run_commands(...) and a Secret, then pip install them"),
+        ("poetry_install_from_file", "export a requirements file (`poetry export`) and use .pip_install_from_requirements(...)"),
+        ("uv_sync", "export a requirements file (`uv export`) and use .uv_pip_install(requirements=[...])"),
+        ("pip_install_from_pyproject", "list the dependencies in .pip_install(...) or a requirements file"),
+        ("dockerfile_commands", "put the commands in a Dockerfile and use Image.from_dockerfile(...), or chain .run_commands(...)"),
+):
+    setattr(Image, _name, _refused(_name, _hint))
+del _name, _hint
+
+
+def _check_number_arg(name: str, v) -> None:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 1:
+        raise exc.InvalidError(f"{name} must be a number of seconds of at least 1, got {v!r}")
+
+
+def _build_file(local, what: str, where: str) -> "tuple[str, str]":
+    """A local file that a build step reads: its absolute path, and where it goes in the image
+    (named by its content, so an edit makes a new layer)."""
+    import hashlib
+    path = os.path.abspath(str(local))
+    if not os.path.isfile(path):
+        raise exc.InvalidError(f"{where}: {local!r} is not a file")
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    return path, f"/.gust-build/{what}-{digest}.txt"
+
+
 def _flatten(items, what: str) -> list:
     """Modal accepts strings and lists of strings, mixed."""
     out = []
@@ -268,6 +384,9 @@ def _upload_local(client: Client, spec: dict) -> dict:
         spec["blob"] = _local_files.upload(client, data)
     steps = []
     for st in spec.get("steps", []):
+        if st.get("type") == "_run_function":
+            steps.extend(_run_function_steps(client, st))
+            continue
         if st.get("type") == "add_local" and "local" in st:
             remote = st["remote"]
             if st.get("file"):
@@ -280,6 +399,34 @@ def _upload_local(client: Client, spec: dict) -> dict:
     if steps:
         spec = dict(spec, steps=steps)
     return spec
+
+
+def _run_function_steps(client: Client, st: dict) -> list:
+    """Image.run_function as two steps the server builds: the function's code (with this
+    SDK, the pickled arguments and what to call) added under /.gust-build, and a command that
+    runs it there with python3 and then removes the directory. Both are cached by content."""
+    from . import _code, _compat
+    import json
+    raw = st["fn"]
+    code, module = _code.package_files([(raw.__name__, raw, raw)])
+    files = {"code/" + arc: data for arc, data in code.items()}
+    sdk = os.path.dirname(os.path.abspath(__file__))
+    for name in sorted(os.listdir(sdk)):
+        if name.endswith(".py"):
+            with open(os.path.join(sdk, name), "rb") as f:
+                files["sdk/gust/" + name] = f.read()
+    files["args.pkl"] = st["payload"]
+    files["run.json"] = json.dumps({"module": module, "name": raw.__name__, "modal_compat": _compat.active()},
+                                   sort_keys=True).encode()
+    blob = _local_files.upload(client, _code.tar(files))
+    d = "/.gust-build/fn-" + blob.split(":")[-1][:16]
+    boot = f"import sys; sys.path[:0] = ['{d}/sdk', '{d}/code']; import gust._build_fn as b; sys.exit(b.main('{d}'))"
+    cmd = (f"cd /root 2>/dev/null || cd /; GUST_IS_REMOTE=1 timeout {st['timeout']} python3 -u -c {shlex.quote(boot)} "
+           f"&& rm -rf {d}")
+    run: dict = {"type": "run_commands", "commands": [cmd]}
+    if st.get("env"):
+        run["env"] = st["env"]
+    return [{"type": "add_local", "blob": blob, "remote": d, "copy": True}, run]
 
 
 def _build(client: Client, spec: dict) -> "tuple[str, dict]":

@@ -302,10 +302,10 @@ def unpickle(s):
 class Runner:
     """A runner subprocess and the protocol messages it sent."""
 
-    def __init__(self, tmpdir, name, kind="function", max_inputs=1, module="usermod", env=None):
+    def __init__(self, tmpdir, name, kind="function", max_inputs=1, module="usermod", env=None, config_extra=None):
         code = ("import sys; sys.path[:0] = [%r, %r]; import gust._runner as r; sys.exit(r.main())"
                 % (SDK_DIR, tmpdir))
-        config = json.dumps({"module": module, "name": name, "kind": kind, "max_inputs": max_inputs})
+        config = json.dumps({"module": module, "name": name, "kind": kind, "max_inputs": max_inputs, **(config_extra or {})})
         full_env = dict(os.environ)
         full_env.pop("GUST_IS_REMOTE", None)
         full_env.update(env or {})
