@@ -88,6 +88,9 @@ type usageMeter struct {
 	alive   *os.File // the heartbeat; nil keeps none
 	// saves counts spool rewrites (a test and the benchmark read it).
 	saves int
+	// saveMu orders rewrites (the ticker's and the sender's): a snapshot taken earlier never
+	// lands on disk after a later one, which the heartbeat would then overstate.
+	saveMu sync.Mutex
 }
 
 // spoolFile is what the spool holds.
@@ -304,6 +307,8 @@ func readHeartbeat(path string) time.Time {
 
 // save rewrites the spool when something changed; false when it could not.
 func (u *usageMeter) save() bool {
+	u.saveMu.Lock()
+	defer u.saveMu.Unlock()
 	u.mu.Lock()
 	if !u.dirty || u.spool == "" {
 		u.mu.Unlock()
