@@ -171,25 +171,7 @@ func TestTLSSplit(t *testing.T) {
 	}
 
 	// The Go SDK: a sandbox and an exec, relayed to the worker over TLS.
-	app, err := c.LookupApp(ctx, "tls-split", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := c.DebianSlim(ctx, sdk.ImageOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := c.CreateSandbox(ctx, sdk.SandboxOptions{App: app.ID, Image: img.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, _, code, err := sb.Run(ctx, sdk.ExecOptions{Command: []string{"echo", "over tls"}})
-	if err != nil || code != 0 || string(stdout) != "over tls\n" {
-		t.Fatalf("exec over TLS: %q %d %v", stdout, code, err)
-	}
-	if err := sb.Terminate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	echoInSandbox(ctx, t, c, "tls-split", "over tls", serverOut)
 
 	// The Python SDK, reading the same client config: a function call and a sandbox.
 	prog := `import gust as modal
@@ -284,33 +266,15 @@ func TestTLSUpAllAddresses(t *testing.T) {
 	_, port, _ := strings.Cut(freePort(), ":")
 	cfgPath := filepath.Join(dir, "config.json")
 	env := cleanEnv("GUST_TOKEN="+gust.token, "GUST_JOIN_TOKEN="+gust.joinToken, "GUST_CONFIG="+cfgPath)
-	up, out := startDaemon(t, env, "up", "--addr", "0.0.0.0:"+port, "--data-dir", filepath.Join(dir, "data"),
+	// --network=false: no bridge of its own, whose range would race with the other gusts' (parallel tests).
+	up, out := startDaemon(t, env, "up", "--network=false", "--addr", "0.0.0.0:"+port, "--data-dir", filepath.Join(dir, "data"),
 		"--image-cache", imageCache, "--no-install", "--sandbox-disk", "256", "--warm-pool", "0")
 	defer stopDaemon(up)
 	p := waitClientConfig(t, cfgPath, out)
 	if p.ServerURL != "https://127.0.0.1:"+port || len(p.TLSFingerprint) != 64 {
 		t.Fatalf("client config profile: %+v\n%s", p, out)
 	}
-	c := clientFor(t, cfgPath, env)
-	app, err := c.LookupApp(ctx, "tls-up", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := c.DebianSlim(ctx, sdk.ImageOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := c.CreateSandbox(ctx, sdk.SandboxOptions{App: app.ID, Image: img.ID})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	stdout, _, code, err := sb.Run(ctx, sdk.ExecOptions{Command: []string{"echo", "all addresses"}})
-	if err != nil || code != 0 || string(stdout) != "all addresses\n" {
-		t.Fatalf("exec through gust up on 0.0.0.0: %q %d %v\n%s", stdout, code, err, out)
-	}
-	if err := sb.Terminate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	echoInSandbox(ctx, t, clientFor(t, cfgPath, env), "tls-up", "all addresses", out)
 }
 
 // waitClientConfig waits up to 10 s for a starting gust (its output: out) to write the client
@@ -326,5 +290,30 @@ func waitClientConfig(t *testing.T, path string, out *lockedBuffer) sdk.Profile 
 			t.Fatalf("gust wrote no client config: %v\n%s", err, out)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// echoInSandbox creates a sandbox in app through client c, checks that an exec echoes text
+// back, and terminates it; out is the gust's output, shown on failure.
+func echoInSandbox(ctx context.Context, t *testing.T, c *sdk.Client, app, text string, out *lockedBuffer) {
+	t.Helper()
+	a, err := c.LookupApp(ctx, app, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := c.DebianSlim(ctx, sdk.ImageOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := c.CreateSandbox(ctx, sdk.SandboxOptions{App: a.ID, Image: img.ID})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	stdout, _, code, err := sb.Run(ctx, sdk.ExecOptions{Command: []string{"echo", text}})
+	if err != nil || code != 0 || string(stdout) != text+"\n" {
+		t.Fatalf("exec: %q %d %v\n%s", stdout, code, err, out)
+	}
+	if err := sb.Terminate(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
