@@ -38,7 +38,7 @@ _IGNORED_OPTIONS = frozenset({
     "experimental_options", "checkpointing_enabled", "serialized", "mounts", "environment_name",
     "_experimental_buffer_containers", "_experimental_proxy_ip", "_experimental_custom_scaling_factor",
     "_experimental_enable_gpu_snapshot", "_experimental_restrict_output", "_experimental_scheduler_placement",
-    "_experimental_gpus", "rdma", "name",
+    "_experimental_gpus", "rdma", "name", "scheduler_placement",
 })
 # Modal options gust cannot honour: accepted only when unset.
 _UNSUPPORTED_OPTIONS = frozenset({"volumes", "network_file_systems", "proxy", "cloud_bucket_mounts"})
