@@ -135,6 +135,19 @@ class SmallGapsTest(unittest.TestCase):
             "deleted_twice": "NotFoundError", "refused": "[True, True, True]",
         }, p)
 
+    def test_async_api(self):
+        p = gust("run", "smallgaps_async.py", timeout=300)
+        self.check(results(p.stdout), {
+            "remote_aio": "9", "map_aio": "[0, 1, 4, 9, 16]", "gen_aio": "[0, 1, 2]", "spawn": "16", "cls": "11",
+            "dict": "1 1", "queue": "5", "sb": "'hi\\n'", "lines": "'a\\nb\\n'", "file": "hello",
+            "listed": "True"}, p)
+        import subprocess
+        import sys
+        from test_functions import env
+        p = subprocess.run([sys.executable, os.path.join(PROGRAMS, "smallgaps_async.py")], env=env(),
+                           capture_output=True, text=True, timeout=300)
+        self.check(results(p.stdout), {"script": "25"}, p)
+
     def test_python_313(self):
         p = gust("run", "smallgaps_py313.py", timeout=900)
         r = results(p.stdout)
