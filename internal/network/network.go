@@ -33,7 +33,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 )
 
 // Config configures a Manager.
@@ -233,17 +232,13 @@ func (m *Manager) CIDR() netip.Prefix { return m.cfg.CIDR }
 
 // inUse says whether an interface of this namespace has an address in p.
 // lockRangeChoice takes the machine-wide lock that orders gusts choosing a range; the returned
-// func releases it (closing the file drops the flock, also when the process dies).
+// func releases it.
 func lockRangeChoice(runDir string) (func(), error) {
 	if err := os.MkdirAll(runDir, 0o711); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(runDir, "network-range.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := lockFile(filepath.Join(runDir, "network-range.lock"))
 	if err != nil {
-		return nil, err
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
 		return nil, err
 	}
 	return func() { f.Close() }, nil
