@@ -62,7 +62,7 @@ func (a *API) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	if principal(r).Kind == auth.Container {
 		// A function's code may use images that exist, never build one.
-		im, ok, err := a.builds.Cached(r.Context(), req)
+		im, ok, err := a.builds.Cached(r.Context(), principal(r).WorkspaceID, req)
 		if err == nil && !ok {
 			err = errdefs.WithKind(errdefs.ErrForbidden, "function containers may use images that are built already, not build new ones: build this image outside first (e.g. reference it in the function's decorator)")
 		}
@@ -77,9 +77,10 @@ func (a *API) handleImageCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n := httpapi.StartNDJSON(w)
-	im, err := a.builds.Build(imagebuild.BilledTo(r.Context(), principal(r).WorkspaceID), req, &httpapi.LogWriter{N: n})
+	im, err := a.builds.Build(r.Context(), principal(r).WorkspaceID, req, &httpapi.LogWriter{N: n})
 	if err == nil {
-		// Images are cached by what they are built from; this workspace may now use this one.
+		// Bases are shared and built steps cached per workspace; this workspace may now use
+		// this image.
 		err = a.store.GrantImage(r.Context(), principal(r).WorkspaceID, im.ID)
 	}
 	if err != nil {

@@ -202,6 +202,17 @@ func ValidateSteps(steps []Step) error {
 	return nil
 }
 
+// StepHash names the image that workspace ws makes by applying step to the image named parent:
+// the cache key of a built step. It holds the workspace, so one workspace never gets a layer
+// that another built (nor learns from a fast build that another built the same steps); only
+// the bases (debian_slim, scratch, registry and archive images), which hold nothing of any
+// workspace, are shared. It is the same for a step however the parent was reached (steps
+// over debian_slim, or from_id of an image of those steps).
+func StepHash(ws, parent string, s Step) string {
+	// A NUL cannot occur in a parent's name, so no other parent and workspace give this text.
+	return ChainHash(parent+"\x00workspace="+ws, s)
+}
+
 // ChainHash names the image made by applying step to the image named parent.
 func ChainHash(parent string, s Step) string {
 	b, _ := json.Marshal(s) // strings, bools and a map of strings: it cannot fail

@@ -54,6 +54,26 @@ func TestChainHash(t *testing.T) {
 	}
 }
 
+// TestStepHashPerWorkspace: a built step's cache key holds the workspace, so two workspaces
+// building the same steps never share a layer (issue 9: a cache hit told B that A built them).
+func TestStepHashPerWorkspace(t *testing.T) {
+	a := Step{Type: "run_commands", Commands: []string{"make"}}
+	if StepHash("ws-a", "p", a) != StepHash("ws-a", "p", a) {
+		t.Fatal("hash is not stable")
+	}
+	for _, tt := range []struct{ name, ws1, p1, ws2, p2 string }{
+		{"workspaces", "ws-a", "p", "ws-b", "p"},
+		{"parents", "ws-a", "p", "ws-a", "q"},
+	} {
+		if StepHash(tt.ws1, tt.p1, a) == StepHash(tt.ws2, tt.p2, a) {
+			t.Errorf("%s: the same hash for (%q, %q) and (%q, %q)", tt.name, tt.ws1, tt.p1, tt.ws2, tt.p2)
+		}
+	}
+	if StepHash("ws-a", "p", a) == ChainHash("p", a) {
+		t.Fatal("the per-workspace hash is the shared one")
+	}
+}
+
 func TestShellCommandsQuote(t *testing.T) {
 	s := Step{Type: "pip_install", Packages: []string{"numpy<2"}, FindLinks: "/w heels"}
 	cmd := s.ShellCommands()[0]

@@ -58,9 +58,9 @@ func New(st Store, fleet Fleet, layers *image.Builder, logger *log.Logger) *Buil
 
 type billedToKey struct{}
 
-// BilledTo returns a context whose builds the usage ledger bills to workspace ws (the one
+// billTo returns a context whose builds the usage ledger bills to workspace ws (the one
 // that asked), rather than to the system workspace that runs them.
-func BilledTo(ctx context.Context, ws string) context.Context {
+func billTo(ctx context.Context, ws string) context.Context {
 	return context.WithValue(ctx, billedToKey{}, ws)
 }
 
@@ -116,8 +116,11 @@ func (b *Builder) Check(ctx context.Context, req Request) error {
 	return nil
 }
 
-// Build resolves a checked request to an image, writing build logs to logs.
-func (b *Builder) Build(ctx context.Context, req Request, logs io.Writer) (image.Image, error) {
+// Build resolves a checked request of workspace ws to an image, writing build logs to logs.
+// Built steps are cached per workspace (image.StepHash) and their build containers billed to
+// ws; bases are shared.
+func (b *Builder) Build(ctx context.Context, ws string, req Request, logs io.Writer) (image.Image, error) {
+	ctx = billTo(ctx, ws)
 	var im image.Image
 	var err error
 	switch req.Kind {
@@ -133,16 +136,16 @@ func (b *Builder) Build(ctx context.Context, req Request, logs io.Writer) (image
 		im, err = b.ociImage(ctx, req.Kind)(b.layers.FromOCIArchive(req.Blob, logs))
 	}
 	if err == nil && len(req.Steps) > 0 {
-		im, err = b.buildSteps(ctx, im, req.Steps, req.ForceBuild, logs)
+		im, err = b.buildSteps(ctx, ws, im, req.Steps, req.ForceBuild, logs)
 	}
 	return im, err
 }
 
-// Cached returns the image a checked request resolves to when it is built already, without
-// building or pulling anything; ok is false otherwise (and always for registry and archive
-// images, whose content is known only once read). Function containers may only resolve
-// images this way.
-func (b *Builder) Cached(ctx context.Context, req Request) (im image.Image, ok bool, err error) {
+// Cached returns the image a checked request of workspace ws resolves to when it is built
+// already (by ws: built steps are cached per workspace), without building or pulling
+// anything; ok is false otherwise (and always for registry and archive images, whose content
+// is known only once read). Function containers may only resolve images this way.
+func (b *Builder) Cached(ctx context.Context, ws string, req Request) (im image.Image, ok bool, err error) {
 	var hash string
 	switch req.Kind {
 	case KindFromID:
@@ -159,7 +162,7 @@ func (b *Builder) Cached(ctx context.Context, req Request) (im image.Image, ok b
 		return image.Image{}, false, nil
 	}
 	for _, st := range req.Steps {
-		hash = image.ChainHash(hash, st)
+		hash = image.StepHash(ws, hash, st)
 	}
 	im, ok, err = b.store.ImageByHash(ctx, hash)
 	if err != nil || !ok || !layersExist(im.Layers) {

@@ -26,13 +26,14 @@ const buildApp = "gust-image-builds"
 // first and then finds every layer cached.
 var buildLocks sync.Map // image hash → *sync.Mutex
 
-// buildSteps applies build steps to base. Each step that runs commands is a layer, made in a
-// build container from the image so far and cached by the hash of its definition and its
-// parent's; env and workdir steps change only the image's defaults.
-func (b *Builder) buildSteps(ctx context.Context, base image.Image, steps []image.Step, force bool, logs io.Writer) (image.Image, error) {
+// buildSteps applies build steps to base for workspace ws. Each step that runs commands is a
+// layer, made in a build container from the image so far and cached by the hash of its
+// definition, its parent's and ws (image.StepHash: another workspace's build of the same
+// steps is not a cache hit); env and workdir steps change only the image's defaults.
+func (b *Builder) buildSteps(ctx context.Context, ws string, base image.Image, steps []image.Step, force bool, logs io.Writer) (image.Image, error) {
 	final := base.Hash
 	for _, st := range steps {
-		final = image.ChainHash(final, st)
+		final = image.StepHash(ws, final, st)
 	}
 	mu, _ := buildLocks.LoadOrStore(final, &sync.Mutex{})
 	mu.(*sync.Mutex).Lock()
@@ -42,7 +43,7 @@ func (b *Builder) buildSteps(ctx context.Context, base image.Image, steps []imag
 	announced := false
 	start := time.Now()
 	for i, st := range steps {
-		hash := image.ChainHash(cur.Hash, st)
+		hash := image.StepHash(ws, cur.Hash, st)
 		if !force {
 			im, ok, err := b.store.ImageByHash(ctx, hash)
 			if err != nil {
