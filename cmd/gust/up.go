@@ -196,7 +196,10 @@ func startServer(ctx context.Context, d *daemonFlags, logger *log.Logger) (*serv
 	// GUST_HEARTBEAT_TIMEOUT (a Go duration) shortens how long an ephemeral app outlives its
 	// client; the tests use it.
 	hb, _ := time.ParseDuration(os.Getenv("GUST_HEARTBEAT_TIMEOUT"))
-	cfg := server.Config{Token: token, JoinToken: join, AuditRetention: d.auditRetention, DefaultIsolation: normIsolation(d.isolation), Images: images, Logger: logger, HeartbeatTimeout: hb, Ingress: d.ingress}
+	// GUST_WORKER_TIMEOUT (a Go duration) shortens how long a silent worker is waited for.
+	wt, _ := time.ParseDuration(os.Getenv("GUST_WORKER_TIMEOUT"))
+	cfg := server.Config{Token: token, JoinToken: join, AuditRetention: d.auditRetention, DefaultIsolation: normIsolation(d.isolation), Images: images, Logger: logger,
+		HeartbeatTimeout: hb, WorkerTimeout: wt, Ingress: d.ingress}
 	if d.billing != nil {
 		cfg.PriceFile = d.billing.prices
 	}

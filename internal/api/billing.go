@@ -127,6 +127,21 @@ func (a *API) handleWorkerUsage(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// CloseLostUsage ends the usage of a container that failed with its lost worker, at its last
+// recorded interval (store.CloseUsage): no final interval will come from the worker, and what
+// it reported is what is billed. The fleet calls it (fleet.OnLost).
+func (a *API) CloseLostUsage(ctx context.Context, sb sandbox.Sandbox, why string) {
+	rec := a.attribute(ctx, sb)
+	start := sb.CreatedAt
+	if sb.StartedAt != nil {
+		start = *sb.StartedAt
+	}
+	rec.ContainerID, rec.Start, rec.End = sb.ID, start, start // attribute filled the GPUs
+	if _, err := a.store.CloseUsage(ctx, rec, "the server: "+why); err != nil {
+		a.log.Printf("closing the usage of container %s: %v", sb.ID, err)
+	}
+}
+
 // orphanGrace is how long after its record ended a container may still be metered running
 // before the server stops it: an interval cut just before a normal end may arrive after it.
 const orphanGrace = 2 * time.Second

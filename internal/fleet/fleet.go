@@ -49,18 +49,26 @@ var _ Store = (*store.Store)(nil)
 // Config configures a fleet.
 type Config struct {
 	Logger *log.Logger
+	// WorkerTimeout is how long a worker may go without polling before the fleet gives up on
+	// it and on what it ran (0: workerTimeout).
+	WorkerTimeout time.Duration
 }
 
 // Fleet is the set of connected workers and the containers placed on them.
 type Fleet struct {
 	store Store
 	log   *log.Logger
+	// workerTimeout is Config.WorkerTimeout.
+	workerTimeout time.Duration
 	// onEnd learns of every container that reached a terminal state (the function engine).
 	onEnd func(sandbox.Sandbox)
 	// onAnyEnd learns of every container that ended, sandboxes too (the ingress).
 	onAnyEnd func(sandbox.Sandbox)
 	// admit may refuse a new container before it is placed (a spent budget).
 	admit func(context.Context, sandbox.Sandbox) error
+	// onLost learns of every container that failed with a worker that stopped answering (the
+	// usage ledger closes its usage), after its end is stored.
+	onLost func(context.Context, sandbox.Sandbox, string)
 
 	// records serialises each read-change-write of a container's record (setState, SetTags),
 	// so that two changes at once cannot both pass the lifecycle from the same old state, nor
@@ -107,8 +115,12 @@ func New(st Store, cfg Config) *Fleet {
 	if cfg.Logger == nil {
 		cfg.Logger = log.Default()
 	}
-	return &Fleet{store: st, log: cfg.Logger, onEnd: func(sandbox.Sandbox) {}, onAnyEnd: func(sandbox.Sandbox) {},
+	if cfg.WorkerTimeout <= 0 {
+		cfg.WorkerTimeout = workerTimeout
+	}
+	return &Fleet{store: st, log: cfg.Logger, workerTimeout: cfg.WorkerTimeout, onEnd: func(sandbox.Sandbox) {}, onAnyEnd: func(sandbox.Sandbox) {},
 		admit:   func(context.Context, sandbox.Sandbox) error { return nil },
+		onLost:  func(context.Context, sandbox.Sandbox, string) {},
 		workers: map[string]*workerConn{}, changed: map[string]chan struct{}{},
 		gpuFreed: make(chan struct{}), waiting: map[string]Waiting{}}
 }
@@ -120,6 +132,11 @@ func (f *Fleet) OnContainerEnd(fn func(sandbox.Sandbox)) { f.onEnd = fn }
 // OnAnyEnd sets who learns of every container that ends, sandboxes and function containers,
 // once its end is stored. Set it before workers connect.
 func (f *Fleet) OnAnyEnd(fn func(sandbox.Sandbox)) { f.onAnyEnd = fn }
+
+// OnLost sets who learns of every container that failed because its worker stopped answering
+// (not one that restarted), and why: the usage ledger, which will hear no final interval of
+// it. Set it before workers connect.
+func (f *Fleet) OnLost(fn func(ctx context.Context, sb sandbox.Sandbox, why string)) { f.onLost = fn }
 
 // OnAdmit sets who may refuse a new container before it is placed (budget.Checker.Admit).
 // Set it before workers connect.
@@ -148,7 +165,7 @@ func (f *Fleet) FailLeftovers(ctx context.Context) error {
 
 // Run expires workers that stopped polling until ctx ends.
 func (f *Fleet) Run(ctx context.Context) {
-	t := time.NewTicker(10 * time.Second)
+	t := time.NewTicker(min(10*time.Second, f.workerTimeout/4))
 	defer t.Stop()
 	for {
 		select {
@@ -190,7 +207,9 @@ func (f *Fleet) Register(req workerproto.RegisterRequest) (workerproto.RegisterR
 	f.wakeGPUWaitersLocked()
 	f.mu.Unlock()
 	for _, old := range gone {
-		f.workerLost(old, "its worker restarted")
+		// The worker that restarted sends what its old self metered (its spool), a final
+		// interval for each container among it: the ledger closes them itself.
+		f.workerLost(old, "its worker restarted", false)
 	}
 	f.log.Printf("worker %s registered (%s at %s, %v cpu, %d MiB, runtimes %v, %d GPUs)", wc.id, req.Name, req.Addr, req.CPU, req.MemoryMiB, req.Isolation, len(req.GPUs))
 	return workerproto.RegisterResponse{WorkerID: wc.id}, nil
@@ -308,7 +327,7 @@ func (f *Fleet) DialPort(ctx context.Context, workerID, containerID string, port
 }
 
 // workerTimeout is how long a worker may go without polling for assignments before the fleet
-// gives up on it and on everything it ran.
+// gives up on it and on everything it ran, unless Config.WorkerTimeout says otherwise.
 const workerTimeout = 60 * time.Second
 
 // expireWorkers drops workers that stopped polling (killed, or their machine gone).
@@ -316,20 +335,22 @@ func (f *Fleet) expireWorkers(now time.Time) {
 	var gone []*workerConn
 	f.mu.Lock()
 	for id, wc := range f.workers {
-		if wc.polling == 0 && now.Sub(wc.lastPoll) > workerTimeout {
+		if wc.polling == 0 && now.Sub(wc.lastPoll) > f.workerTimeout {
 			delete(f.workers, id)
 			gone = append(gone, wc)
 		}
 	}
 	f.mu.Unlock()
 	for _, wc := range gone {
-		f.workerLost(wc, fmt.Sprintf("its worker stopped answering for %v", workerTimeout))
+		f.workerLost(wc, fmt.Sprintf("its worker stopped answering for %v", f.workerTimeout), true)
 	}
 }
 
 // workerLost ends what a worker ran: its containers fail, and the function engine queues
 // their inputs again without counting an attempt (they did not fail; their machine did).
-func (f *Fleet) workerLost(wc *workerConn, why string) {
+// With closeUsage (a worker gone, not one that restarted and will send what it metered), the
+// usage ledger closes their usage too (OnLost).
+func (f *Fleet) workerLost(wc *workerConn, why string, closeUsage bool) {
 	f.log.Printf("worker %s (%s) is gone: %s", wc.id, wc.reg.Name, why)
 	ctx := context.Background()
 	sbs, err := f.store.ListSandboxes(ctx, store.SandboxFilter{Functions: true})
@@ -342,8 +363,13 @@ func (f *Fleet) workerLost(wc *workerConn, why string) {
 		if sb.WorkerID != wc.id {
 			continue
 		}
-		if _, err := f.setState(ctx, "", sb.ID, workerproto.StateReport{Status: sandbox.Failed, ExitCode: &code, Error: strPtr(why)}); err != nil {
+		ended, err := f.setState(ctx, "", sb.ID, workerproto.StateReport{Status: sandbox.Failed, ExitCode: &code, Error: strPtr(why)})
+		if err != nil {
 			f.log.Printf("sandbox %s of lost worker %s: %v", sb.ID, wc.id, err)
+			continue
+		}
+		if closeUsage {
+			f.onLost(ctx, ended, why)
 		}
 	}
 }

@@ -112,6 +112,10 @@ func TestRegisterRestart(t *testing.T) {
 	if got := env.endedIDs(); !slices.Equal(got, []string{fnc.ID}) {
 		t.Errorf("OnContainerEnd heard of %v, want only the function container %s", got, fnc.ID)
 	}
+	// The restarted worker sends its spool, a final interval for each: the ledger closes them.
+	if got := env.lostIDs(); len(got) != 0 {
+		t.Errorf("OnLost heard of %v after a restart; want none", got)
+	}
 }
 
 // TestExpireWorkers: a worker that has not polled for longer than workerTimeout is dropped
@@ -165,6 +169,10 @@ func TestExpireWorkers(t *testing.T) {
 	}
 	if got := env.endedIDs(); !slices.Equal(got, []string{fnc.ID}) {
 		t.Errorf("OnContainerEnd heard of %v, want only %s", got, fnc.ID)
+	}
+	// No final interval will come from a worker that is gone: the ledger hears of them.
+	if got, want := env.lostIDs(), slices.Sorted(slices.Values([]string{sb.ID, fnc.ID})); !slices.Equal(got, want) {
+		t.Errorf("OnLost heard of %v, want %v", got, want)
 	}
 
 	// Its poll ended now: it is fresh again for another workerTimeout.

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +30,8 @@ type testEnv struct {
 	// anyEnded is what OnAnyEnd was told, with the status the store held at the time.
 	anyEnded []sandbox.Status
 	anyIDs   []string
+	// lost lists the containers OnLost was told of, and their stored status then.
+	lost []string
 }
 
 func newTestEnv(t *testing.T) *testEnv {
@@ -67,7 +70,23 @@ func newTestEnv(t *testing.T) *testEnv {
 		}
 		env.anyIDs, env.anyEnded = append(env.anyIDs, sb.ID), append(env.anyEnded, stored.Status)
 	})
+	env.f.OnLost(func(ctx context.Context, sb sandbox.Sandbox, why string) {
+		stored, err := st.GetSandbox(ctx, sb.ID)
+		env.mu.Lock()
+		defer env.mu.Unlock()
+		if err != nil || stored.Status != sandbox.Failed || why == "" {
+			t.Errorf("OnLost(%s, %q): stored %s, %v; want its failure stored first, and a reason", sb.ID, why, stored.Status, err)
+		}
+		env.lost = append(env.lost, sb.ID)
+	})
 	return env
+}
+
+// lostIDs lists the containers OnLost was told about, sorted.
+func (e *testEnv) lostIDs() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Sorted(slices.Values(e.lost))
 }
 
 // endedIDs lists the containers OnContainerEnd was told about, in order.

@@ -38,6 +38,9 @@ type Record struct {
 	FunctionName string            `json:"function_name,omitempty"`
 	SandboxID    string            `json:"sandbox_id,omitempty"`
 	Tags         map[string]string `json:"tags,omitempty"`
+	// EndedBy says why the server closed the container's usage itself with this (final, empty)
+	// interval, e.g. that its worker was lost; empty for what a worker reported.
+	EndedBy string `json:"ended_by,omitempty"`
 }
 
 // object is the report object a record is billed under (Modal's object_id, description): its

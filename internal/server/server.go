@@ -47,6 +47,9 @@ type Config struct {
 	// HeartbeatTimeout is how long an ephemeral app (`with app.run()`) outlives its client's
 	// last heartbeat; 0 means a minute.
 	HeartbeatTimeout time.Duration
+	// WorkerTimeout is how long a worker may stay silent before its containers fail and their
+	// usage closes (0: a minute).
+	WorkerTimeout time.Duration
 	// Ingress, when set, serves tunnels into sandboxes (their encrypted_ports and the like).
 	Ingress *ingress.Config
 }
@@ -78,7 +81,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 		}
 		prices = p
 	}
-	fl := fleet.New(st, fleet.Config{Logger: cfg.Logger})
+	fl := fleet.New(st, fleet.Config{Logger: cfg.Logger, WorkerTimeout: cfg.WorkerTimeout})
 	if err := fl.FailLeftovers(ctx); err != nil {
 		return nil, err
 	}
@@ -109,6 +112,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	builds := imagebuild.New(st, fl, cfg.Images, cfg.Logger)
 	a := api.New(api.Config{Token: cfg.Token, JoinToken: cfg.JoinToken, DefaultIsolation: cfg.DefaultIsolation, Version: Version, Prices: prices, Budgets: budgets, Logger: cfg.Logger, Ingress: ing},
 		st, fl, eng, builds, cfg.Images)
+	fl.OnLost(a.CloseLostUsage)
 	if cfg.AuditRetention == 0 {
 		cfg.AuditRetention = 90 * 24 * time.Hour
 	}

@@ -53,8 +53,13 @@ func (s *Store) RecordUsage(ctx context.Context, recs []metering.Record) ([]mete
 		return nil, fmt.Errorf("store: record usage: %w", err)
 	}
 	defer rollback(tx)
+	// An interval after a container's final one is not recorded: the container ended there
+	// (its worker's last interval, or the one the server closed it with when it lost the
+	// worker, CloseUsage), so what a worker that comes back sends of later times is not billed.
 	st, err := tx.PrepareContext(ctx, `INSERT INTO usage_intervals(container_id, seq, workspace_id, app_id, function_id, start_ns, end_ns, final, doc)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(container_id, seq) DO NOTHING`)
+		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?
+		WHERE NOT EXISTS (SELECT 1 FROM usage_intervals WHERE container_id = ? AND seq < ? AND final = 1)
+		ON CONFLICT(container_id, seq) DO NOTHING`)
 	if err != nil {
 		return nil, fmt.Errorf("store: record usage: %w", err)
 	}
@@ -66,7 +71,7 @@ func (s *Store) RecordUsage(ctx context.Context, recs []metering.Record) ([]mete
 			return nil, fmt.Errorf("store: encode usage %s/%d: %w", r.ContainerID, r.Seq, err)
 		}
 		res, err := st.ExecContext(ctx, r.ContainerID, r.Seq, r.WorkspaceID, r.AppID, r.FunctionID,
-			r.Start.UnixNano(), r.End.UnixNano(), r.Final, string(doc))
+			r.Start.UnixNano(), r.End.UnixNano(), r.Final, string(doc), r.ContainerID, r.Seq)
 		if err != nil {
 			return nil, fmt.Errorf("store: record usage %s/%d: %w", r.ContainerID, r.Seq, err)
 		}
@@ -78,6 +83,55 @@ func (s *Store) RecordUsage(ctx context.Context, recs []metering.Record) ([]mete
 		return nil, fmt.Errorf("store: record usage: %w", err)
 	}
 	return fresh, nil
+}
+
+// CloseUsage ends the usage of a container whose worker was lost, at its last recorded
+// interval: what the worker reported is what is billed. It records a final interval of no
+// time (and no cost) after the last one, attributed as that one (or as rec, for a container
+// with none), so that the container's figure is final (metering.Live's closed). A worker that
+// comes back later and sends its spool changes nothing: an interval recorded already is
+// skipped as always, and one after the final one is not recorded (RecordUsage). It reports
+// whether it closed anything (false: the container had ended already).
+func (s *Store) CloseUsage(ctx context.Context, rec metering.Record, why string) (bool, error) {
+	// A worker's interval may take the next seq between the read and the insert: then read
+	// again. More than a few races in a row means something else is wrong.
+	for range 5 {
+		closed, raced, err := s.closeUsage(ctx, rec, why)
+		if err != nil || !raced {
+			return closed, err
+		}
+	}
+	return false, errdefs.Unavailable("closing the usage of container %s: its intervals kept changing", rec.ContainerID)
+}
+
+func (s *Store) closeUsage(ctx context.Context, rec metering.Record, why string) (closed, raced bool, err error) {
+	var final int
+	var last sql.NullString
+	err = s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(final), 0), (SELECT doc FROM usage_intervals WHERE container_id = ? ORDER BY seq DESC LIMIT 1)
+		FROM usage_intervals WHERE container_id = ?`, rec.ContainerID, rec.ContainerID).Scan(&final, &last)
+	if err != nil {
+		return false, false, fmt.Errorf("store: close usage of %s: %w", rec.ContainerID, err)
+	}
+	if final > 0 {
+		return false, false, nil
+	}
+	end := rec.Interval
+	if last.Valid {
+		var prev metering.Record
+		if err := json.Unmarshal([]byte(last.String), &prev); err != nil {
+			return false, false, fmt.Errorf("store: close usage of %s: corrupt record: %w", rec.ContainerID, err)
+		}
+		rec, end = prev, prev.Interval
+		end.Seq, end.Start = prev.Seq+1, prev.End
+	}
+	rec.Interval = metering.Interval{ContainerID: rec.ContainerID, Seq: end.Seq, Start: end.Start, End: end.Start,
+		CPURequest: end.CPURequest, MemoryGiB: end.MemoryGiB, GPUType: end.GPUType, GPUCount: end.GPUCount, Final: true}
+	rec.EndedBy = why
+	fresh, err := s.RecordUsage(ctx, []metering.Record{rec})
+	if err != nil {
+		return false, false, err
+	}
+	return len(fresh) == 1, len(fresh) == 0, nil
 }
 
 // UsageFilter selects recorded intervals: those of a workspace ("" every workspace's, the

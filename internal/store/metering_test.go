@@ -58,3 +58,78 @@ func TestUsageIdempotent(t *testing.T) {
 		t.Errorf("worker name %q", name)
 	}
 }
+
+// TestCloseUsage: a container whose worker was lost is closed at its last recorded interval:
+// its figure is final (closed) and unchanged, and what the worker sends when it comes back
+// (its spool: intervals recorded already, later ones, its own final one) bills nothing more.
+func TestCloseUsage(t *testing.T) {
+	st := open(t)
+	ctx := context.Background()
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	mk := func(c string, seq int64, final bool) metering.Record {
+		s := t0.Add(time.Duration(seq) * 10 * time.Second)
+		return metering.Record{Interval: metering.Interval{ContainerID: c, Seq: seq, Start: s, End: s.Add(10 * time.Second),
+			CPURequest: 1, BillableCPU: 10, BillableMemory: 5, Final: final},
+			WorkspaceID: "ws-a", AppID: "ap-1", Kind: metering.KindSandbox, Tags: map[string]string{"k": "v"}}
+	}
+	live := func(c string) metering.Live {
+		t.Helper()
+		recs, err := st.ListUsage(ctx, UsageFilter{WorkspaceID: "ws-a", ContainerID: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return metering.LiveCost(c, recs, metering.DefaultPrices(), nil, t0.Add(time.Hour))
+	}
+	if _, err := st.RecordUsage(ctx, []metering.Record{mk("sb-1", 0, false), mk("sb-1", 1, false)}); err != nil {
+		t.Fatal(err)
+	}
+	before := live("sb-1")
+	if before.Closed {
+		t.Fatal("closed before its end")
+	}
+	// The caller's attribution is only for a container with no interval: here the last one's.
+	other := metering.Record{Interval: metering.Interval{ContainerID: "sb-1", Start: t0, End: t0}, WorkspaceID: "ws-other", AppID: "ap-other"}
+	if ok, err := st.CloseUsage(ctx, other, "worker lost"); err != nil || !ok {
+		t.Fatalf("close: %v %v", ok, err)
+	}
+	after := live("sb-1")
+	if !after.Closed || after.Cost != before.Cost || after.WallSeconds != before.WallSeconds || after.Intervals != 3 {
+		t.Fatalf("after closing: %+v; want closed, the cost and time of before (%s, %v s) and 3 intervals", after, before.Cost, before.WallSeconds)
+	}
+	recs, _ := st.ListUsage(ctx, UsageFilter{ContainerID: "sb-1"})
+	if last := recs[len(recs)-1]; last.Seq != 2 || !last.Final || last.Seconds() != 0 || last.EndedBy != "worker lost" ||
+		!last.Start.Equal(t0.Add(20*time.Second)) || last.WorkspaceID != "ws-a" || last.Tags["k"] != "v" {
+		t.Fatalf("the closing interval: %+v", last)
+	}
+	if ok, err := st.CloseUsage(ctx, other, "worker lost"); err != nil || ok {
+		t.Fatalf("closing twice: %v %v; want nothing done", ok, err)
+	}
+	// The worker comes back with its spool.
+	fresh, err := st.RecordUsage(ctx, []metering.Record{mk("sb-1", 1, false), mk("sb-1", 2, false), mk("sb-1", 3, false), mk("sb-1", 4, true)})
+	if err != nil || len(fresh) != 0 {
+		t.Fatalf("the spool after the close recorded %d intervals (%v), want none", len(fresh), err)
+	}
+	if got := live("sb-1"); got.Cost != before.Cost || !got.Closed {
+		t.Fatalf("after the spool: %+v, want %s and closed", got, before.Cost)
+	}
+
+	// A container that ended normally is not closed again, and its end stays the worker's.
+	if _, err := st.RecordUsage(ctx, []metering.Record{mk("sb-2", 0, false), mk("sb-2", 1, true)}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := st.CloseUsage(ctx, mk("sb-2", 0, false), "worker lost"); err != nil || ok {
+		t.Fatalf("closing an ended container: %v %v", ok, err)
+	}
+	// One lost before its first interval is closed at its start, attributed as the caller says.
+	none := metering.Record{Interval: metering.Interval{ContainerID: "sb-3", Start: t0, End: t0, CPURequest: 2},
+		WorkspaceID: "ws-a", AppID: "ap-1", Kind: metering.KindSandbox}
+	if ok, err := st.CloseUsage(ctx, none, "worker lost"); err != nil || !ok {
+		t.Fatalf("close with no interval: %v %v", ok, err)
+	}
+	if got := live("sb-3"); !got.Closed || got.Containers != 1 || got.Cost != live("none").Cost {
+		t.Fatalf("a container closed with no interval: %+v", got)
+	}
+	if fresh, err := st.RecordUsage(ctx, []metering.Record{mk("sb-3", 0, false), mk("sb-3", 1, true)}); err != nil || len(fresh) != 0 {
+		t.Fatalf("a late spool of a container closed with no interval recorded %d (%v)", len(fresh), err)
+	}
+}

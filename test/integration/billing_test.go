@@ -525,6 +525,116 @@ func TestMeteringSurvivesWorkerKill(t *testing.T) {
 	}
 }
 
+// TestMeteringWorkerLost: when the fleet gives up on a worker that stopped answering
+// (GUST_WORKER_TIMEOUT), its sandbox fails and its usage closes at its last recorded interval:
+// what the worker reported is what is billed, and the figure is final (closed). When the worker
+// comes back later with its spool (the interval it had open when it was killed, and its end),
+// nothing more is recorded: no interval twice, none after the close. Before, the usage of a
+// lost worker's container stayed open (closed: false) for good.
+func TestMeteringWorkerLost(t *testing.T) {
+	needGust(t)
+	t.Setenv("GUST_METER_INTERVAL", "2s")
+	t.Setenv("GUST_METER_TICK", "500ms")
+	t.Setenv("GUST_WORKER_TIMEOUT", "4s")
+	sdir, wdir := t.TempDir(), t.TempDir()
+	addr := freePort()
+	url := "http://" + addr
+	srv := startGust(t, url, "server", "--addr", addr, "--data-dir", sdir, "--image-cache", imageCache, "--no-config")
+	startWorker := func() *exec.Cmd {
+		w := exec.Command(gust.bin, "worker", "--server", url, "--data-dir", wdir, "--image-cache", imageCache, "--no-install",
+			"--sandbox-disk", "256", "--warm-pool", "0")
+		w.Env = append(os.Environ(), "GUST_JOIN_TOKEN="+gust.joinToken)
+		dieWithTest(w)
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	w := startWorker()
+	dead := false // the worker is killed and not yet started again
+	defer func() {
+		if dead {
+			// A failure before the worker came back: a new one removes what the killed one
+			// left (its containers, mounts and cgroups) when it starts.
+			w = startWorker()
+			for i := 0; i < 80 && checkNoLeftovers(wdir) != nil; i++ {
+				time.Sleep(250 * time.Millisecond)
+			}
+		}
+		w.Process.Signal(os.Interrupt)
+		w.Wait()
+		srv.Process.Signal(os.Interrupt)
+		srv.Wait()
+		if err := checkNoLeftovers(wdir); err != nil {
+			t.Error(err)
+		}
+	}()
+	imageID, err := resolveImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var app struct {
+		AppID string `json:"app_id"`
+	}
+	if err := api("POST", "/v1/apps/lookup", map[string]any{"name": "metering-worker-lost", "create_if_missing": true}, &app); err != nil {
+		t.Fatal(err)
+	}
+	sbID, startedAt := meteredSandbox(t, map[string]any{"app_id": app.AppID, "image_id": imageID, "command": []string{"sleep", "600"}})
+	midInterval(t, sbID)
+	killed := time.Now()
+	w.Process.Kill()
+	w.Wait()
+	dead = true
+	ran := killed.Sub(startedAt).Seconds()
+	// The fleet gives up on the worker after 4 s (checked each second).
+	for i := 0; ; i++ {
+		var sb sbState
+		if err := api("GET", "/v1/sandboxes/"+sbID, nil, &sb); err != nil {
+			t.Fatal(err)
+		}
+		if sb.Status == "failed" {
+			break
+		}
+		if i > 240 {
+			t.Fatalf("the sandbox of a worker killed %v ago is %s, want failed", time.Since(killed), sb.Status)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	closed := waitFinalUsage(t, "/v1/sandboxes/"+sbID+"/usage", 30)
+	if closed.WallSeconds > ran || closed.Intervals < 3 {
+		t.Fatalf("closed usage %+v of a sandbox that ran %.2f s", closed, ran)
+	}
+	// The worker comes back and sends its spool; a new sandbox's first interval says it is
+	// sending (the spool goes first).
+	w, dead = startWorker(), false
+	sb2, _ := meteredSandbox(t, map[string]any{"app_id": app.AppID, "image_id": imageID, "command": []string{"sleep", "600"}})
+	defer api("POST", "/v1/sandboxes/"+sb2+"/terminate", nil, nil)
+	for i := 0; ; i++ {
+		var l liveCost
+		if err := api("GET", "/v1/sandboxes/"+sb2+"/usage", nil, &l); err != nil {
+			t.Fatal(err)
+		}
+		if l.Intervals >= 1 {
+			break
+		}
+		if i > 240 {
+			t.Fatalf("the restarted worker recorded nothing in 60 s: %+v", l)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	var after liveCost
+	if err := api("GET", "/v1/sandboxes/"+sbID+"/usage", nil, &after); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ran %.2f s before its worker was killed; closed at %.2f s (%d intervals); after the worker came back %.2f s (%d)",
+		ran, closed.WallSeconds, closed.Intervals, after.WallSeconds, after.Intervals)
+	same := after.MeteredUntil != nil && closed.MeteredUntil != nil && *after.MeteredUntil == *closed.MeteredUntil
+	after.MeteredUntil, closed.MeteredUntil = nil, nil
+	if !same || after != closed {
+		t.Fatalf("the returning worker's spool changed closed usage %+v to %+v", closed, after)
+	}
+}
+
 // midInterval waits until a running sandbox has two intervals recorded, then a second more
 // (two samples of 0.5 s into the next 2 s interval): a kill now falls mid-interval, where the
 // open interval's samples are held only by the worker and its spool. It returns the usage then.
