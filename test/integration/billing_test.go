@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -635,30 +636,36 @@ func TestMeteringWorkerLost(t *testing.T) {
 	}
 }
 
-// midInterval waits until a running sandbox has two intervals recorded, then a second more
-// (two samples of 0.5 s into the next 2 s interval): a kill now falls mid-interval, where the
-// open interval's samples are held only by the worker and its spool. It returns the usage then.
+// midInterval waits until a running sandbox has two intervals recorded, every interval cut so
+// far among them, and the wall clock is 1.0 to 1.5 s into the next interval (at least two
+// samples of 0.5 s into the 2 s grid of GUST_METER_INTERVAL=2s): a kill now falls mid-interval,
+// where the open interval's samples are held only by the worker and its spool, and the usage
+// it returns is all that was cut before. It follows the clock and the record rather than
+// sleeping a fixed time, so that a busy machine (an interval delivered late) does not move the
+// kill past a cut.
 func midInterval(t *testing.T, id string) liveCost {
 	t.Helper()
-	for i := 0; ; i++ {
-		var l liveCost
+	const grid = 2000 // ms, GUST_METER_INTERVAL of the metering tests
+	var l liveCost
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if err := api("GET", "/v1/sandboxes/"+id+"/usage", nil, &l); err != nil {
 			t.Fatal(err)
 		}
-		if l.Intervals >= 2 {
-			break
+		now := time.Now().UnixMilli()
+		cut, into := now/grid*grid, now%grid
+		if l.Intervals >= 2 && l.MeteredUntil != nil && into >= 1000 && into < 1500 {
+			until, err := time.Parse(time.RFC3339Nano, *l.MeteredUntil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if until.UnixMilli() >= cut {
+				return l
+			}
 		}
-		if i > 200 {
-			t.Fatalf("no two intervals recorded in 20 s: %+v", l)
+		if time.Now().After(deadline) {
+			t.Fatalf("no two intervals recorded up to the last cut, mid-interval, in 60 s: %+v", l)
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
-	time.Sleep(1100 * time.Millisecond)
-	var l liveCost
-	if err := api("GET", "/v1/sandboxes/"+id+"/usage", nil, &l); err != nil {
-		t.Fatal(err)
-	}
-	return l
 }
 
 // meteredSandbox creates a sandbox on the gust at gust.url, waiting for its worker to
@@ -669,15 +676,18 @@ func meteredSandbox(t *testing.T, fields map[string]any) (id string, startedAt t
 		ID        string    `json:"sandbox_id"`
 		StartedAt time.Time `json:"started_at"`
 	}
-	for i := 0; ; i++ {
+	// Until the worker registers, a create answers 503; a busy machine may take a while to
+	// start one (its network, its leftovers), so the deadline is generous.
+	for deadline := time.Now().Add(90 * time.Second); ; {
 		err := api("POST", "/v1/sandboxes", fields, &sb)
 		if err == nil {
 			break
 		}
-		if i > 200 {
+		var ae *apiError
+		if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable || time.Now().After(deadline) {
 			t.Fatal(err)
 		}
-		time.Sleep(100 * time.Millisecond) // the worker registers
+		time.Sleep(100 * time.Millisecond)
 	}
 	createdMu.Lock()
 	created = append(created, sb.ID)

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -599,11 +600,18 @@ func TestFunctionSchedule(t *testing.T) {
 }
 
 // startGust starts a second gust process (args after the binary) with this run's token. It
-// points the API helpers at url until the test ends.
+// points the API helpers at url until the test ends. A failed test shows the end of its log.
 func startGust(t *testing.T, url string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(gust.bin, args...)
 	cmd.Env = append(os.Environ(), "GUST_TOKEN="+gust.token, "GUST_JOIN_TOKEN="+gust.joinToken)
+	out := &tailBuffer{max: 16 << 10}
+	cmd.Stdout, cmd.Stderr = out, out
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the end of the log of gust %s:\n%s", strings.Join(args, " "), out.String())
+		}
+	})
 	dieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -611,16 +619,39 @@ func startGust(t *testing.T, url string, args ...string) *exec.Cmd {
 	saved := gust.url
 	gust.url = url
 	t.Cleanup(func() { gust.url = saved })
-	for i := 0; ; i++ {
+	for deadline := time.Now().Add(60 * time.Second); ; {
 		if resp, err := http.Get(url + "/v1/health"); err == nil {
 			resp.Body.Close()
 			return cmd
 		}
-		if i > 200 {
-			t.Fatalf("%s did not come up", strings.Join(args, " "))
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not come up in 60 s", strings.Join(args, " "))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// tailBuffer keeps the last max bytes written to it, from several goroutines.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.b = append(b.b, p...)
+	if len(b.b) > b.max {
+		b.b = b.b[len(b.b)-b.max:]
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.b)
 }
 
 // spawnRunningSlow deploys fnModule's slow on the gust at gust.url, spawns slow(secs) and

@@ -131,7 +131,7 @@ func start() error {
 	}
 	os.Setenv("GUST_SERVER_URL", gust.url)
 	os.Setenv("GUST_TOKEN", gust.token)
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err := http.Get(gust.url + "/v1/health")
 		if err == nil {
@@ -139,7 +139,7 @@ func start() error {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("gust did not answer /v1/health within 20 s")
+			return fmt.Errorf("gust did not answer /v1/health within 60 s")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -156,15 +156,16 @@ func start() error {
 		return err
 	}
 	gust.imageID = id
-	// Wait for the worker to register: a create answers 503 until it has.
-	for i := 0; ; i++ {
+	// Wait for the worker to register: a create answers 503 until it has (generously: a busy
+	// machine may take a while).
+	for deadline := time.Now().Add(90 * time.Second); ; {
 		var sb map[string]any
 		err := api("POST", "/v1/sandboxes", map[string]any{"app_id": gust.appID, "image_id": gust.imageID, "command": []string{"true"}}, &sb)
 		if err == nil {
 			break
 		}
-		if i > 100 {
-			return fmt.Errorf("no worker came up: %v", err)
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no worker came up in 90 s: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
