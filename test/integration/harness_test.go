@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gust-run/gust/internal/image"
 )
 
 // gust is the running instance all tests in this package share.
@@ -40,8 +42,15 @@ var gust struct {
 	skip      string
 }
 
-// imageCache is shared across runs so the debootstrap base is built once per machine.
-const imageCache = "/var/cache/gust-test/layers"
+// sharedCache holds the debootstrap bases, built once per machine and shared by every run.
+// Nothing else of a run goes there: see imageCache.
+const sharedCache = "/var/cache/gust-test/layers"
+
+// imageCache is this run's layer directory (the --image-cache of every gust it starts): the
+// bases in it are links to sharedCache, and everything else (built steps, registry layers,
+// uploads, functions' code, snapshots) is the run's own, removed with it. So one run's image
+// prune (TestImageCLIAndGC prunes with no grace) never removes what another run uses.
+var imageCache string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -85,12 +94,15 @@ func freePort() string {
 }
 
 func start() error {
-	holdCache()
 	tmp, err := os.MkdirTemp("", "gust-it-")
 	if err != nil {
 		return err
 	}
 	gust.dataDir = tmp
+	imageCache = filepath.Join(tmp, "layers")
+	if err := linkBases(); err != nil {
+		return err
+	}
 	gust.bin = filepath.Join(tmp, "gust")
 	build := exec.Command("go", "build", "-o", gust.bin, "./cmd/gust")
 	build.Dir = repoRoot()
@@ -212,47 +224,49 @@ func stop() error {
 		gust.cmd.Process.Kill()
 		return fmt.Errorf("gust did not stop within 60 s of SIGINT")
 	}
-	defer os.RemoveAll(gust.dataDir)
-	// Snapshot and code layers runs made live in the shared layer cache; only the base is
-	// meant to be shared. They go only when no other run holds the cache: another run's
-	// functions still read their code there.
-	if releaseCache() {
-		snaps, _ := filepath.Glob(filepath.Join(imageCache, "snap-*"))
-		code, _ := filepath.Glob(filepath.Join(imageCache, "code-*")) // functions' unpacked code
-		snaps = append(snaps, code...)
-		for _, s := range snaps {
-			os.RemoveAll(s)
-		}
-	}
+	defer os.RemoveAll(gust.dataDir) // this run's layers too (the bases' links, not the bases)
+	keepBases()
 	return checkNoLeftovers(filepath.Join(gust.dataDir, "data"))
 }
 
-// cacheLock is held shared (flock) by every test run using imageCache, so that a run cleans
-// the cache only when it is the last one using it.
-var cacheLock *os.File
-
-func holdCache() {
-	if err := os.MkdirAll(imageCache, 0o755); err != nil {
-		return
+// baseNames names the base layers (one per python_version) as gust names them on disk.
+func baseNames() []string {
+	var names []string
+	for _, v := range image.PythonVersions() {
+		names = append(names, image.BaseHash(v))
 	}
-	f, err := os.OpenFile(filepath.Join(filepath.Dir(imageCache), ".runs.lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return
-	}
-	if syscall.Flock(int(f.Fd()), syscall.LOCK_SH) != nil {
-		f.Close()
-		return
-	}
-	cacheLock = f
+	return names
 }
 
-// releaseCache reports whether this run was the only one holding the cache (and may clean it).
-func releaseCache() bool {
-	if cacheLock == nil {
-		return false
+// linkBases makes imageCache, with a link to each base that sharedCache holds.
+func linkBases() error {
+	if err := os.MkdirAll(imageCache, 0o755); err != nil {
+		return err
 	}
-	defer func() { cacheLock.Close(); cacheLock = nil }()
-	return syscall.Flock(int(cacheLock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil
+	if err := os.MkdirAll(sharedCache, 0o755); err != nil {
+		return err
+	}
+	for _, name := range baseNames() {
+		shared := filepath.Join(sharedCache, name)
+		if _, err := os.Stat(filepath.Join(shared, "usr")); err != nil {
+			continue // not built yet on this machine: this run builds it, keepBases shares it
+		}
+		if err := os.Symlink(shared, filepath.Join(imageCache, name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// keepBases moves the bases this run built into sharedCache, for the runs after it. One that
+// another run shared meanwhile stays (the rename fails), and goes with this run.
+func keepBases() {
+	for _, name := range baseNames() {
+		p := filepath.Join(imageCache, name)
+		if fi, err := os.Lstat(p); err == nil && fi.IsDir() {
+			os.Rename(p, filepath.Join(sharedCache, name))
+		}
+	}
 }
 
 func exists(path string) bool {
