@@ -1,11 +1,7 @@
 package integration
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os/exec"
 	"strings"
 	"sync"
@@ -13,42 +9,11 @@ import (
 	"time"
 )
 
-// buildImage posts an image definition and returns its id, the log lines and any error line.
+// buildImage posts an image definition with the operator's token and returns its id, the log
+// lines and any error line.
 func buildImage(t *testing.T, spec map[string]any) (id string, logs []string, errMsg string) {
 	t.Helper()
-	b, _ := json.Marshal(spec)
-	req, _ := http.NewRequest("POST", gust.url+"/v1/images", bytes.NewReader(b))
-	req.Header.Set("Authorization", "Bearer "+gust.token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		var buf bytes.Buffer
-		buf.ReadFrom(resp.Body)
-		return "", nil, fmt.Sprintf("HTTP %d: %s", resp.StatusCode, buf.String())
-	}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		var line struct {
-			Log   *string `json:"log"`
-			Image *struct {
-				ID string `json:"image_id"`
-			} `json:"image"`
-			Error *struct{ Message string } `json:"error"`
-		}
-		json.Unmarshal(sc.Bytes(), &line)
-		switch {
-		case line.Log != nil:
-			logs = append(logs, *line.Log)
-		case line.Image != nil:
-			id = line.Image.ID
-		case line.Error != nil:
-			errMsg = line.Error.Message
-		}
-	}
-	return id, logs, errMsg
+	return buildImageAs(t, gust.token, spec)
 }
 
 func TestImageSteps(t *testing.T) {
