@@ -478,10 +478,17 @@ func TestMeteringSurvivesWorkerKill(t *testing.T) {
 	addr := freePort()
 	url := "http://" + addr
 	srv := startGust(t, url, "server", "--addr", addr, "--data-dir", sdir, "--image-cache", imageCache, "--no-config")
+	wlog := &tailBuffer{max: 16 << 10} // the workers' log, shown if the test fails
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the end of the workers' log:\n%s", wlog.String())
+		}
+	})
 	startWorker := func() *exec.Cmd {
 		w := exec.Command(gust.bin, "worker", "--server", url, "--data-dir", wdir, "--image-cache", imageCache, "--no-install",
 			"--sandbox-disk", "256", "--warm-pool", "0")
 		w.Env = append(os.Environ(), "GUST_JOIN_TOKEN="+gust.joinToken)
+		w.Stdout, w.Stderr = wlog, wlog
 		dieWithTest(w)
 		if err := w.Start(); err != nil {
 			t.Fatal(err)
@@ -541,10 +548,17 @@ func TestMeteringWorkerLost(t *testing.T) {
 	addr := freePort()
 	url := "http://" + addr
 	srv := startGust(t, url, "server", "--addr", addr, "--data-dir", sdir, "--image-cache", imageCache, "--no-config")
+	wlog := &tailBuffer{max: 16 << 10} // the workers' log, shown if the test fails
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the end of the workers' log:\n%s", wlog.String())
+		}
+	})
 	startWorker := func() *exec.Cmd {
 		w := exec.Command(gust.bin, "worker", "--server", url, "--data-dir", wdir, "--image-cache", imageCache, "--no-install",
 			"--sandbox-disk", "256", "--warm-pool", "0")
 		w.Env = append(os.Environ(), "GUST_JOIN_TOKEN="+gust.joinToken)
+		w.Stdout, w.Stderr = wlog, wlog
 		dieWithTest(w)
 		if err := w.Start(); err != nil {
 			t.Fatal(err)
