@@ -197,6 +197,9 @@ func (m *Manager) setup() error {
 	if err := netlink.LinkSetUp(br); err != nil {
 		return fmt.Errorf("network: bridge %s up: %w", m.bridge, err)
 	}
+	if err := routeLocalnet(m.bridge); err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
 	deny := append(DefaultDeny(), m.cfg.Deny...)
 	deny = append(deny, hostAddrs()...)
 	m.nft = &nft{
@@ -334,9 +337,12 @@ type Lease struct {
 	host uint32
 
 	// Under m.mu.
-	id     string
-	policy Policy
-	once   sync.Once
+	id        string
+	policy    Policy
+	forwards  map[uint16]*forward // by the ingress's port (tunnel.go)
+	forwarded bool                // forwards ever had one
+	released  bool
+	once      sync.Once
 }
 
 // NetNSPath is the path a runtime opens to join the namespace.
@@ -405,10 +411,21 @@ func (l *Lease) close() error {
 	m.mu.Lock()
 	was := l.policy
 	m.mu.Unlock()
+	fwds, forwarded := l.takeForwards()
 	var errs []error
-	errs = append(errs, m.batch(func(c *nftables.Conn) error { return m.nft.removeContainer(c, l.addr, l.veth, was) }))
+	errs = append(errs, m.batch(func(c *nftables.Conn) error {
+		for _, f := range fwds {
+			if err := m.nft.removeForward(c, f); err != nil {
+				return err
+			}
+		}
+		return m.nft.removeContainer(c, l.addr, l.veth, was)
+	}))
 	if link, err := netlink.LinkByName(l.veth); err == nil {
 		errs = append(errs, netlink.LinkDel(link))
+	}
+	if forwarded {
+		errs = append(errs, forgetFlows(l.addr))
 	}
 	errs = append(errs, l.ns.Close())
 	m.mu.Lock()

@@ -1,0 +1,215 @@
+package network
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+)
+
+// serveGreeting answers every connection on ln with its name and then echoes what it reads.
+func serveGreeting(ln net.Listener, name string) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				fmt.Fprintf(c, "%s\n", name)
+				io.Copy(c, c)
+			}()
+		}
+	}()
+}
+
+// whoAnswers dials addr and returns the greeting of the server that answered ("" when none),
+// after checking that an echo comes back through the connection.
+func whoAnswers(t *testing.T, addr string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp4", addr, 2*time.Second)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	br := bufio.NewReader(c)
+	name, err := br.ReadString('\n')
+	if err != nil {
+		return ""
+	}
+	msg := strings.Repeat("y", 300_000) // more than a window's worth, both ways
+	go io.WriteString(c, msg)
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+		t.Errorf("the echo through %s (%s) came back wrong: %v", addr, strings.TrimSpace(name), err)
+	}
+	return strings.TrimSpace(name)
+}
+
+// tunnelChains are the forward chains (t<port>) in the instance's inet table.
+func tunnelChains(t *testing.T, tag string) []string {
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, ch := range chains {
+		if ch.Table.Name == "gust-"+tag && strings.HasPrefix(ch.Name, "t") {
+			out = append(out, ch.Name)
+		}
+	}
+	return out
+}
+
+// TestForward: a forwarded port reaches the container in the kernel, from loopback and from
+// an address of the machine, both ways; clients outside the allowlist, and connections after
+// stop, reach the ingress's own listener instead; containers cannot use a forward (to reach
+// another container or a port of the machine); releasing the lease removes its rules.
+func TestForward(t *testing.T) {
+	if os.Getenv("GUST_NETWORK_TEST_CHILD") == "" {
+		t.Skip("needs root, and runs in a namespace of its own")
+	}
+	if err := netlink.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "lo"}}); err != nil {
+		t.Fatal(err)
+	}
+	// A second address of "this machine", as a client from elsewhere would reach it.
+	dummy := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "gtdummy"}, PeerName: "gtdummy1"}
+	if err := netlink.LinkAdd(dummy); err != nil {
+		t.Fatal(err)
+	}
+	defer netlink.LinkDel(dummy)
+	hostAddr := netip.MustParseAddr("192.0.2.1")
+	if err := netlink.AddrAdd(dummy, &netlink.Addr{IPNet: &net.IPNet{IP: hostAddr.AsSlice(), Mask: net.CIDRMask(24, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(dummy); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(Config{Tag: "t2", CIDR: netip.MustParsePrefix("10.233.0.0/24"), PoolSize: 1, ResolvDir: t.TempDir(), RunDir: t.TempDir(), Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	a, err := m.Take("sb-a", Policy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.Take("sb-b", Policy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lnA net.Listener
+	inNS(t, a.NetNSPath(), func() { lnA, err = net.Listen("tcp4", "0.0.0.0:9000") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lnA.Close()
+	serveGreeting(lnA, "sandbox")
+	// The ingress's own listeners: on loopback, and on every address.
+	lo, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lo.Close()
+	serveGreeting(lo, "ingress")
+	any, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer any.Close()
+	serveGreeting(any, "ingress")
+	loAddr := netip.MustParseAddrPort(lo.Addr().String())
+	anyPort := uint16(any.Addr().(*net.TCPAddr).Port)
+
+	if got := whoAnswers(t, loAddr.String()); got != "ingress" {
+		t.Fatalf("before a forward, %s answered %q", loAddr, got)
+	}
+	stop, err := a.Forward(loAddr, 9000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := whoAnswers(t, loAddr.String()); got != "sandbox" {
+		t.Errorf("through the forward of %s, %q answered, not the sandbox", loAddr, got)
+	}
+	if _, err := a.Forward(loAddr, 9000, nil); err == nil {
+		t.Error("a port was forwarded twice")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := whoAnswers(t, loAddr.String()); got != "ingress" {
+		t.Errorf("after stop, %s answered %q", loAddr, got)
+	}
+
+	// On every address, for an allowlist: 192.0.2.0/24 in, loopback out.
+	anyAddr := netip.AddrPortFrom(netip.IPv4Unspecified(), anyPort)
+	if _, err := a.Forward(anyAddr, 9000, []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	viaHost := netip.AddrPortFrom(hostAddr, anyPort).String()
+	if got := whoAnswers(t, viaHost); got != "sandbox" {
+		t.Errorf("a client in the allowlist reached %q through %s, not the sandbox", got, viaHost)
+	}
+	if got := whoAnswers(t, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), anyPort).String()); got != "ingress" {
+		t.Errorf("a client outside the allowlist reached %q, not the ingress (which refuses it)", got)
+	}
+	// Another container reaches neither the forward nor the machine's port behind it: not on
+	// the gateway, not on the machine's address, not on loopback.
+	inNS(t, b.NetNSPath(), func() {
+		for _, to := range []netip.Addr{m.Gateway(), hostAddr, netip.MustParseAddr("127.0.0.1")} {
+			if got := whoAnswers(t, netip.AddrPortFrom(to, anyPort).String()); got != "" {
+				t.Errorf("another container reached %q through %s:%d", got, to, anyPort)
+			}
+		}
+	})
+	// Nor does the container itself (a way to the machine's ports).
+	inNS(t, a.NetNSPath(), func() {
+		if got := whoAnswers(t, netip.AddrPortFrom(m.Gateway(), anyPort).String()); got != "" {
+			t.Errorf("the container reached %q through the gateway's port %d", got, anyPort)
+		}
+	})
+	if n := len(tunnelChains(t, "t2")); n != 1 {
+		t.Errorf("%d forward chains, want 1", n)
+	}
+	// An open connection through the forward is cut when the lease goes.
+	open, err := net.Dial("tcp4", viaHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	if err := a.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if got := tunnelChains(t, "t2"); len(got) != 0 {
+		t.Errorf("left behind after the lease's release: chains %v", got)
+	}
+	if got := whoAnswers(t, viaHost); got != "ingress" {
+		t.Errorf("after the release, %s answered %q", viaHost, got)
+	}
+	if _, err := a.Forward(loAddr, 9000, nil); err == nil {
+		t.Error("a released lease forwarded a port")
+	}
+	flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range flows {
+		if f.Reverse.SrcIP.Equal(a.Addr().AsSlice()) {
+			t.Errorf("a flow to the released container is still tracked: %v", f)
+		}
+	}
+}
