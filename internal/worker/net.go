@@ -32,6 +32,8 @@ type NetLease interface {
 	// Addr is the container's address: the worker dials its ports there (tunnels).
 	Addr() netip.Addr
 	SetPolicy(p network.Policy) error
+	// Forward hands a tunnel's port to the kernel (Worker.ForwardPort).
+	Forward(listen netip.AddrPort, port uint16, allow []netip.Prefix) (stop func() error, err error)
 	Release() error
 }
 
