@@ -48,6 +48,7 @@ func startBenchGust(ctx context.Context, imageCache string) (*benchClient, func(
 		removeScratch(tmp)
 		return nil, nil, err
 	}
+	benchIngress.Store(srv.Ingress())
 	if os.Getenv("GUST_BENCH_REMOTE_WORKER") == "" { // set: tunnels go through the worker's API, as to another machine
 		srv.SetLocalWorker(w)
 	}
