@@ -29,17 +29,25 @@ func (i *Ingress) startForward(r *route) {
 		return
 	}
 	a, ok := r.tcp.Addr().(*net.TCPAddr)
-	if !ok || a.IP.To4() == nil {
+	if !ok {
 		return
 	}
+	var listen netip.AddrPort
+	switch {
+	case a.IP.IsUnspecified(): // 0.0.0.0, which Go listens on as [::] with IPv4 mapped in
+		listen = netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(a.Port))
+	case a.IP.To4() != nil:
+		listen = netip.AddrPortFrom(netip.AddrFrom4([4]byte(a.IP.To4())), uint16(a.Port))
+	default:
+		return // IPv6 only: relayed
+	}
 	i.wg.Add(1)
-	go i.forwardLoop(r, fw, a.AddrPort())
+	go i.forwardLoop(r, fw, listen)
 }
 
 // forwardLoop tries to have the kernel carry r's connections until it does or r is dropped.
 func (i *Ingress) forwardLoop(r *route, fw Forwarder, listen netip.AddrPort) {
 	defer i.wg.Done()
-	listen = netip.AddrPortFrom(listen.Addr().Unmap(), listen.Port())
 	t := time.NewTimer(forwardRetries[0])
 	defer t.Stop()
 	for try := 1; ; try++ {
@@ -59,6 +67,9 @@ func (i *Ingress) forwardLoop(r *route, fw Forwarder, listen netip.AddrPort) {
 				r.fwdStop = stop
 			}
 			i.mu.Unlock()
+			if live {
+				i.log.Printf("ingress: port %d of %s is forwarded in the kernel from %s", r.port.Port, r.t.SandboxID, listen)
+			}
 			if !live {
 				if err := stop(); err != nil {
 					i.log.Printf("ingress: %v", err)
