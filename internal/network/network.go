@@ -53,7 +53,8 @@ type Config struct {
 	// PoolSize is how many namespaces are kept ready. Default 4.
 	PoolSize int
 	// ResolvDir is where resolv.conf for containers is written; it must be searchable by a
-	// container's unprivileged root (/run/gust/net-<tag> by default).
+	// container's unprivileged root (RunDir/net-<tag> by default; removed by Close, and by a
+	// later New when its worker was killed: rundir.go).
 	ResolvDir string
 	// RunDir is where the workers of a network namespace agree on IPv4 forwarding
 	// (forward.go); default /run/gust.
@@ -123,17 +124,18 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	if cfg.ResolvDir == "" {
-		cfg.ResolvDir = "/run/gust/net-" + cfg.Tag
-	}
 	if cfg.RunDir == "" {
 		cfg.RunDir = "/run/gust"
+	}
+	if cfg.ResolvDir == "" {
+		cfg.ResolvDir = filepath.Join(cfg.RunDir, "net-"+cfg.Tag)
 	}
 	m := &Manager{
 		cfg: cfg, bridge: "gb" + cfg.Tag, veth: "gv" + cfg.Tag,
 		gateway: cfg.CIDR.Addr().Next(), byAddr: map[netip.Addr]*Lease{}, next: 2,
 	}
 	m.cleanup()
+	m.sweepResolvDirs()
 	if auto {
 		// Another gust (or anything else) on this machine may hold the default range: take the
 		// first of 10.88-10.127.0.0/16 that no interface uses.
@@ -144,6 +146,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if err := m.setup(); err != nil {
 		m.cleanup()
+		m.removeResolvDir()
 		m.restoreForward()
 		return nil, err
 	}
@@ -309,6 +312,7 @@ func (m *Manager) Close() error {
 		l.close()
 	}
 	m.cleanup()
+	m.removeResolvDir()
 	m.restoreForward()
 	return nil
 }

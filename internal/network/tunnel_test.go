@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -211,5 +212,50 @@ func TestForward(t *testing.T) {
 		if f.Reverse.SrcIP.Equal(a.Addr().AsSlice()) {
 			t.Errorf("a flow to the released container is still tracked: %v", f)
 		}
+	}
+}
+
+// TestResolvDirs: a manager removes its resolv.conf directory when it closes, and at start
+// those of stopped workers (no bridge), keeping a running one's.
+func TestResolvDirs(t *testing.T) {
+	if os.Getenv("GUST_NETWORK_TEST_CHILD") == "" {
+		t.Skip("needs root, and runs in a namespace of its own")
+	}
+	run := t.TempDir()
+	stale := filepath.Join(run, "net-dead01")
+	if err := os.MkdirAll(stale, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stale, "resolv.conf"), []byte("nameserver 10.1.0.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	first, err := New(Config{Tag: "t4", CIDR: netip.MustParsePrefix("10.234.0.0/24"), PoolSize: 1, RunDir: run, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("a stopped worker's %s is still there (%v)", stale, err)
+	}
+	second, err := New(Config{Tag: "t5", CIDR: netip.MustParsePrefix("10.235.0.0/24"), PoolSize: 1, RunDir: run, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.ResolvConf() != filepath.Join(run, "net-t4", "resolv.conf") {
+		t.Errorf("resolv.conf at %s, want it under RunDir", first.ResolvConf())
+	}
+	if _, err := os.Stat(first.ResolvConf()); err != nil {
+		t.Errorf("a running worker's resolv.conf went when another started: %v", err)
+	}
+	for _, m := range []*Manager{first, second} {
+		if err := m.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if left, _ := os.ReadDir(run); len(left) != 0 {
+		var names []string
+		for _, e := range left {
+			names = append(names, e.Name())
+		}
+		t.Errorf("left in the run directory after both stopped: %v", names)
 	}
 }
