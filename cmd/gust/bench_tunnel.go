@@ -146,6 +146,19 @@ func runBenchTunnel(ctx context.Context, args []string) error {
 		}
 		tun, dir, in := median(tuns), median(dirs), median(ins)
 		fmt.Printf("%-40s %7.0f MB/s %7.0f MB/s %6.2f× %7.0f MB/s   (target ≥ 0.80×)\n", m.name, tun/1e6, dir/1e6, tun/dir, in/1e6)
+		if m.name == "HTTPS download (vs plain HTTP direct)" {
+			// TLS by itself, beside the HTTPS tunnel: how much of the gap is encryption.
+			var alone []float64
+			for range *rounds {
+				a, err := tlsAlone(*mib)()
+				if err != nil {
+					return err
+				}
+				alone = append(alone, a)
+			}
+			a := median(alone)
+			fmt.Printf("%-40s %7.0f MB/s %12s %6.2f×   (HTTPS tunnel ÷ TLS alone: Go server → client on loopback, no relay)\n", "  TLS alone (the HTTPS ceiling)", a/1e6, "", tun/a)
+		}
 	}
 	return nil
 }
