@@ -50,6 +50,8 @@ type Config struct {
 	Allow []netip.Prefix
 	// ProxyPort is the domain proxy's port on the gateway (internal/egress).
 	ProxyPort uint16
+	// MTU is the bridge's and the containers' veths' (default DefaultMTU).
+	MTU int
 	// PoolSize is how many namespaces are kept ready. Default 4.
 	PoolSize int
 	// ResolvDir is where resolv.conf for containers is written; it must be searchable by a
@@ -64,6 +66,15 @@ type Config struct {
 
 // DefaultCIDR is the containers' default range.
 var DefaultCIDR = netip.MustParsePrefix("10.88.0.0/16")
+
+// DefaultMTU is the containers' default MTU: as large as loopback's, so that the TCP
+// connections between containers and this machine (tunnels, the direct baseline, the domain
+// proxy) move 64 KiB per packet; connections beyond the machine negotiate their segment size
+// (MSS) with the far end as ever, and a datagram too large for the uplink is answered with
+// ICMP "fragmentation needed", which the container heeds (path MTU discovery). Measured with
+// `gust bench tunnel`: about 1.4× the throughput of 1500 to a sandbox's address and through a
+// raw tunnel.
+const DefaultMTU = 65520
 
 // DefaultProxyPort is the default domain proxy port on the gateway.
 const DefaultProxyPort = 3129
@@ -120,6 +131,12 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.PoolSize == 0 {
 		cfg.PoolSize = 4
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = DefaultMTU
+	}
+	if cfg.MTU < 1280 || cfg.MTU > DefaultMTU {
+		return nil, fmt.Errorf("network: the containers' MTU %d must be from 1280 to %d", cfg.MTU, DefaultMTU)
 	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
@@ -187,7 +204,7 @@ func (m *Manager) setup() error {
 	// containers come and go, and containers' cached gateway entry goes stale meanwhile.
 	sum := sha256.Sum256([]byte("gust-bridge-" + m.cfg.Tag))
 	mac := net.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], sum[4]}
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: m.bridge, HardwareAddr: mac}}
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: m.bridge, HardwareAddr: mac, MTU: m.cfg.MTU}}
 	if err := netlink.LinkAdd(br); err != nil {
 		return fmt.Errorf("network: making bridge %s: %w", m.bridge, err)
 	}

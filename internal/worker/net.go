@@ -150,7 +150,7 @@ func (w *Worker) handleNetwork(rw http.ResponseWriter, r *http.Request) {
 // newNetwork makes the worker's network: its range, the operator's exceptions, and the server's
 // addresses among the denied ones.
 func newNetwork(cfg Config, logf func(string, ...any)) (*network.Manager, error) {
-	nc := network.Config{Tag: network.Tag(cfg.StateDir), Logf: logf}
+	nc := network.Config{Tag: network.Tag(cfg.StateDir), MTU: cfg.NetworkMTU, Logf: logf}
 	if cfg.NetworkCIDR != "" {
 		p, err := netip.ParsePrefix(cfg.NetworkCIDR)
 		if err != nil {
