@@ -88,7 +88,7 @@ func runBenchTunnel(ctx context.Context, args []string) error {
 	fs := newFlags("bench tunnel")
 	n := fs.Int("n", 2000, "round trips per latency measurement")
 	mib := fs.Int("mib", 256, "MiB per throughput measurement")
-	rounds := fs.Int("rounds", 3, "throughput measurements per path (the median is reported)")
+	rounds := fs.Int("rounds", 5, "throughput measurements per path (the median is reported)")
 	imageCache := fs.String("image-cache", envOr("GUST_IMAGE_CACHE", "/var/lib/gust/layers"), "image layer cache (the base image is built there if missing)")
 	if err := fs.Parse(args); err != nil {
 		return err
