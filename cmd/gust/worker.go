@@ -12,7 +12,6 @@ import (
 
 	"github.com/gust-run/gust/internal/egress"
 	"github.com/gust-run/gust/internal/image"
-	"github.com/gust-run/gust/internal/network"
 	"github.com/gust-run/gust/internal/worker"
 )
 
@@ -119,8 +118,8 @@ func bindNetwork(fs *flag.FlagSet) networkFlags {
 			"the containers' private range (default 10.88.0.0/16); two workers on one machine need different ranges (env GUST_NETWORK_CIDR)"),
 		allow: fs.String("network-allow", envOr("GUST_NETWORK_ALLOW", ""),
 			"comma-separated CIDRs containers may reach although they are in the always-denied ranges (a package mirror on a private address) (env GUST_NETWORK_ALLOW)"),
-		mtu: fs.Int("network-mtu", envInt("GUST_NETWORK_MTU", network.DefaultMTU),
-			"the containers' MTU (1280-65520; env GUST_NETWORK_MTU); the default, as large as loopback's, makes tunnels and other connections on this machine faster, while connections beyond it negotiate their own"),
+		mtu: fs.Int("network-mtu", envInt("GUST_NETWORK_MTU", 0),
+			"the containers' MTU, 1280-65520 (default 0: 65520, as large as loopback's, which makes tunnels and other connections on this machine faster, while connections beyond it negotiate their own) (env GUST_NETWORK_MTU)"),
 		dns: fs.String("dns-upstream", envOr("GUST_DNS_UPSTREAM", ""),
 			"comma-separated resolvers (address or address:port) that the containers' resolver forwards to and the domain proxy resolves with; default: this machine's /etc/resolv.conf (env GUST_DNS_UPSTREAM)"),
 	}
