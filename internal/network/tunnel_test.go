@@ -2,6 +2,7 @@ package network
 
 import (
 	"bufio"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // serveGreeting answers every connection on ln with its name and then echoes what it reads.
@@ -257,5 +259,113 @@ func TestResolvDirs(t *testing.T) {
 			names = append(names, e.Name())
 		}
 		t.Errorf("left in the run directory after both stopped: %v", names)
+	}
+}
+
+// TestLoopbackClosed: the bridge routes packets from 127.0.0.1 (route_localnet, for tunnels'
+// loopback clients), which must not open this machine's loopback to containers: a UDP
+// datagram that a container addresses to 127.0.0.1 through the gateway never arrives.
+func TestLoopbackClosed(t *testing.T) {
+	if os.Getenv("GUST_NETWORK_TEST_CHILD") == "" {
+		t.Skip("needs root, and runs in a namespace of its own")
+	}
+	if err := netlink.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "lo"}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(Config{Tag: "t6", CIDR: netip.MustParsePrefix("10.236.0.0/24"), PoolSize: 1, ResolvDir: t.TempDir(), RunDir: t.TempDir(), Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	a, err := m.Take("sb-a", Policy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + m.Bridge() + "/route_localnet"); err != nil || strings.TrimSpace(string(b)) != "1" {
+		t.Fatalf("route_localnet on the bridge: %q, %v", b, err)
+	}
+	host, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	got := make(chan string, 4)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, from, err := host.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			got <- fmt.Sprintf("%q from %s", buf[:n], from)
+		}
+	}()
+	br, err := netlink.LinkByName(m.Bridge())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwMAC, ownMAC := br.Attrs().HardwareAddr, macIn(t, a.NetNSPath())
+	port := uint16(host.LocalAddr().(*net.UDPAddr).Port)
+	inNS(t, a.NetNSPath(), func() {
+		// To 127.0.0.1 and, as a check that such frames arrive at all, to the gateway.
+		sendUDP(t, ownMAC, gwMAC, a.Addr(), netip.MustParseAddr("127.0.0.1"), port, "to loopback")
+	})
+	select {
+	case msg := <-got:
+		t.Errorf("a container reached this machine's loopback: %s", msg)
+	case <-time.After(time.Second):
+	}
+	// The same frame to a listener on the gateway, which the container's policy does not
+	// allow either, but which shows that crafted frames arrive: DNS on the gateway does.
+	dns, err := net.ListenPacket("udp4", m.Gateway().String()+":53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dns.Close()
+	inNS(t, a.NetNSPath(), func() {
+		sendUDP(t, ownMAC, gwMAC, a.Addr(), m.Gateway(), 53, "to dns")
+	})
+	dns.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, _, err := dns.ReadFrom(make([]byte, 64)); err != nil || n != len("to dns") {
+		t.Errorf("a crafted frame to DNS on the gateway did not arrive (%d bytes, %v): the test proves nothing", n, err)
+	}
+}
+
+// sendUDP sends, from eth0 of the calling thread's namespace, an Ethernet frame with an IPv4
+// UDP datagram: what a container with CAP_NET_RAW can send to any address through any MAC.
+func sendUDP(t *testing.T, srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, port uint16, payload string) {
+	eth, err := netlink.LinkByName("eth0")
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_IP)))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer unix.Close(fd)
+	udpLen := 8 + len(payload)
+	ip := []byte{0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, unix.IPPROTO_UDP, 0, 0}
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+udpLen))
+	ip = append(append(ip, src.AsSlice()...), dst.AsSlice()...)
+	var sum uint32
+	for i := 0; i < len(ip); i += 2 {
+		sum += uint32(ip[i])<<8 | uint32(ip[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+	udp := make([]byte, 8)
+	binary.BigEndian.PutUint16(udp[0:], 40000)
+	binary.BigEndian.PutUint16(udp[2:], port)
+	binary.BigEndian.PutUint16(udp[4:], uint16(udpLen)) // checksum 0: none, as IPv4 allows
+	f := append(append(append([]byte{}, dstMAC...), srcMAC...), 0x08, 0x00)
+	f = append(append(append(f, ip...), udp...), payload...)
+	var addr [8]byte
+	copy(addr[:], dstMAC)
+	if err := unix.Sendto(fd, f, 0, &unix.SockaddrLinklayer{Ifindex: eth.Attrs().Index, Halen: 6, Addr: addr}); err != nil {
+		t.Error(err)
 	}
 }
