@@ -69,9 +69,10 @@ var DefaultCIDR = netip.MustParsePrefix("10.88.0.0/16")
 
 // DefaultMTU is the containers' default MTU: as large as loopback's, so that the TCP
 // connections between containers and this machine (tunnels, the direct baseline, the domain
-// proxy) move 64 KiB per packet; connections beyond the machine negotiate their segment size
-// (MSS) with the far end as ever, and a datagram too large for the uplink is answered with
-// ICMP "fragmentation needed", which the container heeds (path MTU discovery). Measured with
+// proxy) move 64 KiB per packet. Connections beyond the machine get the segment size (MSS) of
+// the route they leave by (the SYNs the worker forwards are clamped, mss.go); a datagram too
+// large for the uplink is answered with ICMP "fragmentation needed", which the container heeds
+// (path MTU discovery: the first such datagram to a destination is lost). Measured with
 // `gust bench tunnel`: about 1.4× the throughput of 1500 to a sandbox's address and through a
 // raw tunnel.
 const DefaultMTU = 65520

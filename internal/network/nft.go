@@ -210,6 +210,7 @@ func (n *nft) install(c *nftables.Conn, deny, allow []netip.Prefix) error {
 	if err != nil {
 		return err
 	}
+	n.mssClamp(c)
 	for _, r := range tun {
 		c.AddRule(&nftables.Rule{Table: n.inet, Chain: r.Chain, Exprs: r.Exprs})
 	}

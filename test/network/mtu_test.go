@@ -1,10 +1,17 @@
 package network
 
 import (
+	"context"
+	"errors"
+	"net"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // mtuScript downloads webAddr's 64 MiB and uploads 16 MiB to its discard port, through NAT and
@@ -56,4 +63,84 @@ func testEgressMTU(t *testing.T, iso string) {
 	if err != nil || up.Attrs().MTU != 1500 {
 		t.Fatalf("the uplink: %v, %v; the test needs 1500", up, err)
 	}
+}
+
+// TestEgressMSS: a container's SYN leaves the machine advertising the segment size of the
+// uplink's MTU (1460), not of the container's own (65480), so that a far server on a
+// jumbo-frame network does not send segments the path cannot carry.
+func TestEgressMSS(t *testing.T) {
+	needGust(t)
+	const addr = webAddr + ":9100"
+	var ln net.Listener
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_SAVE_SYN, 1) })
+		return errors.Join(err, serr)
+	}}
+	if err := inInet(func() (err error) { ln, err = lc.Listen(context.Background(), "tcp4", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	mss := make(chan int, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			mss <- -1
+			return
+		}
+		defer c.Close()
+		raw, _ := c.(*net.TCPConn).SyscallConn()
+		syn := make([]byte, 512)
+		n := uint32(len(syn))
+		raw.Control(func(fd uintptr) {
+			_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.IPPROTO_TCP, unix.TCP_SAVED_SYN,
+				uintptr(unsafe.Pointer(&syn[0])), uintptr(unsafe.Pointer(&n)), 0)
+			if errno != 0 {
+				n = 0
+			}
+		})
+		mss <- synMSS(syn[:n])
+	}()
+	id := newSandbox(t, nil)
+	out, errOut, code := execIn(t, id, "python3", "-c", "import socket; socket.create_connection(('"+webAddr+"', 9100), timeout=5).close()")
+	if code != 0 {
+		t.Fatalf("connect: exit %d: %s %s", code, out, errOut)
+	}
+	select {
+	case got := <-mss:
+		if got <= 0 || got > 1460 {
+			t.Errorf("the container's SYN arrived advertising MSS %d, want at most 1460 (the uplink's)", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection arrived")
+	}
+}
+
+// synMSS is the MSS option of a saved SYN (IPv4 and TCP headers), 0 without one.
+func synMSS(syn []byte) int {
+	if len(syn) < 20 {
+		return 0
+	}
+	tcp := syn[int(syn[0]&0x0f)*4:]
+	if len(tcp) < 20 {
+		return 0
+	}
+	opts := tcp[20:min(int(tcp[12]>>4)*4, len(tcp))]
+	for i := 0; i < len(opts); {
+		switch opts[i] {
+		case 0:
+			return 0
+		case 1:
+			i++
+			continue
+		}
+		if i+1 >= len(opts) || opts[i+1] < 2 {
+			return 0
+		}
+		if opts[i] == 2 && opts[i+1] == 4 && i+4 <= len(opts) {
+			return int(opts[i+2])<<8 | int(opts[i+3])
+		}
+		i += int(opts[i+1])
+	}
+	return 0
 }
