@@ -227,3 +227,31 @@ func forgetFlows(a netip.Addr) error {
 func routeLocalnet(bridge string) error {
 	return os.WriteFile("/proc/sys/net/ipv4/conf/"+bridge+"/route_localnet", []byte("1"), 0o644)
 }
+
+// tcpEstablished is conntrack's TCP_CONNTRACK_ESTABLISHED.
+const tcpEstablished = 3
+
+// ForwardedFlows counts the established connections that forwards brought to the container
+// (the worker, which sees no relay for them, counts them as activity against idle_timeout).
+// A container that never had a forward has none.
+func (l *Lease) ForwardedFlows() (int, error) {
+	l.m.mu.Lock()
+	ever := l.forwarded
+	l.m.mu.Unlock()
+	if !ever {
+		return 0, nil
+	}
+	flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+	if err != nil {
+		return 0, fmt.Errorf("network: listing connections: %w", err)
+	}
+	a := net.IP(ip4(l.addr))
+	n := 0
+	for _, f := range flows {
+		tcp, ok := f.ProtoInfo.(*netlink.ProtoInfoTCP)
+		if ok && tcp.State == tcpEstablished && f.Reverse.SrcIP.Equal(a) && !f.Forward.DstIP.Equal(a) {
+			n++
+		}
+	}
+	return n, nil
+}

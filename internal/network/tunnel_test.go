@@ -194,6 +194,16 @@ func TestForward(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer open.Close()
+	open.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := bufio.NewReader(open).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := a.ForwardedFlows(); err != nil || n != 1 {
+		t.Errorf("ForwardedFlows with one connection open: %d, %v", n, err)
+	}
+	if n, err := b.ForwardedFlows(); err != nil || n != 0 {
+		t.Errorf("ForwardedFlows of a container without forwards: %d, %v", n, err)
+	}
 	if err := a.Release(); err != nil {
 		t.Fatal(err)
 	}

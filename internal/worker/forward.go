@@ -53,3 +53,21 @@ func (w *Worker) ForwardPort(ctx context.Context, containerID string, port int, 
 	c.Close()
 	return l.Forward(listen, uint16(port), allow)
 }
+
+// forwardedFlows reports whether connections through the container's kernel-forwarded
+// tunnels are open: activity, as relayed ones are (an error counts as activity, so that a
+// failed look does not end a sandbox in use).
+func (w *Worker) forwardedFlows(b *box) bool {
+	b.mu.Lock()
+	l := b.lease
+	b.mu.Unlock()
+	if l == nil {
+		return false
+	}
+	n, err := l.ForwardedFlows()
+	if err != nil {
+		w.log.Printf("container %s: %v", b.spec.ID, err)
+		return true
+	}
+	return n > 0
+}

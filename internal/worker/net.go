@@ -32,8 +32,10 @@ type NetLease interface {
 	// Addr is the container's address: the worker dials its ports there (tunnels).
 	Addr() netip.Addr
 	SetPolicy(p network.Policy) error
-	// Forward hands a tunnel's port to the kernel (Worker.ForwardPort).
+	// Forward hands a tunnel's port to the kernel (Worker.ForwardPort); ForwardedFlows counts
+	// the open connections it carries.
 	Forward(listen netip.AddrPort, port uint16, allow []netip.Prefix) (stop func() error, err error)
+	ForwardedFlows() (int, error)
 	Release() error
 }
 

@@ -200,3 +200,63 @@ func TestKernelTunnel(t *testing.T) {
 		}
 	})
 }
+
+// TestKernelTunnelIdle: an open connection through a kernel-forwarded tunnel, quiet or not,
+// keeps its sandbox from its idle_timeout (the worker sees no relay: it asks conntrack); once
+// it closes, the sandbox ends.
+func TestKernelTunnelIdle(t *testing.T) {
+	needGust(t)
+	id := newSandbox(t, map[string]any{
+		"command":           []string{"python3", "-c", greetServer},
+		"unencrypted_ports": []int{9000},
+		"idle_timeout":      2,
+	})
+	var tuns struct {
+		Tunnels []struct {
+			UnencryptedPort int `json:"unencrypted_port"`
+		} `json:"tunnels"`
+	}
+	if err := api("GET", "/v1/sandboxes/"+id+"/tunnels?timeout=30", nil, &tuns); err != nil || len(tuns.Tunnels) != 1 {
+		t.Fatalf("tunnels: %+v, %v", tuns, err)
+	}
+	port := strconv.Itoa(tuns.Tunnels[0].UnencryptedPort)
+	for deadline := time.Now().Add(15 * time.Second); !slices.Contains(tunnelChains(t), "t"+port); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the tunnel was not forwarded in the kernel within 15 s")
+		}
+	}
+	gw := gateway(t, id)
+	c, err := net.DialTimeout("tcp4", net.JoinHostPort("127.0.0.1", port), 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if line, err := br.ReadString('\n'); err != nil || line != "sandbox "+gw+"\n" {
+		t.Fatalf("greeting %q, %v: not the kernel path (a client on loopback appears as the gateway)", line, err)
+	}
+	time.Sleep(4 * time.Second) // twice the idle_timeout, the connection open and quiet
+	if _, err := io.WriteString(c, "still\n"); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := br.ReadString('\n'); err != nil || line != "still\n" {
+		t.Fatalf("after 4 s with a connection open, the echo gave %q, %v: the sandbox ended while its tunnel was in use", line, err)
+	}
+	c.Close()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		var sb struct {
+			Status string `json:"status"`
+		}
+		if err := api("GET", "/v1/sandboxes/"+id, nil, &sb); err != nil {
+			t.Fatal(err)
+		}
+		if sb.Status == "timeout" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("15 s after its last connection closed, the sandbox is %s, not timeout (idle_timeout 2 s)", sb.Status)
+		}
+	}
+}
+
