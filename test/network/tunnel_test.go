@@ -259,4 +259,3 @@ func TestKernelTunnelIdle(t *testing.T) {
 		}
 	}
 }
-
