@@ -100,6 +100,7 @@ type Manager struct {
 	veth       string // veth name prefix
 	gateway    netip.Addr
 	resolv     string
+	owner      *os.File // holds the resolv.conf directory's owner lock (rundir.go)
 	nft        *nft
 
 	mu      sync.Mutex
@@ -238,10 +239,7 @@ func (m *Manager) setup() error {
 	if err := m.batch(func(c *nftables.Conn) error { return m.nft.install(c, deny, m.cfg.Allow) }); err != nil {
 		return fmt.Errorf("network: nftables: %w", err)
 	}
-	if err := os.MkdirAll(m.cfg.ResolvDir, 0o711); err != nil {
-		return fmt.Errorf("network: %w", err)
-	}
-	if err := os.Chmod(m.cfg.ResolvDir, 0o711); err != nil {
+	if err := m.claimResolvDir(); err != nil {
 		return fmt.Errorf("network: %w", err)
 	}
 	m.resolv = filepath.Join(m.cfg.ResolvDir, "resolv.conf")

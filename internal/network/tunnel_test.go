@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -228,32 +229,64 @@ func TestForward(t *testing.T) {
 }
 
 // TestResolvDirs: a manager removes its resolv.conf directory when it closes, and at start
-// those of stopped workers (no bridge), keeping a running one's.
+// those of workers that were killed (their owner lock is free), not those of running workers
+// (wherever their network namespace) nor those without an owner file (older gusts').
 func TestResolvDirs(t *testing.T) {
 	if os.Getenv("GUST_NETWORK_TEST_CHILD") == "" {
 		t.Skip("needs root, and runs in a namespace of its own")
 	}
 	run := t.TempDir()
-	stale := filepath.Join(run, "net-dead01")
-	if err := os.MkdirAll(stale, 0o711); err != nil {
+	old := time.Now().Add(-2 * sweepAge)
+	mkdir := func(name string, owner bool) string {
+		d := filepath.Join(run, name)
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "resolv.conf"), []byte("nameserver 10.1.0.1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if owner {
+			if err := os.WriteFile(filepath.Join(d, ownerFile), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Chtimes(d, old, old); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	killed, legacy, running := mkdir("net-dead01", true), mkdir("net-old001", false), mkdir("net-live01", true)
+	// The running one's worker (in another namespace, say) holds its lock.
+	lock, err := os.Open(filepath.Join(running, ownerFile))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(stale, "resolv.conf"), []byte("nameserver 10.1.0.1\n"), 0o644); err != nil {
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_SH); err != nil {
 		t.Fatal(err)
 	}
 	first, err := New(Config{Tag: "t4", CIDR: netip.MustParsePrefix("10.234.0.0/24"), PoolSize: 1, RunDir: run, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(stale); !os.IsNotExist(err) {
-		t.Errorf("a stopped worker's %s is still there (%v)", stale, err)
+	if _, err := os.Stat(killed); !os.IsNotExist(err) {
+		t.Errorf("a killed worker's %s is still there (%v)", killed, err)
+	}
+	for _, d := range []string{legacy, running} {
+		if _, err := os.Stat(filepath.Join(d, "resolv.conf")); err != nil {
+			t.Errorf("%s went: %v", d, err)
+		}
+	}
+	if first.ResolvConf() != filepath.Join(run, "net-t4", "resolv.conf") {
+		t.Errorf("resolv.conf at %s, want it under RunDir", first.ResolvConf())
+	}
+	// A second worker, once the first's directory is old: the first still runs.
+	if err := os.Chtimes(filepath.Join(run, "net-t4"), old, old); err != nil {
+		t.Fatal(err)
 	}
 	second, err := New(Config{Tag: "t5", CIDR: netip.MustParsePrefix("10.235.0.0/24"), PoolSize: 1, RunDir: run, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
-	}
-	if first.ResolvConf() != filepath.Join(run, "net-t4", "resolv.conf") {
-		t.Errorf("resolv.conf at %s, want it under RunDir", first.ResolvConf())
 	}
 	if _, err := os.Stat(first.ResolvConf()); err != nil {
 		t.Errorf("a running worker's resolv.conf went when another started: %v", err)
@@ -263,12 +296,10 @@ func TestResolvDirs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if left, _ := os.ReadDir(run); len(left) != 0 {
-		var names []string
-		for _, e := range left {
-			names = append(names, e.Name())
+	for _, d := range []string{"net-t4", "net-t5"} {
+		if _, err := os.Stat(filepath.Join(run, d)); !os.IsNotExist(err) {
+			t.Errorf("%s is still there after its worker stopped (%v)", d, err)
 		}
-		t.Errorf("left in the run directory after both stopped: %v", names)
 	}
 }
 
