@@ -6,7 +6,9 @@
 // SNI to its sandbox; an unencrypted port gets a raw TCP listener of its own. Either way the
 // plain bytes go, through a Dialer (the fleet: the worker's connect endpoint), to the
 // container's port: TLS ends here, everything above it (HTTP/1.1, HTTP/2 on h2 ports,
-// websockets, streamed answers) passes through untouched.
+// websockets, streamed answers) passes through untouched. When the Dialer is also a
+// Forwarder (the fleet with the worker in this process), a raw port's connections are
+// forwarded by the kernel instead, once the container's server answers (forward.go).
 //
 // The ingress never reaches anything but a sandbox's declared ports: a route exists only for
 // a port that a running sandbox declared, and is gone with the sandbox. Host names are random

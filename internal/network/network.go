@@ -12,7 +12,9 @@
 //
 // The domain proxy and DNS resolver (internal/egress) listen on the gateway address; the
 // rules send a domain-allowlisted container's TCP 80 and 443 there, and PolicyFor tells them
-// whose connection it is.
+// whose connection it is. Under gust up, a raw TCP tunnel's port is forwarded to its
+// container by a DNAT rule (Lease.Forward, tunnel.go). Veths have a large MTU (DefaultMTU),
+// and forwarded SYNs get the outgoing route's MSS (mss.go).
 //
 // Imported by the worker; imports nothing of gust's.
 package network
