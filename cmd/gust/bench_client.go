@@ -32,7 +32,8 @@ func startBenchGust(ctx context.Context, imageCache string) (*benchClient, func(
 	}
 	quiet := log.New(io.Discard, "", 0)
 	d := daemonFlags{addr: "127.0.0.1:0", dataDir: filepath.Join(tmp, "data"), imageCache: imageCache, isolation: "runc", diskMiB: 256, token: "bench", warmPool: 2}
-	d.ingress = &ingress.Config{Addr: "127.0.0.1:0", CADir: d.dataDir, Logger: quiet}
+	// GUST_BENCH_RELAY=1: raw tunnels relayed by the ingress, as before the kernel forwarded them.
+	d.ingress = &ingress.Config{Addr: "127.0.0.1:0", CADir: d.dataDir, Logger: quiet, Relay: os.Getenv("GUST_BENCH_RELAY") != ""}
 	srv, httpSrv, ln, token, err := startServer(ctx, &d, quiet)
 	if err != nil {
 		removeScratch(tmp)
@@ -42,12 +43,14 @@ func startBenchGust(ctx context.Context, imageCache string) (*benchClient, func(
 	w, err := worker.New(worker.Config{ServerURL: url, JoinToken: d.joinToken, ListenAddr: "127.0.0.1:0",
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool, Logger: quiet,
 		Network:     envOr("GUST_NETWORK", "true") == "true", // as `gust up` runs: every container on the bridge
+		NetworkMTU:  envInt("GUST_NETWORK_MTU", 0),
 		DNSUpstream: splitUpstreams(os.Getenv("GUST_DNS_UPSTREAM"))})
 	if err != nil {
 		closeBenchServer(httpSrv)
 		removeScratch(tmp)
 		return nil, nil, err
 	}
+	benchIngress.Store(srv.Ingress())
 	if os.Getenv("GUST_BENCH_REMOTE_WORKER") == "" { // set: tunnels go through the worker's API, as to another machine
 		srv.SetLocalWorker(w)
 	}

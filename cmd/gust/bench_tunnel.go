@@ -10,11 +10,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/gust-run/gust/internal/ingress"
 	"github.com/gust-run/gust/internal/worker"
@@ -24,11 +29,13 @@ func init() {
 	register(&command{name: "bench tunnel", summary: "benchmark tunnels into a sandbox (HTTPS and raw TCP) against a direct connection", run: runBenchTunnel})
 }
 
-// tunnelBenchServer runs in the sandbox: HTTP/1.1 on 8000 (/ok: a 2-byte answer; /big/N: N MiB)
-// and raw TCP on 9000 (first byte "b": an endless stream; otherwise an echo). 9000 listens
-// before 8000, whose readiness probe then says both are up.
+// tunnelBenchServer runs in the sandbox: HTTP/1.1 on 8000 and 8001 (/ok: a 2-byte answer;
+// /big/N: N MiB), the same over TLS on 8443 with the certificate and key in argv[1:3] (PEM;
+// the sandbox serving HTTPS itself, the HTTPS tunnel's fair baseline) and raw TCP on 9000
+// (first byte "b": an endless stream; otherwise an echo). The others listen before 8000,
+// whose readiness probe then says all are up.
 const tunnelBenchServer = `
-import http.server, socket, socketserver, threading
+import http.server, socket, socketserver, ssl, sys, threading
 BUF = b"x" * (1 << 20)
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -62,18 +69,26 @@ def tcp():
         c, _ = ls.accept()
         threading.Thread(target=serve, args=(c,), daemon=True).start()
 threading.Thread(target=tcp, daemon=True).start()
+plain = S(("0.0.0.0", 8001), H)
+threading.Thread(target=plain.serve_forever, daemon=True).start()
+open("/tmp/cert.pem", "w").write(sys.argv[1]); open("/tmp/key.pem", "w").write(sys.argv[2])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain("/tmp/cert.pem", "/tmp/key.pem")
+secure = S(("0.0.0.0", 8443), H)
+secure.socket = ctx.wrap_socket(secure.socket, server_side=True)
+threading.Thread(target=secure.serve_forever, daemon=True).start()
 S(("0.0.0.0", 8000), H).serve_forever()
 `
 
 // runBenchTunnel starts gust in this process, runs tunnelBenchServer in a sandbox behind an
-// encrypted and an unencrypted port, and measures latency and throughput through the ingress
-// beside a direct connection to the same ports from this machine (made in the sandbox's
-// network namespace, as the worker's last hop is), interleaved in the same run.
+// encrypted port (8000) and unencrypted ones (8001, 9000), and measures latency and throughput
+// through the ingress beside a direct connection to the same ports at the sandbox's address
+// from this machine, interleaved in the same run; and, for reference, beside one made in the
+// sandbox's network namespace to its loopback (no veth).
 func runBenchTunnel(ctx context.Context, args []string) error {
 	fs := newFlags("bench tunnel")
 	n := fs.Int("n", 2000, "round trips per latency measurement")
 	mib := fs.Int("mib", 256, "MiB per throughput measurement")
-	rounds := fs.Int("rounds", 3, "throughput measurements per path (the median is reported)")
+	rounds := fs.Int("rounds", 5, "throughput measurements per path (the median is reported)")
 	imageCache := fs.String("image-cache", envOr("GUST_IMAGE_CACHE", "/var/lib/gust/layers"), "image layer cache (the base image is built there if missing)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -86,8 +101,12 @@ func runBenchTunnel(ctx context.Context, args []string) error {
 		return err
 	}
 	defer stop()
-	id, err := b.c.createWith(map[string]any{"app_id": b.appID, "image_id": b.imageID, "command": []string{"python3", "-c", tunnelBenchServer},
-		"encrypted_ports": []int{8000}, "unencrypted_ports": []int{9000}, "readiness_probe": map[string]any{"tcp_port": 8000}, "cpu": 1})
+	certPEM, keyPEM, err := benchCertPEM()
+	if err != nil {
+		return err
+	}
+	id, err := b.c.createWith(map[string]any{"app_id": b.appID, "image_id": b.imageID, "command": []string{"python3", "-c", tunnelBenchServer, certPEM, keyPEM},
+		"encrypted_ports": []int{8000}, "unencrypted_ports": []int{8001, 9000}, "readiness_probe": map[string]any{"tcp_port": 8000}, "cpu": 1})
 	if err != nil {
 		return err
 	}
@@ -103,57 +122,70 @@ func runBenchTunnel(ctx context.Context, args []string) error {
 	defer p.close()
 
 	fmt.Printf("\ngust bench tunnel: %d round trips, %d MiB × %d, 2-core machine shared with other work, %s\n", *n, *mib, *rounds, time.Now().Format(time.RFC3339))
-	fmt.Printf("direct: a connection made in the sandbox's network namespace (the worker's last hop); tunnel: through the ingress and the worker\n\n")
-	fmt.Printf("%-36s %14s %14s %10s\n", "measurement", "tunnel", "direct", "ratio")
+	fmt.Printf("tunnel: through the ingress (raw ports: %s); direct: this machine to the sandbox's address %s (the baseline);\n", p.rawPath(), p.addr)
+	fmt.Printf("in-ns: a connection made in the sandbox's network namespace to its loopback (no veth), for reference\n\n")
+	fmt.Printf("%-40s %12s %12s %7s %12s\n", "measurement", "tunnel", "direct", "ratio", "in-ns")
 	for _, m := range []struct {
-		name            string
-		tunnel, direct  func() (time.Duration, error)
-		latency, higher bool
+		name                 string
+		tunnel, direct, inNS func() (time.Duration, error)
 	}{
-		{"HTTP round trip p50 (keep-alive)", p.httpLatency(p.tunnelHTTP, *n), p.httpLatency(p.directHTTP, *n), true, false},
-		{"TCP round trip p50 (1 byte)", p.tcpLatency(p.dialTunnelTCP, *n), p.tcpLatency(p.dialDirect(9000), *n), true, false},
+		{"HTTPS round trip p50 (keep-alive)", p.httpLatency(p.tunnelHTTP, "https://"+p.host, *n), p.httpLatency(p.addrHTTP, "http://sandbox:8000", *n), p.httpLatency(p.nsHTTP, "http://sandbox:8000", *n)},
+		{"HTTP round trip p50 (unencrypted port)", p.httpLatency(p.rawHTTP, "http://sandbox:8001", *n), p.httpLatency(p.addrHTTP, "http://sandbox:8001", *n), p.httpLatency(p.nsHTTP, "http://sandbox:8001", *n)},
+		{"TCP round trip p50 (1 byte)", p.tcpLatency(p.dialTunnel(p.tcpAddr), *n), p.tcpLatency(p.dialAddr(9000), *n), p.tcpLatency(p.dialInNS(9000), *n)},
 	} {
-		tun, err := m.tunnel()
+		tun, dir, in, err := measure3(m.name, m.tunnel, m.direct, m.inNS)
 		if err != nil {
-			return fmt.Errorf("%s through the tunnel: %w", m.name, err)
+			return err
 		}
-		dir, err := m.direct()
-		if err != nil {
-			return fmt.Errorf("%s direct: %w", m.name, err)
-		}
-		fmt.Printf("%-36s %14s %14s %9.2f×   (added %s; target ≤ 0.50 ms)\n", m.name, ms(tun), ms(dir), float64(tun)/float64(dir), ms(tun-dir))
+		fmt.Printf("%-40s %12s %12s %6.2f× %12s   (added %s; target ≤ 0.50 ms)\n", m.name, ms(tun), ms(dir), float64(tun)/float64(dir), ms(in), ms(tun-dir))
 	}
 	for _, m := range []struct {
-		name           string
-		tunnel, direct func() (float64, error)
+		name                 string
+		tunnel, direct, inNS func() (float64, error)
 	}{
-		{"HTTP download throughput", p.httpThroughput(p.tunnelHTTP, "https://"+p.host+"/big/", *mib), p.httpThroughput(p.directHTTP, "http://sandbox/big/", *mib)},
-		{"TCP stream throughput", p.tcpThroughput(p.dialTunnelTCP, *mib), p.tcpThroughput(p.dialDirect(9000), *mib)},
+		{"HTTPS download (vs HTTPS direct)", p.httpThroughput(p.tunnelHTTP, "https://"+p.host+"/big/", *mib), p.httpThroughput(p.addrHTTP, "https://sandbox:8443/big/", *mib), p.httpThroughput(p.nsHTTP, "https://sandbox:8443/big/", *mib)},
+		{"HTTPS download (vs plain HTTP direct)", p.httpThroughput(p.tunnelHTTP, "https://"+p.host+"/big/", *mib), p.httpThroughput(p.addrHTTP, "http://sandbox:8000/big/", *mib), p.httpThroughput(p.nsHTTP, "http://sandbox:8000/big/", *mib)},
+		{"HTTP download (unencrypted port)", p.httpThroughput(p.rawHTTP, "http://sandbox:8001/big/", *mib), p.httpThroughput(p.addrHTTP, "http://sandbox:8001/big/", *mib), p.httpThroughput(p.nsHTTP, "http://sandbox:8001/big/", *mib)},
+		{"TCP stream throughput", p.tcpThroughput(p.dialTunnel(p.tcpAddr), *mib), p.tcpThroughput(p.dialAddr(9000), *mib), p.tcpThroughput(p.dialInNS(9000), *mib)},
 	} {
-		var tuns, dirs []float64
-		for range *rounds { // interleaved, so that the machine's other load falls on both
-			t, err := m.tunnel()
+		var tuns, dirs, ins []float64
+		for range *rounds { // interleaved, so that the machine's other load falls on all
+			t, d, in, err := measure3(m.name, m.tunnel, m.direct, m.inNS)
 			if err != nil {
-				return fmt.Errorf("%s through the tunnel: %w", m.name, err)
+				return err
 			}
-			d, err := m.direct()
-			if err != nil {
-				return fmt.Errorf("%s direct: %w", m.name, err)
-			}
-			tuns, dirs = append(tuns, t), append(dirs, d)
+			tuns, dirs, ins = append(tuns, t), append(dirs, d), append(ins, in)
 		}
-		tun, dir := median(tuns), median(dirs)
-		fmt.Printf("%-36s %9.0f MB/s %9.0f MB/s %9.2f×   (target ≥ 0.80×)\n", m.name, tun/1e6, dir/1e6, tun/dir)
+		tun, dir, in := median(tuns), median(dirs), median(ins)
+		fmt.Printf("%-40s %7.0f MB/s %7.0f MB/s %6.2f× %7.0f MB/s   (target ≥ 0.80×)\n", m.name, tun/1e6, dir/1e6, tun/dir, in/1e6)
+		if m.name == "HTTPS download (vs HTTPS direct)" {
+			// TLS by itself, beside the HTTPS tunnel: how much of the gap is encryption.
+			var alone []float64
+			for range *rounds {
+				a, err := tlsAlone(*mib)()
+				if err != nil {
+					return err
+				}
+				alone = append(alone, a)
+			}
+			a := median(alone)
+			fmt.Printf("%-40s %7.0f MB/s %12s %6.2f×   (HTTPS tunnel ÷ TLS alone: Go server → client on loopback, no relay)\n", "  TLS alone (the HTTPS ceiling)", a/1e6, "", tun/a)
+		}
 	}
 	return nil
 }
 
-// tunnelPaths are the two ways to the sandbox's ports.
+// tunnelPaths are the ways to the sandbox's ports.
 type tunnelPaths struct {
-	host                   string // the HTTPS tunnel's host:port
-	ingressAddr, tcpAddr   string
-	ns                     string // the sandbox's network namespace
-	tunnelHTTP, directHTTP *http.Client
+	id                   string
+	host                 string // the HTTPS tunnel's host:port
+	ingressAddr, tcpAddr string
+	rawHTTPAddr          string // the unencrypted tunnel of 8001
+	ns                   string // the sandbox's network namespace
+	addr                 netip.Addr
+	// tunnelHTTP: HTTPS through the ingress; rawHTTP: HTTP through the unencrypted tunnel;
+	// addrHTTP: HTTP to the sandbox's address; nsHTTP: HTTP in its namespace to loopback.
+	tunnelHTTP, rawHTTP, addrHTTP, nsHTTP *http.Client
 }
 
 func newTunnelPaths(c *benchClient, id string) (*tunnelPaths, error) {
@@ -166,17 +198,19 @@ func newTunnelPaths(c *benchClient, id string) (*tunnelPaths, error) {
 	if err := c.json("GET", "/v1/sandboxes/"+id+"/tunnels", nil, &resp); err != nil {
 		return nil, err
 	}
-	p := &tunnelPaths{}
+	p := &tunnelPaths{id: id}
 	for _, t := range resp.Tunnels {
 		switch t.ContainerPort {
 		case 8000:
 			p.host = net.JoinHostPort(t.Host, strconv.Itoa(t.Port))
 			p.ingressAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(t.Port))
+		case 8001:
+			p.rawHTTPAddr = net.JoinHostPort(t.UnencryptedHost, strconv.Itoa(t.UnencryptedPort))
 		case 9000:
 			p.tcpAddr = net.JoinHostPort(t.UnencryptedHost, strconv.Itoa(t.UnencryptedPort))
 		}
 	}
-	if p.host == "" || p.tcpAddr == "" {
+	if p.host == "" || p.tcpAddr == "" || p.rawHTTPAddr == "" {
 		return nil, fmt.Errorf("the sandbox's tunnels are %+v", resp.Tunnels)
 	}
 	pid, err := pidOfSandbox(id)
@@ -184,6 +218,9 @@ func newTunnelPaths(c *benchClient, id string) (*tunnelPaths, error) {
 		return nil, err
 	}
 	p.ns = fmt.Sprintf("/proc/%d/ns/net", pid)
+	if p.addr, err = addrIn(p.ns); err != nil {
+		return nil, err
+	}
 	ca, err := os.ReadFile(filepath.Join(c.tmp, "data", ingress.CAFile))
 	if err != nil {
 		return nil, err
@@ -195,15 +232,70 @@ func newTunnelPaths(c *benchClient, id string) (*tunnelPaths, error) {
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, "tcp", p.ingressAddr)
 		}}}
-	p.directHTTP = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return p.dialDirect(8000)()
+	p.rawHTTP = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp", p.rawHTTPAddr)
 	}}}
+	// The sandbox's own HTTPS (8443) has a certificate the bench just made: not checked.
+	insecure := &tls.Config{InsecureSkipVerify: true}
+	p.addrHTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: insecure, DialContext: func(ctx context.Context, _, hostPort string) (net.Conn, error) {
+		_, port, _ := net.SplitHostPort(hostPort)
+		return d.DialContext(ctx, "tcp", net.JoinHostPort(p.addr.String(), port))
+	}}}
+	p.nsHTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: insecure, DialContext: func(ctx context.Context, _, hostPort string) (net.Conn, error) {
+		_, port, _ := net.SplitHostPort(hostPort)
+		return worker.DialIn(ctx, p.ns, "127.0.0.1:"+port)
+	}}}
+	// A relayed connection asks for the kernel forward at once (internal/ingress/forward.go).
+	for _, a := range []string{p.tcpAddr, p.rawHTTPAddr} {
+		if c, err := net.Dial("tcp", a); err == nil {
+			c.Close()
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && p.rawPath() != "kernel-forwarded"; {
+		time.Sleep(20 * time.Millisecond)
+	}
 	return p, nil
 }
 
+// rawPath says how the raw TCP tunnels go: forwarded in the kernel, or relayed.
+func (p *tunnelPaths) rawPath() string {
+	if in := benchIngress.Load(); in != nil && in.Forwarded(p.id, 9000) && in.Forwarded(p.id, 8001) {
+		return "kernel-forwarded"
+	}
+	return "relayed by the ingress"
+}
+
+// benchIngress is the ingress of the gust the bench started (startBenchGust).
+var benchIngress atomic.Pointer[ingress.Ingress]
+
+// addrIn is eth0's IPv4 address in the network namespace at path.
+func addrIn(path string) (netip.Addr, error) {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer h.Close()
+	eth, err := h.LinkByName("eth0")
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("the sandbox has no eth0 (is the worker's network off?): %w", err)
+	}
+	addrs, err := h.AddrList(eth, netlink.FAMILY_V4)
+	if err != nil || len(addrs) == 0 {
+		return netip.Addr{}, fmt.Errorf("the sandbox's eth0 has no IPv4 address: %v", err)
+	}
+	a, _ := netip.AddrFromSlice(addrs[0].IP.To4())
+	return a, nil
+}
+
 func (p *tunnelPaths) close() {
-	p.tunnelHTTP.CloseIdleConnections()
-	p.directHTTP.CloseIdleConnections()
+	for _, c := range []*http.Client{p.tunnelHTTP, p.rawHTTP, p.addrHTTP, p.nsHTTP} {
+		c.CloseIdleConnections()
+	}
 }
 
 // pidOfSandbox finds the host pid of a process of the sandbox (its command carries
@@ -226,21 +318,39 @@ func pidOfSandbox(id string) (int, error) {
 	return 0, fmt.Errorf("no process of sandbox %s found in /proc", id)
 }
 
-func (p *tunnelPaths) dialDirect(port int) func() (net.Conn, error) {
+func (p *tunnelPaths) dialInNS(port int) func() (net.Conn, error) {
 	return func() (net.Conn, error) {
 		return worker.DialIn(context.Background(), p.ns, "127.0.0.1:"+strconv.Itoa(port))
 	}
 }
 
-func (p *tunnelPaths) dialTunnelTCP() (net.Conn, error) { return net.Dial("tcp", p.tcpAddr) }
+func (p *tunnelPaths) dialAddr(port int) func() (net.Conn, error) {
+	return p.dialTunnel(netip.AddrPortFrom(p.addr, uint16(port)).String())
+}
 
-// httpLatency is the p50 of n GETs of a 2-byte answer on one kept-alive connection.
-func (p *tunnelPaths) httpLatency(c *http.Client, n int) func() (time.Duration, error) {
+func (p *tunnelPaths) dialTunnel(addr string) func() (net.Conn, error) {
+	return func() (net.Conn, error) { return net.Dial("tcp", addr) }
+}
+
+// measure3 runs a measurement on the three paths, one after the other.
+func measure3[T any](name string, tunnel, direct, inNS func() (T, error)) (tun, dir, in T, err error) {
+	if tun, err = tunnel(); err != nil {
+		return tun, dir, in, fmt.Errorf("%s through the tunnel: %w", name, err)
+	}
+	if dir, err = direct(); err != nil {
+		return tun, dir, in, fmt.Errorf("%s to the sandbox's address: %w", name, err)
+	}
+	if in, err = inNS(); err != nil {
+		return tun, dir, in, fmt.Errorf("%s in the sandbox's namespace: %w", name, err)
+	}
+	return tun, dir, in, nil
+}
+
+// httpLatency is the p50 of n GETs of a 2-byte answer (base + "/ok") on one kept-alive
+// connection.
+func (p *tunnelPaths) httpLatency(c *http.Client, base string, n int) func() (time.Duration, error) {
 	return func() (time.Duration, error) {
-		url := "http://sandbox/ok"
-		if c == p.tunnelHTTP {
-			url = "https://" + p.host + "/ok"
-		}
+		url := base + "/ok"
 		var ds []time.Duration
 		for i := range n + 20 {
 			start := time.Now()

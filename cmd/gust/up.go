@@ -148,7 +148,7 @@ func runUp(ctx context.Context, args []string) error {
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool,
 		BuildEgress: buildEgress.hosts(), BuildMirrors: buildEgress.mirrorList(), Logger: log.New(os.Stderr, "gust worker: ", log.LstdFlags),
 		TestGPUs: os.Getenv("GUST_TEST_GPUS"), DeviceRoot: os.Getenv("GUST_TEST_DEVICE_ROOT"), // tests only
-		Network: *netFlags.on, NetworkCIDR: *netFlags.cidr, NetworkAllow: strings.Split(*netFlags.allow, ","),
+		Network: *netFlags.on, NetworkCIDR: *netFlags.cidr, NetworkAllow: strings.Split(*netFlags.allow, ","), NetworkMTU: *netFlags.mtu,
 		DNSUpstream: netFlags.upstreams(),
 	}
 	if d.tlsID != nil {

@@ -7,6 +7,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/gust-run/gust/internal/egress"
@@ -70,7 +71,7 @@ func runWorker(ctx context.Context, args []string) error {
 		ServerURL: *serverURL, JoinToken: token, ListenAddr: *listen,
 		StateDir: filepath.Join(d.dataDir, "containers"), LayerDir: d.layerDir(), DiskMiB: d.diskMiB, WarmPool: d.warmPool,
 		BuildEgress: buildEgress.hosts(), BuildMirrors: buildEgress.mirrorList(), Logger: logger, ServerTLS: stc, TLS: id,
-		Network: *netFlags.on, NetworkCIDR: *netFlags.cidr, NetworkAllow: strings.Split(*netFlags.allow, ","),
+		Network: *netFlags.on, NetworkCIDR: *netFlags.cidr, NetworkAllow: strings.Split(*netFlags.allow, ","), NetworkMTU: *netFlags.mtu,
 		DNSUpstream: netFlags.upstreams(),
 		TestGPUs:    os.Getenv("GUST_TEST_GPUS"), DeviceRoot: os.Getenv("GUST_TEST_DEVICE_ROOT"), // tests only
 	})
@@ -105,6 +106,7 @@ type networkFlags struct {
 	on          *bool
 	cidr, allow *string
 	dns         *string
+	mtu         *int
 }
 
 // bindNetwork adds --network, --network-cidr and --network-allow to up and worker.
@@ -116,9 +118,25 @@ func bindNetwork(fs *flag.FlagSet) networkFlags {
 			"the containers' private range (default 10.88.0.0/16); two workers on one machine need different ranges (env GUST_NETWORK_CIDR)"),
 		allow: fs.String("network-allow", envOr("GUST_NETWORK_ALLOW", ""),
 			"comma-separated CIDRs containers may reach although they are in the always-denied ranges (a package mirror on a private address) (env GUST_NETWORK_ALLOW)"),
+		mtu: fs.Int("network-mtu", envInt("GUST_NETWORK_MTU", 0),
+			"the containers' MTU, 1280-65520 (default 0: 65520, as large as loopback's, which makes tunnels and other connections on this machine faster, while connections beyond it negotiate their own) (env GUST_NETWORK_MTU)"),
 		dns: fs.String("dns-upstream", envOr("GUST_DNS_UPSTREAM", ""),
 			"comma-separated resolvers (address or address:port) that the containers' resolver forwards to and the domain proxy resolves with; default: this machine's /etc/resolv.conf (env GUST_DNS_UPSTREAM)"),
 	}
+}
+
+// envInt is the integer in environment variable k, def when unset, and -1 (which the flag's
+// user refuses) when it is not an integer.
+func envInt(k string, def int) int {
+	v := os.Getenv(k)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // upstreams are --dns-upstream's resolvers; none: the worker reads /etc/resolv.conf.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -324,6 +325,24 @@ func (f *Fleet) DialPort(ctx context.Context, workerID, containerID string, port
 		return nil, errdefs.Unavailable("the worker running sandbox %s is not connected", containerID)
 	}
 	return wc.client.DialPort(ctx, containerID, port)
+}
+
+// localForwarder is a LocalWorker that can also hand a tunnel's port to the kernel
+// (worker.Worker.ForwardPort).
+type localForwarder interface {
+	ForwardPort(ctx context.Context, containerID string, port int, listen netip.AddrPort, allow []netip.Prefix) (stop func() error, err error)
+}
+
+// ForwardPort has the worker of this process forward the ingress's listen address to port of
+// a container in the kernel (ingress.Forwarder); errdefs.Unavailable for a container on
+// another worker, whose tunnels are relayed.
+func (f *Fleet) ForwardPort(ctx context.Context, workerID, containerID string, port int, listen netip.AddrPort, allow []netip.Prefix) (func() error, error) {
+	if l := f.local.Load(); l != nil && workerID != "" && l.WorkerID() == workerID {
+		if fw, ok := l.LocalWorker.(localForwarder); ok {
+			return fw.ForwardPort(ctx, containerID, port, listen, allow)
+		}
+	}
+	return nil, errdefs.Unavailable("container %s runs on another worker: its tunnels are relayed", containerID)
 }
 
 // workerTimeout is how long a worker may go without polling for assignments before the fleet

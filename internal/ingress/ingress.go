@@ -6,7 +6,9 @@
 // SNI to its sandbox; an unencrypted port gets a raw TCP listener of its own. Either way the
 // plain bytes go, through a Dialer (the fleet: the worker's connect endpoint), to the
 // container's port: TLS ends here, everything above it (HTTP/1.1, HTTP/2 on h2 ports,
-// websockets, streamed answers) passes through untouched.
+// websockets, streamed answers) passes through untouched. When the Dialer is also a
+// Forwarder (the fleet with the worker in this process), a raw port's connections are
+// forwarded by the kernel instead, once the container's server answers (forward.go).
 //
 // The ingress never reaches anything but a sandbox's declared ports: a route exists only for
 // a port that a running sandbox declared, and is gone with the sandbox. Host names are random
@@ -57,7 +59,10 @@ type Config struct {
 	// them, gust's own CA in CADir signs one.
 	CertFile, KeyFile string
 	CADir             string
-	Logger            *log.Logger
+	// Relay keeps raw TCP tunnels in the ingress's relay even when its Dialer could have the
+	// kernel forward them (Forwarder).
+	Relay  bool
+	Logger *log.Logger
 }
 
 // DefaultBaseDomain is the base domain when none is given.
@@ -66,6 +71,14 @@ const DefaultBaseDomain = "gust.localhost"
 // Dialer opens a raw stream to a port inside a container on a worker (fleet.Fleet.DialPort).
 type Dialer interface {
 	DialPort(ctx context.Context, workerID, containerID string, port int) (net.Conn, error)
+}
+
+// Forwarder is a Dialer that can also have the kernel carry a raw TCP tunnel
+// (fleet.Fleet.ForwardPort): new connections to listen, the tunnel's own listener, from
+// clients in allow go straight to the container's port, until stop. It fails (the tunnel is
+// then relayed) for a container on another machine, and until the container's server answers.
+type Forwarder interface {
+	ForwardPort(ctx context.Context, workerID, containerID string, port int, listen netip.AddrPort, allow []netip.Prefix) (stop func() error, err error)
 }
 
 // Tunnel is one exposed port as clients see it (Modal's modal.Tunnel, with the container's
@@ -114,6 +127,11 @@ type route struct {
 	label  string
 	tcp    net.Listener // unencrypted ports only
 	tunnel Tunnel
+	// A raw port's kernel forward (forward.go): kick asks forwardLoop to try now, done ends
+	// it; fwdStop, under Ingress.mu, ends the forward once it is in place.
+	kick    chan struct{}
+	done    chan struct{}
+	fwdStop func() error
 }
 
 // New loads (or makes) the ingress's certificate and starts its HTTPS listener.
@@ -214,8 +232,10 @@ func (i *Ingress) Open(t Target, ports []sandbox.Port) ([]Tunnel, error) {
 			r.tcp = ln
 			r.tunnel.UnencryptedHost = i.cfg.PublicTCPHost
 			r.tunnel.UnencryptedPort = ln.Addr().(*net.TCPAddr).Port
+			r.kick, r.done = make(chan struct{}, 1), make(chan struct{})
 			i.wg.Add(1)
 			go i.serveTCP(r)
+			i.startForward(r)
 		}
 		tg.routes[p.Port] = r
 		i.byLabel[r.label] = r
@@ -283,6 +303,14 @@ func (i *Ingress) dropRouteLocked(r *route) {
 	delete(r.t.routes, r.port.Port)
 	delete(i.byLabel, r.label)
 	if r.tcp != nil {
+		close(r.done)
+		if r.fwdStop != nil {
+			// Before the port is released: no new connection may follow the rule meanwhile.
+			if err := r.fwdStop(); err != nil {
+				i.log.Printf("ingress: %v", err)
+			}
+			r.fwdStop = nil
+		}
 		r.tcp.Close()
 	}
 }
@@ -487,6 +515,10 @@ func (i *Ingress) serveTCP(r *route) {
 		if !allowed(r.t.Allow, conn.RemoteAddr()) {
 			conn.Close()
 			continue
+		}
+		select { // relayed: perhaps the kernel can take the port's next connections
+		case r.kick <- struct{}{}:
+		default:
 		}
 		go i.pipe(r, conn, nil)
 	}

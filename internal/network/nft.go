@@ -57,6 +57,7 @@ type nft struct {
 	blocked, proxied   *nftables.Set
 	filt, nat          *nftables.Set
 	ports, macs        *nftables.Set
+	tunnels            *nftables.Set
 	bridge, vethPrefix string
 	gateway            netip.Addr
 	proxyPort          uint16
@@ -204,6 +205,14 @@ func (n *nft) install(c *nftables.Conn, deny, allow []netip.Prefix) error {
 		{post, join(isIPv4(), []expr.Any{saddr(1),
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: maskOf(n.cidr), Xor: []byte{0, 0, 0, 0}},
 			cmpEq(ip4(n.cidr.Masked().Addr())), metaOut(1), cmpNeq(ifname(n.bridge)), &expr.Masq{}})},
+	}
+	tun, err := n.tunnelRules(c, pre, post, fwd, in)
+	if err != nil {
+		return err
+	}
+	n.mssClamp(c)
+	for _, r := range tun {
+		c.AddRule(&nftables.Rule{Table: n.inet, Chain: r.Chain, Exprs: r.Exprs})
 	}
 	for _, r := range rules {
 		c.AddRule(&nftables.Rule{Table: n.inet, Chain: r.ch, Exprs: r.e})

@@ -356,6 +356,10 @@ func (w *Worker) enforceTimeouts(b *box) {
 			b.mu.Lock()
 			quiet := b.activeExecs == 0 && time.Since(b.lastActivity) > b.spec.IdleTimeout.D()
 			b.mu.Unlock()
+			if quiet && w.forwardedFlows(b) {
+				b.touch() // open connections through a kernel-forwarded tunnel
+				quiet = false
+			}
 			if quiet {
 				w.terminate(b.spec.ID, sandbox.Timeout, fmt.Sprintf("the sandbox was idle for its idle_timeout of %s s", b.spec.IdleTimeout))
 				return

@@ -32,6 +32,10 @@ type NetLease interface {
 	// Addr is the container's address: the worker dials its ports there (tunnels).
 	Addr() netip.Addr
 	SetPolicy(p network.Policy) error
+	// Forward hands a tunnel's port to the kernel (Worker.ForwardPort); ForwardedFlows counts
+	// the open connections it carries.
+	Forward(listen netip.AddrPort, port uint16, allow []netip.Prefix) (stop func() error, err error)
+	ForwardedFlows() (int, error)
 	Release() error
 }
 
@@ -148,7 +152,7 @@ func (w *Worker) handleNetwork(rw http.ResponseWriter, r *http.Request) {
 // newNetwork makes the worker's network: its range, the operator's exceptions, and the server's
 // addresses among the denied ones.
 func newNetwork(cfg Config, logf func(string, ...any)) (*network.Manager, error) {
-	nc := network.Config{Tag: network.Tag(cfg.StateDir), Logf: logf}
+	nc := network.Config{Tag: network.Tag(cfg.StateDir), MTU: cfg.NetworkMTU, Logf: logf}
 	if cfg.NetworkCIDR != "" {
 		p, err := netip.ParsePrefix(cfg.NetworkCIDR)
 		if err != nil {

@@ -76,6 +76,8 @@ type Config struct {
 	// operator's exceptions to the always-denied ranges (a mirror on a private address).
 	NetworkCIDR  string
 	NetworkAllow []string
+	// NetworkMTU is the containers' MTU (0: network.DefaultMTU).
+	NetworkMTU int
 	// DNSUpstream are the resolvers the containers' resolver forwards to and the domain proxy
 	// resolves with (addresses, optionally :port); empty reads this machine's /etc/resolv.conf.
 	DNSUpstream []string

@@ -452,7 +452,9 @@ func startGust(extra ...string) error {
 	args := append([]string{"up", "--addr", "0.0.0.0" + u, "--data-dir", filepath.Join(gust.dataDir, "data"),
 		"--image-cache", imageCache, "--no-config", "--no-install", "--sandbox-disk", "256",
 		// Plain HTTP on 0.0.0.0: the namespace is the test's own (TLS is TestTLSSplit's subject).
-		"--tls", "off", "--build-mirrors", mirrorAddr}, extra...)
+		"--tls", "off", "--build-mirrors", mirrorAddr,
+		// Raw tunnels on every address, so that inet's clients reach them (TestKernelTunnel).
+		"--ingress-tcp-host", "0.0.0.0"}, extra...)
 	gust.cmd = exec.Command(gust.bin, args...)
 	// If this test process dies, gust stops (and removes its containers) rather than linger.
 	gust.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGINT}

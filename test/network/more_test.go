@@ -222,6 +222,13 @@ func TestKilledAndRestarted(t *testing.T) {
 		id := newSandbox(t, nil)
 		_ = id
 	}
+	// And a raw tunnel forwarded in the kernel, whose rules must not outlive the worker either.
+	newSandbox(t, map[string]any{"command": []string{"python3", "-c", greetServer}, "unencrypted_ports": []int{9000}})
+	for deadline := time.Now().Add(15 * time.Second); len(tunnelChains(t)) == 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the tunnel was not forwarded in the kernel within 15 s")
+		}
+	}
 	before := gustVeths()
 	if len(before) < 3 {
 		t.Fatalf("expected the sandboxes' veths, found %v", before)
@@ -247,6 +254,9 @@ func TestKilledAndRestarted(t *testing.T) {
 	}
 	if n := len(nftTables()); n != 2 {
 		t.Errorf("nftables tables after restart: %v, want the instance's two", nftTables())
+	}
+	if c := tunnelChains(t); len(c) != 0 {
+		t.Errorf("the killed worker's tunnel forwards remain after restart: %v", c)
 	}
 	if c := containerChains(); c > len(gustVeths())+1 {
 		t.Errorf("%d per-container chains for %d veths after restart", c, len(gustVeths()))
