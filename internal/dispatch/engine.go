@@ -109,6 +109,8 @@ type fnState struct {
 	avgRun time.Duration
 	// lastBeat is the last heartbeat of the client of a `with app.run()` (fn.Heartbeat).
 	lastBeat time.Time
+	// webQueue are a web endpoint's requests waiting for a container slot (web.go).
+	webQueue []*webWaiter
 }
 
 // New returns an engine; Load fills it from the store, Run drives it.

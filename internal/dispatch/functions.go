@@ -137,6 +137,7 @@ func (e *Engine) StopFunctions(ids []string, why string) error {
 			done = append(done, e.finishLocked(qi, function.InputTerminated, output{msg: why}))
 		}
 		fs.queue, fs.delayed = nil, nil
+		failWebLocked(fs, errdefs.NotFound("the web endpoint's app was stopped: %s", why))
 		for _, c := range fs.containers {
 			for _, qi := range c.inflight {
 				if !qi.cancelled {

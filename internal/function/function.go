@@ -147,6 +147,8 @@ type Spec struct {
 	// NetworkRequest is the containers' outbound network: block_network and the allowlists,
 	// as on a sandbox.
 	sandbox.NetworkRequest
+	// Web makes the function a web endpoint (web.go).
+	Web *Web `json:"web,omitempty"`
 }
 
 // Limits of what a spec may ask for.
@@ -240,6 +242,11 @@ func (s *Spec) Validate(hostCPU float64, hostMemMiB int) error {
 	}
 	if err := s.Schedule.validate(where); err != nil {
 		return err
+	}
+	if s.Web != nil {
+		if err := s.Web.validate(where); err != nil {
+			return err
+		}
 	}
 	switch s.Isolation {
 	case "", sandbox.IsolationRunc, sandbox.IsolationGVisor:

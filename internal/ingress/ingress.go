@@ -100,6 +100,7 @@ type Ingress struct {
 	bySandbox map[string]*target
 	closed    bool
 	wg        sync.WaitGroup
+	web       *webServer // web endpoints (web.go), once SetWeb
 }
 
 type target struct {
@@ -318,6 +319,7 @@ func (i *Ingress) Stop() {
 	}
 	i.mu.Unlock()
 	i.ln.Close()
+	i.stopWeb()
 	for _, id := range ids {
 		i.Close(id)
 	}
@@ -346,6 +348,7 @@ func (i *Ingress) serveTLS() {
 	base := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{i.cert}}
 	h2 := base.Clone()
 	h2.NextProtos = []string{"h2", "http/1.1"}
+	web := webTLS(base)
 	for {
 		conn, err := i.ln.Accept()
 		if err != nil {
@@ -354,15 +357,19 @@ func (i *Ingress) serveTLS() {
 			}
 			return
 		}
-		go i.handleTLS(conn, base, h2)
+		go i.handleTLS(conn, base, h2, web)
 	}
 }
 
 // handleTLS routes one HTTPS client by the name it asks for.
-func (i *Ingress) handleTLS(conn net.Conn, base, h2 *tls.Config) {
+func (i *Ingress) handleTLS(conn net.Conn, base, h2, webConf *tls.Config) {
 	var r *route
+	var web *webServer
 	wc := &coalescer{Conn: conn}
 	tc := tls.Server(wc, &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if web = i.webFor(hello.ServerName); web != nil {
+			return webConf, nil
+		}
 		r = i.lookup(hello.ServerName)
 		if r == nil {
 			return nil, fmt.Errorf("no tunnel is named %q", hello.ServerName)
@@ -380,6 +387,10 @@ func (i *Ingress) handleTLS(conn net.Conn, base, h2 *tls.Config) {
 	cancel()
 	if err != nil {
 		conn.Close()
+		return
+	}
+	if web != nil {
+		web.ln.push(tc)
 		return
 	}
 	i.pipe(r, tc, func(dst, src net.Conn) (int64, error) { return copyToTLS(tc, wc, src) })

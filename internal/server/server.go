@@ -20,6 +20,7 @@ import (
 	"github.com/gust-run/gust/internal/fleet"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/imagebuild"
+	"github.com/gust-run/gust/internal/endpoint"
 	"github.com/gust-run/gust/internal/ingress"
 	"github.com/gust-run/gust/internal/metering"
 	"github.com/gust-run/gust/internal/sandbox"
@@ -111,6 +112,9 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 		st, fl, eng, builds, cfg.Images)
 	if cfg.AuditRetention == 0 {
 		cfg.AuditRetention = 90 * 24 * time.Hour
+	}
+	if ing != nil {
+		ing.SetWeb(endpoint.New(eng, fl, st, cfg.Logger)) // web endpoints come in by the same door
 	}
 	go a.RunAudit(ctx, cfg.AuditRetention)
 	go a.RunKV(ctx)

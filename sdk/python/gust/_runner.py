@@ -1131,6 +1131,10 @@ class _Runner:
                 from . import _compat
                 _compat.install()  # before the user's module, which may `import modal`
             self.load(config)
+            web = os.environ.get("GUST_WEB")
+            if web:  # a web endpoint: serve it before saying ready
+                from . import _webserve
+                _webserve.start(self._fn, json.loads(web))
         except BaseException as e:  # noqa: BLE001 - SystemExit at import too
             for w in self._writers:
                 w.flush_all()

@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import _code, _container, _local_files, output
+from . import _code, _container, _local_files, _web, output
 from . import exception as exc
 from ._http import Client, get_client
 from .cls import Cls, class_methods
@@ -364,6 +364,7 @@ class App:
                     "class and @gust.method() on the method")
             fn_opts = dict(opts)
             _apply_concurrency(fn_opts, f, getattr(f, "_gust_batched", None))
+            fn_opts["web"] = _web.spec(f)
             gen = bool(is_generator) if is_generator is not None else _is_generator_function(f)
             fname = name or f.__name__
             fn = Function(_Handle(fname), f, is_generator=gen, app=self, options=fn_opts)
@@ -470,6 +471,8 @@ class App:
         if o["isolation"]:
             spec["isolation"] = o["isolation"]
         spec.update(o.get("network") or {})
+        if o.get("web"):
+            spec["web"] = o["web"]
         return spec
 
     def _images(self) -> List[Image]:
@@ -505,6 +508,10 @@ class App:
             if n not in ids:
                 raise exc.RemoteError(f"the server did not publish {n!r}")
             o._handle.set(client, ids[n])
+            url = (data.get("web_urls") or {}).get(n)
+            if url and isinstance(o, Function):
+                o._web_url = url
+                output.log(f"Created web function {n} => {url}")
         with self._lock:
             self._app_id, self._client, self._data = data.get("app_id"), client, data
         self._push_tags(client)

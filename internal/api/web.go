@@ -1,0 +1,51 @@
+package api
+
+import (
+	"context"
+
+	"github.com/gust-run/gust/internal/errdefs"
+	"github.com/gust-run/gust/internal/function"
+)
+
+// webLabels gives a publish's web endpoints their labels (the user's, or Modal's default
+// <app>-<function>, with "-dev" in an ephemeral app) and returns their URLs by function name.
+// The store claims the labels when it records the functions.
+func (a *API) webLabels(ctx context.Context, ws, appName, mode string, specs []function.Spec) (map[string]string, error) {
+	urls := map[string]string{}
+	var wsName string
+	for i := range specs {
+		sp := &specs[i]
+		if sp.Web == nil {
+			continue
+		}
+		if a.cfg.Ingress == nil {
+			return nil, errdefs.Invalid("function %q is a web endpoint, but this server's ingress is off: start it with --ingress-addr", sp.Name)
+		}
+		if sp.Kind != function.KindFunction {
+			return nil, errdefs.Invalid("function %q: web endpoints on classes are not supported by gust yet", sp.Name)
+		}
+		if wsName == "" {
+			w, err := a.store.GetWorkspace(ctx, ws)
+			if err != nil {
+				return nil, err
+			}
+			wsName = w.Name
+		}
+		host, label := function.WebHostLabel(wsName, appName, sp.Name, sp.Web.Label, mode == function.ModeEphemeral)
+		sp.Web.Label = label
+		urls[sp.Name] = a.cfg.Ingress.WebURL(host)
+	}
+	return urls, nil
+}
+
+// webURL is a published web endpoint's URL ("" for other functions).
+func (a *API) webURL(ctx context.Context, fn function.Function) string {
+	if fn.Spec.Web == nil || a.cfg.Ingress == nil {
+		return ""
+	}
+	w, err := a.store.GetWorkspace(ctx, fn.WorkspaceID)
+	if err != nil {
+		return ""
+	}
+	return a.cfg.Ingress.WebURL(function.DNSName(w.Name) + "--" + fn.Spec.Web.Label)
+}

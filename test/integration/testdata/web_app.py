@@ -1,0 +1,101 @@
+"""Web endpoints as a Modal program writes them (run by TestWebEndpoints): a plain WSGI
+callable, a hand-written ASGI app (HTTP and a websocket echo), `python3 -m http.server` under
+web_server, and a WSGI app behind proxy auth. Standard library only. Deployed; prints the URLs
+as JSON on its last line for the test to call with plain HTTP requests.
+"""
+
+import json
+import sys
+import time
+
+import gust as modal
+
+app = modal.App(sys.argv[1] if len(sys.argv) > 1 else "web-test")
+
+
+def echo_app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/stream":
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+
+        def events():
+            for i in range(3):
+                yield f"data: event {i}\n\n".encode()
+                time.sleep(0.5)
+        return events()
+    if path == "/teapot":
+        start_response("418 I'm a teapot", [("Content-Type", "text/plain")])
+        return [b"short and stout"]
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    print(f"wsgi request {environ['REQUEST_METHOD']} {path}")  # reaches the app's logs
+    out = json.dumps({"method": environ["REQUEST_METHOD"], "path": path, "query": environ["QUERY_STRING"],
+                      "body": body.decode(), "x_test": environ.get("HTTP_X_TEST", ""),
+                      "modal_key": environ.get("HTTP_MODAL_KEY", "")}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out))),
+                              ("X-Served-By", "wsgi")])
+    return [out]
+
+
+@app.function(scaledown_window=2)
+@modal.concurrent(max_inputs=20)
+@modal.wsgi_app(label="echo")
+def wsgi():
+    return echo_app
+
+
+async def asgi_echo(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            m = await receive()
+            await send({"type": m["type"] + ".complete"})
+            if m["type"] == "lifespan.shutdown":
+                return
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        while True:
+            m = await receive()
+            if m["type"] == "websocket.disconnect":
+                return
+            await send({"type": "websocket.send", "text": "echo: " + (m.get("text") or "")})
+    m = await receive()
+    await send({"type": "http.response.start", "status": 201, "headers": [(b"content-type", b"text/plain")]})
+    for i in range(3):
+        await send({"type": "http.response.body", "body": f"part {i} {scope['method']} {m['body'].decode()}\n".encode(),
+                    "more_body": True})
+        import asyncio
+        await asyncio.sleep(0.5)
+    await send({"type": "http.response.body", "body": b"end\n"})
+
+
+@app.function()
+@modal.asgi_app()
+def asgi():
+    return asgi_echo
+
+
+@app.function()
+@modal.web_server(8000, startup_timeout=20)
+def files():
+    import os
+    import subprocess
+    os.makedirs("/tmp/www", exist_ok=True)
+    with open("/tmp/www/hello.txt", "w") as f:
+        f.write("hello from http.server\n")
+    subprocess.Popen(["python3", "-m", "http.server", "8000", "--directory", "/tmp/www"])
+
+
+@app.function()
+@modal.wsgi_app(label="private", requires_proxy_auth=True)
+def private():
+    return echo_app
+
+
+if __name__ == "__main__":
+    app.deploy()
+    urls = {name: fn.get_web_url() for name, fn in [("wsgi", wsgi), ("asgi", asgi), ("files", files), ("private", private)]}
+    try:
+        wsgi.remote()
+    except modal.exception.InvalidError as e:
+        urls["remote_error"] = str(e)
+    print(json.dumps({"app_id": app.app_id, "urls": urls}))

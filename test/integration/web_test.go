@@ -1,0 +1,340 @@
+package integration
+
+import (
+	"bufio"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runWebPy runs a testdata program with the Python SDK and returns its output.
+func runWebPy(t *testing.T, script string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("python3", append([]string{filepath.Join(repoRoot(), "test", "integration", "testdata", script)}, args...)...)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "GUST_SERVER_URL="+gust.url, "GUST_TOKEN="+gust.token, "PYTHONPATH="+filepath.Join(repoRoot(), "sdk", "python"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", script, err, out)
+	}
+	return string(out)
+}
+
+// webDeploy deploys testdata/web_app.py as app name and returns its web endpoints' URLs; the
+// app is stopped at the test's end.
+func webDeploy(t *testing.T, name string) (appID string, urls map[string]string) {
+	t.Helper()
+	out := runWebPy(t, "web_app.py", name)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var res struct {
+		AppID string            `json:"app_id"`
+		URLs  map[string]string `json:"urls"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatalf("web_app.py printed no URLs: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = api("POST", "/v1/apps/"+res.AppID+"/stop", map[string]any{}, nil) })
+	return res.AppID, res.URLs
+}
+
+// TestWebEndpoints deploys Modal-style web endpoints written with the standard library only and
+// calls them with plain HTTPS requests through the ingress: methods, bodies, headers and status
+// codes; a streamed answer whose events arrive as produced; a websocket echo; a web_server;
+// proxy auth; scale from zero; a label that another app holds; bad input.
+func TestWebEndpoints(t *testing.T) {
+	needGust(t)
+	pool, _ := ingressCA(t)
+	_, urls := webDeploy(t, "web-test")
+	t.Logf("URLs: %v", urls)
+	u, err := url.Parse(urls["wsgi"])
+	if err != nil || !strings.HasPrefix(u.Host, "default--echo.") {
+		t.Fatalf("wsgi URL %q: want https://default--echo.<domain>:<port> (%v)", urls["wsgi"], err)
+	}
+	if a, _ := url.Parse(urls["asgi"]); a == nil || !strings.HasPrefix(a.Host, "default--web-test-asgi.") {
+		t.Fatalf("asgi URL %q: want the default label <app>-<function>", urls["asgi"])
+	}
+	if !strings.Contains(urls["remote_error"], "cannot be invoked for remote execution") {
+		t.Fatalf(".remote() on a web endpoint: want Modal's InvalidError, got %q", urls["remote_error"])
+	}
+	ingressAddr := net.JoinHostPort("127.0.0.1", u.Port())
+	client := tunnelClient(pool, ingressAddr)
+	client.Timeout = 60 * time.Second // the first request starts a container
+
+	t.Run("wsgi", func(t *testing.T) {
+		req, _ := http.NewRequest("POST", urls["wsgi"]+"/some/path?x=1", strings.NewReader("the body"))
+		req.Header.Set("X-Test", "header-value")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var got map[string]string
+		if resp.StatusCode != 200 || json.Unmarshal(b, &got) != nil {
+			t.Fatalf("POST: %d %s", resp.StatusCode, b)
+		}
+		want := map[string]string{"method": "POST", "path": "/some/path", "query": "x=1", "body": "the body", "x_test": "header-value"}
+		for k, v := range want {
+			if got[k] != v {
+				t.Fatalf("POST: %s = %q, want %q (%s)", k, got[k], v, b)
+			}
+		}
+		if resp.Header.Get("X-Served-By") != "wsgi" {
+			t.Fatalf("response header lost: %v", resp.Header)
+		}
+		resp, err = client.Get(urls["wsgi"] + "/teapot")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 418 || string(b) != "short and stout" {
+			t.Fatalf("GET /teapot: %d %q", resp.StatusCode, b)
+		}
+	})
+
+	t.Run("streaming", func(t *testing.T) {
+		for _, tc := range []struct{ name, url, method string }{
+			{"server-sent events (wsgi)", urls["wsgi"] + "/stream", "GET"},
+			{"chunked (asgi)", urls["asgi"] + "/", "POST"},
+		} {
+			start := time.Now()
+			req, _ := http.NewRequest(tc.method, tc.url, strings.NewReader("x"))
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(resp.Body)
+			first, err := br.ReadString('\n')
+			firstAt := time.Since(start)
+			rest, _ := io.ReadAll(br)
+			resp.Body.Close()
+			total := time.Since(start)
+			t.Logf("%s: status %d, first line %q after %v, all after %v", tc.name, resp.StatusCode, first, firstAt, total)
+			if err != nil || resp.StatusCode/100 != 2 || len(rest) == 0 {
+				t.Fatalf("%s: %d %v %q", tc.name, resp.StatusCode, err, rest)
+			}
+			if total-firstAt < 800*time.Millisecond {
+				t.Fatalf("%s: the stream arrived at once (first line after %v, all after %v): something buffered it", tc.name, firstAt, total)
+			}
+		}
+	})
+
+	t.Run("websocket", func(t *testing.T) {
+		a, _ := url.Parse(urls["asgi"])
+		for _, msg := range wsEcho(t, pool, ingressAddr, a.Hostname(), []string{"hello", "again"}) {
+			if !strings.HasPrefix(msg, "echo: ") {
+				t.Fatalf("websocket echo = %q", msg)
+			}
+		}
+	})
+
+	t.Run("web_server", func(t *testing.T) {
+		resp, err := client.Get(urls["files"] + "/hello.txt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "hello from http.server\n" {
+			t.Fatalf("http.server under web_server: %d %q", resp.StatusCode, b)
+		}
+	})
+
+	t.Run("proxy auth", func(t *testing.T) {
+		var tok struct {
+			ID     string `json:"token_id"`
+			Secret string `json:"token_secret"`
+		}
+		if err := api("POST", "/v1/tokens", map[string]any{"name": "web-proxy-auth"}, &tok); err != nil || tok.ID == "" {
+			t.Fatalf("token: %v %+v", err, tok)
+		}
+		other, _ := newWorkspace(t, "web-other")
+		otherID, otherSecret, _ := strings.Cut(other, ":")
+		for _, tc := range []struct {
+			name, key, secret string
+			want              int
+		}{
+			{"no headers", "", "", 401},
+			{"wrong secret", tok.ID, "nope", 401},
+			{"another workspace's token", otherID, otherSecret, 401},
+			{"the workspace's token", tok.ID, tok.Secret, 200},
+		} {
+			req, _ := http.NewRequest("GET", urls["private"]+"/", nil)
+			if tc.key != "" {
+				req.Header.Set("Modal-Key", tc.key)
+				req.Header.Set("Modal-Secret", tc.secret)
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("%s: %d %s, want %d", tc.name, resp.StatusCode, b, tc.want)
+			}
+			if tc.want == 200 && strings.Contains(string(b), tok.ID) {
+				t.Fatalf("the Modal-Key header reached the app: %s", b)
+			}
+		}
+	})
+
+	t.Run("scale from zero", func(t *testing.T) {
+		// scaledown_window=2: the wsgi endpoint's container goes after 2 s idle.
+		deadline := time.Now().Add(30 * time.Second)
+		for sandboxesOfFunction(t, "wsgi") > 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the wsgi endpoint did not scale to zero")
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		start := time.Now()
+		resp, err := client.Get(urls["wsgi"] + "/cold")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		t.Logf("cold request: %d in %v", resp.StatusCode, time.Since(start))
+		if resp.StatusCode != 200 {
+			t.Fatalf("cold request: %d", resp.StatusCode)
+		}
+	})
+
+	t.Run("label clash", func(t *testing.T) {
+		out := runWebPy(t, "web_clash.py")
+		if !strings.Contains(out, "refused: ConflictError") || !strings.Contains(out, `"echo" is already used`) {
+			t.Fatalf("a second app took the label echo: %s", out)
+		}
+		resp, err := client.Post(urls["wsgi"]+"/", "text/plain", strings.NewReader("still mine"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), "still mine") {
+			t.Fatalf("after the refused clash: %d %s", resp.StatusCode, b)
+		}
+	})
+
+	t.Run("unknown host", func(t *testing.T) {
+		resp, err := client.Get(strings.Replace(urls["wsgi"], "--echo.", "--nothing-here.", 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 404 || !strings.Contains(string(b), "no web endpoint") {
+			t.Fatalf("unknown label: %d %s", resp.StatusCode, b)
+		}
+	})
+
+	t.Run("bad input", func(t *testing.T) {
+		for _, tc := range []struct{ web map[string]any }{
+			{map[string]any{"type": "wsgi", "label": "Bad_Label"}},
+			{map[string]any{"type": "web_server"}},
+			{map[string]any{"type": "nope"}},
+		} {
+			err := api("POST", "/v1/apps/publish", map[string]any{"name": "web-bad", "mode": "deployed", "code": map[string]any{"blob": "x", "module": "m"},
+				"functions": []map[string]any{{"name": "f", "image_id": gust.imageID, "web": tc.web}}}, nil)
+			if ae, ok := err.(*apiError); !ok || ae.Status != 400 {
+				t.Fatalf("publish %v: %v, want 400", tc.web, err)
+			}
+		}
+		out := runWebPy(t, "web_bad.py")
+		for _, want := range []string{
+			"InvalidError: Invalid label: 'Not_A_Label'",
+			"InvalidError: The first argument of `@web_server` must be the local port",
+			"InvalidError: Positional arguments are not allowed",
+		} {
+			if !strings.Contains(out, want) {
+				t.Fatalf("want %q in:\n%s", want, out)
+			}
+		}
+	})
+}
+
+// sandboxesOfFunction counts the running containers of a function named name.
+func sandboxesOfFunction(t *testing.T, name string) int {
+	t.Helper()
+	var out struct {
+		Sandboxes []struct {
+			Status string            `json:"status"`
+			Tags   map[string]string `json:"tags"`
+		} `json:"sandboxes"`
+	}
+	if err := api("GET", "/v1/sandboxes", nil, &out); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, sb := range out.Sandboxes {
+		if sb.Tags["function"] == name && (sb.Status == "running" || sb.Status == "pending") {
+			n++
+		}
+	}
+	return n
+}
+
+// wsEcho opens a websocket to host through the ingress, sends each message as a text frame
+// and returns the text frames that come back, one per message.
+func wsEcho(t *testing.T, pool *x509.CertPool, ingressAddr, host string, msgs []string) []string {
+	t.Helper()
+	c, err := tlsDialHost(pool, ingressAddr, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	key := make([]byte, 16)
+	rand.Read(key)
+	k := base64.StdEncoding.EncodeToString(key)
+	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n", host, k)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("websocket handshake: %v %v", resp, err)
+	}
+	accept := sha1.Sum([]byte(k + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	if resp.Header.Get("Sec-WebSocket-Accept") != base64.StdEncoding.EncodeToString(accept[:]) {
+		t.Fatal("wrong Sec-WebSocket-Accept")
+	}
+	var got []string
+	for _, msg := range msgs {
+		mask := [4]byte{7, 8, 9, 10}
+		frame := []byte{0x81, 0x80 | byte(len(msg)), mask[0], mask[1], mask[2], mask[3]}
+		for i := 0; i < len(msg); i++ {
+			frame = append(frame, msg[i]^mask[i%4])
+		}
+		if _, err := c.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+		var head [2]byte
+		if _, err := io.ReadFull(br, head[:]); err != nil {
+			t.Fatal(err)
+		}
+		data := make([]byte, head[1]&0x7f)
+		if _, err := io.ReadFull(br, data); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(data))
+	}
+	return got
+}
+
+func tlsDialHost(pool *x509.CertPool, addr, host string) (net.Conn, error) {
+	return tls.Dial("tcp", addr, &tls.Config{ServerName: host, RootCAs: pool})
+}
