@@ -3,8 +3,8 @@ package dispatch
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"errors"
+	"fmt"
 	"maps"
 	"time"
 

@@ -102,7 +102,6 @@ func (l *connListener) Close() error {
 
 func (l *connListener) Addr() net.Addr { return l.addr }
 
-
 // webTLS is the TLS configuration of web endpoints: HTTP/1.1 (websockets upgrade from it).
 func webTLS(base *tls.Config) *tls.Config {
 	c := base.Clone()
