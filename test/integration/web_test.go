@@ -36,19 +36,20 @@ func runWebPy(t *testing.T, script string, args ...string) string {
 
 // webDeploy deploys testdata/web_app.py as app name and returns its web endpoints' URLs; the
 // app is stopped at the test's end.
-func webDeploy(t *testing.T, name string) (appID string, urls map[string]string) {
+func webDeploy(t *testing.T, name string) (wsgiID string, urls map[string]string) {
 	t.Helper()
 	out := runWebPy(t, "web_app.py", name)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	var res struct {
 		AppID string            `json:"app_id"`
 		URLs  map[string]string `json:"urls"`
+		WSGI  string            `json:"wsgi_id"`
 	}
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
 		t.Fatalf("web_app.py printed no URLs: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { _ = api("POST", "/v1/apps/"+res.AppID+"/stop", map[string]any{}, nil) })
-	return res.AppID, res.URLs
+	return res.WSGI, res.URLs
 }
 
 // TestWebEndpoints deploys Modal-style web endpoints written with the standard library only and
@@ -58,7 +59,7 @@ func webDeploy(t *testing.T, name string) (appID string, urls map[string]string)
 func TestWebEndpoints(t *testing.T) {
 	needGust(t)
 	pool, _ := ingressCA(t)
-	_, urls := webDeploy(t, "web-test")
+	wsgiID, urls := webDeploy(t, "web-test")
 	t.Logf("URLs: %v", urls)
 	u, err := url.Parse(urls["wsgi"])
 	if err != nil || !strings.HasPrefix(u.Host, "default--echo.") {
@@ -197,7 +198,7 @@ func TestWebEndpoints(t *testing.T) {
 	t.Run("scale from zero", func(t *testing.T) {
 		// scaledown_window=2: the wsgi endpoint's container goes after 2 s idle.
 		deadline := time.Now().Add(30 * time.Second)
-		for sandboxesOfFunction(t, "wsgi") > 0 {
+		for functionContainers(t, wsgiID) > 0 {
 			if time.Now().After(deadline) {
 				t.Fatal("the wsgi endpoint did not scale to zero")
 			}
@@ -212,6 +213,9 @@ func TestWebEndpoints(t *testing.T) {
 		t.Logf("cold request: %d in %v", resp.StatusCode, time.Since(start))
 		if resp.StatusCode != 200 {
 			t.Fatalf("cold request: %d", resp.StatusCode)
+		}
+		if n := functionContainers(t, wsgiID); n != 1 {
+			t.Fatalf("after a request to the scaled-to-zero endpoint it has %d containers, want 1", n)
 		}
 	})
 
@@ -268,25 +272,18 @@ func TestWebEndpoints(t *testing.T) {
 	})
 }
 
-// sandboxesOfFunction counts the running containers of a function named name.
-func sandboxesOfFunction(t *testing.T, name string) int {
+// functionContainers is how many live containers a function has.
+func functionContainers(t *testing.T, id string) int {
 	t.Helper()
 	var out struct {
-		Sandboxes []struct {
-			Status string            `json:"status"`
-			Tags   map[string]string `json:"tags"`
-		} `json:"sandboxes"`
+		Stats struct {
+			Containers int `json:"containers"`
+		} `json:"stats"`
 	}
-	if err := api("GET", "/v1/sandboxes", nil, &out); err != nil {
+	if err := api("GET", "/v1/functions/"+id, nil, &out); err != nil {
 		t.Fatal(err)
 	}
-	n := 0
-	for _, sb := range out.Sandboxes {
-		if sb.Tags["function"] == name && (sb.Status == "running" || sb.Status == "pending") {
-			n++
-		}
-	}
-	return n
+	return out.Stats.Containers
 }
 
 // wsEcho opens a websocket to host through the ingress, sends each message as a text frame

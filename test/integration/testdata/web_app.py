@@ -98,4 +98,4 @@ if __name__ == "__main__":
         wsgi.remote()
     except modal.exception.InvalidError as e:
         urls["remote_error"] = str(e)
-    print(json.dumps({"app_id": app.app_id, "urls": urls}))
+    print(json.dumps({"app_id": app.app_id, "urls": urls, "wsgi_id": wsgi.object_id}))
