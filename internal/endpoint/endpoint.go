@@ -157,9 +157,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Header.Del("Modal-Key")
 	r.Header.Del("Modal-Secret")
-	ctx, cancel := context.WithTimeout(r.Context(), fn.Spec.Timeout.D())
-	defer cancel()
-	slot, err := h.eng.AcquireWeb(ctx, fn.ID)
+	// A request waits for a free container slot for up to the function's timeout, then runs
+	// for up to that timeout (Modal's timeout is the run's, not the queue's).
+	wait, cancelWait := context.WithTimeout(r.Context(), fn.Spec.Timeout.D())
+	slot, err := h.eng.AcquireWeb(wait, fn.ID)
+	cancelWait()
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = errdefs.WithKind(errdefs.ErrUnavailable, fmt.Sprintf("no container of the web endpoint was free within its timeout of %v", fn.Spec.Timeout.D()))
@@ -170,6 +172,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer slot.Release()
+	ctx, cancel := context.WithTimeout(r.Context(), fn.Spec.Timeout.D())
+	defer cancel()
 	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(ctx, targetKey{}, &target{slot: slot, port: web.Port})))
 }
 

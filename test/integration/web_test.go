@@ -219,6 +219,95 @@ func TestWebEndpoints(t *testing.T) {
 		}
 	})
 
+	t.Run("concurrency and timeout", func(t *testing.T) {
+		get := func(u string) (int, time.Duration) {
+			start := time.Now()
+			resp, err := client.Get(u)
+			if err != nil {
+				t.Error(err)
+				return 0, 0
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode, time.Since(start)
+		}
+		if code, _ := get(urls["serial"] + "/sleep/0"); code != 200 { // warm
+			t.Fatalf("serial: %d", code)
+		}
+		for _, tc := range []struct {
+			name, url string
+			maxWall   time.Duration
+			minWall   time.Duration
+		}{
+			// @concurrent(max_inputs=20): four requests share the one warm container at once.
+			{"concurrent", urls["wsgi"] + "/sleep/1", 1900 * time.Millisecond, 0},
+			// max_inputs 1, max_containers 1: each waits for the one before.
+			{"serial", urls["serial"] + "/sleep/0.5", 0, 1900 * time.Millisecond},
+		} {
+			start := time.Now()
+			done := make(chan int, 4)
+			for range 4 {
+				go func() { code, _ := get(tc.url); done <- code }()
+			}
+			for range 4 {
+				if code := <-done; code != 200 {
+					t.Fatalf("%s: %d", tc.name, code)
+				}
+			}
+			wall := time.Since(start)
+			t.Logf("%s: four requests in %v", tc.name, wall)
+			if tc.maxWall > 0 && wall > tc.maxWall || wall < tc.minWall {
+				t.Fatalf("%s: four requests took %v (want between %v and %v)", tc.name, wall, tc.minWall, tc.maxWall)
+			}
+			if n := functionContainers(t, wsgiID); tc.name == "concurrent" && n != 1 {
+				t.Fatalf("four concurrent requests to a @concurrent endpoint made %d containers, want 1", n)
+			}
+		}
+		code, took := get(urls["serial"] + "/sleep/5")
+		if code != http.StatusGatewayTimeout || took > 4*time.Second {
+			t.Fatalf("a request past the function's timeout of 2 s: %d after %v, want 504 after about 2 s", code, took)
+		}
+	})
+
+	t.Run("fastapi missing", func(t *testing.T) {
+		resp, err := client.Post(urls["needs_fastapi"], "application/json", strings.NewReader(`{"a": 1}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "needs FastAPI in the function's image") {
+			t.Fatalf("fastapi_endpoint without FastAPI: %d %s", resp.StatusCode, b)
+		}
+	})
+
+	t.Run("logs", func(t *testing.T) {
+		var fn struct {
+			AppID string `json:"app_id"`
+		}
+		if err := api("GET", "/v1/functions/"+wsgiID, nil, &fn); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			req, _ := http.NewRequest("GET", gust.url+"/v1/apps/"+fn.AppID+"/logs", nil)
+			req.Header.Set("Authorization", "Bearer "+gust.token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(b), "wsgi request POST /some/path") {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the app's print in a request is not in its logs: %d %s", resp.StatusCode, b)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+
 	t.Run("label clash", func(t *testing.T) {
 		out := runWebPy(t, "web_clash.py")
 		if !strings.Contains(out, "refused: ConflictError") || !strings.Contains(out, `"echo" is already used`) {

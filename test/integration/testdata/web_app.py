@@ -23,6 +23,10 @@ def echo_app(environ, start_response):
                 yield f"data: event {i}\n\n".encode()
                 time.sleep(0.5)
         return events()
+    if path.startswith("/sleep/"):
+        time.sleep(float(path.rsplit("/", 1)[1]))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slept"]
     if path == "/teapot":
         start_response("418 I'm a teapot", [("Content-Type", "text/plain")])
         return [b"short and stout"]
@@ -91,9 +95,23 @@ def private():
     return echo_app
 
 
+@app.function(timeout=2, max_containers=1)
+@modal.wsgi_app()
+def serial():
+    """One request at a time (no @concurrent), one container: requests wait their turn."""
+    return echo_app
+
+
+@app.function()
+@modal.fastapi_endpoint(method="POST")
+def needs_fastapi(item: dict):
+    return item
+
+
 if __name__ == "__main__":
     app.deploy()
-    urls = {name: fn.get_web_url() for name, fn in [("wsgi", wsgi), ("asgi", asgi), ("files", files), ("private", private)]}
+    urls = {name: fn.get_web_url() for name, fn in [("wsgi", wsgi), ("asgi", asgi), ("files", files), ("private", private),
+                                                       ("serial", serial), ("needs_fastapi", needs_fastapi)]}
     try:
         wsgi.remote()
     except modal.exception.InvalidError as e:
