@@ -424,3 +424,96 @@ func wsEcho(t *testing.T, pool *x509.CertPool, ingressAddr, host string, msgs []
 func tlsDialHost(pool *x509.CertPool, addr, host string) (net.Conn, error) {
 	return tls.Dial("tcp", addr, &tls.Config{ServerName: host, RootCAs: pool})
 }
+
+// TestWebServe runs `gust serve --modal-compat` on a program written with `import modal`: it
+// prints the endpoint's -dev URL, serves it, serves the new code after the file changes, and
+// stops the app at Ctrl-C.
+func TestWebServe(t *testing.T) {
+	needGust(t)
+	pool, _ := ingressCA(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "served.py")
+	write := func(version string) {
+		src := `import modal
+
+app = modal.App("serve-test")
+
+
+@app.function()
+@modal.wsgi_app()
+def web():
+    def wsgi(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"` + version + `"]
+    return wsgi
+`
+		if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("version one")
+	cmd := exec.Command(gust.bin, "serve", "--modal-compat", "--timeout", "120", file)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GUST_SERVER_URL="+gust.url, "GUST_TOKEN="+gust.token)
+	stdout, _ := cmd.StdoutPipe()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	urlCh := make(chan string, 4)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			t.Logf("gust serve: %s", sc.Text())
+			if _, u, ok := strings.Cut(sc.Text(), "web => "); ok {
+				urlCh <- strings.TrimSpace(u)
+			}
+		}
+		close(urlCh)
+	}()
+	var webURL string
+	select {
+	case webURL = <-urlCh:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("gust serve printed no URL; stderr:\n%s", stderr.String())
+	}
+	if !strings.Contains(webURL, "--serve-test-web-dev.") {
+		t.Fatalf("gust serve URL %q: want the -dev label", webURL)
+	}
+	u, _ := url.Parse(webURL)
+	client := tunnelClient(pool, net.JoinHostPort("127.0.0.1", u.Port()))
+	body := func() (int, string) {
+		resp, err := client.Get(webURL)
+		if err != nil {
+			return 0, err.Error()
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	waitFor := func(want string) {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			code, b := body()
+			if code == 200 && b == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("want %q, got %d %q; stderr:\n%s", want, code, b, stderr.String())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitFor("version one")
+	write("version two")
+	waitFor("version two")
+	cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("gust serve at Ctrl-C: %v\n%s", err, stderr.String())
+	}
+	if code, b := body(); code != 404 {
+		t.Fatalf("after gust serve stopped, the endpoint answers %d %q, want 404", code, b)
+	}
+}
