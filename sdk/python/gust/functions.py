@@ -373,6 +373,7 @@ class Function:
     @aio
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function in a container and return its result (or raise its exception)."""
+        _web.refuse_remote(self, "remote")
         inputs = [_encode_input(args, kwargs)]  # before anything is sent: unpicklable arguments fail here
         client, fid = self._handle.resolve()
         if self._generator():
@@ -397,12 +398,14 @@ class Function:
     @aio
     def spawn(self, *args: Any, **kwargs: Any) -> "FunctionCall":
         """Start the function in a container and return at once; ``.get()`` the result later."""
+        _web.refuse_remote(self, "spawn")
         inputs = [_encode_input(args, kwargs)]
         client, fid = self._handle.resolve()
         head = client.json("POST", f"/v1/functions/{fid}/calls", json=self._body("spawn", inputs, False))
         return FunctionCall(head["call_id"], client, is_generator=self._is_generator, num_inputs=1)
 
     def _check_map(self, what: str) -> Tuple[Client, str]:
+        _web.refuse_remote(self, what)
         client, fid = self._handle.resolve()
         if self._generator():
             raise exc.InvalidError(f"A generator function cannot be called with `.{what}(...)`.")
