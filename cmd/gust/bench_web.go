@@ -107,11 +107,7 @@ func runBenchWeb(ctx context.Context, args []string) error {
 	if err := p.get(p.viaIngress, p.url); err != nil { // starts the container
 		return fmt.Errorf("the first request: %w", err)
 	}
-	ctr, err := webContainer(bc, warmFn.ID)
-	if err != nil {
-		return err
-	}
-	pid, err := pidOfSandbox(ctr)
+	pid, err := pidWithEnv("GUST_FUNCTION_ID=" + warmFn.ID) // its runner, in its container
 	if err != nil {
 		return err
 	}
@@ -248,24 +244,4 @@ func (p *webPaths) throughput(c *http.Client, u string, conns int, secs float64)
 	}
 	wg.Wait()
 	return float64(done.Load()) / time.Since(start).Seconds(), firstErr
-}
-
-// webContainer is the ID of a running container of a function.
-func webContainer(bc *benchClient, fnID string) (string, error) {
-	var out struct {
-		Sandboxes []struct {
-			ID         string `json:"sandbox_id"`
-			FunctionID string `json:"function_id"`
-			Status     string `json:"status"`
-		} `json:"sandboxes"`
-	}
-	if err := bc.json("GET", "/v1/sandboxes", nil, &out); err != nil {
-		return "", err
-	}
-	for _, sb := range out.Sandboxes {
-		if sb.FunctionID == fnID && sb.Status == "running" {
-			return sb.ID, nil
-		}
-	}
-	return "", fmt.Errorf("no running container of function %s", fnID)
 }
