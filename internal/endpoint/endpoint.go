@@ -133,13 +133,6 @@ func HostLabel(host string) string {
 	return label
 }
 
-// IsWebLabel reports whether a host name's first label is a web endpoint's
-// (<workspace>--<label>); tunnels' labels are random and have no "--".
-func IsWebLabel(label string) bool {
-	ws, l, ok := strings.Cut(label, "--")
-	return ok && ws != "" && l != ""
-}
-
 // ServeHTTP proxies one request to a container of its web endpoint.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ws, label, _ := strings.Cut(HostLabel(r.Host), "--")
