@@ -136,10 +136,11 @@ func TestWebEndpoints(t *testing.T) {
 	})
 
 	t.Run("websocket", func(t *testing.T) {
-		a, _ := url.Parse(urls["asgi"])
-		for _, msg := range wsEcho(t, pool, ingressAddr, a.Hostname(), []string{"hello", "again"}) {
-			if !strings.HasPrefix(msg, "echo: ") {
-				t.Fatalf("websocket echo = %q", msg)
+		for _, name := range []string{"asgi", "wsserver"} { // asgi_app, and a server of its own under web_server
+			a, _ := url.Parse(urls[name])
+			got := wsEcho(t, pool, ingressAddr, a.Hostname(), []string{"hello", "again"})
+			if len(got) != 2 || got[0] != "echo: hello" || got[1] != "echo: again" {
+				t.Fatalf("%s: websocket echo = %q", name, got)
 			}
 		}
 	})

@@ -391,6 +391,9 @@ class App:
         def wrap(c: Any) -> Cls:
             if isinstance(c, (Function, Cls)) or not inspect.isclass(c):
                 raise exc.InvalidError(f"@app.cls() must decorate a class, got {c!r}")
+            if any(getattr(v, "_gust_web", None) for v in vars(c).values()):
+                raise exc.InvalidError(f"class {c.__name__}: web endpoints on @app.cls() classes are not supported by "
+                                       "gust yet; put the endpoint on an @app.function()")
             if not class_methods(c):
                 raise exc.InvalidError(f"class {c.__name__} has no methods marked @gust.method(): mark the methods "
                                        "to call remotely")

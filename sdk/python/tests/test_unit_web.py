@@ -73,6 +73,12 @@ class DecoratorTest(unittest.TestCase):
         app = modal.App("web-unit-bad")
         with self.assertRaisesRegex(exc.InvalidError, "two web endpoint decorators"):
             modal.asgi_app()(modal.wsgi_app()(lambda: None))
+        with self.assertRaisesRegex(exc.InvalidError, "not supported by gust yet"):
+            @app.cls()
+            class Web:
+                @modal.asgi_app()
+                def web(self):
+                    return None
         fn = app.function()(lambda: None)
         with self.assertRaisesRegex(exc.InvalidError, "goes under @app.function"):
             modal.asgi_app()(fn)

@@ -90,6 +90,15 @@ def files():
 
 
 @app.function()
+@modal.web_server(8001)
+def wsserver():
+    """A websocket server on a port of its own under web_server (here gust's own ASGI server,
+    started by hand, serving asgi_echo in a thread)."""
+    from gust import _webserve
+    _webserve.start(lambda: asgi_echo, {"type": "asgi", "port": 8001})
+
+
+@app.function()
 @modal.wsgi_app(label="private", requires_proxy_auth=True)
 def private():
     return echo_app
@@ -111,7 +120,8 @@ def needs_fastapi(item: dict):
 if __name__ == "__main__":
     app.deploy()
     urls = {name: fn.get_web_url() for name, fn in [("wsgi", wsgi), ("asgi", asgi), ("files", files), ("private", private),
-                                                       ("serial", serial), ("needs_fastapi", needs_fastapi)]}
+                                                       ("serial", serial), ("needs_fastapi", needs_fastapi),
+                                                       ("wsserver", wsserver)]}
     try:
         wsgi.remote()
     except modal.exception.InvalidError as e:
