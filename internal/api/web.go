@@ -25,11 +25,11 @@ func (a *API) webLabels(ctx context.Context, ws, appName, mode string, specs []f
 			return nil, errdefs.Invalid("function %q: web endpoints on classes are not supported by gust yet", sp.Name)
 		}
 		if wsName == "" {
-			w, err := a.store.GetWorkspace(ctx, ws)
+			name, err := a.webWorkspaceName(ctx, ws)
 			if err != nil {
 				return nil, err
 			}
-			wsName = w.Name
+			wsName = name
 		}
 		host, label := function.WebHostLabel(wsName, appName, sp.Name, sp.Web.Label, mode == function.ModeEphemeral)
 		sp.Web.Label = label
@@ -48,4 +48,30 @@ func (a *API) webURL(ctx context.Context, fn function.Function) string {
 		return ""
 	}
 	return a.cfg.Ingress.WebURL(function.DNSName(w.Name) + "--" + fn.Spec.Web.Label)
+}
+
+// webWorkspaceName is a workspace's name, refused for web endpoints when its host name part
+// (function.DNSName) is another workspace's too, or empty: the ingress could not tell them
+// apart.
+func (a *API) webWorkspaceName(ctx context.Context, ws string) (string, error) {
+	all, err := a.store.ListWorkspaces(ctx)
+	if err != nil {
+		return "", err
+	}
+	var name string
+	for _, w := range all {
+		if w.ID == ws {
+			name = w.Name
+		}
+	}
+	dns := function.DNSName(name)
+	if dns == "" {
+		return "", errdefs.Invalid("the workspace name %q has no letters or digits for web endpoints' host names: rename the workspace", name)
+	}
+	for _, w := range all {
+		if w.ID != ws && function.DNSName(w.Name) == dns {
+			return "", errdefs.Conflict("the workspaces %q and %q share the host name part %q of web endpoints' URLs: rename one of them", name, w.Name, dns)
+		}
+	}
+	return name, nil
 }

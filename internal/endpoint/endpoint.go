@@ -189,6 +189,9 @@ func (h *Handler) workspace(ctx context.Context, dns string) (string, error) {
 	fresh := time.Since(h.wsRead) < 5*time.Second
 	h.mu.Unlock()
 	if ok && fresh {
+		if id == "" {
+			return "", errdefs.NotFound("workspace %q is ambiguous", dns)
+		}
 		return id, nil
 	}
 	if !ok && time.Since(h.wsRead) < 200*time.Millisecond {
@@ -200,12 +203,17 @@ func (h *Handler) workspace(ctx context.Context, dns string) (string, error) {
 	}
 	m := make(map[string]string, len(wss))
 	for _, w := range wss {
-		m[function.DNSName(w.Name)] = w.ID
+		dns := function.DNSName(w.Name)
+		if _, twice := m[dns]; twice {
+			m[dns] = "" // ambiguous: publishing refuses web endpoints in either
+			continue
+		}
+		m[dns] = w.ID
 	}
 	h.mu.Lock()
 	h.wsByDNS, h.wsRead = m, time.Now()
 	h.mu.Unlock()
-	if id, ok := m[dns]; ok {
+	if id := m[dns]; id != "" {
 		return id, nil
 	}
 	return "", errdefs.NotFound("no workspace %q", dns)

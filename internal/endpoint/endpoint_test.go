@@ -51,7 +51,8 @@ func (d fakeDialer) DialPort(ctx context.Context, workerID, containerID string, 
 type fakeStore struct{ tok auth.Token }
 
 func (s fakeStore) ListWorkspaces(context.Context) ([]store.Workspace, error) {
-	return []store.Workspace{{ID: "ws-1", Name: "default"}, {ID: "ws-2", Name: "Other_One"}}, nil
+	return []store.Workspace{{ID: "ws-1", Name: "default"}, {ID: "ws-2", Name: "Other_One"},
+		{ID: "ws-3", Name: "twin"}, {ID: "ws-4", Name: "Twin"}}, nil
 }
 
 func (s fakeStore) GetToken(_ context.Context, id string) (auth.Token, error) {
@@ -110,6 +111,7 @@ func TestHandler(t *testing.T) {
 		{"unknown label", "default--nope.gust.localhost", "/", nil, 404, "no web endpoint"},
 		{"unknown workspace", "nobody--echo.gust.localhost", "/", nil, 404, "no web endpoint"},
 		{"another workspace", "other-one--echo.gust.localhost", "/", nil, 404, "no web endpoint"},
+		{"an ambiguous workspace", "twin--echo.gust.localhost", "/", nil, 404, "no web endpoint"},
 		{"proxy auth missing", "default--private.gust.localhost", "/", nil, 401, "Modal-Key"},
 		{"proxy auth wrong", "default--private.gust.localhost", "/", map[string]string{"Modal-Key": "tk-1", "Modal-Secret": "x"}, 401, "Modal-Key"},
 		{"proxy auth", "default--private.gust.localhost", "/", map[string]string{"Modal-Key": "tk-1", "Modal-Secret": secret}, 200, "host="},
