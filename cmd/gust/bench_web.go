@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gust-run/gust/internal/function"
 	"github.com/gust-run/gust/internal/ingress"
 	"github.com/gust-run/gust/internal/worker"
 	gust "github.com/gust-run/gust/sdk/go"
@@ -112,8 +112,17 @@ func runBenchWeb(ctx context.Context, args []string) error {
 		return err
 	}
 	ns := fmt.Sprintf("/proc/%d/ns/net", pid)
+	var spec struct {
+		Web struct {
+			Port int `json:"port"`
+		} `json:"web"`
+	}
+	if err := json.Unmarshal(warmFn.Spec, &spec); err != nil || spec.Web.Port == 0 {
+		return fmt.Errorf("the endpoint's spec names no port: %s (%v)", warmFn.Spec, err)
+	}
+	port := spec.Web.Port
 	p.direct = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *clients, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return worker.DialIn(ctx, ns, "127.0.0.1:"+strconv.Itoa(function.WebPort))
+		return worker.DialIn(ctx, ns, "127.0.0.1:"+strconv.Itoa(port))
 	}}}
 
 	fmt.Printf("\ngust bench web: %d requests, %d connections × %.0f s, %d cold requests, 2-core machine shared with other work, %s\n", *n, *clients, *secs, *colds, time.Now().Format(time.RFC3339))

@@ -8,6 +8,9 @@
 // container's port: TLS ends here, everything above it (HTTP/1.1, HTTP/2 on h2 ports,
 // websockets, streamed answers) passes through untouched.
 //
+// Web endpoints come in on the same HTTPS listener, by host names <workspace>--<label>.<base
+// domain>; once TLS ends, their HTTP requests go to the handler SetWeb gave (web.go).
+//
 // The ingress never reaches anything but a sandbox's declared ports: a route exists only for
 // a port that a running sandbox declared, and is gone with the sandbox. Host names are random
 // (about 103 bits), so they cannot be enumerated. A sandbox's inbound_cidr_allowlist is
