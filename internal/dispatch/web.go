@@ -138,11 +138,12 @@ func (s *WebSlot) Release() {
 		}
 		s.c = nil
 		if fs := e.fns[s.fnID]; fs != nil {
-			e.fillWeb(fs)
+			e.fillWeb(fs) // a waiting request takes the slot at once
 		}
 	}
 	e.mu.Unlock()
-	e.wake()
+	// No wake: the loop's next tick sees the idle container soon enough for its scaledown
+	// window, and a step per request would cost every function a turn of the loop.
 }
 
 // busy is how many inputs and web requests a container holds.
