@@ -24,6 +24,7 @@ func (e *Engine) Publish(fns []function.Function, replaced []string) {
 	}
 	for _, fn := range fns {
 		e.fns[fn.ID] = &fnState{fn: fn, containers: map[string]*fnContainer{}, lastBeat: now}
+		e.indexWebLocked(fn)
 	}
 	e.mu.Unlock()
 	e.wake()

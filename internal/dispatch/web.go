@@ -32,15 +32,24 @@ type webGrant struct {
 	err  error
 }
 
+// indexWebLocked makes a newly published web endpoint the one its label finds (the store
+// made sure that no other active function holds the label).
+func (e *Engine) indexWebLocked(fn function.Function) {
+	if fn.Spec.Web == nil || fn.VariantOf != "" {
+		return
+	}
+	if e.webIndex == nil {
+		e.webIndex = map[string]string{}
+	}
+	e.webIndex[fn.WorkspaceID+"\x00"+fn.Spec.Web.Label] = fn.ID
+}
+
 // WebFunction finds the active web endpoint with a label in a workspace.
 func (e *Engine) WebFunction(workspaceID, label string) (function.Function, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, fs := range e.fns {
-		w := fs.fn.Spec.Web
-		if w != nil && fs.fn.State == function.StateActive && fs.fn.WorkspaceID == workspaceID && w.Label == label && fs.fn.VariantOf == "" {
-			return fs.fn, true
-		}
+	if fs := e.fns[e.webIndex[workspaceID+"\x00"+label]]; fs != nil && fs.fn.State == function.StateActive {
+		return fs.fn, true
 	}
 	return function.Function{}, false
 }

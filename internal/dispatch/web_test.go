@@ -3,6 +3,8 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"io"
+	"log"
 	"strings"
 	"testing"
 	"time"
@@ -47,6 +49,13 @@ func TestWebSlots(t *testing.T) {
 	}
 	if _, ok := h.e.WebFunction("ws-other", "echo"); ok {
 		t.Fatal("another workspace's label matched")
+	}
+	restarted := New(h.st, newFakePlacer(), Config{Clock: h.clock, Logger: log.New(io.Discard, "", 0)})
+	if err := restarted.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if fn, ok := restarted.WebFunction("ws-default", "echo"); !ok || fn.ID != h.fn.ID {
+		t.Fatalf("after a restart WebFunction found %v %v", fn.ID, ok)
 	}
 	first := h.acquire(context.Background())
 	waitFor(t, "the request to wait", func() bool { return h.webWaiting() == 1 })
