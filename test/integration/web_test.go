@@ -518,3 +518,85 @@ def web():
 		t.Fatalf("after gust serve stopped, the endpoint answers %d %q, want 404", code, b)
 	}
 }
+
+// TestWebSplitWorker serves a web endpoint with `gust server` and `gust worker` apart: the
+// ingress on the server machine reaches the container through the worker's connect endpoint
+// (the same path as tunnels), and the answer streams back.
+func TestWebSplitWorker(t *testing.T) {
+	needGust(t)
+	dir := t.TempDir()
+	addr := freePort()
+	env := cleanEnv("GUST_TOKEN="+gust.token, "GUST_JOIN_TOKEN="+gust.joinToken, "GUST_CONFIG="+filepath.Join(dir, "config.json"))
+	server, _ := startDaemon(t, env, "server", "--addr", addr, "--tls", "off", "--data-dir", filepath.Join(dir, "server"),
+		"--image-cache", imageCache, "--no-install")
+	worker, workerOut := startDaemon(t, env, "worker", "--server", "http://"+addr, "--data-dir", filepath.Join(dir, "worker"),
+		"--image-cache", imageCache, "--no-install", "--sandbox-disk", "256", "--warm-pool", "0")
+	for i := 0; !strings.Contains(workerOut.String(), "registered as"); i++ {
+		if i > 600 {
+			t.Fatalf("the worker did not register:\n%s", workerOut)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	prog := filepath.Join(dir, "split_web.py")
+	src := `import time
+import gust as modal
+
+app = modal.App("web-split")
+
+
+def stream(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    for i in range(3):
+        yield b"part %d\n" % i
+        time.sleep(0.4)
+
+
+@app.function()
+@modal.wsgi_app()
+def web():
+    return stream
+
+
+if __name__ == "__main__":
+    app.deploy()
+    print("URL", web.get_web_url())
+`
+	if err := os.WriteFile(prog, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	py := exec.Command("python3", prog)
+	py.Env = append(cleanEnv("GUST_SERVER_URL=http://"+addr, "GUST_TOKEN="+gust.token), "PYTHONPATH="+filepath.Join(repoRoot(), "sdk", "python"))
+	out, err := py.CombinedOutput()
+	_, webURL, ok := strings.Cut(strings.TrimSpace(string(out)), "URL ")
+	if err != nil || !ok {
+		t.Fatalf("deploying: %v\n%s", err, out)
+	}
+	pem, err := os.ReadFile(filepath.Join(dir, "server", "ingress-ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	u, _ := url.Parse(webURL)
+	client := tunnelClient(pool, net.JoinHostPort("127.0.0.1", u.Port()))
+	client.Timeout = 60 * time.Second
+	start := time.Now()
+	resp, err := client.Get(webURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(resp.Body)
+	first, _ := br.ReadString('\n')
+	firstAt := time.Since(start)
+	rest, _ := io.ReadAll(br)
+	resp.Body.Close()
+	t.Logf("through a worker of its own: %d, %q after %v, all after %v", resp.StatusCode, first, firstAt, time.Since(start))
+	if resp.StatusCode != 200 || first+string(rest) != "part 0\npart 1\npart 2\n" || time.Since(start)-firstAt < 600*time.Millisecond {
+		t.Fatalf("through a worker of its own: %d %q %q (first after %v, all after %v)", resp.StatusCode, first, rest, firstAt, time.Since(start))
+	}
+	stopDaemon(worker)
+	stopDaemon(server)
+	if err := checkNoLeftovers(filepath.Join(dir, "worker")); err != nil {
+		t.Error(err)
+	}
+}
