@@ -150,6 +150,7 @@ class _Base(http.server.BaseHTTPRequestHandler):
         """Sends the status line and headers; the body is chunked unless the app gave its length."""
         names = {k.lower() for k, _ in headers}
         no_body = self.command == "HEAD" or status in (204, 304) or 100 <= status < 200
+        self._no_body = no_body
         self._chunked = not no_body and "content-length" not in names
         out = [f"HTTP/1.1 {status} {reason}\r\n"]
         for k, v in headers:
@@ -164,7 +165,7 @@ class _Base(http.server.BaseHTTPRequestHandler):
         self.wfile.write("".join(out).encode("latin-1"))
 
     def body(self, data: bytes) -> None:
-        if not data:
+        if not data or self._no_body:
             return
         if self._chunked:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))

@@ -130,6 +130,9 @@ class ServeTest(unittest.TestCase):
             c.request("POST", "/x", body=b"hello", headers={"X-Test": "yes"})
             r = c.getresponse()
             self.assertEqual((r.status, r.getheader("X-Echo"), r.read()), (201, "yes", b"POST hello"))
+        c.request("HEAD", "/x")  # the app's body is not sent: the connection stays usable
+        r = c.getresponse()
+        self.assertEqual((r.status, r.read()), (201, b""))
         c.request("GET", "/boom")
         r = c.getresponse()
         self.assertEqual(r.status, 500)
