@@ -102,9 +102,10 @@ func (l *connListener) Close() error {
 
 func (l *connListener) Addr() net.Addr { return l.addr }
 
-// webTLS is the TLS configuration of web endpoints: HTTP/1.1 (websockets upgrade from it).
+// webTLS is the TLS configuration of web endpoints: HTTP/2 for the clients that offer it,
+// HTTP/1.1 (from which websockets upgrade) for the others.
 func webTLS(base *tls.Config) *tls.Config {
 	c := base.Clone()
-	c.NextProtos = []string{"http/1.1"}
+	c.NextProtos = []string{"h2", "http/1.1"}
 	return c
 }

@@ -108,10 +108,24 @@ func TestWebEndpoints(t *testing.T) {
 		}
 	})
 
+	t.Run("http2", func(t *testing.T) {
+		h2 := tunnelClient(pool, ingressAddr)
+		h2.Transport.(*http.Transport).ForceAttemptHTTP2 = true
+		resp, err := h2.Post(urls["wsgi"]+"/h2", "text/plain", strings.NewReader("over h2"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.StatusCode != 200 || !strings.Contains(string(b), `"body": "over h2"`) {
+			t.Fatalf("over HTTP/2: %s %d %s", resp.Proto, resp.StatusCode, b)
+		}
+	})
+
 	t.Run("streaming", func(t *testing.T) {
-		for _, tc := range []struct{ name, url, method string }{
-			{"server-sent events (wsgi)", urls["wsgi"] + "/stream", "GET"},
-			{"chunked (asgi)", urls["asgi"] + "/", "POST"},
+		for _, tc := range []struct{ name, url, method, last string }{
+			{"server-sent events (wsgi)", urls["wsgi"] + "/stream", "GET", "data: event 2\n\n"},
+			{"chunked (asgi)", urls["asgi"] + "/", "POST", "end\n"},
 		} {
 			start := time.Now()
 			req, _ := http.NewRequest(tc.method, tc.url, strings.NewReader("x"))
@@ -125,8 +139,8 @@ func TestWebEndpoints(t *testing.T) {
 			rest, _ := io.ReadAll(br)
 			resp.Body.Close()
 			total := time.Since(start)
-			t.Logf("%s: status %d, first line %q after %v, all after %v", tc.name, resp.StatusCode, first, firstAt, total)
-			if err != nil || resp.StatusCode/100 != 2 || len(rest) == 0 {
+			t.Logf("%s: status %d %s, first line %q after %v, all after %v (rest %q)", tc.name, resp.StatusCode, resp.Proto, first, firstAt, total, rest)
+			if err != nil || resp.StatusCode/100 != 2 || !strings.HasSuffix(string(rest), tc.last) {
 				t.Fatalf("%s: %d %v %q", tc.name, resp.StatusCode, err, rest)
 			}
 			if total-firstAt < 800*time.Millisecond {
