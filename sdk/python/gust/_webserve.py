@@ -18,7 +18,6 @@ import base64
 import hashlib
 import http.server
 import inspect
-import io
 import queue
 import socket
 import socketserver
@@ -125,21 +124,9 @@ class _Base(http.server.BaseHTTPRequestHandler):
         raise NotImplementedError
 
     # -- request
-    def read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            parts = []
-            while True:
-                line = self.rfile.readline(65537)
-                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                parts.append(self.rfile.read(size))
-                self.rfile.readline(3)
-            return b"".join(parts)
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n > 0 else b""
+    def body_reader(self) -> "_Body":
+        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+        return _Body(self.rfile, -1 if chunked else int(self.headers.get("Content-Length") or 0))
 
     def split_path(self) -> Tuple[str, str, str]:
         raw, _, qs = self.path.partition("?")
@@ -183,6 +170,90 @@ class _Base(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+class _Body:
+    """A request's body as the app reads it, as it arrives: by length or chunked. ``drain``
+    reads what the app left, so that the connection can take the next request."""
+
+    def __init__(self, rfile: Any, length: int):
+        self._f = rfile
+        self._left = length  # -1: chunked
+        self._chunk = 0  # bytes left in the current chunk
+        self._eof = length == 0
+        self._buf = b""
+        self._lock = threading.Lock()
+
+    def _next(self, n: int) -> bytes:
+        if self._eof:
+            return b""
+        if self._left >= 0:
+            data = self._f.read(min(n, self._left))
+            self._left -= len(data)
+            if not data or self._left == 0:
+                self._eof = True
+            return data
+        if self._chunk == 0:
+            line = self._f.readline(65537)
+            size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while self._f.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass
+                self._eof = True
+                return b""
+            self._chunk = size
+        data = self._f.read(min(n, self._chunk))
+        self._chunk -= len(data)
+        if self._chunk == 0:
+            self._f.readline(3)
+        if not data:
+            self._eof = True
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        with self._lock:
+            out = [self._buf]
+            have = len(self._buf)
+            self._buf = b""
+            while (n < 0 or have < n) and not self._eof:
+                d = self._next(65536 if n < 0 else n - have)
+                out.append(d)
+                have += len(d)
+            return b"".join(out)
+
+    def read_some(self, n: int = 65536) -> bytes:
+        """What is there, up to n bytes (at least one unless at the end)."""
+        with self._lock:
+            if self._buf:
+                d, self._buf = self._buf[:n], self._buf[n:]
+                return d
+            return self._next(n)
+
+    def readline(self, limit: int = -1) -> bytes:
+        with self._lock:
+            while b"\n" not in self._buf and not self._eof and (limit < 0 or len(self._buf) < limit):
+                self._buf += self._next(65536)
+            i = self._buf.find(b"\n")
+            end = len(self._buf) if i < 0 else i + 1
+            if limit >= 0:
+                end = min(end, limit)
+            line, self._buf = self._buf[:end], self._buf[end:]
+            return line
+
+    def readlines(self, hint: int = -1) -> List[bytes]:
+        return list(iter(self.readline, b""))
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
+
+    @property
+    def eof(self) -> bool:
+        return self._eof and not self._buf
+
+    def drain(self) -> None:
+        while not self.eof:
+            if not self.read_some():
+                break
+
+
 def _all_methods(cls: type) -> type:
     for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"):
         setattr(cls, "do_" + m, cls.serve)
@@ -199,16 +270,16 @@ def _wsgi_handler(app: Callable) -> type:
     @_all_methods
     class Handler(_Base):
         def serve(self) -> None:
-            body = self.read_body()
+            body = self.body_reader()
             raw, path, qs = self.split_path()
             host, _, port = (self.headers.get("Host") or "localhost").partition(":")
             env: Dict[str, Any] = {
                 "REQUEST_METHOD": self.command, "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": qs,
                 "SERVER_NAME": host, "SERVER_PORT": port or "443", "SERVER_PROTOCOL": self.request_version,
-                "REMOTE_ADDR": self.client_address[0], "CONTENT_LENGTH": str(len(body)) if body else "",
+                "REMOTE_ADDR": self.client_address[0], "CONTENT_LENGTH": self.headers.get("Content-Length") or "",
                 "CONTENT_TYPE": self.headers.get("Content-Type") or "",
                 "wsgi.version": (1, 0), "wsgi.url_scheme": self.headers.get("X-Forwarded-Proto") or "http",
-                "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr, "wsgi.multithread": True,
+                "wsgi.input": body, "wsgi.errors": sys.stderr, "wsgi.multithread": True,
                 "wsgi.multiprocess": False, "wsgi.run_once": False,
             }
             for k, v in self.headers.items():
@@ -252,11 +323,13 @@ def _wsgi_handler(app: Callable) -> type:
             except BaseException:  # noqa: BLE001 - the app's failure is the request's, not the server's
                 traceback.print_exc()
                 if not state["started"]:
+                    body.drain()
                     self.error(500, "Internal Server Error\n")
                     return
                 self.close_connection = True
                 return
             self.end()
+            body.drain()
 
     return Handler
 
@@ -326,7 +399,7 @@ def _asgi_handler(host: _AsgiHost) -> type:
             if (self.headers.get("Upgrade") or "").lower() == "websocket":
                 _serve_websocket(self, host)
                 return
-            body = self.read_body()
+            body = self.body_reader()
             scope = _scope_common(self, "http", host)
             scope["method"] = self.command
             out: queue.Queue = queue.Queue()
@@ -335,8 +408,10 @@ def _asgi_handler(host: _AsgiHost) -> type:
 
             async def receive() -> dict:
                 if not sent[0]:
-                    sent[0] = True
-                    return {"type": "http.request", "body": body, "more_body": False}
+                    # The body as it arrives, read in the loop's executor (the loop never waits).
+                    data = await host.loop.run_in_executor(None, body.read_some) if not body.eof else b""
+                    sent[0] = body.eof
+                    return {"type": "http.request", "body": data, "more_body": not body.eof}
                 fut = host.loop.create_future()
                 waiters.append(fut)
                 await fut
@@ -384,6 +459,7 @@ def _asgi_handler(host: _AsgiHost) -> type:
                             return
             finally:
                 disconnect()
+                body.drain()
 
     return Handler
 

@@ -93,6 +93,9 @@ def _wsgi(environ, start_response):
                 yield b"chunk%d\n" % i
                 time.sleep(0.2)
         return chunks()
+    if environ["PATH_INFO"] == "/unread":
+        start_response("200 OK", [("Content-Length", "0")])
+        return []
     if environ["PATH_INFO"] == "/boom":
         raise RuntimeError("boom")
     body = environ["wsgi.input"].read()
@@ -115,9 +118,17 @@ async def _asgi(scope, receive, send):
             if m["type"] == "websocket.disconnect":
                 return
             await send({"type": "websocket.send", "text": "echo:" + m.get("text", "")})
-    m = await receive()
+    body, parts = b"", 0
+    while True:
+        m = await receive()
+        body += m["body"]
+        parts += 1
+        if not m.get("more_body"):
+            break
+    if scope["path"] == "/size":
+        body = b"%d bytes in %d messages" % (len(body), parts)
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": b"asgi " + scope["path"].encode() + b" " + m["body"], "more_body": True})
+    await send({"type": "http.response.body", "body": b"asgi " + scope["path"].encode() + b" " + body, "more_body": True})
     await send({"type": "http.response.body", "body": b"!"})
 
 
@@ -130,6 +141,12 @@ class ServeTest(unittest.TestCase):
             c.request("POST", "/x", body=b"hello", headers={"X-Test": "yes"})
             r = c.getresponse()
             self.assertEqual((r.status, r.getheader("X-Echo"), r.read()), (201, "yes", b"POST hello"))
+        c.request("POST", "/chunked", body=iter([b"one ", b"two"]), encode_chunked=True)
+        r = c.getresponse()
+        self.assertEqual((r.status, r.read()), (201, b"POST one two"))
+        c.request("POST", "/unread", body=b"y" * 100000)  # the app reads none of it: drained
+        r = c.getresponse()
+        r.read()
         c.request("HEAD", "/x")  # the app's body is not sent: the connection stays usable
         r = c.getresponse()
         self.assertEqual((r.status, r.read()), (201, b""))
@@ -154,6 +171,14 @@ class ServeTest(unittest.TestCase):
         c.request("POST", "/p", body=b"B")
         r = c.getresponse()
         self.assertEqual((r.status, r.read()), (200, b"asgi /p B!"))
+        big = b"x" * 300000
+        c.request("POST", "/size", body=big)  # arrives in several http.request messages
+        r = c.getresponse()
+        out = r.read()
+        self.assertTrue(out.startswith(b"asgi /size 300000 bytes in ") and not out.startswith(b"asgi /size 300000 bytes in 1 "), out)
+        c.request("POST", "/size", body=iter([b"ab", b"cd"]), encode_chunked=True)
+        r = c.getresponse()
+        self.assertTrue(r.read().startswith(b"asgi /size 4 bytes"))
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
         key = base64.b64encode(os.urandom(16)).decode()
         s.sendall(f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
