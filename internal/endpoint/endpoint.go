@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -95,6 +96,13 @@ func New(eng Engine, d Dialer, st Store, logger *log.Logger) *Handler {
 			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
 			pr.Out.Header.Set("X-Forwarded-Proto", "https")
+			if n := pr.In.ContentLength; n > 0 && pr.Out.Body != nil {
+				// The transport reads a body of known length to its end and then once more
+				// (to see it ends there); on an HTTP/2 request that read waits for the
+				// stream's end, and when it failed after the answer, the container connection
+				// went back to the pool as it was being closed, cutting the next answer on it.
+				pr.Out.Body = limitedBody{io.LimitReader(pr.Out.Body, n), pr.Out.Body}
+			}
 		},
 		Transport:     tr,
 		FlushInterval: -1, // streamed answers (chunked, server-sent events) arrive as produced
@@ -122,6 +130,12 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		h.log.Printf("web endpoint %s: %v", r.Host, err)
 		http.Error(w, "gust: the web endpoint's container did not answer: "+err.Error()+"\n", http.StatusBadGateway)
 	}
+}
+
+// limitedBody is a request body cut at its declared length.
+type limitedBody struct {
+	io.Reader
+	io.Closer
 }
 
 // HostLabel is the first label of a host name (without port), lowercased.

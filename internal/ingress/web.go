@@ -102,10 +102,11 @@ func (l *connListener) Close() error {
 
 func (l *connListener) Addr() net.Addr { return l.addr }
 
-// webTLS is the TLS configuration of web endpoints: HTTP/2 for the clients that offer it,
-// HTTP/1.1 (from which websockets upgrade) for the others.
+// webTLS is the TLS configuration of web endpoints: HTTP/1.1, from which websockets upgrade.
+// (HTTP/2 is not offered yet: with it, a container connection was now and then cut while
+// reused, after an HTTP/2 request with a body; see endpoint's TestHTTP2BodyKeepsConnections.)
 func webTLS(base *tls.Config) *tls.Config {
 	c := base.Clone()
-	c.NextProtos = []string{"h2", "http/1.1"}
+	c.NextProtos = []string{"http/1.1"}
 	return c
 }

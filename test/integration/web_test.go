@@ -108,20 +108,6 @@ func TestWebEndpoints(t *testing.T) {
 		}
 	})
 
-	t.Run("http2", func(t *testing.T) {
-		h2 := tunnelClient(pool, ingressAddr)
-		h2.Transport.(*http.Transport).ForceAttemptHTTP2 = true
-		resp, err := h2.Post(urls["wsgi"]+"/h2", "text/plain", strings.NewReader("over h2"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.ProtoMajor != 2 || resp.StatusCode != 200 || !strings.Contains(string(b), `"body": "over h2"`) {
-			t.Fatalf("over HTTP/2: %s %d %s", resp.Proto, resp.StatusCode, b)
-		}
-	})
-
 	t.Run("streaming", func(t *testing.T) {
 		for _, tc := range []struct{ name, url, method, last string }{
 			{"server-sent events (wsgi)", urls["wsgi"] + "/stream", "GET", "data: event 2\n\n"},
