@@ -325,6 +325,15 @@ func TestWebEndpoints(t *testing.T) {
 		}
 	})
 
+	t.Run("gust app show", func(t *testing.T) {
+		cmd := exec.Command(gust.bin, "app", "show", "web-test")
+		cmd.Env = append(os.Environ(), "GUST_SERVER_URL="+gust.url, "GUST_TOKEN="+gust.token)
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "wsgi => "+urls["wsgi"]) {
+			t.Fatalf("gust app show: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("unknown host", func(t *testing.T) {
 		resp, err := client.Get(strings.Replace(urls["wsgi"], "--echo.", "--nothing-here.", 1))
 		if err != nil {
