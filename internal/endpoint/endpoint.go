@@ -179,6 +179,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer slot.Release()
+	// The app may answer before it reads the request's body (or never read it): without full
+	// duplex, the server would discard the body at the answer's first write, under the
+	// transport that is still sending it, and the transport would then close the container
+	// connection and cut the answer.
+	_ = http.NewResponseController(w).EnableFullDuplex() // an HTTP/2 request is full duplex already
 	ctx, cancel := context.WithTimeout(r.Context(), fn.Spec.Timeout.D())
 	defer cancel()
 	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(ctx, targetKey{}, &target{slot: slot, port: web.Port})))
