@@ -496,6 +496,15 @@ func (r *Runtime) CleanupLeftovers(logf func(string, ...any)) {
 	}
 }
 
+// Close removes this state directory's roots directory, empty once every container is removed
+// (one still holding a root is left, for CleanupLeftovers at the next start).
+func (r *Runtime) Close() error {
+	if err := os.Remove(r.cfg.RootsDir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
+		return fmt.Errorf("runtime: %w", err)
+	}
+	return nil
+}
+
 // gvisorStarting counts a gVisor container about to start.
 func (r *Runtime) gvisorStarting(isolation string) {
 	if isolation != IsolationGVisor {
