@@ -163,7 +163,7 @@ func (a *API) checkCall(fn function.Function, req callRequest) ([]workerproto.In
 	default:
 		return nil, errdefs.Invalid("call kind must be remote, spawn or map, got %q", req.Kind)
 	}
-	if fn.Spec.Web != nil {
+	if w := fn.Spec.Web; w != nil && (fn.Spec.Kind != function.KindClass || req.Method == w.ClsMethod) {
 		return nil, errdefs.Invalid("a web endpoint cannot be invoked for remote execution with .%s: invoke it through its web URL instead", req.Kind)
 	}
 	sp := fn.Spec

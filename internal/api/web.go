@@ -21,9 +21,6 @@ func (a *API) webLabels(ctx context.Context, ws, appName, mode string, specs []f
 		if a.cfg.Ingress == nil {
 			return nil, errdefs.Invalid("function %q is a web endpoint, but this server's ingress is off: start it with --ingress-addr", sp.Name)
 		}
-		if sp.Kind != function.KindFunction {
-			return nil, errdefs.Invalid("function %q: web endpoints on classes are not supported by gust yet", sp.Name)
-		}
 		if wsName == "" {
 			name, err := a.webWorkspaceName(ctx, ws)
 			if err != nil {
@@ -31,7 +28,11 @@ func (a *API) webLabels(ctx context.Context, ws, appName, mode string, specs []f
 			}
 			wsName = name
 		}
-		host, label := function.WebHostLabel(wsName, appName, sp.Name, sp.Web.Label, mode == function.ModeEphemeral)
+		name := sp.Name
+		if sp.Kind == function.KindClass {
+			name += "-" + sp.Web.ClsMethod // Modal's <app>-<class>-<method>
+		}
+		host, label := function.WebHostLabel(wsName, appName, name, sp.Web.Label, mode == function.ModeEphemeral)
 		sp.Web.Label = label
 		urls[sp.Name] = a.cfg.Ingress.WebURL(host)
 	}

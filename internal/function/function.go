@@ -244,7 +244,7 @@ func (s *Spec) Validate(hostCPU float64, hostMemMiB int) error {
 		return err
 	}
 	if s.Web != nil {
-		if err := s.Web.validate(where); err != nil {
+		if err := s.Web.validate(where, s.Kind); err != nil {
 			return err
 		}
 	}
@@ -260,7 +260,7 @@ func (s *Spec) validateKind(where string) error {
 	switch s.Kind {
 	case KindFunction:
 	case KindClass:
-		if len(s.Methods) == 0 {
+		if len(s.Methods) == 0 && s.Web == nil {
 			return errdefs.Invalid("%s: a class needs at least one @method()", where)
 		}
 		for m := range s.Methods {

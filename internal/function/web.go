@@ -39,6 +39,9 @@ type Web struct {
 	Docs           bool          `json:"docs,omitempty"`
 	// RequiresProxyAuth demands a workspace token in the Modal-Key and Modal-Secret headers.
 	RequiresProxyAuth bool `json:"requires_proxy_auth,omitempty"`
+	// ClsMethod is, on a class, the method that is the endpoint (one per class); its instance
+	// is made (parameters' defaults, @enter) before the endpoint serves.
+	ClsMethod string `json:"cls_method,omitempty"`
 }
 
 var (
@@ -52,7 +55,13 @@ var (
 func ValidLabel(s string) bool { return labelRE.MatchString(s) && !strings.Contains(s, "--") }
 
 // validate checks a web endpoint's configuration and fills its defaults.
-func (w *Web) validate(where string) error {
+func (w *Web) validate(where, kind string) error {
+	switch {
+	case kind == KindClass && !fnNameRE.MatchString(w.ClsMethod):
+		return errdefs.Invalid("%s: a class's web endpoint names its method (cls_method), got %q", where, w.ClsMethod)
+	case kind != KindClass && w.ClsMethod != "":
+		return errdefs.Invalid("%s: cls_method is for classes", where)
+	}
 	switch w.Type {
 	case WebASGI, WebWSGI, WebFastAPI:
 		w.Port = WebPort

@@ -51,10 +51,11 @@ func TestWebValidate(t *testing.T) {
 		{"trailing dash", Web{Type: WebWSGI, Label: "ab-"}, false},
 		{"fastapi method", Web{Type: WebFastAPI, Method: "post"}, true},
 		{"fastapi bad method", Web{Type: WebFastAPI, Method: "FETCH"}, false},
+		{"cls_method on a function", Web{Type: WebASGI, ClsMethod: "web"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := tc.web
-			err := w.validate("f")
+			err := w.validate("f", KindFunction)
 			if (err == nil) != tc.ok || err != nil && !errors.Is(err, errdefs.ErrInvalid) {
 				t.Fatalf("validate %+v: %v", tc.web, err)
 			}

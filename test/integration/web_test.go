@@ -325,6 +325,21 @@ func TestWebEndpoints(t *testing.T) {
 		}
 	})
 
+	t.Run("class", func(t *testing.T) {
+		if urls["model_ping"] != "2" || !strings.Contains(urls["model"], "--web-test-model-web.") {
+			t.Fatalf("class Model: ping.remote(1) = %q, web URL %q (want 2, and the label <app>-<class>-<method>)", urls["model_ping"], urls["model"])
+		}
+		resp, err := client.Get(urls["model"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "loaded by @enter" {
+			t.Fatalf("a class's web endpoint: %d %q", resp.StatusCode, b)
+		}
+	})
+
 	t.Run("gust app show", func(t *testing.T) {
 		cmd := exec.Command(gust.bin, "app", "show", "web-test")
 		cmd.Env = append(os.Environ(), "GUST_SERVER_URL="+gust.url, "GUST_TOKEN="+gust.token)

@@ -1134,7 +1134,14 @@ class _Runner:
             web = os.environ.get("GUST_WEB")
             if web:  # a web endpoint: serve it before saying ready
                 from . import _webserve
-                _webserve.start(self._fn, json.loads(web))
+                conf = json.loads(web)
+                target = self._fn
+                if self._kind == "class":  # its method, on the instance (parameters' defaults, @enter)
+                    try:
+                        target = getattr(self._instance(None), conf["cls_method"])
+                    except _InstanceError as e:
+                        raise e.error from None
+                _webserve.start(target, conf)
         except BaseException as e:  # noqa: BLE001 - SystemExit at import too
             for w in self._writers:
                 w.flush_all()

@@ -110,6 +110,26 @@ def web_endpoint(_warn_parentheses_missing: Any = None, *, method: str = "GET", 
                             requires_proxy_auth=requires_proxy_auth)
 
 
+def class_web(raw_cls: type) -> Optional[dict]:
+    """The ``web`` spec of an ``@app.cls`` class: its one web endpoint method, or None."""
+    found = {}
+    for klass in reversed(raw_cls.__mro__):
+        for name, v in vars(klass).items():
+            if getattr(v, "_gust_web", None) is not None:
+                found[name] = v
+    if not found:
+        return None
+    if len(found) > 1:
+        raise exc.InvalidError(f"class {raw_cls.__name__} has {len(found)} web endpoints ({', '.join(sorted(found))}): "
+                               "gust serves one per class yet; put the others on classes or functions of their own")
+    name, f = next(iter(found.items()))
+    if getattr(f, "_gust_method", False):
+        raise exc.InvalidError(f"{raw_cls.__name__}.{name}: a web endpoint is not also a @modal.method()")
+    out = spec(f) or {}
+    out["cls_method"] = name
+    return out
+
+
 def spec(f: Any) -> Optional[dict]:
     """The ``web`` part of a function's spec, or None."""
     conf = getattr(f, "_gust_web", None)

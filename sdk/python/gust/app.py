@@ -391,10 +391,8 @@ class App:
         def wrap(c: Any) -> Cls:
             if isinstance(c, (Function, Cls)) or not inspect.isclass(c):
                 raise exc.InvalidError(f"@app.cls() must decorate a class, got {c!r}")
-            if any(getattr(v, "_gust_web", None) for v in vars(c).values()):
-                raise exc.InvalidError(f"class {c.__name__}: web endpoints on @app.cls() classes are not supported by "
-                                       "gust yet; put the endpoint on an @app.function()")
-            if not class_methods(c):
+            web = _web.class_web(c)
+            if not class_methods(c) and web is None:
                 raise exc.InvalidError(f"class {c.__name__} has no methods marked @gust.method(): mark the methods "
                                        "to call remotely")
             init = getattr(c, "__init__", object.__init__)
@@ -412,6 +410,7 @@ class App:
                 raise exc.InvalidError(f"Modal class {c.__name__} with a modal batched function cannot have other modal methods.")
             cls_opts = dict(opts)
             _apply_concurrency(cls_opts, c, next(iter(batched.values()))._gust_batched if batched else None)
+            cls_opts["web"] = web
             obj = Cls(_Handle(c.__name__), c, app=self, options=cls_opts)
             self._classes[c.__name__] = obj
             return obj
@@ -512,9 +511,10 @@ class App:
                 raise exc.RemoteError(f"the server did not publish {n!r}")
             o._handle.set(client, ids[n])
             url = (data.get("web_urls") or {}).get(n)
-            if url and isinstance(o, Function):
+            if url:
                 o._web_url = url
-                output.log(f"Created web function {n} => {url}")
+                where = f"{n}.{o._options['web']['cls_method']}" if isinstance(o, Cls) else n
+                output.log(f"Created web function {where} => {url}")
         with self._lock:
             self._app_id, self._client, self._data = data.get("app_id"), client, data
         self._push_tags(client)

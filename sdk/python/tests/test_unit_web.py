@@ -54,6 +54,21 @@ class DecoratorTest(unittest.TestCase):
             web.remote()
         self.assertEqual(ep.local(3), 3)
 
+        @app.cls()
+        class Model:
+            @modal.enter()
+            def load(self):
+                self.state = "ready"
+
+            @modal.asgi_app(label="model")
+            def web(self):
+                return self.state
+
+        self.assertEqual(Model._options["web"], {"type": "asgi", "label": "model", "cls_method": "web"})
+        self.assertEqual(Model().web.local(), "ready")
+        with self.assertRaisesRegex(exc.InvalidError, "cannot be invoked for remote execution"):
+            Model().web.remote()
+
     def test_bad_input(self):
         for make, msg in [
             (lambda: modal.asgi_app(label="Bad_Label"), "Invalid label"),
@@ -73,11 +88,15 @@ class DecoratorTest(unittest.TestCase):
         app = modal.App("web-unit-bad")
         with self.assertRaisesRegex(exc.InvalidError, "two web endpoint decorators"):
             modal.asgi_app()(modal.wsgi_app()(lambda: None))
-        with self.assertRaisesRegex(exc.InvalidError, "not supported by gust yet"):
+        with self.assertRaisesRegex(exc.InvalidError, "one per class"):
             @app.cls()
-            class Web:
+            class Two:
                 @modal.asgi_app()
-                def web(self):
+                def a(self):
+                    return None
+
+                @modal.wsgi_app()
+                def b(self):
                     return None
         fn = app.function()(lambda: None)
         with self.assertRaisesRegex(exc.InvalidError, "goes under @app.function"):

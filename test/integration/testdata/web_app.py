@@ -104,6 +104,26 @@ def private():
     return echo_app
 
 
+@app.cls()
+class Model:
+    """A web endpoint on a class, beside a method: the instance is made (@enter) first."""
+
+    @modal.enter()
+    def load(self):
+        self.state = "loaded by @enter"
+
+    @modal.method()
+    def ping(self, x):
+        return x + 1
+
+    @modal.wsgi_app()
+    def web(self):
+        def serve(environ, start_response):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [self.state.encode()]
+        return serve
+
+
 @app.function(timeout=2, max_containers=1)
 @modal.wsgi_app()
 def serial():
@@ -122,6 +142,8 @@ if __name__ == "__main__":
     urls = {name: fn.get_web_url() for name, fn in [("wsgi", wsgi), ("asgi", asgi), ("files", files), ("private", private),
                                                        ("serial", serial), ("needs_fastapi", needs_fastapi),
                                                        ("wsserver", wsserver)]}
+    urls["model"] = Model().web.get_web_url()
+    urls["model_ping"] = str(Model().ping.remote(1))
     try:
         wsgi.remote()
     except modal.exception.InvalidError as e:
