@@ -146,13 +146,8 @@ func TestWebEndpoints(t *testing.T) {
 	})
 
 	t.Run("web_server", func(t *testing.T) {
-		resp, err := client.Get(urls["files"] + "/hello.txt")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || string(b) != "hello from http.server\n" {
+		resp, b := webGet(t, client, urls["files"]+"/hello.txt")
+		if resp.StatusCode != 200 || b != "hello from http.server\n" {
 			t.Fatalf("http.server under web_server: %d %q", resp.StatusCode, b)
 		}
 	})
@@ -329,13 +324,8 @@ func TestWebEndpoints(t *testing.T) {
 		if urls["model_ping"] != "2" || !strings.Contains(urls["model"], "--web-test-model-web.") {
 			t.Fatalf("class Model: ping.remote(1) = %q, web URL %q (want 2, and the label <app>-<class>-<method>)", urls["model_ping"], urls["model"])
 		}
-		resp, err := client.Get(urls["model"])
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || string(b) != "loaded by @enter" {
+		resp, b := webGet(t, client, urls["model"])
+		if resp.StatusCode != 200 || b != "loaded by @enter" {
 			t.Fatalf("a class's web endpoint: %d %q", resp.StatusCode, b)
 		}
 	})
@@ -350,13 +340,8 @@ func TestWebEndpoints(t *testing.T) {
 	})
 
 	t.Run("unknown host", func(t *testing.T) {
-		resp, err := client.Get(strings.Replace(urls["wsgi"], "--echo.", "--nothing-here.", 1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 404 || !strings.Contains(string(b), "no web endpoint") {
+		resp, b := webGet(t, client, strings.Replace(urls["wsgi"], "--echo.", "--nothing-here.", 1))
+		if resp.StatusCode != 404 || !strings.Contains(b, "no web endpoint") {
 			t.Fatalf("unknown label: %d %s", resp.StatusCode, b)
 		}
 	})
@@ -623,4 +608,19 @@ if __name__ == "__main__":
 	if err := checkNoLeftovers(filepath.Join(dir, "worker")); err != nil {
 		t.Error(err)
 	}
+}
+
+// webGet GETs url and returns the answer and its body.
+func webGet(t *testing.T, c *http.Client, url string) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(b)
 }
