@@ -94,7 +94,21 @@ func printApp(w io.Writer, a *gust.App, now time.Time) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%s\n", name, f.ID, orDash(f.Mode), orDash(f.State),
 			s.Pending, s.Running, containers, s.IdleContainers, orDash(oneLine(s.Reason)))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	header := false
+	for _, f := range a.Functions {
+		if f.WebURL == "" {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "\nweb endpoints:")
+			header = true
+		}
+		fmt.Fprintf(w, "  %s => %s\n", f.Name, f.WebURL)
+	}
+	return nil
 }
 
 // oneLine keeps a table cell on one line.

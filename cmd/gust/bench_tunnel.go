@@ -300,8 +300,11 @@ func (p *tunnelPaths) close() {
 
 // pidOfSandbox finds the host pid of a process of the sandbox (its command carries
 // GUST_SANDBOX_ID in its environment).
-func pidOfSandbox(id string) (int, error) {
-	want := []byte("GUST_SANDBOX_ID=" + id + "\x00")
+func pidOfSandbox(id string) (int, error) { return pidWithEnv("GUST_SANDBOX_ID=" + id) }
+
+// pidWithEnv finds the host pid of a process whose environment holds the entry kv.
+func pidWithEnv(kv string) (int, error) {
+	want := []byte(kv + "\x00")
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0, err
@@ -315,7 +318,7 @@ func pidOfSandbox(id string) (int, error) {
 			return pid, nil
 		}
 	}
-	return 0, fmt.Errorf("no process of sandbox %s found in /proc", id)
+	return 0, fmt.Errorf("no process with %s found in /proc", kv)
 }
 
 func (p *tunnelPaths) dialInNS(port int) func() (net.Conn, error) {

@@ -102,6 +102,11 @@ func (a *API) handleAppPublish(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
+	webURLs, err := a.webLabels(ctx, ws, app.Name, req.Mode, req.Functions)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	now := time.Now().UTC()
 	fns := make([]function.Function, len(req.Functions))
 	fnIDs := map[string]string{}
@@ -116,7 +121,7 @@ func (a *API) handleAppPublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.engine.Publish(fns, replaced)
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"app_id": app.ID, "app_name": app.Name, "mode": req.Mode, "functions": fnIDs})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"app_id": app.ID, "app_name": app.Name, "mode": req.Mode, "functions": fnIDs, "web_urls": webURLs})
 }
 
 // checkPublish validates a publish request and fills its defaults.

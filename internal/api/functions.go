@@ -49,6 +49,7 @@ type functionDoc struct {
 	IsGenerator bool                       `json:"is_generator"`
 	Spec        function.Spec              `json:"spec"`
 	Stats       dispatch.Stats             `json:"stats"`
+	WebURL      string                     `json:"web_url,omitempty"` // a web endpoint's
 	CreatedAt   time.Time                  `json:"created_at"`
 }
 
@@ -58,7 +59,7 @@ func (a *API) functionDoc(fn function.Function) functionDoc {
 		st.Reason = why // its containers wait for GPUs that others hold
 	}
 	return functionDoc{ID: fn.ID, AppID: fn.AppID, Name: fn.Name, Kind: fn.Spec.Kind, Mode: fn.Mode, State: state, VariantOf: fn.VariantOf,
-		Methods: fn.Spec.Methods, IsGenerator: fn.Spec.IsGenerator, Spec: fn.Spec.Public(), Stats: st, CreatedAt: fn.CreatedAt}
+		Methods: fn.Spec.Methods, IsGenerator: fn.Spec.IsGenerator, Spec: fn.Spec.Public(), Stats: st, WebURL: a.webURL(context.Background(), fn), CreatedAt: fn.CreatedAt}
 }
 
 func (a *API) handleFunctionLookup(w http.ResponseWriter, r *http.Request) {
@@ -161,6 +162,9 @@ func (a *API) checkCall(fn function.Function, req callRequest) ([]workerproto.In
 	case dispatch.CallRemote, dispatch.CallSpawn, dispatch.CallMap:
 	default:
 		return nil, errdefs.Invalid("call kind must be remote, spawn or map, got %q", req.Kind)
+	}
+	if w := fn.Spec.Web; w != nil && (fn.Spec.Kind != function.KindClass || req.Method == w.ClsMethod) {
+		return nil, errdefs.Invalid("a web endpoint cannot be invoked for remote execution with .%s: invoke it through its web URL instead", req.Kind)
 	}
 	sp := fn.Spec
 	if sp.Kind == function.KindClass {

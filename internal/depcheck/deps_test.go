@@ -84,10 +84,11 @@ var allowed = map[string][]string{
 		"internal/lifecycle", "internal/sandbox", "internal/store", "internal/wire", "internal/workerproto"},
 	"internal/imagebuild": {"internal/auth", "internal/errdefs", "internal/ids", "internal/image", "internal/metering", "internal/sandbox", "internal/store", "internal/workerproto"},
 	"internal/budget":     {"internal/auth", "internal/errdefs", "internal/metering", "internal/sandbox", "internal/store"},
+	"internal/endpoint":   {"internal/auth", "internal/dispatch", "internal/errdefs", "internal/function", "internal/store"},
 	"internal/api": {"internal/auth", "internal/budget", "internal/dispatch", "internal/errdefs", "internal/fleet", "internal/function", "internal/httpapi",
 		"internal/ids", "internal/image", "internal/imagebuild", "internal/ingress", "internal/metering", "internal/sandbox", "internal/store", "internal/wire",
 		"internal/workerproto"},
-	"internal/server": {"internal/api", "internal/budget", "internal/dispatch", "internal/fleet", "internal/image", "internal/imagebuild", "internal/ingress",
+	"internal/server": {"internal/api", "internal/budget", "internal/dispatch", "internal/endpoint", "internal/fleet", "internal/image", "internal/imagebuild", "internal/ingress",
 		"internal/metering", "internal/sandbox", "internal/store"},
 
 	// The one binary.

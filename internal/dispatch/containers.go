@@ -2,10 +2,13 @@ package dispatch
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"time"
 
+	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/function"
 	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/store"
@@ -87,6 +90,7 @@ func (e *Engine) startFailed(fs *fnState, c *fnContainer, err error) {
 	fs.retryStartAt = e.clock.Now().Add(startBackoff(fs.startFailures))
 	fs.reason = "container failed to start: " + err.Error()
 	if len(fs.containers) == 0 {
+		failWebLocked(fs, errdefs.Unavailable("a container for this web endpoint could not start: %v", err))
 		for _, qi := range fs.queue {
 			done = append(done, e.finishLocked(qi, function.InputFailure, output{msg: "a container for this function could not start: " + err.Error()}))
 		}
@@ -118,6 +122,14 @@ func (e *Engine) containerRecord(fn function.Function) (sandbox.Sandbox, error) 
 	}
 	env["GUST_FUNCTION_ID"] = fn.ID
 	env["GUST_IS_REMOTE"] = "1"
+	if sp.Web != nil {
+		// The runner serves the web endpoint as this says (sdk/python/gust/_webserve.py).
+		b, err := json.Marshal(sp.Web)
+		if err != nil {
+			return sandbox.Sandbox{}, fmt.Errorf("encoding the web endpoint of %s: %w", fn.Name, err)
+		}
+		env["GUST_WEB"] = string(b)
+	}
 	iso := sp.Isolation
 	if iso == "" {
 		iso = e.cfg.DefaultIsolation
@@ -269,6 +281,7 @@ func (e *Engine) initErrorLocked(fs *fnState, c *fnContainer, ev workerproto.Eve
 		done = append(done, e.finishLocked(qi, function.InputFailure, out))
 	}
 	fs.queue = nil
+	failWebLocked(fs, errdefs.Unavailable("the web endpoint's code failed to import in its container: %s\n%s", ev.Error, ev.Traceback))
 	for _, qi := range c.inflight {
 		unassign(qi)
 		if !qi.cancelled {
@@ -291,7 +304,7 @@ func (e *Engine) outputLocked(fs *fnState, c *fnContainer, ev workerproto.Event,
 		} else {
 			e.requeue(fs, qi)
 		}
-		if len(c.inflight) == 0 {
+		if c.busy() == 0 {
 			c.idleSince = now
 		}
 		return nil
@@ -300,7 +313,7 @@ func (e *Engine) outputLocked(fs *fnState, c *fnContainer, ev workerproto.Event,
 		e.startHeld(c) // the worker starts its next held input in the slot this one freed
 	}
 	unassign(qi)
-	if len(c.inflight) == 0 {
+	if c.busy() == 0 {
 		c.idleSince = now
 	}
 	if qi.cancelled {
@@ -345,17 +358,17 @@ func (e *Engine) Describe(fn function.Function) (function.State, Stats) {
 	if fs == nil {
 		return fn.State, Stats{Reason: "stopped"}
 	}
-	st := Stats{Pending: len(fs.queue) + len(fs.delayed), Reason: fs.reason}
+	st := Stats{Pending: len(fs.queue) + len(fs.delayed) + len(fs.webQueue), Reason: fs.reason}
 	for _, c := range fs.containers {
 		if !c.live() {
 			continue
 		}
 		st.Containers++
-		st.Running += len(c.inflight)
+		st.Running += c.busy()
 		switch {
 		case c.state == containerStarting:
 			st.Starting++
-		case len(c.inflight) == 0:
+		case c.busy() == 0:
 			st.IdleContainers++
 		}
 	}

@@ -86,6 +86,7 @@ type Engine struct {
 	inputs     map[string]*queuedInput // open inputs: queued, delayed, held or running
 	assignSeq  uint64
 	containers map[string]*fnContainer // by container ID
+	webIndex   map[string]string       // web endpoints: workspace and label → function ID (web.go)
 	kick       chan struct{}
 	logsWake   chan struct{} // closed and replaced when app logs are appended
 
@@ -109,6 +110,8 @@ type fnState struct {
 	avgRun time.Duration
 	// lastBeat is the last heartbeat of the client of a `with app.run()` (fn.Heartbeat).
 	lastBeat time.Time
+	// webQueue are a web endpoint's requests waiting for a container slot (web.go).
+	webQueue []*webWaiter
 }
 
 // New returns an engine; Load fills it from the store, Run drives it.
@@ -155,6 +158,7 @@ func (e *Engine) Load(ctx context.Context) error {
 	for _, fn := range fns {
 		// After a restart, clients get a full timeout to beat again.
 		e.fns[fn.ID] = &fnState{fn: fn, containers: map[string]*fnContainer{}, lastBeat: now}
+		e.indexWebLocked(fn)
 	}
 	open, err := e.store.OpenInputs(ctx)
 	if err != nil {

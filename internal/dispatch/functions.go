@@ -24,6 +24,7 @@ func (e *Engine) Publish(fns []function.Function, replaced []string) {
 	}
 	for _, fn := range fns {
 		e.fns[fn.ID] = &fnState{fn: fn, containers: map[string]*fnContainer{}, lastBeat: now}
+		e.indexWebLocked(fn)
 	}
 	e.mu.Unlock()
 	e.wake()
@@ -137,6 +138,7 @@ func (e *Engine) StopFunctions(ids []string, why string) error {
 			done = append(done, e.finishLocked(qi, function.InputTerminated, output{msg: why}))
 		}
 		fs.queue, fs.delayed = nil, nil
+		failWebLocked(fs, errdefs.NotFound("the web endpoint's app was stopped: %s", why))
 		for _, c := range fs.containers {
 			for _, qi := range c.inflight {
 				if !qi.cancelled {

@@ -154,6 +154,7 @@ type fnContainer struct {
 	workerID  string
 	state     containerState
 	inflight  map[string]*queuedInput // held and running
+	web       int                     // web requests running in it (web.go)
 	idleSince time.Time
 	// cancel ends its start (Placer.Create): a container drained while it starts, above all
 	// one waiting for GPUs that other containers hold, stops waiting.

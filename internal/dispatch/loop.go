@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/gust-run/gust/internal/autoscaler"
@@ -41,6 +40,7 @@ func (e *Engine) Step() {
 			continue
 		}
 		e.releaseDelayed(fs, now)
+		e.fillWeb(fs)
 		e.fill(fs, plan.sends)
 		freeMiB = e.scale(fs, now, haveWorkers, freeMiB, &plan)
 		if sc := fs.fn.Spec.Schedule; sc != nil && fs.fn.Mode == function.ModeDeployed && fs.fn.State == function.StateActive {
@@ -114,7 +114,7 @@ func (e *Engine) fill(fs *fnState, sends map[*fnContainer][]workerproto.Input) {
 			cs = append(cs, c)
 		}
 	}
-	sort.Slice(cs, func(i, j int) bool { return len(cs[i].inflight) < len(cs[j].inflight) })
+	byBusy(cs)
 	maxIn := fs.fn.Spec.MaxInputs
 	for pass, limit := range []int{maxIn, maxIn + fs.holdAhead()} {
 		to := inputRunning
@@ -122,7 +122,7 @@ func (e *Engine) fill(fs *fnState, sends map[*fnContainer][]workerproto.Input) {
 			to = inputHeld
 		}
 		for _, c := range cs {
-			for free := limit - len(c.inflight); free > 0 && len(fs.queue) > 0; free-- {
+			for free := limit - c.busy(); free > 0 && len(fs.queue) > 0; free-- {
 				qi := fs.queue[0]
 				fs.queue = fs.queue[1:]
 				e.assign(qi, c, to)
@@ -188,12 +188,12 @@ func scaleConfig(fs *fnState) autoscaler.Config {
 }
 
 func scaleState(fs *fnState, now time.Time) autoscaler.State {
-	st := autoscaler.State{Queued: len(fs.queue), Now: now}
+	st := autoscaler.State{Queued: len(fs.queue) + len(fs.webQueue), Now: now}
 	for _, c := range fs.containers {
 		if !c.live() {
 			continue
 		}
-		st.Containers = append(st.Containers, autoscaler.Container{ID: c.id, Starting: c.state == containerStarting, Inflight: len(c.inflight), IdleSince: c.idleSince})
+		st.Containers = append(st.Containers, autoscaler.Container{ID: c.id, Starting: c.state == containerStarting, Inflight: c.busy(), IdleSince: c.idleSince})
 	}
 	return st
 }

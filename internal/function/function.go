@@ -147,6 +147,8 @@ type Spec struct {
 	// NetworkRequest is the containers' outbound network: block_network and the allowlists,
 	// as on a sandbox.
 	sandbox.NetworkRequest
+	// Web makes the function a web endpoint (web.go).
+	Web *Web `json:"web,omitempty"`
 }
 
 // Limits of what a spec may ask for.
@@ -241,6 +243,11 @@ func (s *Spec) Validate(hostCPU float64, hostMemMiB int) error {
 	if err := s.Schedule.validate(where); err != nil {
 		return err
 	}
+	if s.Web != nil {
+		if err := s.Web.validate(where, s.Kind); err != nil {
+			return err
+		}
+	}
 	switch s.Isolation {
 	case "", sandbox.IsolationRunc, sandbox.IsolationGVisor:
 	default:
@@ -253,7 +260,7 @@ func (s *Spec) validateKind(where string) error {
 	switch s.Kind {
 	case KindFunction:
 	case KindClass:
-		if len(s.Methods) == 0 {
+		if len(s.Methods) == 0 && s.Web == nil {
 			return errdefs.Invalid("%s: a class needs at least one @method()", where)
 		}
 		for m := range s.Methods {

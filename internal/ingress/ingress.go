@@ -10,6 +10,9 @@
 // Forwarder (the fleet with the worker in this process), a raw port's connections are
 // forwarded by the kernel instead, once the container's server answers (forward.go).
 //
+// Web endpoints come in on the same HTTPS listener, by host names <workspace>--<label>.<base
+// domain>; once TLS ends, their HTTP requests go to the handler SetWeb gave (web.go).
+//
 // The ingress never reaches anything but a sandbox's declared ports: a route exists only for
 // a port that a running sandbox declared, and is gone with the sandbox. Host names are random
 // (about 103 bits), so they cannot be enumerated. A sandbox's inbound_cidr_allowlist is
@@ -113,6 +116,7 @@ type Ingress struct {
 	bySandbox map[string]*target
 	closed    bool
 	wg        sync.WaitGroup
+	web       *webServer // web endpoints (web.go), once SetWeb
 }
 
 type target struct {
@@ -346,6 +350,7 @@ func (i *Ingress) Stop() {
 	}
 	i.mu.Unlock()
 	i.ln.Close()
+	i.stopWeb()
 	for _, id := range ids {
 		i.Close(id)
 	}
@@ -374,6 +379,7 @@ func (i *Ingress) serveTLS() {
 	base := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{i.cert}}
 	h2 := base.Clone()
 	h2.NextProtos = []string{"h2", "http/1.1"}
+	web := webTLS(base)
 	for {
 		conn, err := i.ln.Accept()
 		if err != nil {
@@ -382,15 +388,19 @@ func (i *Ingress) serveTLS() {
 			}
 			return
 		}
-		go i.handleTLS(conn, base, h2)
+		go i.handleTLS(conn, base, h2, web)
 	}
 }
 
 // handleTLS routes one HTTPS client by the name it asks for.
-func (i *Ingress) handleTLS(conn net.Conn, base, h2 *tls.Config) {
+func (i *Ingress) handleTLS(conn net.Conn, base, h2, webConf *tls.Config) {
 	var r *route
+	var web *webServer
 	wc := &coalescer{Conn: conn}
 	tc := tls.Server(wc, &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if web = i.webFor(hello.ServerName); web != nil {
+			return webConf, nil
+		}
 		r = i.lookup(hello.ServerName)
 		if r == nil {
 			return nil, fmt.Errorf("no tunnel is named %q", hello.ServerName)
@@ -408,6 +418,10 @@ func (i *Ingress) handleTLS(conn net.Conn, base, h2 *tls.Config) {
 	cancel()
 	if err != nil {
 		conn.Close()
+		return
+	}
+	if web != nil {
+		web.ln.push(tc)
 		return
 	}
 	i.pipe(r, tc, func(dst, src net.Conn) (int64, error) { return copyToTLS(tc, wc, src) })

@@ -17,6 +17,7 @@ import (
 	"github.com/gust-run/gust/internal/api"
 	"github.com/gust-run/gust/internal/budget"
 	"github.com/gust-run/gust/internal/dispatch"
+	"github.com/gust-run/gust/internal/endpoint"
 	"github.com/gust-run/gust/internal/fleet"
 	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/imagebuild"
@@ -115,6 +116,9 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	fl.OnLost(a.CloseLostUsage)
 	if cfg.AuditRetention == 0 {
 		cfg.AuditRetention = 90 * 24 * time.Hour
+	}
+	if ing != nil {
+		ing.SetWeb(endpoint.New(eng, fl, st, cfg.Logger)) // web endpoints come in by the same door
 	}
 	go a.RunAudit(ctx, cfg.AuditRetention)
 	go a.RunKV(ctx)

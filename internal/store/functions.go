@@ -105,6 +105,9 @@ func (s *Store) InsertFunctions(ctx context.Context, fns []function.Function, re
 			return nil, fmt.Errorf("store: insert function %s: %w", fn.Name, err)
 		}
 	}
+	if err := claimWebLabels(ctx, tx, fns); err != nil {
+		return nil, err
+	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("store: insert functions: %w", err)
 	}

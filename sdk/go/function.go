@@ -118,6 +118,7 @@ type Function struct {
 	Spec        json.RawMessage           `json:"spec"`                 // the FunctionSpec as published, without secret values
 	VariantOf   string                    `json:"variant_of,omitempty"` // WithOptions: the function it was made from
 	Stats       FunctionStats             `json:"stats"`
+	WebURL      string                    `json:"web_url,omitempty"` // a web endpoint's URL (Modal's get_web_url)
 	CreatedAt   time.Time                 `json:"created_at"`
 
 	// Stdout and Stderr receive what the function prints while this SDK waits for its

@@ -26,6 +26,7 @@ write (~/.config/gust/config.json; GUST_PROFILE picks a profile).
 from . import exception, functions
 from ._container import current_function_call_id, current_input_id, is_local
 from ._partial import batched, concurrent, enter, exit, method, parameter
+from ._web import asgi_app, fastapi_endpoint, web_endpoint, web_server, wsgi_app
 from ._version import __version__
 from .app import App, LocalEntrypoint
 from .cls import Cls
@@ -71,4 +72,5 @@ __all__ = [
     "Image", "LocalEntrypoint", "NetworkFileSystem", "Period", "Probe", "Proxy", "Queue", "Retries", "Sandbox", "SandboxFilesystem", "SchedulerPlacement", "Secret", "StreamReader",
     "StreamType", "StreamWriter", "Tunnel", "Workspace", "batched", "billing", "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit", "forward", "functions",
     "gpu", "interact", "is_local", "method", "parameter", "version", "__version__",
+    "asgi_app", "fastapi_endpoint", "web_endpoint", "web_server", "wsgi_app",
 ]

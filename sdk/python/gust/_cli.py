@@ -55,6 +55,9 @@ def main(argv: List[str]) -> int:
             return _run(args)
         if cmd == "deploy":
             return _deploy(args)
+        if cmd == "serve":
+            from . import _serve
+            return _serve.main(args)
         raise UsageError(f"unknown command {cmd!r}")
     except UsageError as e:
         print(f"gust {cmd}: {e}\n{USAGE}", file=sys.stderr)

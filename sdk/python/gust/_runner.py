@@ -1131,6 +1131,17 @@ class _Runner:
                 from . import _compat
                 _compat.install()  # before the user's module, which may `import modal`
             self.load(config)
+            web = os.environ.get("GUST_WEB")
+            if web:  # a web endpoint: serve it before saying ready
+                from . import _webserve
+                conf = json.loads(web)
+                target = self._fn
+                if self._kind == "class":  # its method, on the instance (parameters' defaults, @enter)
+                    try:
+                        target = getattr(self._instance(None), conf["cls_method"])
+                    except _InstanceError as e:
+                        raise e.error from None
+                _webserve.start(target, conf)
         except BaseException as e:  # noqa: BLE001 - SystemExit at import too
             for w in self._writers:
                 w.flush_all()

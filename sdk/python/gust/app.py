@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import _code, _container, _local_files, output
+from . import _code, _container, _local_files, _web, output
 from . import exception as exc
 from ._http import Client, get_client
 from .cls import Cls, class_methods
@@ -364,6 +364,7 @@ class App:
                     "class and @gust.method() on the method")
             fn_opts = dict(opts)
             _apply_concurrency(fn_opts, f, getattr(f, "_gust_batched", None))
+            fn_opts["web"] = _web.spec(f)
             gen = bool(is_generator) if is_generator is not None else _is_generator_function(f)
             fname = name or f.__name__
             fn = Function(_Handle(fname), f, is_generator=gen, app=self, options=fn_opts)
@@ -390,7 +391,8 @@ class App:
         def wrap(c: Any) -> Cls:
             if isinstance(c, (Function, Cls)) or not inspect.isclass(c):
                 raise exc.InvalidError(f"@app.cls() must decorate a class, got {c!r}")
-            if not class_methods(c):
+            web = _web.class_web(c)
+            if not class_methods(c) and web is None:
                 raise exc.InvalidError(f"class {c.__name__} has no methods marked @gust.method(): mark the methods "
                                        "to call remotely")
             init = getattr(c, "__init__", object.__init__)
@@ -408,6 +410,7 @@ class App:
                 raise exc.InvalidError(f"Modal class {c.__name__} with a modal batched function cannot have other modal methods.")
             cls_opts = dict(opts)
             _apply_concurrency(cls_opts, c, next(iter(batched.values()))._gust_batched if batched else None)
+            cls_opts["web"] = web
             obj = Cls(_Handle(c.__name__), c, app=self, options=cls_opts)
             self._classes[c.__name__] = obj
             return obj
@@ -470,6 +473,8 @@ class App:
         if o["isolation"]:
             spec["isolation"] = o["isolation"]
         spec.update(o.get("network") or {})
+        if o.get("web"):
+            spec["web"] = o["web"]
         return spec
 
     def _images(self) -> List[Image]:
@@ -505,6 +510,11 @@ class App:
             if n not in ids:
                 raise exc.RemoteError(f"the server did not publish {n!r}")
             o._handle.set(client, ids[n])
+            url = (data.get("web_urls") or {}).get(n)
+            if url:
+                o._web_url = url
+                where = f"{n}.{o._options['web']['cls_method']}" if isinstance(o, Cls) else n
+                output.log(f"Created web function {where} => {url}")
         with self._lock:
             self._app_id, self._client, self._data = data.get("app_id"), client, data
         self._push_tags(client)

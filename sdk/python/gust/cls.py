@@ -88,6 +88,15 @@ class Cls:
     def object_id(self) -> str:
         return self._handle.resolve()[1]
 
+    def _web(self) -> Optional[dict]:
+        """The class's web endpoint (its ``cls_method``), or None."""
+        if self._options is not None:
+            return self._options.get("web")
+        if self._raw_cls is not None:
+            return None
+        self._handle.resolve()
+        return ((self._handle.data or {}).get("spec") or {}).get("web")
+
     def _methods(self) -> Dict[str, bool]:
         """Method name → is_generator."""
         if self._method_fns is not None:
@@ -201,6 +210,14 @@ class Obj:
     def __getattr__(self, name: str) -> Function:
         if name.startswith("_"):  # also keeps copy/pickle from recursing before __init__
             raise AttributeError(name)
+        web = self._cls._web()
+        if web is not None and web.get("cls_method") == name:  # the web endpoint: get_web_url(), .local()
+            raw_w = getattr(self._cls._raw_cls, name, None)
+            fn = Function(self._cls._handle, raw_w, method=name, params=self._payload, app=self._cls._app,
+                          local_self=self._local_instance if raw_w is not None else None, options={"web": web})
+            fn._web_url = getattr(self._cls, "_web_url", None)
+            self.__dict__[name] = fn
+            return fn
         methods = self._cls._methods()
         if name not in methods:
             raise AttributeError(f"{self._cls._handle.name} has no method {name!r} "

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from . import _container
+from . import _container, _web
 from ._lazy import LazyModule
 from . import exception as exc
 from ._http import Client, get_client
@@ -289,6 +289,7 @@ class Function:
         self._local_self = local_self  # makes the local instance, for methods' .local()
         self._app = app  # the App whose decorator made it
         self._options = options  # decorator options, for publishing (None for methods and lookups)
+        self._web_url: Optional[str] = None  # a web endpoint's, once published
         if raw_f is not None:
             for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
                 try:
@@ -404,12 +405,23 @@ class Function:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.local(*args, **kwargs)
 
+    def get_web_url(self) -> Optional[str]:
+        """A web endpoint's URL (``https://<workspace>--<label>.<domain>``); None for other functions."""
+        return _web.web_url(self)
+
+    @property
+    def web_url(self) -> Optional[str]:
+        """Modal's older name for ``get_web_url()``."""
+        return _web.web_url(self)
+
     def _body(self, kind: str, inputs: List[dict], stream: bool) -> dict:
+        _web.refuse_remote(self, kind)
         return {"kind": kind, "method": self._method, "params": self._params, "inputs": inputs, "stream": stream}
 
     @aio
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function in a container and return its result (or raise its exception)."""
+        _web.refuse_remote(self, "remote")
         inputs = [_encode_input(args, kwargs)]  # before anything is sent: unpicklable arguments fail here
         client, fid = self._handle.resolve()
         if self._generator():
@@ -434,12 +446,14 @@ class Function:
     @aio
     def spawn(self, *args: Any, **kwargs: Any) -> "FunctionCall":
         """Start the function in a container and return at once; ``.get()`` the result later."""
+        _web.refuse_remote(self, "spawn")
         inputs = [_encode_input(args, kwargs)]
         client, fid = self._handle.resolve()
         head = client.json("POST", f"/v1/functions/{fid}/calls", json=self._body("spawn", inputs, False))
         return FunctionCall(head["call_id"], client, is_generator=self._is_generator, num_inputs=1)
 
     def _check_map(self, what: str) -> Tuple[Client, str]:
+        _web.refuse_remote(self, what)
         client, fid = self._handle.resolve()
         if self._generator():
             raise exc.InvalidError(f"A generator function cannot be called with `.{what}(...)`.")
