@@ -1,0 +1,156 @@
+package volume
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+)
+
+var blobRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// Blobs is the content-addressed store of file contents and manifests, a directory beside the
+// image layers (LAYER_DIR/volumes/blobs): every machine that sees the layers sees it.
+type Blobs struct {
+	Dir string
+}
+
+// BlobsIn returns the blob store under a layer directory.
+func BlobsIn(layerDir string) *Blobs {
+	return &Blobs{Dir: filepath.Join(layerDir, "volumes", "blobs")}
+}
+
+// Path is where blob sum is kept.
+func (b *Blobs) Path(sum string) string { return filepath.Join(b.Dir, sum[:2], sum) }
+
+// Stat returns a blob's size, or an error if it is not stored.
+func (b *Blobs) Stat(sum string) (int64, error) {
+	if !blobRE.MatchString(sum) {
+		return 0, fmt.Errorf("volume: %q is not a SHA-256", sum)
+	}
+	fi, err := os.Stat(b.Path(sum))
+	if err != nil {
+		return 0, fmt.Errorf("volume: blob %s: %w", sum, err)
+	}
+	return fi.Size(), nil
+}
+
+// Put stores what r holds (at most limit bytes; more is an error) and returns its SHA-256
+// and size. The file is readable by all (mode 0644): workers link it into versions.
+func (b *Blobs) Put(r io.Reader, limit int64) (string, int64, error) {
+	if err := os.MkdirAll(b.Dir, 0o755); err != nil {
+		return "", 0, fmt.Errorf("volume: blob store: %w", err)
+	}
+	f, err := os.CreateTemp(b.Dir, "put-*")
+	if err != nil {
+		return "", 0, fmt.Errorf("volume: blob store: %w", err)
+	}
+	defer func() { _ = os.Remove(f.Name()) }() // renamed away on success
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, limit+1))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("volume: storing a blob: %w", err)
+	}
+	if n > limit {
+		return "", 0, fmt.Errorf("volume: a file of more than %d bytes: %w", limit, errTooLarge)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if err := b.place(f.Name(), sum); err != nil {
+		return "", 0, err
+	}
+	return sum, n, nil
+}
+
+var errTooLarge = errors.New("too large")
+
+// IsTooLarge reports whether Put refused a blob over its limit.
+func IsTooLarge(err error) bool { return errors.Is(err, errTooLarge) }
+
+// place renames a finished temporary file to blob sum (an existing blob is the same bytes).
+func (b *Blobs) place(tmp, sum string) error {
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
+	}
+	dst := b.Path(sum)
+	if _, err := os.Stat(dst); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
+	}
+	return nil
+}
+
+// PutFile stores the file at p, copied, and returns its SHA-256 and size.
+func (b *Blobs) PutFile(p string) (string, int64, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("volume: %w", err)
+	}
+	defer f.Close()
+	return b.Put(f, 1<<62)
+}
+
+// Open opens blob sum for reading.
+func (b *Blobs) Open(sum string) (*os.File, error) {
+	if !blobRE.MatchString(sum) {
+		return nil, fmt.Errorf("volume: %q is not a SHA-256", sum)
+	}
+	f, err := os.Open(b.Path(sum))
+	if err != nil {
+		return nil, fmt.Errorf("volume: blob %s: %w", sum, err)
+	}
+	return f, nil
+}
+
+// ReadManifest returns version sum; "" is the empty version.
+func (b *Blobs) ReadManifest(sum string) (*Manifest, error) {
+	if sum == "" {
+		return NewManifest(), nil
+	}
+	f, err := b.Open(sum)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("volume: manifest %s: %w", sum, err)
+	}
+	return DecodeManifest(data)
+}
+
+// WriteManifest stores m and returns its SHA-256, the version's name.
+func (b *Blobs) WriteManifest(m *Manifest) (string, error) {
+	data, err := m.Encode()
+	if err != nil {
+		return "", err
+	}
+	sum, _, err := b.Put(bytes.NewReader(data), int64(len(data)))
+	return sum, err
+}
+
+// Missing returns the first blob that m's files name and the store lacks ("" if none).
+func (b *Blobs) Missing(m *Manifest) string {
+	for _, e := range m.Entries {
+		if e.Type != File {
+			continue
+		}
+		if _, err := os.Stat(b.Path(e.Blob)); errors.Is(err, fs.ErrNotExist) {
+			return e.Blob
+		}
+	}
+	return ""
+}

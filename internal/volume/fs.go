@@ -1,0 +1,228 @@
+package volume
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gust-run/gust/internal/ids"
+)
+
+// Materialize makes dir hold version m: directories, symlinks, and files as hard links to
+// their blobs (copies where a link cannot serve: another mode than the blob's 0644, another
+// file system, too many links). Everything is owned by uid:gid, the containers' root. It
+// builds beside dir and renames, so a half-made version is never seen; an existing dir is
+// kept as it is (versions never change).
+func (b *Blobs) Materialize(m *Manifest, dir string, uid, gid int) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
+	tmp := dir + ".tmp-" + ids.Random(8)
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = os.RemoveAll(tmp) // best effort: a failed version is rebuilt next time
+		}
+	}()
+	if err := os.Lchown(tmp, uid, gid); err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
+	for _, e := range m.Sorted() {
+		p := filepath.Join(tmp, filepath.FromSlash(e.Path))
+		switch e.Type {
+		case Dir:
+			if err := os.Mkdir(p, fs.FileMode(e.Mode&0o777)|0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("volume: %w", err)
+			}
+		case Symlink:
+			if err := os.Symlink(e.Target, p); err != nil {
+				return fmt.Errorf("volume: %w", err)
+			}
+		case File:
+			if err := b.placeFile(e, p); err != nil {
+				return err
+			}
+		}
+		if err := os.Lchown(p, uid, gid); err != nil {
+			return fmt.Errorf("volume: %w", err)
+		}
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		if _, serr := os.Stat(dir); serr == nil {
+			return nil // another container made it first
+		}
+		return fmt.Errorf("volume: %w", err)
+	}
+	ok = true
+	return nil
+}
+
+func (b *Blobs) placeFile(e Entry, p string) error {
+	src := b.Path(e.Blob)
+	if e.Mode&0o7777 == 0o644 {
+		if err := os.Link(src, p); err == nil {
+			return nil
+		}
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("volume: file %s: %w", e.Path, err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fs.FileMode(e.Mode&0o777))
+	if err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
+	_, err = io.Copy(out, in)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(p, fs.FileMode(e.Mode&0o7777))
+	}
+	if err != nil {
+		return fmt.Errorf("volume: file %s: %w", e.Path, err)
+	}
+	return nil
+}
+
+// State is what a scan remembers of a path in an upper layer, to tell what changed since.
+type State struct {
+	Kind   byte // 'f' file, 'd' dir, 'l' symlink, 'w' whiteout
+	Mode   uint32
+	Size   int64
+	Mtime  int64 // ns
+	Ctime  int64 // ns
+	Ino    uint64
+	Opaque bool
+	Target string
+}
+
+// Found is one change a scan found: Source is the host file whose content a file put needs
+// (it becomes the entry's blob).
+type Found struct {
+	Change Change
+	Source string
+}
+
+// Scan finds what changed in an overlay's upper layer since the scan whose states prev holds:
+// new and changed files, directories and symlinks become puts; whiteouts, directories made
+// opaque (emptied and made again) and paths that left the layer become deletes. prefix is
+// the volume path the layer's root stands for (a mount's sub_path). It returns the changes in
+// the order to apply them and the states for the next scan.
+func Scan(upper, prefix string, prev map[string]State) ([]Found, map[string]State, error) {
+	next := map[string]State{}
+	var dels, puts []Found
+	vpath := func(rel string) string { return path.Join(prefix, rel) }
+	err := filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(upper, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return fmt.Errorf("volume: scan: %w", err)
+		}
+		s := State{Mode: st.Mode & 0o7777, Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Ino: st.Ino}
+		e := Entry{Path: vpath(rel), Mode: s.Mode, Size: st.Size, Mtime: st.Mtim.Sec}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFCHR:
+			if st.Rdev != 0 {
+				return nil // a device node is no file of a volume
+			}
+			s = State{Kind: 'w'}
+			next[rel] = s
+			if prev[rel] != s {
+				dels = append(dels, Found{Change: Change{Op: OpDelete, Entry: Entry{Path: e.Path}}})
+			}
+			return nil
+		case unix.S_IFDIR:
+			s.Kind = 'd'
+			s.Size, s.Mtime, s.Ctime, s.Ino = 0, 0, 0, 0
+			s.Opaque = opaque(p)
+			next[rel] = s
+			if old, seen := prev[rel]; !seen || old != s {
+				if s.Opaque && !old.Opaque {
+					puts = append(puts, Found{Change: Change{Op: OpDelete, Entry: Entry{Path: e.Path}}})
+				}
+				e.Type, e.Size = Dir, 0
+				puts = append(puts, Found{Change: Change{Op: OpPut, Entry: e}})
+			}
+			return nil
+		case unix.S_IFLNK:
+			t, err := os.Readlink(p)
+			if err != nil {
+				return fmt.Errorf("volume: scan: %w", err)
+			}
+			s.Kind, s.Target = 'l', t
+			next[rel] = s
+			if prev[rel] != s {
+				e.Type, e.Target, e.Size = Symlink, t, 0
+				puts = append(puts, Found{Change: Change{Op: OpPut, Entry: e}})
+			}
+			return nil
+		case unix.S_IFREG:
+			s.Kind = 'f'
+			next[rel] = s
+			if prev[rel] != s {
+				e.Type = File
+				puts = append(puts, Found{Change: Change{Op: OpPut, Entry: e}, Source: p})
+			}
+			return nil
+		}
+		return nil // sockets and fifos stay in the container
+	})
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			err = nil
+		} else {
+			return nil, prev, fmt.Errorf("volume: scan %s: %w", upper, err)
+		}
+	}
+	var gone []string
+	for rel := range prev {
+		if _, ok := next[rel]; !ok {
+			gone = append(gone, rel)
+		}
+	}
+	sort.Strings(gone)
+	var out []Found
+	for _, rel := range gone {
+		if prev[rel].Kind != 'w' { // a whiteout that left: what replaced it is a put
+			out = append(out, Found{Change: Change{Op: OpDelete, Entry: Entry{Path: vpath(rel)}}})
+		}
+	}
+	out = append(out, dels...)
+	return append(out, puts...), next, nil
+}
+
+// opaque reports whether overlayfs marked dir opaque (made again after a delete).
+func opaque(dir string) bool {
+	buf := make([]byte, 2)
+	n, err := unix.Lgetxattr(dir, "trusted.overlay.opaque", buf)
+	return err == nil && n == 1 && buf[0] == 'y'
+}
+
+// IsWhiteout reports whether fi is an overlayfs whiteout.
+func IsWhiteout(fi fs.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && fi.Mode()&fs.ModeCharDevice != 0 && st.Rdev == 0
+}
