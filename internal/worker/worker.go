@@ -234,6 +234,7 @@ func newWorker(cfg Config, d deps) *Worker {
 	if w.compile == nil {
 		w.compile = w.compilePython
 	}
+	w.cleanupVolumes()
 	if w.sdk == nil {
 		w.sdk = sync.OnceValues(func() (string, error) {
 			dir, err := pythonsdk.Extract(filepath.Join(cfg.StateDir, "python"))

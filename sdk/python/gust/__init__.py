@@ -47,7 +47,7 @@ version = __version__
 
 # Imported on first use, not with the package: every function container imports gust as it
 # starts, and these (asyncio, decimal, ...) would add to each cold start.
-_LAZY = {"Dict": ("dict", "Dict"), "Queue": ("queue", "Queue"), "billing": ("billing", None),
+_LAZY = {"Dict": ("dict", "Dict"), "Volume": ("volume", "Volume"), "Queue": ("queue", "Queue"), "billing": ("billing", None),
          "Workspace": ("billing", "Workspace"), "Probe": ("tunnel", "Probe"), "Tunnel": ("tunnel", "Tunnel"),
          "forward": ("tunnel", "forward")}
 
@@ -65,6 +65,6 @@ def __getattr__(name: str):
 __all__ = [
     "App", "Cls", "ContainerProcess", "Cron", "Dict", "Error", "FileIO", "FileInfo", "FileType", "Function", "FunctionCall",
     "Image", "LocalEntrypoint", "Period", "Probe", "Queue", "Retries", "Sandbox", "SandboxFilesystem", "Secret", "StreamReader",
-    "StreamType", "StreamWriter", "Tunnel", "Workspace", "batched", "billing", "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit", "forward", "functions",
+    "StreamType", "StreamWriter", "Tunnel", "Volume", "Workspace", "batched", "billing", "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit", "forward", "functions",
     "is_local", "method", "parameter", "version", "__version__",
 ]
