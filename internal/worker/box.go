@@ -197,6 +197,12 @@ func (w *Worker) makeContainer(ctx context.Context, b *box) (Container, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating the container: %w", err)
 	}
+	if bv := b.vols; bv != nil {
+		if err := bv.mountAll(ctx); err != nil {
+			w.remove(c, spec.ID)
+			return nil, fmt.Errorf("mounting volumes: %w", err)
+		}
+	}
 	return c, nil
 }
 

@@ -56,7 +56,9 @@ type boxVolumes struct {
 	ln     net.Listener
 	srv    *http.Server
 	stop   chan struct{}
-	done   chan struct{}
+	done   chan struct{} // closed when commitLoop ends
+	// looping is set once commitLoop runs (mountAll).
+	looping bool
 }
 
 type volMount struct {
@@ -77,8 +79,7 @@ func (w *Worker) volumeBlobs() *volume.Blobs { return volume.BlobsIn(w.cfg.Layer
 // attachVolumes mounts a container's volumes on the host and returns the binds that show
 // them inside. On failure nothing is left mounted.
 func (w *Worker) attachVolumes(ctx context.Context, spec workerproto.ContainerSpec) (_ *boxVolumes, _ []container.Mount, retErr error) {
-	srv, ok := w.server.(volumeServer)
-	if !ok {
+	if _, ok := w.server.(volumeServer); !ok {
 		return nil, nil, errors.New("this worker's server cannot mount volumes")
 	}
 	bv := &boxVolumes{w: w, id: spec.ID, dir: filepath.Join(w.volumesRoot(), spec.ID), stop: make(chan struct{}), done: make(chan struct{})}
@@ -87,7 +88,6 @@ func (w *Worker) attachVolumes(ctx context.Context, spec workerproto.ContainerSp
 	}
 	defer func() {
 		if retErr != nil {
-			close(bv.done)
 			bv.release()
 		}
 	}()
@@ -104,13 +104,6 @@ func (w *Worker) attachVolumes(ctx context.Context, spec workerproto.ContainerSp
 		m.mounted = true
 		if err := unix.Mount("", m.point, "", unix.MS_SHARED, ""); err != nil {
 			return nil, nil, fmt.Errorf("volumes: share %s: %w", m.point, err)
-		}
-		head, err := srv.VolumeHead(ctx, m.vid, spec.ID)
-		if err != nil {
-			return nil, nil, fmt.Errorf("volume %s: %w", m.vid, err)
-		}
-		if err := bv.mountVersion(m, head); err != nil {
-			return nil, nil, err
 		}
 		opts := []string{"rbind", "rslave", "nosuid", "nodev"}
 		if m.ro {
@@ -134,8 +127,29 @@ func (w *Worker) attachVolumes(ctx context.Context, spec workerproto.ContainerSp
 	bv.srv = &http.Server{ReadHeaderTimeout: apiHeaderTimeout, Handler: bv.routes()}
 	go func() { _ = bv.srv.Serve(ln) }() // ends when release closes it
 	mounts = append(mounts, container.Mount{Source: ctl, Destination: volCtlMount})
-	go bv.commitLoop()
 	return bv, mounts, nil
+}
+
+// mountAll mounts each volume's current version at its point, once the container exists: the
+// container binds the bare point, and the version's mount, stacked on it, reaches the
+// container through propagation (as a reload's does later). A version mounted before the
+// container binds the point would be bound itself, and a reload could not replace it.
+func (bv *boxVolumes) mountAll(ctx context.Context) error {
+	srv := bv.w.server.(volumeServer)
+	bv.mu.Lock()
+	defer bv.mu.Unlock()
+	for _, m := range bv.mounts {
+		head, err := srv.VolumeHead(ctx, m.vid, bv.id)
+		if err != nil {
+			return fmt.Errorf("volume %s: %w", m.vid, err)
+		}
+		if err := bv.mountVersion(m, head); err != nil {
+			return err
+		}
+	}
+	bv.looping = true
+	go bv.commitLoop()
+	return nil
 }
 
 // mountVersion materializes version head and mounts it at m's point: an overlay with a fresh
@@ -154,25 +168,24 @@ func (bv *boxVolumes) mountVersion(m *volMount, head string) error {
 	if err := bl.Materialize(man, vdir, container.RootOnHost, container.RootOnHost); err != nil {
 		return fmt.Errorf("volume %s: %w", m.vid, err)
 	}
+	empty := filepath.Join(bv.dir, "empty")
+	if err := os.MkdirAll(empty, 0o755); err != nil {
+		return fmt.Errorf("volumes: %w", err)
+	}
+	if err := os.Lchown(empty, container.RootOnHost, container.RootOnHost); err != nil {
+		return fmt.Errorf("volumes: %w", err)
+	}
 	lower := filepath.Join(vdir, filepath.FromSlash(m.sub))
 	if fi, err := os.Stat(lower); err != nil || !fi.IsDir() {
-		// A sub_path the version lacks starts empty; the container's writes create it.
-		lower = filepath.Join(bv.dir, "empty")
-		if err := os.MkdirAll(lower, 0o755); err != nil {
-			return fmt.Errorf("volumes: %w", err)
-		}
-		if err := os.Lchown(lower, container.RootOnHost, container.RootOnHost); err != nil {
-			return fmt.Errorf("volumes: %w", err)
-		}
+		lower = empty // a sub_path the version lacks starts empty; the container's writes create it
 	}
 	m.version = head
 	if m.ro {
-		if err := unix.Mount(lower, m.point, "", unix.MS_BIND, ""); err != nil {
-			return fmt.Errorf("volume %s: bind: %w", m.vid, err)
-		}
-		if err := unix.Mount("", m.point, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
-			_ = unix.Unmount(m.point, unix.MNT_DETACH) // the error above is the one to report
-			return fmt.Errorf("volume %s: read-only: %w", m.vid, err)
+		// An overlay of two lower layers and no upper one is read-only in itself (a bind made
+		// read-only by a remount would reach the container writable: remounts do not propagate).
+		opts := fmt.Sprintf("lowerdir=%s:%s", lower, empty)
+		if err := unix.Mount("overlay", m.point, "overlay", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+			return fmt.Errorf("volume %s: read-only overlay: %w", m.vid, err)
 		}
 		return nil
 	}
@@ -309,7 +322,12 @@ func (bv *boxVolumes) close(commit bool) {
 	default:
 	}
 	close(bv.stop)
-	<-bv.done
+	bv.mu.Lock()
+	looping := bv.looping
+	bv.mu.Unlock()
+	if looping {
+		<-bv.done
+	}
 	if commit {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		if err := bv.commit(ctx, ""); err != nil {

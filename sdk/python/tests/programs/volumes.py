@@ -1,0 +1,178 @@
+"""A Modal program with a Volume shared between the caller, functions and a sandbox, unchanged
+but for the import: what test/integration/volume_test.go runs. It prints RESULT lines.
+
+It starts from an empty volume: it deletes the one a previous run left.
+"""
+import errno
+import io
+import os
+import tempfile
+
+import gust as modal
+
+name = "vol-program-data"
+app = modal.App("vol-program")
+vol = modal.Volume.from_name(name, create_if_missing=True)
+
+
+@app.function(volumes={"/data": vol})
+def writer(text):
+    with open("/data/x.txt", "w") as f:
+        f.write(text)
+    os.makedirs("/data/sub/dir", exist_ok=True)
+    with open("/data/sub/dir/deep.txt", "w") as f:
+        f.write("deep")
+    vol.commit()
+    return sorted(os.listdir("/data"))
+
+
+# One container (max_containers=1) for the reload calls: mount-time view, then reload.
+@app.function(volumes={"/data": vol}, max_containers=1, scaledown_window=120)
+def looker(op):
+    cid = os.environ.get("MODAL_SANDBOX_ID")
+    if op == "reload":
+        vol.reload()
+    if op == "reload_open":
+        f = open("/data/x.txt")
+        try:
+            vol.reload()
+            return cid, "reloaded with an open file"
+        except RuntimeError as e:
+            return cid, "RuntimeError: " + str(e)
+        finally:
+            f.close()
+    with open("/data/x.txt") as f:
+        return cid, f.read()
+
+
+@app.function(volumes={"/ro": vol.read_only()})
+def read_only_write():
+    try:
+        with open("/ro/nope.txt", "w") as f:
+            f.write("x")
+        return "written"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+
+
+@app.function(volumes={"/sub": vol.with_mount_options(sub_path="sub/dir")})
+def sub_path():
+    seen = sorted(os.listdir("/sub"))
+    with open("/sub/new.txt", "w") as f:
+        f.write("via sub_path")
+    vol.commit()
+    return seen
+
+
+def read(path):
+    return b"".join(vol.read_file(path)).decode()
+
+
+def main():
+    modal.Volume.objects.delete(name, allow_missing=True)
+    with app.run():
+        # Client uploads, read back.
+        local = tempfile.mkdtemp()
+        os.makedirs(os.path.join(local, "a"))
+        for rel, text in (("one.txt", "1"), ("a/two.txt", "22")):
+            with open(os.path.join(local, rel), "w") as f:
+                f.write(text)
+        with vol.batch_upload() as batch:
+            batch.put_file(io.BytesIO(b"hello from the client"), "/client.txt")
+            batch.put_directory(local, "/up")
+        print("RESULT client_read", read("/client.txt"))
+        print("RESULT listdir", sorted((e.path, e.type.name, e.size) for e in vol.listdir("/up", recursive=True)))
+        try:
+            with vol.batch_upload() as batch:
+                batch.put_file(io.BytesIO(b"again"), "/client.txt")
+            print("RESULT upload_exists", "no error")
+        except FileExistsError:
+            print("RESULT upload_exists", "FileExistsError")
+        with vol.batch_upload(force=True) as batch:
+            batch.put_file(io.BytesIO(b"forced"), "/client.txt")
+        print("RESULT upload_force", read("/client.txt"))
+
+        # A function writes and commits; the client and a sandbox see it.
+        print("RESULT writer", writer.remote("v1"))
+        print("RESULT client_sees_fn", read("/x.txt"))
+        sb = modal.Sandbox.create(app=app, volumes={"/mnt/v": vol})
+        p = sb.exec("cat", "/mnt/v/x.txt", "/mnt/v/client.txt")
+        print("RESULT sandbox_sees", p.stdout.read().replace("\n", "|"))
+
+        # The looker container mounts v1; a commit elsewhere (v2) is not seen until reload().
+        cid1, before = looker.remote("read")
+        with vol.batch_upload(force=True) as batch:
+            batch.put_file(io.BytesIO(b"v2"), "/x.txt")
+        cid2, stale = looker.remote("read")
+        cid3, refused = looker.remote("reload_open")
+        cid4, fresh = looker.remote("reload")
+        print("RESULT one_container", len({cid1, cid2, cid3, cid4}) == 1)
+        print("RESULT reload_view", [before, stale, fresh])
+        print("RESULT reload_open", refused.split(":")[0] + ":" + refused.split(":")[1])
+
+        # The sandbox still sees v1 until reload_volumes(); what it writes is committed when it stops.
+        p = sb.exec("cat", "/mnt/v/x.txt")
+        old = p.stdout.read()
+        sb.reload_volumes()
+        p = sb.exec("cat", "/mnt/v/x.txt")
+        print("RESULT sandbox_reload", [old, p.stdout.read()])
+        p = sb.exec("sh", "-c", "echo from the sandbox > /mnt/v/from_sb.txt && rm /mnt/v/up/one.txt")
+        p.wait()
+        sb.terminate(wait=True)
+        print("RESULT sandbox_commit", read("/from_sb.txt").strip())
+        print("RESULT sandbox_delete", sorted(e.path for e in vol.listdir("/up", recursive=True)))
+
+        print("RESULT read_only", read_only_write.remote())
+        print("RESULT sub_path", sub_path.remote())
+        print("RESULT sub_path_commit", read("/sub/dir/new.txt"))
+
+        # Client-side changes.
+        vol.copy_files(["/x.txt"], "/copied.txt")
+        print("RESULT copy", read("/copied.txt"))
+        try:
+            vol.remove_file("/sub")
+            print("RESULT remove_dir", "no error")
+        except modal.exception.InvalidError:
+            print("RESULT remove_dir", "InvalidError")
+        vol.remove_file("/sub", recursive=True)
+        print("RESULT removed", "sub" not in [e.path for e in vol.listdir("/")])
+        for what, f in (("read_missing", lambda: read("/nope.txt")),
+                        ("remove_missing", lambda: vol.remove_file("/nope.txt")),
+                        ("list_missing", lambda: vol.listdir("/nope"))):
+            try:
+                f()
+                print("RESULT", what, "no error")
+            except FileNotFoundError:
+                print("RESULT", what, "FileNotFoundError")
+
+        # Bad input, each refused as Modal refuses it.
+        bad = {}
+        try:
+            modal.Volume.from_name("no-such-volume-anywhere").hydrate()
+        except modal.exception.NotFoundError:
+            bad["missing"] = "NotFoundError"
+        try:
+            app.function(volumes={"/data": "not a volume"})(lambda: None)
+        except modal.exception.InvalidError:
+            bad["type"] = "InvalidError"
+        try:
+            app.function(volumes={"data": vol})(lambda: None)
+        except modal.exception.InvalidError:
+            bad["relative"] = "InvalidError"
+        try:
+            modal.Volume.from_name("bad name!")
+        except modal.exception.InvalidError:
+            bad["name"] = "InvalidError"
+        try:
+            modal.Sandbox.create(app=app, volumes={"/v": vol}, isolation="gvisor")
+        except modal.exception.InvalidError as e:
+            bad["gvisor"] = "InvalidError" if "gVisor" in str(e) else str(e)
+        try:
+            vol.reload()
+        except RuntimeError:
+            bad["reload_outside"] = "RuntimeError"
+        print("RESULT bad", sorted(bad.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Volumes end to end: a Modal program whose functions and sandbox (real containers) share a
+// Volume with their caller (commit/reload visibility, read-only and sub_path mounts, uploads,
+// Modal's errors); the workspace quota; another workspace's volume unreachable.
+
+// TestVolumeProgram runs sdk/python/tests/programs/volumes.py and checks every RESULT.
+func TestVolumeProgram(t *testing.T) {
+	needGust(t)
+	name := "vol-program-data"
+	t.Cleanup(func() {
+		var v struct {
+			ID string `json:"volume_id"`
+		}
+		if api("POST", "/v1/volumes/lookup", map[string]any{"name": name}, &v) == nil {
+			api("DELETE", "/v1/volumes/"+v.ID, nil, nil)
+		}
+	})
+	res := runProgram(t, "volumes.py")
+	want := map[string]string{
+		"client_read":     "hello from the client",
+		"listdir":         "[('up/a', 'DIRECTORY', 0), ('up/a/two.txt', 'FILE', 2), ('up/one.txt', 'FILE', 1)]",
+		"upload_exists":   "FileExistsError",
+		"upload_force":    "forced",
+		"writer":          "['client.txt', 'sub', 'up', 'x.txt']",
+		"client_sees_fn":  "v1",
+		"sandbox_sees":    "v1forced",
+		"one_container":   "True",
+		"reload_view":     "['v1', 'v1', 'v2']",
+		"reload_open":     "RuntimeError: there are open files preventing the operation",
+		"sandbox_reload":  "['v1', 'v2']",
+		"sandbox_commit":  "from the sandbox",
+		"sandbox_delete":  "['up/a', 'up/a/two.txt']",
+		"read_only":       "EROFS",
+		"sub_path":        "['deep.txt']",
+		"sub_path_commit": "via sub_path",
+		"copy":            "v2",
+		"remove_dir":      "InvalidError",
+		"removed":         "True",
+		"read_missing":    "FileNotFoundError",
+		"remove_missing":  "FileNotFoundError",
+		"list_missing":    "FileNotFoundError",
+		"bad":             "[('gvisor', 'InvalidError'), ('missing', 'NotFoundError'), ('name', 'InvalidError'), ('relative', 'InvalidError'), ('reload_outside', 'RuntimeError'), ('type', 'InvalidError')]",
+	}
+	for k, v := range want {
+		if res[k] != v {
+			t.Errorf("RESULT %s = %q, want %q", k, res[k], v)
+		}
+	}
+}
+
+// rawAs sends body as it is with a credential and returns the status and answer.
+func rawAs(t *testing.T, cred, method, path string, body []byte) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, gust.url+path, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+cred)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out bytes.Buffer
+	out.ReadFrom(resp.Body)
+	return resp.StatusCode, out.String()
+}
+
+// putVolumeFile uploads data as path in volume id and commits it; it returns the commit's answer.
+func putVolumeFile(t *testing.T, cred, id, path string, data []byte) (int, string) {
+	t.Helper()
+	code, body := rawAs(t, cred, "POST", "/v1/volumes/"+id+"/blobs", data)
+	if code != 201 {
+		t.Fatalf("upload: %d %s", code, body)
+	}
+	var b struct{ Blob string }
+	mustJSON(t, body, &b)
+	return apiAs(t, cred, "POST", "/v1/volumes/"+id+"/commit", map[string]any{"force": true,
+		"changes": []map[string]any{{"op": "put", "entry": map[string]any{"path": path, "type": "file", "blob": b.Blob}}}})
+}
+
+// TestVolumeQuota: a workspace's volume_mib bounds what its volumes hold: a commit past it is
+// a 403 that names the quota; removing files frees the room.
+func TestVolumeQuota(t *testing.T) {
+	needGust(t)
+	cred, ws := newWorkspace(t, "vol-quota")
+	if err := api("PUT", "/v1/workspaces/"+ws+"/quotas", map[string]any{"sandboxes": 0, "cpu": 0, "memory_mib": 0, "gpus": 0,
+		"image_disk_mib": 0, "requests_per_second": 0, "kv_store_mib": 0, "volume_mib": 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	code, body := apiAs(t, cred, "POST", "/v1/volumes", map[string]any{"name": "v"})
+	if code != 201 {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	var v struct {
+		ID string `json:"volume_id"`
+	}
+	mustJSON(t, body, &v)
+	if code, body := putVolumeFile(t, cred, v.ID, "a.bin", bytes.Repeat([]byte("a"), 600<<10)); code != 200 {
+		t.Fatalf("first file under the quota: %d %s", code, body)
+	}
+	code, body = putVolumeFile(t, cred, v.ID, "b.bin", bytes.Repeat([]byte("b"), 600<<10))
+	if code != 403 || !strings.Contains(body, "quota_exceeded") || !strings.Contains(body, "volume_mib") {
+		t.Fatalf("file over the quota: %d %s", code, body)
+	}
+	if code, body := apiAs(t, cred, "POST", "/v1/volumes/"+v.ID+"/remove", map[string]any{"path": "a.bin"}); code != 200 {
+		t.Fatalf("remove: %d %s", code, body)
+	}
+	if code, body := putVolumeFile(t, cred, v.ID, "b.bin", bytes.Repeat([]byte("b"), 600<<10)); code != 200 {
+		t.Fatalf("after a remove: %d %s", code, body)
+	}
+}
+
+// TestVolumeCrossWorkspace: another workspace's owner, against a volume by ID through every
+// route: each answer is 404, a sandbox cannot mount it, and its contents are unchanged.
+func TestVolumeCrossWorkspace(t *testing.T) {
+	needGust(t)
+	var v struct {
+		ID string `json:"volume_id"`
+	}
+	if err := api("POST", "/v1/volumes", map[string]any{"name": "xws-vol-" + time.Now().Format("150405.000")}, &v); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { api("DELETE", "/v1/volumes/"+v.ID, nil, nil) })
+	code, body := putVolumeFile(t, gust.token, v.ID, "secret.txt", []byte("mine"))
+	if code != 200 {
+		t.Fatalf("commit: %d %s", code, body)
+	}
+	other, _ := newWorkspace(t, "vol-other")
+	for _, c := range []struct {
+		method, path string
+		body         any
+	}{
+		{"GET", "/v1/volumes/" + v.ID, nil},
+		{"DELETE", "/v1/volumes/" + v.ID, nil},
+		{"POST", "/v1/volumes/" + v.ID + "/heartbeat", nil},
+		{"PUT", "/v1/volumes/" + v.ID + "/name", map[string]any{"name": "stolen"}},
+		{"GET", "/v1/volumes/" + v.ID + "/entries?path=/", nil},
+		{"GET", "/v1/volumes/" + v.ID + "/content?path=secret.txt", nil},
+		{"POST", "/v1/volumes/" + v.ID + "/blobs", nil},
+		{"POST", "/v1/volumes/" + v.ID + "/commit", map[string]any{"changes": []any{}}},
+		{"POST", "/v1/volumes/" + v.ID + "/remove", map[string]any{"path": "secret.txt"}},
+		{"POST", "/v1/volumes/" + v.ID + "/copy", map[string]any{"src_paths": []string{"secret.txt"}, "dst_path": "x"}},
+	} {
+		if code, body := apiAs(t, other, c.method, c.path, c.body); code != 404 {
+			t.Errorf("%s %s as another workspace: %d %s, want 404", c.method, c.path, code, body)
+		}
+	}
+	// A sandbox of the other workspace cannot mount it.
+	var app struct {
+		ID string `json:"app_id"`
+	}
+	code, body = apiAs(t, other, "POST", "/v1/apps/lookup", map[string]any{"name": "vol-thief", "create_if_missing": true})
+	mustJSON(t, body, &app)
+	var im struct {
+		ID string `json:"image_id"`
+	}
+	code, body = apiAs(t, other, "POST", "/v1/images", map[string]any{"kind": "debian_slim"})
+	for _, line := range strings.Split(body, "\n") {
+		var l struct {
+			Image *struct {
+				ID string `json:"image_id"`
+			} `json:"image"`
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && l.Image != nil {
+			im.ID = l.Image.ID
+		}
+	}
+	if im.ID == "" {
+		t.Fatalf("resolve an image in the other workspace: %d %s", code, body)
+	}
+	code, body = apiAs(t, other, "POST", "/v1/sandboxes", map[string]any{"app_id": app.ID, "image_id": im.ID,
+		"volumes": []map[string]any{{"path": "/data", "volume_id": v.ID}}})
+	if code != 404 {
+		t.Errorf("a sandbox mounting another workspace's volume: %d %s, want 404", code, body)
+	}
+	code, body = apiAs(t, gust.token, "GET", "/v1/volumes/"+v.ID+"/content?path=secret.txt", nil)
+	if code != 200 || body != "mine" {
+		t.Errorf("the volume's file after the attempts: %d %q", code, body)
+	}
+}
