@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +187,68 @@ func TestVolumeCrossWorkspace(t *testing.T) {
 	code, body = apiAs(t, gust.token, "GET", "/v1/volumes/"+v.ID+"/content?path=secret.txt", nil)
 	if code != 200 || body != "mine" {
 		t.Errorf("the volume's file after the attempts: %d %q", code, body)
+	}
+}
+
+// TestVolumeCLI: gust volume create, put (a file and a directory), ls, get, cp, rm, rename,
+// list and delete, as Modal's `modal volume` does them.
+func TestVolumeCLI(t *testing.T) {
+	needGust(t)
+	name := "cli-vol-" + time.Now().Format("150405")
+	run := func(wantErr bool, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(gust.bin, args...)
+		cmd.Env = append(os.Environ(), "GUST_SERVER_URL="+gust.url, "GUST_TOKEN="+gust.token)
+		out, err := cmd.CombinedOutput()
+		if (err != nil) != wantErr {
+			t.Fatalf("gust %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(filepath.Join(src, "d"), 0o755)
+	os.WriteFile(filepath.Join(src, "a.txt"), []byte("alpha"), 0o644)
+	os.WriteFile(filepath.Join(src, "d", "b.txt"), []byte("beta"), 0o755)
+	run(false, "volume", "create", name)
+	t.Cleanup(func() { exec.Command(gust.bin, "volume", "delete", "--yes", name+"-2").Run() })
+	if out := run(true, "volume", "create", name); !strings.Contains(out, "already exists") {
+		t.Errorf("create twice: %s", out)
+	}
+	run(false, "volume", "put", name, filepath.Join(src, "a.txt"), "/one.txt")
+	run(false, "volume", "put", name, src, "/tree")
+	if out := run(true, "volume", "put", name, filepath.Join(src, "a.txt"), "/one.txt"); !strings.Contains(out, "--force") {
+		t.Errorf("put over an existing file: %s", out)
+	}
+	run(false, "volume", "put", "--force", name, filepath.Join(src, "d", "b.txt"), "/one.txt")
+	if out := run(false, "volume", "ls", name); !strings.Contains(out, "one.txt") || !strings.Contains(out, "tree/") {
+		t.Errorf("ls: %s", out)
+	}
+	if out := run(false, "volume", "get", name, "/one.txt", "-"); out != "beta" {
+		t.Errorf("get to stdout: %q", out)
+	}
+	dst := filepath.Join(dir, "dst")
+	run(false, "volume", "get", name, "/tree", dst)
+	if b, err := os.ReadFile(filepath.Join(dst, "d", "b.txt")); err != nil || string(b) != "beta" {
+		t.Errorf("get of a directory: %q %v", b, err)
+	}
+	run(false, "volume", "cp", name, "/one.txt", "/tree/a.txt", "/tree/d")
+	if out := run(false, "volume", "ls", name, "/tree/d"); !strings.Contains(out, "tree/d/one.txt") || !strings.Contains(out, "tree/d/a.txt") {
+		t.Errorf("ls after cp: %s", out)
+	}
+	if out := run(true, "volume", "rm", name, "/tree"); !strings.Contains(out, "recursive") {
+		t.Errorf("rm of a directory without -r: %s", out)
+	}
+	run(false, "volume", "rm", "-r", name, "/tree")
+	if out := run(true, "volume", "get", name, "/tree/a.txt", "-"); !strings.Contains(out, "No such file") {
+		t.Errorf("get after rm: %s", out)
+	}
+	run(false, "volume", "rename", "--yes", name, name+"-2")
+	if out := run(false, "volume", "list"); !strings.Contains(out, name+"-2") {
+		t.Errorf("list after rename: %s", out)
+	}
+	run(false, "volume", "delete", "--yes", name+"-2")
+	if out := run(true, "volume", "ls", name+"-2"); !strings.Contains(out, "not found") {
+		t.Errorf("ls after delete: %s", out)
 	}
 }
