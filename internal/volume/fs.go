@@ -9,7 +9,6 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -219,10 +218,4 @@ func opaque(dir string) bool {
 	buf := make([]byte, 2)
 	n, err := unix.Lgetxattr(dir, "trusted.overlay.opaque", buf)
 	return err == nil && n == 1 && buf[0] == 'y'
-}
-
-// IsWhiteout reports whether fi is an overlayfs whiteout.
-func IsWhiteout(fi fs.FileInfo) bool {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	return ok && fi.Mode()&fs.ModeCharDevice != 0 && st.Rdev == 0
 }
