@@ -154,3 +154,37 @@ func (b *Blobs) Missing(m *Manifest) string {
 	}
 	return ""
 }
+
+// Hash returns the SHA-256 and size of the file at p.
+func (b *Blobs) Hash(p string) (string, int64, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("volume: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, fmt.Errorf("volume: hashing %s: %w", p, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// Link makes the file at p blob sum by a hard link, where nothing will write p any more (a
+// stopped container's layer): no copy. A blob already stored is kept.
+func (b *Blobs) Link(p, sum string) error {
+	if !blobRE.MatchString(sum) {
+		return fmt.Errorf("volume: %q is not a SHA-256", sum)
+	}
+	dst := b.Path(sum)
+	if _, err := os.Stat(dst); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
+	}
+	if err := os.Link(p, dst); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("volume: linking blob %s: %w", sum, err)
+	}
+	return nil
+}

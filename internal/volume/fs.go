@@ -72,7 +72,10 @@ func (b *Blobs) Materialize(m *Manifest, dir string, uid, gid int) error {
 
 func (b *Blobs) placeFile(e Entry, p string) error {
 	src := b.Path(e.Blob)
-	if e.Mode&0o7777 == 0o644 {
+	// A blob linked from a container's layer has the mode the file had there: link it only
+	// where that is the mode wanted.
+	special := fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
+	if fi, err := os.Stat(src); err == nil && fi.Mode()&special == 0 && e.Mode&0o7000 == 0 && uint32(fi.Mode().Perm()) == e.Mode&0o777 {
 		if err := os.Link(src, p); err == nil {
 			return nil
 		}

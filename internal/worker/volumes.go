@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -31,13 +33,17 @@ import (
 // (STATE_DIR/volumes/<container>/m<i>); the container binds that point with rslave
 // propagation, so a new overlay stacked there on reload appears inside at once. Commits scan
 // the upper layer (volume.Scan), store what changed in the blob store and send the changes to
-// the server. They happen when the container asks (gust-init's socket, /.gust/vol/ctl.sock:
+// the server. They happen when the container asks (the worker's socket, /.gust/vol/ctl.sock:
 // vol.commit() and vol.reload()), every commitEvery in the background, and when the container
-// ends. Read-only mounts are read-only binds of the version.
+// ends (commitMode says how each stores the files). Read-only mounts are read-only overlays of
+// the version.
 
 const (
 	volCtlMount = "/.gust/vol"
 	commitEvery = 5 * time.Second
+	// hashEvery is how often files that stopped changing are hashed ahead of a commit, which
+	// then has only the newest files left to hash.
+	hashEvery = 500 * time.Millisecond
 )
 
 // volumeServer is what the worker asks the server about volumes (workerproto.ServerClient).
@@ -59,13 +65,19 @@ type boxVolumes struct {
 	done   chan struct{} // closed when commitLoop ends
 	// looping is set once commitLoop runs (mountAll).
 	looping bool
+	// hashes are the files of upper layers hashed ahead of a commit (prehash), by path.
+	hashMu sync.Mutex
+	hashes map[string]hashedFile
 }
 
 type volMount struct {
 	vid, path, sub string
 	ro             bool
-	point          string // the host mount point the container binds
-	rw             string // the current upper and work directories' parent; "" when read-only
+	point          string         // the host mount point the container binds
+	rw             string         // the current upper and work directories' parent; "" when read-only
+	lower          string         // the version's directory (or its sub_path) under the layers
+	frozen         []string       // committed upper layers' parents, newest first (commitSwap)
+	unsent         []volume.Found // of frozen layers, not yet committed
 	gen            int
 	version        string
 	prev           map[string]volume.State
@@ -105,10 +117,9 @@ func (w *Worker) attachVolumes(ctx context.Context, spec workerproto.ContainerSp
 		if err := unix.Mount("", m.point, "", unix.MS_SHARED, ""); err != nil {
 			return nil, nil, fmt.Errorf("volumes: share %s: %w", m.point, err)
 		}
-		opts := []string{"rbind", "rslave", "nosuid", "nodev"}
-		if m.ro {
-			opts = append(opts, "ro")
-		}
+		// The bare point is read-only inside: between the unmount and the mount of a commit or
+		// a reload, the container sees an empty directory it cannot write to.
+		opts := []string{"rbind", "rslave", "nosuid", "nodev", "ro"}
 		mounts = append(mounts, container.Mount{Source: m.point, Destination: m.path, Options: opts})
 	}
 	ctl := filepath.Join(bv.dir, "ctl")
@@ -153,7 +164,7 @@ func (bv *boxVolumes) mountAll(ctx context.Context) error {
 }
 
 // mountVersion materializes version head and mounts it at m's point: an overlay with a fresh
-// upper layer, or a read-only bind.
+// upper layer, or a read-only overlay. The directories of the layers it replaces go.
 func (bv *boxVolumes) mountVersion(m *volMount, head string) error {
 	bl := bv.w.volumeBlobs()
 	man, err := bl.ReadManifest(head)
@@ -189,6 +200,22 @@ func (bv *boxVolumes) mountVersion(m *volMount, head string) error {
 		}
 		return nil
 	}
+	old := append(m.frozen, m.rw)
+	m.lower, m.frozen, m.rw = lower, nil, ""
+	if err := bv.mountLayers(m); err != nil {
+		return err
+	}
+	bv.removeDirs(old)
+	return nil
+}
+
+// maxFrozen bounds the committed upper layers a mount stacks (commitSwap) before the next
+// commit mounts the volume's newest version instead.
+const maxFrozen = 16
+
+// mountLayers mounts m's overlay: a fresh upper layer over its frozen ones (newest first) and
+// its version.
+func (bv *boxVolumes) mountLayers(m *volMount) error {
 	m.gen++
 	m.rw = filepath.Join(bv.dir, fmt.Sprintf("%s.rw%d", filepath.Base(m.point), m.gen))
 	upper, work := filepath.Join(m.rw, "upper"), filepath.Join(m.rw, "work")
@@ -201,52 +228,304 @@ func (bv *boxVolumes) mountVersion(m *volMount, head string) error {
 		return fmt.Errorf("volumes: %w", err)
 	}
 	m.prev = map[string]volume.State{}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)
+	lowers := make([]string, 0, len(m.frozen)+1)
+	for _, f := range m.frozen {
+		lowers = append(lowers, filepath.Join(f, "upper"))
+	}
+	lowers = append(lowers, m.lower)
+	// volatile: an unmount (a commit's or a reload's) does not write the layer's dirty pages
+	// out first; the layer is the container's alone and never mounted again as an upper one.
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,volatile", strings.Join(lowers, ":"), upper, work)
 	if err := unix.Mount("overlay", m.point, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
 		return fmt.Errorf("volume %s: overlay: %w", m.vid, err)
 	}
 	return nil
 }
 
-// commit sends what m's container changed since the last commit; bv.mu is held.
-func (bv *boxVolumes) commitLocked(ctx context.Context, m *volMount) error {
+func (bv *boxVolumes) removeDirs(dirs []string) {
+	for _, d := range dirs {
+		if d == "" {
+			continue
+		}
+		if err := os.RemoveAll(d); err != nil {
+			bv.w.log.Printf("container %s: volumes: %v", bv.id, err)
+		}
+	}
+}
+
+// commitMode says how a commit stores the files a container wrote.
+type commitMode int
+
+const (
+	// commitCopy copies them: the container may go on writing them (background commits).
+	commitCopy commitMode = iota
+	// commitSwap freezes the upper layer (unmounting the mount, which waits for no process
+	// but fails while files are open: then it copies), links its files into the blob store
+	// and mounts a fresh upper layer over it: the container's view is unchanged. Explicit
+	// commits: for the moment between the unmount and the mount, the mount point shows an
+	// empty directory that the container cannot write to.
+	commitSwap
+	// commitFrozen links them: nothing can write them any more (the container is gone, or
+	// the mount is unmounted).
+	commitFrozen
+)
+
+// hashedFile is a source hashed before the unmount of a swap, and its state then.
+type hashedFile struct {
+	sum  string
+	size int64
+	st   unix.Stat_t
+}
+
+// commitLocked sends what m's container changed since the last commit; bv.mu is held.
+func (bv *boxVolumes) commitLocked(ctx context.Context, m *volMount, mode commitMode) error {
 	if m.ro || m.rw == "" {
 		return nil
 	}
 	found, next, err := volume.Scan(filepath.Join(m.rw, "upper"), m.sub, m.prev)
-	if err != nil || len(found) == 0 {
+	if err != nil {
 		return err
 	}
-	bl := bv.w.volumeBlobs()
-	changes := make([]volume.Change, 0, len(found))
-	for _, f := range found {
-		if f.Source != "" {
-			sum, n, err := bl.PutFile(f.Source)
-			if errors.Is(err, os.ErrNotExist) {
-				continue // gone since the scan: the next scan sees what replaced it
-			}
-			if err != nil {
-				return err
-			}
-			f.Change.Entry.Blob, f.Change.Entry.Size = sum, n
-		}
-		changes = append(changes, f.Change)
+	if len(found) == 0 && len(m.unsent) == 0 {
+		return nil
 	}
-	if _, err := bv.w.server.(volumeServer).CommitVolume(ctx, m.vid, bv.id, changes); err != nil {
-		return fmt.Errorf("committing volume %s: %w", m.vid, err)
+	if mode == commitSwap {
+		// Hash while the container still sees its files: the unmount lasts only the links.
+		pre := bv.forEachSource(found, func(f *volume.Found) (any, error) {
+			h := hashedFile{}
+			if err := unix.Stat(f.Source, &h.st); err != nil {
+				return nil, err
+			}
+			if c, ok := bv.cachedHash(f.Source, h.st); ok {
+				return c, nil
+			}
+			var err error
+			h.sum, h.size, err = bv.w.volumeBlobs().Hash(f.Source)
+			return h, err
+		})
+		err := unix.Unmount(m.point, 0)
+		if err == nil {
+			changes, serr := bv.storeFound(found, pre, true)
+			if serr == nil {
+				serr = bv.send(ctx, m, changes)
+			}
+			var merr error
+			if len(m.frozen) >= maxFrozen && serr == nil {
+				var head string
+				if head, merr = bv.w.server.(volumeServer).VolumeHead(ctx, m.vid, bv.id); merr == nil {
+					merr = bv.mountVersion(m, head)
+				}
+			}
+			if len(m.frozen) < maxFrozen || serr != nil || merr != nil {
+				m.frozen = append([]string{m.rw}, m.frozen...)
+				merr = bv.mountLayers(m)
+			}
+			if serr != nil {
+				// The frozen layer's changes were not sent: they go with the next commit.
+				m.unsent = append(m.unsent, found...)
+			}
+			return errors.Join(serr, merr)
+		}
+		if !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("volume %s: unmount for commit: %w", m.vid, err)
+		}
+		// Files are open: copy them, as a background commit does.
+	}
+	changes, err := bv.storeFound(found, nil, mode == commitFrozen)
+	if err != nil {
+		return err
+	}
+	if err := bv.send(ctx, m, changes); err != nil {
+		return err
 	}
 	m.prev = next
 	return nil
 }
 
+// send commits changes (after what earlier commits could not send) to the server.
+func (bv *boxVolumes) send(ctx context.Context, m *volMount, changes []volume.Change) error {
+	var all []volume.Change
+	if len(m.unsent) > 0 {
+		// A frozen layer's changes that an earlier commit could not send: linked again.
+		earlier, err := bv.storeFound(m.unsent, nil, true)
+		if err != nil {
+			return err
+		}
+		all = earlier
+	}
+	all = append(all, changes...)
+	if len(all) == 0 {
+		return nil
+	}
+	if _, err := bv.w.server.(volumeServer).CommitVolume(ctx, m.vid, bv.id, all); err != nil {
+		return fmt.Errorf("committing volume %s: %w", m.vid, err)
+	}
+	m.unsent = nil
+	return nil
+}
+
+// forEachSource runs f over the founds that have a source file, a few at a time (hashing and
+// copying are a commit's cost), and returns what each gave, by index; an error is kept as it.
+func (bv *boxVolumes) forEachSource(found []volume.Found, f func(*volume.Found) (any, error)) []any {
+	out := make([]any, len(found))
+	sem := make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+	var wg sync.WaitGroup
+	for i := range found {
+		if found[i].Source == "" {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer func() { <-sem; wg.Done() }()
+			v, err := f(&found[i])
+			if err != nil {
+				out[i] = err
+			} else {
+				out[i] = v
+			}
+		}(i)
+	}
+	wg.Wait()
+	return out
+}
+
+// storeFound puts found's source files in the blob store, by hard link when link is set
+// (nobody can write them any more) and else by copy, and returns the changes to commit. pre
+// holds hashes made earlier (commitSwap), used when the file has not changed since.
+func (bv *boxVolumes) storeFound(found []volume.Found, pre []any, link bool) ([]volume.Change, error) {
+	bl := bv.w.volumeBlobs()
+	res := bv.forEachSource(found, func(f *volume.Found) (any, error) {
+		if !link {
+			sum, n, err := bl.PutFile(f.Source)
+			return hashedFile{sum: sum, size: n}, err
+		}
+		var h hashedFile
+		var st unix.Stat_t
+		if err := unix.Stat(f.Source, &st); err != nil {
+			return nil, err
+		}
+		i := indexOf(found, f)
+		if p, ok := preHash(pre, i); ok && sameFile(p.st, st) {
+			h = p
+		} else if p, ok := bv.cachedHash(f.Source, st); ok {
+			h = p
+		} else {
+			var err error
+			if h.sum, h.size, err = bl.Hash(f.Source); err != nil {
+				return nil, err
+			}
+		}
+		if err := bl.Link(f.Source, h.sum); err != nil {
+			// Another file system, or too many links: copy.
+			sum, n, err := bl.PutFile(f.Source)
+			return hashedFile{sum: sum, size: n}, err
+		}
+		return h, nil
+	})
+	changes := make([]volume.Change, 0, len(found))
+	for i, f := range found {
+		if f.Source != "" {
+			switch r := res[i].(type) {
+			case error:
+				if errors.Is(r, os.ErrNotExist) || errors.Is(r, unix.ENOENT) {
+					continue // gone since the scan: the next scan sees what replaced it
+				}
+				return nil, r
+			case hashedFile:
+				f.Change.Entry.Blob, f.Change.Entry.Size = r.sum, r.size
+			}
+		}
+		changes = append(changes, f.Change)
+	}
+	return changes, nil
+}
+
+// preHash returns the hash made of source i before an unmount, if there is one.
+func preHash(pre []any, i int) (hashedFile, bool) {
+	if i < 0 || i >= len(pre) {
+		return hashedFile{}, false
+	}
+	h, ok := pre[i].(hashedFile)
+	return h, ok
+}
+
+// cachedHash returns prehash's hash of the file at p if the file is as it was then.
+func (bv *boxVolumes) cachedHash(p string, st unix.Stat_t) (hashedFile, bool) {
+	bv.hashMu.Lock()
+	defer bv.hashMu.Unlock()
+	h, ok := bv.hashes[p]
+	return h, ok && sameFile(h.st, st)
+}
+
+// prehash hashes the files of the upper layers that have not changed for a moment and are
+// not hashed yet, so that a commit has fewer to hash. A file that changes while it is hashed
+// is left for later; a file that changes afterwards no longer matches its state here.
+func (bv *boxVolumes) prehash() {
+	bv.mu.Lock()
+	var uppers []string
+	for _, m := range bv.mounts {
+		if !m.ro && m.rw != "" {
+			uppers = append(uppers, filepath.Join(m.rw, "upper"))
+		}
+	}
+	bv.mu.Unlock()
+	bl := bv.w.volumeBlobs()
+	quiet := time.Now().Add(-50 * time.Millisecond).UnixNano()
+	for _, upper := range uppers {
+		_ = filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return nil // gone, or not a file: nothing to hash
+			}
+			select {
+			case <-bv.stop:
+				return filepath.SkipAll
+			default:
+			}
+			var st, after unix.Stat_t
+			if unix.Stat(p, &st) != nil || st.Mtim.Nano() > quiet {
+				return nil
+			}
+			if _, ok := bv.cachedHash(p, st); ok {
+				return nil
+			}
+			sum, n, err := bl.Hash(p)
+			if err != nil || unix.Stat(p, &after) != nil || !sameFile(st, after) {
+				return nil
+			}
+			bv.hashMu.Lock()
+			if bv.hashes == nil {
+				bv.hashes = map[string]hashedFile{}
+			}
+			bv.hashes[p] = hashedFile{sum: sum, size: n, st: st}
+			bv.hashMu.Unlock()
+			return nil
+		})
+	}
+}
+
+func indexOf(found []volume.Found, f *volume.Found) int {
+	for i := range found {
+		if &found[i] == f {
+			return i
+		}
+	}
+	return -1
+}
+
+// sameFile reports whether a file is as it was when hashed.
+func sameFile(a, b unix.Stat_t) bool {
+	return a.Ino == b.Ino && a.Size == b.Size && a.Mtim == b.Mtim && a.Ctim == b.Ctim
+}
+
 // commit commits every writable mount, or volume vid's alone when vid is set.
-func (bv *boxVolumes) commit(ctx context.Context, vid string) error {
+func (bv *boxVolumes) commit(ctx context.Context, vid string, mode commitMode) error {
 	bv.mu.Lock()
 	defer bv.mu.Unlock()
 	var errs []error
 	for _, m := range bv.mounts {
 		if vid == "" || m.vid == vid {
-			errs = append(errs, bv.commitLocked(ctx, m))
+			errs = append(errs, bv.commitLocked(ctx, m, mode))
 		}
 	}
 	return errors.Join(errs...)
@@ -265,27 +544,28 @@ func (bv *boxVolumes) reload(ctx context.Context, vid string) error {
 		if vid != "" && m.vid != vid {
 			continue
 		}
-		if err := bv.commitLocked(ctx, m); err != nil {
-			return err
-		}
-		head, err := srv.VolumeHead(ctx, m.vid, bv.id)
-		if err != nil {
-			return err
-		}
 		if err := unix.Unmount(m.point, 0); err != nil {
 			if errors.Is(err, unix.EBUSY) {
 				return errOpenFiles
 			}
 			return fmt.Errorf("volume %s: unmount for reload: %w", m.vid, err)
 		}
-		old := m.rw
+		// Unmounted, the layer cannot change: its files are linked, not copied.
+		err := bv.commitLocked(ctx, m, commitFrozen)
+		var head string
+		if err == nil {
+			head, err = srv.VolumeHead(ctx, m.vid, bv.id)
+		}
+		if err != nil {
+			// Show the container its files again, as they were.
+			if !m.ro {
+				m.frozen = append([]string{m.rw}, m.frozen...)
+				return errors.Join(err, bv.mountLayers(m))
+			}
+			return errors.Join(err, bv.mountVersion(m, m.version))
+		}
 		if err := bv.mountVersion(m, head); err != nil {
 			return err
-		}
-		if old != "" {
-			if err := os.RemoveAll(old); err != nil {
-				bv.w.log.Printf("container %s: volume %s: %v", bv.id, m.vid, err)
-			}
 		}
 	}
 	return nil
@@ -294,15 +574,21 @@ func (bv *boxVolumes) reload(ctx context.Context, vid string) error {
 // commitLoop commits in the background until the container ends.
 func (bv *boxVolumes) commitLoop() {
 	defer close(bv.done)
-	t := time.NewTicker(commitEvery)
+	t := time.NewTicker(hashEvery)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-bv.stop:
 			return
 		case <-t.C:
+			if time.Since(last) < commitEvery {
+				bv.prehash()
+				continue
+			}
+			last = time.Now()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			if err := bv.commit(ctx, ""); err != nil {
+			if err := bv.commit(ctx, "", commitCopy); err != nil {
 				bv.w.log.Printf("container %s: background commit: %v", bv.id, err)
 			}
 			cancel()
@@ -330,7 +616,7 @@ func (bv *boxVolumes) close(commit bool) {
 	}
 	if commit {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		if err := bv.commit(ctx, ""); err != nil {
+		if err := bv.commit(ctx, "", commitFrozen); err != nil {
 			bv.w.log.Printf("container %s: last commit of its volumes: %v", bv.id, err)
 		}
 		cancel()
@@ -425,7 +711,7 @@ func (w *Worker) cleanupVolumes() {
 func (bv *boxVolumes) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /commit", func(rw http.ResponseWriter, r *http.Request) {
-		bv.answer(rw, bv.commit(r.Context(), r.URL.Query().Get("volume_id")))
+		bv.answer(rw, bv.commit(r.Context(), r.URL.Query().Get("volume_id"), commitSwap))
 	})
 	mux.HandleFunc("POST /reload", func(rw http.ResponseWriter, r *http.Request) {
 		bv.answer(rw, bv.reload(r.Context(), r.URL.Query().Get("volume_id")))
