@@ -183,6 +183,9 @@ func (a *API) handleImagePrune(w http.ResponseWriter, r *http.Request) {
 			return a.layers.HasBlob(sum)
 		})
 	}
+	if err == nil {
+		err = a.pruneVolumeBlobs(r.Context(), grace, &res)
+	}
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return

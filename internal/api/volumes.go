@@ -13,6 +13,7 @@ import (
 	"github.com/gust-run/gust/internal/auth"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/image"
 	"github.com/gust-run/gust/internal/metering"
 	"github.com/gust-run/gust/internal/store"
 	"github.com/gust-run/gust/internal/volume"
@@ -498,6 +499,23 @@ func (a *API) handleWorkerVolumeCommit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, volumeJSON{v.ID, v})
+}
+
+// pruneVolumeBlobs removes the volume blobs that no volume's current version uses (the
+// image prune's part for volumes), adding them to res.
+func (a *API) pruneVolumeBlobs(ctx context.Context, grace time.Duration, res *image.PruneResult) error {
+	vs, err := a.store.VolumeSizes(ctx)
+	if err != nil {
+		return err
+	}
+	heads := make([]string, len(vs))
+	for i, v := range vs {
+		heads[i] = v.Head
+	}
+	n, freed, err := a.blobs().Prune(heads, grace)
+	res.Blobs += n
+	res.FreedBytes += freed
+	return err
 }
 
 // RunVolumes drops ephemeral volumes whose client stopped beating, every minute until ctx

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"time"
 )
 
 var blobRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -81,7 +82,7 @@ func (b *Blobs) place(tmp, sum string) error {
 		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
 	}
 	dst := b.Path(sum)
-	if _, err := os.Stat(dst); err == nil {
+	if touch(dst) {
 		return nil
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
@@ -91,6 +92,13 @@ func (b *Blobs) place(tmp, sum string) error {
 		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
 	}
 	return nil
+}
+
+// touch reports whether blob file p exists, and makes it new again: a prune running now took
+// it for unused, and a commit is about to use it.
+func touch(p string) bool {
+	now := time.Now()
+	return os.Chtimes(p, now, now) == nil
 }
 
 // PutFile stores the file at p, copied, and returns its SHA-256 and size.
@@ -177,7 +185,7 @@ func (b *Blobs) Link(p, sum string) error {
 		return fmt.Errorf("volume: %q is not a SHA-256", sum)
 	}
 	dst := b.Path(sum)
-	if _, err := os.Stat(dst); err == nil {
+	if touch(dst) {
 		return nil
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
@@ -187,4 +195,55 @@ func (b *Blobs) Link(p, sum string) error {
 		return fmt.Errorf("volume: linking blob %s: %w", sum, err)
 	}
 	return nil
+}
+
+// Prune removes the blobs that no version in keep names (nor is itself one of) and that are
+// older than grace: the files and manifests of versions no volume has any more. Blobs made
+// for a commit still in progress are younger than grace. It returns how many went and their
+// bytes.
+func (b *Blobs) Prune(keep []string, grace time.Duration) (int, int64, error) {
+	live := map[string]bool{}
+	for _, head := range keep {
+		if head == "" {
+			continue
+		}
+		live[head] = true
+		m, err := b.ReadManifest(head)
+		if err != nil {
+			return 0, 0, fmt.Errorf("volume: prune: version %s: %w", head, err)
+		}
+		for _, e := range m.Entries {
+			if e.Type == File {
+				live[e.Blob] = true
+			}
+		}
+	}
+	var n int
+	var freed int64
+	cutoff := time.Now().Add(-grace)
+	err := filepath.WalkDir(b.Dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() || live[d.Name()] {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil || fi.ModTime().After(cutoff) {
+			return nil // gone since the listing, or recent
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		n++
+		freed += fi.Size()
+		return nil
+	})
+	if err != nil {
+		return n, freed, fmt.Errorf("volume: prune: %w", err)
+	}
+	return n, freed, nil
 }

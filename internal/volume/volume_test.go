@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -196,5 +197,37 @@ func TestScanAndMaterialize(t *testing.T) {
 	}
 	if _, _, err := bl.Put(strings.NewReader("too long"), 3); !IsTooLarge(err) {
 		t.Errorf("a blob over the limit: %v", err)
+	}
+}
+
+// TestPrune: blobs that no kept version names go once older than the grace; kept versions'
+// manifests and files, and young blobs, stay.
+func TestPrune(t *testing.T) {
+	bl := &Blobs{Dir: filepath.Join(t.TempDir(), "blobs")}
+	put := func(s string) string {
+		sum, _, err := bl.Put(strings.NewReader(s), 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum
+	}
+	kept, dropped := put("kept"), put("dropped")
+	m := NewManifest()
+	m.Put(Entry{Path: "k", Type: File, Blob: kept, Size: 4}, 1)
+	head, err := bl.WriteManifest(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _, err := bl.Prune([]string{head}, time.Hour); err != nil || n != 0 {
+		t.Fatalf("prune within the grace removed %d: %v", n, err)
+	}
+	n, freed, err := bl.Prune([]string{head, ""}, 0)
+	if err != nil || n != 1 || freed != int64(len("dropped")) {
+		t.Fatalf("prune: %d blobs, %d bytes, %v", n, freed, err)
+	}
+	for sum, want := range map[string]bool{kept: true, head: true, dropped: false} {
+		if _, err := bl.Stat(sum); (err == nil) != want {
+			t.Errorf("blob %s present %v, want %v", sum[:8], err == nil, want)
+		}
 	}
 }

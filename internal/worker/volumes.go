@@ -76,6 +76,7 @@ type volMount struct {
 	point          string         // the host mount point the container binds
 	rw             string         // the current upper and work directories' parent; "" when read-only
 	lower          string         // the version's directory (or its sub_path) under the layers
+	vdir           string         // the version's directory, held in the worker's versionCache
 	frozen         []string       // committed upper layers' parents, newest first (commitSwap)
 	unsent         []volume.Found // of frozen layers, not yet committed
 	gen            int
@@ -167,17 +168,24 @@ func (bv *boxVolumes) mountAll(ctx context.Context) error {
 // upper layer, or a read-only overlay. The directories of the layers it replaces go.
 func (bv *boxVolumes) mountVersion(m *volMount, head string) error {
 	bl := bv.w.volumeBlobs()
-	man, err := bl.ReadManifest(head)
-	if err != nil {
-		return fmt.Errorf("volume %s: %w", m.vid, err)
-	}
 	name := head
 	if name == "" {
 		name = "empty"
 	}
 	vdir := filepath.Join(filepath.Dir(bl.Dir), "cache", name)
-	if err := bl.Materialize(man, vdir, container.RootOnHost, container.RootOnHost); err != nil {
-		return fmt.Errorf("volume %s: %w", m.vid, err)
+	bv.w.volCache.hold(vdir) // before the check: an eviction now would take it from under the mount
+	if err := bv.useVersion(m, vdir); err != nil {
+		return err
+	}
+	if _, err := os.Stat(vdir); err != nil {
+		// Not materialized on this worker yet (a cached version never changes).
+		man, err := bl.ReadManifest(head)
+		if err != nil {
+			return fmt.Errorf("volume %s: %w", m.vid, err)
+		}
+		if err := bl.Materialize(man, vdir, container.RootOnHost, container.RootOnHost); err != nil {
+			return fmt.Errorf("volume %s: %w", m.vid, err)
+		}
 	}
 	empty := filepath.Join(bv.dir, "empty")
 	if err := os.MkdirAll(empty, 0o755); err != nil {
@@ -207,6 +215,54 @@ func (bv *boxVolumes) mountVersion(m *volMount, head string) error {
 	}
 	bv.removeDirs(old)
 	return nil
+}
+
+// useVersion makes vdir m's version directory, letting go of the one it had (held already).
+func (bv *boxVolumes) useVersion(m *volMount, vdir string) error {
+	if m.vdir != "" {
+		bv.w.volCache.release(m.vdir, bv.w.log.Printf)
+	}
+	m.vdir = vdir
+	return nil
+}
+
+// versionCache counts the mounts of each materialized version on this worker, and removes a
+// version's directory once no mount has used it for cacheKeep.
+type versionCache struct {
+	mu   sync.Mutex
+	uses map[string]int
+}
+
+// cacheKeep is how long an unused materialized version stays for the next mount.
+const cacheKeep = 10 * time.Minute
+
+func (c *versionCache) hold(dir string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.uses == nil {
+		c.uses = map[string]int{}
+	}
+	c.uses[dir]++
+}
+
+func (c *versionCache) release(dir string, logf func(string, ...any)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.uses[dir]--
+	if c.uses[dir] > 0 {
+		return
+	}
+	delete(c.uses, dir)
+	time.AfterFunc(cacheKeep, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.uses[dir] > 0 {
+			return // mounted again meanwhile
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			logf("volume cache: %v", err)
+		}
+	})
 }
 
 // maxFrozen bounds the committed upper layers a mount stacks (commitSwap) before the next
@@ -626,6 +682,14 @@ func (bv *boxVolumes) close(commit bool) {
 
 // release unmounts everything and removes the container's volume directory.
 func (bv *boxVolumes) release() {
+	defer func() {
+		for _, m := range bv.mounts {
+			if m.vdir != "" {
+				bv.w.volCache.release(m.vdir, bv.w.log.Printf)
+				m.vdir = ""
+			}
+		}
+	}()
 	if bv.srv != nil {
 		_ = bv.srv.Close() // closes the listener too
 	} else if bv.ln != nil {

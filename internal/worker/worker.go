@@ -109,6 +109,8 @@ type Worker struct {
 	idleTick time.Duration
 
 	apiDir string // holds the socket through which function containers call the API
+	// volCache counts the mounts of materialized volume versions (volumes.go).
+	volCache versionCache
 	// stopping is set while the worker shuts down: inputs it interrupts are not their fault.
 	stopping atomic.Bool
 	// sdk unpacks the Python SDK for function containers (once); compile precompiles Python
