@@ -7,6 +7,7 @@ import errno
 import io
 import os
 import tempfile
+import time
 
 import gust as modal
 
@@ -43,6 +44,17 @@ def looker(op):
             f.close()
     with open("/data/x.txt") as f:
         return cid, f.read()
+
+
+@app.function(volumes={"/data": vol})
+def commit_open():
+    # A commit while a file under the mount is open for writing: what was flushed is committed.
+    f = open("/data/open.txt", "w")
+    f.write("written while open")
+    f.flush()
+    vol.commit()
+    f.close()
+    return "ok"
 
 
 @app.function(volumes={"/ro": vol.read_only()})
@@ -116,12 +128,23 @@ def main():
         sb.reload_volumes()
         p = sb.exec("cat", "/mnt/v/x.txt")
         print("RESULT sandbox_reload", [old, p.stdout.read()])
+        # Without a commit, the background commit makes the sandbox's write visible within seconds.
+        sb.exec("sh", "-c", "echo in the background > /mnt/v/bg.txt").wait()
+        bg, deadline = None, time.time() + 20
+        while time.time() < deadline:
+            try:
+                bg = read("/bg.txt").strip()
+                break
+            except FileNotFoundError:
+                time.sleep(0.5)
+        print("RESULT background_commit", bg)
         p = sb.exec("sh", "-c", "echo from the sandbox > /mnt/v/from_sb.txt && rm /mnt/v/up/one.txt")
         p.wait()
         sb.terminate(wait=True)
         print("RESULT sandbox_commit", read("/from_sb.txt").strip())
         print("RESULT sandbox_delete", sorted(e.path for e in vol.listdir("/up", recursive=True)))
 
+        print("RESULT commit_open", commit_open.remote(), read("/open.txt"))
         print("RESULT read_only", read_only_write.remote())
         print("RESULT sub_path", sub_path.remote())
         print("RESULT sub_path_commit", read("/sub/dir/new.txt"))
