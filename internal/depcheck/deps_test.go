@@ -95,7 +95,7 @@ var allowed = map[string][]string{
 
 	// The one binary.
 	"cmd/gust": {"internal/container", "internal/containerinit", "internal/egress", "internal/httpapi", "internal/image", "internal/ingress", "internal/metering", "internal/reaper",
-		"internal/server", "internal/store", "internal/tlsconf", "internal/worker", "sdk/go", "sdk/python"},
+		"internal/server", "internal/store", "internal/tlsconf", "internal/volume", "internal/worker", "sdk/go", "sdk/python"},
 }
 
 // Groups the rules speak of.

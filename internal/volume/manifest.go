@@ -5,7 +5,8 @@
 // mounts any version. A commit is a list of changes (puts and deletes) that the server
 // applies to the newest version: last write wins per file. The worker materializes a version
 // as a directory of hard links (Materialize) and finds what a container changed in the upper
-// layer of its overlay (Scan). Imported by internal/api and internal/worker.
+// layer of its overlay (Scan). Imported by internal/api, internal/worker and cmd/gust (the
+// volume benchmark's cleanup).
 package volume
 
 import (
