@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var blobRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -101,13 +103,11 @@ func touch(p string) bool {
 	return os.Chtimes(p, now, now) == nil
 }
 
-// PutFile stores the file at p, copied, and returns its SHA-256 and size.
-func (b *Blobs) PutFile(p string) (string, int64, error) {
-	f, err := os.Open(p)
-	if err != nil {
+// PutFile stores the content of open file f, copied, and returns its SHA-256 and size.
+func (b *Blobs) PutFile(f *os.File) (string, int64, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return "", 0, fmt.Errorf("volume: %w", err)
 	}
-	defer f.Close()
 	return b.Put(f, 1<<62)
 }
 
@@ -163,24 +163,22 @@ func (b *Blobs) Missing(m *Manifest) string {
 	return ""
 }
 
-// Hash returns the SHA-256 and size of the file at p.
-func (b *Blobs) Hash(p string) (string, int64, error) {
-	f, err := os.Open(p)
-	if err != nil {
+// Hash returns the SHA-256 and size of the content of open file f.
+func (b *Blobs) Hash(f *os.File) (string, int64, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return "", 0, fmt.Errorf("volume: %w", err)
 	}
-	defer f.Close()
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	if err != nil {
-		return "", 0, fmt.Errorf("volume: hashing %s: %w", p, err)
+		return "", 0, fmt.Errorf("volume: hashing %s: %w", f.Name(), err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
-// Link makes the file at p blob sum by a hard link, where nothing will write p any more (a
-// stopped container's layer): no copy. A blob already stored is kept.
-func (b *Blobs) Link(p, sum string) error {
+// Link makes open file f blob sum by a hard link to its inode, where nothing will write it
+// any more (a stopped container's layer): no copy. A blob already stored is kept.
+func (b *Blobs) Link(f *os.File, sum string) error {
 	if !blobRE.MatchString(sum) {
 		return fmt.Errorf("volume: %q is not a SHA-256", sum)
 	}
@@ -191,7 +189,7 @@ func (b *Blobs) Link(p, sum string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
 	}
-	if err := os.Link(p, dst); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := unix.Linkat(int(f.Fd()), "", unix.AT_FDCWD, dst, unix.AT_EMPTY_PATH); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("volume: linking blob %s: %w", sum, err)
 	}
 	return nil

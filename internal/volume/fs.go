@@ -114,11 +114,40 @@ type State struct {
 	Target string
 }
 
-// Found is one change a scan found: Source is the host file whose content a file put needs
-// (it becomes the entry's blob).
+// Found is one change a scan found. A file put needs the content of Source, a path relative
+// to Root (the upper layer scanned), to be opened with OpenBeneath: it becomes the entry's blob.
 type Found struct {
 	Change Change
+	Root   string
 	Source string
+}
+
+// The upper layer is a container's to change while it is scanned and read: every step below
+// is taken relative to a directory already opened and checked, never through a symlink, so
+// that a directory swapped for a link cannot lead the worker (root on the host) elsewhere.
+
+// OpenBeneath opens the regular file rel below root for reading, refusing any symlink on the
+// way and anything but a regular file (a fifo does not block it).
+func OpenBeneath(root, rel string) (*os.File, error) {
+	dir, err := os.Open(root)
+	if err != nil {
+		return nil, fmt.Errorf("volume: %w", err)
+	}
+	defer dir.Close()
+	fd, err := unix.Openat2(int(dir.Fd()), rel, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("volume: open %s: %w", rel, err)
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(root, rel))
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		f.Close()
+		return nil, fmt.Errorf("volume: %s is no longer a regular file: %w", rel, fs.ErrNotExist)
+	}
+	return f, nil
 }
 
 // Scan finds what changed in an overlay's upper layer since the scan whose states prev holds:
@@ -129,75 +158,88 @@ type Found struct {
 func Scan(upper, prefix string, prev map[string]State) ([]Found, map[string]State, error) {
 	next := map[string]State{}
 	var dels, puts []Found
-	vpath := func(rel string) string { return path.Join(prefix, rel) }
-	err := filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(upper, p)
-		if err != nil || rel == "." {
-			return err
-		}
-		rel = filepath.ToSlash(rel)
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return fmt.Errorf("volume: scan: %w", err)
-		}
-		s := State{Mode: st.Mode & 0o7777, Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Ino: st.Ino}
-		e := Entry{Path: vpath(rel), Mode: s.Mode, Size: st.Size, Mtime: st.Mtim.Sec}
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFCHR:
-			if st.Rdev != 0 {
-				return nil // a device node is no file of a volume
-			}
-			s = State{Kind: 'w'}
-			next[rel] = s
-			if prev[rel] != s {
-				dels = append(dels, Found{Change: Change{Op: OpDelete, Entry: Entry{Path: e.Path}}})
-			}
-			return nil
-		case unix.S_IFDIR:
-			s.Kind = 'd'
-			s.Size, s.Mtime, s.Ctime, s.Ino = 0, 0, 0, 0
-			s.Opaque = opaque(p)
-			next[rel] = s
-			if old, seen := prev[rel]; !seen || old != s {
-				if s.Opaque && !old.Opaque {
-					puts = append(puts, Found{Change: Change{Op: OpDelete, Entry: Entry{Path: e.Path}}})
-				}
-				e.Type, e.Size = Dir, 0
-				puts = append(puts, Found{Change: Change{Op: OpPut, Entry: e}})
-			}
-			return nil
-		case unix.S_IFLNK:
-			t, err := os.Readlink(p)
-			if err != nil {
-				return fmt.Errorf("volume: scan: %w", err)
-			}
-			s.Kind, s.Target = 'l', t
-			next[rel] = s
-			if prev[rel] != s {
-				e.Type, e.Target, e.Size = Symlink, t, 0
-				puts = append(puts, Found{Change: Change{Op: OpPut, Entry: e}})
-			}
-			return nil
-		case unix.S_IFREG:
-			s.Kind = 'f'
-			next[rel] = s
-			if prev[rel] != s {
-				e.Type = File
-				puts = append(puts, Found{Change: Change{Op: OpPut, Entry: e}, Source: p})
-			}
-			return nil
-		}
-		return nil // sockets and fifos stay in the container
-	})
+	root, err := os.Open(upper)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			err = nil
-		} else {
-			return nil, prev, fmt.Errorf("volume: scan %s: %w", upper, err)
+			return nil, prev, nil
 		}
+		return nil, prev, fmt.Errorf("volume: scan %s: %w", upper, err)
+	}
+	defer root.Close()
+	var walk func(dir *os.File, rel string) error
+	walk = func(dir *os.File, rel string) error {
+		names, err := dir.Readdirnames(-1)
+		if err != nil {
+			return fmt.Errorf("volume: scan %s: %w", rel, err)
+		}
+		sort.Strings(names)
+		dfd := int(dir.Fd())
+		for _, name := range names {
+			r := path.Join(rel, name)
+			var st unix.Stat_t
+			if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				continue // gone since the listing
+			}
+			s := State{Mode: st.Mode & 0o7777, Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Ino: st.Ino}
+			e := Entry{Path: path.Join(prefix, r), Mode: s.Mode, Size: st.Size, Mtime: st.Mtim.Sec}
+			switch st.Mode & unix.S_IFMT {
+			case unix.S_IFCHR:
+				if st.Rdev != 0 {
+					continue // a device node is no file of a volume
+				}
+				s = State{Kind: 'w'}
+				next[r] = s
+				if prev[r] != s {
+					dels = append(dels, Found{Change: Change{Op: OpDelete, Entry: Entry{Path: e.Path}}})
+				}
+			case unix.S_IFDIR:
+				fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+				if err != nil {
+					continue // replaced since the listing: the next scan sees what it became
+				}
+				sub := os.NewFile(uintptr(fd), name)
+				s.Kind = 'd'
+				s.Size, s.Mtime, s.Ctime, s.Ino = 0, 0, 0, 0
+				s.Opaque = opaque(fd)
+				next[r] = s
+				if old, seen := prev[r]; !seen || old != s {
+					if s.Opaque && !old.Opaque {
+						puts = append(puts, Found{Change: Change{Op: OpDelete, Entry: Entry{Path: e.Path}}})
+					}
+					e.Type, e.Size = Dir, 0
+					puts = append(puts, Found{Change: Change{Op: OpPut, Entry: e}})
+				}
+				err = walk(sub, r)
+				sub.Close()
+				if err != nil {
+					return err
+				}
+			case unix.S_IFLNK:
+				buf := make([]byte, 4096)
+				n, err := unix.Readlinkat(dfd, name, buf)
+				if err != nil {
+					continue
+				}
+				s.Kind, s.Target = 'l', string(buf[:n])
+				next[r] = s
+				if prev[r] != s {
+					e.Type, e.Target, e.Size = Symlink, s.Target, 0
+					puts = append(puts, Found{Change: Change{Op: OpPut, Entry: e}})
+				}
+			case unix.S_IFREG:
+				s.Kind = 'f'
+				next[r] = s
+				if prev[r] != s {
+					e.Type = File
+					puts = append(puts, Found{Change: Change{Op: OpPut, Entry: e}, Root: upper, Source: r})
+				}
+			}
+			// Sockets and fifos stay in the container.
+		}
+		return nil
+	}
+	if err := walk(root, ""); err != nil {
+		return nil, prev, err
 	}
 	var gone []string
 	for rel := range prev {
@@ -209,16 +251,17 @@ func Scan(upper, prefix string, prev map[string]State) ([]Found, map[string]Stat
 	var out []Found
 	for _, rel := range gone {
 		if prev[rel].Kind != 'w' { // a whiteout that left: what replaced it is a put
-			out = append(out, Found{Change: Change{Op: OpDelete, Entry: Entry{Path: vpath(rel)}}})
+			out = append(out, Found{Change: Change{Op: OpDelete, Entry: Entry{Path: path.Join(prefix, rel)}}})
 		}
 	}
 	out = append(out, dels...)
 	return append(out, puts...), next, nil
 }
 
-// opaque reports whether overlayfs marked dir opaque (made again after a delete).
-func opaque(dir string) bool {
+// opaque reports whether overlayfs marked the directory open at fd opaque (made again after
+// a delete).
+func opaque(fd int) bool {
 	buf := make([]byte, 2)
-	n, err := unix.Lgetxattr(dir, "trusted.overlay.opaque", buf)
+	n, err := unix.Fgetxattr(fd, "trusted.overlay.opaque", buf)
 	return err == nil && n == 1 && buf[0] == 'y'
 }

@@ -159,7 +159,12 @@ func TestScanAndMaterialize(t *testing.T) {
 	var changes []Change
 	for _, f := range found {
 		if f.Source != "" {
-			s, n, err := bl.PutFile(f.Source)
+			file, err := OpenBeneath(f.Root, f.Source)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, n, err := bl.PutFile(file)
+			file.Close()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -228,6 +233,40 @@ func TestPrune(t *testing.T) {
 	for sum, want := range map[string]bool{kept: true, head: true, dropped: false} {
 		if _, err := bl.Stat(sum); (err == nil) != want {
 			t.Errorf("blob %s present %v, want %v", sum[:8], err == nil, want)
+		}
+	}
+}
+
+// TestOpenBeneath: a file reached through a symlink (the last step or one before it) or that
+// is not a regular file is refused; a plain file below the root opens.
+func TestOpenBeneath(t *testing.T) {
+	root := t.TempDir()
+	outside := t.TempDir()
+	os.WriteFile(filepath.Join(outside, "secret"), []byte("host"), 0o600)
+	os.MkdirAll(filepath.Join(root, "d"), 0o755)
+	os.WriteFile(filepath.Join(root, "d", "f"), []byte("ok"), 0o644)
+	os.Symlink(filepath.Join(outside, "secret"), filepath.Join(root, "link"))
+	os.Symlink(outside, filepath.Join(root, "dirlink"))
+	unix.Mkfifo(filepath.Join(root, "fifo"), 0o644)
+	f, err := OpenBeneath(root, "d/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	for _, rel := range []string{"link", "dirlink/secret", "fifo", "../" + filepath.Base(outside) + "/secret", "d"} {
+		if f, err := OpenBeneath(root, rel); err == nil {
+			f.Close()
+			t.Errorf("OpenBeneath(%q) opened it", rel)
+		}
+	}
+	// A scan reports the links as links, never what they point to.
+	found, _, err := Scan(root, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range found {
+		if strings.Contains(fd.Change.Entry.Path, "secret") {
+			t.Errorf("the scan went through a link: %+v", fd.Change)
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -348,15 +347,19 @@ func (bv *boxVolumes) commitLocked(ctx context.Context, m *volMount, mode commit
 	if mode == commitSwap {
 		// Hash while the container still sees its files: the unmount lasts only the links.
 		pre := bv.forEachSource(found, func(f *volume.Found) (any, error) {
-			h := hashedFile{}
-			if err := unix.Stat(f.Source, &h.st); err != nil {
+			file, err := volume.OpenBeneath(f.Root, f.Source)
+			if err != nil {
 				return nil, err
 			}
-			if c, ok := bv.cachedHash(f.Source, h.st); ok {
+			defer file.Close()
+			h := hashedFile{}
+			if err := unix.Fstat(int(file.Fd()), &h.st); err != nil {
+				return nil, err
+			}
+			if c, ok := bv.cachedHash(f, h.st); ok {
 				return c, nil
 			}
-			var err error
-			h.sum, h.size, err = bv.w.volumeBlobs().Hash(f.Source)
+			h.sum, h.size, err = bv.w.volumeBlobs().Hash(file)
 			return h, err
 		})
 		err := unix.Unmount(m.point, 0)
@@ -452,29 +455,31 @@ func (bv *boxVolumes) forEachSource(found []volume.Found, f func(*volume.Found) 
 func (bv *boxVolumes) storeFound(found []volume.Found, pre []any, link bool) ([]volume.Change, error) {
 	bl := bv.w.volumeBlobs()
 	res := bv.forEachSource(found, func(f *volume.Found) (any, error) {
+		file, err := volume.OpenBeneath(f.Root, f.Source)
+		if err != nil {
+			return nil, err
+		}
+		defer file.Close()
 		if !link {
-			sum, n, err := bl.PutFile(f.Source)
+			sum, n, err := bl.PutFile(file)
 			return hashedFile{sum: sum, size: n}, err
 		}
 		var h hashedFile
 		var st unix.Stat_t
-		if err := unix.Stat(f.Source, &st); err != nil {
+		if err := unix.Fstat(int(file.Fd()), &st); err != nil {
 			return nil, err
 		}
 		i := indexOf(found, f)
 		if p, ok := preHash(pre, i); ok && sameFile(p.st, st) {
 			h = p
-		} else if p, ok := bv.cachedHash(f.Source, st); ok {
+		} else if p, ok := bv.cachedHash(f, st); ok {
 			h = p
-		} else {
-			var err error
-			if h.sum, h.size, err = bl.Hash(f.Source); err != nil {
-				return nil, err
-			}
+		} else if h.sum, h.size, err = bl.Hash(file); err != nil {
+			return nil, err
 		}
-		if err := bl.Link(f.Source, h.sum); err != nil {
+		if err := bl.Link(file, h.sum); err != nil {
 			// Another file system, or too many links: copy.
-			sum, n, err := bl.PutFile(f.Source)
+			sum, n, err := bl.PutFile(file)
 			return hashedFile{sum: sum, size: n}, err
 		}
 		return h, nil
@@ -506,13 +511,42 @@ func preHash(pre []any, i int) (hashedFile, bool) {
 	return h, ok
 }
 
-// cachedHash returns prehash's hash of the file at p if the file is as it was then.
-func (bv *boxVolumes) cachedHash(p string, st unix.Stat_t) (hashedFile, bool) {
+// cachedHash returns prehash's hash of f's source if the file is as it was then.
+func (bv *boxVolumes) cachedHash(f *volume.Found, st unix.Stat_t) (hashedFile, bool) {
 	bv.hashMu.Lock()
 	defer bv.hashMu.Unlock()
-	h, ok := bv.hashes[p]
+	h, ok := bv.hashes[hashKey(f)]
 	return h, ok && sameFile(h.st, st)
 }
+
+// prehashFile hashes one file for prehash, unless it changed after quiet (unix ns) or while
+// it was hashed.
+func (bv *boxVolumes) prehashFile(bl *volume.Blobs, f *volume.Found, quiet int64) {
+	file, err := volume.OpenBeneath(f.Root, f.Source)
+	if err != nil {
+		return
+	}
+	defer file.Close()
+	var st, after unix.Stat_t
+	if unix.Fstat(int(file.Fd()), &st) != nil || st.Mtim.Nano() > quiet {
+		return
+	}
+	if _, ok := bv.cachedHash(f, st); ok {
+		return
+	}
+	sum, n, err := bl.Hash(file)
+	if err != nil || unix.Fstat(int(file.Fd()), &after) != nil || !sameFile(st, after) {
+		return
+	}
+	bv.hashMu.Lock()
+	if bv.hashes == nil {
+		bv.hashes = map[string]hashedFile{}
+	}
+	bv.hashes[hashKey(f)] = hashedFile{sum: sum, size: n, st: st}
+	bv.hashMu.Unlock()
+}
+
+func hashKey(f *volume.Found) string { return f.Root + "\x00" + f.Source }
 
 // prehash hashes the files of the upper layers that have not changed for a moment and are
 // not hashed yet, so that a commit has fewer to hash. A file that changes while it is hashed
@@ -529,34 +563,22 @@ func (bv *boxVolumes) prehash() {
 	bl := bv.w.volumeBlobs()
 	quiet := time.Now().Add(-50 * time.Millisecond).UnixNano()
 	for _, upper := range uppers {
-		_ = filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
-			if err != nil || !d.Type().IsRegular() {
-				return nil // gone, or not a file: nothing to hash
+		files, _, err := volume.Scan(upper, "", nil)
+		if err != nil {
+			continue // the next tick tries again
+		}
+		for i := range files {
+			f := &files[i]
+			if f.Source == "" {
+				continue
 			}
 			select {
 			case <-bv.stop:
-				return filepath.SkipAll
+				return
 			default:
 			}
-			var st, after unix.Stat_t
-			if unix.Stat(p, &st) != nil || st.Mtim.Nano() > quiet {
-				return nil
-			}
-			if _, ok := bv.cachedHash(p, st); ok {
-				return nil
-			}
-			sum, n, err := bl.Hash(p)
-			if err != nil || unix.Stat(p, &after) != nil || !sameFile(st, after) {
-				return nil
-			}
-			bv.hashMu.Lock()
-			if bv.hashes == nil {
-				bv.hashes = map[string]hashedFile{}
-			}
-			bv.hashes[p] = hashedFile{sum: sum, size: n, st: st}
-			bv.hashMu.Unlock()
-			return nil
-		})
+			bv.prehashFile(bl, f, quiet)
+		}
 	}
 }
 
