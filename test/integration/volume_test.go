@@ -254,3 +254,30 @@ func TestVolumeCLI(t *testing.T) {
 		t.Errorf("ls after delete: %s", out)
 	}
 }
+
+// TestVolumeMetering: a volume's bytes are metered as storage of class volume (storage read
+// every second): its row in the usage has GiB-seconds and the volume's name.
+func TestVolumeMetering(t *testing.T) {
+	needGust(t)
+	t.Setenv("GUST_STORAGE_METER_PERIOD", "1s")
+	dir := t.TempDir()
+	meteredGust(t, filepath.Join(dir, "data"), freePort())
+	var v struct {
+		ID string `json:"volume_id"`
+	}
+	if err := api("POST", "/v1/volumes", map[string]any{"name": "metered"}, &v); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := putVolumeFile(t, gust.token, v.ID, "f.bin", bytes.Repeat([]byte("m"), 1<<20)); code != 200 {
+		t.Fatalf("commit: %d %s", code, body)
+	}
+	var row usageRow
+	for i := 0; i < 40 && row.StorageGiBSeconds < 0.9/1024; i++ {
+		time.Sleep(250 * time.Millisecond)
+		row = usageBy(t, "app")[v.ID]
+	}
+	// About 1 MiB for a second or more: 1/1024 GiB-second at least.
+	if row.StorageGiBSeconds < 0.9/1024 || row.Name != "metered" {
+		t.Errorf("the volume's usage row: %+v, want GiB-seconds of 1 MiB and its name", row)
+	}
+}
