@@ -12,8 +12,8 @@ import time
 import gust as modal
 
 name = "vol-program-data"
-app = modal.App("vol-program")
 vol = modal.Volume.from_name(name, create_if_missing=True)
+app = modal.App("vol-program", volumes={"/appvol": vol})
 
 
 @app.function(volumes={"/data": vol})
@@ -44,6 +44,13 @@ def looker(op):
             f.close()
     with open("/data/x.txt") as f:
         return cid, f.read()
+
+
+@app.function()
+def app_level():
+    # App(volumes=...) mounts in every function of the app.
+    with open("/appvol/client.txt") as f:
+        return f.read()
 
 
 @app.function(volumes={"/data": vol})
@@ -145,6 +152,30 @@ def main():
         print("RESULT sandbox_delete", sorted(e.path for e in vol.listdir("/up", recursive=True)))
 
         print("RESULT commit_open", commit_open.remote(), read("/open.txt"))
+        print("RESULT app_level", app_level.remote())
+        print("RESULT iterdir", sorted(e.path for e in vol.iterdir("/up")))
+        info = vol.info()
+        print("RESULT info", info.name, info.created_at is not None, vol.name)
+        print("RESULT objects", name in [v.name for v in modal.Volume.objects.list()])
+        modal.Volume.objects.create(name + "-2", allow_existing=True)
+        try:
+            modal.Volume.objects.create(name + "-2")
+            print("RESULT objects_create", "no error")
+        except modal.exception.AlreadyExistsError:
+            print("RESULT objects_create", "AlreadyExistsError")
+        modal.Volume.rename(name + "-2", name + "-3")
+        print("RESULT renamed", modal.Volume.from_name(name + "-3").hydrate().name)
+        modal.Volume.objects.delete(name + "-3")
+        with modal.Volume.ephemeral() as ev:
+            with ev.batch_upload() as batch:
+                batch.put_file(io.BytesIO(b"temporary"), "/t.txt")
+            print("RESULT ephemeral", b"".join(ev.read_file("t.txt")).decode())
+            eid = ev.object_id
+        try:
+            modal.Volume.from_id(eid).listdir("/")
+            print("RESULT ephemeral_gone", False)
+        except modal.exception.NotFoundError:
+            print("RESULT ephemeral_gone", True)
         print("RESULT read_only", read_only_write.remote())
         print("RESULT sub_path", sub_path.remote())
         print("RESULT sub_path_commit", read("/sub/dir/new.txt"))
