@@ -78,6 +78,7 @@ type volMount struct {
 	vdir           string         // the version's directory, held in the worker's versionCache
 	frozen         []string       // committed upper layers' parents, newest first (commitSwap)
 	unsent         []volume.Found // of frozen layers, not yet committed
+	lastCommit     time.Time      // of this mount's changes (or its mount)
 	gen            int
 	version        string
 	prev           map[string]volume.State
@@ -157,6 +158,7 @@ func (bv *boxVolumes) mountAll(ctx context.Context) error {
 		if err := bv.mountVersion(m, head); err != nil {
 			return err
 		}
+		m.lastCommit = time.Now()
 	}
 	bv.looping = true
 	go bv.commitLoop()
@@ -312,8 +314,12 @@ func (bv *boxVolumes) removeDirs(dirs []string) {
 type commitMode int
 
 const (
-	// commitCopy copies them: the container may go on writing them (background commits).
+	// commitCopy copies them: the container may go on writing them.
 	commitCopy commitMode = iota
+	// commitBackground is commitCopy, put off while files are still being written (changed
+	// in the last busyWindow), for at most busyMax since the last commit: a large file is
+	// not copied again every few seconds while it grows.
+	commitBackground
 	// commitSwap freezes the upper layer (unmounting the mount, which waits for no process
 	// but fails while files are open: then it copies), links its files into the blob store
 	// and mounts a fresh upper layer over it: the container's view is unchanged. Explicit
@@ -343,6 +349,12 @@ func (bv *boxVolumes) commitLocked(ctx context.Context, m *volMount, mode commit
 	}
 	if len(found) == 0 && len(m.unsent) == 0 {
 		return nil
+	}
+	if mode == commitBackground {
+		if time.Since(m.lastCommit) < busyMax && stillWritten(found, time.Now().Add(-busyWindow)) {
+			return nil
+		}
+		mode = commitCopy
 	}
 	if mode == commitSwap {
 		// Hash while the container still sees its files: the unmount lasts only the links.
@@ -401,6 +413,22 @@ func (bv *boxVolumes) commitLocked(ctx context.Context, m *volMount, mode commit
 	return nil
 }
 
+// Background commits wait for files to stop changing (commitBackground).
+const (
+	busyWindow = 2 * time.Second
+	busyMax    = time.Minute
+)
+
+// stillWritten reports whether a file of found changed after since.
+func stillWritten(found []volume.Found, since time.Time) bool {
+	for _, f := range found {
+		if f.Source != "" && f.Change.Entry.Mtime >= since.Unix() {
+			return true
+		}
+	}
+	return false
+}
+
 // send commits changes (after what earlier commits could not send) to the server.
 func (bv *boxVolumes) send(ctx context.Context, m *volMount, changes []volume.Change) error {
 	var all []volume.Change
@@ -420,6 +448,7 @@ func (bv *boxVolumes) send(ctx context.Context, m *volMount, changes []volume.Ch
 		return fmt.Errorf("committing volume %s: %w", m.vid, err)
 	}
 	m.unsent = nil
+	m.lastCommit = time.Now()
 	return nil
 }
 
@@ -666,7 +695,7 @@ func (bv *boxVolumes) commitLoop() {
 			}
 			last = time.Now()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			if err := bv.commit(ctx, "", commitCopy); err != nil {
+			if err := bv.commit(ctx, "", commitBackground); err != nil {
 				bv.w.log.Printf("container %s: background commit: %v", bv.id, err)
 			}
 			cancel()
