@@ -26,14 +26,10 @@ var volumeIDRE = regexp.MustCompile(`^vo-[A-Za-z0-9]{1,64}$`)
 // reservedMountPaths are where a volume may not go: the system's own trees and gust's.
 var reservedMountPaths = []string{"/proc", "/sys", "/dev", "/.gust", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/tmp"}
 
-// CheckVolumeMounts validates a container's volume mounts, cleaning their paths. gVisor
-// containers cannot mount volumes yet.
+// CheckVolumeMounts validates a container's volume mounts, cleaning their paths.
 func CheckVolumeMounts(vs []VolumeMount, isolation string) error {
 	if len(vs) == 0 {
 		return nil
-	}
-	if isolation == IsolationGVisor {
-		return errdefs.Invalid("volumes cannot be mounted in gVisor containers yet: use isolation %q for containers that mount volumes", IsolationRunc)
 	}
 	if len(vs) > MaxVolumeMounts {
 		return errdefs.Invalid("at most %d volumes may be mounted in one container, got %d", MaxVolumeMounts, len(vs))

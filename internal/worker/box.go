@@ -168,6 +168,11 @@ func (w *Worker) makeContainer(ctx context.Context, b *box) (Container, error) {
 		b.vols = bv
 		b.mu.Unlock()
 		mounts = append(mounts, vm...)
+		if bv.gvisor {
+			if err := bv.mountAll(ctx); err != nil {
+				return nil, fmt.Errorf("mounting volumes: %w", err)
+			}
+		}
 	}
 	opts := container.CreateOptions{
 		ID: spec.ID, Isolation: spec.Isolation, Layers: spec.ImageLayers, CPU: spec.CPU, CPULimit: spec.CPULimit,
@@ -197,7 +202,7 @@ func (w *Worker) makeContainer(ctx context.Context, b *box) (Container, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating the container: %w", err)
 	}
-	if bv := b.vols; bv != nil {
+	if bv := b.vols; bv != nil && !bv.gvisor {
 		if err := bv.mountAll(ctx); err != nil {
 			w.remove(c, spec.ID)
 			return nil, fmt.Errorf("mounting volumes: %w", err)

@@ -21,6 +21,7 @@ import (
 	"github.com/gust-run/gust/internal/container"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
+	"github.com/gust-run/gust/internal/sandbox"
 	"github.com/gust-run/gust/internal/volume"
 	"github.com/gust-run/gust/internal/workerproto"
 )
@@ -64,6 +65,9 @@ type boxVolumes struct {
 	done   chan struct{} // closed when commitLoop ends
 	// looping is set once commitLoop runs (mountAll).
 	looping bool
+	// gvisor: a gVisor container, whose mounts cannot be replaced while it runs: its versions
+	// are mounted before it starts, commits copy, and reload is refused.
+	gvisor bool
 	// hashes are the files of upper layers hashed ahead of a commit (prehash), by path.
 	hashMu sync.Mutex
 	hashes map[string]hashedFile
@@ -95,7 +99,8 @@ func (w *Worker) attachVolumes(ctx context.Context, spec workerproto.ContainerSp
 	if _, ok := w.server.(volumeServer); !ok {
 		return nil, nil, errors.New("this worker's server cannot mount volumes")
 	}
-	bv := &boxVolumes{w: w, id: spec.ID, dir: filepath.Join(w.volumesRoot(), spec.ID), stop: make(chan struct{}), done: make(chan struct{})}
+	bv := &boxVolumes{w: w, id: spec.ID, dir: filepath.Join(w.volumesRoot(), spec.ID), stop: make(chan struct{}), done: make(chan struct{}),
+		gvisor: spec.Isolation == sandbox.IsolationGVisor}
 	if err := os.MkdirAll(bv.dir, 0o755); err != nil {
 		return nil, nil, fmt.Errorf("volumes: %w", err)
 	}
@@ -121,6 +126,14 @@ func (w *Worker) attachVolumes(ctx context.Context, spec workerproto.ContainerSp
 		// The bare point is read-only inside: between the unmount and the mount of a commit or
 		// a reload, the container sees an empty directory it cannot write to.
 		opts := []string{"rbind", "rslave", "nosuid", "nodev", "ro"}
+		if bv.gvisor {
+			// runsc's gofer serves the mount as it is when the sandbox starts: the version is
+			// mounted first (mountAll), and never replaced.
+			opts = []string{"rbind", "nosuid", "nodev"}
+			if m.ro {
+				opts = append(opts, "ro")
+			}
+		}
 		mounts = append(mounts, container.Mount{Source: m.point, Destination: m.path, Options: opts})
 	}
 	ctl := filepath.Join(bv.dir, "ctl")
@@ -349,6 +362,9 @@ func (bv *boxVolumes) commitLocked(ctx context.Context, m *volMount, mode commit
 	}
 	if len(found) == 0 && len(m.unsent) == 0 {
 		return nil
+	}
+	if mode == commitSwap && bv.gvisor {
+		mode = commitCopy // the sandbox's gofer would go on writing the frozen layer
 	}
 	if mode == commitBackground {
 		if time.Since(m.lastCommit) < busyMax && stillWritten(found, time.Now().Add(-busyWindow)) {
@@ -644,6 +660,9 @@ var errOpenFiles = errdefs.Conflict("there are open files preventing the operati
 // reload commits volume vid's mounts (every volume's when vid is "") and mounts its newest
 // version in their place.
 func (bv *boxVolumes) reload(ctx context.Context, vid string) error {
+	if bv.gvisor {
+		return errdefs.Invalid("reload() of a volume is not supported in gVisor containers: gust cannot replace a mount inside a running gVisor sandbox. commit() works there, and a new container mounts the newest version; use isolation \"runc\" to reload")
+	}
 	bv.mu.Lock()
 	defer bv.mu.Unlock()
 	srv := bv.w.server.(volumeServer)

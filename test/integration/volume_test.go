@@ -46,6 +46,8 @@ func TestVolumeProgram(t *testing.T) {
 		"commit_open":       "ok written while open",
 		"sandbox_delete":    "['up/a', 'up/a/two.txt']",
 		"read_only":         "EROFS",
+		"gvisor":            "v2 from gvisor InvalidError",
+		"gvisor_commit":     "ok committed in gVisor",
 		"app_level":         "forced",
 		"iterdir":           "['up/a', 'up/a/two.txt']",
 		"info":              "vol-program-data True vol-program-data",
@@ -62,7 +64,7 @@ func TestVolumeProgram(t *testing.T) {
 		"read_missing":      "FileNotFoundError",
 		"remove_missing":    "FileNotFoundError",
 		"list_missing":      "FileNotFoundError",
-		"bad":               "[('gvisor', 'InvalidError'), ('missing', 'NotFoundError'), ('name', 'InvalidError'), ('relative', 'InvalidError'), ('reload_outside', 'RuntimeError'), ('type', 'InvalidError')]",
+		"bad":               "[('missing', 'NotFoundError'), ('name', 'InvalidError'), ('relative', 'InvalidError'), ('reload_outside', 'RuntimeError'), ('type', 'InvalidError')]",
 	}
 	for k, v := range want {
 		if res[k] != v {

@@ -64,6 +64,15 @@ def commit_open():
     return "ok"
 
 
+@app.function(volumes={"/data": vol}, isolation="gvisor")
+def gvisor_commit():
+    # vol.commit() inside gVisor, through the worker's socket.
+    with open("/data/gvfn.txt", "w") as f:
+        f.write("committed in gVisor")
+    vol.commit()
+    return "ok"
+
+
 @app.function(volumes={"/ro": vol.read_only()})
 def read_only_write():
     try:
@@ -180,6 +189,19 @@ def main():
         print("RESULT sub_path", sub_path.remote())
         print("RESULT sub_path_commit", read("/sub/dir/new.txt"))
 
+        # Under gVisor: the mount-time version, writes committed when the sandbox stops; reload refused.
+        gsb = modal.Sandbox.create(app=app, volumes={"/g": vol}, isolation="gvisor")
+        seen = gsb.exec("cat", "/g/x.txt").stdout.read()
+        gsb.exec("sh", "-c", "echo from gvisor > /g/gv.txt").wait()
+        try:
+            gsb.reload_volumes()
+            refused = "no error"
+        except modal.exception.InvalidError as e:
+            refused = "InvalidError" if "gVisor" in str(e) else str(e)
+        gsb.terminate(wait=True)
+        print("RESULT gvisor", seen, read("/gv.txt").strip(), refused)
+        print("RESULT gvisor_commit", gvisor_commit.remote(), read("/gvfn.txt"))
+
         # Client-side changes.
         vol.copy_files(["/x.txt"], "/copied.txt")
         print("RESULT copy", read("/copied.txt"))
@@ -217,10 +239,6 @@ def main():
             modal.Volume.from_name("bad name!")
         except modal.exception.InvalidError:
             bad["name"] = "InvalidError"
-        try:
-            modal.Sandbox.create(app=app, volumes={"/v": vol}, isolation="gvisor")
-        except modal.exception.InvalidError as e:
-            bad["gvisor"] = "InvalidError" if "gVisor" in str(e) else str(e)
         try:
             vol.reload()
         except RuntimeError:
