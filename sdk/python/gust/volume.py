@@ -415,15 +415,7 @@ class VolumeUploadContextManager:
                 f.seek(0, os.SEEK_END)
                 size = f.tell()
                 f.seek(0)
-                full, _, headers = client._prepare(vol._path("/blobs"), None, None, None, "application/octet-stream", True)
-                headers["Content-Length"] = str(size)
-                conn, resp = client._send("POST", full, f, headers, None)  # type: ignore[arg-type]
-                body = resp.read()
-                client._release(conn)
-                if resp.status >= 300:
-                    from ._http import error_from_body
-                    raise error_from_body(resp.status, body)
-                blob = json.loads(body)["blob"]
+                blob = _upload_blob(client, vol._path("/blobs"), f, size)
             changes.append({"op": "put", "entry": {"path": remote, "type": "file", "blob": blob, "mode": mode & 0o7777}})
         if not changes:
             return
@@ -431,6 +423,29 @@ class VolumeUploadContextManager:
             client.json("POST", vol._path("/commit"), json={"changes": changes, "force": self._force})
         except exc.ConflictError as e:
             raise FileExistsError(str(e)) from None
+
+
+def _upload_blob(client: Any, path: str, f: BinaryIO, size: int) -> str:
+    """POST a file's bytes on a fresh connection (a pooled one that turned out stale would be
+    retried with the file already read) and return the blob's SHA-256."""
+    import http.client
+    full, _, headers = client._prepare(path, None, None, None, "application/octet-stream", True)
+    headers["Content-Length"] = str(size)
+    conn = client._new_conn()
+    try:
+        conn.connect()
+        conn.sock.settimeout(None)
+        conn.request("POST", full, body=f, headers=headers)
+        resp = conn.getresponse()
+        body = resp.read()
+    except (OSError, http.client.HTTPException) as e:
+        conn.close()
+        raise exc.ConnectionError(f"uploading to the gust server at {client.url}: {e}") from None
+    client._release(conn)
+    if resp.status >= 300:
+        from ._http import error_from_body
+        raise error_from_body(resp.status, body)
+    return json.loads(body)["blob"]
 
 
 def volume_mounts(volumes: Any, where: str) -> List[Tuple[str, Volume]]:
