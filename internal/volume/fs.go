@@ -41,6 +41,12 @@ func (b *Blobs) Materialize(m *Manifest, dir string, uid, gid int) error {
 		return fmt.Errorf("volume: %w", err)
 	}
 	for _, e := range m.Sorted() {
+		// Everything is made below a directory made here: never through a symlink.
+		if parent := path.Dir(e.Path); parent != "." {
+			if d, ok := m.Entries[parent]; !ok || d.Type != Dir {
+				return fmt.Errorf("volume: corrupt version: %s is not below a directory", e.Path)
+			}
+		}
 		p := filepath.Join(tmp, filepath.FromSlash(e.Path))
 		switch e.Type {
 		case Dir:

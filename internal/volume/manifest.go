@@ -210,7 +210,8 @@ func (c *Change) Check() error {
 	if p == "" {
 		return errdefs.Invalid("a put needs a path below the volume's root")
 	}
-	c.Entry.Mode &= 0o7777
+	// setuid and setgid bits are dropped, as image layers' are: a volume is data.
+	c.Entry.Mode &= 0o1777
 	switch c.Entry.Type {
 	case File:
 		if !blobRE.MatchString(c.Entry.Blob) {

@@ -270,3 +270,27 @@ func TestOpenBeneath(t *testing.T) {
 		}
 	}
 }
+
+// TestMaterializeRefusesEntriesUnderALink: a version whose file lies below a symlink (which
+// no commit makes) is refused, not followed.
+func TestMaterializeRefusesEntriesUnderALink(t *testing.T) {
+	dir := t.TempDir()
+	bl := &Blobs{Dir: filepath.Join(dir, "blobs")}
+	sum, _, err := bl.Put(strings.NewReader("x"), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewManifest()
+	m.Entries["a"] = Entry{Path: "a", Type: Symlink, Target: dir}
+	m.Entries["a/x"] = Entry{Path: "a/x", Type: File, Blob: sum, Mode: 0o644}
+	if err := bl.Materialize(m, filepath.Join(dir, "v"), os.Getuid(), os.Getgid()); err == nil {
+		t.Fatal("materialized a file below a symlink")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x")); err == nil {
+		t.Error("a file was made through the link")
+	}
+	c := Change{Op: OpPut, Entry: Entry{Path: "s", Type: File, Blob: sum, Mode: 0o4755}}
+	if err := c.Check(); err != nil || c.Entry.Mode != 0o755 {
+		t.Errorf("setuid kept: %o %v", c.Entry.Mode, err)
+	}
+}
