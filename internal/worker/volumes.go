@@ -63,8 +63,9 @@ type boxVolumes struct {
 	srv    *http.Server
 	stop   chan struct{}
 	done   chan struct{} // closed when commitLoop ends
-	// looping is set once commitLoop runs (mountAll).
-	looping bool
+	// looping is set once commitLoop runs (mountAll); closed once close has committed for
+	// the last time: nothing mounts or commits after it.
+	looping, closed bool
 	// gvisor: a gVisor container, whose mounts cannot be replaced while it runs: its versions
 	// are mounted before it starts, commits copy, and reload is refused.
 	gvisor bool
@@ -645,6 +646,9 @@ func sameFile(a, b unix.Stat_t) bool {
 func (bv *boxVolumes) commit(ctx context.Context, vid string, mode commitMode) error {
 	bv.mu.Lock()
 	defer bv.mu.Unlock()
+	if bv.closed {
+		return nil
+	}
 	var errs []error
 	for _, m := range bv.mounts {
 		if vid == "" || m.vid == vid {
@@ -665,6 +669,9 @@ func (bv *boxVolumes) reload(ctx context.Context, vid string) error {
 	}
 	bv.mu.Lock()
 	defer bv.mu.Unlock()
+	if bv.closed {
+		return errdefs.Conflict("the container has ended")
+	}
 	srv := bv.w.server.(volumeServer)
 	for _, m := range bv.mounts {
 		if vid != "" && m.vid != vid {
@@ -747,6 +754,9 @@ func (bv *boxVolumes) close(commit bool) {
 		}
 		cancel()
 	}
+	bv.mu.Lock()
+	bv.closed = true
+	bv.mu.Unlock()
 	bv.release()
 }
 
