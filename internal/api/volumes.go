@@ -246,13 +246,40 @@ func (a *API) handleVolumeContent(w http.ResponseWriter, r *http.Request) {
 // handleVolumeBlob stores an uploaded file's bytes and answers their SHA-256, which a commit
 // then names.
 func (a *API) handleVolumeBlob(w http.ResponseWriter, r *http.Request) {
-	if _, err := a.store.GetVolume(r.Context(), principal(r).WorkspaceID, r.PathValue("id")); err != nil {
+	ws := principal(r).WorkspaceID
+	if _, err := a.store.GetVolume(r.Context(), ws, r.PathValue("id")); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
-	sum, n, err := a.blobs().Put(r.Body, volumeFileLimit)
+	// An upload bigger than the room the quota leaves could never be committed: refused
+	// before it fills the disk.
+	limit := int64(volumeFileLimit)
+	overQuota := func(int64) error { return nil }
+	if wsp, err := a.store.GetWorkspace(r.Context(), ws); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	} else if quota := int64(wsp.Quotas.VolumeMiB) << 20; quota > 0 {
+		used, err := a.store.VolumeUsage(r.Context(), ws)
+		if err != nil {
+			httpapi.WriteError(w, err)
+			return
+		}
+		overQuota = func(n int64) error {
+			return errdefs.WithKind(errdefs.ErrQuota, fmt.Sprintf("quota volume_mib is %d for this workspace and its volumes hold %.1f MiB; this file is larger than the %.1f MiB left (remove files or volumes, or ask the operator for more)",
+				quota>>20, float64(used)/(1<<20), float64(max(0, quota-used))/(1<<20)))
+		}
+		if r.ContentLength > quota-used {
+			httpapi.WriteError(w, overQuota(r.ContentLength))
+			return
+		}
+		limit = min(limit, max(0, quota-used))
+	}
+	sum, n, err := a.blobs().Put(r.Body, limit)
 	if volume.IsTooLarge(err) {
-		err = errdefs.TooLarge("a file of a volume may be at most %d GiB", volumeFileLimit>>30)
+		err = overQuota(limit + 1)
+		if err == nil {
+			err = errdefs.TooLarge("a file of a volume may be at most %d GiB", volumeFileLimit>>30)
+		}
 	}
 	if err != nil {
 		httpapi.WriteError(w, err)

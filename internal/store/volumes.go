@@ -198,6 +198,15 @@ func (s *Store) SetVolumeHead(ctx context.Context, ws, id, old, head string, byt
 	return nil
 }
 
+// VolumeUsage is the bytes the current versions of workspace ws's volumes hold.
+func (s *Store) VolumeUsage(ctx context.Context, ws string) (int64, error) {
+	var used int64
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(bytes), 0) FROM volumes WHERE workspace_id = ?`, ws).Scan(&used); err != nil {
+		return 0, fmt.Errorf("store: workspace volume usage: %w", err)
+	}
+	return used, nil
+}
+
 // VolumeSizes lists every volume with the bytes it holds, for storage metering.
 func (s *Store) VolumeSizes(ctx context.Context) ([]Volume, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+kvColumns+`, head, bytes, commits FROM volumes`)

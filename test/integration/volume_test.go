@@ -88,12 +88,13 @@ func rawAs(t *testing.T, cred, method, path string, body []byte) (int, string) {
 	return resp.StatusCode, out.String()
 }
 
-// putVolumeFile uploads data as path in volume id and commits it; it returns the commit's answer.
+// putVolumeFile uploads data as path in volume id and commits it; it returns the upload's
+// answer if it failed, else the commit's.
 func putVolumeFile(t *testing.T, cred, id, path string, data []byte) (int, string) {
 	t.Helper()
 	code, body := rawAs(t, cred, "POST", "/v1/volumes/"+id+"/blobs", data)
 	if code != 201 {
-		t.Fatalf("upload: %d %s", code, body)
+		return code, body
 	}
 	var b struct{ Blob string }
 	mustJSON(t, body, &b)
@@ -121,9 +122,27 @@ func TestVolumeQuota(t *testing.T) {
 	if code, body := putVolumeFile(t, cred, v.ID, "a.bin", bytes.Repeat([]byte("a"), 600<<10)); code != 200 {
 		t.Fatalf("first file under the quota: %d %s", code, body)
 	}
+	// An upload larger than the room left is refused before it is stored.
 	code, body = putVolumeFile(t, cred, v.ID, "b.bin", bytes.Repeat([]byte("b"), 600<<10))
 	if code != 403 || !strings.Contains(body, "quota_exceeded") || !strings.Contains(body, "volume_mib") {
 		t.Fatalf("file over the quota: %d %s", code, body)
+	}
+	// Two uploads that each fit, committed together, do not.
+	var blobs []string
+	for _, c := range []string{"c", "d"} {
+		code, body := rawAs(t, cred, "POST", "/v1/volumes/"+v.ID+"/blobs", bytes.Repeat([]byte(c), 300<<10))
+		if code != 201 {
+			t.Fatalf("an upload that fits: %d %s", code, body)
+		}
+		var b struct{ Blob string }
+		mustJSON(t, body, &b)
+		blobs = append(blobs, b.Blob)
+	}
+	code, body = apiAs(t, cred, "POST", "/v1/volumes/"+v.ID+"/commit", map[string]any{"changes": []map[string]any{
+		{"op": "put", "entry": map[string]any{"path": "c.bin", "type": "file", "blob": blobs[0]}},
+		{"op": "put", "entry": map[string]any{"path": "d.bin", "type": "file", "blob": blobs[1]}}}})
+	if code != 403 || !strings.Contains(body, "quota_exceeded") || !strings.Contains(body, "volume_mib") {
+		t.Fatalf("a commit over the quota: %d %s", code, body)
 	}
 	if code, body := apiAs(t, cred, "POST", "/v1/volumes/"+v.ID+"/remove", map[string]any{"path": "a.bin"}); code != 200 {
 		t.Fatalf("remove: %d %s", code, body)
