@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -40,6 +41,7 @@ func (b *Blobs) Materialize(m *Manifest, dir string, uid, gid int) error {
 	if err := os.Lchown(tmp, uid, gid); err != nil {
 		return fmt.Errorf("volume: %w", err)
 	}
+	var files []Entry
 	for _, e := range m.Sorted() {
 		// Everything is made below a directory made here: never through a symlink.
 		if parent := path.Dir(e.Path); parent != "." {
@@ -58,13 +60,15 @@ func (b *Blobs) Materialize(m *Manifest, dir string, uid, gid int) error {
 				return fmt.Errorf("volume: %w", err)
 			}
 		case File:
-			if err := b.placeFile(e, p); err != nil {
-				return err
-			}
+			files = append(files, e)
+			continue // once the directories are made
 		}
 		if err := os.Lchown(p, uid, gid); err != nil {
 			return fmt.Errorf("volume: %w", err)
 		}
+	}
+	if err := b.placeFiles(files, tmp, uid, gid); err != nil {
+		return err
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		if _, serr := os.Stat(dir); serr == nil {
@@ -76,24 +80,41 @@ func (b *Blobs) Materialize(m *Manifest, dir string, uid, gid int) error {
 	return nil
 }
 
-func (b *Blobs) placeFile(e Entry, p string) error {
+// placeFiles makes files under tmp (their directories exist).
+func (b *Blobs) placeFiles(files []Entry, tmp string, uid, gid int) error {
+	for _, e := range files {
+		p := filepath.Join(tmp, filepath.FromSlash(e.Path))
+		owned, err := b.placeFile(e, p, uid, gid)
+		if err == nil && !owned {
+			err = os.Lchown(p, uid, gid)
+		}
+		if err != nil {
+			return fmt.Errorf("volume: %w", err)
+		}
+	}
+	return nil
+}
+
+// placeFile makes file e at p, a link to its blob where the blob's mode is e's (a blob linked
+// from a container's layer has the mode the file had there), else a copy. owned reports that
+// p belongs to uid:gid already (a linked blob that an earlier version made so).
+func (b *Blobs) placeFile(e Entry, p string, uid, gid int) (owned bool, _ error) {
 	src := b.Path(e.Blob)
-	// A blob linked from a container's layer has the mode the file had there: link it only
-	// where that is the mode wanted.
 	special := fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
 	if fi, err := os.Stat(src); err == nil && fi.Mode()&special == 0 && e.Mode&0o7000 == 0 && uint32(fi.Mode().Perm()) == e.Mode&0o777 {
 		if err := os.Link(src, p); err == nil {
-			return nil
+			st, ok := fi.Sys().(*syscall.Stat_t)
+			return ok && int(st.Uid) == uid && int(st.Gid) == gid, nil
 		}
 	}
 	in, err := os.Open(src)
 	if err != nil {
-		return fmt.Errorf("volume: file %s: %w", e.Path, err)
+		return false, fmt.Errorf("volume: file %s: %w", e.Path, err)
 	}
 	defer in.Close()
 	out, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fs.FileMode(e.Mode&0o777))
 	if err != nil {
-		return fmt.Errorf("volume: %w", err)
+		return false, fmt.Errorf("volume: %w", err)
 	}
 	_, err = io.Copy(out, in)
 	if cerr := out.Close(); err == nil {
@@ -103,9 +124,9 @@ func (b *Blobs) placeFile(e Entry, p string) error {
 		err = os.Chmod(p, fs.FileMode(e.Mode&0o7777))
 	}
 	if err != nil {
-		return fmt.Errorf("volume: file %s: %w", e.Path, err)
+		return false, fmt.Errorf("volume: file %s: %w", e.Path, err)
 	}
-	return nil
+	return false, nil
 }
 
 // State is what a scan remembers of a path in an upper layer, to tell what changed since.
