@@ -210,6 +210,9 @@ func (r *Runtime) makeRootDir(bundle string, opts CreateOptions) (string, error)
 		return link, nil
 	}
 	dir := filepath.Join(r.cfg.RootsDir, opts.ID)
+	if err := os.MkdirAll(r.cfg.RootsDir, 0o711); err != nil { // made by New, but /run may be cleaned
+		return "", fmt.Errorf("runtime: make roots directory: %w", err)
+	}
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return "", fmt.Errorf("runtime: make root mount point: %w", err)
 	}

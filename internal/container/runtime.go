@@ -11,6 +11,8 @@ package container
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,7 +41,7 @@ type Config struct {
 	StateDir string // bundles and runtime state live below it
 	// RootsDir holds the mount points of runc containers' roots, which their root user, an
 	// unprivileged host id, must reach: it and every directory above it must be searchable
-	// by others (a data directory is rightly not). Default /run/gust/roots.
+	// by others (a data directory is rightly not). Default /run/gust/roots/<hash of StateDir>.
 	RootsDir   string
 	InitBinary string // the gust binary, bind-mounted as /.gust/gust
 	RuncPath   string
@@ -103,7 +105,10 @@ func New(cfg Config) (*Runtime, error) {
 		}
 	}
 	if cfg.RootsDir == "" {
-		cfg.RootsDir = "/run/gust/roots"
+		// One directory per state directory: CleanupLeftovers may then remove whatever it finds
+		// there without touching the roots of another gust on this machine.
+		sum := sha256.Sum256([]byte(cfg.StateDir))
+		cfg.RootsDir = filepath.Join("/run/gust/roots", hex.EncodeToString(sum[:6]))
 	}
 	if err := os.MkdirAll(cfg.RootsDir, 0o711); err != nil {
 		return nil, fmt.Errorf("runtime: %w", err)
@@ -470,9 +475,36 @@ func (r *Runtime) CleanupLeftovers(logf func(string, ...any)) {
 			logf("removed leftover container %s", id)
 		}
 	}
+	// A root mounted for a container whose bundle is gone (killed between the two): nothing
+	// else names it any more.
+	roots, _ := os.ReadDir(r.cfg.RootsDir)
+	for _, e := range roots {
+		if _, err := os.Lstat(r.cfg.bundleDir(e.Name())); err == nil {
+			continue
+		}
+		dir := filepath.Join(r.cfg.RootsDir, e.Name())
+		err := unmount(dir)
+		if err == nil {
+			err = os.Remove(dir) // a bare mount point now: never RemoveAll what may still be a root
+		}
+		if err != nil {
+			logf("cleanup of leftover root %s: %v", dir, err)
+		} else {
+			logf("removed leftover root %s", dir)
+		}
+	}
 	if err := unmountNullNetNS(r.cfg.runtimeRoot(IsolationGVisor)); err != nil {
 		logf("cleanup of runsc's shared namespace: %v", err)
 	}
+}
+
+// Close removes this state directory's roots directory, empty once every container is removed
+// (one still holding a root is left, for CleanupLeftovers at the next start).
+func (r *Runtime) Close() error {
+	if err := os.Remove(r.cfg.RootsDir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
+		return fmt.Errorf("runtime: %w", err)
+	}
+	return nil
 }
 
 // gvisorStarting counts a gVisor container about to start.

@@ -31,6 +31,20 @@ func forwardDir(runDir string) (string, error) {
 	return filepath.Join(runDir, fmt.Sprintf("ip_forward-%d", st.Ino)), nil
 }
 
+// lockFile opens (making it if need be) and takes an exclusive flock on path; closing the file
+// releases it, as does the process's death.
+func lockFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
 // lockForward takes the directory's lock; the returned func releases it. The last worker
 // removes the directory while holding the lock, so a lock taken on a file that is no longer
 // the directory's is taken again.
@@ -39,12 +53,8 @@ func lockForward(dir string) (func(), error) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, err
 		}
-		f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+		f, err := lockFile(filepath.Join(dir, "lock"))
 		if err != nil {
-			return nil, err
-		}
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-			f.Close()
 			return nil, err
 		}
 		var held, now unix.Stat_t

@@ -136,7 +136,14 @@ func New(cfg Config) (*Manager, error) {
 	m.cleanup()
 	if auto {
 		// Another gust (or anything else) on this machine may hold the default range: take the
-		// first of 10.88-10.127.0.0/16 that no interface uses.
+		// first of 10.88-10.127.0.0/16 that no interface uses. Two gusts starting at once would
+		// both see the same range free, so the choice and the claim (the bridge's address, which
+		// setup adds) happen under one machine-wide lock.
+		unlock, err := lockRangeChoice(cfg.RunDir)
+		if err != nil {
+			return nil, fmt.Errorf("network: choosing the containers' range: %w", err)
+		}
+		defer unlock()
 		for i := 0; i < 40 && inUse(cfg.CIDR); i++ {
 			cfg.CIDR = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(89 + i), 0, 0}), 16)
 		}
@@ -224,6 +231,19 @@ func (m *Manager) setup() error {
 func (m *Manager) CIDR() netip.Prefix { return m.cfg.CIDR }
 
 // inUse says whether an interface of this namespace has an address in p.
+// lockRangeChoice takes the machine-wide lock that orders gusts choosing a range; the returned
+// func releases it.
+func lockRangeChoice(runDir string) (func(), error) {
+	if err := os.MkdirAll(runDir, 0o711); err != nil {
+		return nil, err
+	}
+	f, err := lockFile(filepath.Join(runDir, "network-range.lock"))
+	if err != nil {
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
 func inUse(p netip.Prefix) bool {
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil {

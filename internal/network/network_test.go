@@ -1,12 +1,14 @@
 package network
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -452,5 +454,39 @@ func TestForwardingRestored(t *testing.T) {
 		if got := read(); got != start {
 			t.Errorf("forwarding %s after the last worker stopped, was %s before", got, start)
 		}
+	}
+}
+
+// TestAutoRangesDistinct: managers that start at the same moment without a range each get a
+// range of their own (they raced for 10.89.0.0/16 once, and the second resolver could not
+// bind the gateway's port 53).
+func TestAutoRangesDistinct(t *testing.T) {
+	if os.Getenv("GUST_NETWORK_TEST_CHILD") == "" {
+		t.Skip("needs root, and runs in a namespace of its own")
+	}
+	run := t.TempDir()
+	const n = 4
+	ms := make([]*Manager, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ms[i], errs[i] = New(Config{Tag: fmt.Sprintf("ta%d", i), PoolSize: 1, RunDir: run, ResolvDir: t.TempDir(), Logf: t.Logf})
+		}()
+	}
+	wg.Wait()
+	seen := map[netip.Prefix]int{}
+	for i, m := range ms {
+		if errs[i] != nil {
+			t.Errorf("manager %d: %v", i, errs[i])
+			continue
+		}
+		defer m.Close()
+		if j, dup := seen[m.CIDR()]; dup {
+			t.Errorf("managers %d and %d both took %s", j, i, m.CIDR())
+		}
+		seen[m.CIDR()] = i
 	}
 }

@@ -107,6 +107,8 @@ func (rt *fakeRuntime) Available(isolation string) error {
 
 func (rt *fakeRuntime) CleanupLeftovers(logf func(string, ...any)) {}
 
+func (rt *fakeRuntime) Close() error { return nil }
+
 func (rt *fakeRuntime) container(id string) *fakeContainer {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()

@@ -26,6 +26,8 @@ type Runtime interface {
 	Available(isolation string) error
 	// CleanupLeftovers removes what an earlier worker on the same state directory left.
 	CleanupLeftovers(logf func(string, ...any))
+	// Close releases what the runtime itself holds on the machine, once its containers are gone.
+	Close() error
 }
 
 // Container is a started container: its init runs processes and file operations.
@@ -117,6 +119,8 @@ func (a runtimeAdapter) Remove(c Container) error {
 func (a runtimeAdapter) Available(isolation string) error { return a.rt.Available(isolation) }
 
 func (a runtimeAdapter) CleanupLeftovers(logf func(string, ...any)) { a.rt.CleanupLeftovers(logf) }
+
+func (a runtimeAdapter) Close() error { return a.rt.Close() }
 
 // containerAdapter is a *container.Container whose Exec returns a Process.
 type containerAdapter struct{ *container.Container }

@@ -431,6 +431,9 @@ func (w *Worker) shutdown() {
 	wg.Wait()
 	w.wg.Wait()
 	w.pool.close()
+	if err := w.rt.Close(); err != nil {
+		w.log.Printf("%v", err)
+	}
 	if w.netMgr != nil {
 		if err := w.netMgr.Close(); err != nil {
 			w.log.Printf("%v", err)

@@ -7,6 +7,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -252,6 +254,11 @@ func releaseCache() bool {
 	return syscall.Flock(int(cacheLock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil
 }
 
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
 // checkNoLeftovers fails if gust left containers, mounts or cgroups behind.
 func checkNoLeftovers(dataDir string) error {
 	var problems []string
@@ -267,6 +274,11 @@ func checkNoLeftovers(dataDir string) error {
 		for _, e := range entries {
 			problems = append(problems, "runtime state remains: "+iso+"/"+e.Name())
 		}
+	}
+	// The runtime's roots directory is named after its state directory (internal/container).
+	sum := sha256.Sum256([]byte(filepath.Join(dataDir, "containers")))
+	if roots := filepath.Join("/run/gust/roots", hex.EncodeToString(sum[:6])); exists(roots) {
+		problems = append(problems, "the roots directory "+roots+" remains")
 	}
 	createdMu.Lock()
 	for _, id := range created {

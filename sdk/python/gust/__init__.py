@@ -49,7 +49,11 @@ version = __version__
 # starts, and these (asyncio, decimal, ...) would add to each cold start.
 _LAZY = {"Dict": ("dict", "Dict"), "Volume": ("volume", "Volume"), "Queue": ("queue", "Queue"), "billing": ("billing", None),
          "Workspace": ("billing", "Workspace"), "Probe": ("tunnel", "Probe"), "Tunnel": ("tunnel", "Tunnel"),
-         "forward": ("tunnel", "forward")}
+         "forward": ("tunnel", "forward"), "FilePatternMatcher": ("file_pattern_matcher", "FilePatternMatcher"),
+         "file_pattern_matcher": ("file_pattern_matcher", None), "gpu": ("gpu", None),
+         "CloudBucketMount": ("_unavailable", "CloudBucketMount"), "NetworkFileSystem": ("_unavailable", "NetworkFileSystem"),
+         "Proxy": ("_unavailable", "Proxy"), "SchedulerPlacement": ("_unavailable", "SchedulerPlacement"),
+         "interact": ("_unavailable", "interact")}
 
 
 def __getattr__(name: str):
@@ -63,8 +67,8 @@ def __getattr__(name: str):
     return value
 
 __all__ = [
-    "App", "Cls", "ContainerProcess", "Cron", "Dict", "Error", "FileIO", "FileInfo", "FileType", "Function", "FunctionCall",
-    "Image", "LocalEntrypoint", "Period", "Probe", "Queue", "Retries", "Sandbox", "SandboxFilesystem", "Secret", "StreamReader",
+    "App", "CloudBucketMount", "Cls", "ContainerProcess", "Cron", "Dict", "Error", "FileIO", "FileInfo", "FilePatternMatcher", "FileType", "Function", "FunctionCall",
+    "Image", "LocalEntrypoint", "NetworkFileSystem", "Period", "Probe", "Proxy", "Queue", "Retries", "Sandbox", "SandboxFilesystem", "SchedulerPlacement", "Secret", "StreamReader",
     "StreamType", "StreamWriter", "Tunnel", "Volume", "Workspace", "batched", "billing", "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit", "forward", "functions",
-    "is_local", "method", "parameter", "version", "__version__",
+    "gpu", "interact", "is_local", "method", "parameter", "version", "__version__",
 ]

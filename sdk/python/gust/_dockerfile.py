@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shlex
+from pathlib import PurePosixPath
 
 from . import exception as exc
 
@@ -43,12 +44,28 @@ def _json_or_shell(rest):
     return rest
 
 
+def _under(ignore, base):
+    """ignore= for a directory at base (relative to the context), when ignore's patterns are
+    relative to the context, as a .dockerignore's are."""
+    from .file_pattern_matcher import FilePatternMatcher
+    if base == "." or not isinstance(ignore, FilePatternMatcher):
+        return ignore
+    return lambda p: ignore(PurePosixPath(base) / p)
+
+
 def build(Image, path, context_dir, build_args, force_build, ignore):
     if not os.path.isfile(path):
         raise exc.InvalidError(f"from_dockerfile: {path!r} is not a file")
     context = os.path.abspath(context_dir or os.path.dirname(os.path.abspath(path)))
     with open(path) as f:
         text = f.read()
+    if ignore is None:
+        # As Docker and Modal: <Dockerfile>.dockerignore, else the context's .dockerignore.
+        for cand in (path + ".dockerignore", os.path.join(context, ".dockerignore")):
+            if os.path.isfile(cand):
+                from .file_pattern_matcher import FilePatternMatcher
+                ignore = FilePatternMatcher.from_file(cand)
+                break
     args = dict(build_args)
     image = None
     workdir = "/"
@@ -93,7 +110,7 @@ def build(Image, path, context_dir, build_args, force_build, ignore):
                 if not (local + os.sep).startswith(context + os.sep) and local != context:
                     raise exc.InvalidError(f"{where}: {instr} source {src!r} is outside the build context")
                 if os.path.isdir(local):
-                    image = image.add_local_dir(local, dest, copy=True, ignore=ignore)
+                    image = image.add_local_dir(local, dest, copy=True, ignore=_under(ignore, os.path.relpath(local, context)))
                 elif os.path.isfile(local):
                     target = os.path.join(dest, os.path.basename(local)) if dest_is_dir else dest
                     image = image.add_local_file(local, target, copy=True)

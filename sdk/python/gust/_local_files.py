@@ -1,26 +1,20 @@
 """Packing local files for Image.add_local_* : a deterministic tar (same files, same bytes, so
 the server's layer cache hits), uploaded once by its SHA-256."""
 
-import fnmatch
 import hashlib
 import io
 import os
-from typing import Callable, Iterable, Optional, Sequence, Union
+from pathlib import Path
+from typing import Any, Iterable, Optional
 
 from . import exception as exc
 from ._lazy import LazyModule
 
 tarfile = LazyModule("tarfile")
 
-Ignore = Union[Sequence[str], Callable[[str], bool], None]
-
-
-def _ignored(rel: str, ignore: Ignore) -> bool:
-    if ignore is None:
-        return False
-    if callable(ignore):
-        return bool(ignore(rel))
-    return any(fnmatch.fnmatch(rel, pat) or fnmatch.fnmatch(os.path.basename(rel), pat) for pat in ignore)
+# ignore=: a list of .dockerignore-style patterns, a FilePatternMatcher, or a function of the
+# path relative to the directory (a pathlib.Path), as in Modal.
+Ignore = Any
 
 
 def _add(tar: "tarfile.TarFile", path: str, arcname: str) -> None:
@@ -42,6 +36,8 @@ def _add(tar: "tarfile.TarFile", path: str, arcname: str) -> None:
 
 def pack(local: str, *, single_file_name: Optional[str] = None, ignore: Ignore = None) -> bytes:
     """A tar of a directory's contents (or of one file, named single_file_name)."""
+    from .file_pattern_matcher import as_predicate
+    ignored, prune = as_predicate(ignore)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         if single_file_name is not None:
@@ -56,8 +52,8 @@ def pack(local: str, *, single_file_name: Optional[str] = None, ignore: Ignore =
                 rel_root = os.path.relpath(root, local)
                 for name in sorted(dirs + files):
                     rel = os.path.normpath(os.path.join(rel_root, name))
-                    if _ignored(rel, ignore):
-                        if name in dirs:
+                    if ignored(Path(rel)):
+                        if name in dirs and prune:
                             dirs.remove(name)
                         continue
                     _add(tar, os.path.join(root, name), rel)

@@ -38,7 +38,7 @@ _IGNORED_OPTIONS = frozenset({
     "experimental_options", "checkpointing_enabled", "serialized", "mounts", "environment_name",
     "_experimental_buffer_containers", "_experimental_proxy_ip", "_experimental_custom_scaling_factor",
     "_experimental_enable_gpu_snapshot", "_experimental_restrict_output", "_experimental_scheduler_placement",
-    "_experimental_gpus", "rdma", "name",
+    "_experimental_gpus", "rdma", "name", "scheduler_placement",
 })
 # Modal options gust cannot honour: accepted only when unset.
 _UNSUPPORTED_OPTIONS = frozenset({"network_file_systems", "proxy", "cloud_bucket_mounts"})
@@ -539,9 +539,16 @@ class App:
         except exc.Error as e:
             print(f"gust: could not stop app {data.get('app_name')}: {e}", file=sys.stderr)
 
-    @contextlib.contextmanager
     def run(self, *, client: Optional[Client] = None, detach: bool = False, interactive: bool = False,
-            environment_name: Optional[str] = None) -> Iterator["App"]:
+            environment_name: Optional[str] = None) -> Any:
+        """``with app.run():`` or ``async with app.run():``; see _run."""
+        from .functions import AsyncContext
+        return AsyncContext(self._run(client=client, detach=detach, interactive=interactive,
+                                      environment_name=environment_name))
+
+    @contextlib.contextmanager
+    def _run(self, *, client: Optional[Client] = None, detach: bool = False, interactive: bool = False,
+             environment_name: Optional[str] = None) -> Iterator["App"]:
         """Publish the app's functions for the length of the block (an ephemeral app); they stop
         at its end unless ``detach``. An app without functions is just made to exist."""
         if not _container.is_local():

@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Generic, Optional, TypeVar
 
 from . import exception as exc
+from .functions import add_aio
 from .io_streams import StreamReader, StreamWriter
 from .stream_type import StreamType
 
@@ -201,3 +202,6 @@ class ContainerProcess(Generic[T]):
                 raise (self._pump.error or exc.ExecutionError(
                     f"lost track of process {self._exec_id}: the sandbox no longer knows it")) from None
         return self._returncode
+
+
+add_aio(ContainerProcess, ["poll", "wait"])

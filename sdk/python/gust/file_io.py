@@ -12,6 +12,7 @@ import io
 from typing import TYPE_CHECKING, Generic, List, Optional, TypeVar, Union
 
 from . import exception as exc
+from .functions import add_aio
 
 if TYPE_CHECKING:
     from .sandbox_fs import _Files
@@ -291,3 +292,6 @@ class FileIO(Generic[T]):
 
     def __repr__(self) -> str:
         return f"FileIO({self._path!r}, mode={self._mode!r})"
+
+
+add_aio(FileIO, ["read", "readline", "readlines", "write", "flush", "seek", "close"])

@@ -87,6 +87,54 @@ async def _async_iter(make: Callable[[], Iterable]) -> Any:
             close()
 
 
+class _AioStatic:
+    """A static method usable as ``Cls.m(...)`` and ``await Cls.m.aio(...)``."""
+
+    def __init__(self, fn: Callable, gen: bool = False):
+        self._bound = _BoundAio(lambda _none, *a, **k: fn(*a, **k), None, gen)
+        functools.update_wrapper(self, fn)
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._bound(*args, **kwargs)
+
+    def aio(self, *args: Any, **kwargs: Any) -> Any:
+        return self._bound.aio(*args, **kwargs)
+
+
+def add_aio(cls: type, names: Iterable[str], gen: Iterable[str] = ()) -> None:
+    """Give methods (and static methods) of cls Modal's ``.aio`` flavour, after the class is
+    defined, so its body stays plain."""
+    gens = set(gen)
+    for name in list(names) + list(gens):
+        raw = cls.__dict__[name]
+        if isinstance(raw, staticmethod):
+            setattr(cls, name, _AioStatic(raw.__func__, name in gens))
+        else:
+            setattr(cls, name, _Aio(raw, name in gens))
+
+
+class AsyncContext:
+    """A context manager usable with ``with`` and ``async with`` (the blocking work in a thread)."""
+
+    def __init__(self, cm: Any):
+        self._cm = cm
+
+    def __enter__(self) -> Any:
+        return self._cm.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return self._cm.__exit__(*exc_info)
+
+    async def __aenter__(self) -> Any:
+        return await asyncio.to_thread(self._cm.__enter__)
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        return await asyncio.to_thread(self._cm.__exit__, *exc_info)
+
+
 def aio(f: Callable) -> _Aio:
     return _Aio(f)
 

@@ -231,7 +231,8 @@ class Image:
 
     def add_local_dir(self, local_path, remote_path: str, *, copy: bool = False, ignore=None) -> "Image":
         """Put a local directory's contents into the image at remote_path (see add_local_file).
-        ``ignore`` is a list of glob patterns or a function of the relative path."""
+        ``ignore`` is a list of .dockerignore-style patterns, a ``FilePatternMatcher``, or a
+        function of the path relative to local_path (a ``pathlib.Path``), as in Modal."""
         return self._with_step({"type": "add_local", "local": os.path.abspath(str(local_path)),
                                 "remote": str(remote_path), "copy": bool(copy), "ignore": ignore})
 
@@ -246,7 +247,7 @@ class Image:
             if spec.submodule_search_locations:
                 pkg_dir = list(spec.submodule_search_locations)[0]
                 image = image.add_local_dir(pkg_dir, f"/root/{name.split('.')[-1]}", copy=copy,
-                                            ignore=ignore if ignore is not None else ["__pycache__", "*.pyc"])
+                                            ignore=ignore if ignore is not None else ["**/__pycache__", "**/*.pyc"])
             else:
                 image = image.add_local_file(spec.origin, f"/root/{os.path.basename(spec.origin)}", copy=copy)
         return image

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import codecs
 import threading
-from typing import Callable, Generic, Iterator, Optional, TypeVar, Union
+from typing import Any, Callable, Generic, Iterator, Optional, TypeVar, Union
 
 from .exception import InvalidError
+from .functions import _async_iter, add_aio
 from .stream_type import StreamType
 
 T = TypeVar("T", str, bytes)
@@ -87,6 +88,10 @@ class StreamReader(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         return self
+
+    def __aiter__(self) -> Any:
+        """``async for line in p.stdout``: the same lines, read in a thread."""
+        return _async_iter(lambda: self)
 
     def __next__(self) -> T:
         if self._stream_type != StreamType.PIPE:
@@ -168,3 +173,7 @@ class StreamWriter:
 
     def __repr__(self) -> str:
         return "StreamWriter()"
+
+
+add_aio(StreamReader, ["read"])
+add_aio(StreamWriter, ["write", "write_eof", "drain"])

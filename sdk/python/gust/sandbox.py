@@ -28,6 +28,7 @@ from .image import Image
 from .io_streams import StreamReader, StreamWriter
 from .sandbox_fs import SandboxFilesystem, _Files
 from .stream_type import StreamType
+from .functions import add_aio
 from .tunnel import Probe, Tunnel, _check_port, _tunnel
 
 _TERMINAL = ("finished", "terminated", "timeout", "failed")
@@ -486,3 +487,8 @@ def _network_body(block_network: bool, outbound_cidr_allowlist: Any, cidr_allowl
             raise exc.InvalidError(f"{k} must be a list of strings, got {v!r}")
         body[k] = builtins.list(v)
     return body
+
+
+add_aio(Sandbox, ["create", "from_id", "from_name", "hydrate", "poll", "wait", "tunnels", "wait_until_ready",
+                  "terminate", "set_tags", "set_network_access", "get_tags", "snapshot_filesystem", "exec", "open",
+                  "ls", "mkdir", "rm"], gen=["list"])

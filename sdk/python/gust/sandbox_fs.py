@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, List, Optional, Union
 
 from . import exception as exc
+from .functions import add_aio
 
 if TYPE_CHECKING:
     from .sandbox import Sandbox
@@ -249,3 +250,7 @@ class SandboxFilesystem:
     def stat(self, remote_path: str) -> FileInfo:
         """Metadata of a file, directory or symlink (not followed)."""
         return FileInfo._from_api(self._files.stat(_check_abs(remote_path, "stat")))
+
+
+add_aio(SandboxFilesystem, ["read_bytes", "read_text", "write_bytes", "write_text", "copy_from_local", "copy_to_local",
+                            "list_files", "make_directory", "remove", "stat"])

@@ -102,6 +102,52 @@ class SmallGapsTest(unittest.TestCase):
                 os.environ.pop("GUST_CONFIG", None)
         self.check(results(p.stdout), want, p)
 
+    def test_more_modal_surface(self):
+        with tempfile.TemporaryDirectory(prefix="smallgaps-more-") as d:
+            for rel, text in (("a.txt", "a"), ("x.log", "x"), ("keep.log", "k"), ("sub/b.log", "b"),
+                              ("sub/c.txt", "c"), ("build/out.bin", "o"), ("sub/build/z.txt", "z"),
+                              (".dockerignore", "# comment\n**/*.txt\n!a.txt\n"),
+                              ("Dockerfile", "FROM python:3.11-slim\nCOPY . /data\n"),
+                              (".env", "export FROM_DOTENV=dot # a comment\nQUOTED=\"two words\"\n")):
+                os.makedirs(os.path.dirname(os.path.join(d, rel)), exist_ok=True)
+                with open(os.path.join(d, rel), "w") as f:
+                    f.write(text)
+            secret = f"smallgaps-more-{time.time_ns()}"
+            os.environ["SMALLGAPS_DIR"], os.environ["SMALLGAPS_SECRET"] = d, secret
+            try:
+                # Secret.objects.create from a separate process, before the app needs it.
+                c = ("import gust, os; gust.Secret.objects.create(os.environ['SMALLGAPS_SECRET'], {'STORED': 'stored'})")
+                import subprocess
+                import sys
+                from test_functions import env
+                subprocess.run([sys.executable, "-c", c], env=env(), check=True, timeout=60)
+                p = gust("run", "smallgaps_more.py", timeout=600)
+            finally:
+                os.environ.pop("SMALLGAPS_DIR", None)
+                os.environ.pop("SMALLGAPS_SECRET", None)
+        self.check(results(p.stdout), {
+            "matcher": str(sorted([".dockerignore", ".env", "Dockerfile", "a.txt", "keep.log", "sub/c.txt",
+                                   "sub/build/z.txt"])),
+            "predicate": str(sorted([".dockerignore", ".env", "Dockerfile", "a.txt", "sub/c.txt"])),
+            "dockerignore": str(sorted([".dockerignore", ".env", "Dockerfile", "a.txt", "build/out.bin", "keep.log",
+                                        "sub/b.log", "x.log"])),
+            "env": "('stored', 'dot', 'two words')", "again": "AlreadyExistsError", "listed": "True",
+            "deleted_twice": "NotFoundError", "refused": "[True, True, True]",
+        }, p)
+
+    def test_async_api(self):
+        p = gust("run", "smallgaps_async.py", timeout=300)
+        self.check(results(p.stdout), {
+            "remote_aio": "9", "map_aio": "[0, 1, 4, 9, 16]", "gen_aio": "[0, 1, 2]", "spawn": "16", "cls": "11",
+            "dict": "1 1", "queue": "5", "sb": "'hi\\n'", "lines": "'a\\nb\\n'", "file": "hello",
+            "listed": "True"}, p)
+        import subprocess
+        import sys
+        from test_functions import env
+        p = subprocess.run([sys.executable, os.path.join(PROGRAMS, "smallgaps_async.py")], env=env(),
+                           capture_output=True, text=True, timeout=300)
+        self.check(results(p.stdout), {"script": "25"}, p)
+
     def test_python_313(self):
         p = gust("run", "smallgaps_py313.py", timeout=900)
         r = results(p.stdout)

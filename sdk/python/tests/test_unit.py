@@ -558,9 +558,9 @@ class LocalFilesTest(unittest.TestCase):
                 f.write("x = 1\n")
             with open(os.path.join(d, "pkg", "__pycache__", "a.pyc"), "w") as f:
                 f.write("junk")
-            one = _local_files.pack(d, ignore=["__pycache__"])
+            one = _local_files.pack(d, ignore=["**/__pycache__"])
             os.utime(os.path.join(d, "pkg", "a.py"), (1, 1))
-            two = _local_files.pack(d, ignore=["__pycache__"])
+            two = _local_files.pack(d, ignore=["**/__pycache__"])
             self.assertEqual(one, two)  # mtimes do not change the blob
             names = tarfile.open(fileobj=io.BytesIO(one)).getnames()
             self.assertEqual(names, ["pkg", "pkg/a.py"])
