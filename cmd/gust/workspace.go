@@ -100,6 +100,7 @@ func newQuotaFlags(fs *flag.FlagSet) *quotaFlags {
 	fs.Int64Var(&qf.q.ImageDiskMiB, "image-disk-mib", 0, "disk for the workspace's images, MiB (0: unlimited)")
 	fs.Float64Var(&qf.q.RequestsPerSecond, "requests-per-second", 0, "API requests per second (0: unlimited)")
 	fs.Int64Var(&qf.q.KVStoreMiB, "kv-store-mib", 0, "contents of Dicts and Queues, MiB (0: unlimited)")
+	fs.Int64Var(&qf.q.VolumeMiB, "volume-mib", 0, "files in Volumes, MiB (0: unlimited)")
 	return qf
 }
 
@@ -124,6 +125,8 @@ func (qf *quotaFlags) apply(q *gust.Quotas) (bool, error) {
 			q.RequestsPerSecond, neg = qf.q.RequestsPerSecond, qf.q.RequestsPerSecond < 0
 		case "kv-store-mib":
 			q.KVStoreMiB, neg = qf.q.KVStoreMiB, qf.q.KVStoreMiB < 0
+		case "volume-mib":
+			q.VolumeMiB, neg = qf.q.VolumeMiB, qf.q.VolumeMiB < 0
 		default:
 			return
 		}
@@ -199,5 +202,6 @@ func printQuotas(w io.Writer, id string, q *gust.Quotas) error {
 	fmt.Fprintf(tw, "image_disk_mib\t%s\n", num(float64(q.ImageDiskMiB)))
 	fmt.Fprintf(tw, "requests_per_second\t%s\n", num(q.RequestsPerSecond))
 	fmt.Fprintf(tw, "kv_store_mib\t%s\n", num(float64(q.KVStoreMiB)))
+	fmt.Fprintf(tw, "volume_mib\t%s\n", num(float64(q.VolumeMiB)))
 	return tw.Flush()
 }

@@ -42,7 +42,7 @@ func TestWorkspaceCommands(t *testing.T) {
 	// Without an id: the caller's workspace, from whoami.
 	out, _, err = runCLI(t, runWorkspaceQuotas, "")
 	want := "workspace            ws-default\nsandboxes            10\ncpu                  4\nmemory_mib           8192\n" +
-		"gpus                 unlimited\nimage_disk_mib       unlimited\nrequests_per_second  unlimited\nkv_store_mib         unlimited\n"
+		"gpus                 unlimited\nimage_disk_mib       unlimited\nrequests_per_second  unlimited\nkv_store_mib         unlimited\nvolume_mib           unlimited\n"
 	if err != nil || out != want {
 		t.Errorf("quotas: %q, %v\nwant %q", out, err, want)
 	}
@@ -54,7 +54,7 @@ func TestWorkspaceCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantBody := map[string]any{"sandboxes": 10.0, "cpu": 1.5, "memory_mib": 8192.0, "gpus": 2.0, "image_disk_mib": 0.0, "requests_per_second": 0.0, "kv_store_mib": 0.0}
+	wantBody := map[string]any{"sandboxes": 10.0, "cpu": 1.5, "memory_mib": 8192.0, "gpus": 2.0, "image_disk_mib": 0.0, "requests_per_second": 0.0, "kv_store_mib": 0.0, "volume_mib": 0.0}
 	if got := f.body("PUT /v1/workspaces/{id}/quotas"); !reflect.DeepEqual(got, wantBody) {
 		t.Errorf("PUT body %v, want %v", got, wantBody)
 	}

@@ -213,6 +213,7 @@ func (a *API) routes(rt *router) {
 	a.secretRoutes(rt)
 	a.dictRoutes(rt)
 	a.queueRoutes(rt)
+	a.volumeRoutes(rt)
 	a.workerRoutes(rt)
 	a.tenantRoutes(rt)
 	a.billingRoutes(rt)

@@ -172,6 +172,8 @@ func (a *API) handleImagePrune(w http.ResponseWriter, r *http.Request) {
 		inUse[a.layers.BlobPath(fn.Code.Blob)] = true
 		inUse[a.layers.LayerPath("code-"+fn.Code.Blob)] = true
 	}
+	// Volumes' blobs and the workers' materialized versions are not image layers.
+	inUse[a.layers.LayerPath("volumes")] = true
 	res, err := a.layers.Prune(inUse, grace)
 	if err == nil {
 		err = a.store.ForgetBlobs(r.Context(), func(sum string) bool {
@@ -181,6 +183,9 @@ func (a *API) handleImagePrune(w http.ResponseWriter, r *http.Request) {
 			}
 			return a.layers.HasBlob(sum)
 		})
+	}
+	if err == nil {
+		err = a.pruneVolumeBlobs(r.Context(), grace, &res)
 	}
 	if err != nil {
 		httpapi.WriteError(w, err)

@@ -33,6 +33,7 @@ func (a *API) sandboxRoutes(rt *router) {
 		"GET /v1/sandboxes/{id}/logs", "GET /v1/sandboxes/{id}/files", "PUT /v1/sandboxes/{id}/files",
 		"DELETE /v1/sandboxes/{id}/files", "GET /v1/sandboxes/{id}/files/list",
 		"GET /v1/sandboxes/{id}/files/stat", "POST /v1/sandboxes/{id}/files/mkdir",
+		"POST /v1/sandboxes/{id}/volumes/reload",
 	} {
 		h := a.forward
 		if p == "POST /v1/sandboxes/{id}/execs" {

@@ -238,3 +238,7 @@ func releaseRootDir(bundle string) error {
 	}
 	return nil
 }
+
+// RootOnHost is the host uid and gid of root inside runc containers: files a container must
+// own (a volume's, mounted in) belong to it on the host.
+const RootOnHost = hostIDBase

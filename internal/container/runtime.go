@@ -138,9 +138,11 @@ func (r *Runtime) Available(isolation string) error {
 	return nil
 }
 
-// Mount is a host directory shown read-only inside a container.
+// Mount is a host directory shown read-only inside a container, or with Options instead (a
+// volume's mount: writable, and a slave of the host's mounts below Source).
 type Mount struct {
 	Source, Destination string
+	Options             []string
 }
 
 // CreateOptions describe one container.

@@ -74,7 +74,11 @@ func buildSpec(c *Config, opts CreateOptions, rootfs string) (*specs.Spec, error
 	}
 	for _, m := range opts.Mounts {
 		// Read-only binds the worker adds: a function's code and the Python SDK its runner uses.
-		s.Mounts = append(s.Mounts, specs.Mount{Destination: m.Destination, Type: "bind", Source: m.Source, Options: []string{"rbind", "ro", "nosuid", "nodev"}})
+		opts := []string{"rbind", "ro", "nosuid", "nodev"}
+		if m.Options != nil {
+			opts = m.Options
+		}
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: m.Destination, Type: "bind", Source: m.Source, Options: opts})
 	}
 	return s, nil
 }

@@ -93,6 +93,7 @@ func TestSDKAgainstServer(t *testing.T) {
 	t.Run("gpus", func(t *testing.T) { env.gpuSteps(ctx, t, app, im.ID) })
 	t.Run("secrets", func(t *testing.T) { secretSteps(ctx, t, c) })
 	t.Run("dicts and queues", func(t *testing.T) { dictQueueSteps(ctx, t, c) })
+	t.Run("volumes", func(t *testing.T) { volumeSteps(ctx, t, c) })
 	t.Run("functions", func(t *testing.T) { env.functionSteps(ctx, t, im.ID) })
 	t.Run("errors", func(t *testing.T) { env.errorSteps(ctx, t, app, im.ID) })
 }

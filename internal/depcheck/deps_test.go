@@ -74,7 +74,10 @@ var allowed = map[string][]string{
 	// The worker.
 	"internal/worker": {"internal/container", "internal/egress", "internal/errdefs", "internal/gpu", "internal/httpapi", "internal/ids",
 		"internal/image", "internal/initproto", "internal/lifecycle", "internal/metering", "internal/network", "internal/nvidia", "internal/reaper", "internal/sandbox",
-		"internal/tlsconf", "internal/wire", "internal/workerproto", "sdk/python"},
+		"internal/tlsconf", "internal/volume", "internal/wire", "internal/workerproto", "sdk/python"},
+
+	// Volumes' versions and blobs, shared by the API and the worker.
+	"internal/volume": {"internal/errdefs", "internal/ids"},
 
 	// The control plane: the store, its three parts, the API over them, the assembly.
 	"internal/store": {"internal/auth", "internal/errdefs", "internal/function", "internal/ids", "internal/image", "internal/metering", "internal/sandbox"},
@@ -86,14 +89,14 @@ var allowed = map[string][]string{
 	"internal/budget":     {"internal/auth", "internal/errdefs", "internal/metering", "internal/sandbox", "internal/store"},
 	"internal/endpoint":   {"internal/auth", "internal/dispatch", "internal/errdefs", "internal/function", "internal/store"},
 	"internal/api": {"internal/auth", "internal/budget", "internal/dispatch", "internal/errdefs", "internal/fleet", "internal/function", "internal/httpapi",
-		"internal/ids", "internal/image", "internal/imagebuild", "internal/ingress", "internal/metering", "internal/sandbox", "internal/store", "internal/wire",
+		"internal/ids", "internal/image", "internal/imagebuild", "internal/ingress", "internal/metering", "internal/sandbox", "internal/store", "internal/volume", "internal/wire",
 		"internal/workerproto"},
 	"internal/server": {"internal/api", "internal/budget", "internal/dispatch", "internal/endpoint", "internal/fleet", "internal/image", "internal/imagebuild", "internal/ingress",
 		"internal/metering", "internal/sandbox", "internal/store"},
 
 	// The one binary.
 	"cmd/gust": {"internal/container", "internal/containerinit", "internal/egress", "internal/httpapi", "internal/image", "internal/ingress", "internal/metering", "internal/reaper",
-		"internal/server", "internal/store", "internal/tlsconf", "internal/worker", "sdk/go", "sdk/python"},
+		"internal/server", "internal/store", "internal/tlsconf", "internal/volume", "internal/worker", "sdk/go", "sdk/python"},
 }
 
 // Groups the rules speak of.

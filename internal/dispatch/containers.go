@@ -144,6 +144,7 @@ func (e *Engine) containerRecord(fn function.Function) (sandbox.Sandbox, error) 
 		CPU: sp.CPU, CPULimit: sp.CPULimit, MemoryMiB: sp.MemoryMiB, Env: env, SecretEnv: secretEnv, FunctionID: fn.ID, GPU: sp.GPU,
 		GPUWait: sp.Timeout, // a container waits for busy GPUs as long as an input may run
 		Tags:    map[string]string{"function": fn.Name},
+		Volumes: sp.Volumes,
 	}, nil
 }
 

@@ -39,6 +39,15 @@ func (f *Fleet) Create(ctx context.Context, sb sandbox.Sandbox, fn *workerproto.
 	if err := f.admit(ctx, sb); err != nil {
 		return sb, err
 	}
+	if err := sandbox.CheckVolumeMounts(sb.Volumes, sb.Isolation); err != nil {
+		return sb, err
+	}
+	for _, v := range sb.Volumes {
+		// Another workspace's volume is not found, as everything of it is.
+		if _, err := f.store.GetVolume(ctx, sb.WorkspaceID, v.VolumeID); err != nil {
+			return sb, err
+		}
+	}
 	im, err := f.store.GetImage(ctx, sb.ImageID)
 	if err != nil {
 		return sb, fmt.Errorf("%w (resolve an image first, e.g. Image.debian_slim())", err)
@@ -134,6 +143,7 @@ func containerSpec(sb sandbox.Sandbox, layers []string, fn *workerproto.Function
 		CPU: sb.CPU, CPULimit: sb.CPU, MemoryMiB: sb.MemoryMiB, BuildEgress: sb.BuildEgress, Timeout: sb.Timeout, Function: fn,
 		Network:        sb.NetworkPolicy,
 		ReadinessProbe: sb.ReadinessProbe,
+		Volumes:        sb.Volumes,
 	}
 	for _, p := range sb.Ports {
 		spec.Ports = append(spec.Ports, p.Port)

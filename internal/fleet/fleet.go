@@ -43,6 +43,8 @@ type Store interface {
 	PutToken(ctx context.Context, t auth.Token) error
 	DeleteContainerTokens(ctx context.Context, containerID string) error
 	DeleteStaleContainerTokens(ctx context.Context) error
+	// GetVolume checks that a container's volumes are its workspace's.
+	GetVolume(ctx context.Context, ws, id string) (store.Volume, error)
 }
 
 var _ Store = (*store.Store)(nil)

@@ -149,6 +149,8 @@ type Spec struct {
 	sandbox.NetworkRequest
 	// Web makes the function a web endpoint (web.go).
 	Web *Web `json:"web,omitempty"`
+	// Volumes are mounted in every container of the function.
+	Volumes []sandbox.VolumeMount `json:"volumes,omitempty"`
 }
 
 // Limits of what a spec may ask for.
@@ -252,6 +254,9 @@ func (s *Spec) Validate(hostCPU float64, hostMemMiB int) error {
 	case "", sandbox.IsolationRunc, sandbox.IsolationGVisor:
 	default:
 		return errdefs.Invalid("%s: isolation must be %q or %q", where, sandbox.IsolationRunc, sandbox.IsolationGVisor)
+	}
+	if err := sandbox.CheckVolumeMounts(s.Volumes, s.Isolation); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
 	}
 	return nil
 }

@@ -28,6 +28,7 @@ const (
 	Budget       Kind = "bg" // a monthly spending limit (internal/budget)
 	Dict         Kind = "di" // Modal's prefixes for Dicts and Queues
 	Queue        Kind = "qu"
+	Volume       Kind = "vo" // Modal's prefix for Volumes
 )
 
 // New returns a new ID of the kind.

@@ -141,10 +141,12 @@ type Sandbox struct {
 	// container's Timeout. A function container's is its input timeout. Not stored.
 	GPUWait wire.Duration `json:"-"`
 	// GPUUsage is what sampling saw of its GPUs, once it ended (nil without samples).
-	GPUUsage   *gpu.Usage `json:"gpu_usage,omitempty"`
-	CreatedAt  time.Time  `json:"created_at"`
-	StartedAt  *time.Time `json:"started_at"`
-	FinishedAt *time.Time `json:"finished_at"`
+	GPUUsage *gpu.Usage `json:"gpu_usage,omitempty"`
+	// Volumes are the volumes mounted in it.
+	Volumes    []VolumeMount `json:"volumes,omitempty"`
+	CreatedAt  time.Time     `json:"created_at"`
+	StartedAt  *time.Time    `json:"started_at"`
+	FinishedAt *time.Time    `json:"finished_at"`
 }
 
 // Public returns a copy fit for clients: environment values may hold secrets, so they are
@@ -179,6 +181,8 @@ type CreateRequest struct {
 	// GPU is null, "H100", "A100-80GB:2", "any", or a list in order of preference; unknown
 	// types are refused as the request is read.
 	GPU gpu.Request `json:"gpu"`
+	// Volumes are mounted in the sandbox (volumes.go).
+	Volumes []VolumeMount `json:"volumes"`
 }
 
 var (
@@ -274,6 +278,10 @@ func (r CreateRequest) Validate(defaultIsolation string, hostCPU float64, hostMe
 	if sb.InboundCIDRAllowlist, err = validateInbound(r.InboundCIDRAllowlist, r.BlockNetwork); err != nil {
 		return sb, err
 	}
+	if err := CheckVolumeMounts(r.Volumes, sb.Isolation); err != nil {
+		return sb, err
+	}
+	sb.Volumes = slices.Clone(r.Volumes)
 	if r.ReadinessProbe != nil {
 		p := *r.ReadinessProbe
 		p.ExecArgv = slices.Clone(p.ExecArgv)

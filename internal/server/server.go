@@ -122,6 +122,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*Server, error) {
 	}
 	go a.RunAudit(ctx, cfg.AuditRetention)
 	go a.RunKV(ctx)
+	go a.RunVolumes(ctx)
 	// Storage is read every 5 minutes (GUST_STORAGE_METER_PERIOD, a Go duration, for tests).
 	storagePeriod := 5 * time.Minute
 	if d, err := time.ParseDuration(os.Getenv("GUST_STORAGE_METER_PERIOD")); err == nil && d > 0 {

@@ -157,6 +157,10 @@ func openSQLite(path string, key SecretKey) (*Store, error) {
 		_ = db.Close() // best effort: the migration's error is the one to report
 		return nil, err
 	}
+	if err := s.migrateVolumes(context.Background()); err != nil {
+		_ = db.Close() // best effort: the migration's error is the one to report
+		return nil, err
+	}
 	if err := s.prepareSecrets(context.Background()); err != nil {
 		_ = db.Close() // best effort: the secrets' error is the one to report
 		return nil, err

@@ -122,11 +122,12 @@ type Quotas struct {
 	ImageDiskMiB      int     `json:"image_disk_mib"`      // blobs uploaded (add_local files, code)
 	RequestsPerSecond float64 `json:"requests_per_second"` // API requests, with a burst of a second's worth (at least 10)
 	KVStoreMiB        int     `json:"kv_store_mib"`        // contents of Dicts and Queues, as pickled
+	VolumeMiB         int     `json:"volume_mib"`          // files in volumes (their current versions)
 }
 
 // Validate checks quotas a client sets.
 func (q Quotas) Validate() error {
-	if q.Sandboxes < 0 || q.CPU < 0 || q.MemoryMiB < 0 || q.GPUs < 0 || q.ImageDiskMiB < 0 || q.RequestsPerSecond < 0 || q.KVStoreMiB < 0 {
+	if q.Sandboxes < 0 || q.CPU < 0 || q.MemoryMiB < 0 || q.GPUs < 0 || q.ImageDiskMiB < 0 || q.RequestsPerSecond < 0 || q.KVStoreMiB < 0 || q.VolumeMiB < 0 {
 		return errdefs.Invalid("quotas must be 0 (no limit) or more")
 	}
 	return nil

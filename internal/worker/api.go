@@ -38,6 +38,7 @@ func (w *Worker) routes() http.Handler {
 	mux.HandleFunc("PUT /v1/sandboxes/{id}/network", w.handleNetwork)
 	mux.HandleFunc("GET /v1/sandboxes/{id}/ports/{port}/connect", w.handleConnect)
 	mux.HandleFunc("GET /v1/sandboxes/{id}/ready", w.handleReady)
+	mux.HandleFunc("POST /v1/sandboxes/{id}/volumes/reload", w.handleReloadVolumes)
 	return mux
 }
 

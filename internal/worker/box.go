@@ -48,6 +48,8 @@ type box struct {
 	reportMu sync.Mutex
 	// gpu is what sampling saw of its GPUs (sampleGPUs).
 	gpu gpuUsage
+	// vols are its volume mounts (volumes.go), set before it is made; closed once it is gone.
+	vols *boxVolumes
 }
 
 // keepFinished is how long a finished container's output stays readable on the worker.
@@ -99,6 +101,7 @@ func (w *Worker) create(spec workerproto.ContainerSpec) {
 		b.mu.Unlock()
 		w.remove(c, spec.ID)
 		w.releaseNet(b)
+		w.closeVolumes(b, false)
 		return
 	}
 	b.container = c
@@ -156,6 +159,21 @@ func (w *Worker) makeContainer(ctx context.Context, b *box) (Container, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(spec.Volumes) > 0 {
+		bv, vm, err := w.attachVolumes(ctx, spec)
+		if err != nil {
+			return nil, fmt.Errorf("mounting volumes: %w", err)
+		}
+		b.mu.Lock()
+		b.vols = bv
+		b.mu.Unlock()
+		mounts = append(mounts, vm...)
+		if bv.gvisor {
+			if err := bv.mountAll(ctx); err != nil {
+				return nil, fmt.Errorf("mounting volumes: %w", err)
+			}
+		}
+	}
 	opts := container.CreateOptions{
 		ID: spec.ID, Isolation: spec.Isolation, Layers: spec.ImageLayers, CPU: spec.CPU, CPULimit: spec.CPULimit,
 		MemoryMiB: spec.MemoryMiB, DiskMiB: w.cfg.DiskMiB,
@@ -183,6 +201,12 @@ func (w *Worker) makeContainer(ctx context.Context, b *box) (Container, error) {
 	c, err := w.rt.Create(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("creating the container: %w", err)
+	}
+	if bv := b.vols; bv != nil && !bv.gvisor {
+		if err := bv.mountAll(ctx); err != nil {
+			w.remove(c, spec.ID)
+			return nil, fmt.Errorf("mounting volumes: %w", err)
+		}
 	}
 	return c, nil
 }
@@ -275,6 +299,7 @@ func (w *Worker) failStart(b *box, c Container, cause error) {
 		w.remove(c, id)
 	}
 	w.releaseNet(b)
+	w.closeVolumes(b, c != nil)
 	if !owner {
 		w.log.Printf("container %s ended while it started; its start also failed: %v", id, cause)
 		return
@@ -284,6 +309,15 @@ func (w *Worker) failStart(b *box, c Container, cause error) {
 	msg := cause.Error()
 	w.report(id, workerproto.StateReport{Status: sandbox.Failed, Error: &msg})
 	close(b.reported)
+}
+
+// closeVolumes commits (when commit is set) and unmounts a container's volumes, if it has any.
+func (w *Worker) closeVolumes(b *box, commit bool) {
+	b.mu.Lock()
+	bv := b.vols
+	b.vols = nil
+	b.mu.Unlock()
+	bv.close(commit)
 }
 
 // remove has the runtime remove a container, logging what it could not do.
@@ -428,6 +462,8 @@ func (w *Worker) containerExited(b *box) {
 		w.meter.finish(b.spec.ID)
 		w.remove(c, b.spec.ID)
 		w.releaseNet(b)
+		// The last commit of what it wrote comes before its end is reported.
+		w.closeVolumes(b, true)
 	}
 	// Without c, the runtime may still be joining the namespace: create releases it once the
 	// runtime hands the container over, or failStart once it has failed.

@@ -60,7 +60,7 @@ func poolable(spec workerproto.ContainerSpec) bool {
 // take returns a warm container for the spec and its network namespace (whose policy the
 // caller sets), or nil. Either way it makes the pool warm for this image from now on.
 func (p *warmPool) take(spec workerproto.ContainerSpec) (Container, NetLease) {
-	if p == nil || p.size == 0 || !poolable(spec) {
+	if p == nil || p.size == 0 || !poolable(spec) || len(spec.Volumes) > 0 {
 		return nil, nil
 	}
 	layers := spec.ImageLayers

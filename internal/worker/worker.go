@@ -111,6 +111,8 @@ type Worker struct {
 	idleTick time.Duration
 
 	apiDir string // holds the socket through which function containers call the API
+	// volCache counts the mounts of materialized volume versions (volumes.go).
+	volCache versionCache
 	// stopping is set while the worker shuts down: inputs it interrupts are not their fault.
 	stopping atomic.Bool
 	// sdk unpacks the Python SDK for function containers (once); compile precompiles Python
@@ -236,6 +238,7 @@ func newWorker(cfg Config, d deps) *Worker {
 	if w.compile == nil {
 		w.compile = w.compilePython
 	}
+	w.cleanupVolumes()
 	if w.sdk == nil {
 		w.sdk = sync.OnceValues(func() (string, error) {
 			dir, err := pythonsdk.Extract(filepath.Join(cfg.StateDir, "python"))

@@ -172,3 +172,22 @@ func (c *ServerClient) ReportState(ctx context.Context, containerID string, st S
 func (c *ServerClient) SendEvents(ctx context.Context, evs []Event) error {
 	return c.api.Do(ctx, http.MethodPost, "/v1/workers/"+c.WorkerID()+"/events", Events{Events: evs}, nil)
 }
+
+// VolumeHead returns the current version of volume vid, which container cid mounts.
+func (c *ServerClient) VolumeHead(ctx context.Context, vid, cid string) (string, error) {
+	var v struct {
+		Head string `json:"version_id"`
+	}
+	err := c.api.Do(ctx, http.MethodGet, "/v1/workers/"+c.WorkerID()+"/volumes/"+vid+"?container="+url.QueryEscape(cid), nil, &v)
+	return v.Head, err
+}
+
+// CommitVolume applies changes that container cid made under its mount of volume vid (their
+// files' blobs are stored already) and returns the new version.
+func (c *ServerClient) CommitVolume(ctx context.Context, vid, cid string, changes any) (string, error) {
+	var v struct {
+		Head string `json:"version_id"`
+	}
+	err := c.api.Do(ctx, http.MethodPost, "/v1/workers/"+c.WorkerID()+"/volumes/"+vid+"/commit", map[string]any{"container_id": cid, "changes": changes}, &v)
+	return v.Head, err
+}

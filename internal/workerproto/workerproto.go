@@ -147,6 +147,8 @@ type ContainerSpec struct {
 	GPUType  string       `json:"gpu_type,omitempty"`
 	GPUCount int          `json:"gpu_count,omitempty"`
 	GPUs     []gpu.Device `json:"gpus,omitempty"`
+	// Volumes are mounted at their paths; the worker resolves each one's version at mount time.
+	Volumes []sandbox.VolumeMount `json:"volumes,omitempty"`
 }
 
 // FunctionRun is what a function container's runner needs.

@@ -156,6 +156,7 @@ type Quotas struct {
 	ImageDiskMiB      int64   `json:"image_disk_mib"`
 	RequestsPerSecond float64 `json:"requests_per_second"`
 	KVStoreMiB        int64   `json:"kv_store_mib"` // contents of Dicts and Queues
+	VolumeMiB         int64   `json:"volume_mib"`   // files in Volumes
 }
 
 // GetQuotas returns the quotas of the workspace id.

@@ -150,7 +150,7 @@ func TestWorkspaces(t *testing.T) {
 		t.Errorf("SetQuotas = %+v, %v", q, err)
 	}
 	// Every field is sent, zeros included: a PUT replaces them all.
-	if want := map[string]any{"sandboxes": 3.0, "cpu": 1.5, "memory_mib": 2048.0, "gpus": 1.0, "image_disk_mib": 10240.0, "requests_per_second": 0.0, "kv_store_mib": 0.0}; !reflect.DeepEqual(quotas, want) {
+	if want := map[string]any{"sandboxes": 3.0, "cpu": 1.5, "memory_mib": 2048.0, "gpus": 1.0, "image_disk_mib": 10240.0, "requests_per_second": 0.0, "kv_store_mib": 0.0, "volume_mib": 0.0}; !reflect.DeepEqual(quotas, want) {
 		t.Errorf("PUT body %v, want %v", quotas, want)
 	}
 	if _, err := c.SetQuotas(ctx, "ws-x", set); !errors.Is(err, ErrNotFound) {

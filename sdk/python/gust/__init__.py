@@ -48,7 +48,7 @@ version = __version__
 
 # Imported on first use, not with the package: every function container imports gust as it
 # starts, and these (asyncio, decimal, ...) would add to each cold start.
-_LAZY = {"Dict": ("dict", "Dict"), "Queue": ("queue", "Queue"), "billing": ("billing", None),
+_LAZY = {"Dict": ("dict", "Dict"), "Volume": ("volume", "Volume"), "Queue": ("queue", "Queue"), "billing": ("billing", None),
          "Workspace": ("billing", "Workspace"), "Probe": ("tunnel", "Probe"), "Tunnel": ("tunnel", "Tunnel"),
          "forward": ("tunnel", "forward"), "FilePatternMatcher": ("file_pattern_matcher", "FilePatternMatcher"),
          "file_pattern_matcher": ("file_pattern_matcher", None), "gpu": ("gpu", None),
@@ -70,7 +70,7 @@ def __getattr__(name: str):
 __all__ = [
     "App", "CloudBucketMount", "Cls", "ContainerProcess", "Cron", "Dict", "Error", "FileIO", "FileInfo", "FilePatternMatcher", "FileType", "Function", "FunctionCall",
     "Image", "LocalEntrypoint", "NetworkFileSystem", "Period", "Probe", "Proxy", "Queue", "Retries", "Sandbox", "SandboxFilesystem", "SchedulerPlacement", "Secret", "StreamReader",
-    "StreamType", "StreamWriter", "Tunnel", "Workspace", "batched", "billing", "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit", "forward", "functions",
+    "StreamType", "StreamWriter", "Tunnel", "Volume", "Workspace", "batched", "billing", "concurrent", "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit", "forward", "functions",
     "gpu", "interact", "is_local", "method", "parameter", "version", "__version__",
     "asgi_app", "fastapi_endpoint", "web_endpoint", "web_server", "wsgi_app",
 ]

@@ -41,7 +41,7 @@ _IGNORED_OPTIONS = frozenset({
     "_experimental_gpus", "rdma", "name", "scheduler_placement",
 })
 # Modal options gust cannot honour: accepted only when unset.
-_UNSUPPORTED_OPTIONS = frozenset({"volumes", "network_file_systems", "proxy", "cloud_bucket_mounts"})
+_UNSUPPORTED_OPTIONS = frozenset({"network_file_systems", "proxy", "cloud_bucket_mounts"})
 # The containers' outbound network, as on Sandbox.create: passed to the server as they are.
 _NETWORK_OPTIONS = ("block_network", "outbound_cidr_allowlist", "cidr_allowlist", "outbound_domain_allowlist")
 
@@ -124,8 +124,12 @@ def _options(*, image: Any, secrets: Any, env: Any, gpu: Any, cpu: Any, memory: 
              where: str) -> Dict[str, Any]:
     """Check a decorator's options before anything is sent; return them normalised."""
     network = _network_options(extra, where)
+    volumes: list = []
+    if extra.get("volumes"):
+        from .volume import volume_mounts
+        volumes = volume_mounts(extra["volumes"], where)
     for k, v in extra.items():
-        if k in _NETWORK_OPTIONS:
+        if k in _NETWORK_OPTIONS or k == "volumes":
             continue
         if k in _UNSUPPORTED_OPTIONS:
             if v:
@@ -181,7 +185,7 @@ def _options(*, image: Any, secrets: Any, env: Any, gpu: Any, cpu: Any, memory: 
             "memory": memory, "timeout": timeout, "retries": Retries._from(retries), "min_containers": min_containers,
             "max_containers": max_containers, "buffer_containers": buffer_containers,
             "scaledown_window": scaledown_window, "max_inputs": max_inputs, "target_inputs": target_inputs,
-            "schedule": schedule, "isolation": isolation, "network": network}
+            "schedule": schedule, "isolation": isolation, "network": network, "volumes": volumes}
 
 
 def _network_options(opts: Dict[str, Any], where: str) -> Dict[str, Any]:
@@ -227,8 +231,10 @@ class App:
                  tags: Optional[dict] = None):
         if image is not None and not isinstance(image, Image):
             raise exc.InvalidError(f"App(image=...) must be a gust.Image, got {image!r}")
+        self._volumes: list = []
         if volumes:
-            raise exc.InvalidError("App(volumes=...) is not supported by gust yet")
+            from .volume import volume_mounts
+            self._volumes = volume_mounts(volumes, "App(volumes=...)")
         for s in secrets or ():
             if not isinstance(s, Secret):
                 raise exc.InvalidError(f"App(secrets=...) must be gust.Secret objects, got {s!r}")
@@ -475,6 +481,10 @@ class App:
         spec.update(o.get("network") or {})
         if o.get("web"):
             spec["web"] = o["web"]
+        mounts = dict(getattr(defining_app, "_volumes", None) or ())
+        mounts.update(dict(o.get("volumes") or ()))
+        if mounts:
+            spec["volumes"] = [v.hydrate(client)._to_mount(p) for p, v in sorted(mounts.items())]
         return spec
 
     def _images(self) -> List[Image]:

@@ -35,7 +35,7 @@ _TERMINAL = ("finished", "terminated", "timeout", "failed")
 
 # Modal options gust does not have yet: accepted when empty or false, refused otherwise.
 _UNSUPPORTED = frozenset({
-    "network_file_systems", "volumes", "cloud", "region",
+    "network_file_systems", "cloud", "region",
     "pty", "pty_info", "custom_domain", "proxy", "include_oidc_identity_token",
     "experimental_options", "_experimental_enable_snapshot", "_experimental_scheduler_placement", "mounts",
 })
@@ -165,6 +165,7 @@ class Sandbox:
         ``args`` is the command (none: the sandbox stays up until terminated or timed out).
         ``isolation`` ("runc" or "gvisor") and ``tags`` are gust's own; the rest are Modal's.
         """
+        volumes = kwargs.pop("volumes", None)
         for k, v in kwargs.items():
             if k in _UNSUPPORTED:
                 if v:
@@ -172,6 +173,10 @@ class Sandbox:
             elif k not in _IGNORED:
                 raise TypeError(f"Sandbox.create() got an unexpected keyword argument '{k}'")
         gpu = _parse_gpu(gpu)  # an unknown GPU type is refused here, before anything is sent
+        mounts = []
+        if volumes:
+            from .volume import volume_mounts
+            mounts = volume_mounts(volumes, "Sandbox.create()")
         _check_args(args)
         if workdir is not None and not workdir.startswith("/"):
             raise exc.InvalidError(f"workdir must be an absolute path, got: {workdir}")
@@ -193,6 +198,8 @@ class Sandbox:
         if envd:
             body["env"] = envd
         body.update(_network_body(block_network, outbound_cidr_allowlist, cidr_allowlist, outbound_domain_allowlist))
+        if mounts:
+            body["volumes"] = [v.hydrate(client)._to_mount(p) for p, v in mounts]
         for field, ports in (("encrypted_ports", encrypted_ports), ("unencrypted_ports", unencrypted_ports),
                              ("h2_ports", h2_ports)):
             if ports:
@@ -314,6 +321,14 @@ class Sandbox:
                 return
             if time.monotonic() >= deadline:
                 raise exc.TimeoutError(f"sandbox {self._id} was not ready within {timeout} s")
+
+    def reload_volumes(self) -> None:
+        """Show the newest committed version of every volume mounted in the sandbox (what the
+        sandbox wrote there is committed first). Refused while files under a mount are open."""
+        try:
+            self._client.request("POST", f"/v1/sandboxes/{self._id}/volumes/reload", timeout=600)
+        except exc.ConflictError as e:
+            raise RuntimeError(str(e)) from None
 
     def terminate(self, *, wait: bool = False) -> Optional[int]:
         """Stop the sandbox (no-op if it has already finished). With ``wait=True``, return its exit code."""
@@ -476,4 +491,4 @@ def _network_body(block_network: bool, outbound_cidr_allowlist: Any, cidr_allowl
 
 add_aio(Sandbox, ["create", "from_id", "from_name", "hydrate", "poll", "wait", "tunnels", "wait_until_ready",
                   "terminate", "set_tags", "set_network_access", "get_tags", "snapshot_filesystem", "exec", "open",
-                  "ls", "mkdir", "rm"], gen=["list"])
+                  "ls", "mkdir", "rm", "reload_volumes"], gen=["list"])

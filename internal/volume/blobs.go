@@ -1,0 +1,247 @@
+package volume
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var blobRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// Blobs is the content-addressed store of file contents and manifests, a directory beside the
+// image layers (LAYER_DIR/volumes/blobs): every machine that sees the layers sees it.
+type Blobs struct {
+	Dir string
+}
+
+// BlobsIn returns the blob store under a layer directory.
+func BlobsIn(layerDir string) *Blobs {
+	return &Blobs{Dir: filepath.Join(layerDir, "volumes", "blobs")}
+}
+
+// Path is where blob sum is kept.
+func (b *Blobs) Path(sum string) string { return filepath.Join(b.Dir, sum[:2], sum) }
+
+// Stat returns a blob's size, or an error if it is not stored.
+func (b *Blobs) Stat(sum string) (int64, error) {
+	if !blobRE.MatchString(sum) {
+		return 0, fmt.Errorf("volume: %q is not a SHA-256", sum)
+	}
+	fi, err := os.Stat(b.Path(sum))
+	if err != nil {
+		return 0, fmt.Errorf("volume: blob %s: %w", sum, err)
+	}
+	return fi.Size(), nil
+}
+
+// Put stores what r holds (at most limit bytes; more is an error) and returns its SHA-256
+// and size. The file is readable by all (mode 0644): workers link it into versions.
+func (b *Blobs) Put(r io.Reader, limit int64) (string, int64, error) {
+	if err := os.MkdirAll(b.Dir, 0o755); err != nil {
+		return "", 0, fmt.Errorf("volume: blob store: %w", err)
+	}
+	f, err := os.CreateTemp(b.Dir, "put-*")
+	if err != nil {
+		return "", 0, fmt.Errorf("volume: blob store: %w", err)
+	}
+	defer func() { _ = os.Remove(f.Name()) }() // renamed away on success
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, limit+1))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("volume: storing a blob: %w", err)
+	}
+	if n > limit {
+		return "", 0, fmt.Errorf("volume: a file of more than %d bytes: %w", limit, errTooLarge)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if err := b.place(f.Name(), sum); err != nil {
+		return "", 0, err
+	}
+	return sum, n, nil
+}
+
+var errTooLarge = errors.New("too large")
+
+// IsTooLarge reports whether Put refused a blob over its limit.
+func IsTooLarge(err error) bool { return errors.Is(err, errTooLarge) }
+
+// place renames a finished temporary file to blob sum (an existing blob is the same bytes).
+func (b *Blobs) place(tmp, sum string) error {
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
+	}
+	dst := b.Path(sum)
+	if touch(dst) {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
+	}
+	return nil
+}
+
+// touch reports whether blob file p exists, and makes it new again: a prune running now took
+// it for unused, and a commit is about to use it.
+func touch(p string) bool {
+	now := time.Now()
+	return os.Chtimes(p, now, now) == nil
+}
+
+// PutFile stores the content of open file f, copied, and returns its SHA-256 and size.
+func (b *Blobs) PutFile(f *os.File) (string, int64, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", 0, fmt.Errorf("volume: %w", err)
+	}
+	return b.Put(f, 1<<62)
+}
+
+// Open opens blob sum for reading.
+func (b *Blobs) Open(sum string) (*os.File, error) {
+	if !blobRE.MatchString(sum) {
+		return nil, fmt.Errorf("volume: %q is not a SHA-256", sum)
+	}
+	f, err := os.Open(b.Path(sum))
+	if err != nil {
+		return nil, fmt.Errorf("volume: blob %s: %w", sum, err)
+	}
+	return f, nil
+}
+
+// ReadManifest returns version sum; "" is the empty version.
+func (b *Blobs) ReadManifest(sum string) (*Manifest, error) {
+	if sum == "" {
+		return NewManifest(), nil
+	}
+	f, err := b.Open(sum)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("volume: manifest %s: %w", sum, err)
+	}
+	return DecodeManifest(data)
+}
+
+// WriteManifest stores m and returns its SHA-256, the version's name.
+func (b *Blobs) WriteManifest(m *Manifest) (string, error) {
+	data, err := m.Encode()
+	if err != nil {
+		return "", err
+	}
+	sum, _, err := b.Put(bytes.NewReader(data), int64(len(data)))
+	return sum, err
+}
+
+// Missing returns the first blob that m's files name and the store lacks ("" if none).
+func (b *Blobs) Missing(m *Manifest) string {
+	for _, e := range m.Entries {
+		if e.Type != File {
+			continue
+		}
+		if _, err := os.Stat(b.Path(e.Blob)); errors.Is(err, fs.ErrNotExist) {
+			return e.Blob
+		}
+	}
+	return ""
+}
+
+// Hash returns the SHA-256 and size of the content of open file f.
+func (b *Blobs) Hash(f *os.File) (string, int64, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", 0, fmt.Errorf("volume: %w", err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, fmt.Errorf("volume: hashing %s: %w", f.Name(), err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// Link makes open file f blob sum by a hard link to its inode, where nothing will write it
+// any more (a stopped container's layer): no copy. A blob already stored is kept.
+func (b *Blobs) Link(f *os.File, sum string) error {
+	if !blobRE.MatchString(sum) {
+		return fmt.Errorf("volume: %q is not a SHA-256", sum)
+	}
+	dst := b.Path(sum)
+	if touch(dst) {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
+	}
+	if err := unix.Linkat(int(f.Fd()), "", unix.AT_FDCWD, dst, unix.AT_EMPTY_PATH); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("volume: linking blob %s: %w", sum, err)
+	}
+	return nil
+}
+
+// Prune removes the blobs that no version in keep names (nor is itself one of) and that are
+// older than grace: the files and manifests of versions no volume has any more. Blobs made
+// for a commit still in progress are younger than grace. It returns how many went and their
+// bytes.
+func (b *Blobs) Prune(keep []string, grace time.Duration) (int, int64, error) {
+	live := map[string]bool{}
+	for _, head := range keep {
+		if head == "" {
+			continue
+		}
+		live[head] = true
+		m, err := b.ReadManifest(head)
+		if err != nil {
+			return 0, 0, fmt.Errorf("volume: prune: version %s: %w", head, err)
+		}
+		for _, e := range m.Entries {
+			if e.Type == File {
+				live[e.Blob] = true
+			}
+		}
+	}
+	var n int
+	var freed int64
+	cutoff := time.Now().Add(-grace)
+	err := filepath.WalkDir(b.Dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() || live[d.Name()] {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil || fi.ModTime().After(cutoff) {
+			return nil // gone since the listing, or recent
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		n++
+		freed += fi.Size()
+		return nil
+	})
+	if err != nil {
+		return n, freed, fmt.Errorf("volume: prune: %w", err)
+	}
+	return n, freed, nil
+}
