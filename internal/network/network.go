@@ -440,6 +440,39 @@ func (l *Lease) SetPolicy(p Policy) error {
 	return nil
 }
 
+// GVisorMTU is the MTU a gVisor sandbox's interface gets: runsc's netstack sizes its buffers
+// by it, and at the loopback-sized DefaultMTU a sandbox under a fork bomb outgrew its memory
+// limit and was killed (TestEscapeForkBomb).
+const GVisorMTU = 1500
+
+// SetMTU sets the MTU of both ends of the container's veth, before its runtime starts. TCP
+// between ends of different MTUs through the bridge is fine: each side's SYN says its MSS.
+func (l *Lease) SetMTU(mtu int) error {
+	if mtu < 1280 || mtu > DefaultMTU {
+		return fmt.Errorf("network: MTU %d must be from 1280 to %d", mtu, DefaultMTU)
+	}
+	host, err := netlink.LinkByName(l.veth)
+	if err != nil {
+		return fmt.Errorf("network: veth %s: %w", l.veth, err)
+	}
+	if err := netlink.LinkSetMTU(host, mtu); err != nil {
+		return fmt.Errorf("network: MTU of %s: %w", l.veth, err)
+	}
+	h, err := netlink.NewHandleAt(l.ns)
+	if err != nil {
+		return fmt.Errorf("network: netlink in the namespace: %w", err)
+	}
+	defer h.Close()
+	eth, err := h.LinkByName("eth0")
+	if err != nil {
+		return fmt.Errorf("network: eth0: %w", err)
+	}
+	if err := h.LinkSetMTU(eth, mtu); err != nil {
+		return fmt.Errorf("network: MTU of eth0: %w", err)
+	}
+	return nil
+}
+
 // Release removes the container's rules, veth and namespace descriptor, and frees its address.
 // Calling it again does nothing.
 func (l *Lease) Release() error {

@@ -36,6 +36,8 @@ type NetLease interface {
 	// the open connections it carries.
 	Forward(listen netip.AddrPort, port uint16, allow []netip.Prefix) (stop func() error, err error)
 	ForwardedFlows() (int, error)
+	// SetMTU sets the interface's MTU before the container starts (gVisor's is smaller).
+	SetMTU(mtu int) error
 	Release() error
 }
 
@@ -91,6 +93,11 @@ func (w *Worker) openNetWith(b *box, opts *container.CreateOptions, p network.Po
 	b.mu.Lock()
 	b.lease = l
 	b.mu.Unlock()
+	if b.spec.Isolation == sandbox.IsolationGVisor {
+		if err := l.SetMTU(network.GVisorMTU); err != nil {
+			return fmt.Errorf("the container's network: %w", err)
+		}
+	}
 	opts.NetNSPath = l.NetNSPath()
 	opts.Mounts = append(opts.Mounts, container.Mount{Source: w.net.ResolvConf(), Destination: "/etc/resolv.conf"})
 	return nil
