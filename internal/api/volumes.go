@@ -285,6 +285,10 @@ func (a *API) handleVolumeBlob(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
+	if err := a.store.GrantVolumeBlob(r.Context(), ws, sum); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	httpapi.WriteJSON(w, http.StatusCreated, map[string]any{"blob": sum, "size": n})
 }
 
@@ -338,7 +342,10 @@ func (a *API) volumeLock(id string) *sync.Mutex {
 }
 
 // checkChanges validates changes and fills each file's size from its stored blob.
-func (a *API) checkChanges(changes []volume.Change) error {
+// A client's commit may name only blobs its workspace holds (GrantVolumeBlob); a worker's
+// names the files its container wrote, which it stored itself, and grants them to the
+// container's workspace.
+func (a *API) checkChanges(ctx context.Context, ws string, changes []volume.Change, fromWorker bool) error {
 	bl := a.blobs()
 	for i := range changes {
 		c := &changes[i]
@@ -347,8 +354,19 @@ func (a *API) checkChanges(changes []volume.Change) error {
 		}
 		if c.Op == volume.OpPut && c.Entry.Type == volume.File {
 			n, err := bl.Stat(c.Entry.Blob)
-			if err != nil {
+			granted := fromWorker
+			if err == nil && !granted {
+				if granted, err = a.store.VolumeBlobGranted(ctx, ws, c.Entry.Blob); err != nil {
+					return err
+				}
+			}
+			if err != nil || !granted { // the same answer either way: nothing about others' files
 				return errdefs.Invalid("file %s: blob %s is not stored; POST the file's bytes to /v1/volumes/{id}/blobs first", c.Entry.Path, c.Entry.Blob)
+			}
+			if fromWorker {
+				if err := a.store.GrantVolumeBlob(ctx, ws, c.Entry.Blob); err != nil {
+					return err
+				}
 			}
 			c.Entry.Size = n
 		}
@@ -376,7 +394,7 @@ func (a *API) handleVolumeCommit(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	if err := a.checkChanges(req.Changes); err != nil {
+	if err := a.checkChanges(r.Context(), principal(r).WorkspaceID, req.Changes, false); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
@@ -513,7 +531,7 @@ func (a *API) handleWorkerVolumeCommit(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	if err := a.checkChanges(req.Changes); err != nil {
+	if err := a.checkChanges(r.Context(), ws, req.Changes, true); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}

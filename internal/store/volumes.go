@@ -29,7 +29,39 @@ CREATE TABLE IF NOT EXISTS volumes (
 	UNIQUE(workspace_id, name)
 );
 CREATE INDEX IF NOT EXISTS volumes_heartbeat ON volumes(heartbeat) WHERE heartbeat IS NOT NULL;
+CREATE TABLE IF NOT EXISTS volume_blob_grants (
+	workspace_id TEXT NOT NULL,
+	blob TEXT NOT NULL,
+	PRIMARY KEY (workspace_id, blob)
+);
 `
+
+// Volume files are stored once by content for the whole machine, but a workspace may name
+// in a commit only the files it uploaded itself (or that its containers wrote): knowing a
+// file's SHA-256 must not be a way to read, or to learn of, another workspace's file.
+
+// GrantVolumeBlob records that workspace ws holds the content of blob (it uploaded it, or a
+// container of its wrote it).
+func (s *Store) GrantVolumeBlob(ctx context.Context, ws, blob string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO volume_blob_grants (workspace_id, blob) VALUES (?, ?) ON CONFLICT DO NOTHING`, ws, blob)
+	if err != nil {
+		return fmt.Errorf("store: granting volume blob %s: %w", blob, err)
+	}
+	return nil
+}
+
+// VolumeBlobGranted reports whether workspace ws may name blob in a commit.
+func (s *Store) VolumeBlobGranted(ctx context.Context, ws, blob string) (bool, error) {
+	var one int
+	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM volume_blob_grants WHERE workspace_id = ? AND blob = ?`, ws, blob).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store: volume blob %s: %w", blob, err)
+	}
+	return true, nil
+}
 
 var volumeKind = kvKind{"volumes", "Volume", ids.Volume}
 
