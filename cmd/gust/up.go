@@ -356,6 +356,14 @@ func ensurePackages(ctx context.Context, logger *log.Logger) error {
 			missing = append(missing, pkg)
 		}
 	}
+	// Web endpoints and tunnels are named under gust.localhost; glibc resolves *.localhost
+	// to this machine only through nss-myhostname (whose package adds it to nsswitch.conf),
+	// so that Python's urllib and friends reach them as curl does.
+	if libs, _ := filepath.Glob("/usr/lib/*/libnss_myhostname.so.2"); len(libs) == 0 {
+		if libs, _ := filepath.Glob("/lib/*/libnss_myhostname.so.2"); len(libs) == 0 {
+			missing = append(missing, "libnss-myhostname")
+		}
+	}
 	if len(missing) == 0 {
 		return nil
 	}
