@@ -620,15 +620,34 @@ func startGust(t *testing.T, url string, args ...string) *exec.Cmd {
 	gust.url = url
 	t.Cleanup(func() { gust.url = saved })
 	for deadline := time.Now().Add(60 * time.Second); ; {
+		// Up when it answers, and for `gust up` once its own worker registered, which comes
+		// a moment after the API does (a sandbox asked for in between gets a 503).
 		if resp, err := http.Get(url + "/v1/health"); err == nil {
 			resp.Body.Close()
-			return cmd
+			if args[0] != "up" || hasWorker(url) {
+				return cmd
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s did not come up in 60 s", strings.Join(args, " "))
+			t.Fatalf("%s did not come up (with a worker) in 60 s", strings.Join(args, " "))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// hasWorker reports whether the gust at url lists a registered worker.
+func hasWorker(url string) bool {
+	req, _ := http.NewRequest("GET", url+"/v1/workers", nil)
+	req.Header.Set("Authorization", "Bearer "+gust.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Workers []json.RawMessage `json:"workers"`
+	}
+	return resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&out) == nil && len(out.Workers) > 0
 }
 
 // tailBuffer keeps the last max bytes written to it, from several goroutines.

@@ -148,10 +148,12 @@ func start() error {
 		resp, err := http.Get(gust.url + "/v1/health")
 		if err == nil {
 			resp.Body.Close()
-			break
+			if hasWorker(gust.url) { // its worker registers a moment after the API answers
+				break
+			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("gust did not answer /v1/health within 60 s")
+			return fmt.Errorf("gust did not answer /v1/health with a worker registered within 60 s")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
