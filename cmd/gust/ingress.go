@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"flag"
 	"log"
 	"os"
+	"os/exec"
 	"path/filepath"
 
 	"github.com/gust-run/gust/internal/ingress"
@@ -67,4 +69,34 @@ func reportIngress(srv *server.Server, writeConfig bool, logger *log.Logger) {
 		return
 	}
 	logger.Printf("tunnels' CA written to %s (e.g. curl --cacert %s https://HOST:PORT)", path, path)
+	trustIngressCA(ca, logger)
+}
+
+// trustIngressCA adds gust's CA to the machine's trust store (Debian's ca-certificates), so
+// that every program here (Python's ssl and urllib, curl, Go) reaches web endpoints and
+// tunnels without being told about it, as Modal's URLs are reached. The CA can sign only names
+// under the ingress's base domain (a critical name constraint), so trusting it trusts nothing
+// else.
+func trustIngressCA(ca []byte, logger *log.Logger) {
+	const path = "/usr/local/share/ca-certificates/gust-ingress-ca.crt"
+	if os.Geteuid() != 0 {
+		return
+	}
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, ca) {
+		return
+	}
+	update, err := exec.LookPath("update-ca-certificates")
+	if err != nil {
+		logger.Printf("the tunnels' CA is not in this machine's trust store (no update-ca-certificates): clients need --cacert")
+		return
+	}
+	if err := os.WriteFile(path, ca, 0o644); err != nil {
+		logger.Printf("could not add the tunnels' CA to this machine's trust store: %v", err)
+		return
+	}
+	if out, err := exec.Command(update).CombinedOutput(); err != nil {
+		logger.Printf("update-ca-certificates: %v: %s", err, bytes.TrimSpace(out))
+		return
+	}
+	logger.Printf("tunnels' CA added to this machine's trust store (%s)", path)
 }
