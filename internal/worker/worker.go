@@ -125,6 +125,8 @@ type Worker struct {
 	// the real one behind it (nil in tests), for the domain proxy and resolver.
 	net    Network
 	netMgr *network.Manager
+	// stopNet stops the resolver and domain proxy on the gateway (once; nil when none run).
+	stopNet func()
 	// buildMirrors are Config.BuildMirrors, parsed: image builds on the bridge reach them.
 	buildMirrors []netip.Prefix
 	// gateway serves the containers' resolver and domain proxy (startNetServices).
@@ -298,7 +300,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	if stopNet != nil {
-		defer stopNet()
+		// shutdown stops them before it removes the bridge (see there); this covers the rest.
+		w.stopNet = sync.OnceFunc(stopNet)
+		defer w.stopNet()
 	}
 	evCtx, stopEvents := context.WithCancel(context.Background())
 	defer stopEvents()
@@ -435,6 +439,12 @@ func (w *Worker) shutdown() {
 	w.pool.close()
 	if err := w.rt.Close(); err != nil {
 		w.log.Printf("%v", err)
+	}
+	// The resolver and proxy let go of the gateway's address before the bridge that holds it
+	// goes: a gust starting meanwhile may take the freed range, and its resolver must be able
+	// to bind there (TestVolumeMetering once failed with "address already in use").
+	if w.stopNet != nil {
+		w.stopNet()
 	}
 	if w.netMgr != nil {
 		if err := w.netMgr.Close(); err != nil {
