@@ -75,6 +75,9 @@ func (e *Engine) NewCall(fn function.Function, kind, method string, params *func
 	cs := &callState{call: call, changed: make(chan struct{}), lastUsed: e.clock.Now()}
 	e.mu.Lock()
 	e.calls[call.ID] = cs
+	if c := e.containers[createdBy]; c != nil {
+		c.calls = true // before the call's inputs are queued, so none is held ahead on it
+	}
 	e.mu.Unlock()
 	return call
 }

@@ -104,6 +104,33 @@ func TestPrefetch(t *testing.T) {
 	}
 }
 
+// TestNoPrefetchToCallers: an input that calls its own function (recursion, a method calling
+// another of its class) is not held ahead on the caller's busy container, where it would wait
+// for the caller, which waits for it; it stays queued, and a new container starts for it.
+func TestNoPrefetchToCallers(t *testing.T) {
+	h := newHarness(t, nil)
+	h.call(1)
+	c := h.readyContainer()
+	h.e.Step()
+	if got := inputIDs(h.p.takeSends()); len(got) != 1 {
+		t.Fatalf("sent %d inputs, want 1 to run", len(got))
+	}
+	nested := h.e.NewCall(h.fn, CallMap, "", nil, c) // made with c's credential
+	if _, err := h.e.Enqueue(context.Background(), nested.ID, []workerproto.Input{{Args: []byte("[1]"), Format: function.FormatJSON}}); err != nil {
+		t.Fatal(err)
+	}
+	before := h.containerIDs()
+	h.e.Step()
+	for _, s := range h.p.takeSends() {
+		if s.container == c {
+			t.Fatalf("the nested input was sent to its caller's busy container %s", c)
+		}
+	}
+	if len(h.containerIDs()) <= len(before) {
+		t.Fatalf("no container started for the nested input (containers %v)", h.containerIDs())
+	}
+}
+
 // A failure is retried after its backoff, as an attempt; once retries are spent it fails.
 func TestRetries(t *testing.T) {
 	h := newHarness(t, func(sp *function.Spec) {

@@ -156,6 +156,10 @@ type fnContainer struct {
 	inflight  map[string]*queuedInput // held and running
 	web       int                     // web requests running in it (web.go)
 	idleSince time.Time
+	// calls: its inputs have called functions. It is held no inputs ahead: one of its
+	// inputs blocked on a call would hold, unstarted, the very input it waits for (a function
+	// calling itself, a method calling another of its class), and nothing would run it.
+	calls bool
 	// cancel ends its start (Placer.Create): a container drained while it starts, above all
 	// one waiting for GPUs that other containers hold, stops waiting.
 	cancel context.CancelFunc

@@ -122,6 +122,9 @@ func (e *Engine) fill(fs *fnState, sends map[*fnContainer][]workerproto.Input) {
 			to = inputHeld
 		}
 		for _, c := range cs {
+			if pass == 1 && c.calls {
+				continue // see fnContainer.calls
+			}
 			for free := limit - c.busy(); free > 0 && len(fs.queue) > 0; free-- {
 				qi := fs.queue[0]
 				fs.queue = fs.queue[1:]
