@@ -69,6 +69,9 @@ type boxVolumes struct {
 	// gvisor: a gVisor container, whose mounts cannot be replaced while it runs: its versions
 	// are mounted before it starts, commits copy, and reload is refused.
 	gvisor bool
+	// freeze stops the container's processes until thaw (container.Container.Freeze), so that
+	// a swap of its mounts is invisible to it; nil under gVisor.
+	freeze func(timeout time.Duration) (thaw func() error, err error)
 	// hashes are the files of upper layers hashed ahead of a commit (prehash), by path.
 	hashMu sync.Mutex
 	hashes map[string]hashedFile
@@ -124,8 +127,8 @@ func (w *Worker) attachVolumes(ctx context.Context, spec workerproto.ContainerSp
 		if err := unix.Mount("", m.point, "", unix.MS_SHARED, ""); err != nil {
 			return nil, nil, fmt.Errorf("volumes: share %s: %w", m.point, err)
 		}
-		// The bare point is read-only inside: between the unmount and the mount of a commit or
-		// a reload, the container sees an empty directory it cannot write to.
+		// The bare point is read-only inside; the container is frozen whenever a commit or a
+		// reload swaps the mount stacked on it, so that it never sees the bare point.
 		opts := []string{"rbind", "rslave", "nosuid", "nodev", "ro"}
 		if bv.gvisor {
 			// runsc's gofer serves the mount as it is when the sandbox starts: the version is
@@ -334,11 +337,11 @@ const (
 	// in the last busyWindow), for at most busyMax since the last commit: a large file is
 	// not copied again every few seconds while it grows.
 	commitBackground
-	// commitSwap freezes the upper layer (unmounting the mount, which waits for no process
-	// but fails while files are open: then it copies), links its files into the blob store
-	// and mounts a fresh upper layer over it: the container's view is unchanged. Explicit
-	// commits: for the moment between the unmount and the mount, the mount point shows an
-	// empty directory that the container cannot write to.
+	// commitSwap freezes the upper layer (unmounting the mount, with the container's
+	// processes frozen, which fails while files are open: then it copies), mounts a fresh
+	// upper layer over it, thaws the container and links the old layer's files into the blob
+	// store: the container's view is unchanged, and it never sees the bare mount point.
+	// Explicit commits.
 	commitSwap
 	// commitFrozen links them: nothing can write them any more (the container is gone, or
 	// the mount is unmounted).
@@ -391,31 +394,18 @@ func (bv *boxVolumes) commitLocked(ctx context.Context, m *volMount, mode commit
 			h.sum, h.size, err = bv.w.volumeBlobs().Hash(file)
 			return h, err
 		})
-		err := unix.Unmount(m.point, 0)
+		thaw, err := bv.freezeFor("commit")
 		if err == nil {
-			changes, serr := bv.storeFound(found, pre, true)
-			if serr == nil {
-				serr = bv.send(ctx, m, changes)
+			err = unix.Unmount(m.point, 0)
+			if err != nil {
+				err = errors.Join(err, thaw())
 			}
-			var merr error
-			if len(m.frozen) >= maxFrozen && serr == nil {
-				var head string
-				if head, merr = bv.w.server.(volumeServer).VolumeHead(ctx, m.vid, bv.id); merr == nil {
-					merr = bv.mountVersion(m, head)
-				}
-			}
-			if len(m.frozen) < maxFrozen || serr != nil || merr != nil {
-				m.frozen = append([]string{m.rw}, m.frozen...)
-				merr = bv.mountLayers(m)
-			}
-			if serr != nil {
-				// The frozen layer's changes were not sent: they go with the next commit.
-				m.unsent = append(m.unsent, found...)
-			}
-			return errors.Join(serr, merr)
+		}
+		if err == nil {
+			return bv.commitSwapped(ctx, m, found, pre, thaw)
 		}
 		if !errors.Is(err, unix.EBUSY) {
-			return fmt.Errorf("volume %s: unmount for commit: %w", m.vid, err)
+			bv.w.log.Printf("container %s: volume %s: swap for commit: %v; copying", bv.id, m.vid, err)
 		}
 		// Files are open: copy them, as a background commit does.
 	}
@@ -428,6 +418,62 @@ func (bv *boxVolumes) commitLocked(ctx context.Context, m *volMount, mode commit
 	}
 	m.prev = next
 	return nil
+}
+
+// freezeTimeout bounds how long a swap waits for the container's processes to stop.
+const freezeTimeout = time.Second
+
+// freezeFor freezes the container for a swap of its mounts (what) and returns what thaws it.
+func (bv *boxVolumes) freezeFor(what string) (func() error, error) {
+	if bv.freeze == nil {
+		return nil, fmt.Errorf("%s: the container cannot be frozen", what)
+	}
+	return bv.freeze(freezeTimeout)
+}
+
+// commitSwapped ends a swap commit (commitSwap) once m's overlay is unmounted and the container
+// frozen: a fresh upper layer is mounted over the old one, the container thawed (it saw no
+// moment without its files), and the old layer, which nothing can write any more, linked into
+// the blob store and sent. Every maxFrozen commits, the volume's newest version is mounted
+// instead, while the container is still frozen.
+func (bv *boxVolumes) commitSwapped(ctx context.Context, m *volMount, found []volume.Found, pre []any, thaw func() error) error {
+	if len(m.frozen) >= maxFrozen {
+		changes, serr := bv.storeFound(found, pre, true)
+		if serr == nil {
+			serr = bv.send(ctx, m, changes)
+		}
+		var head string
+		var merr error
+		if serr == nil {
+			if head, merr = bv.w.server.(volumeServer).VolumeHead(ctx, m.vid, bv.id); merr == nil {
+				if merr = bv.mountVersion(m, head); merr == nil {
+					return thaw()
+				}
+			}
+		}
+		if serr != nil {
+			m.unsent = append(m.unsent, found...) // they go with the next commit
+		}
+		m.frozen = append([]string{m.rw}, m.frozen...)
+		return errors.Join(serr, merr, bv.mountLayers(m), thaw())
+	}
+	m.frozen = append([]string{m.rw}, m.frozen...)
+	if err := bv.mountLayers(m); err != nil {
+		m.unsent = append(m.unsent, found...)
+		return errors.Join(err, thaw())
+	}
+	if err := thaw(); err != nil {
+		bv.w.log.Printf("container %s: volumes: %v", bv.id, err)
+	}
+	changes, err := bv.storeFound(found, pre, true)
+	if err == nil {
+		err = bv.send(ctx, m, changes)
+	}
+	if err != nil {
+		// The frozen layer's changes were not sent: they go with the next commit.
+		m.unsent = append(m.unsent, found...)
+	}
+	return err
 }
 
 // Background commits wait for files to stop changing (commitBackground).
@@ -677,31 +723,43 @@ func (bv *boxVolumes) reload(ctx context.Context, vid string) error {
 		if vid != "" && m.vid != vid {
 			continue
 		}
-		if err := unix.Unmount(m.point, 0); err != nil {
-			if errors.Is(err, unix.EBUSY) {
-				return errOpenFiles
-			}
-			return fmt.Errorf("volume %s: unmount for reload: %w", m.vid, err)
-		}
-		// Unmounted, the layer cannot change: its files are linked, not copied.
-		err := bv.commitLocked(ctx, m, commitFrozen)
-		var head string
-		if err == nil {
-			head, err = srv.VolumeHead(ctx, m.vid, bv.id)
-		}
-		if err != nil {
-			// Show the container its files again, as they were.
-			if !m.ro {
-				m.frozen = append([]string{m.rw}, m.frozen...)
-				return errors.Join(err, bv.mountLayers(m))
-			}
-			return errors.Join(err, bv.mountVersion(m, m.version))
-		}
-		if err := bv.mountVersion(m, head); err != nil {
+		if err := bv.reloadOne(ctx, srv, m); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// reloadOne commits m and mounts the volume's newest version in its place, with the container
+// frozen (when it can be) so that none of its processes sees the mount point bare meanwhile.
+func (bv *boxVolumes) reloadOne(ctx context.Context, srv volumeServer, m *volMount) (retErr error) {
+	thaw, err := bv.freezeFor("reload")
+	if err != nil {
+		bv.w.log.Printf("container %s: volume %s: reloading unfrozen: %v", bv.id, m.vid, err)
+	} else {
+		defer func() { retErr = errors.Join(retErr, thaw()) }()
+	}
+	if err := unix.Unmount(m.point, 0); err != nil {
+		if errors.Is(err, unix.EBUSY) {
+			return errOpenFiles
+		}
+		return fmt.Errorf("volume %s: unmount for reload: %w", m.vid, err)
+	}
+	// Unmounted, the layer cannot change: its files are linked, not copied.
+	err = bv.commitLocked(ctx, m, commitFrozen)
+	var head string
+	if err == nil {
+		head, err = srv.VolumeHead(ctx, m.vid, bv.id)
+	}
+	if err != nil {
+		// Show the container its files again, as they were.
+		if !m.ro {
+			m.frozen = append([]string{m.rw}, m.frozen...)
+			return errors.Join(err, bv.mountLayers(m))
+		}
+		return errors.Join(err, bv.mountVersion(m, m.version))
+	}
+	return bv.mountVersion(m, head)
 }
 
 // commitLoop commits in the background until the container ends.
