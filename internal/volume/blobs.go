@@ -57,6 +57,12 @@ func (b *Blobs) Put(r io.Reader, limit int64) (string, int64, error) {
 	defer func() { _ = os.Remove(f.Name()) }() // renamed away on success
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, limit+1))
+	if err == nil && n <= limit {
+		// Durable before it is placed: a commit that names it is acknowledged only after.
+		if err = f.Chmod(0o644); err == nil {
+			err = syncFile(f)
+		}
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -78,19 +84,20 @@ var errTooLarge = errors.New("too large")
 // IsTooLarge reports whether Put refused a blob over its limit.
 func IsTooLarge(err error) bool { return errors.Is(err, errTooLarge) }
 
-// place renames a finished temporary file to blob sum (an existing blob is the same bytes).
+// place renames a finished temporary file (synced, mode 0644) to blob sum (an existing blob is
+// the same bytes), and syncs the directory that names it.
 func (b *Blobs) place(tmp, sum string) error {
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
-	}
 	dst := b.Path(sum)
 	if touch(dst) {
-		return nil
+		return b.syncExisting(dst)
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	if err := b.mkdirFor(dst); err != nil {
 		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
 	}
 	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
+	}
+	if err := syncDir(filepath.Dir(dst)); err != nil {
 		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
 	}
 	return nil
@@ -101,6 +108,53 @@ func (b *Blobs) place(tmp, sum string) error {
 func touch(p string) bool {
 	now := time.Now()
 	return os.Chtimes(p, now, now) == nil
+}
+
+// Durability: a blob is synced (its data, then the directory entry that names it) before the
+// call that stores it returns, so that a commit acknowledged after it survives a crash of the
+// machine. syncFile and syncDir are variables for the tests.
+var (
+	syncFile = func(f *os.File) error { return f.Sync() }
+	syncDir  = func(dir string) error {
+		d, err := os.Open(dir)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		if err := syncFile(d); err != nil {
+			return fmt.Errorf("syncing %s: %w", dir, err)
+		}
+		return nil
+	}
+)
+
+// syncExisting makes sure a blob that another call stored (and may not have synced yet, if it
+// is still running) is durable: cheap when it is already.
+func (b *Blobs) syncExisting(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
+	defer f.Close()
+	if err := syncFile(f); err != nil {
+		return fmt.Errorf("volume: syncing %s: %w", p, err)
+	}
+	if err := syncDir(filepath.Dir(p)); err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
+	return nil
+}
+
+// mkdirFor makes the directory of blob path p, syncing the store's directory when it is new.
+func (b *Blobs) mkdirFor(p string) error {
+	dir := filepath.Dir(p)
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(dir))
 }
 
 // PutFile stores the content of open file f, copied, and returns its SHA-256 and size.
@@ -177,20 +231,31 @@ func (b *Blobs) Hash(f *os.File) (string, int64, error) {
 }
 
 // Link makes open file f blob sum by a hard link to its inode, where nothing will write it
-// any more (a stopped container's layer): no copy. A blob already stored is kept.
+// any more (a stopped container's layer): no copy, but a sync of what of the file is not on
+// the disk yet. A blob already stored is kept.
 func (b *Blobs) Link(f *os.File, sum string) error {
 	if !blobRE.MatchString(sum) {
 		return fmt.Errorf("volume: %q is not a SHA-256", sum)
 	}
 	dst := b.Path(sum)
 	if touch(dst) {
-		return nil
+		return b.syncExisting(dst)
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	if err := b.mkdirFor(dst); err != nil {
 		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
 	}
-	if err := unix.Linkat(int(f.Fd()), "", unix.AT_FDCWD, dst, unix.AT_EMPTY_PATH); err != nil && !errors.Is(err, fs.ErrExist) {
+	// The data first (the link names the inode with whatever of it reached the disk).
+	if err := syncFile(f); err != nil {
+		return fmt.Errorf("volume: syncing blob %s: %w", sum, err)
+	}
+	if err := unix.Linkat(int(f.Fd()), "", unix.AT_FDCWD, dst, unix.AT_EMPTY_PATH); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return b.syncExisting(dst)
+		}
 		return fmt.Errorf("volume: linking blob %s: %w", sum, err)
+	}
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
 	}
 	return nil
 }

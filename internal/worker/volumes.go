@@ -630,6 +630,9 @@ func (bv *boxVolumes) prehashFile(bl *volume.Blobs, f *volume.Found, quiet int64
 	if err != nil || unix.Fstat(int(file.Fd()), &after) != nil || !sameFile(st, after) {
 		return
 	}
+	// Start writing it to the disk now: the commit that stores it syncs it (volume.Blobs),
+	// and then has less left to wait for.
+	_ = unix.SyncFileRange(int(file.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 	bv.hashMu.Lock()
 	if bv.hashes == nil {
 		bv.hashes = map[string]hashedFile{}
