@@ -378,7 +378,7 @@ func (bv *boxVolumes) commitLocked(ctx context.Context, m *volMount, mode commit
 	}
 	if mode == commitSwap {
 		// Hash while the container still sees its files: the unmount lasts only the links.
-		pre := bv.forEachSource(found, func(f *volume.Found) (any, error) {
+		pre := bv.forEachSource(found, 0, func(f *volume.Found) (any, error) {
 			file, err := volume.OpenBeneath(f.Root, f.Source)
 			if err != nil {
 				return nil, err
@@ -516,10 +516,11 @@ func (bv *boxVolumes) send(ctx context.Context, m *volMount, changes []volume.Ch
 }
 
 // forEachSource runs f over the founds that have a source file, a few at a time (hashing and
-// copying are a commit's cost), and returns what each gave, by index; an error is kept as it.
-func (bv *boxVolumes) forEachSource(found []volume.Found, f func(*volume.Found) (any, error)) []any {
+// copying are a commit's cost: as many as there are CPUs, or at least n), and returns what
+// each gave, by index; an error is kept as it.
+func (bv *boxVolumes) forEachSource(found []volume.Found, n int, f func(*volume.Found) (any, error)) []any {
 	out := make([]any, len(found))
-	sem := make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+	sem := make(chan struct{}, max(2, n, runtime.GOMAXPROCS(0)))
 	var wg sync.WaitGroup
 	for i := range found {
 		if found[i].Source == "" {
@@ -546,7 +547,13 @@ func (bv *boxVolumes) forEachSource(found []volume.Found, f func(*volume.Found) 
 // holds hashes made earlier (commitSwap), used when the file has not changed since.
 func (bv *boxVolumes) storeFound(found []volume.Found, pre []any, link bool) ([]volume.Change, error) {
 	bl := bv.w.volumeBlobs()
-	res := bv.forEachSource(found, func(f *volume.Found) (any, error) {
+	// Links mostly wait for their files to reach the disk (volume.Blobs syncs them): more at
+	// once.
+	n := 0
+	if link {
+		n = syncParallel
+	}
+	res := bv.forEachSource(found, n, func(f *volume.Found) (any, error) {
 		file, err := volume.OpenBeneath(f.Root, f.Source)
 		if err != nil {
 			return nil, err
@@ -593,6 +600,9 @@ func (bv *boxVolumes) storeFound(found []volume.Found, pre []any, link bool) ([]
 	}
 	return changes, nil
 }
+
+// syncParallel is how many files a commit that links them stores at once.
+const syncParallel = 16
 
 // preHash returns the hash made of source i before an unmount, if there is one.
 func preHash(pre []any, i int) (hashedFile, bool) {
