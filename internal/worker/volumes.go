@@ -93,6 +93,10 @@ type volMount struct {
 	mounted        bool
 }
 
+// volumeIDs maps the owners of volumes' files: runc containers' user namespace (under gVisor,
+// files the host sees outside that range read as root's).
+var volumeIDs = volume.IDs{Base: container.RootOnHost, Size: container.IDMapSize}
+
 func (w *Worker) volumesRoot() string { return filepath.Join(w.cfg.StateDir, "volumes") }
 
 func (w *Worker) volumeBlobs() *volume.Blobs { return volume.BlobsIn(w.cfg.LayerDir) }
@@ -201,7 +205,7 @@ func (bv *boxVolumes) mountVersion(m *volMount, head string) error {
 		if err != nil {
 			return fmt.Errorf("volume %s: %w", m.vid, err)
 		}
-		if err := bl.Materialize(man, vdir, container.RootOnHost, container.RootOnHost); err != nil {
+		if err := bl.Materialize(man, vdir, volumeIDs); err != nil {
 			return fmt.Errorf("volume %s: %w", m.vid, err)
 		}
 	}
@@ -360,7 +364,7 @@ func (bv *boxVolumes) commitLocked(ctx context.Context, m *volMount, mode commit
 	if m.ro || m.rw == "" {
 		return nil
 	}
-	found, next, err := volume.Scan(filepath.Join(m.rw, "upper"), m.sub, m.prev)
+	found, next, err := volume.Scan(filepath.Join(m.rw, "upper"), m.sub, m.prev, volumeIDs)
 	if err != nil {
 		return err
 	}
@@ -668,7 +672,7 @@ func (bv *boxVolumes) prehash() {
 	bl := bv.w.volumeBlobs()
 	quiet := time.Now().Add(-50 * time.Millisecond).UnixNano()
 	for _, upper := range uppers {
-		files, _, err := volume.Scan(upper, "", nil)
+		files, _, err := volume.Scan(upper, "", nil, volumeIDs)
 		if err != nil {
 			continue // the next tick tries again
 		}
