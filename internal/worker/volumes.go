@@ -382,7 +382,7 @@ func (bv *boxVolumes) commitLocked(ctx context.Context, m *volMount, mode commit
 	}
 	if mode == commitSwap {
 		// Hash while the container still sees its files: the unmount lasts only the links.
-		pre := bv.forEachSource(found, 0, func(f *volume.Found) (any, error) {
+		bv.keepHashes(found, bv.forEachSource(found, 0, func(f *volume.Found) (any, error) {
 			file, err := volume.OpenBeneath(f.Root, f.Source)
 			if err != nil {
 				return nil, err
@@ -397,7 +397,7 @@ func (bv *boxVolumes) commitLocked(ctx context.Context, m *volMount, mode commit
 			}
 			h.sum, h.size, err = bv.w.volumeBlobs().Hash(file)
 			return h, err
-		})
+		}))
 		thaw, err := bv.freezeFor("commit")
 		if err == nil {
 			err = unix.Unmount(m.point, 0)
@@ -406,14 +406,14 @@ func (bv *boxVolumes) commitLocked(ctx context.Context, m *volMount, mode commit
 			}
 		}
 		if err == nil {
-			return bv.commitSwapped(ctx, m, found, pre, thaw)
+			return bv.commitSwapped(ctx, m, found, thaw)
 		}
 		if !errors.Is(err, unix.EBUSY) {
 			bv.w.log.Printf("container %s: volume %s: swap for commit: %v; copying", bv.id, m.vid, err)
 		}
 		// Files are open: copy them, as a background commit does.
 	}
-	changes, err := bv.storeFound(found, nil, mode == commitFrozen)
+	changes, err := bv.storeFound(found, mode == commitFrozen)
 	if err != nil {
 		return err
 	}
@@ -437,12 +437,15 @@ func (bv *boxVolumes) freezeFor(what string) (func() error, error) {
 
 // commitSwapped ends a swap commit (commitSwap) once m's overlay is unmounted and the container
 // frozen: a fresh upper layer is mounted over the old one, the container thawed (it saw no
-// moment without its files), and the old layer, which nothing can write any more, linked into
-// the blob store and sent. Every maxFrozen commits, the volume's newest version is mounted
+// moment without its files), and the old layer, which nothing can write any more, scanned
+// again (found, the scan before the freeze, misses what was written since), linked into the
+// blob store and sent. Every maxFrozen commits, the volume's newest version is mounted
 // instead, while the container is still frozen.
-func (bv *boxVolumes) commitSwapped(ctx context.Context, m *volMount, found []volume.Found, pre []any, thaw func() error) error {
+func (bv *boxVolumes) commitSwapped(ctx context.Context, m *volMount, found []volume.Found, thaw func() error) error {
+	upper, prev := filepath.Join(m.rw, "upper"), m.prev
 	if len(m.frozen) >= maxFrozen {
-		changes, serr := bv.storeFound(found, pre, true)
+		found = bv.rescan(upper, m.sub, prev, found)
+		changes, serr := bv.storeFound(found, true)
 		if serr == nil {
 			serr = bv.send(ctx, m, changes)
 		}
@@ -463,13 +466,14 @@ func (bv *boxVolumes) commitSwapped(ctx context.Context, m *volMount, found []vo
 	}
 	m.frozen = append([]string{m.rw}, m.frozen...)
 	if err := bv.mountLayers(m); err != nil {
-		m.unsent = append(m.unsent, found...)
+		m.unsent = append(m.unsent, bv.rescan(upper, m.sub, prev, found)...)
 		return errors.Join(err, thaw())
 	}
 	if err := thaw(); err != nil {
 		bv.w.log.Printf("container %s: volumes: %v", bv.id, err)
 	}
-	changes, err := bv.storeFound(found, pre, true)
+	found = bv.rescan(upper, m.sub, prev, found)
+	changes, err := bv.storeFound(found, true)
 	if err == nil {
 		err = bv.send(ctx, m, changes)
 	}
@@ -478,6 +482,32 @@ func (bv *boxVolumes) commitSwapped(ctx context.Context, m *volMount, found []vo
 		m.unsent = append(m.unsent, found...)
 	}
 	return err
+}
+
+// rescan returns what the unmounted upper layer holds that changed since prev; found (the scan
+// before the unmount) if it cannot be read.
+func (bv *boxVolumes) rescan(upper, sub string, prev map[string]volume.State, found []volume.Found) []volume.Found {
+	all, _, err := volume.Scan(upper, sub, prev, volumeIDs)
+	if err != nil {
+		bv.w.log.Printf("container %s: volumes: scanning a frozen layer again: %v", bv.id, err)
+		return found
+	}
+	return all
+}
+
+// keepHashes keeps the hashes that forEachSource made of found's files (hashedFile, by index)
+// for the commit's storeFound (cachedHash).
+func (bv *boxVolumes) keepHashes(found []volume.Found, res []any) {
+	bv.hashMu.Lock()
+	defer bv.hashMu.Unlock()
+	if bv.hashes == nil {
+		bv.hashes = map[string]hashedFile{}
+	}
+	for i, r := range res {
+		if h, ok := r.(hashedFile); ok {
+			bv.hashes[hashKey(&found[i])] = h
+		}
+	}
 }
 
 // Background commits wait for files to stop changing (commitBackground).
@@ -501,7 +531,7 @@ func (bv *boxVolumes) send(ctx context.Context, m *volMount, changes []volume.Ch
 	var all []volume.Change
 	if len(m.unsent) > 0 {
 		// A frozen layer's changes that an earlier commit could not send: linked again.
-		earlier, err := bv.storeFound(m.unsent, nil, true)
+		earlier, err := bv.storeFound(m.unsent, true)
 		if err != nil {
 			return err
 		}
@@ -547,9 +577,9 @@ func (bv *boxVolumes) forEachSource(found []volume.Found, n int, f func(*volume.
 }
 
 // storeFound puts found's source files in the blob store, by hard link when link is set
-// (nobody can write them any more) and else by copy, and returns the changes to commit. pre
-// holds hashes made earlier (commitSwap), used when the file has not changed since.
-func (bv *boxVolumes) storeFound(found []volume.Found, pre []any, link bool) ([]volume.Change, error) {
+// (nobody can write them any more) and else by copy, and returns the changes to commit. Hashes
+// made earlier (prehash, keepHashes) serve where the file has not changed since.
+func (bv *boxVolumes) storeFound(found []volume.Found, link bool) ([]volume.Change, error) {
 	bl := bv.w.volumeBlobs()
 	// Links mostly wait for their files to reach the disk (volume.Blobs syncs them): more at
 	// once.
@@ -572,10 +602,7 @@ func (bv *boxVolumes) storeFound(found []volume.Found, pre []any, link bool) ([]
 		if err := unix.Fstat(int(file.Fd()), &st); err != nil {
 			return nil, err
 		}
-		i := indexOf(found, f)
-		if p, ok := preHash(pre, i); ok && sameFile(p.st, st) {
-			h = p
-		} else if p, ok := bv.cachedHash(f, st); ok {
+		if p, ok := bv.cachedHash(f, st); ok {
 			h = p
 		} else if h.sum, h.size, err = bl.Hash(file); err != nil {
 			return nil, err
@@ -607,15 +634,6 @@ func (bv *boxVolumes) storeFound(found []volume.Found, pre []any, link bool) ([]
 
 // syncParallel is how many files a commit that links them stores at once.
 const syncParallel = 16
-
-// preHash returns the hash made of source i before an unmount, if there is one.
-func preHash(pre []any, i int) (hashedFile, bool) {
-	if i < 0 || i >= len(pre) {
-		return hashedFile{}, false
-	}
-	h, ok := pre[i].(hashedFile)
-	return h, ok
-}
 
 // cachedHash returns prehash's hash of f's source if the file is as it was then.
 func (bv *boxVolumes) cachedHash(f *volume.Found, st unix.Stat_t) (hashedFile, bool) {
@@ -689,15 +707,6 @@ func (bv *boxVolumes) prehash() {
 			bv.prehashFile(bl, f, quiet)
 		}
 	}
-}
-
-func indexOf(found []volume.Found, f *volume.Found) int {
-	for i := range found {
-		if &found[i] == f {
-			return i
-		}
-	}
-	return -1
 }
 
 // sameFile reports whether a file is as it was when hashed.
