@@ -45,8 +45,47 @@ func (b *Blobs) Stat(sum string) (int64, error) {
 }
 
 // Put stores what r holds (at most limit bytes; more is an error) and returns its SHA-256
-// and size. The file is readable by all (mode 0644): workers link it into versions.
+// and size, synced. The file is readable by all (mode 0644): workers link it into versions.
 func (b *Blobs) Put(r io.Reader, limit int64) (string, int64, error) {
+	return b.put(r, limit, true)
+}
+
+// Upload is Put without the sync: for a client's upload, which the commit that names it
+// syncs (Sync), many files at once.
+func (b *Blobs) Upload(r io.Reader, limit int64) (string, int64, error) {
+	return b.put(r, limit, false)
+}
+
+// Sync makes blobs sums durable (their data and the directories naming them), a few at once.
+func (b *Blobs) Sync(sums []string) error {
+	seen := map[string]bool{}
+	var todo []string
+	for _, sum := range sums {
+		if blobRE.MatchString(sum) && !seen[sum] {
+			seen[sum] = true
+			todo = append(todo, sum)
+		}
+	}
+	errs := make(chan error, len(todo))
+	sem := make(chan struct{}, syncParallel)
+	for _, sum := range todo {
+		sem <- struct{}{}
+		go func(sum string) {
+			defer func() { <-sem }()
+			errs <- b.syncExisting(b.Path(sum))
+		}(sum)
+	}
+	var all []error
+	for range todo {
+		all = append(all, <-errs)
+	}
+	return errors.Join(all...)
+}
+
+// syncParallel is how many blobs Sync syncs at once: they wait for the disk, not the CPU.
+const syncParallel = 16
+
+func (b *Blobs) put(r io.Reader, limit int64, sync bool) (string, int64, error) {
 	if err := os.MkdirAll(b.Dir, 0o755); err != nil {
 		return "", 0, fmt.Errorf("volume: blob store: %w", err)
 	}
@@ -59,7 +98,7 @@ func (b *Blobs) Put(r io.Reader, limit int64) (string, int64, error) {
 	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, limit+1))
 	if err == nil && n <= limit {
 		// Durable before it is placed: a commit that names it is acknowledged only after.
-		if err = f.Chmod(0o644); err == nil {
+		if err = f.Chmod(0o644); err == nil && sync {
 			err = syncFile(f)
 		}
 	}
@@ -73,7 +112,7 @@ func (b *Blobs) Put(r io.Reader, limit int64) (string, int64, error) {
 		return "", 0, fmt.Errorf("volume: a file of more than %d bytes: %w", limit, errTooLarge)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
-	if err := b.place(f.Name(), sum); err != nil {
+	if err := b.place(f.Name(), sum, sync); err != nil {
 		return "", 0, err
 	}
 	return sum, n, nil
@@ -84,11 +123,14 @@ var errTooLarge = errors.New("too large")
 // IsTooLarge reports whether Put refused a blob over its limit.
 func IsTooLarge(err error) bool { return errors.Is(err, errTooLarge) }
 
-// place renames a finished temporary file (synced, mode 0644) to blob sum (an existing blob is
-// the same bytes), and syncs the directory that names it.
-func (b *Blobs) place(tmp, sum string) error {
+// place renames a finished temporary file (mode 0644; synced when sync is set) to blob sum (an
+// existing blob is the same bytes), and syncs the directory that names it when sync is set.
+func (b *Blobs) place(tmp, sum string, sync bool) error {
 	dst := b.Path(sum)
 	if touch(dst) {
+		if !sync {
+			return nil
+		}
 		return b.syncExisting(dst)
 	}
 	if err := b.mkdirFor(dst); err != nil {
@@ -96,6 +138,9 @@ func (b *Blobs) place(tmp, sum string) error {
 	}
 	if err := os.Rename(tmp, dst); err != nil {
 		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
+	}
+	if !sync {
+		return nil
 	}
 	if err := syncDir(filepath.Dir(dst)); err != nil {
 		return fmt.Errorf("volume: storing blob %s: %w", sum, err)

@@ -99,4 +99,17 @@ func TestBlobsDurable(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.has(t, "Put of a stored blob", bl.Path(sum))
+
+	// An upload is synced by the commit that names it (Sync), with others at once.
+	l = recordSyncs(t)
+	up, _, err := bl.Upload(strings.NewReader("uploaded"), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bl.Sync([]string{up, sum}); err != nil {
+		t.Fatal(err)
+	}
+	l.has(t, "Sync", bl.Path(up))
+	l.has(t, "Sync", filepath.Dir(bl.Path(up)))
+	l.has(t, "Sync", bl.Path(sum))
 }
