@@ -278,26 +278,64 @@ func (b *Blobs) Hash(f *os.File) (string, int64, error) {
 // Link makes open file f blob sum by a hard link to its inode, where nothing will write it
 // any more (a stopped container's layer): no copy, but a sync of what of the file is not on
 // the disk yet. A blob already stored is kept.
-func (b *Blobs) Link(f *os.File, sum string) error {
+func (b *Blobs) Link(f *os.File, sum string) error { return b.link(f, sum, true) }
+
+// LinkUnsynced is Link without the syncs, for a caller that links many files at once: it
+// calls SyncFS before (the files' data is on the disk before any link names it) and after
+// (the links).
+func (b *Blobs) LinkUnsynced(f *os.File, sum string) error { return b.link(f, sum, false) }
+
+// SyncFS syncs the whole file system of the blob store (syncfs(2)): one call for what many
+// syncs of files and directories would do.
+func (b *Blobs) SyncFS() error {
+	if err := os.MkdirAll(b.Dir, 0o755); err != nil {
+		return fmt.Errorf("volume: blob store: %w", err)
+	}
+	d, err := os.Open(b.Dir)
+	if err != nil {
+		return fmt.Errorf("volume: blob store: %w", err)
+	}
+	defer d.Close()
+	if err := syncFS(d); err != nil {
+		return fmt.Errorf("volume: syncing the blob store's file system: %w", err)
+	}
+	return nil
+}
+
+// syncFS is syncfs(2), a variable for the tests.
+var syncFS = func(d *os.File) error { return unix.Syncfs(int(d.Fd())) }
+
+func (b *Blobs) link(f *os.File, sum string, sync bool) error {
 	if !blobRE.MatchString(sum) {
 		return fmt.Errorf("volume: %q is not a SHA-256", sum)
 	}
 	dst := b.Path(sum)
 	if touch(dst) {
+		if !sync {
+			return nil
+		}
 		return b.syncExisting(dst)
 	}
 	if err := b.mkdirFor(dst); err != nil {
 		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
 	}
 	// The data first (the link names the inode with whatever of it reached the disk).
-	if err := syncFile(f); err != nil {
-		return fmt.Errorf("volume: syncing blob %s: %w", sum, err)
+	if sync {
+		if err := syncFile(f); err != nil {
+			return fmt.Errorf("volume: syncing blob %s: %w", sum, err)
+		}
 	}
 	if err := unix.Linkat(int(f.Fd()), "", unix.AT_FDCWD, dst, unix.AT_EMPTY_PATH); err != nil {
 		if errors.Is(err, fs.ErrExist) {
+			if !sync {
+				return nil
+			}
 			return b.syncExisting(dst)
 		}
 		return fmt.Errorf("volume: linking blob %s: %w", sum, err)
+	}
+	if !sync {
+		return nil
 	}
 	if err := syncDir(filepath.Dir(dst)); err != nil {
 		return fmt.Errorf("volume: storing blob %s: %w", sum, err)

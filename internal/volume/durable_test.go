@@ -113,3 +113,50 @@ func TestBlobsDurable(t *testing.T) {
 	l.has(t, "Sync", filepath.Dir(bl.Path(up)))
 	l.has(t, "Sync", bl.Path(sum))
 }
+
+// TestBlobsSyncFS: a commit of many files links them unsynced between two syncs of the file
+// system (SyncFS), which reach syncfs(2).
+func TestBlobsSyncFS(t *testing.T) {
+	bl := &Blobs{Dir: filepath.Join(t.TempDir(), "blobs")}
+	l := recordSyncs(t)
+	n := 0
+	old := syncFS
+	syncFS = func(d *os.File) error {
+		if d.Name() != bl.Dir {
+			t.Errorf("syncfs of %s, want the blob store %s", d.Name(), bl.Dir)
+		}
+		n++
+		return old(d)
+	}
+	t.Cleanup(func() { syncFS = old })
+	src := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(src, []byte("many"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sum, _, err := bl.Hash(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bl.SyncFS(); err != nil {
+		t.Fatal(err)
+	}
+	if err := bl.LinkUnsynced(f, sum); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bl.Stat(sum); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range l.paths {
+		if p == src {
+			t.Errorf("LinkUnsynced synced %s", src)
+		}
+	}
+	if n != 1 {
+		t.Errorf("SyncFS made %d syncfs calls, want 1", n)
+	}
+}

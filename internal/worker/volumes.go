@@ -579,13 +579,25 @@ func (bv *boxVolumes) forEachSource(found []volume.Found, n int, f func(*volume.
 // storeFound puts found's source files in the blob store, by hard link when link is set
 // (nobody can write them any more) and else by copy, and returns the changes to commit. Hashes
 // made earlier (prehash, keepHashes) serve where the file has not changed since.
-func (bv *boxVolumes) storeFound(found []volume.Found, link bool) ([]volume.Change, error) {
+func (bv *boxVolumes) storeFound(found []volume.Found, link bool) (_ []volume.Change, retErr error) {
 	bl := bv.w.volumeBlobs()
 	// Links mostly wait for their files to reach the disk (volume.Blobs syncs them): more at
-	// once.
-	n := 0
+	// once. Many files are synced with their file system instead, once before they are
+	// linked and once after.
+	n, linkFile := 0, bl.Link
 	if link {
 		n = syncParallel
+		if sources(found) > syncFSAbove {
+			if err := bl.SyncFS(); err != nil {
+				return nil, err
+			}
+			linkFile = bl.LinkUnsynced
+			defer func() {
+				if err := bl.SyncFS(); err != nil && retErr == nil {
+					retErr = err
+				}
+			}()
+		}
 	}
 	res := bv.forEachSource(found, n, func(f *volume.Found) (any, error) {
 		file, err := volume.OpenBeneath(f.Root, f.Source)
@@ -607,7 +619,7 @@ func (bv *boxVolumes) storeFound(found []volume.Found, link bool) ([]volume.Chan
 		} else if h.sum, h.size, err = bl.Hash(file); err != nil {
 			return nil, err
 		}
-		if err := bl.Link(file, h.sum); err != nil {
+		if err := linkFile(file, h.sum); err != nil {
 			// Another file system, or too many links: copy.
 			sum, n, err := bl.PutFile(file)
 			return hashedFile{sum: sum, size: n}, err
@@ -632,8 +644,23 @@ func (bv *boxVolumes) storeFound(found []volume.Found, link bool) ([]volume.Chan
 	return changes, nil
 }
 
-// syncParallel is how many files a commit that links them stores at once.
-const syncParallel = 16
+// syncParallel is how many files a commit that links them stores at once; past syncFSAbove
+// files, it syncs the file system (twice) rather than each file and directory.
+const (
+	syncParallel = 16
+	syncFSAbove  = 64
+)
+
+// sources counts the founds that have a source file.
+func sources(found []volume.Found) int {
+	n := 0
+	for _, f := range found {
+		if f.Source != "" {
+			n++
+		}
+	}
+	return n
+}
 
 // cachedHash returns prehash's hash of f's source if the file is as it was then.
 func (bv *boxVolumes) cachedHash(f *volume.Found, st unix.Stat_t) (hashedFile, bool) {
