@@ -139,12 +139,27 @@ func runBenchVolume(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := c.execFirstOutput(sb, "sh", "-c", fmt.Sprintf(`mkdir /data/d && cd /data/d && for i in $(seq 1 %d); do echo "$i" > f$i; done`, *small)); err != nil {
+	smallScript := func(dir string) string {
+		return fmt.Sprintf(`mkdir %s/d && cd %s/d && for i in $(seq 1 %d); do echo "$i" > f$i; done`, dir, dir, *small)
+	}
+	// The baseline: the same files written on the worker's disk, then synced.
+	if err := hostShell("sync"); err != nil {
+		return err
+	}
+	t0 = time.Now()
+	if err := hostShell(smallScript(plain) + " && sync"); err != nil {
+		return err
+	}
+	baseSmall := time.Since(t0)
+	t0 = time.Now()
+	if _, err := c.execFirstOutput(sb, "sh", "-c", smallScript("/data")); err != nil {
 		return err
 	}
 	if err := c.json("POST", "/v1/sandboxes/"+sb+"/volumes/reload", nil, nil); err != nil {
 		return err
 	}
+	gustSmall := time.Since(t0)
+	fmt.Printf("%-52s %10.2f s %10.2f s %7.2f×   (plain: written, then sync)\n", fmt.Sprintf("%d small files: write + commit", *small), gustSmall.Seconds(), baseSmall.Seconds(), baseSmall.Seconds()/gustSmall.Seconds())
 	if err := c.terminate(sb); err != nil {
 		return err
 	}

@@ -274,7 +274,7 @@ func (a *API) handleVolumeBlob(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = min(limit, max(0, quota-used))
 	}
-	sum, n, err := a.blobs().Put(r.Body, limit)
+	sum, n, err := a.blobs().Upload(r.Body, limit) // synced by the commit that names it
 	if volume.IsTooLarge(err) {
 		err = overQuota(limit + 1)
 		if err == nil {
@@ -341,12 +341,14 @@ func (a *API) volumeLock(id string) *sync.Mutex {
 	return mu.(*sync.Mutex)
 }
 
-// checkChanges validates changes and fills each file's size from its stored blob.
+// checkChanges validates changes and fills each file's size from its stored blob, and syncs
+// the blobs a client uploaded.
 // A client's commit may name only blobs its workspace holds (GrantVolumeBlob); a worker's
 // names the files its container wrote, which it stored itself, and grants them to the
 // container's workspace.
 func (a *API) checkChanges(ctx context.Context, ws string, changes []volume.Change, fromWorker bool) error {
 	bl := a.blobs()
+	var uploaded []string
 	for i := range changes {
 		c := &changes[i]
 		if err := c.Check(); err != nil {
@@ -369,6 +371,9 @@ func (a *API) checkChanges(ctx context.Context, ws string, changes []volume.Chan
 				}
 			}
 			c.Entry.Size = n
+			if !fromWorker {
+				uploaded = append(uploaded, c.Entry.Blob)
+			}
 		}
 		if c.Entry.Mtime == 0 {
 			c.Entry.Mtime = time.Now().Unix()
@@ -380,7 +385,9 @@ func (a *API) checkChanges(ctx context.Context, ws string, changes []volume.Chan
 			}
 		}
 	}
-	return nil
+	// Uploads are not synced one by one (Blobs.Upload): the commit syncs them before it is
+	// acknowledged. A worker syncs the files it stores.
+	return bl.Sync(uploaded)
 }
 
 // handleVolumeCommit applies a client's changes (batch_upload): {"changes": [...], "force":

@@ -242,3 +242,7 @@ func releaseRootDir(bundle string) error {
 // RootOnHost is the host uid and gid of root inside runc containers: files a container must
 // own (a volume's, mounted in) belong to it on the host.
 const RootOnHost = hostIDBase
+
+// IDMapSize is how many ids runc containers have (0 to IDMapSize-1 inside, RootOnHost and up
+// on the host).
+const IDMapSize = idMapSize

@@ -45,8 +45,47 @@ func (b *Blobs) Stat(sum string) (int64, error) {
 }
 
 // Put stores what r holds (at most limit bytes; more is an error) and returns its SHA-256
-// and size. The file is readable by all (mode 0644): workers link it into versions.
+// and size, synced. The file is readable by all (mode 0644): workers link it into versions.
 func (b *Blobs) Put(r io.Reader, limit int64) (string, int64, error) {
+	return b.put(r, limit, true)
+}
+
+// Upload is Put without the sync: for a client's upload, which the commit that names it
+// syncs (Sync), many files at once.
+func (b *Blobs) Upload(r io.Reader, limit int64) (string, int64, error) {
+	return b.put(r, limit, false)
+}
+
+// Sync makes blobs sums durable (their data and the directories naming them), a few at once.
+func (b *Blobs) Sync(sums []string) error {
+	seen := map[string]bool{}
+	var todo []string
+	for _, sum := range sums {
+		if blobRE.MatchString(sum) && !seen[sum] {
+			seen[sum] = true
+			todo = append(todo, sum)
+		}
+	}
+	errs := make(chan error, len(todo))
+	sem := make(chan struct{}, syncParallel)
+	for _, sum := range todo {
+		sem <- struct{}{}
+		go func(sum string) {
+			defer func() { <-sem }()
+			errs <- b.syncExisting(b.Path(sum))
+		}(sum)
+	}
+	var all []error
+	for range todo {
+		all = append(all, <-errs)
+	}
+	return errors.Join(all...)
+}
+
+// syncParallel is how many blobs Sync syncs at once: they wait for the disk, not the CPU.
+const syncParallel = 16
+
+func (b *Blobs) put(r io.Reader, limit int64, sync bool) (string, int64, error) {
 	if err := os.MkdirAll(b.Dir, 0o755); err != nil {
 		return "", 0, fmt.Errorf("volume: blob store: %w", err)
 	}
@@ -57,6 +96,12 @@ func (b *Blobs) Put(r io.Reader, limit int64) (string, int64, error) {
 	defer func() { _ = os.Remove(f.Name()) }() // renamed away on success
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, limit+1))
+	if err == nil && n <= limit {
+		// Durable before it is placed: a commit that names it is acknowledged only after.
+		if err = f.Chmod(0o644); err == nil && sync {
+			err = syncFile(f)
+		}
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -67,7 +112,7 @@ func (b *Blobs) Put(r io.Reader, limit int64) (string, int64, error) {
 		return "", 0, fmt.Errorf("volume: a file of more than %d bytes: %w", limit, errTooLarge)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
-	if err := b.place(f.Name(), sum); err != nil {
+	if err := b.place(f.Name(), sum, sync); err != nil {
 		return "", 0, err
 	}
 	return sum, n, nil
@@ -78,19 +123,26 @@ var errTooLarge = errors.New("too large")
 // IsTooLarge reports whether Put refused a blob over its limit.
 func IsTooLarge(err error) bool { return errors.Is(err, errTooLarge) }
 
-// place renames a finished temporary file to blob sum (an existing blob is the same bytes).
-func (b *Blobs) place(tmp, sum string) error {
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
-	}
+// place renames a finished temporary file (mode 0644; synced when sync is set) to blob sum (an
+// existing blob is the same bytes), and syncs the directory that names it when sync is set.
+func (b *Blobs) place(tmp, sum string, sync bool) error {
 	dst := b.Path(sum)
 	if touch(dst) {
-		return nil
+		if !sync {
+			return nil
+		}
+		return b.syncExisting(dst)
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	if err := b.mkdirFor(dst); err != nil {
 		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
 	}
 	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
+	}
+	if !sync {
+		return nil
+	}
+	if err := syncDir(filepath.Dir(dst)); err != nil {
 		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
 	}
 	return nil
@@ -101,6 +153,53 @@ func (b *Blobs) place(tmp, sum string) error {
 func touch(p string) bool {
 	now := time.Now()
 	return os.Chtimes(p, now, now) == nil
+}
+
+// Durability: a blob is synced (its data, then the directory entry that names it) before the
+// call that stores it returns, so that a commit acknowledged after it survives a crash of the
+// machine. syncFile and syncDir are variables for the tests.
+var (
+	syncFile = func(f *os.File) error { return f.Sync() }
+	syncDir  = func(dir string) error {
+		d, err := os.Open(dir)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		if err := syncFile(d); err != nil {
+			return fmt.Errorf("syncing %s: %w", dir, err)
+		}
+		return nil
+	}
+)
+
+// syncExisting makes sure a blob that another call stored (and may not have synced yet, if it
+// is still running) is durable: cheap when it is already.
+func (b *Blobs) syncExisting(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
+	defer f.Close()
+	if err := syncFile(f); err != nil {
+		return fmt.Errorf("volume: syncing %s: %w", p, err)
+	}
+	if err := syncDir(filepath.Dir(p)); err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
+	return nil
+}
+
+// mkdirFor makes the directory of blob path p, syncing the store's directory when it is new.
+func (b *Blobs) mkdirFor(p string) error {
+	dir := filepath.Dir(p)
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(dir))
 }
 
 // PutFile stores the content of open file f, copied, and returns its SHA-256 and size.
@@ -177,20 +276,69 @@ func (b *Blobs) Hash(f *os.File) (string, int64, error) {
 }
 
 // Link makes open file f blob sum by a hard link to its inode, where nothing will write it
-// any more (a stopped container's layer): no copy. A blob already stored is kept.
-func (b *Blobs) Link(f *os.File, sum string) error {
+// any more (a stopped container's layer): no copy, but a sync of what of the file is not on
+// the disk yet. A blob already stored is kept.
+func (b *Blobs) Link(f *os.File, sum string) error { return b.link(f, sum, true) }
+
+// LinkUnsynced is Link without the syncs, for a caller that links many files at once: it
+// calls SyncFS before (the files' data is on the disk before any link names it) and after
+// (the links).
+func (b *Blobs) LinkUnsynced(f *os.File, sum string) error { return b.link(f, sum, false) }
+
+// SyncFS syncs the whole file system of the blob store (syncfs(2)): one call for what many
+// syncs of files and directories would do.
+func (b *Blobs) SyncFS() error {
+	if err := os.MkdirAll(b.Dir, 0o755); err != nil {
+		return fmt.Errorf("volume: blob store: %w", err)
+	}
+	d, err := os.Open(b.Dir)
+	if err != nil {
+		return fmt.Errorf("volume: blob store: %w", err)
+	}
+	defer d.Close()
+	if err := syncFS(d); err != nil {
+		return fmt.Errorf("volume: syncing the blob store's file system: %w", err)
+	}
+	return nil
+}
+
+// syncFS is syncfs(2), a variable for the tests.
+var syncFS = func(d *os.File) error { return unix.Syncfs(int(d.Fd())) }
+
+func (b *Blobs) link(f *os.File, sum string, sync bool) error {
 	if !blobRE.MatchString(sum) {
 		return fmt.Errorf("volume: %q is not a SHA-256", sum)
 	}
 	dst := b.Path(sum)
 	if touch(dst) {
-		return nil
+		if !sync {
+			return nil
+		}
+		return b.syncExisting(dst)
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	if err := b.mkdirFor(dst); err != nil {
 		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
 	}
-	if err := unix.Linkat(int(f.Fd()), "", unix.AT_FDCWD, dst, unix.AT_EMPTY_PATH); err != nil && !errors.Is(err, fs.ErrExist) {
+	// The data first (the link names the inode with whatever of it reached the disk).
+	if sync {
+		if err := syncFile(f); err != nil {
+			return fmt.Errorf("volume: syncing blob %s: %w", sum, err)
+		}
+	}
+	if err := unix.Linkat(int(f.Fd()), "", unix.AT_FDCWD, dst, unix.AT_EMPTY_PATH); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			if !sync {
+				return nil
+			}
+			return b.syncExisting(dst)
+		}
 		return fmt.Errorf("volume: linking blob %s: %w", sum, err)
+	}
+	if !sync {
+		return nil
+	}
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		return fmt.Errorf("volume: storing blob %s: %w", sum, err)
 	}
 	return nil
 }

@@ -17,18 +17,19 @@ import (
 )
 
 // Materialize makes dir hold version m: directories, symlinks, and files as hard links to
-// their blobs (copies where a link cannot serve: another mode than the blob's 0644, another
-// file system, too many links). Everything is owned by uid:gid, the containers' root. It
-// builds beside dir and renames, so a half-made version is never seen; an existing dir is
-// kept as it is (versions never change).
-func (b *Blobs) Materialize(m *Manifest, dir string, uid, gid int) error {
+// their blobs (copies where a link cannot serve: another mode or owner than the blob's,
+// another file system, too many links). Each path is owned by its entry's uid and gid, as ids
+// maps them to the host (dir itself by the containers' root). It builds beside dir and
+// renames, so a half-made version is never seen; an existing dir is kept as it is (versions
+// never change).
+func (b *Blobs) Materialize(m *Manifest, dir string, ids IDs) error {
 	if _, err := os.Stat(dir); err == nil {
 		return nil
 	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return fmt.Errorf("volume: %w", err)
 	}
-	tmp := dir + ".tmp-" + ids.Random(8)
+	tmp := dir + ".tmp-" + tmpSuffix()
 	if err := os.Mkdir(tmp, 0o755); err != nil {
 		return fmt.Errorf("volume: %w", err)
 	}
@@ -38,7 +39,7 @@ func (b *Blobs) Materialize(m *Manifest, dir string, uid, gid int) error {
 			_ = os.RemoveAll(tmp) // best effort: a failed version is rebuilt next time
 		}
 	}()
-	if err := os.Lchown(tmp, uid, gid); err != nil {
+	if err := os.Lchown(tmp, ids.Host(0), ids.Host(0)); err != nil {
 		return fmt.Errorf("volume: %w", err)
 	}
 	var files []Entry
@@ -63,11 +64,11 @@ func (b *Blobs) Materialize(m *Manifest, dir string, uid, gid int) error {
 			files = append(files, e)
 			continue // once the directories are made
 		}
-		if err := os.Lchown(p, uid, gid); err != nil {
+		if err := os.Lchown(p, ids.Host(e.UID), ids.Host(e.GID)); err != nil {
 			return fmt.Errorf("volume: %w", err)
 		}
 	}
-	if err := b.placeFiles(files, tmp, uid, gid); err != nil {
+	if err := b.placeFiles(files, tmp, ids); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, dir); err != nil {
@@ -80,11 +81,15 @@ func (b *Blobs) Materialize(m *Manifest, dir string, uid, gid int) error {
 	return nil
 }
 
+// tmpSuffix names a version's directory while it is made.
+func tmpSuffix() string { return ids.Random(8) }
+
 // placeFiles makes files under tmp (their directories exist).
-func (b *Blobs) placeFiles(files []Entry, tmp string, uid, gid int) error {
+func (b *Blobs) placeFiles(files []Entry, tmp string, ids IDs) error {
 	for _, e := range files {
 		p := filepath.Join(tmp, filepath.FromSlash(e.Path))
-		owned, err := b.placeFile(e, p, uid, gid)
+		uid, gid := ids.Host(e.UID), ids.Host(e.GID)
+		owned, err := b.placeFile(e, p, uid, gid, ids.Host(0))
 		if err == nil && !owned {
 			err = os.Lchown(p, uid, gid)
 		}
@@ -96,15 +101,21 @@ func (b *Blobs) placeFiles(files []Entry, tmp string, uid, gid int) error {
 }
 
 // placeFile makes file e at p, a link to its blob where the blob's mode is e's (a blob linked
-// from a container's layer has the mode the file had there), else a copy. owned reports that
-// p belongs to uid:gid already (a linked blob that an earlier version made so).
-func (b *Blobs) placeFile(e Entry, p string, uid, gid int) (owned bool, _ error) {
+// from a container's layer has the mode the file had there) and its owner too, else a copy.
+// A blob that no version owns yet (the host's root owns it: an upload, a copy) may be linked
+// for a file of the containers' root (root), which the caller's chown then makes it: every
+// link to a blob has the blob's one owner. owned reports that p belongs to uid:gid already.
+func (b *Blobs) placeFile(e Entry, p string, uid, gid, root int) (owned bool, _ error) {
 	src := b.Path(e.Blob)
 	special := fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
 	if fi, err := os.Stat(src); err == nil && fi.Mode()&special == 0 && e.Mode&0o7000 == 0 && uint32(fi.Mode().Perm()) == e.Mode&0o777 {
-		if err := os.Link(src, p); err == nil {
-			st, ok := fi.Sys().(*syscall.Stat_t)
-			return ok && int(st.Uid) == uid && int(st.Gid) == gid, nil
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		owned = ok && int(st.Uid) == uid && int(st.Gid) == gid
+		unowned := ok && st.Uid == 0 && st.Gid == 0 && uid == root && gid == root
+		if owned || unowned {
+			if err := os.Link(src, p); err == nil {
+				return owned, nil
+			}
 		}
 	}
 	in, err := os.Open(src)
@@ -137,6 +148,8 @@ type State struct {
 	Mtime  int64 // ns
 	Ctime  int64 // ns
 	Ino    uint64
+	UID    uint32 // on the host
+	GID    uint32
 	Opaque bool
 	Target string
 }
@@ -181,8 +194,8 @@ func OpenBeneath(root, rel string) (*os.File, error) {
 // new and changed files, directories and symlinks become puts; whiteouts, directories made
 // opaque (emptied and made again) and paths that left the layer become deletes. prefix is
 // the volume path the layer's root stands for (a mount's sub_path). It returns the changes in
-// the order to apply them and the states for the next scan.
-func Scan(upper, prefix string, prev map[string]State) ([]Found, map[string]State, error) {
+// the order to apply them and the states for the next scan. Owners are read through ids.
+func Scan(upper, prefix string, prev map[string]State, ids IDs) ([]Found, map[string]State, error) {
 	next := map[string]State{}
 	var dels, puts []Found
 	root, err := os.Open(upper)
@@ -207,8 +220,8 @@ func Scan(upper, prefix string, prev map[string]State) ([]Found, map[string]Stat
 			if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				continue // gone since the listing
 			}
-			s := State{Mode: st.Mode & 0o7777, Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Ino: st.Ino}
-			e := Entry{Path: path.Join(prefix, r), Mode: s.Mode, Size: st.Size, Mtime: st.Mtim.Sec}
+			s := State{Mode: st.Mode & 0o7777, Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Ino: st.Ino, UID: st.Uid, GID: st.Gid}
+			e := Entry{Path: path.Join(prefix, r), Mode: s.Mode, Size: st.Size, Mtime: st.Mtim.Sec, UID: ids.Inside(st.Uid), GID: ids.Inside(st.Gid)}
 			switch st.Mode & unix.S_IFMT {
 			case unix.S_IFCHR:
 				if st.Rdev != 0 {
@@ -226,7 +239,7 @@ func Scan(upper, prefix string, prev map[string]State) ([]Found, map[string]Stat
 				}
 				sub := os.NewFile(uintptr(fd), name)
 				s.Kind = 'd'
-				s.Size, s.Mtime, s.Ctime, s.Ino = 0, 0, 0, 0
+				s.Size, s.Mtime, s.Ctime, s.Ino = 0, 0, 0, 0 // a chown changes UID and GID
 				s.Opaque = opaque(fd)
 				next[r] = s
 				if old, seen := prev[r]; !seen || old != s {

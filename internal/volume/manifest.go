@@ -1,6 +1,6 @@
 // Package volume is what gust's Volumes are made of, shared by the server and the worker: a
-// version of a volume is a manifest (every path with its type, mode, size, mtime and the
-// SHA-256 of its content), itself stored by content; file contents are blobs named by their
+// version of a volume is a manifest (every path with its type, mode, owner, size, mtime and
+// the SHA-256 of its content), itself stored by content; file contents are blobs named by their
 // SHA-256, kept beside image layers (Blobs), so that any worker that sees the layer store
 // mounts any version. A commit is a list of changes (puts and deletes) that the server
 // applies to the newest version: last write wins per file. The worker materializes a version
@@ -38,6 +38,34 @@ type Entry struct {
 	Mtime  int64     `json:"mtime"` // unix seconds
 	Blob   string    `json:"blob,omitempty"`
 	Target string    `json:"target,omitempty"` // a symlink's
+	// UID and GID own the path, as a container sees them (0 is root; see IDs).
+	UID int `json:"uid,omitempty"`
+	GID int `json:"gid,omitempty"`
+}
+
+// MaxID is the highest uid or gid a volume's file may have: containers see ids 0–65535.
+const MaxID = 65535
+
+// IDs maps the owners of a volume's files between the host and containers: id x inside is
+// Base+x on the host for x up to Size-1 (runc containers' user namespace, container.RootOnHost);
+// any other host id reads as root.
+type IDs struct{ Base, Size int }
+
+// Inside returns the id a container sees for host id h.
+func (m IDs) Inside(h uint32) int {
+	x := int(h) - m.Base
+	if x < 0 || x >= m.Size || x > MaxID {
+		return 0
+	}
+	return x
+}
+
+// Host returns the host id of id x inside (root's for an id out of range).
+func (m IDs) Host(x int) int {
+	if x < 0 || x >= m.Size || x > MaxID {
+		return m.Base
+	}
+	return m.Base + x
 }
 
 // Manifest is a version: its entries by path.
@@ -209,6 +237,9 @@ func (c *Change) Check() error {
 	}
 	if p == "" {
 		return errdefs.Invalid("a put needs a path below the volume's root")
+	}
+	if c.Entry.UID < 0 || c.Entry.UID > MaxID || c.Entry.GID < 0 || c.Entry.GID > MaxID {
+		return errdefs.Invalid("entry %s: uid and gid must be ids inside a container, 0 to %d", p, MaxID)
 	}
 	// setuid and setgid bits are dropped, as image layers' are: a volume is data.
 	c.Entry.Mode &= 0o1777

@@ -137,7 +137,7 @@ func TestScanAndMaterialize(t *testing.T) {
 	if err := unix.Setxattr(filepath.Join(upper, "o"), "trusted.overlay.opaque", []byte("y"), 0); err != nil {
 		t.Skipf("no trusted xattrs here: %v", err)
 	}
-	found, next, err := Scan(upper, "sub", nil)
+	found, next, err := Scan(upper, "sub", nil, IDs{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func TestScanAndMaterialize(t *testing.T) {
 		t.Fatalf("changes %v, want %v", got, want)
 	}
 	// Nothing changed: nothing to commit. A file removed from the layer is a delete.
-	if again, _, _ := Scan(upper, "sub", next); len(again) != 0 {
+	if again, _, _ := Scan(upper, "sub", next, IDs{}); len(again) != 0 {
 		t.Errorf("a second scan found %d changes", len(again))
 	}
 
@@ -185,7 +185,7 @@ func TestScanAndMaterialize(t *testing.T) {
 		t.Fatalf("read back: %v, missing %q", err, bl.Missing(m2))
 	}
 	vdir := filepath.Join(dir, "v")
-	if err := bl.Materialize(m2, vdir, 100000, 100000); err != nil {
+	if err := bl.Materialize(m2, vdir, IDs{Base: 100000, Size: 65536}); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(vdir, "sub", "d", "f.txt")); !bytes.Equal(b, []byte("hello")) {
@@ -197,7 +197,7 @@ func TestScanAndMaterialize(t *testing.T) {
 		t.Errorf("x.sh mode %o uid %d, want 755 and 100000", st.Mode&0o777, st.Uid)
 	}
 	os.Remove(filepath.Join(upper, "x.sh"))
-	if again, _, _ := Scan(upper, "sub", next); len(again) != 1 || again[0].Change.Op != OpDelete || again[0].Change.Entry.Path != "sub/x.sh" {
+	if again, _, _ := Scan(upper, "sub", next, IDs{}); len(again) != 1 || again[0].Change.Op != OpDelete || again[0].Change.Entry.Path != "sub/x.sh" {
 		t.Errorf("after a remove: %+v", again)
 	}
 	if _, _, err := bl.Put(strings.NewReader("too long"), 3); !IsTooLarge(err) {
@@ -260,7 +260,7 @@ func TestOpenBeneath(t *testing.T) {
 		}
 	}
 	// A scan reports the links as links, never what they point to.
-	found, _, err := Scan(root, "", nil)
+	found, _, err := Scan(root, "", nil, IDs{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ func TestMaterializeRefusesEntriesUnderALink(t *testing.T) {
 	m := NewManifest()
 	m.Entries["a"] = Entry{Path: "a", Type: Symlink, Target: dir}
 	m.Entries["a/x"] = Entry{Path: "a/x", Type: File, Blob: sum, Mode: 0o644}
-	if err := bl.Materialize(m, filepath.Join(dir, "v"), os.Getuid(), os.Getgid()); err == nil {
+	if err := bl.Materialize(m, filepath.Join(dir, "v"), IDs{Base: os.Getuid(), Size: 1}); err == nil {
 		t.Fatal("materialized a file below a symlink")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "x")); err == nil {

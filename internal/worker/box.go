@@ -203,6 +203,11 @@ func (w *Worker) makeContainer(ctx context.Context, b *box) (Container, error) {
 		return nil, fmt.Errorf("creating the container: %w", err)
 	}
 	if bv := b.vols; bv != nil && !bv.gvisor {
+		if f, ok := c.(interface {
+			Freeze(time.Duration) (func() error, error)
+		}); ok {
+			bv.freeze = f.Freeze
+		}
 		if err := bv.mountAll(ctx); err != nil {
 			w.remove(c, spec.ID)
 			return nil, fmt.Errorf("mounting volumes: %w", err)

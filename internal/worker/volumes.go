@@ -69,6 +69,9 @@ type boxVolumes struct {
 	// gvisor: a gVisor container, whose mounts cannot be replaced while it runs: its versions
 	// are mounted before it starts, commits copy, and reload is refused.
 	gvisor bool
+	// freeze stops the container's processes until thaw (container.Container.Freeze), so that
+	// a swap of its mounts is invisible to it; nil under gVisor.
+	freeze func(timeout time.Duration) (thaw func() error, err error)
 	// hashes are the files of upper layers hashed ahead of a commit (prehash), by path.
 	hashMu sync.Mutex
 	hashes map[string]hashedFile
@@ -89,6 +92,10 @@ type volMount struct {
 	prev           map[string]volume.State
 	mounted        bool
 }
+
+// volumeIDs maps the owners of volumes' files: runc containers' user namespace (under gVisor,
+// files the host sees outside that range read as root's).
+var volumeIDs = volume.IDs{Base: container.RootOnHost, Size: container.IDMapSize}
 
 func (w *Worker) volumesRoot() string { return filepath.Join(w.cfg.StateDir, "volumes") }
 
@@ -124,8 +131,8 @@ func (w *Worker) attachVolumes(ctx context.Context, spec workerproto.ContainerSp
 		if err := unix.Mount("", m.point, "", unix.MS_SHARED, ""); err != nil {
 			return nil, nil, fmt.Errorf("volumes: share %s: %w", m.point, err)
 		}
-		// The bare point is read-only inside: between the unmount and the mount of a commit or
-		// a reload, the container sees an empty directory it cannot write to.
+		// The bare point is read-only inside; the container is frozen whenever a commit or a
+		// reload swaps the mount stacked on it, so that it never sees the bare point.
 		opts := []string{"rbind", "rslave", "nosuid", "nodev", "ro"}
 		if bv.gvisor {
 			// runsc's gofer serves the mount as it is when the sandbox starts: the version is
@@ -198,7 +205,7 @@ func (bv *boxVolumes) mountVersion(m *volMount, head string) error {
 		if err != nil {
 			return fmt.Errorf("volume %s: %w", m.vid, err)
 		}
-		if err := bl.Materialize(man, vdir, container.RootOnHost, container.RootOnHost); err != nil {
+		if err := bl.Materialize(man, vdir, volumeIDs); err != nil {
 			return fmt.Errorf("volume %s: %w", m.vid, err)
 		}
 	}
@@ -334,11 +341,11 @@ const (
 	// in the last busyWindow), for at most busyMax since the last commit: a large file is
 	// not copied again every few seconds while it grows.
 	commitBackground
-	// commitSwap freezes the upper layer (unmounting the mount, which waits for no process
-	// but fails while files are open: then it copies), links its files into the blob store
-	// and mounts a fresh upper layer over it: the container's view is unchanged. Explicit
-	// commits: for the moment between the unmount and the mount, the mount point shows an
-	// empty directory that the container cannot write to.
+	// commitSwap freezes the upper layer (unmounting the mount, with the container's
+	// processes frozen, which fails while files are open: then it copies), mounts a fresh
+	// upper layer over it, thaws the container and links the old layer's files into the blob
+	// store: the container's view is unchanged, and it never sees the bare mount point.
+	// Explicit commits.
 	commitSwap
 	// commitFrozen links them: nothing can write them any more (the container is gone, or
 	// the mount is unmounted).
@@ -357,7 +364,7 @@ func (bv *boxVolumes) commitLocked(ctx context.Context, m *volMount, mode commit
 	if m.ro || m.rw == "" {
 		return nil
 	}
-	found, next, err := volume.Scan(filepath.Join(m.rw, "upper"), m.sub, m.prev)
+	found, next, err := volume.Scan(filepath.Join(m.rw, "upper"), m.sub, m.prev, volumeIDs)
 	if err != nil {
 		return err
 	}
@@ -375,7 +382,7 @@ func (bv *boxVolumes) commitLocked(ctx context.Context, m *volMount, mode commit
 	}
 	if mode == commitSwap {
 		// Hash while the container still sees its files: the unmount lasts only the links.
-		pre := bv.forEachSource(found, func(f *volume.Found) (any, error) {
+		bv.keepHashes(found, bv.forEachSource(found, 0, func(f *volume.Found) (any, error) {
 			file, err := volume.OpenBeneath(f.Root, f.Source)
 			if err != nil {
 				return nil, err
@@ -390,36 +397,23 @@ func (bv *boxVolumes) commitLocked(ctx context.Context, m *volMount, mode commit
 			}
 			h.sum, h.size, err = bv.w.volumeBlobs().Hash(file)
 			return h, err
-		})
-		err := unix.Unmount(m.point, 0)
+		}))
+		thaw, err := bv.freezeFor("commit")
 		if err == nil {
-			changes, serr := bv.storeFound(found, pre, true)
-			if serr == nil {
-				serr = bv.send(ctx, m, changes)
+			err = unix.Unmount(m.point, 0)
+			if err != nil {
+				err = errors.Join(err, thaw())
 			}
-			var merr error
-			if len(m.frozen) >= maxFrozen && serr == nil {
-				var head string
-				if head, merr = bv.w.server.(volumeServer).VolumeHead(ctx, m.vid, bv.id); merr == nil {
-					merr = bv.mountVersion(m, head)
-				}
-			}
-			if len(m.frozen) < maxFrozen || serr != nil || merr != nil {
-				m.frozen = append([]string{m.rw}, m.frozen...)
-				merr = bv.mountLayers(m)
-			}
-			if serr != nil {
-				// The frozen layer's changes were not sent: they go with the next commit.
-				m.unsent = append(m.unsent, found...)
-			}
-			return errors.Join(serr, merr)
+		}
+		if err == nil {
+			return bv.commitSwapped(ctx, m, found, thaw)
 		}
 		if !errors.Is(err, unix.EBUSY) {
-			return fmt.Errorf("volume %s: unmount for commit: %w", m.vid, err)
+			bv.w.log.Printf("container %s: volume %s: swap for commit: %v; copying", bv.id, m.vid, err)
 		}
 		// Files are open: copy them, as a background commit does.
 	}
-	changes, err := bv.storeFound(found, nil, mode == commitFrozen)
+	changes, err := bv.storeFound(found, mode == commitFrozen)
 	if err != nil {
 		return err
 	}
@@ -428,6 +422,92 @@ func (bv *boxVolumes) commitLocked(ctx context.Context, m *volMount, mode commit
 	}
 	m.prev = next
 	return nil
+}
+
+// freezeTimeout bounds how long a swap waits for the container's processes to stop.
+const freezeTimeout = time.Second
+
+// freezeFor freezes the container for a swap of its mounts (what) and returns what thaws it.
+func (bv *boxVolumes) freezeFor(what string) (func() error, error) {
+	if bv.freeze == nil {
+		return nil, fmt.Errorf("%s: the container cannot be frozen", what)
+	}
+	return bv.freeze(freezeTimeout)
+}
+
+// commitSwapped ends a swap commit (commitSwap) once m's overlay is unmounted and the container
+// frozen: a fresh upper layer is mounted over the old one, the container thawed (it saw no
+// moment without its files), and the old layer, which nothing can write any more, scanned
+// again (found, the scan before the freeze, misses what was written since), linked into the
+// blob store and sent. Every maxFrozen commits, the volume's newest version is mounted
+// instead, while the container is still frozen.
+func (bv *boxVolumes) commitSwapped(ctx context.Context, m *volMount, found []volume.Found, thaw func() error) error {
+	upper, prev := filepath.Join(m.rw, "upper"), m.prev
+	if len(m.frozen) >= maxFrozen {
+		found = bv.rescan(upper, m.sub, prev, found)
+		changes, serr := bv.storeFound(found, true)
+		if serr == nil {
+			serr = bv.send(ctx, m, changes)
+		}
+		var head string
+		var merr error
+		if serr == nil {
+			if head, merr = bv.w.server.(volumeServer).VolumeHead(ctx, m.vid, bv.id); merr == nil {
+				if merr = bv.mountVersion(m, head); merr == nil {
+					return thaw()
+				}
+			}
+		}
+		if serr != nil {
+			m.unsent = append(m.unsent, found...) // they go with the next commit
+		}
+		m.frozen = append([]string{m.rw}, m.frozen...)
+		return errors.Join(serr, merr, bv.mountLayers(m), thaw())
+	}
+	m.frozen = append([]string{m.rw}, m.frozen...)
+	if err := bv.mountLayers(m); err != nil {
+		m.unsent = append(m.unsent, bv.rescan(upper, m.sub, prev, found)...)
+		return errors.Join(err, thaw())
+	}
+	if err := thaw(); err != nil {
+		bv.w.log.Printf("container %s: volumes: %v", bv.id, err)
+	}
+	found = bv.rescan(upper, m.sub, prev, found)
+	changes, err := bv.storeFound(found, true)
+	if err == nil {
+		err = bv.send(ctx, m, changes)
+	}
+	if err != nil {
+		// The frozen layer's changes were not sent: they go with the next commit.
+		m.unsent = append(m.unsent, found...)
+	}
+	return err
+}
+
+// rescan returns what the unmounted upper layer holds that changed since prev; found (the scan
+// before the unmount) if it cannot be read.
+func (bv *boxVolumes) rescan(upper, sub string, prev map[string]volume.State, found []volume.Found) []volume.Found {
+	all, _, err := volume.Scan(upper, sub, prev, volumeIDs)
+	if err != nil {
+		bv.w.log.Printf("container %s: volumes: scanning a frozen layer again: %v", bv.id, err)
+		return found
+	}
+	return all
+}
+
+// keepHashes keeps the hashes that forEachSource made of found's files (hashedFile, by index)
+// for the commit's storeFound (cachedHash).
+func (bv *boxVolumes) keepHashes(found []volume.Found, res []any) {
+	bv.hashMu.Lock()
+	defer bv.hashMu.Unlock()
+	if bv.hashes == nil {
+		bv.hashes = map[string]hashedFile{}
+	}
+	for i, r := range res {
+		if h, ok := r.(hashedFile); ok {
+			bv.hashes[hashKey(&found[i])] = h
+		}
+	}
 }
 
 // Background commits wait for files to stop changing (commitBackground).
@@ -451,7 +531,7 @@ func (bv *boxVolumes) send(ctx context.Context, m *volMount, changes []volume.Ch
 	var all []volume.Change
 	if len(m.unsent) > 0 {
 		// A frozen layer's changes that an earlier commit could not send: linked again.
-		earlier, err := bv.storeFound(m.unsent, nil, true)
+		earlier, err := bv.storeFound(m.unsent, true)
 		if err != nil {
 			return err
 		}
@@ -470,10 +550,11 @@ func (bv *boxVolumes) send(ctx context.Context, m *volMount, changes []volume.Ch
 }
 
 // forEachSource runs f over the founds that have a source file, a few at a time (hashing and
-// copying are a commit's cost), and returns what each gave, by index; an error is kept as it.
-func (bv *boxVolumes) forEachSource(found []volume.Found, f func(*volume.Found) (any, error)) []any {
+// copying are a commit's cost: as many as there are CPUs, or at least n), and returns what
+// each gave, by index; an error is kept as it.
+func (bv *boxVolumes) forEachSource(found []volume.Found, n int, f func(*volume.Found) (any, error)) []any {
 	out := make([]any, len(found))
-	sem := make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+	sem := make(chan struct{}, max(2, n, runtime.GOMAXPROCS(0)))
 	var wg sync.WaitGroup
 	for i := range found {
 		if found[i].Source == "" {
@@ -496,11 +577,29 @@ func (bv *boxVolumes) forEachSource(found []volume.Found, f func(*volume.Found) 
 }
 
 // storeFound puts found's source files in the blob store, by hard link when link is set
-// (nobody can write them any more) and else by copy, and returns the changes to commit. pre
-// holds hashes made earlier (commitSwap), used when the file has not changed since.
-func (bv *boxVolumes) storeFound(found []volume.Found, pre []any, link bool) ([]volume.Change, error) {
+// (nobody can write them any more) and else by copy, and returns the changes to commit. Hashes
+// made earlier (prehash, keepHashes) serve where the file has not changed since.
+func (bv *boxVolumes) storeFound(found []volume.Found, link bool) (_ []volume.Change, retErr error) {
 	bl := bv.w.volumeBlobs()
-	res := bv.forEachSource(found, func(f *volume.Found) (any, error) {
+	// Links mostly wait for their files to reach the disk (volume.Blobs syncs them): more at
+	// once. Many files are synced with their file system instead, once before they are
+	// linked and once after.
+	n, linkFile := 0, bl.Link
+	if link {
+		n = syncParallel
+		if sources(found) > syncFSAbove {
+			if err := bl.SyncFS(); err != nil {
+				return nil, err
+			}
+			linkFile = bl.LinkUnsynced
+			defer func() {
+				if err := bl.SyncFS(); err != nil && retErr == nil {
+					retErr = err
+				}
+			}()
+		}
+	}
+	res := bv.forEachSource(found, n, func(f *volume.Found) (any, error) {
 		file, err := volume.OpenBeneath(f.Root, f.Source)
 		if err != nil {
 			return nil, err
@@ -515,15 +614,12 @@ func (bv *boxVolumes) storeFound(found []volume.Found, pre []any, link bool) ([]
 		if err := unix.Fstat(int(file.Fd()), &st); err != nil {
 			return nil, err
 		}
-		i := indexOf(found, f)
-		if p, ok := preHash(pre, i); ok && sameFile(p.st, st) {
-			h = p
-		} else if p, ok := bv.cachedHash(f, st); ok {
+		if p, ok := bv.cachedHash(f, st); ok {
 			h = p
 		} else if h.sum, h.size, err = bl.Hash(file); err != nil {
 			return nil, err
 		}
-		if err := bl.Link(file, h.sum); err != nil {
+		if err := linkFile(file, h.sum); err != nil {
 			// Another file system, or too many links: copy.
 			sum, n, err := bl.PutFile(file)
 			return hashedFile{sum: sum, size: n}, err
@@ -548,13 +644,22 @@ func (bv *boxVolumes) storeFound(found []volume.Found, pre []any, link bool) ([]
 	return changes, nil
 }
 
-// preHash returns the hash made of source i before an unmount, if there is one.
-func preHash(pre []any, i int) (hashedFile, bool) {
-	if i < 0 || i >= len(pre) {
-		return hashedFile{}, false
+// syncParallel is how many files a commit that links them stores at once; past syncFSAbove
+// files, it syncs the file system (twice) rather than each file and directory.
+const (
+	syncParallel = 16
+	syncFSAbove  = 64
+)
+
+// sources counts the founds that have a source file.
+func sources(found []volume.Found) int {
+	n := 0
+	for _, f := range found {
+		if f.Source != "" {
+			n++
+		}
 	}
-	h, ok := pre[i].(hashedFile)
-	return h, ok
+	return n
 }
 
 // cachedHash returns prehash's hash of f's source if the file is as it was then.
@@ -584,6 +689,9 @@ func (bv *boxVolumes) prehashFile(bl *volume.Blobs, f *volume.Found, quiet int64
 	if err != nil || unix.Fstat(int(file.Fd()), &after) != nil || !sameFile(st, after) {
 		return
 	}
+	// Start writing it to the disk now: the commit that stores it syncs it (volume.Blobs),
+	// and then has less left to wait for.
+	_ = unix.SyncFileRange(int(file.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 	bv.hashMu.Lock()
 	if bv.hashes == nil {
 		bv.hashes = map[string]hashedFile{}
@@ -609,7 +717,7 @@ func (bv *boxVolumes) prehash() {
 	bl := bv.w.volumeBlobs()
 	quiet := time.Now().Add(-50 * time.Millisecond).UnixNano()
 	for _, upper := range uppers {
-		files, _, err := volume.Scan(upper, "", nil)
+		files, _, err := volume.Scan(upper, "", nil, volumeIDs)
 		if err != nil {
 			continue // the next tick tries again
 		}
@@ -626,15 +734,6 @@ func (bv *boxVolumes) prehash() {
 			bv.prehashFile(bl, f, quiet)
 		}
 	}
-}
-
-func indexOf(found []volume.Found, f *volume.Found) int {
-	for i := range found {
-		if &found[i] == f {
-			return i
-		}
-	}
-	return -1
 }
 
 // sameFile reports whether a file is as it was when hashed.
@@ -677,31 +776,43 @@ func (bv *boxVolumes) reload(ctx context.Context, vid string) error {
 		if vid != "" && m.vid != vid {
 			continue
 		}
-		if err := unix.Unmount(m.point, 0); err != nil {
-			if errors.Is(err, unix.EBUSY) {
-				return errOpenFiles
-			}
-			return fmt.Errorf("volume %s: unmount for reload: %w", m.vid, err)
-		}
-		// Unmounted, the layer cannot change: its files are linked, not copied.
-		err := bv.commitLocked(ctx, m, commitFrozen)
-		var head string
-		if err == nil {
-			head, err = srv.VolumeHead(ctx, m.vid, bv.id)
-		}
-		if err != nil {
-			// Show the container its files again, as they were.
-			if !m.ro {
-				m.frozen = append([]string{m.rw}, m.frozen...)
-				return errors.Join(err, bv.mountLayers(m))
-			}
-			return errors.Join(err, bv.mountVersion(m, m.version))
-		}
-		if err := bv.mountVersion(m, head); err != nil {
+		if err := bv.reloadOne(ctx, srv, m); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// reloadOne commits m and mounts the volume's newest version in its place, with the container
+// frozen (when it can be) so that none of its processes sees the mount point bare meanwhile.
+func (bv *boxVolumes) reloadOne(ctx context.Context, srv volumeServer, m *volMount) (retErr error) {
+	thaw, err := bv.freezeFor("reload")
+	if err != nil {
+		bv.w.log.Printf("container %s: volume %s: reloading unfrozen: %v", bv.id, m.vid, err)
+	} else {
+		defer func() { retErr = errors.Join(retErr, thaw()) }()
+	}
+	if err := unix.Unmount(m.point, 0); err != nil {
+		if errors.Is(err, unix.EBUSY) {
+			return errOpenFiles
+		}
+		return fmt.Errorf("volume %s: unmount for reload: %w", m.vid, err)
+	}
+	// Unmounted, the layer cannot change: its files are linked, not copied.
+	err = bv.commitLocked(ctx, m, commitFrozen)
+	var head string
+	if err == nil {
+		head, err = srv.VolumeHead(ctx, m.vid, bv.id)
+	}
+	if err != nil {
+		// Show the container its files again, as they were.
+		if !m.ro {
+			m.frozen = append([]string{m.rw}, m.frozen...)
+			return errors.Join(err, bv.mountLayers(m))
+		}
+		return errors.Join(err, bv.mountVersion(m, m.version))
+	}
+	return bv.mountVersion(m, head)
 }
 
 // commitLoop commits in the background until the container ends.

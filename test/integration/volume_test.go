@@ -310,3 +310,26 @@ func TestVolumeMetering(t *testing.T) {
 		t.Errorf("the volume's usage row: %+v, want GiB-seconds of 1 MiB and its name", row)
 	}
 }
+
+// TestVolumeCommitWhileBusy runs sdk/python/tests/programs/volume_commits.py: explicit commits
+// while two threads of the same container read the volume and one writes to it (no reader
+// ever sees a file vanish, the directory empty or read-only; every file written is
+// committed), and file owners set in a container kept by a commit.
+func TestVolumeCommitWhileBusy(t *testing.T) {
+	needGust(t)
+	res := runProgram(t, "volume_commits.py")
+	want := map[string]string{
+		"glitches":     "[]",
+		"reads":        "True",
+		"commits_kept": "30",
+		"owners":       "[('owned.txt', 1234, 2345), ('owned_dir', 1000, 1000), ('c0.txt', 0, 0)]",
+	}
+	for k, v := range want {
+		if res[k] != v {
+			t.Errorf("RESULT %s = %q, want %q", k, res[k], v)
+		}
+	}
+	if !strings.HasPrefix(res["writes_kept"], "True ") {
+		t.Errorf("RESULT writes_kept = %q, want every file the writer wrote committed", res["writes_kept"])
+	}
+}
