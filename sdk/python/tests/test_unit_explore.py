@@ -1,0 +1,39 @@
+"""Unit tests of gaps found by running Modal programs written from Modal's docs against gust:
+each test is a place where gust behaved differently from Modal. Run:
+cd sdk/python && python3 -m unittest tests.test_unit_explore -v
+"""
+
+import os
+import sys
+import unittest
+from unittest import mock
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import gust  # noqa: E402
+from gust import exception  # noqa: E402
+
+
+class SecretFromLocalEnvironTest(unittest.TestCase):
+    def test_missing_variable_is_an_error_locally_only(self):
+        env = {k: v for k, v in os.environ.items() if k not in ("GUST_IS_REMOTE", "EXPLORE_UNSET")}
+        with mock.patch.dict(os.environ, env, clear=True):
+            with self.assertRaises(exception.InvalidError):
+                gust.Secret.from_local_environ(["EXPLORE_UNSET"])
+        # In a function's container the module is imported again without the launcher's
+        # environment: Modal's lazy secret does not fail there, so neither may gust's.
+        with mock.patch.dict(os.environ, dict(env, GUST_IS_REMOTE="1"), clear=True):
+            s = gust.Secret.from_local_environ(["EXPLORE_UNSET"])
+            self.assertEqual(s.env, {})
+
+
+class NoOutputYetTest(unittest.TestCase):
+    def test_is_both_timeout_errors(self):
+        e = exception._NoOutputYetError("x")
+        self.assertIsInstance(e, TimeoutError)  # Modal's FunctionCall.get(timeout=) raises this
+        self.assertIsInstance(e, exception.TimeoutError)
+        self.assertIsInstance(e, exception.Error)
+
+
+if __name__ == "__main__":
+    unittest.main()
