@@ -717,7 +717,7 @@ class _CallStream:
             elif "output" in line and line["output"].get("index", 0) == index and not found:
                 found.append(line["output"])
         if not found:
-            raise exc.TimeoutError(f"function call {self.call_id} has no output yet")
+            raise exc._NoOutputYetError(f"function call {self.call_id} has no output yet")
         ok, v = _decode_output(found[0])
         if ok:
             return v
@@ -923,8 +923,8 @@ class FunctionCall:
                     out = line["output"]
                     self._results.setdefault(out.get("index", 0), _decode_output(out))
             if index not in self._results:
-                raise exc.TimeoutError(f"function call {self._call_id} has no output yet" +
-                                       (f" after {timeout:g} s" if timeout else ""))
+                raise exc._NoOutputYetError(f"function call {self._call_id} has no output yet" +
+                                           (f" after {timeout:g} s" if timeout else ""))
         ok, v = self._results[index]
         if ok:
             return v
