@@ -326,6 +326,11 @@ class App:
         return dict(self._classes)
 
     @property
+    def registered_web_endpoints(self) -> List[str]:
+        """The names of the app's functions that are web endpoints (Modal's ``registered_web_endpoints``)."""
+        return [n for n, f in self._functions.items() if getattr(f._raw_f, "_gust_web", None) is not None]
+
+    @property
     def registered_entrypoints(self) -> Dict[str, LocalEntrypoint]:
         """The app's local entrypoints by name."""
         return dict(self._local_entrypoints)

@@ -35,5 +35,28 @@ class NoOutputYetTest(unittest.TestCase):
         self.assertIsInstance(e, exception.Error)
 
 
+class OlderSpellingsTest(unittest.TestCase):
+    def test_static_delete_is_objects_delete(self):
+        from gust import _kv
+        for cls in (gust.Dict, gust.Queue, gust.Volume):
+            with mock.patch.object(_kv._Manager, "delete") as delete:
+                cls.delete("x", allow_missing=True)
+            delete.assert_called_once_with("x", allow_missing=True, environment_name=None, client=None)
+
+    def test_registered_web_endpoints(self):
+        app = gust.App("explore-web-names")
+
+        @app.function()
+        @gust.wsgi_app()
+        def web():
+            return None
+
+        @app.function()
+        def plain():
+            return None
+
+        self.assertEqual(app.registered_web_endpoints, ["web"])
+
+
 if __name__ == "__main__":
     unittest.main()
