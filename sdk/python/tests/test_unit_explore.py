@@ -58,5 +58,17 @@ class OlderSpellingsTest(unittest.TestCase):
         self.assertEqual(app.registered_web_endpoints, ["web"])
 
 
+class CloudpickleHintTest(unittest.TestCase):
+    def test_missing_cloudpickle_says_what_to_do(self):
+        from gust import _serialization
+        # A pickle that names a function of the module cloudpickle, as cloudpickle's pickles of
+        # lambdas do; the module is hidden, as in a container whose image lacks it.
+        data = b"ccloudpickle.cloudpickle\n_make_function\n."
+        with mock.patch.dict(sys.modules, {"cloudpickle": None}):
+            with self.assertRaises(exception.DeserializationError) as cm:
+                _serialization.deserialize(data)
+        self.assertIn("pip_install(\"cloudpickle\")", str(cm.exception))
+
+
 if __name__ == "__main__":
     unittest.main()
