@@ -286,3 +286,8 @@ class _ObjectsProperty:
 
     def __get__(self, obj: Any, owner: type) -> _Manager:
         return _Manager(owner)
+
+
+from .functions import add_aio  # noqa: E402
+
+add_aio(_Manager, ["create", "list", "delete"])

@@ -20,7 +20,7 @@ from . import _code, _container, _local_files, _web, output
 from . import exception as exc
 from ._http import Client, get_client
 from .cls import Cls, class_methods
-from .functions import Function, _Handle, _is_generator_function
+from .functions import Function, _Handle, _is_generator_function, add_aio
 from .image import Image
 from .retries import Retries
 from .schedule import Schedule
@@ -709,3 +709,6 @@ def _variant_options(kwargs: Dict[str, Any], where: str) -> Dict[str, Any]:
         if secs:
             out["secrets"] = [s._to_spec() for s in secs]
     return out
+
+
+add_aio(App, ["lookup", "deploy", "hydrate"])

@@ -104,6 +104,17 @@ class _AioStatic:
         return self._bound.aio(*args, **kwargs)
 
 
+class _AioClass:
+    """A class method usable as ``Cls.m(...)`` and ``await Cls.m.aio(...)``."""
+
+    def __init__(self, fn: Callable, gen: bool = False):
+        self._fn, self._gen = fn, gen
+        functools.update_wrapper(self, fn)
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        return _BoundAio(self._fn, owner if owner is not None else type(obj), self._gen)
+
+
 def add_aio(cls: type, names: Iterable[str], gen: Iterable[str] = ()) -> None:
     """Give methods (and static methods) of cls Modal's ``.aio`` flavour, after the class is
     defined, so its body stays plain."""
@@ -112,6 +123,8 @@ def add_aio(cls: type, names: Iterable[str], gen: Iterable[str] = ()) -> None:
         raw = cls.__dict__[name]
         if isinstance(raw, staticmethod):
             setattr(cls, name, _AioStatic(raw.__func__, name in gens))
+        elif isinstance(raw, classmethod):
+            setattr(cls, name, _AioClass(raw.__func__, name in gens))
         else:
             setattr(cls, name, _Aio(raw, name in gens))
 
@@ -958,3 +971,7 @@ def gather(*function_calls: FunctionCall) -> List[Any]:
 
 
 __all__ = ["Function", "FunctionCall", "FunctionStats", "gather"]
+
+
+add_aio(Function, ["get_web_url"])
+add_aio(FunctionCall, ["gather"], gen=["get_gen"])

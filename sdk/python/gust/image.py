@@ -449,3 +449,8 @@ def _build(client: Client, spec: dict) -> "tuple[str, dict]":
     if not image or not image.get("image_id"):
         raise exc.ImageBuildError("the image build stream ended without an image; see the gust server's log")
     return image["image_id"], image
+
+
+from .functions import add_aio  # noqa: E402
+
+add_aio(Image, ["build", "hydrate"])

@@ -491,4 +491,4 @@ def _network_body(block_network: bool, outbound_cidr_allowlist: Any, cidr_allowl
 
 add_aio(Sandbox, ["create", "from_id", "from_name", "hydrate", "poll", "wait", "tunnels", "wait_until_ready",
                   "terminate", "set_tags", "set_network_access", "get_tags", "snapshot_filesystem", "exec", "open",
-                  "ls", "mkdir", "rm", "reload_volumes"], gen=["list"])
+                  "ls", "mkdir", "rm", "reload_volumes", "detach"], gen=["list"])

@@ -198,3 +198,9 @@ class _SecretManager:
 
 
 Secret.objects = _SecretManager()  # type: ignore[attr-defined]
+
+
+from .functions import add_aio  # noqa: E402
+
+add_aio(Secret, ["hydrate"])
+add_aio(_SecretManager, ["create", "list", "delete"])

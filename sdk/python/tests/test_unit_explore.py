@@ -70,5 +70,45 @@ class CloudpickleHintTest(unittest.TestCase):
         self.assertIn("pip_install(\"cloudpickle\")", str(cm.exception))
 
 
+class AioEverywhereTest(unittest.TestCase):
+    def test_modal_async_methods_have_aio(self):
+        from gust import _kv, secret
+        want = {gust.App: ["lookup", "deploy"], gust.Function: ["get_web_url"],
+                gust.FunctionCall: ["gather", "get_gen"], gust.Cls: ["hydrate"], gust.Secret: ["hydrate"],
+                gust.Image: ["build", "hydrate"], gust.Sandbox: ["detach"],
+                gust.Volume: ["info", "iterdir", "read_file", "read_file_into_fileobj", "rename"],
+                _kv._Manager: ["create", "list", "delete"], secret._SecretManager: ["create", "list", "delete"]}
+        for cls, names in want.items():
+            for n in names:
+                self.assertTrue(callable(getattr(getattr(cls, n), "aio", None)), f"{cls.__name__}.{n}.aio")
+        self.assertTrue(callable(gust.Volume.objects.create.aio))
+
+    def test_class_method_aio_binds_the_class(self):
+        import asyncio
+        from gust.functions import add_aio
+
+        class K:
+            @classmethod
+            def make(cls, x):
+                return (cls, x)
+
+            @classmethod
+            def each(cls, n):
+                return iter(range(n))
+
+        add_aio(K, ["make"], gen=["each"])
+
+        class Sub(K):
+            pass
+
+        self.assertEqual(K.make(1), (K, 1))
+        self.assertEqual(asyncio.run(Sub.make.aio(2)), (Sub, 2))
+
+        async def collect():
+            return [x async for x in K.each.aio(3)]
+
+        self.assertEqual(asyncio.run(collect()), [0, 1, 2])
+
+
 if __name__ == "__main__":
     unittest.main()
