@@ -35,11 +35,12 @@ _TERMINAL = ("finished", "terminated", "timeout", "failed")
 
 # Modal options gust does not have yet: accepted when empty or false, refused otherwise.
 _UNSUPPORTED = frozenset({
-    "network_file_systems", "cloud", "region",
+    "network_file_systems",
     "pty", "pty_info", "custom_domain", "proxy", "include_oidc_identity_token",
     "experimental_options", "_experimental_enable_snapshot", "_experimental_scheduler_placement", "mounts",
 })
-_IGNORED = frozenset({"verbose", "environment_name"})
+# Accepted and ignored, as functions' region= and cloud= are: a gust runs where it is.
+_IGNORED = frozenset({"verbose", "environment_name", "region", "cloud"})
 
 _default_app = App(DEFAULT_SANDBOX_APP)
 _default_image = Image.debian_slim()

@@ -113,5 +113,14 @@ class AioEverywhereTest(unittest.TestCase):
         self.assertEqual(asyncio.run(collect()), [0, 1, 2])
 
 
+class SandboxRegionTest(unittest.TestCase):
+    def test_region_and_cloud_are_accepted_as_for_functions(self):
+        # gpu="H1000" stops the call before anything is sent; region= and cloud= must not stop it first.
+        with self.assertRaises(exception.InvalidError) as cm:
+            gust.Sandbox.create(region="us-east", cloud="aws", gpu="H1000")
+        self.assertNotIn("region", str(cm.exception))
+        self.assertIn("H1000", str(cm.exception))
+
+
 if __name__ == "__main__":
     unittest.main()
