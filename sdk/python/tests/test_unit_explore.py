@@ -122,5 +122,36 @@ class SandboxRegionTest(unittest.TestCase):
         self.assertIn("H1000", str(cm.exception))
 
 
+class DockerfileCommandsTest(unittest.TestCase):
+    def test_instructions_become_steps(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "a.txt"), "w") as f:
+                f.write("a")
+            img = gust.Image.debian_slim().dockerfile_commands(
+                ["RUN echo one && \\\n    echo two", "ENV A=1 B=2"], "WORKDIR /srv", "COPY a.txt ./", context_dir=d)
+        steps = img._spec["steps"]
+        self.assertEqual([s["type"] for s in steps[:3]], ["run_commands", "env", "workdir"])
+        self.assertEqual(steps[0]["commands"][0].split(), ["echo", "one", "&&", "echo", "two"])
+        self.assertEqual(steps[1]["vars"] if "vars" in steps[1] else steps[1].get("env"), {"A": "1", "B": "2"})
+        self.assertIn("/srv/a.txt", json_dump(steps[3:]))
+
+    def test_refusals(self):
+        b = gust.Image.debian_slim()
+        with self.assertRaises(exception.InvalidError):
+            b.dockerfile_commands("FROM python:3.11")
+        with self.assertRaises(exception.InvalidError):
+            b.dockerfile_commands("HEALTHCHECK CMD true")
+        with self.assertRaises(exception.InvalidError):
+            b.dockerfile_commands("RUN true", context_files={"/a": "b"})
+        with self.assertRaises(TypeError):
+            b.dockerfile_commands("RUN true", bogus=1)
+
+
+def json_dump(v):
+    import json
+    return json.dumps(v, default=str)
+
+
 if __name__ == "__main__":
     unittest.main()
