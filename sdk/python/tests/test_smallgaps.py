@@ -72,7 +72,7 @@ class SmallGapsTest(unittest.TestCase):
         finally:
             os.environ.pop("EXPLORE_LOCAL", None)
         self.check(results(p.stdout), {"secret": "from-local-env imported", "pair": "(3, 15, 15, 'fc-')",
-                                       "get_timeout": "True"}, p)
+                                       "get_timeout": "True", "dockerfile": "from-dockerfile dfc"}, p)
 
     def test_refused_image_constructors(self):
         p = gust("run", "smallgaps_refused.py")

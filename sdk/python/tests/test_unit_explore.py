@@ -153,5 +153,15 @@ def json_dump(v):
     return json.dumps(v, default=str)
 
 
+class BuildFilesInContainerTest(unittest.TestCase):
+    def test_absent_build_files_do_not_fail_the_containers_import(self):
+        env = dict(os.environ, GUST_IS_REMOTE="1")
+        with mock.patch.dict(os.environ, env, clear=True):
+            gust.Image.from_dockerfile("/no/such/Dockerfile").dockerfile_commands("COPY nope.txt /x")
+            gust.Image.debian_slim().pip_install_from_requirements("/no/such/requirements.txt")
+        with self.assertRaises(exception.InvalidError):  # locally they are still checked
+            gust.Image.from_dockerfile("/no/such/Dockerfile")
+
+
 if __name__ == "__main__":
     unittest.main()

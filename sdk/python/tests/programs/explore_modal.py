@@ -23,6 +23,16 @@ def without_secret():  # its container imports this module without EXPLORE_LOCAL
     return "imported"
 
 
+# Built here; in the container the Dockerfile is absent and these must not fail the import.
+df_image = modal.Image.from_dockerfile("explore.Dockerfile").dockerfile_commands("ENV EXPLORE_DFC=dfc")
+
+
+@app.function(image=df_image)
+def from_dockerfile():
+    import os
+    return open("/explore-df.txt").read().strip() + " " + os.environ.get("EXPLORE_DFC", "")
+
+
 @app.function()
 def slow():
     time.sleep(30)
@@ -52,6 +62,7 @@ class Pair:
 def main():
     print("RESULT secret", with_secret.remote(), without_secret.remote())
     print("RESULT pair", Pair(k=3).both.remote(5))
+    print("RESULT dockerfile", from_dockerfile.remote())
     fc = slow.spawn()
     try:
         fc.get(timeout=0.5)
