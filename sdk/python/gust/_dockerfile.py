@@ -66,13 +66,37 @@ def build(Image, path, context_dir, build_args, force_build, ignore):
                 from .file_pattern_matcher import FilePatternMatcher
                 ignore = FilePatternMatcher.from_file(cand)
                 break
-    args = dict(build_args)
-    image = None
+    image = _apply(Image, None, _lines(text), os.path.basename(path), context, ignore, dict(build_args), force_build)
+    if image is None:
+        raise exc.InvalidError(f"{path}: no FROM instruction")
+    return image
+
+
+def commands(Image, image, cmds, context_dir, force_build, ignore, secrets=None):
+    """Image.dockerfile_commands: instructions (no FROM) applied on top of image; COPY and ADD
+    sources are relative to context_dir (default: the current directory)."""
+    lines = []
+    for c in cmds:
+        for item in ([c] if isinstance(c, str) else list(c)):
+            if not isinstance(item, str):
+                raise exc.InvalidError(f"dockerfile_commands takes strings (or lists of them), got {item!r}")
+            lines.extend(_lines(item))
+    for n, line in lines:
+        if line.split(None, 1)[0].upper() == "FROM":
+            raise exc.InvalidError("dockerfile_commands: FROM is not allowed here; start from an Image "
+                                   "(Image.debian_slim(), Image.from_registry(...)) and add the commands to it")
+    context = os.path.abspath(context_dir or os.getcwd())
+    return _apply(Image, image, [(i + 1, line) for i, (_n, line) in enumerate(lines)], "dockerfile_commands",
+                  context, ignore, {}, force_build, secrets)
+
+
+def _apply(Image, image, lines, name, context, ignore, args, force_build, secrets=None):
+    """Apply Dockerfile instructions to image (None: the first must be FROM)."""
     workdir = "/"
-    for n, line in _lines(text):
+    for n, line in lines:
         parts = line.split(None, 1)
         instr, rest = parts[0].upper(), (parts[1] if len(parts) > 1 else "")
-        where = f"{os.path.basename(path)}:{n}"
+        where = f"{name}:{n}"
         if instr == "ARG":
             name, _, default = rest.partition("=")
             args.setdefault(name.strip(), _subst(default.strip().strip('"'), args))
@@ -93,7 +117,8 @@ def build(Image, path, context_dir, build_args, force_build, ignore):
         if image is None:
             raise exc.InvalidError(f"{where}: {instr} before FROM")
         if instr == "RUN":
-            image = image.run_commands(_json_or_shell(rest), force_build=force_build)
+            extra = {"secrets": secrets} if secrets else {}
+            image = image.run_commands(_json_or_shell(rest), force_build=force_build, **extra)
         elif instr in ("COPY", "ADD"):
             tokens = [t for t in shlex.split(rest) if not t.startswith("--")]
             if rest.startswith("["):
@@ -136,6 +161,4 @@ def build(Image, path, context_dir, build_args, force_build, ignore):
             continue
         else:
             raise exc.InvalidError(f"{where}: the {instr} instruction is not supported; gust supports FROM, RUN, COPY, ADD, ENV, WORKDIR, ARG, USER, ENTRYPOINT and CMD")
-    if image is None:
-        raise exc.InvalidError(f"{path}: no FROM instruction")
     return image

@@ -170,6 +170,13 @@ class _KVObject:
         return cls._new(load, f"{cls.__name__}.from_id({object_id!r})", client)
 
     @classmethod
+    def delete(cls, name: str, *, allow_missing: bool = False, environment_name: Optional[str] = None,
+               client: Any = None) -> None:
+        """Delete the named object: Modal 1.x's older spelling of ``objects.delete(name)``
+        (``modal.Dict.delete("name")``, ``modal.Volume.delete("name")``)."""
+        cls.objects.delete(name, allow_missing=allow_missing, environment_name=environment_name, client=client)
+
+    @classmethod
     def ephemeral(cls, *, client: Any = None, environment_name: Optional[str] = None,
                   _heartbeat_sleep: float = _HEARTBEAT_SLEEP) -> "_Ephemeral":
         """An anonymous object that exists for the duration of the ``with`` (or ``async with``) block."""
@@ -279,3 +286,8 @@ class _ObjectsProperty:
 
     def __get__(self, obj: Any, owner: type) -> _Manager:
         return _Manager(owner)
+
+
+from .functions import add_aio  # noqa: E402
+
+add_aio(_Manager, ["create", "list", "delete"])

@@ -49,6 +49,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Tuple
 
+from . import _inner_method
 from . import exception as _exc
 from ._serialization import b64d, b64e, decode_args, deserialize, serialize
 
@@ -422,6 +423,7 @@ class _Runner:
         self._fn: Any = None
         self._fn_async = False
         self._cls: Optional[type] = None
+        self._cls_handle: Any = None  # the module's gust.Cls, for self.method.remote()
         self._max_inputs = 1
         self._executor: Optional[ThreadPoolExecutor] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -606,6 +608,7 @@ class _Runner:
             if not isinstance(raw, type):
                 raise TypeError(f"{module_name}.{name} is not a class (it is a {type(raw).__name__})")
             self._cls = raw
+            self._cls_handle = obj if raw is not obj else None
         # Arguments pickled by reference to the client's __main__ (the entrypoint that ran as a
         # script, without cloudpickle) name the user's module as __main__: let them resolve.
         main = sys.modules.get("__main__")
@@ -679,6 +682,9 @@ class _Runner:
         else:
             # An old-style class: its __init__ takes the parameters.
             obj.__init__(**given)
+        handle = self._cls_handle
+        _inner_method.install(obj, _marked_names(cls, "_gust_method"),
+                              lambda: handle(**given) if handle is not None else None)
         for name in _marked_names(cls, "_gust_enter"):
             self._call_blocking(getattr(obj, name))
         return obj
@@ -732,7 +738,7 @@ class _Runner:
             return self._fn
         if not method or not isinstance(method, str):
             raise _exc.InvalidError(f"an input of the class {self._cls.__name__} names no method")
-        f = None if method.startswith("__") else getattr(instance, method, None)
+        f = None if method.startswith("__") else _inner_method.unwrap(getattr(instance, method, None))
         if f is None or not callable(f):
             raise _exc.InvalidError(f"{self._cls.__name__} has no method {method!r}")
         return f

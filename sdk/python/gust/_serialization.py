@@ -57,6 +57,14 @@ def deserialize(data: bytes, fmt: str = PICKLE) -> Any:
         return pickle.loads(data)
     except exc.Error:
         raise
+    except ModuleNotFoundError as e:
+        hint = ""
+        if (e.name or "").split(".")[0] == "cloudpickle":
+            # Modal's containers always have cloudpickle; gust's have only the standard library.
+            hint = ("; it was pickled with cloudpickle (a lambda, a local function or class), which this "
+                    "side lacks: add .pip_install(\"cloudpickle\") to the image, or pass a module-level "
+                    "function instead")
+        raise exc.DeserializationError(f"cannot decode a {fmt} payload: {type(e).__name__}: {e}{hint}") from None
     except Exception as e:  # noqa: BLE001
         raise exc.DeserializationError(f"cannot decode a {fmt} payload: {type(e).__name__}: {e}") from None
 

@@ -20,7 +20,7 @@ from . import _code, _container, _local_files, _web, output
 from . import exception as exc
 from ._http import Client, get_client
 from .cls import Cls, class_methods
-from .functions import Function, _Handle, _is_generator_function
+from .functions import Function, _Handle, _is_generator_function, add_aio
 from .image import Image
 from .retries import Retries
 from .schedule import Schedule
@@ -324,6 +324,11 @@ class App:
     def registered_classes(self) -> Dict[str, Cls]:
         """The app's classes by name."""
         return dict(self._classes)
+
+    @property
+    def registered_web_endpoints(self) -> List[str]:
+        """The names of the app's functions that are web endpoints (Modal's ``registered_web_endpoints``)."""
+        return [n for n, f in self._functions.items() if getattr(f._raw_f, "_gust_web", None) is not None]
 
     @property
     def registered_entrypoints(self) -> Dict[str, LocalEntrypoint]:
@@ -704,3 +709,6 @@ def _variant_options(kwargs: Dict[str, Any], where: str) -> Dict[str, Any]:
         if secs:
             out["secrets"] = [s._to_spec() for s in secs]
     return out
+
+
+add_aio(App, ["lookup", "deploy", "hydrate"])

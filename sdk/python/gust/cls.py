@@ -234,3 +234,8 @@ class Obj:
 
 
 __all__ = ["Cls", "Obj"]
+
+
+from .functions import add_aio  # noqa: E402
+
+add_aio(Cls, ["hydrate"])

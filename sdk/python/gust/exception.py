@@ -89,6 +89,12 @@ class TimeoutError(Error):
     """Base class for timeouts."""
 
 
+class _NoOutputYetError(TimeoutError, builtins.TimeoutError):
+    """``FunctionCall.get(timeout=...)`` found no output in time. Modal raises Python's own
+    ``TimeoutError`` there (its job-queue example catches it so), so this is both that and
+    gust's ``TimeoutError``."""
+
+
 class SandboxTimeoutError(TimeoutError):
     """The sandbox ran past its timeout (or idle timeout) and was stopped."""
 

@@ -104,6 +104,17 @@ class _AioStatic:
         return self._bound.aio(*args, **kwargs)
 
 
+class _AioClass:
+    """A class method usable as ``Cls.m(...)`` and ``await Cls.m.aio(...)``."""
+
+    def __init__(self, fn: Callable, gen: bool = False):
+        self._fn, self._gen = fn, gen
+        functools.update_wrapper(self, fn)
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        return _BoundAio(self._fn, owner if owner is not None else type(obj), self._gen)
+
+
 def add_aio(cls: type, names: Iterable[str], gen: Iterable[str] = ()) -> None:
     """Give methods (and static methods) of cls Modal's ``.aio`` flavour, after the class is
     defined, so its body stays plain."""
@@ -112,6 +123,8 @@ def add_aio(cls: type, names: Iterable[str], gen: Iterable[str] = ()) -> None:
         raw = cls.__dict__[name]
         if isinstance(raw, staticmethod):
             setattr(cls, name, _AioStatic(raw.__func__, name in gens))
+        elif isinstance(raw, classmethod):
+            setattr(cls, name, _AioClass(raw.__func__, name in gens))
         else:
             setattr(cls, name, _Aio(raw, name in gens))
 
@@ -717,7 +730,7 @@ class _CallStream:
             elif "output" in line and line["output"].get("index", 0) == index and not found:
                 found.append(line["output"])
         if not found:
-            raise exc.TimeoutError(f"function call {self.call_id} has no output yet")
+            raise exc._NoOutputYetError(f"function call {self.call_id} has no output yet")
         ok, v = _decode_output(found[0])
         if ok:
             return v
@@ -923,8 +936,8 @@ class FunctionCall:
                     out = line["output"]
                     self._results.setdefault(out.get("index", 0), _decode_output(out))
             if index not in self._results:
-                raise exc.TimeoutError(f"function call {self._call_id} has no output yet" +
-                                       (f" after {timeout:g} s" if timeout else ""))
+                raise exc._NoOutputYetError(f"function call {self._call_id} has no output yet" +
+                                           (f" after {timeout:g} s" if timeout else ""))
         ok, v = self._results[index]
         if ok:
             return v
@@ -958,3 +971,7 @@ def gather(*function_calls: FunctionCall) -> List[Any]:
 
 
 __all__ = ["Function", "FunctionCall", "FunctionStats", "gather"]
+
+
+add_aio(Function, ["get_web_url"])
+add_aio(FunctionCall, ["gather"], gen=["get_gen"])

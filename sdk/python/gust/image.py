@@ -10,7 +10,7 @@ import contextlib
 import os
 import shlex
 import threading
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from . import _container, _local_files
 from . import exception as exc
@@ -283,8 +283,28 @@ class Image:
         """An image from a Dockerfile's common instructions: FROM (a gust image id, debian_slim,
         or python/debian bookworm slim, which map to it), RUN, COPY and ADD of local files, ENV,
         WORKDIR, ARG, USER root, ENTRYPOINT and CMD. Anything else is a clear error."""
+        if not _container.is_local():
+            # Built already; the Dockerfile and its context are not in the function's container.
+            return Image(_spec={"kind": "from_dockerfile"})
         from . import _dockerfile
         return _dockerfile.build(Image, str(path), context_dir, build_args or {}, force_build, ignore)
+
+    def dockerfile_commands(self, *dockerfile_commands: Any, context_files: Optional[dict] = None, secrets=None,
+                            gpu=None, context_dir=None, force_build: bool = False, ignore=None,
+                            **kwargs: Any) -> "Image":
+        """Dockerfile instructions added to this image, as ``from_dockerfile`` reads them (RUN, COPY,
+        ADD, ENV, WORKDIR, ARG, USER, ENTRYPOINT, CMD); COPY sources are relative to ``context_dir``
+        (default: the current directory)."""
+        if context_files:
+            raise exc.InvalidError("dockerfile_commands(context_files=...) is not supported by gust; put the files in "
+                                   "context_dir and COPY them")
+        unknown = sorted(k for k in kwargs if k != "context_mount")
+        if unknown:
+            raise TypeError(f"Image.dockerfile_commands() got an unexpected keyword argument '{unknown[0]}'")
+        if not _container.is_local():
+            return self  # built already; its COPY sources are not in the container
+        from . import _dockerfile
+        return _dockerfile.commands(Image, self, dockerfile_commands, context_dir, force_build, ignore, secrets)
 
     @contextlib.contextmanager
     def imports(self) -> Iterator[None]:
@@ -333,7 +353,6 @@ for _name, _hint in (
         ("poetry_install_from_file", "export a requirements file (`poetry export`) and use .pip_install_from_requirements(...)"),
         ("uv_sync", "export a requirements file (`uv export`) and use .uv_pip_install(requirements=[...])"),
         ("pip_install_from_pyproject", "list the dependencies in .pip_install(...) or a requirements file"),
-        ("dockerfile_commands", "put the commands in a Dockerfile and use Image.from_dockerfile(...), or chain .run_commands(...)"),
 ):
     setattr(Image, _name, _refused(_name, _hint))
 del _name, _hint
@@ -349,6 +368,8 @@ def _build_file(local, what: str, where: str) -> "tuple[str, str]":
     (named by its content, so an edit makes a new layer)."""
     import hashlib
     path = os.path.abspath(str(local))
+    if not _container.is_local():  # built already; the file is not in the function's container
+        return path, f"/.gust-build/{what}.txt"
     if not os.path.isfile(path):
         raise exc.InvalidError(f"{where}: {local!r} is not a file")
     with open(path, "rb") as f:
@@ -449,3 +470,8 @@ def _build(client: Client, spec: dict) -> "tuple[str, dict]":
     if not image or not image.get("image_id"):
         raise exc.ImageBuildError("the image build stream ended without an image; see the gust server's log")
     return image["image_id"], image
+
+
+from .functions import add_aio  # noqa: E402
+
+add_aio(Image, ["build", "hydrate"])

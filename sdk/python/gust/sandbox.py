@@ -35,11 +35,12 @@ _TERMINAL = ("finished", "terminated", "timeout", "failed")
 
 # Modal options gust does not have yet: accepted when empty or false, refused otherwise.
 _UNSUPPORTED = frozenset({
-    "network_file_systems", "cloud", "region",
+    "network_file_systems",
     "pty", "pty_info", "custom_domain", "proxy", "include_oidc_identity_token",
     "experimental_options", "_experimental_enable_snapshot", "_experimental_scheduler_placement", "mounts",
 })
-_IGNORED = frozenset({"verbose", "environment_name"})
+# Accepted and ignored, as functions' region= and cloud= are: a gust runs where it is.
+_IGNORED = frozenset({"verbose", "environment_name", "region", "cloud"})
 
 _default_app = App(DEFAULT_SANDBOX_APP)
 _default_image = Image.debian_slim()
@@ -491,4 +492,4 @@ def _network_body(block_network: bool, outbound_cidr_allowlist: Any, cidr_allowl
 
 add_aio(Sandbox, ["create", "from_id", "from_name", "hydrate", "poll", "wait", "tunnels", "wait_until_ready",
                   "terminate", "set_tags", "set_network_access", "get_tags", "snapshot_filesystem", "exec", "open",
-                  "ls", "mkdir", "rm", "reload_volumes"], gen=["list"])
+                  "ls", "mkdir", "rm", "reload_volumes", "detach"], gen=["list"])

@@ -44,8 +44,14 @@ class Secret:
 
     @staticmethod
     def from_local_environ(env_keys: Sequence[str]) -> "Secret":
-        """A secret made from variables of this process's environment."""
+        """A secret made from variables of this process's environment. Inside a function's
+        container the variables are not there (the secret's values came with the container), so
+        there it is an empty placeholder, as Modal's lazy secret is, not an error."""
+        from ._container import is_local
+
         missing = [k for k in env_keys if k not in os.environ]
+        if missing and not is_local():
+            return Secret({k: os.environ[k] for k in env_keys if k in os.environ})
         if missing:
             raise exc.InvalidError(f"Secret.from_local_environ: not set in the local environment: {', '.join(missing)}")
         return Secret({k: os.environ[k] for k in env_keys})
@@ -192,3 +198,9 @@ class _SecretManager:
 
 
 Secret.objects = _SecretManager()  # type: ignore[attr-defined]
+
+
+from .functions import add_aio  # noqa: E402
+
+add_aio(Secret, ["hydrate"])
+add_aio(_SecretManager, ["create", "list", "delete"])

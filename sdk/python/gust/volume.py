@@ -21,7 +21,7 @@ from typing import IO, Any, BinaryIO, Callable, Dict, Iterator, List, Optional, 
 
 from . import exception as exc
 from ._kv import _Ephemeral, _KVObject, _Manager, check_object_name, parse_time
-from .functions import aio
+from .functions import add_aio, aio
 
 # The worker's control socket inside a container that mounts volumes.
 _CTL_SOCKET = "/.gust/vol/ctl.sock"
@@ -474,3 +474,7 @@ def volume_mounts(volumes: Any, where: str) -> List[Tuple[str, Volume]]:
         seen[key] = p
         out.append((p, vol))
     return out
+
+
+add_aio(Volume, ["info", "read_file_into_fileobj", "rename"], gen=["iterdir", "read_file"])
+add_aio(_VolumeManager, ["create"])

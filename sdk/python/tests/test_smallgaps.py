@@ -65,6 +65,15 @@ class SmallGapsTest(unittest.TestCase):
         self.assertIn("uv_pip_install installs with pip instead", out)  # the build log says so
         self.assertIn("running smallgaps_image.bake in the image (run_function)", out)
 
+    def test_explore_modal_habits(self):
+        os.environ["EXPLORE_LOCAL"] = "from-local-env"
+        try:
+            p = gust("run", "--modal-compat", "explore_modal.py", timeout=300)
+        finally:
+            os.environ.pop("EXPLORE_LOCAL", None)
+        self.check(results(p.stdout), {"secret": "from-local-env imported", "pair": "(3, 15, 15, 'fc-')",
+                                       "get_timeout": "True", "dockerfile": "from-dockerfile dfc"}, p)
+
     def test_refused_image_constructors(self):
         p = gust("run", "smallgaps_refused.py")
         r = results(p.stdout)

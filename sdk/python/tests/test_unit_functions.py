@@ -872,6 +872,8 @@ class CallTest(ServerTest):
             fc.get(timeout=0)
         with self.assertRaises(exception.TimeoutError):
             fc.get(timeout=0.1)
+        with self.assertRaises(TimeoutError):  # Modal raises Python's own TimeoutError here
+            fc.get(timeout=0.1)
         self.assertEqual(fc.get(), "done")
         self.assertEqual(fc.get(timeout=0), "done")
         again = gust.FunctionCall.from_id(fc.object_id, client=self.client)

@@ -229,6 +229,37 @@ class _Model:
 Model = ClsWrapper(_Model)
 
 
+class _Inner:
+    k = Param(default=2)
+
+    @enter
+    def setup(self):
+        self.at_enter = self.one.local(1)  # Modal's self.method.local(), already in @enter
+
+    @method
+    def one(self, x):
+        return x * self.k
+
+    @method
+    def both(self, x):
+        return [self.at_enter, self.one.local(x), self.one(x), self.one.remote(x)]
+
+
+class _InnerHandle(ClsWrapper):
+    """The module's Cls: self.method.remote() goes through it, with the instance's parameters."""
+
+    def __call__(self, **params):
+        class Obj:
+            class one:
+                @staticmethod
+                def remote(x):
+                    return ["remote", params, x]
+        return Obj()
+
+
+Inner = _InnerHandle(_Inner)
+
+
 class Plain:
     def __init__(self):
         self.x = 5
@@ -675,6 +706,12 @@ class RunnerTest(unittest.TestCase):
         exiting = [m for m in r.messages if m["type"] == "log" and m["data"].startswith("exiting")]
         self.assertEqual(len(exiting), 2)
         self.assertTrue(all(m["id"] is None for m in exiting))
+
+    def test_methods_call_each_other_as_in_modal(self):
+        r = self.start("Inner", kind="class").ready()
+        p = {"data": b64(pickle.dumps({"k": 3}, protocol=4)), "format": "pickle"}
+        self.assertEqual(r.value(5, method="both", params=p), [3, 15, 15, ["remote", {"k": 3}, 5]])
+        self.assertEqual(r.value(5, method="one", params=p), 15)
 
     def test_plain_class(self):
         r = self.start("Plain", kind="class").ready()
