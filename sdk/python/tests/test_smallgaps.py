@@ -71,7 +71,7 @@ class SmallGapsTest(unittest.TestCase):
             p = gust("run", "--modal-compat", "explore_modal.py", timeout=300)
         finally:
             os.environ.pop("EXPLORE_LOCAL", None)
-        self.check(results(p.stdout), {"secret": "from-local-env imported", "pair": "(3, 15, 15, 'fc-')",
+        self.check(results(p.stdout), {"secret": "from-local-env imported", "pair": "(3, 15, 15, 'fc-', 21)", "countdown": "4",
                                        "get_timeout": "True", "dockerfile": "from-dockerfile dfc"}, p)
 
     def test_refused_image_constructors(self):

@@ -1,5 +1,7 @@
 """Modal programs' habits that gust once missed (found by running programs written from Modal's
-docs): methods calling each other as self.method.local() / .spawn() in the container,
+docs): methods calling each other as self.method.local() / .remote() in the container, a
+function calling itself with .remote() (it once waited forever: the nested input was held on
+the caller's own busy container),
 Secret.from_local_environ in a module imported again by containers without the variable, and
 FunctionCall.get(timeout=) raising Python's own TimeoutError. Run by test_smallgaps.py with
 EXPLORE_LOCAL set; prints RESULT lines."""
@@ -52,16 +54,20 @@ class Pair:
 
     @modal.method()
     def both(self, x):
-        # .spawn, not .remote: a nested call to the same function waiting on its result can
-        # deadlock on gust (the input may be held by this busy container; see the report).
         fc = self.one.spawn(x + 1)
-        return (self.first, self.one.local(x), self.one(x), fc.object_id[:3])
+        return (self.first, self.one.local(x), self.one(x), fc.object_id[:3], self.one.remote(x + 2))
+
+
+@app.function()
+def countdown(n):
+    return 0 if n == 0 else 1 + countdown.remote(n - 1)
 
 
 @app.local_entrypoint()
 def main():
     print("RESULT secret", with_secret.remote(), without_secret.remote())
     print("RESULT pair", Pair(k=3).both.remote(5))
+    print("RESULT countdown", countdown.remote(4))
     print("RESULT dockerfile", from_dockerfile.remote())
     fc = slow.spawn()
     try:
