@@ -17,11 +17,16 @@ import (
 type ingressFlags struct {
 	addr, domain, cert, key, tcpHost, publicTCPHost string
 	publicPort                                      int
+	fs                                              *flag.FlagSet
 }
 
+// defaultIngressAddr is the ingress's port unless told otherwise: a fixed one, so that web
+// endpoints' and tunnels' URLs stay the same across restarts; a free port when it is taken.
+const defaultIngressAddr = "127.0.0.1:7443"
+
 func bindIngress(fs *flag.FlagSet) *ingressFlags {
-	f := &ingressFlags{}
-	fs.StringVar(&f.addr, "ingress-addr", "127.0.0.1:0", "address of the HTTPS ingress for sandboxes' tunnels (encrypted_ports); \"off\" turns tunnels off")
+	f := &ingressFlags{fs: fs}
+	fs.StringVar(&f.addr, "ingress-addr", defaultIngressAddr, "address of the HTTPS ingress for web endpoints and sandboxes' tunnels (encrypted_ports); unset, a free port when 7443 is taken; \"off\" turns it off")
 	fs.StringVar(&f.domain, "ingress-domain", ingress.DefaultBaseDomain, "base domain of tunnels' host names: point *.DOMAIN at this machine (*.localhost names resolve to loopback in curl and systemd-resolved)")
 	fs.StringVar(&f.cert, "ingress-cert", "", "PEM certificate for *.DOMAIN (with --ingress-key); default: one signed by gust's own CA, DATA_DIR/"+ingress.CAFile)
 	fs.StringVar(&f.key, "ingress-key", "", "PEM key of --ingress-cert")
@@ -36,10 +41,16 @@ func (f *ingressFlags) config(dataDir string) *ingress.Config {
 	if f.addr == "" || f.addr == "off" {
 		return nil
 	}
-	return &ingress.Config{
+	cfg := &ingress.Config{
 		Addr: f.addr, BaseDomain: f.domain, PublicPort: f.publicPort, TCPHost: f.tcpHost, PublicTCPHost: f.publicTCPHost,
 		CertFile: f.cert, KeyFile: f.key, CADir: dataDir,
 	}
+	set := false
+	f.fs.Visit(func(fl *flag.Flag) { set = set || fl.Name == "ingress-addr" })
+	if !set {
+		cfg.FallbackAddr = "127.0.0.1:0"
+	}
+	return cfg
 }
 
 // reportIngress says where the ingress listens, and writes gust's CA next to the client config

@@ -47,6 +47,9 @@ import (
 type Config struct {
 	// Addr is where the HTTPS listener listens, e.g. 127.0.0.1:0 or 0.0.0.0:443.
 	Addr string
+	// FallbackAddr, when set, is listened on instead when Addr is taken (gust's default port,
+	// with another gust on the machine already on it).
+	FallbackAddr string
 	// BaseDomain is the domain the tunnels' host names are under: a wildcard DNS record
 	// *.BaseDomain should point at this machine. The default, gust.localhost, resolves to
 	// loopback in many resolvers (curl's, systemd-resolved's), and anywhere with curl --resolve.
@@ -180,6 +183,9 @@ func New(cfg Config, d Dialer) (*Ingress, error) {
 		return nil, errors.New("ingress: give a certificate for *." + cfg.BaseDomain + " (CertFile, KeyFile) or a directory for gust's own CA (CADir)")
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil && cfg.FallbackAddr != "" {
+		ln, err = net.Listen("tcp", cfg.FallbackAddr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ingress: listen on %s: %w", cfg.Addr, err)
 	}

@@ -265,3 +265,26 @@ func TestTLSBulkBothWays(t *testing.T) {
 		t.Fatalf("echoed %d bytes of %d, or not the same bytes", len(got), len(want))
 	}
 }
+
+// TestFallbackAddr: with its address taken, the ingress listens on the fallback when it has
+// one (gust's default port held by another gust), and fails with the address's error when not.
+func TestFallbackAddr(t *testing.T) {
+	quiet := log.New(io.Discard, "", 0)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	addr := taken.Addr().String()
+	if _, err := New(Config{Addr: addr, CADir: t.TempDir(), Logger: quiet}, nil); err == nil {
+		t.Fatal("listening on a taken address without a fallback succeeded")
+	}
+	in, err := New(Config{Addr: addr, FallbackAddr: "127.0.0.1:0", CADir: t.TempDir(), Logger: quiet}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Stop()
+	if in.Addr().String() == addr {
+		t.Fatalf("the ingress says it listens on the taken %s", addr)
+	}
+}
