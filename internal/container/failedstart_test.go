@@ -54,7 +54,7 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { os.Remove(rt.cfg.RootsDir) })
+			t.Cleanup(func() { rt.Close() })
 			id := fmt.Sprintf("failstart-%d", time.Now().UnixNano()%1e9)
 			c, err := rt.Create(context.Background(), CreateOptions{ID: id, Isolation: iso, Layers: []string{layer},
 				CPU: 1, MemoryMiB: 256, DiskMiB: 64, ReadyTimeout: 20 * time.Second, Logf: t.Logf})

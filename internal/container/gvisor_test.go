@@ -87,6 +87,7 @@ func TestGVisorNetworkNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { rt.Close() })
 
 	// A namespace whose veth leads to the host, and a server on the host end.
 	n := os.Getpid() % 10000
