@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/gust-run/gust/internal/auth"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/store"
@@ -34,12 +33,13 @@ const (
 )
 
 func (a *API) dictRoutes(rt *router) {
-	rt.handle("POST /v1/dicts", a.handleDictCreate)
-	rt.handle("POST /v1/dicts/lookup", a.handleDictLookup)
-	rt.handle("GET /v1/dicts", a.handleDictList)
-	rt.handle("GET /v1/dicts/{id}", a.handleDictGet)
-	rt.handle("DELETE /v1/dicts/{id}", a.handleDictDelete)
-	rt.handle("POST /v1/dicts/{id}/heartbeat", a.handleDictHeartbeat)
+	kindRoutes(rt, namedObjects[store.KVObject]{what: "Dict", plural: "dicts",
+		create: a.store.CreateDict, lookup: a.store.LookupDict, list: a.store.ListDicts, get: a.store.GetDict,
+		del: a.store.DeleteDict, beat: a.store.HeartbeatDict,
+		show: func(_ context.Context, _ string, d store.KVObject, _ bool) (any, error) {
+			return dictJSON{d.ID, d}, nil
+		},
+	})
 	rt.handle("POST /v1/dicts/{id}/clear", a.handleDictClear)
 	rt.handle("GET /v1/dicts/{id}/len", a.handleDictLen)
 	rt.handle("POST /v1/dicts/{id}/entries", a.handleDictUpdate)
@@ -106,86 +106,6 @@ func (a *API) kvQuota(ctx context.Context, ws string) (int64, error) {
 		return 0, err
 	}
 	return int64(w.Quotas.KVStoreMiB) << 20, nil
-}
-
-func (a *API) handleDictCreate(w http.ResponseWriter, r *http.Request) {
-	var req createReq
-	if err := httpapi.DecodeJSON(r, &req, 64<<10); err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	if err := req.check("Dict"); err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	p := principal(r)
-	d, err := a.store.CreateDict(r.Context(), p.WorkspaceID, req.Name, p.TokenID, req.AllowExisting)
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusCreated, dictJSON{d.ID, d})
-}
-
-func (a *API) handleDictLookup(w http.ResponseWriter, r *http.Request) {
-	var req lookupReq
-	if err := httpapi.DecodeJSON(r, &req, 64<<10); err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	p := principal(r)
-	if req.CreateIfMissing && p.Kind == auth.User && !p.Role.AtLeast(auth.Member) {
-		req.CreateIfMissing = false // creating is a member's (or a function's); looking up is anyone's
-	}
-	d, err := a.store.LookupDict(r.Context(), p.WorkspaceID, req.Name, p.TokenID, req.CreateIfMissing)
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, dictJSON{d.ID, d})
-}
-
-func (a *API) handleDictList(w http.ResponseWriter, r *http.Request) {
-	limit, before, err := listQuery(r)
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	ds, err := a.store.ListDicts(r.Context(), principal(r).WorkspaceID, limit, before)
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	out := make([]dictJSON, len(ds))
-	for i, d := range ds {
-		out[i] = dictJSON{d.ID, d}
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"dicts": out})
-}
-
-func (a *API) handleDictGet(w http.ResponseWriter, r *http.Request) {
-	d, err := a.store.GetDict(r.Context(), principal(r).WorkspaceID, r.PathValue("id"))
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, dictJSON{d.ID, d})
-}
-
-func (a *API) handleDictDelete(w http.ResponseWriter, r *http.Request) {
-	if err := a.store.DeleteDict(r.Context(), principal(r).WorkspaceID, r.PathValue("id")); err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (a *API) handleDictHeartbeat(w http.ResponseWriter, r *http.Request) {
-	if err := a.store.HeartbeatDict(r.Context(), principal(r).WorkspaceID, r.PathValue("id")); err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 func (a *API) handleDictClear(w http.ResponseWriter, r *http.Request) {

@@ -1,22 +1,30 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"time"
 
-	"github.com/gust-run/gust/internal/auth"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/store"
 )
 
 func (a *API) queueRoutes(rt *router) {
-	rt.handle("POST /v1/queues", a.handleQueueCreate)
-	rt.handle("POST /v1/queues/lookup", a.handleQueueLookup)
-	rt.handle("GET /v1/queues", a.handleQueueList)
-	rt.handle("GET /v1/queues/{id}", a.handleQueueGet)
-	rt.handle("DELETE /v1/queues/{id}", a.handleQueueDelete)
-	rt.handle("POST /v1/queues/{id}/heartbeat", a.handleQueueHeartbeat)
+	kindRoutes(rt, namedObjects[store.KVObject]{what: "Queue", plural: "queues",
+		create: a.store.CreateQueue, lookup: a.store.LookupQueue, list: a.store.ListQueues, get: a.store.GetQueue,
+		del: a.store.DeleteQueue, beat: a.store.HeartbeatQueue,
+		show: func(ctx context.Context, ws string, q store.KVObject, listed bool) (any, error) {
+			if !listed {
+				return queueJSON{ID: q.ID, KVObject: q}, nil
+			}
+			st, err := a.store.QueueStats(ctx, ws, q.ID) // a listing shows partitions and items
+			if err != nil {
+				return nil, err
+			}
+			return queueJSON{q.ID, q, &st}, nil
+		},
+	})
 	rt.handle("POST /v1/queues/{id}/put", a.handleQueuePut)
 	rt.handle("POST /v1/queues/{id}/get", a.handleQueueTake)
 	rt.handle("GET /v1/queues/{id}/len", a.handleQueueLen)
@@ -29,92 +37,6 @@ type queueJSON struct {
 	ID string `json:"queue_id"`
 	store.KVObject
 	*store.QueueStats
-}
-
-func (a *API) handleQueueCreate(w http.ResponseWriter, r *http.Request) {
-	var req createReq
-	if err := httpapi.DecodeJSON(r, &req, 64<<10); err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	if err := req.check("Queue"); err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	p := principal(r)
-	q, err := a.store.CreateQueue(r.Context(), p.WorkspaceID, req.Name, p.TokenID, req.AllowExisting)
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusCreated, queueJSON{ID: q.ID, KVObject: q})
-}
-
-func (a *API) handleQueueLookup(w http.ResponseWriter, r *http.Request) {
-	var req lookupReq
-	if err := httpapi.DecodeJSON(r, &req, 64<<10); err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	p := principal(r)
-	if req.CreateIfMissing && p.Kind == auth.User && !p.Role.AtLeast(auth.Member) {
-		req.CreateIfMissing = false // creating is a member's (or a function's); looking up is anyone's
-	}
-	q, err := a.store.LookupQueue(r.Context(), p.WorkspaceID, req.Name, p.TokenID, req.CreateIfMissing)
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, queueJSON{ID: q.ID, KVObject: q})
-}
-
-func (a *API) handleQueueList(w http.ResponseWriter, r *http.Request) {
-	limit, before, err := listQuery(r)
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	ws := principal(r).WorkspaceID
-	qs, err := a.store.ListQueues(r.Context(), ws, limit, before)
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	out := make([]queueJSON, len(qs))
-	for i, q := range qs {
-		st, err := a.store.QueueStats(r.Context(), ws, q.ID)
-		if err != nil {
-			httpapi.WriteError(w, err)
-			return
-		}
-		out[i] = queueJSON{q.ID, q, &st}
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"queues": out})
-}
-
-func (a *API) handleQueueGet(w http.ResponseWriter, r *http.Request) {
-	q, err := a.store.GetQueue(r.Context(), principal(r).WorkspaceID, r.PathValue("id"))
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, queueJSON{ID: q.ID, KVObject: q})
-}
-
-func (a *API) handleQueueDelete(w http.ResponseWriter, r *http.Request) {
-	if err := a.store.DeleteQueue(r.Context(), principal(r).WorkspaceID, r.PathValue("id")); err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (a *API) handleQueueHeartbeat(w http.ResponseWriter, r *http.Request) {
-	if err := a.store.HeartbeatQueue(r.Context(), principal(r).WorkspaceID, r.PathValue("id")); err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 // waitSeconds checks a wait given in a body: at least 0, at most kvMaxWait.

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gust-run/gust/internal/auth"
 	"github.com/gust-run/gust/internal/errdefs"
 	"github.com/gust-run/gust/internal/httpapi"
 	"github.com/gust-run/gust/internal/image"
@@ -34,12 +33,14 @@ const (
 )
 
 func (a *API) volumeRoutes(rt *router) {
-	rt.handle("POST /v1/volumes", a.handleVolumeCreate)
-	rt.handle("POST /v1/volumes/lookup", a.handleVolumeLookup)
-	rt.handle("GET /v1/volumes", a.handleVolumeList)
-	rt.handle("GET /v1/volumes/{id}", a.handleVolumeGet)
-	rt.handle("DELETE /v1/volumes/{id}", a.handleVolumeDelete)
-	rt.handle("POST /v1/volumes/{id}/heartbeat", a.handleVolumeHeartbeat)
+	kindRoutes(rt, namedObjects[store.Volume]{what: "Volume", plural: "volumes",
+		create: a.store.CreateVolume, list: a.store.ListVolumes, get: a.store.GetVolume,
+		del: a.store.DeleteVolume, beat: a.store.HeartbeatVolume,
+		show: func(_ context.Context, _ string, v store.Volume, _ bool) (any, error) {
+			return volumeJSON{v.ID, v}, nil
+		},
+	})
+	rt.handle("POST /v1/volumes/lookup", a.handleVolumeLookup) // lookup takes Modal's version= too
 	rt.handle("PUT /v1/volumes/{id}/name", a.handleVolumeRename)
 	rt.handle("GET /v1/volumes/{id}/entries", a.handleVolumeEntries)
 	rt.handle("GET /v1/volumes/{id}/content", a.handleVolumeContent)
@@ -59,25 +60,6 @@ type volumeJSON struct {
 
 func (a *API) blobs() *volume.Blobs { return volume.BlobsIn(a.layers.Dir) }
 
-func (a *API) handleVolumeCreate(w http.ResponseWriter, r *http.Request) {
-	var req createReq
-	if err := httpapi.DecodeJSON(r, &req, 64<<10); err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	if err := req.check("Volume"); err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	p := principal(r)
-	v, err := a.store.CreateVolume(r.Context(), p.WorkspaceID, req.Name, p.TokenID, req.AllowExisting)
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusCreated, volumeJSON{v.ID, v})
-}
-
 func (a *API) handleVolumeLookup(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		lookupReq
@@ -92,58 +74,12 @@ func (a *API) handleVolumeLookup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := principal(r)
-	if req.CreateIfMissing && p.Kind == auth.User && !p.Role.AtLeast(auth.Member) {
-		req.CreateIfMissing = false // creating is a member's; looking up is anyone's
-	}
-	v, err := a.store.LookupVolume(r.Context(), p.WorkspaceID, req.Name, p.TokenID, req.CreateIfMissing)
+	v, err := a.store.LookupVolume(r.Context(), p.WorkspaceID, req.Name, p.TokenID, mayCreate(p, req.CreateIfMissing))
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, volumeJSON{v.ID, v})
-}
-
-func (a *API) handleVolumeList(w http.ResponseWriter, r *http.Request) {
-	limit, before, err := listQuery(r)
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	vs, err := a.store.ListVolumes(r.Context(), principal(r).WorkspaceID, limit, before)
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	out := make([]volumeJSON, len(vs))
-	for i, v := range vs {
-		out[i] = volumeJSON{v.ID, v}
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"volumes": out})
-}
-
-func (a *API) handleVolumeGet(w http.ResponseWriter, r *http.Request) {
-	v, err := a.store.GetVolume(r.Context(), principal(r).WorkspaceID, r.PathValue("id"))
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, volumeJSON{v.ID, v})
-}
-
-func (a *API) handleVolumeDelete(w http.ResponseWriter, r *http.Request) {
-	if err := a.store.DeleteVolume(r.Context(), principal(r).WorkspaceID, r.PathValue("id")); err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (a *API) handleVolumeHeartbeat(w http.ResponseWriter, r *http.Request) {
-	if err := a.store.HeartbeatVolume(r.Context(), principal(r).WorkspaceID, r.PathValue("id")); err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 func (a *API) handleVolumeRename(w http.ResponseWriter, r *http.Request) {
@@ -159,7 +95,12 @@ func (a *API) handleVolumeRename(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	a.handleVolumeGet(w, r)
+	v, err := a.store.GetVolume(r.Context(), ws, r.PathValue("id"))
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, volumeJSON{v.ID, v})
 }
 
 // headOf returns a volume of the caller's workspace and its current version.
@@ -294,6 +235,16 @@ func (a *API) handleVolumeBlob(w http.ResponseWriter, r *http.Request) {
 
 // commit applies change to volume id's newest version and makes the result its head,
 // again if another commit got there first. change may refuse with an error.
+// commitAndAnswer commits change to volume id and answers with the volume's new version.
+func (a *API) commitAndAnswer(ctx context.Context, w http.ResponseWriter, ws, id string, change func(m *volume.Manifest) error) {
+	v, err := a.commit(ctx, ws, id, change)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, volumeJSON{v.ID, v})
+}
+
 func (a *API) commit(ctx context.Context, ws, id string, change func(m *volume.Manifest) error) (store.Volume, error) {
 	mu := a.volumeLock(id)
 	mu.Lock()
@@ -405,7 +356,7 @@ func (a *API) handleVolumeCommit(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	v, err := a.commit(r.Context(), principal(r).WorkspaceID, r.PathValue("id"), func(m *volume.Manifest) error {
+	a.commitAndAnswer(r.Context(), w, principal(r).WorkspaceID, r.PathValue("id"), func(m *volume.Manifest) error {
 		if !req.Force {
 			for _, c := range req.Changes {
 				if e, ok := m.Entries[c.Entry.Path]; ok && c.Op == volume.OpPut && e.Type != volume.Dir {
@@ -416,11 +367,6 @@ func (a *API) handleVolumeCommit(w http.ResponseWriter, r *http.Request) {
 		m.Apply(req.Changes, time.Now().Unix())
 		return nil
 	})
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, volumeJSON{v.ID, v})
 }
 
 // handleVolumeRemove removes {"path", "recursive"}: a non-empty directory needs recursive.
@@ -442,7 +388,7 @@ func (a *API) handleVolumeRemove(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, errdefs.Invalid("the volume's root cannot be removed; delete the volume instead"))
 		return
 	}
-	v, err := a.commit(r.Context(), principal(r).WorkspaceID, r.PathValue("id"), func(m *volume.Manifest) error {
+	a.commitAndAnswer(r.Context(), w, principal(r).WorkspaceID, r.PathValue("id"), func(m *volume.Manifest) error {
 		e, ok := m.Get(p)
 		if !ok {
 			return errdefs.NotFound("No such file or directory: '%s'", req.Path)
@@ -453,11 +399,6 @@ func (a *API) handleVolumeRemove(w http.ResponseWriter, r *http.Request) {
 		m.Remove(p)
 		return nil
 	})
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, volumeJSON{v.ID, v})
 }
 
 // handleVolumeCopy copies {"src_paths", "dst_path", "recursive"} within the volume, as
@@ -481,14 +422,9 @@ func (a *API) handleVolumeCopy(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	v, err := a.commit(r.Context(), principal(r).WorkspaceID, r.PathValue("id"), func(m *volume.Manifest) error {
+	a.commitAndAnswer(r.Context(), w, principal(r).WorkspaceID, r.PathValue("id"), func(m *volume.Manifest) error {
 		return volume.Copy(m, req.Src, dst, req.Recursive, time.Now().Unix())
 	})
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, volumeJSON{v.ID, v})
 }
 
 // workerContainerVolume checks that container ?container= (or the body's) runs on worker wid
@@ -542,15 +478,10 @@ func (a *API) handleWorkerVolumeCommit(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	v, err := a.commit(r.Context(), ws, r.PathValue("vid"), func(m *volume.Manifest) error {
+	a.commitAndAnswer(r.Context(), w, ws, r.PathValue("vid"), func(m *volume.Manifest) error {
 		m.Apply(req.Changes, time.Now().Unix())
 		return nil
 	})
-	if err != nil {
-		httpapi.WriteError(w, err)
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, volumeJSON{v.ID, v})
 }
 
 // pruneVolumeBlobs removes the volume blobs that no volume's current version uses (the
