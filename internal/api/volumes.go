@@ -226,7 +226,7 @@ func (a *API) handleVolumeBlob(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	if err := a.store.GrantVolumeBlob(r.Context(), ws, sum); err != nil {
+	if err := a.store.GrantVolumeBlobs(r.Context(), ws, sum); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
@@ -299,7 +299,7 @@ func (a *API) volumeLock(id string) *sync.Mutex {
 // container's workspace.
 func (a *API) checkChanges(ctx context.Context, ws string, changes []volume.Change, fromWorker bool) error {
 	bl := a.blobs()
-	var uploaded []string
+	var uploaded, written []string
 	for i := range changes {
 		c := &changes[i]
 		if err := c.Check(); err != nil {
@@ -316,13 +316,10 @@ func (a *API) checkChanges(ctx context.Context, ws string, changes []volume.Chan
 			if err != nil || !granted { // the same answer either way: nothing about others' files
 				return errdefs.Invalid("file %s: blob %s is not stored; POST the file's bytes to /v1/volumes/{id}/blobs first", c.Entry.Path, c.Entry.Blob)
 			}
-			if fromWorker {
-				if err := a.store.GrantVolumeBlob(ctx, ws, c.Entry.Blob); err != nil {
-					return err
-				}
-			}
 			c.Entry.Size = n
-			if !fromWorker {
+			if fromWorker {
+				written = append(written, c.Entry.Blob)
+			} else {
 				uploaded = append(uploaded, c.Entry.Blob)
 			}
 		}
@@ -335,6 +332,9 @@ func (a *API) checkChanges(ctx context.Context, ws string, changes []volume.Chan
 				c.Entry.Mode = 0o755
 			}
 		}
+	}
+	if err := a.store.GrantVolumeBlobs(ctx, ws, written...); err != nil {
+		return err
 	}
 	// Uploads are not synced one by one (Blobs.Upload): the commit syncs them before it is
 	// acknowledged. A worker syncs the files it stores.

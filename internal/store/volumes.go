@@ -40,12 +40,33 @@ CREATE TABLE IF NOT EXISTS volume_blob_grants (
 // in a commit only the files it uploaded itself (or that its containers wrote): knowing a
 // file's SHA-256 must not be a way to read, or to learn of, another workspace's file.
 
-// GrantVolumeBlob records that workspace ws holds the content of blob (it uploaded it, or a
-// container of its wrote it).
-func (s *Store) GrantVolumeBlob(ctx context.Context, ws, blob string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO volume_blob_grants (workspace_id, blob) VALUES (?, ?) ON CONFLICT DO NOTHING`, ws, blob)
+// GrantVolumeBlobs records that workspace ws holds the content of blobs (it uploaded them, or
+// a container of its wrote them), in one transaction: a worker's commit may name thousands.
+func (s *Store) GrantVolumeBlobs(ctx context.Context, ws string, blobs ...string) (retErr error) {
+	if len(blobs) == 0 {
+		return nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("store: granting volume blob %s: %w", blob, err)
+		return fmt.Errorf("store: granting volume blobs: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			_ = tx.Rollback() // the error that matters is retErr
+		}
+	}()
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO volume_blob_grants (workspace_id, blob) VALUES (?, ?) ON CONFLICT DO NOTHING`)
+	if err != nil {
+		return fmt.Errorf("store: granting volume blobs: %w", err)
+	}
+	defer stmt.Close()
+	for _, b := range blobs {
+		if _, err := stmt.ExecContext(ctx, ws, b); err != nil {
+			return fmt.Errorf("store: granting volume blob %s: %w", b, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: granting volume blobs: %w", err)
 	}
 	return nil
 }
